@@ -1,0 +1,40 @@
+# Flagport developer commands. Each target bootstraps itself on a fresh machine that has
+# only Python >= 3.11 and make: uv is installed into .tools/ when it is not on PATH.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell command -v $(PYTHON))
+SYNC = $(UV) sync --frozen --quiet
+RUN = $(UV) run --frozen --no-sync
+
+.PHONY: run test lint bench sync fmt
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet uv
+
+sync: $(UV)
+	$(SYNC)
+
+## make run: the server on the embedded SQLite store with the portal's example flags
+run: sync
+	$(RUN) flags serve --seed examples/portal-flags.yaml $(ARGS)
+
+## make test: every test (benchmarks run once for correctness)
+test: sync
+	$(RUN) pytest --benchmark-disable $(ARGS)
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+	$(RUN) lint-imports
+
+fmt: sync
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+## make bench: the benchmarks for real (see benchmarks/RESULTS.md)
+bench: sync
+	$(RUN) pytest benchmarks -p no:randomly --benchmark-only $(ARGS)

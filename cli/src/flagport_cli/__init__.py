@@ -1,0 +1,3 @@
+"""The ``flags`` command-line interface."""
+
+__all__: list[str] = []

@@ -1,0 +1,140 @@
+"""Read and write snapshot documents as JSON or YAML (config as code).
+
+``load_document`` raises only :class:`~flagport.InvalidDocumentError`; its ``path`` names the
+offending field and, for syntax errors, the message names the line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+import msgspec
+
+from flagport._exceptions import InvalidDocumentError
+from flagport.engine import SnapshotDocument, compile_snapshot, document_from_builtins
+
+__all__ = ["Format", "dump_document", "load_document", "strip_volatile"]
+
+Format = Literal["json", "yaml"]
+_VOLATILE_FLAG_FIELDS = ("version", "created_at", "updated_at")
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise InvalidDocumentError(f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+    except (_DuplicateKeyError, ValueError, RecursionError) as error:
+        raise InvalidDocumentError(f"invalid JSON: {error}") from None
+
+
+def _parse_yaml(text: str) -> Any:
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader with YAML 1.2 booleans (``on``/``off``/``yes``/``no`` stay strings: they
+        are variant names here) that refuses duplicate mapping keys instead of keeping the last."""
+
+    StrictLoader.yaml_implicit_resolvers = {
+        first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise InvalidDocumentError(
+                    f"duplicate key {key!r} at line {key_node.start_mark.line + 1}"
+                )
+            seen[key] = True
+        return loader.construct_mapping(node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InvalidDocumentError(f"invalid YAML{where}: {error.problem}") from None
+    except yaml.YAMLError as error:
+        raise InvalidDocumentError(f"invalid YAML: {error}") from None
+    except RecursionError:
+        raise InvalidDocumentError("invalid YAML: nested too deeply") from None
+
+
+def load_document(data: bytes | str, format: Format | None = None, *, strict: bool = True) -> SnapshotDocument:
+    """Parse and validate a snapshot document.
+
+    ``format`` defaults to JSON when the text starts with ``{``, YAML otherwise. With
+    ``strict`` (the default) cross-references are checked too: unknown variants, segments
+    and prerequisites, cycles, percentages with more than 3 decimals.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidDocumentError(f"not UTF-8 text: {error}") from None
+    else:
+        text = data
+    if format is None:
+        format = "json" if text.lstrip().startswith("{") else "yaml"
+    obj = _parse_json(text) if format == "json" else _parse_yaml(text)
+    if obj is None:
+        obj = {}
+    document = document_from_builtins(obj)
+    if strict:
+        compile_snapshot(document, strict=True)
+    return document
+
+
+def strip_volatile(document: SnapshotDocument) -> SnapshotDocument:
+    """The document without versions and timestamps: what config as code compares."""
+    flags = {
+        key: msgspec.structs.replace(flag, version=0, created_at=None, updated_at=None)
+        for key, flag in document.flags.items()
+    }
+    segments = {
+        key: msgspec.structs.replace(segment, version=0, updated_at=None)
+        for key, segment in document.segments.items()
+    }
+    return SnapshotDocument(bucketing=document.bucketing, flags=flags, segments=segments, version=0)
+
+
+def dump_document(document: SnapshotDocument, format: Format = "yaml", *, volatile: bool = False) -> bytes:
+    """Serialise ``document`` with keys sorted; versions and timestamps only if ``volatile``."""
+    if not volatile:
+        document = strip_volatile(document)
+    builtins = msgspec.to_builtins(document, order="sorted")
+    if not volatile:
+        builtins.pop("version", None)
+    builtins["flags"] = dict(sorted(builtins["flags"].items()))
+    builtins["segments"] = dict(sorted(builtins["segments"].items()))
+    if format == "json":
+        return msgspec.json.format(msgspec.json.encode(builtins), indent=2) + b"\n"
+    import yaml
+
+    return yaml.safe_dump(builtins, sort_keys=False, allow_unicode=True).encode()

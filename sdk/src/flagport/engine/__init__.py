@@ -1,0 +1,45 @@
+"""The pure evaluation engine shared by the server and the SDK.
+
+It imports only msgspec, mmh3 and a few stdlib modules (an import-linter contract), never
+reads the clock, the network or the disk, and never raises during evaluation.
+"""
+
+from flagport.engine._bucketing import BUCKETS, bucket, hash_unit
+from flagport.engine._compile import CompiledFlag, CompiledSnapshot, compile_snapshot, validate_key
+from flagport.engine._document import document_from_builtins, flag_from_builtins
+from flagport.engine.models import (
+    BUCKETING_VERSION,
+    Condition,
+    ErrorCode,
+    EvaluationResult,
+    Flag,
+    Operator,
+    Prerequisite,
+    Reason,
+    Rule,
+    Segment,
+    SnapshotDocument,
+)
+
+__all__ = [
+    "BUCKETING_VERSION",
+    "BUCKETS",
+    "CompiledFlag",
+    "CompiledSnapshot",
+    "Condition",
+    "ErrorCode",
+    "EvaluationResult",
+    "Flag",
+    "Operator",
+    "Prerequisite",
+    "Reason",
+    "Rule",
+    "Segment",
+    "SnapshotDocument",
+    "bucket",
+    "compile_snapshot",
+    "document_from_builtins",
+    "flag_from_builtins",
+    "hash_unit",
+    "validate_key",
+]

@@ -1,0 +1,254 @@
+"""Rule conditions compiled to small matcher closures.
+
+Each condition becomes ``match(context, now) -> bool`` once per snapshot, so evaluation does
+no parsing. Semantics:
+
+- A condition matches when the attribute matches *any* of its values; ``not_in``/``neq``
+  match when it matches *none*.
+- A missing attribute (absent or ``None``) never matches, not even a negative operator
+  (missing data must not put a user into an audience).
+- Equality compares canonical strings, so the query-string value ``"7"`` equals ``7`` and
+  ``"true"`` equals ``true``.
+- Numeric, semver and date operators parse string context values (query strings are strings);
+  a value that does not parse does not match.
+- ``$now`` is the evaluation time passed to the engine (seconds since the epoch, UTC).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flagport._exceptions import InvalidDocumentError
+from flagport.engine.models import Condition, Operator
+
+__all__ = ["NOW_ATTRIBUTE", "Matcher", "compile_condition", "parse_instant", "parse_semver"]
+
+NOW_ATTRIBUTE = "$now"
+
+Matcher = Callable[[Mapping[str, Any], float | None], bool]
+SegmentLookup = Callable[[str], Matcher]
+
+_MISSING = object()
+
+
+def canonical(value: Any) -> str | None:
+    """The string form equality compares; ``None`` for values that never compare equal."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return repr(value) if math.isfinite(value) else None
+    return None
+
+
+def as_number(value: Any) -> float | None:
+    kind = type(value)
+    if kind is int or kind is float:
+        return float(value) if math.isfinite(value) else None
+    if kind is str:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+_SEMVER = re.compile(
+    r"^v?(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$"
+)
+
+SemverKey = tuple[int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+def parse_semver(text: Any) -> SemverKey | None:
+    """A sort key with SemVer 2.0 precedence, or ``None``. ``1.2`` means ``1.2.0``; a
+    leading ``v`` is allowed; build metadata is ignored."""
+    if type(text) is not str:
+        return None
+    found = _SEMVER.match(text)
+    if found is None:
+        return None
+    major, minor, patch, pre = found.groups()
+    if pre is None:
+        # A release sorts after all of its pre-releases.
+        pre_key: tuple[tuple[int, int | str], ...] = ((2, 0),)
+    else:
+        pre_key = tuple(
+            (0, int(part)) if part.isdigit() else (1, part) for part in pre.split(".")
+        )
+    return (int(major), int(minor or 0), int(patch or 0), pre_key)
+
+
+def parse_instant(value: Any) -> float | None:
+    """Seconds since the epoch from an ISO-8601 string (naive means UTC) or a number."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return float(value) if math.isfinite(value) else None
+    if kind is not str:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def _reader(attribute: str) -> Callable[[Mapping[str, Any], float | None], Any]:
+    if attribute == NOW_ATTRIBUTE:
+        return lambda context, now: context.get(NOW_ATTRIBUTE, now)
+    return lambda context, now: context.get(attribute)
+
+
+def compile_condition(condition: Condition, path: str, segments: SegmentLookup) -> Matcher:
+    """Compile one condition; raise :class:`InvalidDocumentError` naming ``path`` if it is
+    invalid (wrong value types, unknown segment, missing attribute)."""
+    op = condition.op
+    values = condition.values
+
+    if op is Operator.IN_SEGMENT:
+        for index, name in enumerate(values):
+            if type(name) is not str:
+                raise InvalidDocumentError("in_segment values must be segment keys", f"{path}.values[{index}]")
+        matchers = [segments(str(name)) for name in values]
+        return lambda context, now: any(m(context, now) for m in matchers)
+
+    if condition.attribute is None:
+        raise InvalidDocumentError(f"operator {op.value!r} needs an attribute", f"{path}.attribute")
+    read = _reader(condition.attribute)
+
+    if op in (Operator.IN, Operator.NOT_IN, Operator.EQ, Operator.NEQ):
+        accepted = set()
+        for index, value in enumerate(values):
+            text = canonical(value)
+            if text is None:
+                raise InvalidDocumentError("values must be strings, numbers or booleans", f"{path}.values[{index}]")
+            accepted.add(text)
+        negative = op in (Operator.NOT_IN, Operator.NEQ)
+
+        def match_equal(context: Mapping[str, Any], now: float | None) -> bool:
+            actual = read(context, now)
+            if actual is None:
+                return False
+            text = canonical(actual)
+            if text is None:
+                return False
+            return (text in accepted) is not negative
+
+        return match_equal
+
+    if op in (Operator.STARTS_WITH, Operator.ENDS_WITH, Operator.CONTAINS):
+        needles: list[str] = []
+        for index, value in enumerate(values):
+            if type(value) is not str:
+                raise InvalidDocumentError(f"{op.value} values must be strings", f"{path}.values[{index}]")
+            needles.append(value)
+        prefixes = tuple(needles)
+
+        def as_text(context: Mapping[str, Any], now: float | None) -> str | None:
+            actual = read(context, now)
+            return None if actual is None else canonical(actual)
+
+        if op is Operator.STARTS_WITH:
+            return lambda context, now: (t := as_text(context, now)) is not None and t.startswith(prefixes)
+        if op is Operator.ENDS_WITH:
+            return lambda context, now: (t := as_text(context, now)) is not None and t.endswith(prefixes)
+        return lambda context, now: (t := as_text(context, now)) is not None and any(
+            n in t for n in needles
+        )
+
+    if op in (Operator.LT, Operator.LTE, Operator.GT, Operator.GTE):
+        bounds = []
+        for index, value in enumerate(values):
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise InvalidDocumentError(f"{op.value} values must be finite numbers", f"{path}.values[{index}]")
+            bounds.append(float(value))
+        compare = _ORDERING[op]
+
+        def match_number(context: Mapping[str, Any], now: float | None) -> bool:
+            actual = as_number(read(context, now))
+            return actual is not None and any(compare(actual, b) for b in bounds)
+
+        return match_number
+
+    if op in _SEMVER_OPS:
+        versions = []
+        for index, value in enumerate(values):
+            parsed = parse_semver(value)
+            if parsed is None:
+                raise InvalidDocumentError(f"{value!r} is not a semantic version", f"{path}.values[{index}]")
+            versions.append(parsed)
+        compare_versions = _SEMVER_OPS[op]
+
+        def match_semver(context: Mapping[str, Any], now: float | None) -> bool:
+            actual = parse_semver(read(context, now))
+            return actual is not None and any(compare_versions(actual, v) for v in versions)
+
+        return match_semver
+
+    if op in (Operator.BEFORE, Operator.AFTER):
+        instants = []
+        for index, value in enumerate(values):
+            instant = parse_instant(value) if type(value) is str else None
+            if instant is None:
+                raise InvalidDocumentError(f"{value!r} is not an ISO-8601 date-time", f"{path}.values[{index}]")
+            instants.append(instant)
+        before = op is Operator.BEFORE
+
+        def match_instant(context: Mapping[str, Any], now: float | None) -> bool:
+            actual = parse_instant(read(context, now))
+            if actual is None:
+                return False
+            if before:
+                return any(actual < i for i in instants)
+            return any(actual > i for i in instants)
+
+        return match_instant
+
+    raise InvalidDocumentError(f"unknown operator {op!r}", f"{path}.op")  # pragma: no cover
+
+
+def _lt(a: Any, b: Any) -> bool:
+    return bool(a < b)
+
+
+def _lte(a: Any, b: Any) -> bool:
+    return bool(a <= b)
+
+
+def _gt(a: Any, b: Any) -> bool:
+    return bool(a > b)
+
+
+def _gte(a: Any, b: Any) -> bool:
+    return bool(a >= b)
+
+
+def _eq(a: Any, b: Any) -> bool:
+    return bool(a == b)
+
+
+_ORDERING: dict[Operator, Callable[[Any, Any], bool]] = {
+    Operator.LT: _lt,
+    Operator.LTE: _lte,
+    Operator.GT: _gt,
+    Operator.GTE: _gte,
+}
+_SEMVER_OPS: dict[Operator, Callable[[Any, Any], bool]] = {
+    Operator.SEMVER_EQ: _eq,
+    Operator.SEMVER_LT: _lt,
+    Operator.SEMVER_LTE: _lte,
+    Operator.SEMVER_GT: _gt,
+    Operator.SEMVER_GTE: _gte,
+}

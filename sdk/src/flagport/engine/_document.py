@@ -1,0 +1,71 @@
+"""Turn decoded JSON/YAML (plain builtins) into validated model objects.
+
+msgspec validates types and bounds; this module re-roots its error paths so that they name
+the flag (``$.flags["a.b"].percentage``) and turns every failure into
+:class:`~flagport.InvalidDocumentError`, whatever the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from flagport._exceptions import InvalidDocumentError
+from flagport.engine.models import Flag, Segment, SnapshotDocument
+
+__all__ = ["document_from_builtins", "flag_from_builtins", "segment_from_builtins"]
+
+T = TypeVar("T")
+
+
+def _convert(obj: Any, kind: type[T], path: str) -> T:
+    try:
+        return msgspec.convert(obj, kind, strict=True)
+    except msgspec.ValidationError as error:
+        message, _, where = str(error).partition(" - at `")
+        where = where.rstrip("`")
+        if where.startswith("$"):
+            where = path + where[1:]
+        else:
+            where = path
+        raise InvalidDocumentError(message, where) from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as error:  # defensive: odd builtins
+        raise InvalidDocumentError(str(error) or type(error).__name__, path) from None
+
+
+def flag_from_builtins(key: str, obj: Any) -> Flag:
+    return _convert(obj, Flag, f'$.flags["{key}"]')
+
+
+def segment_from_builtins(key: str, obj: Any) -> Segment:
+    return _convert(obj, Segment, f'$.segments["{key}"]')
+
+
+def document_from_builtins(obj: Any) -> SnapshotDocument:
+    """Validate the document's shape (not its cross-references: :func:`compile_snapshot`
+    with ``strict=True`` checks those)."""
+    if not isinstance(obj, dict):
+        raise InvalidDocumentError(f"a snapshot document must be an object, got {type(obj).__name__}", "$")
+    unknown = set(obj) - {"bucketing", "flags", "segments", "version"}
+    if unknown:
+        raise InvalidDocumentError(f"unknown field {sorted(map(str, unknown))[0]!r}", "$")
+    bucketing = _convert(obj.get("bucketing", 1), int, "$.bucketing")
+    version = _convert(obj.get("version", 0), int, "$.version")
+    raw_flags = obj.get("flags", {}) or {}
+    raw_segments = obj.get("segments", {}) or {}
+    if not isinstance(raw_flags, dict):
+        raise InvalidDocumentError("flags must be an object keyed by flag key", "$.flags")
+    if not isinstance(raw_segments, dict):
+        raise InvalidDocumentError("segments must be an object keyed by segment key", "$.segments")
+    flags = {}
+    for key, body in raw_flags.items():
+        if not isinstance(key, str):
+            raise InvalidDocumentError("flag keys must be strings", f"$.flags[{key!r}]")
+        flags[key] = flag_from_builtins(key, {} if body is None else body)
+    segments = {}
+    for key, body in raw_segments.items():
+        if not isinstance(key, str):
+            raise InvalidDocumentError("segment keys must be strings", f"$.segments[{key!r}]")
+        segments[key] = segment_from_builtins(key, {} if body is None else body)
+    return SnapshotDocument(bucketing=bucketing, flags=flags, segments=segments, version=version)

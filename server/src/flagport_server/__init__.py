@@ -1,0 +1,3 @@
+"""Flagport's evaluation and admin server (Litestar + msgspec)."""
+
+__all__: list[str] = []

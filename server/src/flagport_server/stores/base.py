@@ -1,0 +1,171 @@
+"""The store contract every backend (SQLite, Redis) implements.
+
+The store is never on the evaluation path: servers load a whole :class:`StoreState` into an
+immutable compiled snapshot and re-load it when the snapshot version changes. Writes are
+atomic batches of :class:`Mutation` guarded by compare-and-set on each flag's version, and
+each batch bumps the global snapshot version by exactly one and appends its audit entries.
+
+One contract-test suite (``tests/server/test_store_contract.py``) runs against every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from flagport.engine import Flag, Segment, SnapshotDocument
+
+__all__ = [
+    "AuditEntry",
+    "AuditQuery",
+    "CommitResult",
+    "Mutation",
+    "Store",
+    "StoreState",
+    "TokenRecord",
+    "WorkerStatus",
+]
+
+
+class Mutation(msgspec.Struct, frozen=True):
+    """One change inside an atomic commit.
+
+    ``expected_version`` is the compare-and-set guard: the flag's (or segment's) current
+    version must equal it; ``None`` means "must not exist yet"; ``-1`` means "don't check".
+    ``value`` is the new Flag/Segment for ``put``, ``None`` for ``delete``.
+    """
+
+    kind: Literal["flag", "segment"]
+    key: str
+    op: Literal["put", "delete"]
+    value: Flag | Segment | None = None
+    expected_version: int | None = -1
+
+
+class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Who changed what, when and why. ``before``/``after`` are the exported flag bodies."""
+
+    actor: str
+    action: str
+    key: str
+    at: str  # ISO-8601 UTC
+    reason: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    kind: Literal["flag", "segment", "token", "snapshot"] = "flag"
+    #: Assigned by the store: increasing, unique per store.
+    id: int = 0
+    snapshot_version: int = 0
+
+
+class AuditQuery(msgspec.Struct, frozen=True):
+    key: str | None = None
+    actor: str | None = None
+    since: str | None = None  # ISO-8601; entries at or after it
+    #: Page backwards from this id (exclusive); newest first.
+    before_id: int | None = None
+    limit: int = 100
+
+
+class CommitResult(msgspec.Struct, frozen=True):
+    snapshot_version: int
+    audit_ids: list[int]
+
+
+class TokenRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A token as stored: never the secret, only its SHA-256 hex digest."""
+
+    id: str
+    name: str
+    scope: Literal["admin", "evaluate"]
+    secret_hash: str
+    created_at: str
+    revoked_at: str | None = None
+
+
+class WorkerStatus(msgspec.Struct, frozen=True):
+    """One server worker's entry in the propagation registry."""
+
+    instance: str  # instance id (host:port or a configured name)
+    pid: int
+    applied_version: int
+    heartbeat_at: float  # seconds since the epoch
+    started_at: float = 0.0
+
+
+class StoreState(msgspec.Struct, frozen=True):
+    """Everything a server needs to build a snapshot, read atomically."""
+
+    store_id: str  # random id made when the store was initialised; changes if wiped
+    document: SnapshotDocument  # document.version is the snapshot version
+
+
+class Store(abc.ABC):
+    """Async store contract. Implementations must be safe to use from several processes."""
+
+    #: URL scheme(s) served, for messages.
+    kind: str = "abstract"
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create the schema if needed (idempotent)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def load(self) -> StoreState:
+        """The whole configuration at one snapshot version."""
+
+    @abc.abstractmethod
+    async def snapshot_version(self) -> tuple[str, int]:
+        """(store_id, version): cheap, for the periodic check that repairs missed messages."""
+
+    @abc.abstractmethod
+    async def commit(self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]) -> CommitResult:
+        """Apply ``mutations`` and append ``audit`` atomically, bumping the snapshot version
+        once. Raises :class:`~flagport_server.errors.VersionConflict` (nothing applied) when a
+        guard fails; audit entries get ``snapshot_version`` and ``id`` filled in."""
+
+    @abc.abstractmethod
+    def changes(self) -> AsyncIterator[int]:
+        """Yield new snapshot versions as other processes commit (best effort; the caller
+        also polls :meth:`snapshot_version`)."""
+
+    # -- audit ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """Entries matching ``query``, newest first, at most ``query.limit``."""
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_token(self, token: TokenRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def tokens(self) -> list[TokenRecord]: ...
+
+    @abc.abstractmethod
+    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: str, at: str) -> TokenRecord | None:
+        """Mark revoked; ``None`` if unknown."""
+
+    # -- propagation registry ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def heartbeat(self, status: WorkerStatus) -> None:
+        """Record a worker's applied version and liveness."""
+
+    @abc.abstractmethod
+    async def workers(self, max_age: float, now: float) -> list[WorkerStatus]:
+        """Workers whose heartbeat is at most ``max_age`` seconds old."""
+
+    @abc.abstractmethod
+    async def forget_worker(self, instance: str, pid: int) -> None:
+        """Remove a worker on clean shutdown (so it is not waited for)."""

@@ -42,7 +42,9 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
-        raise InvalidDocumentError(f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+        raise InvalidDocumentError(
+            f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
     except (_DuplicateKeyError, ValueError, RecursionError) as error:
         raise InvalidDocumentError(f"invalid JSON: {error}") from None
 
@@ -54,18 +56,29 @@ def _parse_yaml(text: str) -> Any:
         """SafeLoader with YAML 1.2 booleans (``on``/``off``/``yes``/``no`` stay strings: they
         are variant names here) that refuses duplicate mapping keys instead of keeping the last."""
 
+    # Unquoted dates stay strings too: the models hold ISO-8601 text (``before``/``after``
+    # values, timestamps), never datetime objects.
+    dropped = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
     StrictLoader.yaml_implicit_resolvers = {
-        first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+        first: [(tag, regex) for tag, regex in resolvers if tag not in dropped]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     StrictLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+        "tag:yaml.org,2002:bool",
+        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        list("tTfF"),
     )
 
-    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    def construct_mapping(
+        loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
+    ) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                raise InvalidDocumentError(
+                    f"mapping keys must be scalars, at line {key_node.start_mark.line + 1}"
+                )
             if key in seen:
                 raise InvalidDocumentError(
                     f"duplicate key {key!r} at line {key_node.start_mark.line + 1}"
@@ -75,7 +88,9 @@ def _parse_yaml(text: str) -> Any:
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=StrictLoader)
+    except InvalidDocumentError:
+        raise
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -84,9 +99,13 @@ def _parse_yaml(text: str) -> Any:
         raise InvalidDocumentError(f"invalid YAML: {error}") from None
     except RecursionError:
         raise InvalidDocumentError("invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as error:  # e.g. an int of 5,000 digits
+        raise InvalidDocumentError(f"invalid YAML: {error}") from None
 
 
-def load_document(data: bytes | str, format: Format | None = None, *, strict: bool = True) -> SnapshotDocument:
+def load_document(
+    data: bytes | str, format: Format | None = None, *, strict: bool = True
+) -> SnapshotDocument:
     """Parse and validate a snapshot document.
 
     ``format`` defaults to JSON when the text starts with ``{``, YAML otherwise. With
@@ -124,7 +143,9 @@ def strip_volatile(document: SnapshotDocument) -> SnapshotDocument:
     return SnapshotDocument(bucketing=document.bucketing, flags=flags, segments=segments, version=0)
 
 
-def dump_document(document: SnapshotDocument, format: Format = "yaml", *, volatile: bool = False) -> bytes:
+def dump_document(
+    document: SnapshotDocument, format: Format = "yaml", *, volatile: bool = False
+) -> bytes:
     """Serialise ``document`` with keys sorted; versions and timestamps only if ``volatile``."""
     if not volatile:
         document = strip_volatile(document)

@@ -10,17 +10,27 @@ __all__ = ["BUCKETS", "bucket", "hash_unit", "threshold"]
 BUCKETS = 100_000
 
 
-def hash_unit(salt: str, unit: str, seed: int = 0) -> int:
-    """MurmurHash3_x86_32 of ``utf8(salt + ":" + unit)`` as an unsigned 32-bit integer."""
-    return mmh3.hash(f"{salt}:{unit}", seed, False)  # type: ignore[no-any-return]
+def _utf8(text: str) -> str | bytes:
+    # mmh3 5.x crashes the interpreter (SIGSEGV) on a str holding a lone surrogate, which
+    # json.loads happily produces from "\ud800"; encoding first raises UnicodeEncodeError.
+    return text if text.isascii() else text.encode()
 
 
-def bucket(salt: str, unit: str, seed: int = 0) -> int:
+def hash_unit(salt: str, unit: str | int, seed: int = 0) -> int:
+    """MurmurHash3_x86_32 of ``utf8(salt + ":" + unit)`` as an unsigned 32-bit integer.
+
+    Raises :class:`UnicodeEncodeError` if the text is not valid Unicode (lone surrogates).
+    """
+    return mmh3.hash(_utf8(f"{salt}:{unit}"), seed, False)
+
+
+def bucket(salt: str, unit: str | int, seed: int = 0) -> int:
     """The bucket of ``unit`` for a flag salted with ``salt``: an integer in [0, 100000).
 
-    A unit is included at percentage ``p`` when ``bucket(...) < round(p * 1000)``.
+    A unit is included at percentage ``p`` when ``bucket(...) < round(p * 1000)``. An
+    integer unit buckets as its decimal string.
     """
-    return (mmh3.hash(f"{salt}:{unit}", seed, False) * BUCKETS) >> 32  # type: ignore[no-any-return]
+    return (mmh3.hash(_utf8(f"{salt}:{unit}"), seed, False) * BUCKETS) >> 32
 
 
 def threshold(percentage: float) -> int:

@@ -21,7 +21,7 @@ import mmh3
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine._bucketing import BUCKETS, threshold
-from flagport.engine._conditions import Matcher, compile_condition
+from flagport.engine._conditions import Matcher, compile_condition, int_text
 from flagport.engine.models import (
     BUCKETING_VERSION,
     KEY_PATTERN,
@@ -31,7 +31,6 @@ from flagport.engine.models import (
     ErrorCode,
     EvaluationResult,
     Flag,
-    Operator,
     Reason,
     Rule,
     Segment,
@@ -50,6 +49,15 @@ _MATCH = Reason.TARGETING_MATCH
 _ERROR = Reason.ERROR
 
 
+def _valid_utf8(text: str) -> bool:
+    """False for strings holding lone surrogates (not encodable, and fatal to mmh3)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def flag_path(key: str) -> str:
     return f'$.flags["{key}"]'
 
@@ -59,7 +67,9 @@ def validate_key(key: Any, path: str) -> str:
     if type(key) is not str:
         raise InvalidDocumentError("a key must be a string", path)
     if len(key) > MAX_KEY_LENGTH:
-        raise InvalidDocumentError(f"key is {len(key)} characters long; the limit is {MAX_KEY_LENGTH}", path)
+        raise InvalidDocumentError(
+            f"key is {len(key)} characters long; the limit is {MAX_KEY_LENGTH}", path
+        )
     if not _KEY_RE.match(key):
         raise InvalidDocumentError(
             f"invalid key {key!r}: use dot-separated segments of lowercase letters, digits, "
@@ -83,7 +93,9 @@ class _Split:
 
     __slots__ = ("cumulative", "threshold", "total", "variants")
 
-    def __init__(self, bound: int, weights: dict[str, int] | None, path: str, variants: Mapping[str, Any]) -> None:
+    def __init__(
+        self, bound: int, weights: dict[str, int] | None, path: str, variants: Mapping[str, Any]
+    ) -> None:
         self.threshold = bound
         self.cumulative: list[int] = []
         self.variants: list[str] = []
@@ -93,7 +105,9 @@ class _Split:
         running = 0
         for name, weight in weights.items():
             if name not in variants:
-                raise InvalidDocumentError(f"weights name unknown variant {name!r}", f"{path}.weights")
+                raise InvalidDocumentError(
+                    f"weights name unknown variant {name!r}", f"{path}.weights"
+                )
             if weight == 0:
                 continue
             running += weight
@@ -101,7 +115,8 @@ class _Split:
             self.variants.append(name)
         if running <= 0 or running > MAX_WEIGHT_TOTAL:
             raise InvalidDocumentError(
-                f"weights must total between 1 and {MAX_WEIGHT_TOTAL}, got {running}", f"{path}.weights"
+                f"weights must total between 1 and {MAX_WEIGHT_TOTAL}, got {running}",
+                f"{path}.weights",
             )
         self.total = running
 
@@ -114,7 +129,10 @@ class _Split:
 
     def pick(self, prefix: str, unit: str) -> tuple[bool, str | None]:
         """(included, weighted variant or None). ``prefix`` is ``salt + ":"``."""
-        if self.threshold < BUCKETS and (mmh3.hash(prefix + unit, 0, False) * BUCKETS) >> 32 >= self.threshold:
+        if (
+            self.threshold < BUCKETS
+            and (mmh3.hash(prefix + unit, 0, False) * BUCKETS) >> 32 >= self.threshold
+        ):
             return False, None
         if not self.total:
             return True, None
@@ -128,14 +146,16 @@ class _Split:
 class _CompiledRule:
     __slots__ = ("conditions", "name", "split", "variant")
 
-    def __init__(self, conditions: list[Matcher], variant: str | None, split: _Split | None, name: str | None) -> None:
+    def __init__(
+        self, conditions: list[Matcher], variant: str | None, split: _Split | None, name: str | None
+    ) -> None:
         self.conditions = conditions
         self.variant = variant
         self.split = split
         self.name = name
 
     def matches(self, context: Context, now: float | None) -> bool:
-        for condition in self.conditions:
+        for condition in self.conditions:  # noqa: SIM110 - cheaper than all() + a generator
             if not condition(context, now):
                 return False
         return True
@@ -262,7 +282,9 @@ class CompiledFlag:
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def _evaluate(self, context: Context, now: float | None = None, memo: Memo | None = None) -> EvaluationResult:
+    def _evaluate(
+        self, context: Context, now: float | None = None, memo: Memo | None = None
+    ) -> EvaluationResult:
         if self.broken is not None:
             return self._broken_result()
         chain_reason = _STATIC
@@ -272,7 +294,11 @@ class CompiledFlag:
                 upstream = gate.flag.evaluate(context, now, memo)
                 if memo is not None:
                     memo[gate.flag.key] = upstream
-            gated_by = upstream.metadata.get("gatedBy", gate.flag.key) if upstream.metadata else gate.flag.key
+            gated_by = (
+                upstream.metadata.get("gatedBy", gate.flag.key)
+                if upstream.metadata
+                else gate.flag.key
+            )
             if upstream.error_code is not None:
                 return self.error(upstream.error_code, upstream.error_message or "", gated_by)
             if not gate.passes(upstream):
@@ -280,7 +306,11 @@ class CompiledFlag:
             if chain_reason is _STATIC:
                 chain_reason = upstream.reason
         own = self._evaluate_own(context, now)
-        if chain_reason is not _STATIC and own.reason is _STATIC and own.variant != self.off_variant:
+        if (
+            chain_reason is not _STATIC
+            and own.reason is _STATIC
+            and own.variant != self.off_variant
+        ):
             return self.result(own.variant, chain_reason)  # type: ignore[arg-type]
         return own
 
@@ -291,7 +321,7 @@ class CompiledFlag:
         if self.targets:
             key = context.get("targetingKey")
             if type(key) is int:
-                key = str(key)
+                key = int_text(key)
             if type(key) is str:
                 variant = self.targets.get(key)
                 if variant is not None:
@@ -312,13 +342,17 @@ class CompiledFlag:
         kind = type(unit)
         if kind is not str:
             if kind is int:
-                unit = str(unit)
+                unit = int_text(unit)  # type: ignore[arg-type]
+                if unit is None:
+                    return self._unit_invalid()
             elif unit is None:
                 return self._unit_missing()
             else:
                 return self._unit_invalid()
         elif not unit:
             return self._unit_missing()
+        elif not unit.isascii() and not _valid_utf8(unit):
+            return self._unit_invalid()
         included, variant = split.pick(self.prefix, unit)
         if not included:
             return self.result(self.off_variant, reason)
@@ -345,17 +379,23 @@ class CompiledFlag:
         missing, invalid = self._unit_missing(), self._unit_invalid()
         murmur = mmh3.hash
 
-        def evaluate_rollout(context: Context, now: float | None = None, memo: Memo | None = None) -> EvaluationResult:
+        def evaluate_rollout(
+            context: Context, now: float | None = None, memo: Memo | None = None
+        ) -> EvaluationResult:
             unit = context.get(bucket_by)
             if type(unit) is not str:
                 if type(unit) is int:
-                    unit = str(unit)
+                    unit = int_text(unit)
+                    if unit is None:
+                        return invalid
                 elif unit is None:
                     return missing
                 else:
                     return invalid
             elif not unit:
                 return missing
+            elif not unit.isascii() and not _valid_utf8(unit):
+                return invalid
             return on if (murmur(prefix + unit, 0, False) * BUCKETS) >> 32 < bound else off
 
         self.evaluate = evaluate_rollout
@@ -378,7 +418,13 @@ class CompiledSnapshot:
 
     __slots__ = ("_flags", "_order", "document", "problems", "version")
 
-    def __init__(self, document: SnapshotDocument, flags: dict[str, CompiledFlag], order: list[CompiledFlag], problems: list[InvalidDocumentError]) -> None:
+    def __init__(
+        self,
+        document: SnapshotDocument,
+        flags: dict[str, CompiledFlag],
+        order: list[CompiledFlag],
+        problems: list[InvalidDocumentError],
+    ) -> None:
         self.document = document
         self.version = document.version
         self._flags = flags
@@ -408,7 +454,9 @@ class CompiledSnapshot:
             return _not_found(key)
         return flag.evaluate(context, now)
 
-    def evaluate_all(self, context: Context, now: float | None = None) -> dict[str, EvaluationResult]:
+    def evaluate_all(
+        self, context: Context, now: float | None = None
+    ) -> dict[str, EvaluationResult]:
         """Evaluate every flag for ``context``; each ancestor is evaluated once."""
         memo: Memo = {}
         for flag in self._order:
@@ -423,7 +471,8 @@ def compile_snapshot(document: SnapshotDocument, *, strict: bool = False) -> Com
     serves ``PARSE_ERROR`` and is listed in ``problems``."""
     if document.bucketing != BUCKETING_VERSION:
         raise InvalidDocumentError(
-            f"unsupported bucketing version {document.bucketing}; this engine implements {BUCKETING_VERSION}",
+            f"unsupported bucketing version {document.bucketing}; "
+            f"this engine implements {BUCKETING_VERSION}",
             "$.bucketing",
         )
     problems: list[InvalidDocumentError] = []
@@ -485,7 +534,9 @@ def _compile_segment(name: str, segment: Segment) -> Matcher:
     excluded = frozenset(segment.excluded)
 
     def no_nested_segments(inner: str) -> Matcher:
-        raise InvalidDocumentError("a segment cannot refer to another segment", f"{path}.conditions")
+        raise InvalidDocumentError(
+            "a segment cannot refer to another segment", f"{path}.conditions"
+        )
 
     conditions = [
         compile_condition(condition, f"{path}.conditions[{index}]", no_nested_segments)
@@ -495,7 +546,7 @@ def _compile_segment(name: str, segment: Segment) -> Matcher:
     def in_segment(context: Context, now: float | None) -> bool:
         key = context.get("targetingKey")
         if type(key) is int:
-            key = str(key)
+            key = int_text(key)
         if type(key) is str:
             if key in excluded:
                 return False
@@ -511,24 +562,39 @@ def _compile_segment(name: str, segment: Segment) -> Matcher:
 def _compile_body(compiled: CompiledFlag, flag: Flag, segments: Callable[[str], Matcher]) -> None:
     path = flag_path(compiled.key)
     if flag.salt is not None and not flag.salt:
-        raise InvalidDocumentError("salt must not be empty (leave it out to use the flag key)", f"{path}.salt")
+        raise InvalidDocumentError(
+            "salt must not be empty (leave it out to use the flag key)", f"{path}.salt"
+        )
+    if flag.salt is not None and not _valid_utf8(flag.salt):
+        raise InvalidDocumentError("salt must be valid Unicode text", f"{path}.salt")
     variants = flag.variants
     if not variants:
         raise InvalidDocumentError("a flag needs at least one variant", f"{path}.variants")
     for name, value in variants.items():
         if isinstance(value, list):
-            raise InvalidDocumentError("variant values cannot be arrays (OFREP); wrap them in an object", f'{path}.variants["{name}"]')
+            raise InvalidDocumentError(
+                "variant values cannot be arrays (OFREP); wrap them in an object",
+                f'{path}.variants["{name}"]',
+            )
     for field in ("on_variant", "off_variant"):
         name = getattr(flag, field)
         if name not in variants:
-            raise InvalidDocumentError(f"{field} {name!r} is not one of the variants {sorted(variants)}", f"{path}.{field}")
-    compiled.split = _Split(check_percentage(flag.percentage, f"{path}.percentage"), flag.weights, path, variants)
+            raise InvalidDocumentError(
+                f"{field} {name!r} is not one of the variants {sorted(variants)}", f"{path}.{field}"
+            )
+    compiled.split = _Split(
+        check_percentage(flag.percentage, f"{path}.percentage"), flag.weights, path, variants
+    )
 
     for variant, keys in flag.targets.items():
         if variant not in variants:
-            raise InvalidDocumentError(f"targets name unknown variant {variant!r}", f'{path}.targets["{variant}"]')
+            raise InvalidDocumentError(
+                f"targets name unknown variant {variant!r}", f'{path}.targets["{variant}"]'
+            )
         if len(keys) > MAX_TARGETS:
-            raise InvalidDocumentError(f"at most {MAX_TARGETS} targeting keys per variant", f'{path}.targets["{variant}"]')
+            raise InvalidDocumentError(
+                f"at most {MAX_TARGETS} targeting keys per variant", f'{path}.targets["{variant}"]'
+            )
         for unit in keys:
             compiled.targets.setdefault(unit, variant)
 
@@ -536,7 +602,9 @@ def _compile_body(compiled: CompiledFlag, flag: Flag, segments: Callable[[str], 
         compiled.rules.append(_compile_rule(rule, f"{path}.rules[{index}]", variants, segments))
 
 
-def _compile_rule(rule: Rule, path: str, variants: Mapping[str, Any], segments: Callable[[str], Matcher]) -> _CompiledRule:
+def _compile_rule(
+    rule: Rule, path: str, variants: Mapping[str, Any], segments: Callable[[str], Matcher]
+) -> _CompiledRule:
     matchers = []
     for index, condition in enumerate(rule.conditions):
         condition_path = f"{path}.conditions[{index}]"
@@ -549,13 +617,17 @@ def _compile_rule(rule: Rule, path: str, variants: Mapping[str, Any], segments: 
     split: _Split | None = None
     if rule.variant is not None:
         if rule.percentage is not None or rule.weights is not None:
-            raise InvalidDocumentError("a rule serves either a variant or a percentage/weights split, not both", path)
+            raise InvalidDocumentError(
+                "a rule serves either a variant or a percentage/weights split, not both", path
+            )
         if rule.variant not in variants:
             raise InvalidDocumentError(f"unknown variant {rule.variant!r}", f"{path}.variant")
     else:
         if rule.percentage is None and rule.weights is None:
             raise InvalidDocumentError("a rule needs a variant, a percentage or weights", path)
-        bound = check_percentage(100.0 if rule.percentage is None else rule.percentage, f"{path}.percentage")
+        bound = check_percentage(
+            100.0 if rule.percentage is None else rule.percentage, f"{path}.percentage"
+        )
         split = _Split(bound, rule.weights, path, variants)
     return _CompiledRule(matchers, rule.variant, split, rule.name)
 
@@ -572,16 +644,20 @@ def _link_gates(compiled: CompiledFlag, flags: Mapping[str, CompiledFlag]) -> No
         path = f"{flag_path(key)}.prerequisites[{index}]"
         upstream = flags.get(prerequisite.key)
         if upstream is None:
-            raise InvalidDocumentError(f"unknown prerequisite flag {prerequisite.key!r}", f"{path}.key")
+            raise InvalidDocumentError(
+                f"unknown prerequisite flag {prerequisite.key!r}", f"{path}.key"
+            )
         if prerequisite.variant is not None and prerequisite.variant not in upstream.variants:
             raise InvalidDocumentError(
-                f"flag {prerequisite.key!r} has no variant {prerequisite.variant!r}", f"{path}.variant"
+                f"flag {prerequisite.key!r} has no variant {prerequisite.variant!r}",
+                f"{path}.variant",
             )
         compiled.gates.append(_Gate(upstream, "prerequisite", prerequisite.variant))
 
 
 def _topological_order(
-    flags: dict[str, CompiledFlag], report: Callable[[InvalidDocumentError, CompiledFlag | None], None]
+    flags: dict[str, CompiledFlag],
+    report: Callable[[InvalidDocumentError, CompiledFlag | None], None],
 ) -> list[CompiledFlag]:
     """Gates before the flags they gate; a cycle breaks every flag on it (PARSE_ERROR)."""
     order: list[CompiledFlag] = []
@@ -601,9 +677,10 @@ def _topological_order(
                 upstream = node.gates[index].flag
                 mark = state.get(upstream.key)
                 if mark == 1:
-                    cycle = [*path[path.index(upstream.key):], upstream.key]
+                    cycle = [*path[path.index(upstream.key) :], upstream.key]
                     problem = InvalidDocumentError(
-                        "prerequisite cycle: " + " -> ".join(cycle), f"{flag_path(node.key)}.prerequisites"
+                        "prerequisite cycle: " + " -> ".join(cycle),
+                        f"{flag_path(node.key)}.prerequisites",
                     )
                     for member in cycle:
                         report(problem, flags[member])

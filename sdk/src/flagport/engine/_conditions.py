@@ -43,20 +43,26 @@ def canonical(value: Any) -> str | None:
     if kind is bool:
         return "true" if value else "false"
     if kind is int:
-        return str(value)
+        return int_text(value)
     if kind is float:
         return repr(value) if math.isfinite(value) else None
     return None
 
 
+def int_text(value: int) -> str | None:
+    """The decimal string of ``value``; ``None`` past Python's int-to-str digit limit."""
+    try:
+        return str(value)
+    except ValueError:
+        return None
+
+
 def as_number(value: Any) -> float | None:
     kind = type(value)
-    if kind is int or kind is float:
-        return float(value) if math.isfinite(value) else None
-    if kind is str:
+    if kind is int or kind is float or kind is str:
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number; an int beyond float's range
             return None
         return number if math.isfinite(number) else None
     return None
@@ -79,12 +85,15 @@ def parse_semver(text: Any) -> SemverKey | None:
     if found is None:
         return None
     major, minor, patch, pre = found.groups()
+    if max(len(major), len(minor or ""), len(patch or "")) > 100:
+        return None  # int() refuses thousands of digits; no real version is that long
     if pre is None:
         # A release sorts after all of its pre-releases.
         pre_key: tuple[tuple[int, int | str], ...] = ((2, 0),)
     else:
         pre_key = tuple(
-            (0, int(part)) if part.isdigit() else (1, part) for part in pre.split(".")
+            (0, int(part)) if part.isdigit() and len(part) <= 100 else (1, part)
+            for part in pre.split(".")
         )
     return (int(major), int(minor or 0), int(patch or 0), pre_key)
 
@@ -93,7 +102,11 @@ def parse_instant(value: Any) -> float | None:
     """Seconds since the epoch from an ISO-8601 string (naive means UTC) or a number."""
     kind = type(value)
     if kind is int or kind is float:
-        return float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) else None
     if kind is not str:
         return None
     try:
@@ -107,7 +120,9 @@ def parse_instant(value: Any) -> float | None:
 
 def _reader(attribute: str) -> Callable[[Mapping[str, Any], float | None], Any]:
     if attribute == NOW_ATTRIBUTE:
-        return lambda context, now: context.get(NOW_ATTRIBUTE, now)
+        # Only the caller's clock: a context attribute "$now" (sent by a client) must not
+        # move a schedule.
+        return lambda context, now: now
     return lambda context, now: context.get(attribute)
 
 
@@ -120,7 +135,9 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
     if op is Operator.IN_SEGMENT:
         for index, name in enumerate(values):
             if type(name) is not str:
-                raise InvalidDocumentError("in_segment values must be segment keys", f"{path}.values[{index}]")
+                raise InvalidDocumentError(
+                    "in_segment values must be segment keys", f"{path}.values[{index}]"
+                )
         matchers = [segments(str(name)) for name in values]
         return lambda context, now: any(m(context, now) for m in matchers)
 
@@ -133,7 +150,9 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
         for index, value in enumerate(values):
             text = canonical(value)
             if text is None:
-                raise InvalidDocumentError("values must be strings, numbers or booleans", f"{path}.values[{index}]")
+                raise InvalidDocumentError(
+                    "values must be strings, numbers or booleans", f"{path}.values[{index}]"
+                )
             accepted.add(text)
         negative = op in (Operator.NOT_IN, Operator.NEQ)
 
@@ -152,7 +171,9 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
         needles: list[str] = []
         for index, value in enumerate(values):
             if type(value) is not str:
-                raise InvalidDocumentError(f"{op.value} values must be strings", f"{path}.values[{index}]")
+                raise InvalidDocumentError(
+                    f"{op.value} values must be strings", f"{path}.values[{index}]"
+                )
             needles.append(value)
         prefixes = tuple(needles)
 
@@ -161,19 +182,26 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
             return None if actual is None else canonical(actual)
 
         if op is Operator.STARTS_WITH:
-            return lambda context, now: (t := as_text(context, now)) is not None and t.startswith(prefixes)
+            return lambda context, now: (
+                (t := as_text(context, now)) is not None and t.startswith(prefixes)
+            )
         if op is Operator.ENDS_WITH:
-            return lambda context, now: (t := as_text(context, now)) is not None and t.endswith(prefixes)
-        return lambda context, now: (t := as_text(context, now)) is not None and any(
-            n in t for n in needles
+            return lambda context, now: (
+                (t := as_text(context, now)) is not None and t.endswith(prefixes)
+            )
+        return lambda context, now: (
+            (t := as_text(context, now)) is not None and any(n in t for n in needles)
         )
 
     if op in (Operator.LT, Operator.LTE, Operator.GT, Operator.GTE):
         bounds = []
         for index, value in enumerate(values):
-            if type(value) not in (int, float) or not math.isfinite(value):
-                raise InvalidDocumentError(f"{op.value} values must be finite numbers", f"{path}.values[{index}]")
-            bounds.append(float(value))
+            number = as_number(value) if type(value) in (int, float) else None
+            if number is None:
+                raise InvalidDocumentError(
+                    f"{op.value} values must be finite numbers", f"{path}.values[{index}]"
+                )
+            bounds.append(number)
         compare = _ORDERING[op]
 
         def match_number(context: Mapping[str, Any], now: float | None) -> bool:
@@ -187,7 +215,9 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
         for index, value in enumerate(values):
             parsed = parse_semver(value)
             if parsed is None:
-                raise InvalidDocumentError(f"{value!r} is not a semantic version", f"{path}.values[{index}]")
+                raise InvalidDocumentError(
+                    f"{value!r} is not a semantic version", f"{path}.values[{index}]"
+                )
             versions.append(parsed)
         compare_versions = _SEMVER_OPS[op]
 
@@ -202,7 +232,9 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
         for index, value in enumerate(values):
             instant = parse_instant(value) if type(value) is str else None
             if instant is None:
-                raise InvalidDocumentError(f"{value!r} is not an ISO-8601 date-time", f"{path}.values[{index}]")
+                raise InvalidDocumentError(
+                    f"{value!r} is not an ISO-8601 date-time", f"{path}.values[{index}]"
+                )
             instants.append(instant)
         before = op is Operator.BEFORE
 

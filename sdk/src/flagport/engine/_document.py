@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from flagport._exceptions import InvalidDocumentError
-from flagport.engine.models import Flag, Segment, SnapshotDocument
+from flagport.engine.models import BUCKETING_VERSION, Flag, Segment, SnapshotDocument
 
 __all__ = ["document_from_builtins", "flag_from_builtins", "segment_from_builtins"]
 
@@ -25,12 +25,14 @@ def _convert(obj: Any, kind: type[T], path: str) -> T:
     except msgspec.ValidationError as error:
         message, _, where = str(error).partition(" - at `")
         where = where.rstrip("`")
-        if where.startswith("$"):
-            where = path + where[1:]
-        else:
-            where = path
+        where = path + where[1:] if where.startswith("$") else path
         raise InvalidDocumentError(message, where) from None
-    except (TypeError, ValueError, OverflowError, RecursionError) as error:  # defensive: odd builtins
+    except (
+        TypeError,
+        ValueError,
+        OverflowError,
+        RecursionError,
+    ) as error:  # defensive: odd builtins
         raise InvalidDocumentError(str(error) or type(error).__name__, path) from None
 
 
@@ -46,14 +48,28 @@ def document_from_builtins(obj: Any) -> SnapshotDocument:
     """Validate the document's shape (not its cross-references: :func:`compile_snapshot`
     with ``strict=True`` checks those)."""
     if not isinstance(obj, dict):
-        raise InvalidDocumentError(f"a snapshot document must be an object, got {type(obj).__name__}", "$")
+        raise InvalidDocumentError(
+            f"a snapshot document must be an object, got {type(obj).__name__}", "$"
+        )
     unknown = set(obj) - {"bucketing", "flags", "segments", "version"}
     if unknown:
         raise InvalidDocumentError(f"unknown field {sorted(map(str, unknown))[0]!r}", "$")
-    bucketing = _convert(obj.get("bucketing", 1), int, "$.bucketing")
+    bucketing = _convert(obj.get("bucketing", BUCKETING_VERSION), int, "$.bucketing")
+    if bucketing != BUCKETING_VERSION:
+        # Never evaluate with a bucketing this engine does not implement (DESIGN.md s. 2).
+        raise InvalidDocumentError(
+            f"unsupported bucketing version {bucketing}; this engine implements "
+            f"{BUCKETING_VERSION}",
+            "$.bucketing",
+        )
     version = _convert(obj.get("version", 0), int, "$.version")
-    raw_flags = obj.get("flags", {}) or {}
-    raw_segments = obj.get("segments", {}) or {}
+    # An empty YAML section (`flags:`) is null; any other non-object is refused below.
+    raw_flags = obj.get("flags")
+    raw_segments = obj.get("segments")
+    if raw_flags is None:
+        raw_flags = {}
+    if raw_segments is None:
+        raw_segments = {}
     if not isinstance(raw_flags, dict):
         raise InvalidDocumentError("flags must be an object keyed by flag key", "$.flags")
     if not isinstance(raw_segments, dict):

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import msgspec
-
 from flagport.engine import Flag, Segment, SnapshotDocument
 
 __all__ = [
@@ -125,10 +124,16 @@ class Store(abc.ABC):
         """(store_id, version): cheap, for the periodic check that repairs missed messages."""
 
     @abc.abstractmethod
-    async def commit(self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]) -> CommitResult:
+    async def commit(
+        self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]
+    ) -> CommitResult:
         """Apply ``mutations`` and append ``audit`` atomically, bumping the snapshot version
         once. Raises :class:`~flagport_server.errors.VersionConflict` (nothing applied) when a
-        guard fails; audit entries get ``snapshot_version`` and ``id`` filled in."""
+        guard fails; audit entries get ``snapshot_version`` and ``id`` filled in.
+
+        Guards are checked in order, each against the state the earlier mutations of the same
+        batch left (a batch may create a flag and then update it). The stored version of a
+        put is the ``version`` of its value: the caller bumps it."""
 
     @abc.abstractmethod
     def changes(self) -> AsyncIterator[int]:

@@ -1,0 +1,333 @@
+"""The Litestar application factory and the one place where errors become HTTP answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from flagport._exceptions import InvalidDocumentError
+from litestar import Litestar, Request, Response, Router, get
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from flagport_server.errors import InvalidInput, ServerError, StoreError, VersionConflict
+from flagport_server.metrics import CONTENT_TYPE_LATEST, Metrics
+from flagport_server.routes.admin import admin_router
+from flagport_server.routes.evaluation import evaluation_routes
+from flagport_server.services import AdminService, utc_now
+from flagport_server.settings import Settings
+from flagport_server.state import Runtime
+from flagport_server.stores import open_store
+from flagport_server.stores.base import AuditEntry, Mutation, Store
+from flagport_server.wire import ofrep_v1
+from flagport_server.wire.admin_v1 import Problem
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("flagport.server")
+_EVALUATION_PREFIXES = ("/ofrep/", "/v1/evaluate")
+_OFREP_SINGLE = "/ofrep/v1/evaluate/flags/"
+
+
+# -- operations routes --------------------------------------------------------------------
+
+
+@get("/healthz", summary="Liveness", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get(
+    "/readyz", summary="Readiness: 200 while a snapshot is loaded, 503 before", tags=["operations"]
+)
+async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
+    runtime: Runtime = request.app.state.runtime
+    if runtime.snapshot is None:
+        body: dict[str, Any] = {
+            "status": "not_ready",
+            "store": {"ok": False, "problem": runtime.store_problem},
+        }
+        return Response(body, status_code=503, headers={"Retry-After": "1"})
+    warnings = list(runtime.warnings)
+    if runtime.store_problem:
+        warnings.insert(0, runtime.store_problem)
+    if runtime.settings.open_evaluation_warning:
+        warnings.append("evaluation is open to anyone who can reach this non-loopback address")
+    degraded = bool(runtime.store_problem)
+    body = {
+        "status": "degraded" if degraded else "ok",
+        "store": {
+            "kind": runtime.store.kind,
+            "ok": runtime.store_ok,
+            "problem": runtime.store_problem,
+        },
+        "snapshot": {
+            "version": runtime.version,
+            "age_s": round(runtime.snapshot_age, 3),
+            "flags": len(runtime.snapshot),
+            "store_id": runtime.store_id,
+        },
+        "instance": runtime.settings.instance_id,
+        "worker": runtime.pid,
+        "warnings": warnings,
+    }
+    return Response(body, status_code=200)
+
+
+@get("/metrics", summary="Prometheus metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST)
+async def metrics_route(request: Request[Any, Any, State]) -> Response[bytes]:
+    state = request.app.state
+    runtime: Runtime = state.runtime
+    state.metrics.observe_worker(runtime.version, runtime.snapshot_age, runtime.store_ok)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def _is_evaluation(request: Request[Any, Any, Any]) -> bool:
+    return request.url.path.startswith(_EVALUATION_PREFIXES)
+
+
+def _ofrep_error(
+    request: Request[Any, Any, Any], status: int, code: str, detail: str
+) -> Response[bytes]:
+    path = request.url.path
+    key = path[len(_OFREP_SINGLE) :] if path.startswith(_OFREP_SINGLE) else None
+    if key is not None and status != 404:
+        body = ofrep_v1.encode(
+            ofrep_v1.EvaluationFailure(key=key, errorCode=code, errorDetails=detail)
+        )
+    else:
+        body = ofrep_v1.encode(
+            ofrep_v1.RequestFailure(errorCode=code, errorDetails=detail, key=key)
+        )
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _problem(status: int, title: str, detail: str, field: str | None = None) -> Response[Problem]:
+    return Response(
+        Problem(title=title, status=status, detail=detail, field=field),
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+def _handle_domain(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    assert isinstance(error, ServerError)
+    status = error.status_code
+    if isinstance(error, VersionConflict) and request.method == "PUT":
+        status = 412  # If-Match did not match
+    if isinstance(error, StoreError):
+        log.error("store error on %s %s: %s", request.method, request.url.path, error)
+    if _is_evaluation(request):
+        code = "GENERAL"
+        return _ofrep_error(request, status, code, error.detail)
+    field = error.path if isinstance(error, InvalidInput) else None
+    return _problem(status, error.title, error.detail, field)
+
+
+def _handle_invalid_document(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    assert isinstance(error, InvalidDocumentError)
+    return _problem(400, "Invalid input", error.problem, error.path)
+
+
+def _validation_detail(error: ValidationException) -> tuple[str, str | None]:
+    extra = error.extra
+    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
+        first = extra[0]
+        message = str(first.get("message", error.detail))
+        key = first.get("key")
+        field = f"$.{key}" if key else None
+        if " - at `" in message:
+            message, _, where = message.partition(" - at `")
+            field = where.rstrip("`")
+        return message, field
+    return str(error.detail), None
+
+
+def _handle_http(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    assert isinstance(error, HTTPException)
+    status = error.status_code
+    if isinstance(error, ValidationException):
+        detail, field = _validation_detail(error)
+    else:
+        detail, field = str(error.detail), None
+    if status >= 500:
+        log.error("error on %s %s: %s", request.method, request.url.path, error)
+    if _is_evaluation(request):
+        if isinstance(error, NotFoundException):
+            path = request.url.path
+            key = (
+                path[len(_OFREP_SINGLE) :]
+                if path.startswith(_OFREP_SINGLE)
+                else path.rsplit("/", 1)[-1]
+            )
+            return _ofrep_error(
+                request, 404, "FLAG_NOT_FOUND", f"no flag {key!r}: not a valid flag key"
+            )
+        code = "INVALID_CONTEXT" if status == 400 else "GENERAL"
+        if field:
+            detail = f"{detail} (at {field})"
+        return _ofrep_error(request, status, code, detail)
+    title = {
+        400: "Invalid input",
+        404: "Not found",
+        405: "Method not allowed",
+        413: "Request too large",
+    }.get(status, "Error")
+    response = _problem(status, title, detail, field)
+    if error.headers:
+        response.headers.update(error.headers)
+    return response
+
+
+def _handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    if isinstance(error, RecursionError):
+        if _is_evaluation(request):
+            return _ofrep_error(
+                request, 400, "INVALID_CONTEXT", "request body is nested too deeply"
+            )
+        return _problem(400, "Invalid input", "request body is nested too deeply")
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+    if _is_evaluation(request):
+        return _ofrep_error(request, 500, "GENERAL", "internal error")
+    return _problem(500, "Internal error", "internal error; see the server log")
+
+
+# -- lifespan -----------------------------------------------------------------------------
+
+
+async def _seed(runtime: Runtime, path: str) -> None:
+    """Load the seed document into an empty store (``make run``'s portal flags)."""
+    from flagport.document import load_document
+
+    snapshot = runtime.snapshot
+    if snapshot is None or len(snapshot) or snapshot.document.segments or snapshot.version > 0:
+        return
+    document = load_document(Path(path).read_bytes())
+    now = utc_now()
+    mutations: list[Mutation] = []
+    for key, segment in document.segments.items():
+        mutations.append(
+            Mutation(
+                "segment",
+                key,
+                "put",
+                msgspec.structs.replace(segment, version=1, updated_at=now),
+                None,
+            )
+        )
+    for key, flag in document.flags.items():
+        stamped = msgspec.structs.replace(flag, version=1, created_at=now, updated_at=now)
+        mutations.append(Mutation("flag", key, "put", stamped, None))
+    entry = AuditEntry(
+        actor="seed",
+        action="import",
+        key="*",
+        at=now,
+        kind="snapshot",
+        reason=f"seeded from {path}",
+    )
+    try:
+        result = await runtime.store.commit(mutations, [entry])
+    except VersionConflict:
+        return  # another worker seeded first
+    log.info("seeded %d flags from %s", len(document.flags), path)
+    await runtime.reload(at_least=result.snapshot_version)
+
+
+async def _metrics_loop(state: State) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        runtime: Runtime = state.runtime
+        state.metrics.flush()
+        state.metrics.observe_worker(runtime.version, runtime.snapshot_age, runtime.store_ok)
+
+
+def create_app(settings: Settings, store: Store | None = None) -> Litestar:
+    """Build the app. ``store`` defaults to ``open_store(settings.store_url)``."""
+    store = store if store is not None else open_store(settings.store_url)
+    runtime = Runtime(settings, store)
+    metrics = Metrics()
+    event_stream = (
+        ofrep_v1.EventStream(type="sse", url=settings.public_url.rstrip("/") + "/v1/stream")
+        if settings.public_url
+        else ofrep_v1.EventStream(
+            type="sse", endpoint=ofrep_v1.EventStreamEndpoint(requestUri="/v1/stream")
+        )
+    )
+
+    def record_apply(snapshot: Any, applied_at: float) -> None:
+        metrics.apply_lag.labels(str(os.getpid())).set(0.0)
+        metrics.snapshot_version.labels(str(os.getpid())).set(snapshot.version)
+
+    runtime.on_apply.append(record_apply)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.pid = str(os.getpid())
+        runtime.pid = os.getpid()
+        await runtime.start()
+        if settings.seed_file and runtime.store_ok:
+            await _seed(runtime, settings.seed_file)
+        flusher = asyncio.create_task(_metrics_loop(app.state))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            metrics.flush()
+            await runtime.stop()
+
+    state = State(
+        {
+            "runtime": runtime,
+            "service": AdminService(runtime),
+            "metrics": metrics,
+            "event_stream": event_stream,
+            "pid": str(os.getpid()),
+            "started": time.time(),
+        }
+    )
+    return Litestar(
+        route_handlers=[
+            Router(
+                path="/",
+                route_handlers=evaluation_routes,
+                request_max_body_size=settings.max_eval_body,
+            ),
+            admin_router,
+            healthz,
+            readyz,
+            metrics_route,
+        ],
+        state=state,
+        lifespan=[lifespan],
+        exception_handlers={
+            ServerError: _handle_domain,
+            InvalidDocumentError: _handle_invalid_document,
+            HTTPException: _handle_http,
+            Exception: _handle_unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="Flagport",
+            version="1",
+            description="Feature flags: OFREP evaluation, SDK feeds and the admin API.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        request_max_body_size=settings.max_admin_body,
+        debug=False,
+    )

@@ -1,0 +1,124 @@
+"""Prometheus metrics, correct with several worker processes.
+
+Evaluation counts are kept in a plain dict on the request path (a dict increment, no lock,
+no file I/O) and flushed into prometheus_client's counters every second and before each
+scrape. With several workers ``flags serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the
+workers start, and prometheus_client's multiprocess collector adds up their files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as Tally
+from collections.abc import Iterable
+
+from flagport.engine import EvaluationResult
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+
+
+class Metrics:
+    """One per process. In tests several apps may live in one process: each gets its own
+    registry unless multiprocess mode is on."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = None if _MULTIPROCESS else self.registry
+        self.evaluations = Counter(
+            "flagport_evaluations",
+            "Flag evaluations served, by flag, variant and reason (ERROR carries no variant).",
+            ["flag", "variant", "reason"],
+            registry=registry,
+        )
+        self.requests = Histogram(
+            "flagport_request_duration_seconds",
+            "Request latency by route and status class.",
+            ["route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.snapshot_version = Gauge(
+            "flagport_snapshot_version",
+            "Snapshot version applied by each worker.",
+            ["pid"],
+            multiprocess_mode="all",
+            registry=registry,
+        )
+        self.apply_lag = Gauge(
+            "flagport_snapshot_apply_lag_seconds",
+            "Seconds between a change's commit and this worker applying it (last change).",
+            ["pid"],
+            multiprocess_mode="all",
+            registry=registry,
+        )
+        self.snapshot_age = Gauge(
+            "flagport_snapshot_age_seconds",
+            "Seconds since this worker applied its snapshot.",
+            ["pid"],
+            multiprocess_mode="all",
+            registry=registry,
+        )
+        self.store_up = Gauge(
+            "flagport_store_up",
+            "1 when this worker reached the store at its last check, else 0.",
+            ["pid"],
+            multiprocess_mode="all",
+            registry=registry,
+        )
+        self._pending: Tally[tuple[str, str, str]] = Tally()
+        self._pid = str(os.getpid())
+
+    # -- request path -------------------------------------------------------------------
+
+    def count(self, result: EvaluationResult) -> None:
+        self._pending[(result.key, result.variant or "", result.reason.value)] += 1
+
+    def count_many(self, results: Iterable[EvaluationResult]) -> None:
+        pending = self._pending
+        for result in results:
+            pending[(result.key, result.variant or "", result.reason.value)] += 1
+
+    # -- off the request path -----------------------------------------------------------
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, Tally()
+        for (flag, variant, reason), n in pending.items():
+            self.evaluations.labels(flag, variant, reason).inc(n)
+
+    def observe_worker(self, version: int, age: float, store_up: bool) -> None:
+        self.snapshot_version.labels(self._pid).set(version)
+        self.snapshot_age.labels(self._pid).set(age)
+        self.store_up.labels(self._pid).set(1 if store_up else 0)
+
+    def render(self) -> bytes:
+        self.flush()
+        if _MULTIPROCESS:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,211 @@
+"""Admin scope (``/admin/v1``): flags, state changes, audit, tokens, propagation.
+
+Every write answers ``{"flag": {...}, "snapshot_version": N}`` (or the list it changed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from flagport.engine import Flag
+from flagport_server.auth import admin_guard
+from flagport_server.errors import InvalidInput
+from flagport_server.services import AdminService, flag_view
+from flagport_server.stores.base import AuditQuery, TokenRecord
+from flagport_server.wire.admin_v1 import (
+    AuditPage,
+    DisableRequest,
+    EnableRequest,
+    FlagCreate,
+    FlagList,
+    FlagView,
+    FlagWriteResponse,
+    KillRequest,
+    KillResponse,
+    PropagationView,
+    TokenCreate,
+    TokenCreated,
+    TokenList,
+    TokenView,
+)
+from litestar import Request, Response, Router, delete, get, post, put
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+__all__ = ["admin_router"]
+
+AdminRequest = Request[Any, Any, State]
+
+
+def _service(request: AdminRequest) -> AdminService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+def _actor(request: AdminRequest) -> str:
+    return str(request.state.actor)
+
+
+@get("/flags", summary="List flags")
+async def list_flags(request: AdminRequest) -> FlagList:
+    document = await _service(request).document()
+    return FlagList(
+        flags=[flag_view(k, f) for k, f in sorted(document.flags.items())],
+        snapshot_version=document.version,
+    )
+
+
+@post("/flags", status_code=201, summary="Create a flag (409 if it exists)")
+async def create_flag(data: FlagCreate, request: AdminRequest) -> FlagWriteResponse:
+    fields = msgspec.structs.asdict(data)
+    key, reason = fields.pop("key"), fields.pop("reason")
+    flag = Flag(**fields)
+    view, version = await _service(request).create_flag(key, flag, _actor(request), reason)
+    return FlagWriteResponse(flag=view, snapshot_version=version)
+
+
+@get("/flags/{key:str}", summary="Get a flag (ETag is its version, for If-Match)")
+async def get_flag(key: str, request: AdminRequest) -> Response[FlagView]:
+    flag, _ = await _service(request).get_flag(key)
+    return Response(flag_view(key, flag), headers={"ETag": f'"{flag.version}"'})
+
+
+@put(
+    "/flags/{key:str}",
+    summary='Replace a flag; needs If-Match: "<version>" (412 stale, 428 missing)',
+)
+async def replace_flag(
+    key: str,
+    data: Flag,
+    request: AdminRequest,
+    if_match: str | None = Parameter(header="If-Match", default=None, required=False),
+    reason: str | None = Parameter(query="reason", default=None, required=False),
+) -> FlagWriteResponse:
+    view, version = await _service(request).replace_flag(
+        key, data, if_match, _actor(request), reason
+    )
+    return FlagWriteResponse(flag=view, snapshot_version=version)
+
+
+@delete(
+    "/flags/{key:str}",
+    status_code=200,
+    summary="Delete a flag (a parent only with ?recursive=true)",
+)
+async def delete_flag(
+    key: str,
+    request: AdminRequest,
+    recursive: bool = Parameter(query="recursive", default=False, required=False),
+    reason: str | None = Parameter(query="reason", default=None, required=False),
+) -> dict[str, Any]:
+    deleted, version = await _service(request).delete_flag(key, recursive, _actor(request), reason)
+    return {"deleted": deleted, "snapshot_version": version}
+
+
+@post("/flags/{key:str}/enable", status_code=200, summary="Enable (optionally at a percentage)")
+async def enable_flag(
+    key: str, request: AdminRequest, data: EnableRequest | None = None
+) -> FlagWriteResponse:
+    body = data or EnableRequest()
+    view, version = await _service(request).enable(
+        key, body.percentage, _actor(request), body.reason
+    )
+    return FlagWriteResponse(flag=view, snapshot_version=version)
+
+
+@post("/flags/{key:str}/disable", status_code=200, summary="Disable: the kill switch")
+async def disable_flag(
+    key: str, request: AdminRequest, data: DisableRequest | None = None
+) -> FlagWriteResponse:
+    body = data or DisableRequest()
+    views, version = await _service(request).disable([key], _actor(request), body.reason)
+    return FlagWriteResponse(flag=views[0], snapshot_version=version)
+
+
+@post("/kill", status_code=200, summary="Disable several flags at once (keys, a tag, or all)")
+async def kill(data: KillRequest, request: AdminRequest) -> KillResponse:
+    views, version = await _service(request).kill(
+        data.keys, data.tag, data.all, _actor(request), data.reason
+    )
+    return KillResponse(flags=views, snapshot_version=version)
+
+
+@get("/audit", summary="Audit log, newest first, paginated with before_id")
+async def audit(
+    request: AdminRequest,
+    flag: str | None = Parameter(query="flag", default=None, required=False),
+    actor: str | None = Parameter(query="actor", default=None, required=False),
+    since: str | None = Parameter(query="since", default=None, required=False),
+    before_id: int | None = Parameter(query="before_id", default=None, required=False, ge=1),
+    limit: int = Parameter(query="limit", default=100, required=False, ge=1, le=1000),
+) -> AuditPage:
+    if since is not None:
+        import datetime
+
+        try:
+            datetime.datetime.fromisoformat(since)
+        except ValueError:
+            raise InvalidInput(
+                f"since must be an ISO-8601 date-time, got {since!r}", "since"
+            ) from None
+    entries = await _service(request).audit(
+        AuditQuery(key=flag, actor=actor, since=since, before_id=before_id, limit=limit)
+    )
+    next_id = entries[-1].id if len(entries) == limit else None
+    return AuditPage(entries=entries, next_before_id=next_id)
+
+
+def _token_view(record: TokenRecord) -> TokenView:
+    return TokenView(
+        id=record.id,
+        name=record.name,
+        scope=record.scope,
+        created_at=record.created_at,
+        revoked_at=record.revoked_at,
+    )
+
+
+@get("/tokens", summary="List tokens (never their secrets)")
+async def list_tokens(request: AdminRequest) -> TokenList:
+    records = await _service(request).store.tokens()
+    return TokenList(tokens=[_token_view(r) for r in records])
+
+
+@post("/tokens", status_code=201, summary="Create a token; the secret is shown once")
+async def create_token(data: TokenCreate, request: AdminRequest) -> TokenCreated:
+    record, secret = await _service(request).create_token(data.name, data.scope, _actor(request))
+    return TokenCreated(token=_token_view(record), secret=secret)
+
+
+@delete("/tokens/{token_id:str}", status_code=200, summary="Revoke a token")
+async def revoke_token(token_id: str, request: AdminRequest) -> TokenView:
+    return _token_view(await _service(request).revoke_token(token_id, _actor(request)))
+
+
+@get("/propagation", summary="Which live workers have applied a snapshot version")
+async def propagation(
+    request: AdminRequest, version: int = Parameter(query="version", ge=0)
+) -> PropagationView:
+    return await _service(request).propagation(version)
+
+
+admin_router = Router(
+    path="/admin/v1",
+    guards=[admin_guard],
+    tags=["admin"],
+    route_handlers=[
+        list_flags,
+        create_flag,
+        get_flag,
+        replace_flag,
+        delete_flag,
+        enable_flag,
+        disable_flag,
+        kill,
+        audit,
+        list_tokens,
+        create_token,
+        revoke_token,
+        propagation,
+    ],
+)

@@ -1,0 +1,354 @@
+"""Admin operations: validate, build an atomic commit with audit entries, apply it.
+
+Every change bumps the flag's version and the snapshot version and appends an audit entry
+(who: the token's name; when; before; after; why). Read-modify-write operations retry on a
+concurrent change; a ``PUT`` with ``If-Match`` never retries (412 instead).
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+from flagport._exceptions import InvalidDocumentError
+from flagport.engine import Flag, SnapshotDocument, compile_snapshot, validate_key
+from flagport.engine._compile import check_percentage, flag_path
+
+from flagport_server.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PreconditionRequired,
+    VersionConflict,
+)
+from flagport_server.state import Runtime, hash_secret
+from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, TokenRecord, WorkerStatus
+from flagport_server.wire.admin_v1 import FlagView, PropagationView
+
+__all__ = ["AdminService", "flag_view", "utc_now"]
+
+_RETRIES = 20
+_VOLATILE = {"version", "created_at", "updated_at"}
+
+
+def utc_now() -> str:
+    return (
+        datetime.datetime.now(datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def flag_view(key: str, flag: Flag) -> FlagView:
+    return FlagView(key=key, **msgspec.structs.asdict(flag))
+
+
+def _body(flag: Flag | None) -> dict[str, Any] | None:
+    return None if flag is None else msgspec.to_builtins(flag)
+
+
+class AdminService:
+    """The admin API's operations; one per app, sharing the worker's :class:`Runtime`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def document(self) -> SnapshotDocument:
+        return (await self.store.load()).document
+
+    async def get_flag(self, key: str) -> tuple[Flag, int]:
+        document = await self.document()
+        flag = document.flags.get(key)
+        if flag is None:
+            raise NotFound(f"flag {key!r} not found")
+        return flag, document.version
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _validate(self, document: SnapshotDocument) -> None:
+        try:
+            compile_snapshot(document, strict=True)
+        except InvalidDocumentError as error:
+            raise InvalidInput(error.problem, error.path) from None
+
+    async def _commit(self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]) -> int:
+        result = await self.store.commit(mutations, audit)
+        # Serve the change from this worker at once; the others follow via notifications.
+        await self.runtime.reload(at_least=result.snapshot_version)
+        return result.snapshot_version
+
+    async def create_flag(
+        self, key: str, flag: Flag, actor: str, reason: str | None
+    ) -> tuple[FlagView, int]:
+        try:
+            validate_key(key, "$.key")
+        except InvalidDocumentError as error:
+            raise InvalidInput(error.problem, error.path) from None
+        document = await self.document()
+        if key in document.flags:
+            raise AlreadyExists(f"flag {key!r} already exists")
+        now = utc_now()
+        new = msgspec.structs.replace(flag, version=1, created_at=now, updated_at=now)
+        candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
+        self._validate(candidate)
+        entry = AuditEntry(
+            actor=actor, action="create", key=key, at=now, reason=reason, after=_body(new)
+        )
+        try:
+            version = await self._commit([Mutation("flag", key, "put", new, None)], [entry])
+        except VersionConflict:
+            raise AlreadyExists(f"flag {key!r} already exists") from None
+        return flag_view(key, new), version
+
+    async def replace_flag(
+        self, key: str, flag: Flag, if_match: str | None, actor: str, reason: str | None
+    ) -> tuple[FlagView, int]:
+        if if_match is None:
+            raise PreconditionRequired(
+                f'replacing flag {key!r} needs an If-Match: "<version>" header (GET it first)'
+            )
+        expected = _parse_if_match(if_match)
+        document = await self.document()
+        current = document.flags.get(key)
+        if current is None:
+            raise NotFound(f"flag {key!r} not found")
+        if current.version != expected:
+            raise VersionConflict("flag", key, expected, current.version)
+        now = utc_now()
+        new = msgspec.structs.replace(
+            flag, version=current.version + 1, created_at=current.created_at, updated_at=now
+        )
+        candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
+        self._validate(candidate)
+        entry = AuditEntry(
+            actor=actor,
+            action="update",
+            key=key,
+            at=now,
+            reason=reason,
+            before=_body(current),
+            after=_body(new),
+        )
+        version = await self._commit([Mutation("flag", key, "put", new, expected)], [entry])
+        return flag_view(key, new), version
+
+    async def _update(
+        self,
+        keys: Callable[[SnapshotDocument], list[str]],
+        change: Callable[[Flag], Flag],
+        action: str,
+        actor: str,
+        reason: str | None,
+    ) -> tuple[list[FlagView], int]:
+        """Read-modify-write of several flags in one atomic commit, retried on conflicts."""
+        for _ in range(_RETRIES):
+            document = await self.document()
+            selected = keys(document)
+            now = utc_now()
+            mutations: list[Mutation] = []
+            entries: list[AuditEntry] = []
+            views: list[FlagView] = []
+            flags = dict(document.flags)
+            for key in selected:
+                current = document.flags[key]
+                changed = change(current)
+                new = msgspec.structs.replace(changed, version=current.version + 1, updated_at=now)
+                flags[key] = new
+                mutations.append(Mutation("flag", key, "put", new, current.version))
+                entries.append(
+                    AuditEntry(
+                        actor=actor,
+                        action=action,
+                        key=key,
+                        at=now,
+                        reason=reason,
+                        before=_body(current),
+                        after=_body(new),
+                    )
+                )
+                views.append(flag_view(key, new))
+            self._validate(msgspec.structs.replace(document, flags=flags))
+            try:
+                version = await self._commit(mutations, entries)
+            except VersionConflict:
+                continue
+            return views, version
+        raise Conflict("too many concurrent changes; try again")
+
+    async def enable(
+        self, key: str, percentage: float | None, actor: str, reason: str | None
+    ) -> tuple[FlagView, int]:
+        if percentage is not None:
+            try:
+                check_percentage(percentage, "$.percentage")
+            except InvalidDocumentError as error:
+                raise InvalidInput(error.problem, error.path) from None
+
+        def change(flag: Flag) -> Flag:
+            return msgspec.structs.replace(
+                flag,
+                enabled=True,
+                percentage=flag.percentage if percentage is None else float(percentage),
+            )
+
+        views, version = await self._update(self._existing([key]), change, "enable", actor, reason)
+        return views[0], version
+
+    async def disable(
+        self, keys: list[str], actor: str, reason: str | None
+    ) -> tuple[list[FlagView], int]:
+        return await self._update(self._existing(keys), _disabled, "disable", actor, reason)
+
+    async def kill(
+        self, keys: list[str] | None, tag: str | None, everything: bool, actor: str, reason: str
+    ) -> tuple[list[FlagView], int]:
+        if sum((keys is not None, tag is not None, everything)) != 1:
+            raise InvalidInput("name exactly one of keys, tag or all", "$")
+
+        def select(document: SnapshotDocument) -> list[str]:
+            if keys is not None:
+                return self._existing(keys)(document)
+            if tag is not None:
+                found = [k for k, f in document.flags.items() if tag in f.tags]
+                if not found:
+                    raise NotFound(f"no flag has tag {tag!r}")
+                return found
+            return list(document.flags)
+
+        return await self._update(select, _disabled, "kill", actor, reason)
+
+    @staticmethod
+    def _existing(keys: list[str]) -> Callable[[SnapshotDocument], list[str]]:
+        def select(document: SnapshotDocument) -> list[str]:
+            for key in keys:
+                if key not in document.flags:
+                    raise NotFound(f"flag {key!r} not found")
+            return list(dict.fromkeys(keys))
+
+        return select
+
+    async def delete_flag(
+        self, key: str, recursive: bool, actor: str, reason: str | None
+    ) -> tuple[list[str], int]:
+        document = await self.document()
+        current = document.flags.get(key)
+        if current is None:
+            raise NotFound(f"flag {key!r} not found")
+        children = sorted(k for k in document.flags if k.startswith(key + "."))
+        if children and not recursive:
+            raise Conflict(
+                f"flag {key!r} has {len(children)} child flag(s) ({', '.join(children[:5])}); "
+                "delete with ?recursive=true to remove them too"
+            )
+        doomed = [key, *children]
+        dependants = sorted(
+            k
+            for k, f in document.flags.items()
+            if k not in doomed and any(p.key in doomed for p in f.prerequisites)
+        )
+        if dependants:
+            raise Conflict(f"flag(s) {', '.join(dependants)} have {key!r} as a prerequisite")
+        now = utc_now()
+        mutations = [Mutation("flag", k, "delete", None, document.flags[k].version) for k in doomed]
+        entries = [
+            AuditEntry(
+                actor=actor,
+                action="delete",
+                key=k,
+                at=now,
+                reason=reason,
+                before=_body(document.flags[k]),
+            )
+            for k in doomed
+        ]
+        try:
+            version = await self._commit(mutations, entries)
+        except VersionConflict as error:
+            raise Conflict(f"concurrent change: {error.detail}; try again") from None
+        return doomed, version
+
+    # -- tokens -------------------------------------------------------------------------
+
+    async def create_token(self, name: str, scope: str, actor: str) -> tuple[TokenRecord, str]:
+        prefix = "fpa_" if scope == "admin" else "fpe_"
+        secret = prefix + secrets.token_urlsafe(32)
+        record = TokenRecord(
+            id=secrets.token_hex(8),
+            name=name,
+            scope=scope,  # type: ignore[arg-type]
+            secret_hash=hash_secret(secret),
+            created_at=utc_now(),
+        )
+        await self.store.add_token(record)
+        # An empty commit bumps the snapshot version so every worker reloads its tokens.
+        entry = AuditEntry(
+            actor=actor,
+            action="token.create",
+            key=record.id,
+            at=record.created_at,
+            kind="token",
+            after={"name": name, "scope": scope},
+        )
+        await self._commit([], [entry])
+        return record, secret
+
+    async def revoke_token(self, token_id: str, actor: str) -> TokenRecord:
+        now = utc_now()
+        record = await self.store.revoke_token(token_id, now)
+        if record is None:
+            raise NotFound(f"token {token_id!r} not found")
+        entry = AuditEntry(
+            actor=actor,
+            action="token.revoke",
+            key=token_id,
+            at=now,
+            kind="token",
+            before={"name": record.name, "scope": record.scope},
+        )
+        await self._commit([], [entry])
+        return record
+
+    # -- history and propagation --------------------------------------------------------
+
+    async def audit(self, query: AuditQuery) -> list[AuditEntry]:
+        return await self.store.audit(query)
+
+    async def propagation(self, version: int) -> PropagationView:
+        workers = await self.store.workers(self.runtime.settings.worker_max_age, time.time())
+        stragglers = [w for w in workers if w.applied_version < version]
+        return PropagationView(
+            version=version, complete=not stragglers, workers=workers, stragglers=stragglers
+        )
+
+
+def _disabled(flag: Flag) -> Flag:
+    return msgspec.structs.replace(flag, enabled=False)
+
+
+def _parse_if_match(value: str) -> int:
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(
+            f'If-Match must be a flag version such as "3", got {value!r}', "If-Match"
+        ) from None
+
+
+def _check_percentage_path(key: str) -> str:
+    return f"{flag_path(key)}.percentage"
+
+
+def _worker_label(status: WorkerStatus) -> str:
+    return f"{status.instance}/{status.pid}"

@@ -1,0 +1,109 @@
+"""Helpers every store backend shares, so SQLite and Redis agree on the small rules of the
+contract: how guards compare, how audit timestamps and limits are read, how bodies encode.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final
+
+import msgspec
+from flagport.engine import Flag, Segment
+
+from flagport_server.errors import InvalidInput, VersionConflict
+from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, TokenRecord
+
+__all__ = [
+    "MAX_AUDIT_LIMIT",
+    "audit_limit",
+    "check_guard",
+    "check_mutation",
+    "decode_audit",
+    "decode_flag",
+    "decode_segment",
+    "decode_token",
+    "encode",
+    "parse_timestamp",
+]
+
+#: Upper bound of one audit page, whatever the caller asks for: one query must stay cheap.
+MAX_AUDIT_LIMIT: Final = 1000
+
+_encoder = msgspec.json.Encoder()
+_flag_decoder = msgspec.json.Decoder(Flag)
+_segment_decoder = msgspec.json.Decoder(Segment)
+_audit_decoder = msgspec.json.Decoder(AuditEntry)
+_token_decoder = msgspec.json.Decoder(TokenRecord)
+
+
+def encode(value: Any) -> str:
+    """JSON text of a Struct. Text, not bytes, so the stored rows stay readable with the
+    ``sqlite3`` shell and ``redis-cli``; msgspec keeps floats as floats (``1.0``)."""
+    return _encoder.encode(value).decode()
+
+
+def decode_flag(body: str | bytes) -> Flag:
+    return _flag_decoder.decode(body)
+
+
+def decode_segment(body: str | bytes) -> Segment:
+    return _segment_decoder.decode(body)
+
+
+def decode_audit(body: str | bytes) -> AuditEntry:
+    return _audit_decoder.decode(body)
+
+
+def decode_token(body: str | bytes) -> TokenRecord:
+    return _token_decoder.decode(body)
+
+
+def check_mutation(mutation: Mutation) -> None:
+    """Reject a malformed mutation before anything is written."""
+    expected_type = Flag if mutation.kind == "flag" else Segment
+    if mutation.op == "put" and not isinstance(mutation.value, expected_type):
+        raise InvalidInput(
+            f"put of {mutation.kind} {mutation.key!r} needs a {expected_type.__name__} value",
+            path="value",
+        )
+    if mutation.op == "delete" and mutation.value is not None:
+        raise InvalidInput(f"delete of {mutation.kind} {mutation.key!r} takes no value")
+    if mutation.expected_version is not None and mutation.expected_version < -1:
+        raise InvalidInput(
+            f"expected_version of {mutation.kind} {mutation.key!r} must be >= -1",
+            path="expected_version",
+        )
+
+
+def check_guard(mutation: Mutation, actual: int | None) -> None:
+    """Raise :class:`VersionConflict` unless ``actual`` (``None``: absent) satisfies the
+    mutation's compare-and-set guard (``-1``: any; ``None``: must be absent; else equal)."""
+    expected = mutation.expected_version
+    if expected == -1:
+        return
+    if expected is None:
+        if actual is not None:
+            raise VersionConflict(mutation.kind, mutation.key, None, actual)
+        return
+    if actual != expected:
+        raise VersionConflict(mutation.kind, mutation.key, expected, actual)
+
+
+def parse_timestamp(value: str, path: str) -> float:
+    """Seconds since the epoch for an ISO-8601 string. Audit filters compare instants, not
+    strings: ``...T10:00:00Z`` and ``...T12:00:00+02:00`` are the same moment. A value
+    without an offset is UTC, the only zone Flagport writes."""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not an ISO-8601 timestamp", path=path) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def audit_limit(query: AuditQuery) -> int:
+    """The page size to use: at least 1, at most :data:`MAX_AUDIT_LIMIT`."""
+    if query.limit < 1:
+        raise InvalidInput("limit must be at least 1", path="limit")
+    return min(query.limit, MAX_AUDIT_LIMIT)

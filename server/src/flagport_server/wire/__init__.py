@@ -1,0 +1,1 @@
+"""Wire models: msgspec Structs, one module per API surface and version."""

@@ -1,0 +1,127 @@
+"""Admin API v1 wire models (``/admin/v1/...``). Errors are RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from flagport.engine import Flag
+from flagport.engine.models import MAX_KEY_LENGTH
+
+from flagport_server.stores.base import AuditEntry, WorkerStatus
+
+__all__ = [
+    "AuditPage",
+    "DisableRequest",
+    "EnableRequest",
+    "FlagCreate",
+    "FlagList",
+    "FlagView",
+    "FlagWriteResponse",
+    "KillRequest",
+    "KillResponse",
+    "Problem",
+    "PropagationView",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenView",
+]
+
+Reason = Annotated[str, msgspec.Meta(max_length=1000)]
+AnyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH + 1)]
+
+
+class FlagCreate(Flag, kw_only=True, forbid_unknown_fields=True):
+    """A new flag: its key plus any flag fields (a new flag is disabled at 100 %)."""
+
+    key: AnyKey
+    reason: Reason | None = None
+
+
+class FlagView(Flag, kw_only=True, omit_defaults=False):
+    key: str
+
+
+class FlagWriteResponse(msgspec.Struct):
+    flag: FlagView
+    snapshot_version: int
+
+
+class FlagList(msgspec.Struct):
+    flags: list[FlagView]
+    snapshot_version: int
+
+
+class EnableRequest(msgspec.Struct, forbid_unknown_fields=True):
+    percentage: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
+    reason: Reason | None = None
+
+
+class DisableRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Reason | None = None
+
+
+class KillRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Disable several flags in one atomic change: ``keys``, every flag with ``tag``, or
+    ``all``. ``reason`` is required: an emergency is worth one line in the audit log."""
+
+    reason: Reason
+    keys: list[AnyKey] | None = None
+    tag: str | None = None
+    all: bool = False
+
+
+class KillResponse(msgspec.Struct):
+    flags: list[FlagView]
+    snapshot_version: int
+
+
+class AuditPage(msgspec.Struct):
+    entries: list[AuditEntry]
+    #: Pass as ``before_id`` for the next (older) page; ``None`` at the end.
+    next_before_id: int | None
+
+
+class PropagationView(msgspec.Struct):
+    """Which live workers of which instances have applied ``version``."""
+
+    version: int
+    complete: bool
+    workers: list[WorkerStatus]
+    #: Live workers still below ``version``.
+    stragglers: list[WorkerStatus]
+
+
+class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    scope: Literal["admin", "evaluate"] = "evaluate"
+
+
+class TokenView(msgspec.Struct, omit_defaults=True):
+    id: str
+    name: str
+    scope: str
+    created_at: str
+    revoked_at: str | None = None
+
+
+class TokenCreated(msgspec.Struct):
+    token: TokenView
+    #: The secret, shown once: only its hash is stored.
+    secret: str
+
+
+class TokenList(msgspec.Struct):
+    tokens: list[TokenView]
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details."""
+
+    title: str
+    status: int
+    detail: str
+    type: str = "about:blank"
+    #: JSONPath of the offending field, when one is to blame.
+    field: str | None = None
+    extra: dict[str, Any] | None = None

@@ -23,6 +23,7 @@ from flagport_server.errors import InvalidInput, ServerError, StoreError, Versio
 from flagport_server.metrics import CONTENT_TYPE_LATEST, Metrics
 from flagport_server.routes.admin import admin_router
 from flagport_server.routes.evaluation import evaluation_routes
+from flagport_server.routes.feeds import feed_routes
 from flagport_server.services import AdminService, utc_now
 from flagport_server.settings import Settings
 from flagport_server.state import Runtime
@@ -99,7 +100,11 @@ def _is_evaluation(request: Request[Any, Any, Any]) -> bool:
 
 
 def _ofrep_error(
-    request: Request[Any, Any, Any], status: int, code: str, detail: str
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
 ) -> Response[bytes]:
     path = request.url.path
     key = path[len(_OFREP_SINGLE) :] if path.startswith(_OFREP_SINGLE) else None
@@ -111,7 +116,9 @@ def _ofrep_error(
         body = ofrep_v1.encode(
             ofrep_v1.RequestFailure(errorCode=code, errorDetails=detail, key=key)
         )
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = dict(headers or {})
+    if status == 503:
+        headers.setdefault("Retry-After", "1")
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
@@ -179,7 +186,8 @@ def _handle_http(request: Request[Any, Any, Any], error: Exception) -> Response[
         code = "INVALID_CONTEXT" if status == 400 else "GENERAL"
         if field:
             detail = f"{detail} (at {field})"
-        return _ofrep_error(request, status, code, detail)
+        # Keep the exception's headers: a 405 must list the allowed methods in ``Allow``.
+        return _ofrep_error(request, status, code, detail, dict(error.headers or {}))
     title = {
         400: "Invalid input",
         404: "Not found",
@@ -305,7 +313,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         route_handlers=[
             Router(
                 path="/",
-                route_handlers=evaluation_routes,
+                route_handlers=[*evaluation_routes, *feed_routes],
                 request_max_body_size=settings.max_eval_body,
             ),
             admin_router,

@@ -15,8 +15,9 @@ from typing import Any
 
 import msgspec
 from flagport._exceptions import InvalidDocumentError
-from flagport.engine import Flag, SnapshotDocument, compile_snapshot, validate_key
-from flagport.engine._compile import check_percentage, flag_path
+from flagport.document import strip_volatile
+from flagport.engine import Flag, Rule, Segment, SnapshotDocument, compile_snapshot, validate_key
+from flagport.engine._compile import check_percentage
 
 from flagport_server.errors import (
     AlreadyExists,
@@ -27,8 +28,8 @@ from flagport_server.errors import (
     VersionConflict,
 )
 from flagport_server.state import Runtime, hash_secret
-from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, TokenRecord, WorkerStatus
-from flagport_server.wire.admin_v1 import FlagView, PropagationView
+from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, TokenRecord
+from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, SnapshotDiff
 
 __all__ = ["AdminService", "flag_view", "utc_now"]
 
@@ -48,7 +49,7 @@ def flag_view(key: str, flag: Flag) -> FlagView:
     return FlagView(key=key, **msgspec.structs.asdict(flag))
 
 
-def _body(flag: Flag | None) -> dict[str, Any] | None:
+def _body(flag: Flag | Segment | None) -> dict[str, Any] | None:
     return None if flag is None else msgspec.to_builtins(flag)
 
 
@@ -275,6 +276,199 @@ class AdminService:
             raise Conflict(f"concurrent change: {error.detail}; try again") from None
         return doomed, version
 
+    # -- targeting ----------------------------------------------------------------------
+
+    async def set_targets(
+        self, key: str, targets: dict[str, list[str]], actor: str, reason: str | None
+    ) -> tuple[FlagView, int]:
+        def change(flag: Flag) -> Flag:
+            return msgspec.structs.replace(flag, targets=targets)
+
+        views, version = await self._update(self._existing([key]), change, "targets", actor, reason)
+        return views[0], version
+
+    async def set_rules(
+        self, key: str, rules: list[Rule], actor: str, reason: str | None
+    ) -> tuple[FlagView, int]:
+        def change(flag: Flag) -> Flag:
+            return msgspec.structs.replace(flag, rules=rules)
+
+        views, version = await self._update(self._existing([key]), change, "rules", actor, reason)
+        return views[0], version
+
+    # -- segments -----------------------------------------------------------------------
+
+    async def put_segment(
+        self, key: str, segment: Segment, if_match: str | None, actor: str, reason: str | None
+    ) -> tuple[Segment, int, bool]:
+        """Create or replace a segment: (segment, snapshot version, created)."""
+        try:
+            validate_key(key, "$.key")
+        except InvalidDocumentError as error:
+            raise InvalidInput(error.problem, error.path) from None
+        document = await self.document()
+        current = document.segments.get(key)
+        if current is not None and if_match is not None:
+            expected = _parse_if_match(if_match)
+            if current.version != expected:
+                raise VersionConflict("segment", key, expected, current.version)
+        now = utc_now()
+        new = msgspec.structs.replace(
+            segment, version=(current.version if current else 0) + 1, updated_at=now
+        )
+        candidate = msgspec.structs.replace(document, segments={**document.segments, key: new})
+        self._validate(candidate)
+        guard = None if current is None else current.version
+        entry = AuditEntry(
+            actor=actor,
+            action="segment.put",
+            key=key,
+            at=now,
+            reason=reason,
+            kind="segment",
+            before=_body(current),
+            after=_body(new),
+        )
+        try:
+            version = await self._commit([Mutation("segment", key, "put", new, guard)], [entry])
+        except VersionConflict as error:
+            raise Conflict(f"concurrent change: {error.detail}; try again") from None
+        return new, version, current is None
+
+    async def delete_segment(self, key: str, actor: str, reason: str | None) -> int:
+        document = await self.document()
+        current = document.segments.get(key)
+        if current is None:
+            raise NotFound(f"segment {key!r} not found")
+        users = sorted(k for k, f in document.flags.items() if _uses_segment(f, key))
+        if users:
+            raise Conflict(f"segment {key!r} is used by flag(s) {', '.join(users)}")
+        entry = AuditEntry(
+            actor=actor,
+            action="segment.delete",
+            key=key,
+            at=utc_now(),
+            reason=reason,
+            kind="segment",
+            before=_body(current),
+        )
+        try:
+            return await self._commit(
+                [Mutation("segment", key, "delete", None, current.version)], [entry]
+            )
+        except VersionConflict as error:
+            raise Conflict(f"concurrent change: {error.detail}; try again") from None
+
+    # -- config as code -----------------------------------------------------------------
+
+    async def import_document(
+        self,
+        incoming: SnapshotDocument,
+        *,
+        dry_run: bool,
+        prune: bool,
+        actor: str,
+        reason: str | None,
+    ) -> tuple[SnapshotDiff, int]:
+        """Make the store match ``incoming`` (all or nothing) and return the diff. With
+        ``prune`` (the default) flags and segments missing from ``incoming`` are deleted."""
+        self._validate(incoming)
+        for _ in range(_RETRIES):
+            document = await self.document()
+            diff = diff_documents(document, incoming, prune=prune)
+            if dry_run or diff.empty:
+                return diff, document.version
+            now = utc_now()
+            mutations: list[Mutation] = []
+            entries: list[AuditEntry] = []
+            flags = dict(document.flags)
+            segments = dict(document.segments)
+            for key in diff.segments.added + diff.segments.changed:
+                old_segment = document.segments.get(key)
+                new_segment = msgspec.structs.replace(
+                    incoming.segments[key],
+                    version=(old_segment.version if old_segment else 0) + 1,
+                    updated_at=now,
+                )
+                segments[key] = new_segment
+                mutations.append(
+                    Mutation(
+                        "segment",
+                        key,
+                        "put",
+                        new_segment,
+                        old_segment.version if old_segment else None,
+                    )
+                )
+                entries.append(
+                    AuditEntry(
+                        actor=actor,
+                        action="import",
+                        key=key,
+                        at=now,
+                        kind="segment",
+                        reason=reason,
+                        before=_body(old_segment),
+                        after=_body(new_segment),
+                    )
+                )
+            for key in diff.flags.added + diff.flags.changed:
+                old = document.flags.get(key)
+                new = msgspec.structs.replace(
+                    incoming.flags[key],
+                    version=(old.version if old else 0) + 1,
+                    created_at=old.created_at if old else now,
+                    updated_at=now,
+                )
+                flags[key] = new
+                mutations.append(Mutation("flag", key, "put", new, old.version if old else None))
+                entries.append(
+                    AuditEntry(
+                        actor=actor,
+                        action="import",
+                        key=key,
+                        at=now,
+                        reason=reason,
+                        before=_body(old),
+                        after=_body(new),
+                    )
+                )
+            for key in diff.flags.removed:
+                old = flags.pop(key)
+                mutations.append(Mutation("flag", key, "delete", None, old.version))
+                entries.append(
+                    AuditEntry(
+                        actor=actor,
+                        action="import",
+                        key=key,
+                        at=now,
+                        reason=reason,
+                        before=_body(old),
+                    )
+                )
+            for key in diff.segments.removed:
+                old_segment = segments.pop(key)
+                mutations.append(Mutation("segment", key, "delete", None, old_segment.version))
+                entries.append(
+                    AuditEntry(
+                        actor=actor,
+                        action="import",
+                        key=key,
+                        at=now,
+                        kind="segment",
+                        reason=reason,
+                        before=_body(old_segment),
+                    )
+                )
+            # The merged result (with pruning off it keeps extra flags) must be valid too.
+            self._validate(msgspec.structs.replace(document, flags=flags, segments=segments))
+            try:
+                version = await self._commit(mutations, entries)
+            except VersionConflict:
+                continue
+            return diff, version
+        raise Conflict("too many concurrent changes; try again")
+
     # -- tokens -------------------------------------------------------------------------
 
     async def create_token(self, name: str, scope: str, actor: str) -> tuple[TokenRecord, str]:
@@ -329,6 +523,30 @@ class AdminService:
         )
 
 
+def _uses_segment(flag: Flag, segment: str) -> bool:
+    return any(
+        condition.op == "in_segment" and segment in condition.values
+        for rule in flag.rules
+        for condition in rule.conditions
+    )
+
+
+def diff_documents(
+    current: SnapshotDocument, incoming: SnapshotDocument, *, prune: bool = True
+) -> SnapshotDiff:
+    """What importing ``incoming`` would change, ignoring versions and timestamps."""
+    old, new = strip_volatile(current), strip_volatile(incoming)
+
+    def keys(before: dict[str, Any], after: dict[str, Any]) -> KeyDiff:
+        return KeyDiff(
+            added=sorted(set(after) - set(before)),
+            changed=sorted(k for k in set(after) & set(before) if before[k] != after[k]),
+            removed=sorted(set(before) - set(after)) if prune else [],
+        )
+
+    return SnapshotDiff(flags=keys(old.flags, new.flags), segments=keys(old.segments, new.segments))
+
+
 def _disabled(flag: Flag) -> Flag:
     return msgspec.structs.replace(flag, enabled=False)
 
@@ -344,11 +562,3 @@ def _parse_if_match(value: str) -> int:
         raise InvalidInput(
             f'If-Match must be a flag version such as "3", got {value!r}', "If-Match"
         ) from None
-
-
-def _check_percentage_path(key: str) -> str:
-    return f"{flag_path(key)}.percentage"
-
-
-def _worker_label(status: WorkerStatus) -> str:
-    return f"{status.instance}/{status.pid}"

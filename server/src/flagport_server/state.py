@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from flagport.engine import CompiledSnapshot, SnapshotDocument, compile_snapshot
@@ -57,6 +58,8 @@ class Runtime:
         self._applied = asyncio.Event()
         self._listeners: list[Callable[[int], None]] = []
         self.on_apply: list[Callable[[CompiledSnapshot, float], None]] = []
+        #: Per-snapshot derived data (encoded bodies); entries carry the version they are for.
+        self.cache: dict[str, Any] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -74,6 +77,8 @@ class Runtime:
         ]
 
     async def stop(self) -> None:
+        for listener in list(self._listeners):
+            listener(-1)  # ends open change streams
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -7,6 +7,7 @@ reads the clock, the network or the disk, and never raises during evaluation.
 from flagport.engine._bucketing import BUCKETS, bucket, hash_unit
 from flagport.engine._compile import CompiledFlag, CompiledSnapshot, compile_snapshot, validate_key
 from flagport.engine._document import document_from_builtins, flag_from_builtins
+from flagport.engine._explain import explain
 from flagport.engine.models import (
     BUCKETING_VERSION,
     Condition,
@@ -39,6 +40,7 @@ __all__ = [
     "bucket",
     "compile_snapshot",
     "document_from_builtins",
+    "explain",
     "flag_from_builtins",
     "hash_unit",
     "validate_key",

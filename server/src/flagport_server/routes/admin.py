@@ -5,25 +5,34 @@ Every write answers ``{"flag": {...}, "snapshot_version": N}`` (or the list it c
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Literal
 
 import msgspec
-from flagport.engine import Flag
+from flagport.document import dump_document, load_document
+from flagport.engine import Flag, Segment, explain
 from flagport_server.auth import admin_guard
-from flagport_server.errors import InvalidInput
+from flagport_server.errors import InvalidInput, NotFound, StoreUnavailable
 from flagport_server.services import AdminService, flag_view
 from flagport_server.stores.base import AuditQuery, TokenRecord
 from flagport_server.wire.admin_v1 import (
     AuditPage,
     DisableRequest,
     EnableRequest,
+    ExplainRequest,
     FlagCreate,
     FlagList,
     FlagView,
     FlagWriteResponse,
+    ImportResponse,
     KillRequest,
     KillResponse,
     PropagationView,
+    RulesRequest,
+    SegmentList,
+    SegmentView,
+    SegmentWriteResponse,
+    TargetsRequest,
     TokenCreate,
     TokenCreated,
     TokenList,
@@ -189,6 +198,107 @@ async def propagation(
     return await _service(request).propagation(version)
 
 
+@put("/flags/{key:str}/targets", summary="Set the flag's individual targets")
+async def put_targets(key: str, data: TargetsRequest, request: AdminRequest) -> FlagWriteResponse:
+    view, version = await _service(request).set_targets(
+        key, data.targets, _actor(request), data.reason
+    )
+    return FlagWriteResponse(flag=view, snapshot_version=version)
+
+
+@put("/flags/{key:str}/rules", summary="Replace the flag's ordered rules")
+async def put_rules(key: str, data: RulesRequest, request: AdminRequest) -> FlagWriteResponse:
+    view, version = await _service(request).set_rules(key, data.rules, _actor(request), data.reason)
+    return FlagWriteResponse(flag=view, snapshot_version=version)
+
+
+@post("/flags/{key:str}/explain", status_code=200, summary="Explain an evaluation step by step")
+async def explain_flag(key: str, data: ExplainRequest, request: AdminRequest) -> dict[str, Any]:
+    snapshot = request.app.state.runtime.snapshot
+    if snapshot is None:
+        raise StoreUnavailable("no snapshot loaded yet")
+    if key not in snapshot:
+        raise NotFound(f"flag {key!r} not found")
+    return explain(snapshot, key, data.context, time.time())
+
+
+def _segment_view(key: str, segment: Segment) -> SegmentView:
+    return SegmentView(key=key, **msgspec.structs.asdict(segment))
+
+
+@get("/segments", summary="List segments")
+async def list_segments(request: AdminRequest) -> SegmentList:
+    document = await _service(request).document()
+    return SegmentList(
+        segments=[_segment_view(k, s) for k, s in sorted(document.segments.items())],
+        snapshot_version=document.version,
+    )
+
+
+@get("/segments/{key:str}", summary="Get a segment (ETag is its version)")
+async def get_segment(key: str, request: AdminRequest) -> Response[SegmentView]:
+    document = await _service(request).document()
+    segment = document.segments.get(key)
+    if segment is None:
+        raise NotFound(f"segment {key!r} not found")
+    return Response(_segment_view(key, segment), headers={"ETag": f'"{segment.version}"'})
+
+
+@put("/segments/{key:str}", summary="Create or replace a segment (If-Match optional)")
+async def put_segment(
+    key: str,
+    data: Segment,
+    request: AdminRequest,
+    if_match: str | None = Parameter(header="If-Match", default=None, required=False),
+    reason: str | None = Parameter(query="reason", default=None, required=False),
+) -> Response[SegmentWriteResponse]:
+    segment, version, created = await _service(request).put_segment(
+        key, data, if_match, _actor(request), reason
+    )
+    body = SegmentWriteResponse(segment=_segment_view(key, segment), snapshot_version=version)
+    return Response(body, status_code=201 if created else 200)
+
+
+@delete("/segments/{key:str}", status_code=200, summary="Delete a segment (409 while in use)")
+async def delete_segment(
+    key: str,
+    request: AdminRequest,
+    reason: str | None = Parameter(query="reason", default=None, required=False),
+) -> dict[str, Any]:
+    version = await _service(request).delete_segment(key, _actor(request), reason)
+    return {"deleted": [key], "snapshot_version": version}
+
+
+@get("/snapshot", summary="Export the configuration (config as code)")
+async def export_snapshot(
+    request: AdminRequest,
+    volatile: bool = Parameter(query="volatile", default=False, required=False),
+    format: Literal["json", "yaml"] = Parameter(query="format", default="json", required=False),
+) -> Response[bytes]:
+    document = await _service(request).document()
+    media = "application/json" if format == "json" else "application/yaml"
+    return Response(dump_document(document, format, volatile=volatile), media_type=media)
+
+
+@post("/snapshot", status_code=200, summary="Import a configuration: returns the diff; atomic")
+async def import_snapshot(
+    request: AdminRequest,
+    dry_run: bool = Parameter(query="dry_run", default=False, required=False),
+    prune: bool = Parameter(query="prune", default=True, required=False),
+    reason: str | None = Parameter(query="reason", default=None, required=False),
+) -> ImportResponse:
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    format = "yaml" if "yaml" in content_type else None
+    document = load_document(body, format)  # type: ignore[arg-type]
+    diff, version = await _service(request).import_document(
+        document, dry_run=dry_run, prune=prune, actor=_actor(request), reason=reason
+    )
+    return ImportResponse(
+        dry_run=dry_run, applied=not dry_run and not diff.empty, diff=diff, snapshot_version=version
+    )
+
+
 admin_router = Router(
     path="/admin/v1",
     guards=[admin_guard],
@@ -207,5 +317,14 @@ admin_router = Router(
         create_token,
         revoke_token,
         propagation,
+        put_targets,
+        put_rules,
+        explain_flag,
+        list_segments,
+        get_segment,
+        put_segment,
+        delete_segment,
+        export_snapshot,
+        import_snapshot,
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from flagport.engine import Flag
+from flagport.engine import Flag, Rule, Segment
 from flagport.engine.models import MAX_KEY_LENGTH
 
 from flagport_server.stores.base import AuditEntry, WorkerStatus
@@ -113,6 +113,64 @@ class TokenCreated(msgspec.Struct):
 
 class TokenList(msgspec.Struct):
     tokens: list[TokenView]
+
+
+class KeyDiff(msgspec.Struct):
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+
+class SnapshotDiff(msgspec.Struct):
+    flags: KeyDiff
+    segments: KeyDiff
+
+    @property
+    def empty(self) -> bool:
+        return self.flags.empty and self.segments.empty
+
+
+class ImportResponse(msgspec.Struct):
+    """The diff an import made (or, with ``dry_run``, would make)."""
+
+    dry_run: bool
+    applied: bool
+    diff: SnapshotDiff
+    snapshot_version: int
+
+
+class TargetsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``{variant: [targetingKey, ...]}``: these units always get that variant."""
+
+    targets: dict[str, list[str]]
+    reason: Reason | None = None
+
+
+class RulesRequest(msgspec.Struct, forbid_unknown_fields=True):
+    rules: list[Rule]
+    reason: Reason | None = None
+
+
+class SegmentView(Segment, kw_only=True, omit_defaults=False):
+    key: str
+
+
+class SegmentWriteResponse(msgspec.Struct):
+    segment: SegmentView
+    snapshot_version: int
+
+
+class SegmentList(msgspec.Struct):
+    segments: list[SegmentView]
+    snapshot_version: int
+
+
+class ExplainRequest(msgspec.Struct, forbid_unknown_fields=True):
+    context: dict[str, Any]
 
 
 class Problem(msgspec.Struct, omit_defaults=True):

@@ -1,0 +1,89 @@
+"""Store backends for the contract tests: each makes a fresh, empty store for one test.
+
+A backend is a context manager factory registered in :data:`BACKENDS`; the ``store`` fixture
+in ``tests/server/conftest.py`` is parametrized over its keys. Adding a backend (Redis) is a
+class with ``url``, ``make()`` and ``unreachable()`` plus one line in :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from flagport_server.stores import open_store
+from flagport_server.stores.base import Store
+
+__all__ = ["BACKENDS", "Backend", "SQLiteBackend", "running_as_root"]
+
+
+class Backend(Protocol):
+    """One store's data, reachable by several independent store objects."""
+
+    #: The parametrize id (``"sqlite"``, ``"redis"``).
+    name: str
+    #: A store URL another process can pass to ``open_store`` to reach the same data.
+    url: str
+
+    def make(self) -> Store:
+        """A new, unopened store object on the same data: another connection, as another
+        server process would have."""
+        ...
+
+    def unreachable(self) -> list[tuple[str, str]]:
+        """``(url, text)`` pairs: opening ``url`` must raise ``StoreUnavailable`` whose
+        message contains ``text`` (the location an operator has to fix)."""
+        ...
+
+
+class SQLiteBackend:
+    """A fresh SQLite file in a temporary directory."""
+
+    name = "sqlite"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / "flagport.db"
+        self.url = f"sqlite:///{self.path}"  # absolute path: four slashes
+
+    def make(self) -> Store:
+        return open_store(self.url)
+
+    def unreachable(self) -> list[tuple[str, str]]:
+        missing = self.directory / "missing" / "flagport.db"
+        # A regular file where a directory should be fails even for root.
+        not_a_directory = self.directory / "a-file"
+        not_a_directory.write_text("")
+        cases = [
+            (f"sqlite:///{missing}", str(missing)),
+            (f"sqlite:///{not_a_directory}/flagport.db", str(not_a_directory)),
+        ]
+        if not running_as_root():  # root writes to read-only directories anyway
+            read_only = self.directory / "read-only"
+            read_only.mkdir()
+            read_only.chmod(stat.S_IRUSR | stat.S_IXUSR)
+            cases.append((f"sqlite:///{read_only}/flagport.db", str(read_only)))
+        return cases
+
+
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def sqlite_backend(tmp_path: Path) -> Iterator[Backend]:
+    yield SQLiteBackend(tmp_path)
+    # Let pytest delete the temporary directory even when a test made part of it read-only.
+    for child in tmp_path.iterdir():
+        if child.is_dir():
+            child.chmod(stat.S_IRWXU)
+
+
+#: Backend name -> factory taking the test's ``tmp_path``. The Redis engineer adds
+#: ``"redis": redis_backend`` (spawning ``redis-server`` on a free port in ``tmp_path``).
+BACKENDS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Backend]]] = {
+    "sqlite": sqlite_backend,
+}

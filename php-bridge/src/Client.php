@@ -1,0 +1,443 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Flagport;
+
+use Flagport\Store\ApcuStore;
+use Flagport\Store\MemoryStore;
+use Flagport\Store\Store;
+
+/**
+ * Flag values for PHP from a Flagport server: one OFREP bulk call per request per context.
+ *
+ *     $flags = new Flagport\Client(['url' => 'unix:///run/flagport/flagport.sock']);
+ *     if ($flags->isEnabled('ui-improvements.mobile-navigation-fix', ['targetingKey' => '42'])) { ... }
+ *
+ * The first question for a context fetches every flag's value for it (`POST
+ * /ofrep/v1/evaluate/flags`); later questions in the same request are array lookups.
+ *
+ * Fail-safe: nothing here throws into the application. When the server is down, hung, slow
+ * or answers garbage, a value comes from, in order: the last good answer for that context
+ * (kept in APCu, shared by the FPM pool; TTL `cache_ttl`, at most `cache_max_entries`
+ * contexts), the configured default for that flag (`defaults`), the call's `$default`. A
+ * circuit breaker (also in APCu) stops calling the server for `breaker_cooldown` seconds after
+ * `breaker_threshold` failures, so an outage costs one APCu read per request. Errors are logged
+ * once per cool-down for the whole pool.
+ *
+ * Options (all optional):
+ *
+ * | option               | default                   | meaning                                           |
+ * |----------------------|---------------------------|---------------------------------------------------|
+ * | `url`                | `http://127.0.0.1:8080`   | server URL, or `unix:///path.sock`                |
+ * | `eval_token`         | null                      | evaluation token (Bearer), when required          |
+ * | `connect_timeout_ms` | 50                        | connection timeout, milliseconds                  |
+ * | `timeout_ms`         | 250                       | whole-call timeout, milliseconds                  |
+ * | `defaults`           | []                        | flag => default, or callable(string $key): mixed  |
+ * | `cache`              | true                      | keep last good answers (APCu, else process memory)|
+ * | `cache_ttl`          | 86400                     | seconds a last good answer may be served          |
+ * | `cache_max_entries`  | 10000                     | contexts kept; beyond it the cache starts afresh  |
+ * | `cache_prefix`       | `flagport`                | APCu key prefix (one per app sharing a pool)      |
+ * | `breaker_threshold`  | 3                         | failures within `breaker_window` s that open it   |
+ * | `breaker_window`     | 30                        | seconds over which failures are counted           |
+ * | `breaker_cooldown`   | 5.0                       | seconds the circuit stays open before a probe     |
+ *
+ * A context is an array of attributes; `targetingKey` is the bucketing unit (a string; an int
+ * is sent as its decimal string, absent means `""`: no unit). Other attributes keep their
+ * JSON types: an int stays an int, a float stays a float.
+ */
+final class Client
+{
+    /** Where the current answers came from (see {@see Client::status()}). */
+    public const SOURCE_SERVER = 'server';
+    public const SOURCE_NOT_MODIFIED = 'not-modified';
+    public const SOURCE_LAST_GOOD = 'last-good';
+    public const SOURCE_DEFAULTS = 'defaults';
+
+    private const BULK_PATH = '/ofrep/v1/evaluate/flags';
+    private const JSON_FLAGS = JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_PRESERVE_ZERO_FRACTION
+        | JSON_INVALID_UTF8_SUBSTITUTE;
+
+    /** @var array<string, mixed> */
+    private array $options;
+    private Transport $transport;
+    private Store $store;
+    private CircuitBreaker $breaker;
+    /** @var (callable(string): void) */
+    private $logger;
+    /** @var (callable(): (array<string, mixed>|null))|null */
+    private $contextResolver;
+
+    /** @var array<string, array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>> context hash => flags */
+    private array $memo = [];
+    /** @var array{source: string, error: ?string, context: ?string} */
+    private array $last = ['source' => self::SOURCE_DEFAULTS, 'error' => null, 'context' => null];
+    private int $calls = 0;
+
+    /**
+     * @param array<string, mixed> $options see the class docblock
+     * @param (callable(): (array<string, mixed>|null))|null $contextResolver the context used when
+     *        a call passes none (Laravel: the signed-in user); null means `['targetingKey' => '']`
+     * @param Store|null     $store     null: APCu when available, else process memory
+     * @param Transport|null $transport null: {@see CurlTransport} for `url`
+     * @param (callable(string): void)|null $logger receives error messages; null: error_log()
+     */
+    public function __construct(
+        array $options = [],
+        ?callable $contextResolver = null,
+        ?Store $store = null,
+        ?Transport $transport = null,
+        ?callable $logger = null,
+    ) {
+        $this->options = $options + [
+            'url' => 'http://127.0.0.1:8080',
+            'eval_token' => null,
+            'connect_timeout_ms' => 50,
+            'timeout_ms' => 250,
+            'defaults' => [],
+            'cache' => true,
+            'cache_ttl' => 86400,
+            'cache_max_entries' => 10000,
+            'cache_prefix' => 'flagport',
+            'breaker_threshold' => 3,
+            'breaker_window' => 30,
+            'breaker_cooldown' => 5.0,
+        ];
+        $url = (string) $this->options['url'];
+        $this->transport = $transport ?? new CurlTransport(
+            $url,
+            (int) $this->options['connect_timeout_ms'],
+            (int) $this->options['timeout_ms'],
+            $this->options['eval_token'] === null ? null : (string) $this->options['eval_token'],
+        );
+        $this->store = $store ?? (ApcuStore::available() ? new ApcuStore() : new MemoryStore());
+        $this->breaker = new CircuitBreaker(
+            $this->store,
+            $this->options['cache_prefix'] . ':cb:' . hash('xxh64', $url),
+            (int) $this->options['breaker_threshold'],
+            (float) $this->options['breaker_cooldown'],
+            (int) $this->options['breaker_window'],
+        );
+        $this->contextResolver = $contextResolver;
+        $this->logger = $logger ?? static function (string $message): void {
+            error_log($message);
+        };
+    }
+
+    /**
+     * Whether a flag is on for the context.
+     *
+     * A boolean flag is on when it serves `true`. A flag with other values is on unless it
+     * serves its off variant (named `off`, disabled, or gated by an ancestor that is off).
+     * Without an answer: the configured default for the flag (cast to bool), else `$default`.
+     *
+     * @param array<string, mixed>|null $context null: the resolver's context
+     */
+    public function isEnabled(string $key, ?array $context = null, bool $default = false): bool
+    {
+        try {
+            $flag = $this->answers($context)[$key] ?? null;
+            if ($flag !== null && $flag[3] === null) {
+                if (is_bool($flag[0])) {
+                    return $flag[0];
+                }
+                return !($flag[1] === 'off' || $flag[2] === 'DISABLED' || $flag[4]);
+            }
+            $configured = $this->configuredDefault($key);
+            return $configured === null ? $default : (bool) $configured;
+        } catch (\Throwable $error) {
+            $this->report($error);
+            return $default;
+        }
+    }
+
+    /**
+     * The flag's value for the context (its JSON type kept), or a default.
+     *
+     * @param array<string, mixed>|null $context null: the resolver's context
+     */
+    public function value(string $key, mixed $default = null, ?array $context = null): mixed
+    {
+        try {
+            $flag = $this->answers($context)[$key] ?? null;
+            if ($flag !== null && $flag[3] === null) {
+                return $flag[0];
+            }
+            return $this->configuredDefault($key) ?? $default;
+        } catch (\Throwable $error) {
+            $this->report($error);
+            return $default;
+        }
+    }
+
+    /**
+     * Every flag's value for the context: the server's flags, plus configured defaults for
+     * flags it did not answer. Flags that failed to evaluate take their configured default
+     * (or null).
+     *
+     * @param array<string, mixed>|null $context null: the resolver's context
+     * @return array<string, mixed> flag key => value, sorted by key
+     */
+    public function all(?array $context = null): array
+    {
+        try {
+            $values = [];
+            foreach ($this->answers($context) as $key => $flag) {
+                $values[$key] = $flag[3] === null ? $flag[0] : $this->configuredDefault((string) $key);
+            }
+            $defaults = $this->options['defaults'];
+            if (is_array($defaults)) {
+                foreach ($defaults as $key => $value) {
+                    $values[$key] ??= $value;
+                }
+            }
+            ksort($values, SORT_STRING);
+            return $values;
+        } catch (\Throwable $error) {
+            $this->report($error);
+            return [];
+        }
+    }
+
+    /**
+     * Details of one flag's answer: `value`, `variant`, `reason`, `errorCode`, and `source`
+     * (server, not-modified, last-good or defaults). Null when there is no answer for it.
+     *
+     * @param array<string, mixed>|null $context
+     * @return array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, source: string}|null
+     */
+    public function details(string $key, ?array $context = null): ?array
+    {
+        try {
+            $flag = $this->answers($context)[$key] ?? null;
+        } catch (\Throwable $error) {
+            $this->report($error);
+            return null;
+        }
+        if ($flag === null) {
+            return null;
+        }
+        return [
+            'value' => $flag[0],
+            'variant' => $flag[1],
+            'reason' => $flag[2],
+            'errorCode' => $flag[3],
+            'source' => $this->last['source'],
+        ];
+    }
+
+    /**
+     * Diagnostics: where the last fetched answers came from, the last error, the breaker
+     * state, the number of HTTP calls made by this client and whether the store is shared.
+     *
+     * @return array{source: string, error: ?string, circuit: string, calls: int, shared_store: bool}
+     */
+    public function status(): array
+    {
+        return [
+            'source' => $this->last['source'],
+            'error' => $this->last['error'],
+            'circuit' => $this->breaker->state(),
+            'calls' => $this->calls,
+            'shared_store' => $this->store->isShared(),
+        ];
+    }
+
+    /** Forget this request's answers (Laravel calls it per request and per queued job). */
+    public function reset(): void
+    {
+        $this->memo = [];
+    }
+
+    /** The circuit breaker (for diagnostics and tests). */
+    public function breaker(): CircuitBreaker
+    {
+        return $this->breaker;
+    }
+
+    /**
+     * The context as sent: `targetingKey` a string (`""` when absent), other attributes as given.
+     *
+     * @param array<string, mixed>|null $context
+     * @return array<string, mixed>
+     */
+    public function normalizeContext(?array $context): array
+    {
+        if ($context === null) {
+            $context = $this->contextResolver !== null ? (($this->contextResolver)() ?? []) : [];
+        }
+        $unit = $context['targetingKey'] ?? '';
+        if (is_int($unit) || $unit instanceof \Stringable) {
+            $unit = (string) $unit;
+        } elseif (!is_string($unit)) {
+            $unit = '';
+        }
+        $context['targetingKey'] = $unit;
+        return $context;
+    }
+
+    /**
+     * The flags for a context: memoized for the request, else fetched, else fail-safe.
+     *
+     * @param array<string, mixed>|null $context
+     * @return array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>
+     */
+    private function answers(?array $context): array
+    {
+        $body = json_encode((object) $this->normalizeContext($context), self::JSON_FLAGS);
+        if ($body === false) {
+            throw new \InvalidArgumentException('the context cannot be encoded as JSON: ' . json_last_error_msg());
+        }
+        $hash = hash('xxh128', $body);
+        if (isset($this->memo[$hash])) {
+            return $this->memo[$hash];
+        }
+        return $this->memo[$hash] = $this->fetch('{"context":' . $body . '}', $hash);
+    }
+
+    /**
+     * @return array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>
+     */
+    private function fetch(string $body, string $hash): array
+    {
+        $useCache = (bool) $this->options['cache'];
+        $cacheKey = $this->options['cache_prefix'] . ':lg:' . $hash;
+        $cached = $useCache ? $this->store->fetch($cacheKey) : null;
+        if (!is_array($cached) || !isset($cached['flags'], $cached['at']) || $cached['at'] + (int) $this->options['cache_ttl'] < time()) {
+            $cached = null;
+        }
+        if (!$this->breaker->allow()) {
+            return $this->failSafe($cached, 'circuit open: not calling ' . $this->options['url'], false);
+        }
+        try {
+            $this->calls++;
+            $headers = $cached !== null && $cached['etag'] !== null ? ['If-None-Match' => (string) $cached['etag']] : [];
+            $response = $this->transport->request('POST', self::BULK_PATH, $body, $headers);
+            if ($response->status === 304 && $cached !== null) {
+                $this->breaker->success();
+                $this->last = ['source' => self::SOURCE_NOT_MODIFIED, 'error' => null, 'context' => $hash];
+                return $cached['flags'];
+            }
+            if ($response->status !== 200) {
+                throw new TransportException(sprintf(
+                    'HTTP %d from %s: %s',
+                    $response->status,
+                    $this->options['url'],
+                    substr($response->body, 0, 200),
+                ));
+            }
+            $flags = self::parseBulk($response->body);
+        } catch (\Throwable $error) {
+            return $this->failSafe($cached, $error->getMessage(), true);
+        }
+        $this->breaker->success();
+        $this->last = ['source' => self::SOURCE_SERVER, 'error' => null, 'context' => $hash];
+        if ($useCache && ($cached === null || $cached['etag'] !== $response->etag || $response->etag === null)) {
+            $this->remember($cacheKey, $cached !== null, ['flags' => $flags, 'etag' => $response->etag, 'at' => time()]);
+        }
+        return $flags;
+    }
+
+    /**
+     * Decode an OFREP bulk answer into key => [value, variant, reason, errorCode, gated].
+     *
+     * @return array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>
+     * @throws TransportException when the body is not a bulk answer
+     */
+    public static function parseBulk(string $body): array
+    {
+        $data = json_decode($body, true, 64);
+        if (!is_array($data) || !isset($data['flags']) || !is_array($data['flags'])) {
+            throw new TransportException('the server answered something that is not an OFREP bulk answer: '
+                . substr($body, 0, 120));
+        }
+        $flags = [];
+        foreach ($data['flags'] as $item) {
+            if (!is_array($item) || !isset($item['key']) || !is_string($item['key'])) {
+                continue;
+            }
+            if (isset($item['errorCode'])) {
+                $flags[$item['key']] = [null, null, null, (string) $item['errorCode'], false];
+                continue;
+            }
+            $flags[$item['key']] = [
+                $item['value'] ?? null,
+                isset($item['variant']) ? (string) $item['variant'] : null,
+                isset($item['reason']) ? (string) $item['reason'] : null,
+                null,
+                isset($item['metadata']['gatedBy']),
+            ];
+        }
+        return $flags;
+    }
+
+    /**
+     * @param array{flags: array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>}|null $cached
+     * @return array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>
+     */
+    private function failSafe(?array $cached, string $error, bool $countFailure): array
+    {
+        if ($countFailure) {
+            $opened = $this->breaker->failure();
+            if ($this->breaker->shouldLog()) {
+                ($this->logger)(sprintf(
+                    'flagport: %s; serving %s%s',
+                    $error,
+                    $cached !== null ? 'last good values' : 'defaults',
+                    $opened ? sprintf('; circuit open for %.1f s', (float) $this->options['breaker_cooldown']) : '',
+                ));
+            }
+        }
+        $this->last = [
+            'source' => $cached !== null ? self::SOURCE_LAST_GOOD : self::SOURCE_DEFAULTS,
+            'error' => $error,
+            'context' => null,
+        ];
+        return $cached['flags'] ?? [];
+    }
+
+    /**
+     * Store a last good answer, keeping at most `cache_max_entries` contexts: past the cap the
+     * cache starts afresh (one delete by prefix), which keeps the contexts seen recently.
+     *
+     * @param array<string, mixed> $entry
+     */
+    private function remember(string $key, bool $exists, array $entry): void
+    {
+        $ttl = (int) $this->options['cache_ttl'];
+        if ($exists) {
+            $this->store->store($key, $entry, $ttl);
+            return;
+        }
+        if (!$this->store->add($key, $entry, $ttl)) {
+            return;
+        }
+        $counter = $this->options['cache_prefix'] . ':lgcount';
+        if ($this->store->increment($counter, $ttl) > (int) $this->options['cache_max_entries']) {
+            $this->store->deletePrefix($this->options['cache_prefix'] . ':lg:');
+            $this->store->delete($counter);
+            $this->store->add($key, $entry, $ttl);
+            $this->store->increment($counter, $ttl);
+        }
+    }
+
+    private function configuredDefault(string $key): mixed
+    {
+        $defaults = $this->options['defaults'];
+        if (is_callable($defaults)) {
+            return $defaults($key);
+        }
+        return is_array($defaults) ? ($defaults[$key] ?? null) : null;
+    }
+
+    private function report(\Throwable $error): void
+    {
+        try {
+            if ($this->breaker->shouldLog()) {
+                ($this->logger)('flagport: unexpected ' . get_class($error) . ': ' . $error->getMessage());
+            }
+        } catch (\Throwable) {
+            // Logging must not break the app either.
+        }
+    }
+}

@@ -1,0 +1,41 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Flagport;
+
+/**
+ * The application's shared {@see Client}, for the global `feature()` helper.
+ *
+ * In Laravel the service provider's singleton is used. Elsewhere call
+ * `Flagport::setClient(new Client([...]))` once at bootstrap; without that, a client is built
+ * from the environment (`FLAGPORT_URL`, `FLAGPORT_EVAL_TOKEN`) on first use.
+ */
+final class Flagport
+{
+    private static ?Client $client = null;
+
+    public static function setClient(?Client $client): void
+    {
+        self::$client = $client;
+    }
+
+    public static function client(): Client
+    {
+        if (self::$client !== null) {
+            return self::$client;
+        }
+        if (function_exists('app') && class_exists(\Illuminate\Container\Container::class)) {
+            $container = \Illuminate\Container\Container::getInstance();
+            if ($container->bound(Client::class)) {
+                return $container->make(Client::class);
+            }
+        }
+        $url = getenv('FLAGPORT_URL');
+        $token = getenv('FLAGPORT_EVAL_TOKEN');
+        return self::$client = new Client([
+            'url' => is_string($url) && $url !== '' ? $url : 'http://127.0.0.1:8080',
+            'eval_token' => is_string($token) && $token !== '' ? $token : null,
+        ]);
+    }
+}

@@ -23,6 +23,7 @@ ALLOWED = {
     "datetime",
     "enum",
     "math",
+    "operator",
     "re",
     "typing",
     "msgspec",

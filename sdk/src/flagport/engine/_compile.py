@@ -184,6 +184,7 @@ class CompiledFlag:
         "_results",
         "broken",
         "bucket_by",
+        "constant",
         "enabled",
         "evaluate",
         "flag",
@@ -216,6 +217,8 @@ class CompiledFlag:
         self.rules: list[_CompiledRule] = []
         self.split = _Split(BUCKETS, None, "", {})
         self.broken: InvalidDocumentError | None = None
+        #: The result when it cannot depend on the context (set by :meth:`fold`).
+        self.constant: EvaluationResult | None = None
         self._results: dict[tuple[Any, ...], EvaluationResult] = {}
         self.evaluate = self._evaluate
 
@@ -357,6 +360,31 @@ class CompiledFlag:
         if not included:
             return self.result(self.off_variant, reason)
         return self.result(variant or self.on_variant, reason)
+
+    def fold(self) -> None:
+        """Drop gates that always pass with ``STATIC`` (they change nothing) and note when
+        the whole flag is context-independent. Gates must be folded first (topological
+        order), so a chain of plain 100 % parents costs nothing per evaluation."""
+        if self.broken is not None:
+            self.constant = self._broken_result()
+            return
+        kept = []
+        for gate in self.gates:
+            upstream = gate.flag.constant
+            if (
+                upstream is not None
+                and upstream.error_code is None
+                and upstream.reason is _STATIC
+                and gate.passes(upstream)
+            ):
+                continue
+            kept.append(gate)
+        self.gates = kept
+        own_constant = not self.enabled or (
+            not self.targets and not self.rules and not self.split.needs_unit()
+        )
+        if not kept and own_constant:
+            self.constant = self._evaluate_own({}, None)
 
     def specialise(self) -> None:
         """Install a closure for plain percentage flags: the hot path of the portal."""
@@ -515,6 +543,8 @@ def compile_snapshot(document: SnapshotDocument, *, strict: bool = False) -> Com
             report(problem, compiled)
 
     order = _topological_order(flags, report)
+    for compiled in order:
+        compiled.fold()
     for compiled in flags.values():
         compiled.specialise()
     return CompiledSnapshot(document, flags, order, problems)

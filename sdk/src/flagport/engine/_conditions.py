@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -76,11 +77,28 @@ _SEMVER = re.compile(
 SemverKey = tuple[int, int, int, tuple[tuple[int, int | str], ...]]
 
 
+_SEMVER_CACHE: dict[str, SemverKey | None] = {}
+_SEMVER_CACHE_SIZE = 4_096
+
+
 def parse_semver(text: Any) -> SemverKey | None:
     """A sort key with SemVer 2.0 precedence, or ``None``. ``1.2`` means ``1.2.0``; a
     leading ``v`` is allowed; build metadata is ignored."""
     if type(text) is not str:
         return None
+    # Apps send a handful of distinct versions; parsing costs ~20x a dict lookup.
+    try:
+        return _SEMVER_CACHE[text]
+    except KeyError:
+        pass
+    parsed = _parse_semver(text)
+    if len(_SEMVER_CACHE) >= _SEMVER_CACHE_SIZE:
+        _SEMVER_CACHE.clear()  # bounded; a cleared cache only costs re-parsing
+    _SEMVER_CACHE[text] = parsed
+    return parsed
+
+
+def _parse_semver(text: str) -> SemverKey | None:
     found = _SEMVER.match(text)
     if found is None:
         return None
@@ -203,10 +221,22 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
                 )
             bounds.append(number)
         compare = _ORDERING[op]
+        # "Any of the bounds" is the loosest one: the max for lt/lte, the min for gt/gte.
+        bound = max(bounds) if op in (Operator.LT, Operator.LTE) else min(bounds)
+        attribute = condition.attribute
+
+        if attribute == NOW_ATTRIBUTE:
+            return lambda context, now: (n := as_number(now)) is not None and compare(n, bound)
 
         def match_number(context: Mapping[str, Any], now: float | None) -> bool:
-            actual = as_number(read(context, now))
-            return actual is not None and any(compare(actual, b) for b in bounds)
+            actual: Any = context.get(attribute)
+            kind = type(actual)
+            if kind is int:  # exact, even beyond float's range
+                return compare(actual, bound)
+            if kind is float:
+                return math.isfinite(actual) and compare(actual, bound)
+            number = as_number(actual)
+            return number is not None and compare(number, bound)
 
         return match_number
 
@@ -220,6 +250,12 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
                 )
             versions.append(parsed)
         compare_versions = _SEMVER_OPS[op]
+        if len(versions) == 1:
+            (version,) = versions
+            return lambda context, now: (
+                (v := parse_semver(read(context, now))) is not None
+                and (compare_versions(v, version))
+            )
 
         def match_semver(context: Mapping[str, Any], now: float | None) -> bool:
             actual = parse_semver(read(context, now))
@@ -251,36 +287,16 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
     raise InvalidDocumentError(f"unknown operator {op!r}", f"{path}.op")  # pragma: no cover
 
 
-def _lt(a: Any, b: Any) -> bool:
-    return bool(a < b)
-
-
-def _lte(a: Any, b: Any) -> bool:
-    return bool(a <= b)
-
-
-def _gt(a: Any, b: Any) -> bool:
-    return bool(a > b)
-
-
-def _gte(a: Any, b: Any) -> bool:
-    return bool(a >= b)
-
-
-def _eq(a: Any, b: Any) -> bool:
-    return bool(a == b)
-
-
 _ORDERING: dict[Operator, Callable[[Any, Any], bool]] = {
-    Operator.LT: _lt,
-    Operator.LTE: _lte,
-    Operator.GT: _gt,
-    Operator.GTE: _gte,
+    Operator.LT: operator.lt,
+    Operator.LTE: operator.le,
+    Operator.GT: operator.gt,
+    Operator.GTE: operator.ge,
 }
 _SEMVER_OPS: dict[Operator, Callable[[Any, Any], bool]] = {
-    Operator.SEMVER_EQ: _eq,
-    Operator.SEMVER_LT: _lt,
-    Operator.SEMVER_LTE: _lte,
-    Operator.SEMVER_GT: _gt,
-    Operator.SEMVER_GTE: _gte,
+    Operator.SEMVER_EQ: operator.eq,
+    Operator.SEMVER_LT: operator.lt,
+    Operator.SEMVER_LTE: operator.le,
+    Operator.SEMVER_GT: operator.gt,
+    Operator.SEMVER_GTE: operator.ge,
 }

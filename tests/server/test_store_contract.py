@@ -106,6 +106,14 @@ def run_script(backend: Backend, script: str, *args: str) -> subprocess.Popen[st
     )
 
 
+def release(processes: list[subprocess.Popen[str]]) -> None:
+    """Unblock scripts waiting on stdin all at once (``communicate`` would go one by one)."""
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+
+
 # -- loading and committing ------------------------------------------------------------------
 
 
@@ -602,10 +610,7 @@ async def test_concurrent_committers_lose_no_update(store: Store, store_backend:
     for process in processes:
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n", process.stderr
-    for process in processes:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
+    release(processes)
     outputs = [process.communicate(timeout=120) for process in processes]
     for process, (_, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err
@@ -638,6 +643,37 @@ async def test_tasks_sharing_one_store_lose_no_update(store: Store) -> None:
 
     await asyncio.gather(*(increment() for _ in range(30)))
     assert (await store.load()).document.flags["counter"].description == "30"
+
+
+_OPEN_SCRIPT = """
+    import asyncio, sys
+    from flagport_server.stores import open_store
+
+    async def main(url):
+        store = open_store(url)
+        sys.stdin.readline()
+        await store.open()
+        print((await store.snapshot_version())[0], flush=True)
+        await store.close()
+
+    asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_workers_starting_at_once_share_one_store(store_backend: Backend) -> None:
+    # Every server worker opens (and may initialise) the fresh store at the same moment.
+    processes = [run_script(store_backend, _OPEN_SCRIPT) for _ in range(8)]
+    release(processes)
+    outputs = [process.communicate(timeout=60) for process in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+    store_ids = {out.strip() for out, _ in outputs}
+    assert len(store_ids) == 1
+    store = await opened(store_backend)
+    try:
+        assert await store.snapshot_version() == (store_ids.pop(), 0)
+    finally:
+        await store.close()
 
 
 _COMMIT_FOREVER_SCRIPT = """

@@ -15,7 +15,12 @@ import msgspec
 from flagport._exceptions import InvalidDocumentError
 from litestar import Litestar, Request, Response, Router, get
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    NotFoundException,
+    SerializationException,
+    ValidationException,
+)
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
@@ -168,6 +173,9 @@ def _handle_http(request: Request[Any, Any, Any], error: Exception) -> Response[
     status = error.status_code
     if isinstance(error, ValidationException):
         detail, field = _validation_detail(error)
+    elif isinstance(error.__cause__, SerializationException):
+        # msgspec's own words ("Input data was truncated") do not say what was wrong.
+        detail, field = f"request body is not valid JSON: {error.detail}", None
     else:
         detail, field = str(error.detail), None
     if status >= 500:

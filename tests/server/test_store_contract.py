@@ -566,6 +566,16 @@ async def test_changes_yield_only_new_versions(store: Store, store_backend: Back
         await other.close()
 
 
+async def test_changes_end_when_the_store_is_closed(store_backend: Backend) -> None:
+    watcher = await opened(store_backend)
+    iterator = watcher.changes()
+    pending = asyncio.ensure_future(anext(iterator))
+    await asyncio.sleep(0.1)
+    await watcher.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(pending, timeout=5)
+
+
 # -- several processes -----------------------------------------------------------------------
 
 _INCREMENT_SCRIPT = """

@@ -379,7 +379,8 @@ class SQLiteStore(Store):
 
         ``PRAGMA data_version`` only reads WAL shared memory, so idle polling costs no I/O;
         the meta row is read only when some other connection committed something (which
-        may be a heartbeat, hence the comparison with the last version).
+        may be a heartbeat, hence the comparison with the last version). Ends when the store
+        is closed; raises ``StoreUnavailable`` when the file cannot be read.
         """
         lock = threading.Lock()
         conn: sqlite3.Connection | None = None
@@ -406,7 +407,7 @@ class SQLiteStore(Store):
 
         try:
             data_version, version = await asyncio.to_thread(poll, None)
-            while True:
+            while not self._closed:
                 await asyncio.sleep(self.poll_interval)
                 data_version, new_version = await asyncio.to_thread(poll, data_version)
                 if new_version is not None and new_version != version:

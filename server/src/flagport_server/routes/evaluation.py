@@ -23,6 +23,8 @@ from litestar.params import Parameter
 __all__ = ["evaluation_routes"]
 
 _ERROR = Reason.ERROR
+#: The ``flag`` label of evaluations of unknown keys (not a valid key, so no clash).
+UNKNOWN_FLAG_LABEL = "(unknown)"
 _JSON = MediaType.JSON
 _NOT_READY = wire.encode(
     wire.RequestFailure(errorCode="GENERAL", errorDetails="no snapshot loaded yet; retry shortly")
@@ -58,15 +60,19 @@ _ABSENT = object()
 
 
 def _single(state: State, snapshot: CompiledSnapshot, result: EvaluationResult) -> Response[bytes]:
-    state.metrics.count(result)
     headers = _headers(state, snapshot)
     if result.reason is not _ERROR:
+        state.metrics.count(result)
         return Response(
             wire.encode(wire.success_from_result(result)), media_type=_JSON, headers=headers
         )
-    status = 404 if result.error_code is ErrorCode.FLAG_NOT_FOUND else 400
-    if result.error_code is ErrorCode.GENERAL:
-        status = 500
+    if result.error_code is ErrorCode.FLAG_NOT_FOUND:
+        # Callers choose unknown keys: one label for all of them keeps the metric bounded.
+        state.metrics.count(msgspec.structs.replace(result, key=UNKNOWN_FLAG_LABEL))
+        status = 404
+    else:
+        state.metrics.count(result)
+        status = 500 if result.error_code is ErrorCode.GENERAL else 400
     return Response(
         wire.encode(wire.failure_from_result(result)),
         status_code=status,

@@ -2,146 +2,83 @@
 
 Exit codes (DESIGN.md section 7): 0 ok; 1 the server refused; 2 usage or a local file;
 3 server unreachable; 4 not authorized; 5 committed but not confirmed by every live worker.
-Only ``flags serve`` imports the server, so the other commands start fast.
+Commands import what they need when they run: ``flags disable`` loads click and httpx only,
+and only ``flags serve`` imports the server.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
-from pathlib import Path
 
 import click
 
+from flagport_cli._app import App
+from flagport_cli._errors import CliError
+from flagport_cli._serve import serve
+from flagport_cli.commands.config import diff, export, import_
+from flagport_cli.commands.flags import create, delete, list_flags, show, target
+from flagport_cli.commands.insight import audit, explain, status
+from flagport_cli.commands.state import disable, enable, kill
+from flagport_cli.commands.tokens import token
+
 __all__ = ["cli", "main"]
 
-TOKEN_FILE = Path(".flagport") / "admin-token"
-
-
-class UsageError(click.UsageError):
-    exit_code = 2
+DEFAULT_URL = "http://127.0.0.1:8787"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="flagport-cli", prog_name="flags")
-def cli() -> None:
-    """Flagport feature flags: roll out, kill, inspect."""
-
-
-def _bootstrap_admin_token(loopback: bool) -> tuple[str, bool]:
-    """(token, newly generated). Generated only for loopback/Unix-socket binds."""
-    token = os.environ.get("FLAGPORT_ADMIN_TOKEN")
-    if token:
-        return token, False
-    if not loopback:
-        raise click.UsageError(
-            "refusing to listen on a non-loopback address without an admin token: "
-            "set FLAGPORT_ADMIN_TOKEN"
-        )
-    if TOKEN_FILE.exists():
-        existing = TOKEN_FILE.read_text().strip()
-        if existing:
-            return existing, False
-    token = "fpa_" + secrets.token_urlsafe(32)
-    TOKEN_FILE.parent.mkdir(mode=0o700, exist_ok=True)
-    descriptor = os.open(TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token + "\n")
-    return token, True
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8787, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
-    "--uds", type=click.Path(dir_okay=False), help="Serve on this Unix socket (mode 0660)."
-)
-@click.option(
-    "--store",
-    "store_url",
-    default="sqlite:///./flagport.db",
+    "--url",
+    envvar="FLAGPORT_URL",
+    default=DEFAULT_URL,
     show_default=True,
-    envvar="FLAGPORT_STORE",
-    help="sqlite:///path.db, redis://host:port/db, ...",
-)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option(
-    "--snapshot-cache",
-    type=click.Path(dir_okay=False),
-    help="Keep the last snapshot here; serve it if the store is down at start.",
+    help="Server URL (env FLAGPORT_URL); unix:///path.sock for a Unix socket.",
 )
 @click.option(
-    "--require-eval-token", is_flag=True, help="Evaluation needs a token even on loopback."
+    "--token",
+    help="Admin token (else FLAGPORT_TOKEN, FLAGPORT_ADMIN_TOKEN, ./.flagport/admin-token).",
 )
-@click.option(
-    "--open-evaluation",
-    is_flag=True,
-    help="Allow evaluation without a token on a non-loopback bind (warned).",
-)
-@click.option(
-    "--seed",
-    "seed_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Load this flags document when the store is empty.",
-)
-@click.option("--instance-id", help="Name in the propagation registry (default: host:port).")
-@click.option(
-    "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
-)
-def serve(
-    host: str,
-    port: int,
-    uds: str | None,
-    store_url: str,
-    workers: int,
-    snapshot_cache: str | None,
-    require_eval_token: bool,
-    open_evaluation: bool,
-    seed_file: str | None,
-    instance_id: str | None,
-    log_level: str,
-) -> None:
-    """Run the evaluation and admin server."""
-    try:
-        from flagport_server.serve import serve as run_server
-        from flagport_server.settings import Settings, is_loopback
-    except ImportError:
-        click.echo("flags serve needs the server: pip install 'flagport-cli[server]'", err=True)
-        sys.exit(2)
-    loopback = uds is not None or is_loopback(host)
-    token, generated = _bootstrap_admin_token(loopback)
-    require = require_eval_token or not (loopback or open_evaluation)
-    import socket
+@click.option("--json", "json_output", is_flag=True, help="Print API response bodies as JSON.")
+@click.pass_context
+def cli(ctx: click.Context, url: str, token: str | None, json_output: bool) -> None:
+    """Flagport feature flags: roll out, kill, inspect.
 
-    settings = Settings(
-        store_url=store_url,
-        host=host,
-        port=port,
-        uds=uds,
-        workers=workers,
-        snapshot_cache=snapshot_cache,
-        require_eval_token=require,
-        admin_token=token,
-        seed_file=seed_file,
-        instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",
-        open_evaluation_warning=open_evaluation and not loopback,
-    )
-    where = f"unix://{os.path.abspath(uds)}" if uds else f"http://{host}:{port}"
-    click.echo(f"Flagport listening on {where} (store: {store_url}, workers: {workers})", err=True)
-    if generated:
-        click.echo(f"Admin token (shown once, saved to {TOKEN_FILE}): {token}", err=True)
-    elif not os.environ.get("FLAGPORT_ADMIN_TOKEN"):
-        click.echo(f"Admin token: in {TOKEN_FILE} (the flags CLI reads it from there)", err=True)
-    click.echo(
-        "Evaluation: " + ("open (no token needed)" if not require else "needs an evaluation token"),
-        err=True,
-    )
-    run_server(settings, log_level=log_level)
+    \b
+    Exit codes: 0 ok, 1 refused by the server, 2 bad usage or file,
+    3 server unreachable, 4 not authorized, 5 not confirmed by every worker in time.
+    """
+    app = App(url=url, token_option=token, json=json_output)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+for command in (
+    list_flags,
+    show,
+    create,
+    enable,
+    disable,
+    kill,
+    target,
+    delete,
+    audit,
+    explain,
+    import_,
+    export,
+    diff,
+    token,
+    status,
+    serve,
+):
+    cli.add_command(command)
 
 
 def main() -> None:
     try:
         cli.main(prog_name="flags", standalone_mode=True)
+    except CliError as error:
+        click.echo(f"flags: {error.message}", err=True)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -1,0 +1,159 @@
+"""The admin API client of the ``flags`` command: URL and token lookup, error mapping.
+
+Token lookup (DESIGN.md section 4): ``--token``, ``FLAGPORT_TOKEN``, ``FLAGPORT_ADMIN_TOKEN``,
+then ``./.flagport/admin-token`` (written by ``flags serve``). Responses are decoded with the
+standard ``json`` module: the hot commands (``flags disable``) import neither msgspec nor the
+SDK.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flagport_cli._errors import CliError, NotAuthorized, Refused, Unreachable
+
+if TYPE_CHECKING:
+    import httpx
+    from httpx import Client as HttpxClient
+
+__all__ = ["DEFAULT_URL", "TOKEN_FILE", "Api", "find_token"]
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+TOKEN_FILE = Path(".flagport") / "admin-token"
+_UDS_BASE = "http://flagport"
+
+
+def find_token(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    for name in ("FLAGPORT_TOKEN", "FLAGPORT_ADMIN_TOKEN"):
+        if value := os.environ.get(name, "").strip():
+            return value
+    try:
+        return TOKEN_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _import_httpx() -> Any:
+    # httpx's package __init__ imports its own command-line client (rich, pygments, click
+    # extras: ~100 ms) when those happen to be installed. A None entry in sys.modules makes
+    # that optional import fail fast, and httpx falls back to a stub ``main``.
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    import httpx
+
+    return httpx
+
+
+def _problem_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("title") or ""
+        field = body.get("field")
+        text = str(detail)
+        if field and str(field) not in text:
+            text += f" (field {field})"
+        if text:
+            return text
+    text = response.text.strip().splitlines()[0] if response.text.strip() else ""
+    return text or response.reason_phrase or f"HTTP {response.status_code}"
+
+
+class Api:
+    """A thin synchronous client for ``/admin/v1``; every failure becomes a :class:`CliError`."""
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        httpx = _import_httpx()
+        if self.url.startswith("unix://"):
+            path = self.url.removeprefix("unix://")
+            transport = httpx.HTTPTransport(uds=path)
+            base = _UDS_BASE
+        elif self.url.startswith(("http://", "https://")):
+            transport, base = None, self.url
+        else:
+            from flagport_cli._errors import UsageProblem
+
+            raise UsageProblem(
+                f"invalid --url {url!r}: use http://host:port, https://... or unix:///path.sock"
+            )
+        self._client: HttpxClient = httpx.Client(
+            base_url=base,
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            headers={"User-Agent": "flagport-cli"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def require_token(self) -> str:
+        if not self.token:
+            raise NotAuthorized(
+                "no admin token: pass --token or set FLAGPORT_TOKEN (or FLAGPORT_ADMIN_TOKEN), "
+                f"or run from the directory holding {TOKEN_FILE}"
+            )
+        return self.token
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+        ok: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """Send one request; raise the :class:`CliError` matching a failure. Statuses in
+        ``ok`` are returned to the caller even when they are errors."""
+        httpx = _import_httpx()
+        all_headers = dict(headers or {})
+        if auth:
+            all_headers["Authorization"] = f"Bearer {self.require_token()}"
+        if params:
+            params = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self._client.request(
+                method, path, json=json, params=params, content=content, headers=all_headers
+            )
+        except httpx.TimeoutException:
+            raise Unreachable(f"Flagport at {self.url} did not answer in time") from None
+        except httpx.TransportError as error:
+            reason = str(error) or type(error).__name__
+            raise Unreachable(f"cannot reach Flagport at {self.url}: {reason}") from None
+        status: int = response.status_code
+        if status < 400 or status in ok:
+            return response
+        message = _problem_text(response)
+        if status in (401, 403):
+            raise NotAuthorized(f"not authorized ({status}): {message}")
+        if status in (502, 503, 504):
+            raise Unreachable(f"Flagport at {self.url} is unavailable ({status}): {message}")
+        if status >= 500:
+            raise CliError(f"server error ({status}) at {self.url}: {message}")
+        raise Refused(message)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Like :meth:`send`, returning the decoded JSON body."""
+        response = self.send(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise CliError(f"{method} {path}: the server sent a body that is not JSON") from None

@@ -1,0 +1,1 @@
+"""The ``flags`` subcommands, one module per area; each imports only what it needs."""

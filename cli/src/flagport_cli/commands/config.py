@@ -1,0 +1,162 @@
+"""Config as code: ``export``, ``import``, ``diff``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flagport_cli._app import App, json_option, pass_app, reason_option
+from flagport_cli._errors import UsageProblem
+from flagport_cli._output import echo_json
+from flagport_cli._validate import read_document
+
+__all__ = ["diff", "export", "import_"]
+
+_MEDIA = {"json": "application/json", "yaml": "application/yaml"}
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise UsageProblem(f"cannot write {path}: {error.strerror or error}") from None
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here, not stdout.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["yaml", "json"]),
+    help="Default: from the -o extension, else YAML (JSON with --json).",
+)
+@click.option("--volatile", is_flag=True, help="Keep versions and timestamps.")
+@json_option
+@pass_app
+def export(app: App, output: str | None, format_: str | None, volatile: bool) -> None:
+    """Export every flag and segment as a document (config as code)."""
+    if format_ is None:
+        if output and Path(output).suffix.lower() == ".json":
+            format_ = "json"
+        elif output and Path(output).suffix.lower() in (".yaml", ".yml"):
+            format_ = "yaml"
+        else:
+            format_ = "json" if app.json else "yaml"
+    params = {"format": format_, "volatile": "true" if volatile else None}
+    data = app.api().send("GET", "/admin/v1/snapshot", params=params).content
+    if output:
+        _write_atomically(Path(output), data)
+        click.echo(f"exported to {output}", err=True)
+    else:
+        click.echo(data.decode().rstrip("\n"))
+
+
+def _print_diff(diff: dict[str, Any], details: dict[str, list[str]]) -> None:
+    for kind in ("flags", "segments"):
+        part = diff.get(kind) or {}
+        singular = kind[:-1]
+        for key in part.get("added", []):
+            click.echo(f"+ {singular} {key}")
+        for key in part.get("changed", []):
+            click.echo(f"~ {singular} {key}")
+            for line in details.get(f"{kind}/{key}", []):
+                click.echo(f"    {line}")
+        for key in part.get("removed", []):
+            click.echo(f"- {singular} {key}")
+
+
+def _empty(diff: dict[str, Any]) -> bool:
+    return not any(diff.get(kind, {}).get(part) for kind in diff for part in diff[kind])
+
+
+def _field_details(app: App, data: bytes, format_: str) -> dict[str, list[str]]:
+    """For changed objects, which fields differ (server value -> file value)."""
+    from flagport.document import dump_document, load_document
+
+    local = json.loads(dump_document(load_document(data, format_, strict=False), "json"))  # type: ignore[arg-type]
+    remote = json.loads(app.api().send("GET", "/admin/v1/snapshot").content)
+    details: dict[str, list[str]] = {}
+    for kind in ("flags", "segments"):
+        for key, after in local.get(kind, {}).items():
+            before = remote.get(kind, {}).get(key)
+            if before is None or before == after:
+                continue
+            lines = []
+            for name in sorted(set(before) | set(after)):
+                if before.get(name) != after.get(name):
+                    old = json.dumps(before.get(name), ensure_ascii=False)
+                    new = json.dumps(after.get(name), ensure_ascii=False)
+                    lines.append(f"{name}: {old} -> {new}")
+            details[f"{kind}/{key}"] = lines
+    return details
+
+
+def _post(
+    app: App, data: bytes, format_: str, *, dry_run: bool, prune: bool, reason: str | None
+) -> Any:
+    params = {
+        "dry_run": "true" if dry_run else "false",
+        "prune": "true" if prune else "false",
+        "reason": reason,
+    }
+    return app.api().call(
+        "POST",
+        "/admin/v1/snapshot",
+        params=params,
+        content=data,
+        headers={"Content-Type": _MEDIA[format_]},
+    )
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--merge", is_flag=True, help="Keep flags and segments the file does not mention.")
+@reason_option
+@json_option
+@pass_app
+def import_(app: App, file: str, dry_run: bool, merge: bool, reason: str | None) -> None:
+    """Import a document (atomically): the file becomes the configuration."""
+    data, format_ = read_document(file)
+    result = _post(app, data, format_, dry_run=dry_run, prune=not merge, reason=reason)
+    if app.json:
+        echo_json(result)
+        return
+    diff = result.get("diff") or {}
+    if _empty(diff):
+        click.echo("no changes")
+        return
+    _print_diff(diff, _field_details(app, data, format_))
+    if dry_run:
+        click.echo("dry run: nothing applied")
+    else:
+        click.echo(f"applied (snapshot version {result.get('snapshot_version')})")
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--merge", is_flag=True, help="Ignore flags and segments the file does not mention.")
+@json_option
+@pass_app
+def diff(app: App, file: str, merge: bool) -> None:
+    """Compare a document with the server: exit 0 when equal, 1 on drift."""
+    data, format_ = read_document(file)
+    result = _post(app, data, format_, dry_run=True, prune=not merge, reason=None)
+    changes = result.get("diff") or {}
+    if app.json:
+        echo_json(result)
+    elif _empty(changes):
+        click.echo(f"no drift: the server matches {file}")
+    else:
+        click.echo(f"drift between {file} (+ only in the file, - only on the server):")
+        _print_diff(changes, _field_details(app, data, format_))
+    if not _empty(changes):
+        raise SystemExit(1)

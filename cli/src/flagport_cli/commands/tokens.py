@@ -1,0 +1,65 @@
+"""``token create|list|revoke``: API tokens (secrets are shown once, stored hashed)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import click
+
+from flagport_cli._app import App, json_option, pass_app
+from flagport_cli._output import echo_json, table
+
+__all__ = ["token"]
+
+
+@click.group()
+def token() -> None:
+    """Create, list and revoke API tokens."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--scope", type=click.Choice(["evaluate", "admin"]), default="evaluate", show_default=True
+)
+@json_option
+@pass_app
+def create_token(app: App, name: str, scope: str) -> None:
+    """Create a token; its secret is printed once."""
+    body = app.api().call("POST", "/admin/v1/tokens", json={"name": name, "scope": scope})
+    if app.json:
+        echo_json(body)
+        return
+    made = body["token"]
+    click.echo(f"created {made['scope']} token {made['name']} (id {made['id']})", err=True)
+    click.echo("the secret is shown only now:", err=True)
+    click.echo(body["secret"])
+
+
+@token.command("list")
+@json_option
+@pass_app
+def list_tokens(app: App) -> None:
+    """List tokens (never their secrets)."""
+    body = app.api().call("GET", "/admin/v1/tokens")
+    if app.json:
+        echo_json(body)
+        return
+    rows = [
+        (t["id"], t["name"], t["scope"], t["created_at"], t.get("revoked_at") or "")
+        for t in body.get("tokens", [])
+    ]
+    table(["ID", "NAME", "SCOPE", "CREATED", "REVOKED"], rows)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@json_option
+@pass_app
+def revoke_token(app: App, token_id: str) -> None:
+    """Revoke a token by id."""
+    body = app.api().call("DELETE", f"/admin/v1/tokens/{quote(token_id, safe='')}")
+    if app.json:
+        echo_json(body)
+        return
+    click.echo(f"revoked token {body['name']} (id {body['id']}) at {body.get('revoked_at')}")

@@ -79,16 +79,30 @@ def _empty(diff: dict[str, Any]) -> bool:
 
 def _field_details(app: App, data: bytes, format_: str) -> dict[str, list[str]]:
     """For changed objects, which fields differ (server value -> file value)."""
+    import msgspec
     from flagport.document import dump_document, load_document
+    from flagport.engine import Flag, Segment
+
+    # Exports omit fields at their defaults: compare with the defaults filled in.
+    defaults = {
+        kind: {
+            field.encode_name: msgspec.to_builtins(
+                field.default if field.default is not msgspec.NODEFAULT else field.default_factory()
+            )
+            for field in msgspec.structs.fields(model)
+        }
+        for kind, model in (("flags", Flag), ("segments", Segment))
+    }
 
     local = json.loads(dump_document(load_document(data, format_, strict=False), "json"))  # type: ignore[arg-type]
     remote = json.loads(app.api().send("GET", "/admin/v1/snapshot").content)
     details: dict[str, list[str]] = {}
     for kind in ("flags", "segments"):
-        for key, after in local.get(kind, {}).items():
+        for key, file_value in local.get(kind, {}).items():
             before = remote.get(kind, {}).get(key)
-            if before is None or before == after:
+            if before is None or before == file_value:
                 continue
+            before, after = {**defaults[kind], **before}, {**defaults[kind], **file_value}
             lines = []
             for name in sorted(set(before) | set(after)):
                 if before.get(name) != after.get(name):
@@ -156,7 +170,10 @@ def diff(app: App, file: str, merge: bool) -> None:
     elif _empty(changes):
         click.echo(f"no drift: the server matches {file}")
     else:
-        click.echo(f"drift between {file} (+ only in the file, - only on the server):")
+        click.echo(
+            f"drift between the server and {file} "
+            "(+ only in the file, - only on the server, ~ server value -> file value):"
+        )
         _print_diff(changes, _field_details(app, data, format_))
     if not _empty(changes):
         raise SystemExit(1)

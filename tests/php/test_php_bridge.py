@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tests.php.conftest import BRIDGE, Servers
 from tests.php.fakes import bad_peer, dead_tcp_url
-from tests.support.tools import require_tool
+from tests.support.server import PORTAL_FLAGS, running_server
+from tests.support.tools import require_path, require_tool
 
 
 def run_phpunit(php: str, env: dict[str, str], tmp: Path, suite: str) -> ET.Element:
@@ -71,3 +72,18 @@ def test_live_suite(php: str, servers: Servers, short_tmp: Path) -> None:
         }
         root = run_phpunit(php, env, short_tmp, "live")
     assert skipped_cases(root) == [], "live tests must not skip when the harness runs them"
+
+
+def test_laravel_suite(php: str, tmp_path: Path) -> None:
+    """Laravel from Debian's php-laravel-framework against its own server (the artisan
+    commands change flags) on a Unix socket, as the runbook's sidecar would run."""
+    require_path(Path("/usr/share/php/Illuminate/autoload.php"), "php-laravel-framework")
+    with running_server(tmp_path / "laravel", seed=PORTAL_FLAGS, uds=True) as server:
+        env = {
+            "FLAGPORT_TEST_LARAVEL_URL": f"unix://{server.uds}",
+            "FLAGPORT_TEST_ADMIN_TOKEN": server.admin_token,
+            "FLAGPORT_TEST_DEAD_URL": dead_tcp_url(),
+        }
+        root = run_phpunit(php, env, tmp_path, "laravel")
+    assert skipped_cases(root) == []
+    assert int(root[0].get("tests", "0")) >= 6

@@ -1,0 +1,54 @@
+<?php
+
+/*
+ * Flagport for Laravel. Publish with:
+ *   php artisan vendor:publish --provider="Flagport\Laravel\FlagportServiceProvider" --tag=flagport-config
+ */
+
+return [
+    // The Flagport sidecar: `http://127.0.0.1:8080`, or its Unix socket `unix:///run/flagport/flagport.sock`.
+    'url' => env('FLAGPORT_URL', 'http://127.0.0.1:8080'),
+
+    // Evaluation token (not needed on a loopback or Unix-socket bind, where evaluation is open).
+    'eval_token' => env('FLAGPORT_EVAL_TOKEN'),
+
+    // Admin token: only the artisan commands (feature:enable, feature:disable) use it.
+    'admin_token' => env('FLAGPORT_ADMIN_TOKEN'),
+
+    // Milliseconds. Evaluation must stay cheap when the sidecar is in trouble; admin calls may wait.
+    'timeouts' => [
+        'connect_ms' => (int) env('FLAGPORT_CONNECT_TIMEOUT_MS', 50),
+        'total_ms' => (int) env('FLAGPORT_TIMEOUT_MS', 250),
+        'admin_ms' => (int) env('FLAGPORT_ADMIN_TIMEOUT_MS', 5000),
+    ],
+
+    // Defaults when Flagport cannot answer: the default for `a.b` is config('<defaults_config>.a.b'),
+    // so the portal's config/features.php (with its env('FEATURE_...', false) values) keeps working.
+    // A parent whose config entry is an array may give its own default as '_value'. null: none.
+    'defaults_config' => 'features',
+
+    // The evaluation context: the signed-in user's id as targetingKey plus these user attributes
+    // (integers stay integers); guests: the session id; no session: "" (no unit).
+    'context' => [
+        'attributes' => ['company_id', 'role'],
+    ],
+
+    // Which flags @flagportScript sends to the browser: a key selects itself and its children.
+    'script' => [
+        'only' => null,   // null: every flag
+        'except' => [],
+    ],
+
+    // Last good answers (APCu when available) and the circuit breaker shared by the FPM pool.
+    'cache' => [
+        'enabled' => true,
+        'ttl' => 86400,
+        'max_entries' => 10000,
+        'prefix' => env('FLAGPORT_CACHE_PREFIX', 'flagport'),
+    ],
+    'breaker' => [
+        'threshold' => 3,
+        'window' => 30,
+        'cooldown' => 5.0,
+    ],
+];

@@ -1,0 +1,79 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Flagport;
+
+/**
+ * The admin API, for the artisan commands that mirror `flags enable` / `flags disable`.
+ * Unlike {@see Client}, it reports failures: an operator must know a change did not happen.
+ */
+final class AdminClient
+{
+    private Transport $transport;
+
+    /**
+     * @param string      $url       server URL or `unix:///path.sock`
+     * @param string|null $token     admin token (FLAGPORT_ADMIN_TOKEN)
+     * @param int         $timeoutMs whole-call timeout in milliseconds
+     */
+    public function __construct(private string $url, private ?string $token, int $timeoutMs = 5000, ?Transport $transport = null)
+    {
+        $this->transport = $transport ?? new CurlTransport($url, min(1000, $timeoutMs), $timeoutMs, $token);
+    }
+
+    /**
+     * Enable a flag, optionally at a percentage.
+     *
+     * @return array<string, mixed> the server's answer: `{"flag": {...}, "snapshot_version": N}`
+     * @throws AdminException
+     */
+    public function enable(string $key, float|int|null $percentage = null, ?string $reason = null): array
+    {
+        $body = [];
+        if ($percentage !== null) {
+            $body['percentage'] = $percentage;
+        }
+        if ($reason !== null) {
+            $body['reason'] = $reason;
+        }
+        return $this->post('/admin/v1/flags/' . rawurlencode($key) . '/enable', $body);
+    }
+
+    /**
+     * Disable a flag (the kill switch).
+     *
+     * @return array<string, mixed>
+     * @throws AdminException
+     */
+    public function disable(string $key, ?string $reason = null): array
+    {
+        return $this->post('/admin/v1/flags/' . rawurlencode($key) . '/disable', $reason === null ? [] : ['reason' => $reason]);
+    }
+
+    /**
+     * @param array<string, mixed> $body
+     * @return array<string, mixed>
+     * @throws AdminException
+     */
+    private function post(string $path, array $body): array
+    {
+        if ($this->token === null || $this->token === '') {
+            throw new AdminException('no admin token: set FLAGPORT_ADMIN_TOKEN (config flagport.admin_token)', AdminException::UNAUTHORIZED);
+        }
+        $json = json_encode((object) $body, JSON_PRESERVE_ZERO_FRACTION | JSON_UNESCAPED_SLASHES);
+        try {
+            $response = $this->transport->request('POST', $path, (string) $json);
+        } catch (TransportException $error) {
+            throw new AdminException("cannot reach Flagport at {$this->url}: {$error->getMessage()}", AdminException::UNREACHABLE);
+        }
+        $data = json_decode($response->body, true);
+        if ($response->status >= 200 && $response->status < 300 && is_array($data)) {
+            return $data;
+        }
+        $detail = is_array($data) ? (string) ($data['detail'] ?? $data['title'] ?? $response->body) : $response->body;
+        $code = in_array($response->status, [401, 403], true) ? AdminException::UNAUTHORIZED
+            : ($response->status >= 500 ? AdminException::UNREACHABLE : AdminException::REFUSED);
+        throw new AdminException("Flagport refused ({$response->status}): " . substr($detail, 0, 300), $code, $response->status);
+    }
+}

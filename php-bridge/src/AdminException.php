@@ -1,0 +1,26 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Flagport;
+
+/**
+ * An admin API call failed. {@see AdminException::exitCode()} follows the `flags` CLI:
+ * 1 the server refused (not found, conflict, validation), 3 unreachable, 4 not authorized.
+ */
+final class AdminException extends \RuntimeException
+{
+    public const REFUSED = 1;
+    public const UNREACHABLE = 3;
+    public const UNAUTHORIZED = 4;
+
+    public function __construct(string $message, private int $exitCode, public readonly ?int $status = null)
+    {
+        parent::__construct($message);
+    }
+
+    public function exitCode(): int
+    {
+        return $this->exitCode;
+    }
+}

@@ -1,0 +1,166 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Flagport\Laravel;
+
+use Flagport\AdminClient;
+use Flagport\Client;
+use Flagport\FeaturesScript;
+use Flagport\Laravel\Console\FeatureDisableCommand;
+use Flagport\Laravel\Console\FeatureEnableCommand;
+use Illuminate\Contracts\Foundation\Application;
+use Illuminate\Support\ServiceProvider;
+
+/**
+ * Flagport for Laravel (8 or later):
+ *
+ * - `Flagport\Client` as a singleton (alias `flagport`), configured from `config/flagport.php`,
+ *   whose context is the signed-in user (see {@see FlagportServiceProvider::context()}) and whose
+ *   per-request answers are forgotten after each HTTP request and before each queued job;
+ * - the `feature()` helper (src/helpers.php), Blade `@feature('key') ... @else ... @endfeature`
+ *   and `@flagportScript` (`window.features`);
+ * - route middleware `feature:<key>` (404 when off);
+ * - artisan `feature:enable {key} {--percentage=}` and `feature:disable {key}`.
+ */
+final class FlagportServiceProvider extends ServiceProvider
+{
+    public function register(): void
+    {
+        $this->mergeConfigFrom(__DIR__ . '/../../config/flagport.php', 'flagport');
+
+        $this->app->singleton(Client::class, static function (Application $app): Client {
+            $config = (array) $app['config']->get('flagport', []);
+            $defaultsConfig = $config['defaults_config'] ?? null;
+            $defaults = is_string($defaultsConfig) && $defaultsConfig !== ''
+                ? static function (string $key) use ($app, $defaultsConfig): mixed {
+                    $value = $app['config']->get($defaultsConfig . '.' . $key);
+                    return is_array($value) ? ($value['_value'] ?? null) : $value;
+                }
+                : [];
+            return new Client(
+                [
+                    'url' => (string) ($config['url'] ?? 'http://127.0.0.1:8080'),
+                    'eval_token' => $config['eval_token'] ?? null,
+                    'connect_timeout_ms' => (int) ($config['timeouts']['connect_ms'] ?? 50),
+                    'timeout_ms' => (int) ($config['timeouts']['total_ms'] ?? 250),
+                    'defaults' => $defaults,
+                    'cache' => (bool) ($config['cache']['enabled'] ?? true),
+                    'cache_ttl' => (int) ($config['cache']['ttl'] ?? 86400),
+                    'cache_max_entries' => (int) ($config['cache']['max_entries'] ?? 10000),
+                    'cache_prefix' => (string) ($config['cache']['prefix'] ?? 'flagport'),
+                    'breaker_threshold' => (int) ($config['breaker']['threshold'] ?? 3),
+                    'breaker_window' => (int) ($config['breaker']['window'] ?? 30),
+                    'breaker_cooldown' => (float) ($config['breaker']['cooldown'] ?? 5.0),
+                ],
+                static fn (): array => self::context($app),
+                null,
+                null,
+                static function (string $message) use ($app): void {
+                    try {
+                        $app['log']->warning($message);
+                    } catch (\Throwable) {
+                        error_log($message);
+                    }
+                },
+            );
+        });
+        $this->app->alias(Client::class, 'flagport');
+
+        $this->app->singleton(AdminClient::class, static function (Application $app): AdminClient {
+            $config = (array) $app['config']->get('flagport', []);
+            return new AdminClient(
+                (string) ($config['url'] ?? 'http://127.0.0.1:8080'),
+                isset($config['admin_token']) ? (string) $config['admin_token'] : null,
+                (int) ($config['timeouts']['admin_ms'] ?? 5000),
+            );
+        });
+    }
+
+    public function boot(): void
+    {
+        $this->publishes([__DIR__ . '/../../config/flagport.php' => $this->app->configPath('flagport.php')], 'flagport-config');
+
+        $this->callAfterResolving('blade.compiler', static function ($blade): void {
+            /** @var \Illuminate\View\Compilers\BladeCompiler $blade */
+            $blade->if('feature', static fn (string $key, bool $default = false): bool => app(Client::class)->isEnabled($key, null, $default));
+            $blade->directive('flagportScript', static fn (string $expression): string => '<?php echo \\' . self::class . '::script(' . ($expression === '' ? 'null' : $expression) . '); ?>');
+        });
+
+        $this->callAfterResolving('router', static function ($router): void {
+            /** @var \Illuminate\Routing\Router $router */
+            $router->aliasMiddleware('feature', EnsureFeatureEnabled::class);
+        });
+
+        if ($this->app->runningInConsole()) {
+            $this->commands([FeatureEnableCommand::class, FeatureDisableCommand::class]);
+        }
+
+        // Answers are memoized per request: forget them between requests (long-running servers)
+        // and before each queued job (a worker handles many users).
+        $reset = fn () => $this->app->resolved(Client::class) ? $this->app->make(Client::class)->reset() : null;
+        $events = $this->app['events'];
+        $events->listen(\Illuminate\Foundation\Http\Events\RequestHandled::class, $reset);
+        $events->listen(\Illuminate\Queue\Events\JobProcessing::class, $reset);
+    }
+
+    /**
+     * The evaluation context: the signed-in user's id as `targetingKey` plus the configured
+     * attributes (`flagport.context.attributes`, types kept); a guest's session id; else "".
+     *
+     * @return array<string, mixed>
+     */
+    public static function context(Application $app): array
+    {
+        $user = null;
+        try {
+            if ($app->bound('auth')) {
+                $user = $app['auth']->user();
+            }
+        } catch (\Throwable) {
+            $user = null; // no guard configured: treat as a guest
+        }
+        if ($user !== null) {
+            $context = ['targetingKey' => (string) $user->getAuthIdentifier()];
+            foreach ((array) $app['config']->get('flagport.context.attributes', []) as $attribute) {
+                $value = $user instanceof \Illuminate\Database\Eloquent\Model ? $user->getAttribute($attribute) : ($user->{$attribute} ?? null);
+                if ($value !== null) {
+                    $context[$attribute] = $value instanceof \BackedEnum ? $value->value : $value;
+                }
+            }
+            return $context;
+        }
+        try {
+            $request = $app->bound('request') ? $app['request'] : null;
+            if ($request !== null && $request->hasSession()) {
+                return ['targetingKey' => (string) $request->session()->getId()];
+            }
+        } catch (\Throwable) {
+            // fall through: no unit
+        }
+        return ['targetingKey' => ''];
+    }
+
+    /**
+     * The `<script>` that `@flagportScript` prints: the configured flags for the current user,
+     * nested by key, JSON escaped against `</script>`.
+     *
+     * @param array{only?: list<string>|null, except?: list<string>, nonce?: string}|null $options overrides `flagport.script`
+     */
+    public static function script(?array $options = null): string
+    {
+        try {
+            $app = \Illuminate\Container\Container::getInstance();
+            $config = ($options ?? []) + (array) $app['config']->get('flagport.script', []);
+            $values = FeaturesScript::select(
+                $app->make(Client::class)->all(),
+                $config['only'] ?? null,
+                (array) ($config['except'] ?? []),
+            );
+            return FeaturesScript::render($values, $config['nonce'] ?? null);
+        } catch (\Throwable $error) {
+            error_log('flagport: @flagportScript: ' . $error->getMessage());
+            return '<script>window.features = {};</script>';
+        }
+    }
+}

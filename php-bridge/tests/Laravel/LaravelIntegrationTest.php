@@ -1,0 +1,150 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Flagport\Tests\Laravel;
+
+use Flagport\Bucketing;
+use Flagport\Client;
+use Illuminate\Contracts\Console\Kernel as ConsoleKernel;
+use Illuminate\Contracts\Http\Kernel as HttpKernel;
+use Illuminate\Http\Request;
+
+/**
+ * The Laravel pieces against a real server (its own, started by the harness, seeded with the
+ * portal's flags): provider and config, context from the user, feature(), Blade, the script,
+ * middleware and the artisan commands of the runbook.
+ */
+final class LaravelIntegrationTest extends LaravelTestCase
+{
+    private function userIn(bool $cohort, int $percentage = 10): int
+    {
+        for ($id = 1; ; $id++) {
+            if (Bucketing::included('ui-improvements', (string) $id, $percentage) === $cohort) {
+                return $id;
+            }
+        }
+    }
+
+    private function artisan(string $command, array $arguments = []): array
+    {
+        $kernel = $this->app->make(ConsoleKernel::class);
+        $code = $kernel->call($command, $arguments);
+        return [$code, $kernel->output()];
+    }
+
+    public function testRunbookThroughArtisanFeatureAndBlade(): void
+    {
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));
+        $in = $this->userIn(true);
+        $out = $this->userIn(false);
+
+        [$code, $output] = $this->artisan('feature:enable', ['key' => 'ui-improvements', '--percentage' => '10']);
+        self::assertSame(0, $code, $output);
+        self::assertStringContainsString('ui-improvements enabled at 10 %', $output);
+
+        $this->actingAs(['id' => $in, 'company_id' => 7, 'role' => 'admin']);
+        self::assertSame(['targetingKey' => (string) $in, 'company_id' => 7, 'role' => 'admin'], \Flagport\Laravel\FlagportServiceProvider::context($this->app));
+        self::assertTrue(feature('ui-improvements.mobile-navigation-fix'));
+        self::assertTrue(feature_value('ui-improvements.dropdown-fixes'));
+        $blade = "@feature('ui-improvements.dropdown-fixes') NEW @else OLD @endfeature|@flagportScript";
+        $html = $this->view('page', $blade);
+        self::assertStringContainsString('NEW', $html);
+        self::assertStringNotContainsString('OLD', $html);
+        self::assertStringContainsString('"ui-improvements":{"_value":true,"dropdown-fixes":true,', $html);
+        self::assertSame(1, $this->app->make(Client::class)->status()['calls'], 'one bulk call for the request');
+
+        $this->actingAs(['id' => $out, 'company_id' => 7]);
+        self::assertFalse(feature('ui-improvements.mobile-navigation-fix'));
+        self::assertStringContainsString('OLD', $this->view('page2', $blade));
+
+        [$code, $output] = $this->artisan('feature:disable', ['key' => 'ui-improvements']);
+        self::assertSame(0, $code, $output);
+        self::assertStringContainsString('ui-improvements disabled', $output);
+        $this->actingAs(['id' => $in]);
+        self::assertFalse(feature('ui-improvements.mobile-navigation-fix'));
+    }
+
+    public function testArtisanErrors(): void
+    {
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));
+        [$code, $output] = $this->artisan('feature:enable', ['key' => 'no-such-flag']);
+        self::assertSame(1, $code, $output);
+        self::assertStringContainsString('404', $output);
+        [$code] = $this->artisan('feature:enable', ['key' => 'ui-improvements', '--percentage' => '120']);
+        self::assertSame(2, $code);
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'), [], ['admin_token' => 'wrong']);
+        [$code] = $this->artisan('feature:disable', ['key' => 'ui-improvements']);
+        self::assertSame(4, $code);
+        $this->boot(self::env('FLAGPORT_TEST_DEAD_URL'));
+        [$code, $output] = $this->artisan('feature:disable', ['key' => 'ui-improvements']);
+        self::assertSame(3, $code);
+        self::assertStringContainsString('cannot reach Flagport', $output);
+    }
+
+    public function testMiddlewareReturns404WhenOff(): void
+    {
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));
+        $this->app['router']->get('/tables', static fn () => 'tables!')->middleware('feature:ui-improvements.responsive-tables');
+        $this->app['router']->get('/nav', static fn () => 'nav!')->middleware('feature:test-coverage-reporting.coverage-dashboard');
+        $kernel = $this->app->make(HttpKernel::class);
+        $this->actingAs(['id' => 5]);
+        self::assertSame(404, $kernel->handle(Request::create('/tables'))->getStatusCode());
+        [$code] = $this->artisan('feature:enable', ['key' => 'ui-improvements', '--percentage' => '100']);
+        self::assertSame(0, $code);
+        $this->app->make(Client::class)->reset();
+        $response = $kernel->handle(Request::create('/tables'));
+        self::assertSame(200, $response->getStatusCode());
+        self::assertSame('tables!', $response->getContent());
+        $this->artisan('feature:disable', ['key' => 'ui-improvements']);
+    }
+
+    public function testDefaultsFromConfigFeaturesWhenTheServerIsDown(): void
+    {
+        $features = ['ui-improvements' => ['mobile-navigation-fix' => true, 'dropdown-fixes' => false], 'auth-improvements' => true];
+        $this->boot(self::env('FLAGPORT_TEST_DEAD_URL'), $features);
+        $this->actingAs(['id' => 1]);
+        self::assertTrue(feature('ui-improvements.mobile-navigation-fix'));
+        self::assertFalse(feature('ui-improvements.dropdown-fixes', true));
+        self::assertTrue(feature('auth-improvements'));
+        self::assertTrue(feature('unknown', true));
+        self::assertFalse(feature('unknown'));
+        $html = $this->view('down', "@feature('ui-improvements.mobile-navigation-fix') ON @else OFF @endfeature");
+        self::assertStringContainsString('ON', $html);
+    }
+
+    public function testGuestsUseTheSessionAndNoneMeansEmptyKey(): void
+    {
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));
+        self::assertSame(['targetingKey' => ''], \Flagport\Laravel\FlagportServiceProvider::context($this->app));
+        $session = new \Illuminate\Session\Store('portal', new \Illuminate\Session\ArraySessionHandler(10));
+        $session->setId(str_repeat('a', 40));
+        $request = Request::create('/');
+        $request->setLaravelSession($session);
+        $this->app->instance('request', $request);
+        self::assertSame(['targetingKey' => str_repeat('a', 40)], \Flagport\Laravel\FlagportServiceProvider::context($this->app));
+    }
+
+    public function testMemoizationResetsPerJobAndScriptIsConfigurable(): void
+    {
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'), [], ['script' => ['only' => ['ui-improvements'], 'except' => ['ui-improvements.responsive-tables']]]);
+        $this->actingAs(['id' => 3]);
+        $client = $this->app->make(Client::class);
+        feature('auth-improvements');
+        feature('ui-improvements');
+        self::assertSame(1, $client->status()['calls']);
+        $job = $this->createMock(\Illuminate\Contracts\Queue\Job::class);
+        $this->app['events']->dispatch(new \Illuminate\Queue\Events\JobProcessing('sync', $job));
+        feature('ui-improvements');
+        self::assertSame(2, $client->status()['calls']);
+        $html = $this->view('script', '@flagportScript');
+        self::assertSame(
+            '<script>window.features = {"ui-improvements":{"_value":false,"dropdown-fixes":false,"mobile-navigation-fix":false}};</script>',
+            $html,
+        );
+        self::assertSame(
+            '<script nonce="n1">window.features = {"auth-improvements":false};</script>',
+            $this->view('script2', "@flagportScript(['only' => ['auth-improvements'], 'nonce' => 'n1'])"),
+        );
+    }
+}

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import threading
 from collections.abc import AsyncIterator
+from types import FrameType
 from typing import Any
 
 import msgspec
@@ -20,6 +23,51 @@ __all__ = ["feed_routes"]
 #: Seconds between keep-alive comments on an idle stream (proxies drop silent connections).
 KEEPALIVE_SECONDS = 15.0
 _CLOSE = -1
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _OpenStreams:
+    """The app's open change streams, ended as soon as the worker is told to stop.
+
+    Granian drains open connections *before* it runs the lifespan shutdown (where
+    ``Runtime.stop`` ends the streams), so an open stream would hold the shutdown forever.
+    The stop signal itself therefore ends them: a Python-level handler is chained in front of
+    the existing one. The event loop's own handlers (``add_signal_handler``, woken through the
+    wakeup fd, which every signal writes to) keep working unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.queues: set[asyncio.Queue[int]] = set()
+        self.stopping = False
+
+    def close_all(self) -> None:
+        self.stopping = True
+        for queue in self.queues:
+            queue.put_nowait(_CLOSE)
+
+    def hook_stop_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # in-process test servers: no signals to follow
+        loop = asyncio.get_running_loop()
+        for signum in _STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            if not callable(previous):
+                continue  # SIG_DFL/SIG_IGN: nobody drains connections gracefully
+
+            def on_stop(number: int, frame: FrameType | None, previous: Any = previous) -> None:
+                loop.call_soon_threadsafe(self.close_all)
+                previous(number, frame)
+
+            signal.signal(signum, on_stop)
+
+
+def _open_streams(request: Request[Any, Any, State]) -> _OpenStreams:
+    state = request.app.state
+    streams: _OpenStreams | None = state.get("open_streams")
+    if streams is None:
+        streams = state["open_streams"] = _OpenStreams()
+        streams.hook_stop_signals()
+    return streams
 
 
 def _snapshot_body(runtime: Runtime) -> bytes:
@@ -77,7 +125,11 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
     last_event = request.headers.get("last-event-id", "").strip()
     last_seen = int(last_event) if last_event.isdigit() else None
     queue: asyncio.Queue[int] = asyncio.Queue()
+    streams = _open_streams(request)
     unsubscribe = runtime.subscribe(queue.put_nowait)
+    streams.queues.add(queue)
+    if streams.stopping:
+        queue.put_nowait(_CLOSE)
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
         try:
@@ -96,18 +148,24 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
                 except TimeoutError:
                     yield ServerSentEventMessage(data=None, comment="keep-alive")
                     continue
+                closing = version == _CLOSE
                 while not queue.empty():  # coalesce a burst of changes into one event
                     version = queue.get_nowait()
-                if version == _CLOSE:
+                    closing = closing or version == _CLOSE
+                if closing:
                     return
                 yield _event(runtime, version)
         finally:
+            streams.queues.discard(queue)
             with contextlib.suppress(ValueError):
                 unsubscribe()
 
-    return ServerSentEvent(
-        events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        "X-Flagport-Worker": request.app.state.pid,
+    }
+    return ServerSentEvent(events(), headers=headers)
 
 
 feed_routes = [snapshot_feed, change_stream]

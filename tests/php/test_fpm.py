@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,9 +38,14 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FpmPool]:
     import tempfile
 
     directory = Path(tempfile.mkdtemp(prefix="fp-fpm-", dir="/tmp"))
-    with fpm_pool(directory, children=2) as running:
-        yield running
-    assert "Fatal" not in running.php_errors(), running.php_errors()
+    try:
+        with fpm_pool(directory, children=2) as running:
+            yield running
+            errors = running.php_errors()
+            assert "Fatal" not in errors, errors
+            assert "Warning" not in errors, errors
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def page(client: FastCGIClient, url: str, **query: Any) -> dict[str, Any]:
@@ -169,6 +175,9 @@ def test_server_hung_or_answering_garbage(
 
     known = warm(pool, servers.uds_url, f"peer-{mode}", [f"{mode}-{i}" for i in range(8)])
     socket_dir = Path(tempfile.mkdtemp(prefix="fp-peer-", dir="/tmp"))
-    with bad_peer(mode, socket_dir / "peer.sock") as peer:
-        expected = (90, 400) if mode == "hang" else (0, 50)
-        assert_fail_safe(pool, peer.url, f"peer-{mode}", known, first_call_ms=expected)
+    try:
+        with bad_peer(mode, socket_dir / "peer.sock") as peer:
+            expected = (90, 400) if mode == "hang" else (0, 50)
+            assert_fail_safe(pool, peer.url, f"peer-{mode}", known, first_call_ms=expected)
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)

@@ -1,0 +1,73 @@
+<?php
+
+/**
+ * A minimal Laravel front controller for FPM (the browser test and benchmarks): Debian's
+ * Laravel 8, the Flagport provider, a guard whose user id is the `user` query parameter, and
+ * Blade pages from views/. FastCGI params: FLAGPORT_URL, FLAGPORT_APP_DIR (writable dir for
+ * compiled views).
+ */
+
+declare(strict_types=1);
+
+require_once 'Illuminate/autoload.php';
+require __DIR__ . '/../../autoload.php';
+
+use Illuminate\Foundation\Application;
+use Illuminate\Foundation\Auth\User;
+use Illuminate\Http\Request;
+
+$dir = (string) ($_SERVER['FLAGPORT_APP_DIR'] ?? sys_get_temp_dir() . '/flagport-fpm-app');
+foreach (['compiled', 'bootstrap/cache'] as $sub) {
+    if (!is_dir("$dir/$sub")) {
+        @mkdir("$dir/$sub", 0777, true);
+    }
+}
+
+$app = new Application($dir);
+$app->singleton(Illuminate\Contracts\Http\Kernel::class, Illuminate\Foundation\Http\Kernel::class);
+$app->singleton(Illuminate\Contracts\Debug\ExceptionHandler::class, Illuminate\Foundation\Exceptions\Handler::class);
+$app->instance('config', new Illuminate\Config\Repository([
+    'app' => [
+        'name' => 'portal', 'env' => 'production', 'debug' => false, 'url' => 'http://localhost',
+        'locale' => 'en', 'fallback_locale' => 'en', 'providers' => [], 'aliases' => [],
+    ],
+    'view' => ['paths' => [__DIR__ . '/views'], 'compiled' => "$dir/compiled"],
+    'auth' => ['defaults' => ['guard' => 'portal'], 'guards' => ['portal' => ['driver' => 'query-user']]],
+    'logging' => ['default' => 'stderr', 'channels' => ['stderr' => ['driver' => 'errorlog']]],
+    'features' => ['ui-improvements' => ['dropdown-fixes' => false]],
+    'flagport' => ['url' => (string) ($_SERVER['FLAGPORT_URL'] ?? ''), 'cache' => ['prefix' => 'browser']],
+]));
+$app->detectEnvironment(static fn (): string => 'production');
+foreach ([
+    Illuminate\Filesystem\FilesystemServiceProvider::class,
+    Illuminate\View\ViewServiceProvider::class,
+    Illuminate\Translation\TranslationServiceProvider::class,
+    Illuminate\Auth\AuthServiceProvider::class,
+    Flagport\Laravel\FlagportServiceProvider::class,
+] as $provider) {
+    $app->register($provider);
+}
+$app->bootstrapWith([
+    Illuminate\Foundation\Bootstrap\RegisterFacades::class,
+    Illuminate\Foundation\Bootstrap\BootProviders::class,
+]);
+$app['auth']->viaRequest('query-user', static function (Request $request): ?User {
+    $id = $request->query('user');
+    if (!is_string($id) || $id === '') {
+        return null;
+    }
+    $user = new User();
+    $user->forceFill(['id' => (int) $id, 'company_id' => 7, 'role' => 'member']);
+    return $user;
+});
+
+$router = $app['router'];
+$router->get('/', static fn () => view('features'));
+$router->get('/bare', static fn () => view('bare'));
+$router->get('/beta', static fn () => 'beta')->middleware('feature:ui-improvements.dropdown-fixes');
+
+$kernel = $app->make(Illuminate\Contracts\Http\Kernel::class);
+$request = Request::capture();
+$response = $kernel->handle($request);
+$response->send();
+$kernel->terminate($request, $response);

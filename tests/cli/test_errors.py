@@ -1,0 +1,208 @@
+"""Exit codes 1-5 and bad input, against a live server: nothing invalid reaches the store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Flags, run_flags
+from tests.support.server import ADMIN_TOKEN, RunningServer, free_port, start_server
+
+
+def snapshot_version(flags: Flags) -> int:
+    return int(json.loads(flags.ok("list", "--json").out)["snapshot_version"])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("101", "between 0 and 100"),
+        ("-5", "between 0 and 100"),
+        ("abc", "must be a number"),
+        ("12.3456", "more than 3 decimals"),
+        ("nan", "between 0 and 100"),
+        ("", "must be a number"),
+    ],
+)
+def test_bad_percentage_exits_2_before_any_request(flags: Flags, value: str, message: str) -> None:
+    before = snapshot_version(flags)
+    result = run_flags("enable", "ui-improvements", "--percentage", value, url="http://127.0.0.1:1")
+    assert result.code == 2, str(result)
+    assert message in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert flags("create", "x-pct", "--percentage", value).code == 2
+    assert snapshot_version(flags) == before
+
+
+@pytest.mark.parametrize("value", ["0", "100", "12.345", "33.3%", "0.001"])
+def test_good_percentages(flags: Flags, value: str) -> None:
+    result = flags.ok("enable", "enhanced-mobile-nav", "--percentage", value, "--json")
+    assert json.loads(result.out)["flag"]["percentage"] == float(value.rstrip("%"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("enable", "Bad_Key"),
+        ("disable", "ui-improvements", "-nope"),
+        ("show", "a..b"),
+        ("create", "x" * 201),
+        ("explain", "UPPER", "--user", "1"),
+        ("delete", ".lead", "--yes"),
+        ("target", "sp ace", "--on", "1"),
+        ("audit", "bad!key"),
+        ("audit", "--since", "yesterday"),
+        ("audit", "--since", "1x"),
+        ("explain", "ui-improvements", "--attr", "novalue"),
+        ("disable",),
+        ("disable", "a", "--tag", "ui"),
+        ("target", "ui-improvements"),
+        ("enable", "ui-improvements", "--timeout", "-1"),
+        ("token", "create", "ci", "--scope", "root"),
+        ("frobnicate",),
+    ],
+)
+def test_usage_errors_exit_2_without_contacting_the_server(args: tuple[str, ...]) -> None:
+    result = run_flags(*args, url="http://127.0.0.1:1")  # nothing listens there
+    assert result.code == 2, str(result)
+    assert "cannot reach" not in result.err
+
+
+def test_refused_by_the_server_exits_1(flags: Flags) -> None:
+    for args in (
+        ("show", "no-such-flag"),
+        ("enable", "no-such-flag"),
+        ("disable", "no-such-flag"),
+        ("explain", "no-such-flag", "--user", "1"),
+        ("disable", "--tag", "no-such-tag"),
+        ("create", "ui-improvements"),
+        ("delete", "ui-improvements", "--yes"),
+        ("token", "revoke", "no-such-token"),
+    ):
+        result = flags(*args)
+        assert result.code == 1, (args, str(result))
+        assert len(result.err.strip().splitlines()) == 1, result.err
+    assert "not found" in flags("enable", "no-such-flag").err
+    assert "already exists" in flags("create", "ui-improvements").err
+
+
+def test_not_authorized_exits_4(flags: Flags, server: RunningServer, tmp_path: Path) -> None:
+    wrong = flags("list", token="fpa_wrong")
+    assert wrong.code == 4
+    assert "not authorized (401)" in wrong.err
+    missing = flags("disable", "ui-improvements", token=None, cwd=tmp_path)
+    assert missing.code == 4
+    assert "no admin token" in missing.err
+    secret = flags.ok("token", "create", "reader", "--scope", "evaluate").out.strip()
+    forbidden = flags("list", token=secret)
+    assert forbidden.code == 4
+    assert "403" in forbidden.err
+
+
+def test_token_lookup_order(flags: Flags, tmp_path: Path) -> None:
+    (tmp_path / ".flagport").mkdir()
+    (tmp_path / ".flagport" / "admin-token").write_text(ADMIN_TOKEN + "\n")
+    assert flags("list", token=None, cwd=tmp_path).code == 0  # the file
+    env = {"FLAGPORT_ADMIN_TOKEN": "fpa_wrong"}
+    assert flags("list", token=None, cwd=tmp_path, env=env).code == 4  # env beats the file
+    env = {"FLAGPORT_ADMIN_TOKEN": ADMIN_TOKEN}
+    assert flags("list", token="fpa_wrong", cwd=tmp_path, env=env).code == 4  # FLAGPORT_TOKEN
+    assert flags("list", token=None, cwd=tmp_path, env=env).code == 0
+    assert flags("--token", ADMIN_TOKEN, "list", token="fpa_wrong").code == 0  # --token first
+
+
+def test_server_down_exits_3_naming_the_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (("list",), ("disable", "ui-improvements"), ("status",)):
+        result = run_flags(*args, url=url)
+        assert result.code == 3, str(result)
+        assert url in result.err
+    socket_url = f"unix://{tmp_path}/missing.sock"
+    result = run_flags("list", url=socket_url)
+    assert result.code == 3
+    assert socket_url in result.err
+
+
+def test_malformed_import_exits_2_naming_line_and_field(flags: Flags, tmp_path: Path) -> None:
+    before = flags.ok("export").out
+    version = snapshot_version(flags)
+    bad_field = tmp_path / "bad-field.yaml"
+    bad_field.write_text(
+        "bucketing: 1\nflags:\n  ui-improvements:\n    enabled: true\n    percentage: lots\n"
+    )
+    result = flags("import", str(bad_field))
+    assert result.code == 2, str(result)
+    assert "line 5" in result.err
+    assert '$.flags["ui-improvements"].percentage' in result.err
+    bad_syntax = tmp_path / "bad-syntax.yaml"
+    bad_syntax.write_text("flags:\n  a:\n    enabled: true\n   percentage: [1\n")
+    result = flags("import", str(bad_syntax))
+    assert result.code == 2
+    assert "line 4" in result.err
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"flags": {"a": {"enabled": tru}}}')
+    result = flags("diff", str(bad_json))
+    assert result.code == 2
+    assert "line 1" in result.err
+    assert flags("import", str(tmp_path / "absent.yaml")).code == 2
+    assert flags.ok("export").out == before
+    assert snapshot_version(flags) == version
+
+
+def test_prerequisite_cycle_is_refused_and_nothing_applied(flags: Flags, tmp_path: Path) -> None:
+    before = flags.ok("export").out
+    cycle = tmp_path / "cycle.yaml"
+    cycle.write_text(
+        "flags:\n"
+        "  cycle-a:\n    enabled: true\n    prerequisites: [{key: cycle-b}]\n"
+        "  cycle-b:\n    enabled: true\n    prerequisites: [{key: cycle-a}]\n"
+    )
+    for args in (("import", str(cycle)), ("import", str(cycle), "--merge")):
+        result = flags(*args)
+        assert result.code == 1, str(result)
+        assert "cycle" in result.err
+    # A cycle through a flag only the server has: the file alone looks fine.
+    flags.ok("create", "cycle-base")
+    merge = tmp_path / "merge.yaml"
+    merge.write_text(
+        "flags:\n  cycle-base:\n    prerequisites: [{key: cycle-top}]\n"
+        "  cycle-top:\n    prerequisites: [{key: cycle-base}]\n"
+    )
+    assert flags("import", str(merge), "--merge").code == 1
+    flags.ok("delete", "cycle-base", "--yes")
+    assert flags.ok("export").out == before
+
+
+@contextlib.contextmanager
+def stopped_instance(server: RunningServer, tmp_path: Path) -> Iterator[RunningServer]:
+    """A second instance on the same store, frozen: its worker stays "live" in the
+    propagation registry (heartbeat under 5 s old) but applies nothing."""
+    store = f"sqlite:///{server.workdir / 'flagport.db'}"
+    other = start_server(tmp_path / "frozen", store=store, extra=["--instance-id", "frozen"])
+    try:
+        os.killpg(other.process.pid, signal.SIGSTOP)
+        yield other
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(other.process.pid, signal.SIGCONT)
+        other.stop()
+
+
+def test_not_confirmed_exits_5_naming_stragglers(
+    flags: Flags, server: RunningServer, tmp_path: Path
+) -> None:
+    with stopped_instance(server, tmp_path):
+        result = flags("disable", "auth-improvements", "--timeout", "0.3", "--reason", "x")
+        assert result.code == 5, str(result)
+        assert "auth-improvements: off" in result.out  # committed and shown
+        assert "not confirmed within 0.3 s by: frozen pid" in result.err
+        assert flags("enable", "auth-improvements", "--timeout", "0.2").code == 5
+        assert flags("enable", "auth-improvements", "--no-wait").code == 0
+    shown = json.loads(flags.ok("show", "auth-improvements", "--json").out)
+    assert shown["enabled"] is True

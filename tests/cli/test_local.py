@@ -1,0 +1,91 @@
+"""Local checks (no server): key grammar agrees with the engine, percentages, durations, and
+``flags disable`` imports neither msgspec, yaml, the SDK nor the server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flagport import InvalidDocumentError
+from flagport.engine import validate_key
+from flagport_cli._errors import UsageProblem
+from flagport_cli._validate import check_key, parse_duration, parse_percentage, parse_since
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.support.server import free_port
+
+KEYISH = st.text(alphabet="abcz09_-.A \n", max_size=12) | st.from_regex(
+    r"[a-z0-9][a-z0-9_-]{0,5}(\.[a-z0-9][a-z0-9_-]{0,5}){0,3}", fullmatch=True
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(KEYISH)
+def test_key_check_agrees_with_the_engine(key: str) -> None:
+    try:
+        validate_key(key, "key")
+        engine_ok = not key.endswith("\n")  # the engine's `$` also matches before a newline
+    except InvalidDocumentError:
+        engine_ok = False
+    try:
+        check_key(key)
+        cli_ok = True
+    except UsageProblem:
+        cli_ok = False
+    assert cli_ok == engine_ok
+
+
+def test_long_keys() -> None:
+    check_key("a" * 200)
+    with pytest.raises(UsageProblem, match="limit is 200"):
+        check_key("a" * 201)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0", 0.0), ("100", 100.0), ("12.345", 12.345), ("50%", 50.0), (" 7 ", 7.0), ("1e1", 10.0)],
+)
+def test_percentages(text: str, value: float) -> None:
+    assert parse_percentage(text) == value
+
+
+@pytest.mark.parametrize("text", ["101", "-5", "abc", "12.3456", "nan", "inf", "", "100.0001"])
+def test_bad_percentages(text: str) -> None:
+    with pytest.raises(UsageProblem):
+        parse_percentage(text)
+
+
+def test_durations() -> None:
+    assert parse_duration("1h") == timedelta(hours=1)
+    assert parse_duration("30m") == timedelta(minutes=30)
+    assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    for bad in ("", "h", "1", "1x", "-1h", "1h 2m"):
+        with pytest.raises(UsageProblem):
+            parse_duration(bad)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_since("1h", now) == "2026-01-02T02:04:05.000Z"
+    assert parse_since("2026-01-01T00:00:00+01:00") == "2025-12-31T23:00:00.000Z"
+
+
+def test_disable_imports_only_what_it_needs() -> None:
+    """The emergency command loads click and httpx, not msgspec/yaml/the SDK/the server."""
+    script = (
+        "import sys\n"
+        "sys.argv = ['flags', '--url', sys.argv[1], '--token', 't', 'disable', 'some-flag']\n"
+        "from flagport_cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    url = f"http://127.0.0.1:{free_port()}"  # unreachable: exit 3 after the request was tried
+    completed = subprocess.run(
+        [sys.executable, "-c", script, url], capture_output=True, text=True, check=True
+    )
+    modules = set(completed.stdout.split())
+    assert "httpx" in modules
+    assert "cannot reach" in completed.stderr
+    heavy = {"msgspec", "yaml", "flagport", "flagport_server", "litestar", "rich", "mmh3"}
+    assert not heavy & modules, heavy & modules

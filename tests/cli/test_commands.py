@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flagport import bucket
+
 from tests.cli.conftest import Flags, run_flags
 from tests.support.server import RunningServer, running_server
 
@@ -189,3 +191,40 @@ def test_unix_socket_and_version(tmp_path: Path) -> None:
         assert run_flags("disable", "over-uds", url=url).code == 0
     assert run_flags("--version", url=None).out.startswith("flags, version")
     assert "Exit codes" in run_flags("--help", url=None).out
+
+
+def test_explain_shows_rules_and_conditions(flags: Flags, server: RunningServer) -> None:
+    flags.ok("create", "ruled", "--enabled", "--percentage", "0")
+    rules = [
+        {
+            "name": "pros",
+            "conditions": [
+                {"attribute": "plan", "op": "eq", "values": ["pro"]},
+                {"attribute": "country", "op": "in", "values": ["FR", "DE"]},
+            ],
+            "variant": "on",
+        },
+        {"conditions": [{"attribute": "age", "op": "gte", "values": [18]}], "percentage": 50},
+    ]
+    with server.admin() as client:
+        assert client.put("/admin/v1/flags/ruled/rules", json={"rules": rules}).is_success
+    out = flags.ok(
+        "explain",
+        "ruled",
+        "--user",
+        "u1",
+        "--attr",
+        "plan=free",
+        "--attr",
+        "country=FR",
+        "--attr",
+        "age:=30",
+    ).out
+    assert "rule 0 pros  conditions [false, true]: no match" in out
+    assert "plan eq pro: false" in out
+    assert 'country in ["FR", "DE"]: true' in out
+    assert "age gte 18: true" in out
+    assert "threshold   50000 (50 %)" in out
+    assert f"bucket      {bucket('ruled', 'u1')} of 100000" in out
+    pro = flags.ok("explain", "ruled", "-u", "u1", "--attr", "plan=pro", "--attr", "country=DE")
+    assert "result      on (true), reason TARGETING_MATCH" in pro.out

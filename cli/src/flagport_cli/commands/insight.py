@@ -125,7 +125,33 @@ def _split_lines(split: dict[str, Any], depth: int) -> None:
         _echo(depth, f"weight      {split['weight_point']} of {split['weight_total']} (seed 1)")
 
 
-def _trace(node: dict[str, Any], depth: int) -> None:
+RuleLookup = dict[str, list[dict[str, Any]]]
+
+
+def _condition_text(condition: dict[str, Any]) -> str:
+    values = condition.get("values") or []
+    shown = fmt_value(values[0]) if len(values) == 1 else fmt_value(values)
+    attribute = condition.get("attribute")
+    return (
+        f"{attribute} {condition.get('op')} {shown}"
+        if attribute
+        else f"{condition.get('op')} {shown}"
+    )
+
+
+def _rules_of(api: Any, node: dict[str, Any], into: RuleLookup) -> None:
+    """The rule definitions of every flag in the trace that reached a rule (the trace holds
+    only each condition's outcome)."""
+    if (
+        any(step.get("step") == "rule" for step in node.get("steps") or [])
+        and node["key"] not in into
+    ):
+        into[node["key"]] = api.call("GET", flag_path(node["key"])).get("rules") or []
+    for gate in node.get("gates") or []:
+        _rules_of(api, gate, into)
+
+
+def _trace(node: dict[str, Any], depth: int, rules: RuleLookup) -> None:
     if node.get("broken"):
         _echo(depth, f"BROKEN: {node['broken']}")
     for gate in node.get("gates") or []:
@@ -135,7 +161,7 @@ def _trace(node: dict[str, Any], depth: int) -> None:
             depth,
             f"{gate.get('kind')} {gate.get('key')} (salt {gate.get('salt')}{needs}): {verdict}",
         )
-        _trace(gate, depth + 1)
+        _trace(gate, depth + 1, rules)
     for step in node.get("steps") or []:
         kind = step.get("step")
         if kind == "enabled":
@@ -156,6 +182,16 @@ def _trace(node: dict[str, Any], depth: int) -> None:
                 f"rule {step.get('index')}{name}  conditions [{conditions}]: "
                 f"{'matched' if step.get('matched') else 'no match'}{serves}",
             )
+            definitions = rules.get(node.get("key", ""), [])
+            index = step.get("index", -1)
+            if 0 <= index < len(definitions):
+                outcomes = step.get("conditions") or []
+                for condition, outcome in zip(
+                    definitions[index].get("conditions") or [], outcomes, strict=False
+                ):
+                    _echo(
+                        depth + 1, f"{_condition_text(condition)}: {'true' if outcome else 'false'}"
+                    )
             if step.get("split"):
                 _split_lines(step["split"], depth + 1)
         elif kind == "split":
@@ -186,7 +222,10 @@ def explain(app: App, key: str, user: str | None, attrs: tuple[str, ...]) -> Non
     shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in context.items()) or "empty context"
     click.echo(f"{key} for {shown} (snapshot version {body.get('snapshot_version')})")
     click.echo(f"salt {body.get('salt')}")
-    _trace(body, 1)
+    rules: RuleLookup = {}
+    if "steps" in body:
+        _rules_of(app.api(), body, rules)
+    _trace(body, 1, rules)
 
 
 @click.command()

@@ -6,9 +6,10 @@ Flagport server are imported lazily, so ``import flagport`` never imports httpx.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flagport._exceptions import ClientError, FlagportError, InvalidDocumentError
+from flagport._types import ClientStatus, EvaluationContext, FlagDetails
 from flagport.engine import (
     CompiledSnapshot,
     ErrorCode,
@@ -21,13 +22,20 @@ from flagport.engine import (
 )
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "ClientError",
+    "ClientStatus",
     "CompiledSnapshot",
     "ErrorCode",
+    "EvaluationContext",
+    "EvaluationDetails",
     "EvaluationResult",
     "Flag",
+    "FlagDetails",
     "FlagportError",
     "InvalidDocumentError",
+    "LocalClient",
     "Reason",
     "SnapshotDocument",
     "bucket",
@@ -36,8 +44,20 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# Name -> module for clients that need httpx; filled in as the clients land.
-_LAZY: dict[str, str] = {}
+#: Another name for :class:`FlagDetails` (OpenFeature's word).
+EvaluationDetails = FlagDetails
+
+# Name -> module for the clients, which need httpx: imported on first use.
+_LAZY: dict[str, str] = {
+    "Client": "flagport._client",
+    "AsyncClient": "flagport._async_client",
+    "LocalClient": "flagport._local",
+}
+
+if TYPE_CHECKING:
+    from flagport._async_client import AsyncClient
+    from flagport._client import Client
+    from flagport._local import LocalClient
 
 
 def __getattr__(name: str) -> Any:

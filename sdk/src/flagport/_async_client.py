@@ -1,0 +1,151 @@
+"""``flagport.AsyncClient``: :class:`~flagport.Client` for asyncio, on the same pure core."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from flagport._breaker import CircuitBreaker
+from flagport._client import DEFAULT_TIMEOUT
+from flagport._exceptions import ClientError
+from flagport._remote import RemoteCore, auth_headers, split_url
+from flagport._types import ClientStatus, FlagDetails
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """Evaluate flags on a Flagport server over OFREP, from asyncio code.
+
+    ::
+
+        async with flagport.AsyncClient("unix:///run/flagport.sock") as flags:
+            on = await flags.is_enabled("ui-improvements", {"targetingKey": "42"})
+
+    Same behaviour as :class:`~flagport.Client` (never raises, last known values while the
+    server is unreachable, circuit breaker), with ``await``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        failure_threshold: int = 2,
+        cooldown: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        base_url, uds = split_url(url)
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(
+                uds=uds,
+                limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+            )
+        self.url = url
+        self._core = RemoteCore(CircuitBreaker(failure_threshold, cooldown))
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=auth_headers(token),
+            timeout=timeout,
+            transport=transport,
+            verify=not base_url.startswith("http://"),
+        )
+        self._closed = False
+
+    async def details(
+        self, key: str, default: Any, context: Mapping[str, Any] | None = None
+    ) -> FlagDetails:
+        """Evaluate ``key``: value (or ``default``), variant, reason, error code, staleness."""
+        core = self._core
+        body = core.body(context)
+        if body is None:
+            return core.bad_context(key, default)
+        if self._closed:
+            return core.fallback(key, body, default, "the client is closed")
+        if not core.breaker.allow():
+            return core.fallback(key, body, default, core.open_circuit_error())
+        try:
+            response = await self._http.post(
+                core.single_path(key),
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+            outcome = core.parse_single(key, body, response.status_code, response.content)
+        except httpx.HTTPError as error:
+            outcome = f"cannot reach {self.url}: {type(error).__name__}: {error}"
+        except Exception as error:  # never raise into the app
+            outcome = f"unexpected error talking to {self.url}: {error!r}"
+        if isinstance(outcome, str):
+            core.failed(outcome)
+            return core.fallback(key, body, default, outcome)
+        core.answered()
+        return core.finish(outcome, default)
+
+    async def value(self, key: str, default: Any, context: Mapping[str, Any] | None = None) -> Any:
+        """The flag's value for ``context``, or ``default`` (also when the types differ)."""
+        return (await self.details(key, default, context)).value
+
+    async def is_enabled(
+        self, key: str, context: Mapping[str, Any] | None = None, default: bool = False
+    ) -> bool:
+        """Whether the boolean flag ``key`` is on for ``context`` (``default`` on any error)."""
+        return bool((await self.details(key, default, context)).value)
+
+    async def all(self, context: Mapping[str, Any] | None = None) -> dict[str, FlagDetails]:
+        """Every flag for ``context`` in one request (OFREP bulk, revalidated by ETag)."""
+        core = self._core
+        body = core.body(context)
+        if body is None:
+            return {}
+        if self._closed:
+            return core.bulk_fallback(body, "the client is closed")
+        if not core.breaker.allow():
+            return core.bulk_fallback(body, core.open_circuit_error())
+        headers = {"Content-Type": "application/json"}
+        etag = core.bulk_etag(body)
+        if etag:
+            headers["If-None-Match"] = etag
+        try:
+            response = await self._http.post(core.BULK_PATH, content=body, headers=headers)
+            outcome = core.parse_bulk(
+                body, response.status_code, response.content, response.headers.get("etag")
+            )
+        except httpx.HTTPError as error:
+            outcome = f"cannot reach {self.url}: {type(error).__name__}: {error}"
+        except Exception as error:  # never raise into the app
+            outcome = f"unexpected error talking to {self.url}: {error!r}"
+        if isinstance(outcome, str):
+            core.failed(outcome)
+            return core.bulk_fallback(body, outcome)
+        core.answered()
+        return outcome
+
+    @property
+    def status(self) -> ClientStatus:
+        """READY, or ERROR while the circuit is open."""
+        return self._core.status
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Later evaluations return defaults."""
+        self._closed = True
+        await self._http.aclose()
+
+    close = aclose
+
+    async def __aenter__(self) -> AsyncClient:
+        if self._closed:
+            raise ClientError("the client is closed")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,161 @@
+"""``flagport.Client``: remote evaluation over OFREP with a long-lived connection pool."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from flagport._breaker import CircuitBreaker
+from flagport._exceptions import ClientError
+from flagport._remote import RemoteCore, auth_headers, split_url
+from flagport._types import ClientStatus, FlagDetails
+
+__all__ = ["DEFAULT_TIMEOUT", "Client"]
+
+#: Short on purpose: a flag check must never hold a request up for long.
+DEFAULT_TIMEOUT = httpx.Timeout(0.5, connect=0.25)
+
+
+class Client:
+    """Evaluate flags on a Flagport server over OFREP.
+
+    ::
+
+        with flagport.Client("http://127.0.0.1:8080", token="fpe_...") as flags:
+            if flags.is_enabled("ui-improvements", {"targetingKey": "42"}):
+                ...
+
+    Evaluations never raise: on any failure they return the caller's default (or the last
+    value known for that flag and context, marked ``stale``), and ``details`` says why. After
+    ``failure_threshold`` consecutive failures the circuit opens for ``cooldown`` seconds:
+    calls then return at once, without touching the network. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        failure_threshold: int = 2,
+        cooldown: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        base_url, uds = split_url(url)
+        if transport is None:
+            transport = httpx.HTTPTransport(
+                uds=uds,
+                limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+            )
+        self.url = url
+        self._core = RemoteCore(CircuitBreaker(failure_threshold, cooldown))
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=auth_headers(token),
+            timeout=timeout,
+            transport=transport,
+            # No TLS on http:// or a socket: skip loading the CA bundle.
+            verify=not base_url.startswith("http://"),
+        )
+        self._closed = False
+
+    # -- evaluations ------------------------------------------------------------------
+
+    def details(
+        self, key: str, default: Any, context: Mapping[str, Any] | None = None
+    ) -> FlagDetails:
+        """Evaluate ``key``: value (or ``default``), variant, reason, error code, staleness."""
+        core = self._core
+        body = core.body(context)
+        if body is None:
+            return core.bad_context(key, default)
+        if self._closed:
+            return core.fallback(key, body, default, "the client is closed")
+        if not core.breaker.allow():
+            return core.fallback(key, body, default, core.open_circuit_error())
+        try:
+            response = self._http.post(
+                core.single_path(key),
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+            outcome = core.parse_single(key, body, response.status_code, response.content)
+        except httpx.HTTPError as error:
+            outcome = f"cannot reach {self.url}: {type(error).__name__}: {error}"
+        except Exception as error:  # never raise into the app
+            outcome = f"unexpected error talking to {self.url}: {error!r}"
+        if isinstance(outcome, str):
+            core.failed(outcome)
+            return core.fallback(key, body, default, outcome)
+        core.answered()
+        return core.finish(outcome, default)
+
+    def value(self, key: str, default: Any, context: Mapping[str, Any] | None = None) -> Any:
+        """The flag's value for ``context``, or ``default`` (also when the types differ)."""
+        return self.details(key, default, context).value
+
+    def is_enabled(
+        self, key: str, context: Mapping[str, Any] | None = None, default: bool = False
+    ) -> bool:
+        """Whether the boolean flag ``key`` is on for ``context`` (``default`` on any error)."""
+        return bool(self.details(key, default, context).value)
+
+    def all(self, context: Mapping[str, Any] | None = None) -> dict[str, FlagDetails]:
+        """Every flag for ``context`` in one request (OFREP bulk, revalidated by ETag).
+        Errors are per flag; when the server cannot be reached, the last answer for this
+        context marked stale, else an empty dict."""
+        core = self._core
+        body = core.body(context)
+        if body is None:
+            return {}
+        if self._closed:
+            return core.bulk_fallback(body, "the client is closed")
+        if not core.breaker.allow():
+            return core.bulk_fallback(body, core.open_circuit_error())
+        headers = {"Content-Type": "application/json"}
+        etag = core.bulk_etag(body)
+        if etag:
+            headers["If-None-Match"] = etag
+        try:
+            response = self._http.post(core.BULK_PATH, content=body, headers=headers)
+            outcome = core.parse_bulk(
+                body, response.status_code, response.content, response.headers.get("etag")
+            )
+        except httpx.HTTPError as error:
+            outcome = f"cannot reach {self.url}: {type(error).__name__}: {error}"
+        except Exception as error:  # never raise into the app
+            outcome = f"unexpected error talking to {self.url}: {error!r}"
+        if isinstance(outcome, str):
+            core.failed(outcome)
+            return core.bulk_fallback(body, outcome)
+        core.answered()
+        return outcome
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def status(self) -> ClientStatus:
+        """READY, or ERROR while the circuit is open."""
+        return self._core.status
+
+    def close(self) -> None:
+        """Close the connection pool. Later evaluations return defaults."""
+        self._closed = True
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        if self._closed:
+            raise ClientError("the client is closed")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

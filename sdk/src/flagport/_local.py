@@ -1,0 +1,448 @@
+"""``flagport.LocalClient``: evaluate in process from the server's snapshot, kept current by
+the change stream.
+
+A background thread fetches ``GET /v1/snapshot`` (revalidated by ETag), compiles it with the
+engine and swaps the compiled snapshot in as one immutable object: evaluations read one
+attribute and never lock. The thread then listens on ``GET /v1/stream`` (SSE) and re-fetches
+on every ``refetchEvaluation`` event. When the stream drops it reconnects with exponential
+backoff and ``Last-Event-ID``, and re-fetches the snapshot after every reconnect (an event
+may have been missed). A server without the stream is polled instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+import msgspec
+
+from flagport._exceptions import ClientError, FlagportError
+from flagport._remote import auth_headers, split_url
+from flagport._types import ClientStatus, FlagDetails, details_from_result, error_details
+from flagport.engine import (
+    CompiledFlag,
+    CompiledSnapshot,
+    ErrorCode,
+    SnapshotDocument,
+    compile_snapshot,
+)
+
+__all__ = ["LocalClient"]
+
+logger = logging.getLogger("flagport")
+
+_EMPTY: Mapping[str, Any] = {}
+_STREAM_UNSUPPORTED = (404, 405, 501)
+StatusListener = Callable[[ClientStatus], None]
+ChangeListener = Callable[[int], None]
+Bootstrap = str | os.PathLike[str] | SnapshotDocument | Mapping[str, Any]
+
+
+class _Loaded:
+    """One compiled snapshot and what the client derived from it (immutable)."""
+
+    __slots__ = ("etag", "snapshot", "source", "timed")
+
+    def __init__(self, snapshot: CompiledSnapshot, etag: str | None, source: str) -> None:
+        from flagport._document import clock_keys
+
+        self.snapshot = snapshot
+        self.etag = etag
+        self.source = source  # "server" | "bootstrap"
+        self.timed = clock_keys(snapshot.document)
+
+
+class _StreamUnsupported(Exception):
+    pass
+
+
+class _Failure(Exception):
+    pass
+
+
+class LocalClient:
+    """Evaluate flags in process, from a snapshot kept current by the server's change stream.
+
+    ::
+
+        flags = flagport.LocalClient("http://127.0.0.1:8080", token="fpe_...",
+                                     bootstrap="flags.yaml")
+        flags.is_enabled("ui-improvements", {"targetingKey": "42"})
+
+    The constructor waits up to ``start_timeout`` seconds for the first snapshot. If the
+    server cannot be reached, ``bootstrap`` (a snapshot document file in JSON or YAML, a
+    document or a mapping) is served until it can; without one, the callers' defaults.
+    Evaluations are plain synchronous calls that never block, never raise and never do I/O:
+    safe from threads and from async code. ``status`` and ``snapshot_age`` say how current
+    the answers are.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        bootstrap: Bootstrap | None = None,
+        start_timeout: float = 3.0,
+        timeout: float = 5.0,
+        stream: bool = True,
+        poll_interval: float = 30.0,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        stream_read_timeout: float = 45.0,
+        log_interval: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        base_url, uds = split_url(url)
+        self.url = url
+        self._bootstrap = bootstrap
+        self._poll_interval = poll_interval
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._stream_timeout = httpx.Timeout(timeout, read=stream_read_timeout)
+        self._log_interval = log_interval
+        self._use_stream = stream
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=auth_headers(token),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+            transport=transport if transport is not None else httpx.HTTPTransport(uds=uds),
+            verify=not base_url.startswith("http://"),
+        )
+        #: key -> compiled flag for flags that do not read the clock: the hot path.
+        self._flags: dict[str, CompiledFlag] = {}
+        self._loaded: _Loaded | None = None
+        self._status = ClientStatus.NOT_READY
+        self._confirmed_at: float | None = None
+        self._status_listeners: list[StatusListener] = []
+        self._change_listeners: list[ChangeListener] = []
+        self._stop = threading.Event()
+        self._first_attempt = threading.Event()
+        self._response: httpx.Response | None = None
+        self._last_log = -1e9
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name=f"flagport-local {url}", daemon=True)
+        self._thread.start()
+        if start_timeout > 0:
+            self._first_attempt.wait(start_timeout)
+
+    # -- evaluations (hot path: no locks, no I/O) -------------------------------------
+
+    def is_enabled(
+        self, key: str, context: Mapping[str, Any] | None = None, default: bool = False
+    ) -> bool:
+        """Whether the boolean flag ``key`` is on for ``context`` (``default`` on any error)."""
+        flag = self._flags.get(key)
+        if flag is None:
+            return self._is_enabled_slow(key, context, default)
+        result = flag.evaluate(_EMPTY if context is None else context)
+        if result.error_code is None:
+            value = result.value
+            if value is True or value is False:
+                return value
+        return default
+
+    def _is_enabled_slow(self, key: str, context: Mapping[str, Any] | None, default: bool) -> bool:
+        details = self.details(key, default, context)
+        value = details.value
+        return value if type(value) is bool else default
+
+    def details(
+        self, key: str, default: Any, context: Mapping[str, Any] | None = None
+    ) -> FlagDetails:
+        """Evaluate ``key``: value (or ``default``), variant, reason, error code, staleness."""
+        loaded = self._loaded
+        if loaded is None:
+            return error_details(
+                key, default, ErrorCode.PROVIDER_NOT_READY, self._not_ready_message()
+            )
+        try:
+            result = loaded.snapshot.evaluate(
+                key, _EMPTY if context is None else context, time.time()
+            )
+        except Exception as error:  # the engine never raises; a bad context type might
+            return error_details(key, default, ErrorCode.INVALID_CONTEXT, repr(error))
+        return details_from_result(result, default, self._status is not ClientStatus.READY)
+
+    def value(self, key: str, default: Any, context: Mapping[str, Any] | None = None) -> Any:
+        """The flag's value for ``context``, or ``default`` (also when the types differ)."""
+        return self.details(key, default, context).value
+
+    def all(self, context: Mapping[str, Any] | None = None) -> dict[str, FlagDetails]:
+        """Every flag for ``context`` (values as served; errors per flag)."""
+        loaded = self._loaded
+        if loaded is None:
+            return {}
+        stale = self._status is not ClientStatus.READY
+        try:
+            results = loaded.snapshot.evaluate_all(
+                _EMPTY if context is None else context, time.time()
+            )
+        except Exception:
+            return {}
+        return {key: details_from_result(r, None, stale) for key, r in results.items()}
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def status(self) -> ClientStatus:
+        """NOT_READY before the first answer, READY while current, STALE while serving an
+        old snapshot (or the bootstrap) because the server is unreachable, ERROR with nothing
+        to serve."""
+        return self._status
+
+    @property
+    def version(self) -> int | None:
+        """The version of the snapshot being served (None before the first one)."""
+        loaded = self._loaded
+        return loaded.snapshot.version if loaded is not None else None
+
+    @property
+    def snapshot(self) -> CompiledSnapshot | None:
+        """The compiled snapshot being served."""
+        loaded = self._loaded
+        return loaded.snapshot if loaded is not None else None
+
+    @property
+    def snapshot_age(self) -> float | None:
+        """Seconds since the server last confirmed the snapshot current (a fetch, an event
+        or a keep-alive on the stream); for a bootstrap file, since it was written."""
+        confirmed = self._confirmed_at
+        return None if confirmed is None else max(0.0, time.time() - confirmed)
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Block until the client is READY (True) or ``timeout`` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while self._status is not ClientStatus.READY:
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return False
+            time.sleep(0.005)
+        return True
+
+    def on_status(self, listener: StatusListener) -> None:
+        """Call ``listener(status)`` on every status change (from the background thread)."""
+        self._status_listeners.append(listener)
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener(version)`` after every new snapshot (from the background thread)."""
+        self._change_listeners.append(listener)
+
+    def close(self) -> None:
+        """Stop the background thread and close the connections."""
+        self._stop.set()
+        self._interrupt_stream()
+        self._thread.join(2.0)
+        self._http.close()
+
+    def _interrupt_stream(self) -> None:
+        """Wake the thread blocked reading the stream: closing the response from this thread
+        does not, shutting the socket down does."""
+        response = self._response
+        if response is None:
+            return
+        try:
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except Exception:  # pragma: no cover - already closed
+            pass
+
+    def __enter__(self) -> LocalClient:
+        if self._stop.is_set():
+            raise ClientError("the client is closed")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- background thread ------------------------------------------------------------
+
+    def _not_ready_message(self) -> str:
+        if self.last_error:
+            return f"no snapshot yet: {self.last_error}"
+        return "no snapshot yet"
+
+    def _set_status(self, status: ClientStatus) -> None:
+        if status is self._status:
+            return
+        self._status = status
+        for listener in list(self._status_listeners):
+            try:
+                listener(status)
+            except Exception:
+                logger.exception("flagport: a status listener failed")
+
+    def _install(self, loaded: _Loaded) -> None:
+        # Swap order: the full state first, then the hot-path dict (each one atomic).
+        self._loaded = loaded
+        snapshot = loaded.snapshot
+        flags: dict[str, CompiledFlag] = {}
+        for key in snapshot:
+            if key not in loaded.timed:
+                compiled = snapshot.flag(key)
+                if compiled is not None:
+                    flags[key] = compiled
+        self._flags = flags
+        for listener in list(self._change_listeners):
+            try:
+                listener(snapshot.version)
+            except Exception:
+                logger.exception("flagport: a change listener failed")
+
+    def _log(self, message: str) -> None:
+        """Log an error at most once per ``log_interval`` (an outage is one line, not one
+        per retry)."""
+        now = time.monotonic()
+        if now - self._last_log >= self._log_interval:
+            self._last_log = now
+            logger.warning("flagport: %s", message)
+
+    def _fetch(self) -> None:
+        """Fetch the snapshot (conditional on the ETag of a server snapshot)."""
+        loaded = self._loaded
+        headers = {}
+        if loaded is not None and loaded.etag and loaded.source == "server":
+            headers["If-None-Match"] = loaded.etag
+        try:
+            response = self._http.get("/v1/snapshot", headers=headers)
+        except httpx.HTTPError as error:
+            raise _Failure(f"cannot reach {self.url}: {type(error).__name__}: {error}") from None
+        if response.status_code == 304 and loaded is not None:
+            self._confirmed_at = time.time()
+            return
+        if response.status_code != 200:
+            raise _Failure(f"GET /v1/snapshot answered HTTP {response.status_code}")
+        from flagport._document import decode_snapshot
+
+        try:
+            document = decode_snapshot(response.content)
+            snapshot = compile_snapshot(document)
+        except FlagportError as error:
+            raise _Failure(str(error)) from None
+        self._install(_Loaded(snapshot, response.headers.get("etag"), "server"))
+        self._confirmed_at = time.time()
+        if snapshot.problems:
+            self._log(f"snapshot {snapshot.version}: {len(snapshot.problems)} invalid flag(s)")
+
+    def _load_bootstrap(self) -> None:
+        if self._bootstrap is None or self._loaded is not None:
+            return
+        from flagport._document import read_bootstrap
+
+        try:
+            document, mtime = read_bootstrap(self._bootstrap)
+            snapshot = compile_snapshot(document)
+        except FlagportError as error:
+            self._log(f"bootstrap unusable: {error}")
+            return
+        self._install(_Loaded(snapshot, None, "bootstrap"))
+        self._confirmed_at = mtime if mtime is not None else time.time()
+
+    def _failed(self, message: str) -> None:
+        self.last_error = message
+        self._log(message)
+        if self._loaded is None:
+            self._load_bootstrap()
+        self._set_status(ClientStatus.STALE if self._loaded is not None else ClientStatus.ERROR)
+
+    def _run(self) -> None:
+        backoff = self._initial_backoff
+        while not self._stop.is_set():
+            try:
+                self._fetch()
+            except _Failure as error:
+                self._failed(str(error))
+                self._first_attempt.set()
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            except Exception as error:  # never let the thread die
+                self._failed(f"unexpected error: {error!r}")
+                self._first_attempt.set()
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            self.last_error = None
+            self._set_status(ClientStatus.READY)
+            self._first_attempt.set()
+            if not self._use_stream:
+                self._sleep(self._poll_interval)
+                continue
+            try:
+                if self._listen():
+                    backoff = self._initial_backoff
+            except _StreamUnsupported:
+                self._log("the server has no change stream; polling instead")
+                self._use_stream = False
+                continue
+            except Exception as error:
+                if self._stop.is_set():
+                    break
+                self.last_error = f"change stream: {type(error).__name__}: {error}"
+            self._sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _sleep(self, seconds: float) -> None:
+        # Jitter spreads the reconnects of many clients after a server restart.
+        self._stop.wait(seconds * (0.8 + 0.4 * random.random()))
+
+    def _listen(self) -> bool:
+        """Follow the change stream until it ends. True if it was connected."""
+        loaded = self._loaded
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if loaded is not None and loaded.source == "server":
+            headers["Last-Event-ID"] = str(loaded.snapshot.version)
+        with self._http.stream(
+            "GET", "/v1/stream", headers=headers, timeout=self._stream_timeout
+        ) as response:
+            if response.status_code in _STREAM_UNSUPPORTED:
+                raise _StreamUnsupported
+            if response.status_code != 200:
+                raise _Failure(f"GET /v1/stream answered HTTP {response.status_code}")
+            self._response = response
+            try:
+                # A change between the fetch and the connection would be missed otherwise.
+                self._fetch()
+                self._set_status(ClientStatus.READY)
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if self._stop.is_set():
+                        break
+                    self._confirmed_at = time.time()
+                    if not line:
+                        if data:
+                            self._on_event("\n".join(data))
+                            data = []
+                    elif line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+            finally:
+                self._response = None
+        return True
+
+    def _on_event(self, data: str) -> None:
+        try:
+            event = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            return
+        if not isinstance(event, dict) or event.get("type") != "refetchEvaluation":
+            return  # clients route on type and ignore the others
+        loaded = self._loaded
+        if loaded is not None and loaded.source == "server":
+            etag = event.get("etag")
+            if etag is not None and f'"{etag}"' == loaded.etag:
+                return
+        self._fetch()

@@ -17,7 +17,16 @@ from typing import Protocol
 from flagport_server.stores import open_store
 from flagport_server.stores.base import Store
 
-__all__ = ["BACKENDS", "Backend", "SQLiteBackend", "running_as_root"]
+from tests.support.redis import free_port, shared_cluster, shared_redis, unique_prefix
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "RedisBackend",
+    "RedisClusterBackend",
+    "SQLiteBackend",
+    "running_as_root",
+]
 
 
 class Backend(Protocol):
@@ -82,8 +91,47 @@ def sqlite_backend(tmp_path: Path) -> Iterator[Backend]:
             child.chmod(stat.S_IRWXU)
 
 
-#: Backend name -> factory taking the test's ``tmp_path``. The Redis engineer adds
-#: ``"redis": redis_backend`` (spawning ``redis-server`` on a free port in ``tmp_path``).
+class RedisBackend:
+    """A fresh store on the session's ``redis-server`` (spawned by the tests on a free port,
+    never the machine's 6379): its own key prefix, so tests never see each other's keys and
+    nothing is flushed."""
+
+    name = "redis"
+
+    def __init__(self, base_url: str) -> None:
+        separator = "&" if "?" in base_url else "?"
+        self.url = f"{base_url}{separator}prefix={unique_prefix()}"
+
+    def make(self) -> Store:
+        return open_store(self.url)
+
+    def unreachable(self) -> list[tuple[str, str]]:
+        port = free_port()  # nothing listens there
+        return [
+            (f"redis://127.0.0.1:{port}/0", f"127.0.0.1:{port}"),
+            (f"redis://:hunter2@127.0.0.1:{port}/0?connect_timeout=0.2", f"127.0.0.1:{port}"),
+        ]
+
+
+class RedisClusterBackend(RedisBackend):
+    """A fresh store on the session's local three-node Redis Cluster."""
+
+    name = "redis-cluster"
+
+
+@contextlib.contextmanager
+def redis_backend(tmp_path: Path) -> Iterator[Backend]:
+    yield RedisBackend(shared_redis().url)
+
+
+@contextlib.contextmanager
+def redis_cluster_backend(tmp_path: Path) -> Iterator[Backend]:
+    yield RedisClusterBackend(shared_cluster().url)
+
+
+#: Backend name -> factory taking the test's ``tmp_path``.
 BACKENDS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Backend]]] = {
     "sqlite": sqlite_backend,
+    "redis": redis_backend,
+    "redis-cluster": redis_cluster_backend,
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -141,6 +141,10 @@ class Client:
     def status(self) -> ClientStatus:
         """READY, or ERROR while the circuit is open."""
         return self._core.status
+
+    def on_status(self, listener: Callable[[ClientStatus], None]) -> None:
+        """Call ``listener(status)`` when the status changes (circuit opened or closed)."""
+        self._core.listeners.append(listener)
 
     def close(self) -> None:
         """Close the connection pool. Later evaluations return defaults."""

@@ -7,7 +7,8 @@ Nothing here does I/O or raises into the application.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -20,6 +21,7 @@ from flagport.engine import ErrorCode, Reason
 
 __all__ = ["RemoteCore", "split_url"]
 
+logger = logging.getLogger("flagport")
 _GENERAL = ErrorCode.GENERAL
 _ERROR = Reason.ERROR
 #: Last known values kept per (flag, context); the oldest go first beyond this.
@@ -121,6 +123,7 @@ class RemoteCore:
         self.last_known: dict[tuple[str, bytes], FlagDetails] = {}
         self.bulk_cache: dict[bytes, tuple[str, dict[str, FlagDetails]]] = {}
         self.status = ClientStatus.READY
+        self.listeners: list[Callable[[ClientStatus], None]] = []
 
     # -- requests ---------------------------------------------------------------------
 
@@ -203,7 +206,16 @@ class RemoteCore:
 
     def answered(self) -> None:
         self.breaker.success()
-        self.status = ClientStatus.READY
+        if self.status is not ClientStatus.READY:
+            self._set_status(ClientStatus.READY)
+
+    def _set_status(self, status: ClientStatus) -> None:
+        self.status = status
+        for listener in list(self.listeners):
+            try:
+                listener(status)
+            except Exception:
+                logger.exception("flagport: a status listener failed")
 
     def finish(self, raw: FlagDetails, default: Any) -> FlagDetails:
         """The caller's view: the default on an error or a value of the wrong type."""
@@ -218,8 +230,8 @@ class RemoteCore:
 
     def failed(self, error: str) -> None:
         self.breaker.failure(error)
-        if self.breaker.is_open:
-            self.status = ClientStatus.ERROR
+        if self.breaker.is_open and self.status is not ClientStatus.ERROR:
+            self._set_status(ClientStatus.ERROR)
 
     def fallback(self, key: str, body: bytes | None, default: Any, error: str) -> FlagDetails:
         """The last known value for this flag and context (stale), else the default."""

@@ -1,0 +1,398 @@
+"""The SDK's clients against a real server (a subprocess: SSE cannot go through
+httpx.ASGITransport): values equal to the server's and to ``flagport.bucket``, a kill switch
+reaching a LocalClient, server restarts, a server down at start, Unix sockets, and the
+OpenFeature provider in both modes passing the same checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import flagport
+import httpx
+import pytest
+from flagport import AsyncClient, Client, ClientStatus, ErrorCode, LocalClient, Reason
+from flagport.openfeature import FlagportProvider
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext as OFContext
+from openfeature.event import EventDetails, ProviderEvent
+from openfeature.provider import ProviderStatus
+
+from tests.support.server import (
+    PORTAL_FLAGS,
+    RunningServer,
+    free_port,
+    running_server,
+    start_server,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+UNITS = [f"user-{n}" for n in range(300)] + ["42", "", "ünï-😀"]
+KEY = "ui-improvements"
+CHILD = "ui-improvements.dropdown-fixes"
+#: Kill switch budget (issue 8): p99 <= 100 ms; a single toggle must be well under a second.
+BUDGET = 1.0
+
+
+def in_cohort(unit: str, percentage: float = 50) -> bool:
+    return flagport.bucket(KEY, unit) < round(percentage * 1000)
+
+
+def enable(server: RunningServer, key: str, percentage: float | None = None) -> int:
+    body: dict[str, Any] = {"reason": "sdk test"}
+    if percentage is not None:
+        body["percentage"] = percentage
+    with server.admin() as admin:
+        response = admin.post(f"/admin/v1/flags/{key}/enable", json=body)
+    assert response.status_code == 200, response.text
+    return int(response.json()["snapshot_version"])
+
+
+def disable(server: RunningServer, key: str) -> int:
+    with server.admin() as admin:
+        response = admin.post(f"/admin/v1/flags/{key}/disable", json={"reason": "sdk test"})
+    assert response.status_code == 200, response.text
+    return int(response.json()["snapshot_version"])
+
+
+def server_value(http: httpx.Client, key: str, unit: str) -> Any:
+    response = http.post(
+        f"/ofrep/v1/evaluate/flags/{key}", json={"context": {"targetingKey": unit}}
+    )
+    body = response.json()
+    return body.get("value", body.get("errorCode"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with running_server(tmp_path_factory.mktemp("sdk-live"), seed=PORTAL_FLAGS, workers=1) as s:
+        enable(s, KEY, 50)
+        yield s
+
+
+def expected(unit: str) -> Any:
+    """The server's semantics: no unit at 50 % is TARGETING_KEY_MISSING -> the default."""
+    return None if unit == "" else in_cohort(unit)
+
+
+def test_clients_agree_with_the_server_and_bucket(server: RunningServer) -> None:
+    with server.client() as http:
+        served = {unit: server_value(http, KEY, unit) for unit in UNITS}
+    assert served[""] == "TARGETING_KEY_MISSING"
+    for unit in UNITS:
+        if unit:
+            assert served[unit] is in_cohort(unit), unit
+    assert 100 < sum(in_cohort(u) for u in UNITS) < 200
+
+    with Client(server.url) as remote, LocalClient(server.url) as local:
+        assert local.status is ClientStatus.READY
+        for unit in UNITS:
+            context = {"targetingKey": unit}
+            want = expected(unit)
+            for flags in (remote, local):
+                assert flags.is_enabled(KEY, context) is bool(want), (flags, unit)
+                assert flags.is_enabled(CHILD, context) is bool(want), (flags, unit)
+                details = flags.details(KEY, False, context)
+                if want is None:
+                    assert details.error_code is ErrorCode.TARGETING_KEY_MISSING
+                    assert flags.is_enabled(KEY, context, default=True) is True
+                else:
+                    assert details.reason is Reason.SPLIT
+                    assert details.variant == ("on" if want else "off")
+        # Whole-snapshot answers agree too.
+        for unit in UNITS[:20]:
+            remote_all = remote.all({"targetingKey": unit})
+            local_all = local.all({"targetingKey": unit})
+            assert set(remote_all) == set(local_all)
+            for key, details in remote_all.items():
+                other = local_all[key]
+                assert (details.value, details.variant, details.reason, details.error_code) == (
+                    other.value,
+                    other.variant,
+                    other.reason,
+                    other.error_code,
+                ), key
+        # Integer targeting keys bucket like their decimal text.
+        assert local.is_enabled(KEY, {"targetingKey": 42}) is in_cohort("42")
+        assert remote.is_enabled(KEY, flagport.EvaluationContext(42)) is in_cohort("42")
+        unknown = local.details("no-such-flag", "d", {"targetingKey": "1"})
+        assert unknown.value == "d"
+        assert unknown.error_code is ErrorCode.FLAG_NOT_FOUND
+        assert remote.details("no-such-flag", "d", {"targetingKey": "1"}) == unknown
+        mismatch = local.details(KEY, "text", {"targetingKey": "1"})
+        assert mismatch.value == "text"
+        assert mismatch.error_code is ErrorCode.TYPE_MISMATCH
+        assert local.snapshot_age is not None
+        assert local.snapshot_age < 60
+
+
+def test_async_client_agrees(server: RunningServer) -> None:
+    async def main() -> list[bool]:
+        async with AsyncClient(server.url) as flags:
+            return list(
+                await asyncio.gather(
+                    *(flags.is_enabled(KEY, {"targetingKey": u}) for u in UNITS[:100])
+                )
+            )
+
+    assert asyncio.run(main()) == [in_cohort(u) for u in UNITS[:100]]
+
+
+def test_unix_socket(tmp_path: Path) -> None:
+    with running_server(tmp_path, seed=PORTAL_FLAGS, uds=True) as server:
+        enable(server, KEY, 50)
+        url = f"unix://{server.uds}"
+        with Client(url) as remote, LocalClient(url) as local:
+            assert local.status is ClientStatus.READY
+            for unit in UNITS[:50]:
+                assert remote.is_enabled(KEY, {"targetingKey": unit}) is in_cohort(unit)
+                assert local.is_enabled(KEY, {"targetingKey": unit}) is in_cohort(unit)
+
+
+def test_kill_switch_reaches_local_client(tmp_path: Path) -> None:
+    with running_server(tmp_path, seed=PORTAL_FLAGS) as server:
+        enable(server, KEY, 100)
+        on = {"targetingKey": "u-1"}
+        with LocalClient(server.url) as local:
+            assert local.is_enabled(KEY, on)
+            delays = []
+            for _ in range(10):
+                started = time.perf_counter()
+                disable(server, KEY)
+                assert wait_until(lambda: not local.is_enabled(KEY, on), BUDGET, 0.0005)
+                delays.append(time.perf_counter() - started)
+                enable(server, KEY)
+                assert wait_until(lambda: local.is_enabled(KEY, on), BUDGET, 0.0005)
+            assert max(delays) < BUDGET
+            assert local.status is ClientStatus.READY
+
+
+def test_restart_then_catch_up(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_server(tmp_path, seed=PORTAL_FLAGS, port=port)
+    statuses: list[ClientStatus] = []
+    try:
+        enable(server, KEY, 50)
+        local = LocalClient(server.url, max_backoff=0.5)
+        local.on_status(statuses.append)
+        remote = Client(server.url, cooldown=0.2)
+        try:
+            unit = next(u for u in UNITS if u and in_cohort(u))
+            context = {"targetingKey": unit}
+            assert local.is_enabled(KEY, context)
+            assert remote.is_enabled(KEY, context)
+            server.stop()
+            assert wait_until(lambda: local.status is ClientStatus.STALE, 10)
+            # Stale: the last snapshot (local) and the last known value (remote) still serve.
+            assert local.is_enabled(KEY, context)
+            assert local.details(KEY, False, context).stale
+            stale = remote.details(KEY, False, context)
+            assert stale.value is True
+            assert stale.stale
+            server = start_server(tmp_path, seed=PORTAL_FLAGS, port=port)
+            assert wait_until(lambda: local.status is ClientStatus.READY, 10)
+            version = disable(server, KEY)
+            assert wait_until(lambda: local.version == version, 5)
+            assert not local.is_enabled(KEY, context)
+            assert wait_until(lambda: not remote.is_enabled(KEY, context), 5)
+            assert statuses[:2] == [ClientStatus.STALE, ClientStatus.READY]
+        finally:
+            local.close()
+            remote.close()
+    finally:
+        server.stop()
+
+
+def test_kill_9_restart(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_server(tmp_path, seed=PORTAL_FLAGS, port=port)
+    try:
+        enable(server, KEY, 100)
+        with LocalClient(server.url, max_backoff=0.5) as local:
+            server.kill()
+            assert wait_until(lambda: local.status is ClientStatus.STALE, 10)
+            assert local.is_enabled(KEY, {"targetingKey": "x"})
+            server = start_server(tmp_path, port=port)
+            version = disable(server, KEY)
+            assert wait_until(lambda: local.version == version, 10)
+            assert local.status is ClientStatus.READY
+            assert not local.is_enabled(KEY, {"targetingKey": "x"})
+    finally:
+        server.stop()
+
+
+def test_down_at_start_bootstrap_then_catch_up(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    bootstrap = tmp_path / "bootstrap.yaml"
+    bootstrap.write_text(
+        "bucketing: 1\nflags:\n  ui-improvements: {enabled: true, percentage: 100}\n"
+    )
+    started = time.perf_counter()
+    with (
+        LocalClient(url, bootstrap=bootstrap, max_backoff=0.3) as booted,
+        LocalClient(url, max_backoff=0.3) as bare,
+        Client(url, cooldown=0.2) as remote,
+    ):
+        assert time.perf_counter() - started < 3
+        assert booted.status is ClientStatus.STALE
+        assert bare.status is ClientStatus.ERROR
+        context = {"targetingKey": "anyone"}
+        assert booted.is_enabled(KEY, context) is True
+        assert booted.details(KEY, False, context).stale
+        assert bare.is_enabled(KEY, context) is False
+        assert bare.is_enabled(KEY, context, default=True) is True
+        assert bare.details(KEY, False, context).error_code is ErrorCode.PROVIDER_NOT_READY
+        assert remote.is_enabled(KEY, context, default=True) is True
+        assert booted.snapshot_age is not None
+        server = start_server(tmp_path / "server", seed=PORTAL_FLAGS, port=port)
+        try:
+            assert wait_until(lambda: booted.status is ClientStatus.READY, 10)
+            assert wait_until(lambda: bare.status is ClientStatus.READY, 10)
+            # The seed has the parent off: the server's truth replaces the bootstrap.
+            assert booted.is_enabled(KEY, context) is False
+            assert bare.is_enabled(KEY, context) is False
+            enable(server, KEY, 50)
+            first = {"targetingKey": "user-0"}
+            assert wait_until(lambda: booted.is_enabled(KEY, first) is in_cohort("user-0"), 5)
+            assert wait_until(lambda: remote.is_enabled(KEY, first) is in_cohort("user-0"), 5)
+            for unit in UNITS[:50]:
+                ctx = {"targetingKey": unit}
+                want = bool(unit) and in_cohort(unit)
+                assert booted.is_enabled(KEY, ctx) is want
+                assert bare.is_enabled(KEY, ctx) is want
+                assert remote.is_enabled(KEY, ctx) is want
+        finally:
+            server.stop()
+
+
+def test_local_client_from_async_code(server: RunningServer) -> None:
+    with LocalClient(server.url) as local:
+
+        async def handler(unit: str) -> bool:
+            return local.is_enabled(KEY, {"targetingKey": unit})
+
+        async def main() -> list[bool]:
+            return list(await asyncio.gather(*(handler(u) for u in UNITS[:50])))
+
+        assert asyncio.run(main()) == [in_cohort(u) for u in UNITS[:50]]
+
+
+def test_token_is_sent(tmp_path: Path) -> None:
+    with running_server(tmp_path, seed=PORTAL_FLAGS, extra=["--require-eval-token"]) as server:
+        with httpx.Client(base_url=server.url, headers=server.admin_headers) as admin:
+            created = admin.post("/admin/v1/tokens", json={"name": "sdk", "scope": "evaluate"})
+        assert created.status_code in (200, 201), created.text
+        token = created.json()["secret"]
+        with LocalClient(server.url, start_timeout=2) as anonymous:
+            assert anonymous.status is ClientStatus.ERROR
+        with LocalClient(server.url, token=token) as local, Client(server.url, token=token) as rc:
+            assert local.status is ClientStatus.READY
+            assert rc.details(KEY, True, {"targetingKey": "1"}).reason is Reason.DISABLED
+
+
+# -- OpenFeature ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["remote", "local"])
+def provider(request: pytest.FixtureRequest, server: RunningServer) -> Iterator[FlagportProvider]:
+    if request.param == "remote":
+        made = FlagportProvider.remote(server.url)
+    else:
+        made = FlagportProvider.local(server.url)
+    api.set_provider_and_wait(made)
+    yield made
+    api.clear_providers()
+
+
+def test_openfeature_provider_values(provider: FlagportProvider) -> None:
+    client = api.get_client()
+    assert api.provider_registry.get_provider_status(provider) is ProviderStatus.READY
+    for unit in UNITS[:100]:
+        if not unit:
+            continue
+        context = OFContext(targeting_key=unit, attributes={"company_id": 7})
+        assert client.get_boolean_value(KEY, False, context) is in_cohort(unit)
+        details = client.get_boolean_details(CHILD, False, context)
+        assert details.value is in_cohort(unit)
+        assert details.reason == "SPLIT"
+    missing = client.get_boolean_details(KEY, True, OFContext(targeting_key=""))
+    assert missing.value is True
+    assert missing.error_code == "TARGETING_KEY_MISSING"
+    unknown = client.get_string_details("no-such-flag", "d", OFContext("1"))
+    assert unknown.value == "d"
+    assert unknown.error_code == "FLAG_NOT_FOUND"
+    mismatch = client.get_string_details(KEY, "d", OFContext("1"))
+    assert mismatch.value == "d"
+    assert mismatch.error_code == "TYPE_MISMATCH"
+
+
+def test_openfeature_events_local(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    bootstrap = tmp_path / "boot.json"
+    bootstrap.write_text('{"bucketing": 1, "flags": {"ui-improvements": {"enabled": true}}}')
+    events: list[ProviderEvent] = []
+
+    def record(event: ProviderEvent) -> Any:
+        def handler(details: EventDetails) -> None:
+            events.append(event)
+
+        return handler
+
+    handlers = [(event, record(event)) for event in ProviderEvent]
+    for event, handler in handlers:
+        api.add_handler(event, handler)
+    provider = FlagportProvider.local(url, bootstrap=bootstrap, max_backoff=0.3)
+    try:
+        api.set_provider_and_wait(provider)
+        client = api.get_client()
+        assert client.get_boolean_details(KEY, False, OFContext("1")).reason == "STALE"
+        assert wait_until(
+            lambda: api.provider_registry.get_provider_status(provider) is ProviderStatus.STALE, 5
+        )
+        server = start_server(tmp_path / "server", seed=PORTAL_FLAGS, port=port)
+        try:
+            assert wait_until(
+                lambda: api.provider_registry.get_provider_status(provider) is ProviderStatus.READY,
+                10,
+            )
+            assert client.get_boolean_details(KEY, True, OFContext("1")).reason == "DISABLED"
+            enable(server, KEY, 100)
+            assert wait_until(lambda: client.get_boolean_value(KEY, False, OFContext("1")), 5)
+            assert ProviderEvent.PROVIDER_CONFIGURATION_CHANGED in events
+            server.kill()
+            assert wait_until(
+                lambda: api.provider_registry.get_provider_status(provider) is ProviderStatus.STALE,
+                10,
+            )
+            assert client.get_boolean_details(KEY, False, OFContext("1")).value is True
+        finally:
+            server.stop()
+    finally:
+        api.clear_providers()
+        for event, handler in handlers:
+            with contextlib.suppress(ValueError):  # clear_providers may have dropped it
+                api.remove_handler(event, handler)
+    assert ProviderEvent.PROVIDER_STALE in events
+    assert ProviderEvent.PROVIDER_READY in events
+
+
+def test_openfeature_remote_error_event(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    provider = FlagportProvider.remote(url, failure_threshold=1, cooldown=60)
+    api.set_provider_and_wait(provider)
+    try:
+        client = api.get_client()
+        details = client.get_boolean_details(KEY, True, OFContext("1"))
+        assert details.value is True
+        assert details.error_code == "GENERAL"
+        assert api.provider_registry.get_provider_status(provider) is ProviderStatus.ERROR
+    finally:
+        api.clear_providers()

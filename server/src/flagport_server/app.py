@@ -75,6 +75,7 @@ async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
             "kind": runtime.store.kind,
             "ok": runtime.store_ok,
             "problem": runtime.store_problem,
+            "regressed": runtime.regression is not None,
         },
         "snapshot": {
             "version": runtime.version,
@@ -93,7 +94,9 @@ async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
 async def metrics_route(request: Request[Any, Any, State]) -> Response[bytes]:
     state = request.app.state
     runtime: Runtime = state.runtime
-    state.metrics.observe_worker(runtime.version, runtime.snapshot_age, runtime.store_ok)
+    state.metrics.observe_worker(
+        runtime.version, runtime.snapshot_age, runtime.store_ok, runtime.regression is not None
+    )
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -268,7 +271,9 @@ async def _metrics_loop(state: State) -> None:
         await asyncio.sleep(1.0)
         runtime: Runtime = state.runtime
         state.metrics.flush()
-        state.metrics.observe_worker(runtime.version, runtime.snapshot_age, runtime.store_ok)
+        state.metrics.observe_worker(
+            runtime.version, runtime.snapshot_age, runtime.store_ok, runtime.regression is not None
+        )
 
 
 def create_app(settings: Settings, store: Store | None = None) -> Litestar:

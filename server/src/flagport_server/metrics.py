@@ -90,6 +90,14 @@ class Metrics:
             multiprocess_mode="all",
             registry=registry,
         )
+        self.store_regressed = Gauge(
+            "flagport_store_regressed",
+            "1 while this worker refuses a store that went backwards (wiped, flushed, restored "
+            "from an old backup) and keeps serving its last snapshot, else 0.",
+            ["pid"],
+            multiprocess_mode="all",
+            registry=registry,
+        )
         self._pending: Tally[tuple[str, str, str]] = Tally()
         self._pid = str(os.getpid())
 
@@ -110,10 +118,13 @@ class Metrics:
         for (flag, variant, reason), n in pending.items():
             self.evaluations.labels(flag, variant, reason).inc(n)
 
-    def observe_worker(self, version: int, age: float, store_up: bool) -> None:
+    def observe_worker(
+        self, version: int, age: float, store_up: bool, regressed: bool = False
+    ) -> None:
         self.snapshot_version.labels(self._pid).set(version)
         self.snapshot_age.labels(self._pid).set(age)
         self.store_up.labels(self._pid).set(1 if store_up else 0)
+        self.store_regressed.labels(self._pid).set(1 if regressed else 0)
 
     def render(self) -> bytes:
         self.flush()

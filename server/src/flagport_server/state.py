@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import logging
 import os
@@ -22,7 +23,7 @@ from flagport.engine import CompiledSnapshot, SnapshotDocument, compile_snapshot
 
 from flagport_server.errors import StoreError
 from flagport_server.settings import Settings
-from flagport_server.stores.base import Store, StoreState, TokenRecord, WorkerStatus
+from flagport_server.stores.base import AuditQuery, Store, StoreState, TokenRecord, WorkerStatus
 
 __all__ = ["Runtime", "hash_secret"]
 
@@ -36,6 +37,8 @@ def hash_secret(secret: str) -> str:
 class _CacheFile(msgspec.Struct):
     store_id: str
     document: SnapshotDocument
+    #: When the snapshot was applied (``time.time()``); 0 in caches from older versions.
+    applied_at: float = 0.0
 
 
 class Runtime:
@@ -50,7 +53,11 @@ class Runtime:
         self.applied_at = 0.0  # time.time() when the snapshot was applied
         self.tokens: dict[str, TokenRecord] = {}  # secret hash -> record
         self.store_ok = False
-        self.store_problem: str | None = None
+        #: Why the store cannot be reached, if it cannot.
+        self.store_down: str | None = None
+        #: Why the store's state is refused (it went backwards: wiped, flushed, restored from
+        #: an old backup), while this worker keeps serving its last snapshot.
+        self.regression: str | None = None
         self.warnings: list[str] = []
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -64,12 +71,20 @@ class Runtime:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The cache first: if the store turns out to have gone backwards (a Redis restarted
+        # empty), the cached snapshot is kept instead of the empty store's.
+        cached = self._load_cache()
         try:
             await self.store.open()
             await self.reload()
         except StoreError as error:
             self._mark_store_down(error)
-            self._load_cache()
+            if cached:
+                log.warning(
+                    "serving version %s from the snapshot cache %s",
+                    self.version,
+                    self.settings.snapshot_cache,
+                )
         self._tasks = [
             asyncio.create_task(self._watch_changes(), name="flagport-watch"),
             asyncio.create_task(self._poll(), name="flagport-poll"),
@@ -95,6 +110,12 @@ class Runtime:
         return lambda: self._listeners.remove(listener)
 
     @property
+    def store_problem(self) -> str | None:
+        """What is wrong with the store, for ``/readyz`` (``None``: nothing)."""
+        problems = [p for p in (self.store_down, self.regression) if p]
+        return "; ".join(problems) if problems else None
+
+    @property
     def version(self) -> int:
         return self.snapshot.version if self.snapshot is not None else -1
 
@@ -107,27 +128,70 @@ class Runtime:
     async def reload(self, *, at_least: int = 0) -> None:
         """Load the store's state and apply it if it is newer (or the store was replaced)."""
         async with self._reload_lock:
-            if self.snapshot is not None and self.version >= at_least > 0:
+            if (
+                self.snapshot is not None
+                and self.regression is None
+                and self.version >= at_least > 0
+            ):
                 return
             state = await self.store.load()
             tokens = await self.store.tokens()
             self._mark_store_up()
-            self.apply(state, tokens)
-
-    def apply(self, state: StoreState, tokens: list[TokenRecord] | None = None) -> None:
-        version = state.document.version
-        if self.snapshot is not None and self.store_id is not None:
-            if state.store_id != self.store_id or version < self.version:
+            if self._backwards(state) and not await self._restored(state):
                 self._refuse_backwards(state)
                 return
-            if version == self.version and tokens is None:
+            self.apply(state, tokens, adopt=True)
+
+    def _backwards(self, state: StoreState) -> bool:
+        return (
+            self.snapshot is not None
+            and self.store_id is not None
+            and (state.store_id != self.store_id or state.document.version < self.version)
+        )
+
+    async def _restored(self, state: StoreState) -> bool:
+        """Whether a whole configuration was imported into the store (``flags import``,
+        ``POST /admin/v1/snapshot``) after this worker applied the snapshot it serves: the
+        deliberate restore of a store that went backwards, which every instance adopts."""
+        since = datetime.datetime.fromtimestamp(self.applied_at, datetime.UTC).isoformat()
+        try:
+            entries = await self.store.audit(AuditQuery(since=since, limit=1000))
+        except StoreError:
+            return False
+        return any(
+            e.action == "import"
+            and e.actor != "seed"
+            and e.snapshot_version <= state.document.version
+            for e in entries
+        )
+
+    def apply(
+        self,
+        state: StoreState,
+        tokens: list[TokenRecord] | None = None,
+        *,
+        adopt: bool = False,
+        applied_at: float | None = None,
+    ) -> None:
+        """Serve ``state``. A store that went backwards is refused unless ``adopt``."""
+        version = state.document.version
+        if self.snapshot is not None and self.store_id is not None:
+            if self._backwards(state) and not adopt:
+                self._refuse_backwards(state)
                 return
+            if version == self.version and tokens is None and state.store_id == self.store_id:
+                return
+        if self.regression is not None:
+            log.warning(
+                "store restored: serving store id %s at version %s", state.store_id, version
+            )
+            self.regression = None
         snapshot = compile_snapshot(state.document)
         for problem in snapshot.problems:
             log.warning("snapshot %s: %s", version, problem)
         self.snapshot = snapshot
         self.store_id = state.store_id
-        self.applied_at = time.time()
+        self.applied_at = applied_at or time.time()
         if tokens is not None:
             self.tokens = {t.secret_hash: t for t in tokens}
         self.warnings = [f"flag problem: {p}" for p in snapshot.problems]
@@ -139,26 +203,32 @@ class Runtime:
             listener(version)
 
     def _refuse_backwards(self, state: StoreState) -> None:
-        reason = (
-            f"the store went backwards (store id {state.store_id} at version "
-            f"{state.document.version}; serving {self.store_id} at version {self.version}); "
-            "keeping the last snapshot: restore the store from an export or the snapshot cache"
+        what = (
+            "was replaced or wiped"
+            if state.store_id != self.store_id
+            else "lost acknowledged changes"
         )
-        if self.store_problem != reason:
-            log.error("%s", reason)
-        self.store_problem = reason
+        reason = (
+            f"the store went backwards: it {what} (store id {state.store_id} at version "
+            f"{state.document.version}; this worker serves store id {self.store_id} at "
+            f"version {self.version}); keeping the last snapshot until the store is restored "
+            "with flags import (POST /admin/v1/snapshot) from an export or a snapshot cache"
+        )
+        if self.regression != reason:
+            log.error("STORE WENT BACKWARDS: %s", reason)
+        self.regression = reason
 
     def _mark_store_down(self, error: Exception) -> None:
-        if self.store_ok or self.store_problem is None:
+        if self.store_ok or self.store_down is None:
             log.warning("store unavailable: %s", error)
         self.store_ok = False
-        self.store_problem = f"store unavailable: {error}"
+        self.store_down = f"store unavailable: {error}"
 
     def _mark_store_up(self) -> None:
-        if not self.store_ok and self.store_problem:
+        if not self.store_ok and self.store_down:
             log.info("store available again")
         self.store_ok = True
-        self.store_problem = None
+        self.store_down = None
 
     # -- snapshot cache -----------------------------------------------------------------
 
@@ -169,22 +239,24 @@ class Runtime:
         target = Path(path)
         temporary = target.with_name(f".{target.name}.{self.pid}.tmp")
         try:
-            temporary.write_bytes(msgspec.json.encode(_CacheFile(state.store_id, state.document)))
+            cache = _CacheFile(state.store_id, state.document, self.applied_at)
+            temporary.write_bytes(msgspec.json.encode(cache))
             os.replace(temporary, target)
         except OSError as error:
             log.warning("cannot write snapshot cache %s: %s", target, error)
 
-    def _load_cache(self) -> None:
+    def _load_cache(self) -> bool:
         path = self.settings.snapshot_cache
         if not path or not Path(path).exists():
-            return
+            return False
         try:
             cached = msgspec.json.decode(Path(path).read_bytes(), type=_CacheFile)
         except (OSError, msgspec.DecodeError) as error:
             log.error("cannot read snapshot cache %s: %s", path, error)
-            return
-        self.apply(StoreState(store_id=cached.store_id, document=cached.document))
-        log.warning("serving version %s from the snapshot cache %s", self.version, path)
+            return False
+        state = StoreState(store_id=cached.store_id, document=cached.document)
+        self.apply(state, applied_at=cached.applied_at or None)
+        return True
 
     # -- background tasks ---------------------------------------------------------------
 
@@ -192,7 +264,7 @@ class Runtime:
         while True:
             try:
                 async for version in self.store.changes():
-                    if version > self.version:
+                    if version > self.version or self.regression is not None:
                         await self.reload(at_least=version)
             except asyncio.CancelledError:
                 raise

@@ -30,12 +30,13 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
 
-from flagport._types import ClientStatus, FlagDetails
+from flagport._types import ClientStatus, FlagDetails, details_from_result
 
 __all__ = ["FlagportProvider"]
 
 _ERROR_CODES = {code.value: code for code in OFErrorCode}
 _STALE = OFReason.STALE.value
+_READY = ClientStatus.READY
 
 
 class _Evaluator(Protocol):
@@ -54,10 +55,10 @@ class _Evaluator(Protocol):
 def _context(context: OFContext | None) -> dict[str, Any]:
     if context is None:
         return {}
-    data = dict(context.attributes)
-    if context.targeting_key is not None:
-        data["targetingKey"] = context.targeting_key
-    return data
+    key = context.targeting_key
+    if key is None:
+        return dict(context.attributes)
+    return {**context.attributes, "targetingKey": key}
 
 
 def _resolution(details: FlagDetails) -> FlagResolutionDetails[Any]:
@@ -99,6 +100,13 @@ class FlagportProvider(AbstractProvider):
         self.client = client
         self._owns_client = owns_client
         self._details = client.details
+        #: For a LocalClient: id(engine result) -> (result, resolution). The engine shares
+        #: one result object per (flag, variant, reason), so each resolution is built once;
+        #: the identity check makes a reused id harmless.
+        self._resolutions: dict[int, tuple[Any, FlagResolutionDetails[Any]]] = {}
+        #: The same for boolean flags (their own dict: no type check on the hot path).
+        self._bool_resolutions: dict[int, tuple[Any, FlagResolutionDetails[Any]]] = {}
+        self._local: Any = client if hasattr(client, "_flags") else None
         client.on_status(self._on_status)
         on_change = getattr(client, "on_change", None)
         if on_change is not None:
@@ -163,31 +171,62 @@ class FlagportProvider(AbstractProvider):
             )
 
     def _on_change(self, version: int) -> None:
+        self._resolutions = {}
+        self._bool_resolutions = {}
         self.emit_provider_configuration_changed(
             ProviderEventDetails(message=f"snapshot {version}", metadata={"version": version})
         )
 
     # -- resolution -----------------------------------------------------------------------
 
+    def _resolve(
+        self, key: str, default: Any, evaluation_context: OFContext | None
+    ) -> FlagResolutionDetails[Any]:
+        context = _context(evaluation_context)
+        local = self._local
+        if local is not None and local._status is _READY:
+            # In process and current: the engine's shared result, resolved once.
+            flag = local._flags.get(key)
+            if flag is not None:
+                result = flag.evaluate(context)
+                if result.error_code is None and type(result.value) is type(default):
+                    cache = self._bool_resolutions if type(default) is bool else self._resolutions
+                    cached = cache.get(id(result))
+                    if cached is not None and cached[0] is result:
+                        return cached[1]
+                    resolution = _resolution(details_from_result(result, default))
+                    cache[id(result)] = (result, resolution)
+                    return resolution
+        return _resolution(self._details(key, default, context))
+
     def resolve_boolean_details(
         self, flag_key: str, default_value: bool, evaluation_context: OFContext | None = None
     ) -> FlagResolutionDetails[bool]:
-        return _resolution(self._details(flag_key, default_value, _context(evaluation_context)))
+        # _resolve inlined: the common case, one Python call less.
+        local = self._local
+        if local is not None and local._status is _READY:
+            flag = local._flags.get(flag_key)
+            if flag is not None:
+                result = flag.evaluate(_context(evaluation_context))
+                cached = self._bool_resolutions.get(id(result))
+                if cached is not None and cached[0] is result:
+                    return cached[1]
+        return self._resolve(flag_key, default_value, evaluation_context)
 
     def resolve_string_details(
         self, flag_key: str, default_value: str, evaluation_context: OFContext | None = None
     ) -> FlagResolutionDetails[str]:
-        return _resolution(self._details(flag_key, default_value, _context(evaluation_context)))
+        return self._resolve(flag_key, default_value, evaluation_context)
 
     def resolve_integer_details(
         self, flag_key: str, default_value: int, evaluation_context: OFContext | None = None
     ) -> FlagResolutionDetails[int]:
-        return _resolution(self._details(flag_key, default_value, _context(evaluation_context)))
+        return self._resolve(flag_key, default_value, evaluation_context)
 
     def resolve_float_details(
         self, flag_key: str, default_value: float, evaluation_context: OFContext | None = None
     ) -> FlagResolutionDetails[float]:
-        return _resolution(self._details(flag_key, default_value, _context(evaluation_context)))
+        return self._resolve(flag_key, default_value, evaluation_context)
 
     def resolve_object_details(
         self,
@@ -195,4 +234,4 @@ class FlagportProvider(AbstractProvider):
         default_value: Sequence[FlagValueType] | Mapping[str, FlagValueType],
         evaluation_context: OFContext | None = None,
     ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
-        return _resolution(self._details(flag_key, default_value, _context(evaluation_context)))
+        return self._resolve(flag_key, default_value, evaluation_context)

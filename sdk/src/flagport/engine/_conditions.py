@@ -173,17 +173,14 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
                 )
             accepted.add(text)
         negative = op in (Operator.NOT_IN, Operator.NEQ)
+        if condition.attribute == NOW_ATTRIBUTE:
 
-        def match_equal(context: Mapping[str, Any], now: float | None) -> bool:
-            actual = read(context, now)
-            if actual is None:
-                return False
-            text = canonical(actual)
-            if text is None:
-                return False
-            return (text in accepted) is not negative
+            def match_now(context: Mapping[str, Any], now: float | None) -> bool:
+                text = None if now is None else canonical(now)
+                return text is not None and (text in accepted) is not negative
 
-        return match_equal
+            return match_now
+        return _equality(condition.attribute, frozenset(accepted), negative)
 
     if op in (Operator.STARTS_WITH, Operator.ENDS_WITH, Operator.CONTAINS):
         needles: list[str] = []
@@ -195,21 +192,15 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
             needles.append(value)
         prefixes = tuple(needles)
 
-        def as_text(context: Mapping[str, Any], now: float | None) -> str | None:
-            actual = read(context, now)
-            return None if actual is None else canonical(actual)
-
         if op is Operator.STARTS_WITH:
-            return lambda context, now: (
-                (t := as_text(context, now)) is not None and t.startswith(prefixes)
-            )
-        if op is Operator.ENDS_WITH:
-            return lambda context, now: (
-                (t := as_text(context, now)) is not None and t.endswith(prefixes)
-            )
-        return lambda context, now: (
-            (t := as_text(context, now)) is not None and any(n in t for n in needles)
-        )
+            test: Callable[[str], bool] = lambda text: text.startswith(prefixes)  # noqa: E731
+        elif op is Operator.ENDS_WITH:
+            test = lambda text: text.endswith(prefixes)  # noqa: E731
+        else:
+            test = lambda text: any(n in text for n in needles)  # noqa: E731
+        if condition.attribute == NOW_ATTRIBUTE:
+            return lambda context, now: (t := canonical(now)) is not None and test(t)
+        return _text_test(condition.attribute, op, prefixes, test)
 
     if op in (Operator.LT, Operator.LTE, Operator.GT, Operator.GTE):
         bounds = []
@@ -250,12 +241,8 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
                 )
             versions.append(parsed)
         compare_versions = _SEMVER_OPS[op]
-        if len(versions) == 1:
-            (version,) = versions
-            return lambda context, now: (
-                (v := parse_semver(read(context, now))) is not None
-                and (compare_versions(v, version))
-            )
+        if len(versions) == 1 and condition.attribute != NOW_ATTRIBUTE:
+            return _semver(condition.attribute, compare_versions, versions[0])
 
         def match_semver(context: Mapping[str, Any], now: float | None) -> bool:
             actual = parse_semver(read(context, now))
@@ -285,6 +272,89 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
         return match_instant
 
     raise InvalidDocumentError(f"unknown operator {op!r}", f"{path}.op")  # pragma: no cover
+
+
+def _equality(attribute: str, accepted: frozenset[str], negative: bool) -> Matcher:
+    """``in``/``eq`` (or ``not_in``/``neq``) on a context attribute: the hot path of rules,
+    so strings skip :func:`canonical`."""
+    if negative:
+
+        def match_none(context: Mapping[str, Any], now: float | None) -> bool:
+            actual = context.get(attribute)
+            if type(actual) is not str:
+                actual = None if actual is None else canonical(actual)
+                if actual is None:
+                    return False
+            return actual not in accepted
+
+        return match_none
+
+    def match_any(context: Mapping[str, Any], now: float | None) -> bool:
+        actual = context.get(attribute)
+        if type(actual) is not str:
+            actual = None if actual is None else canonical(actual)
+            if actual is None:
+                return False
+        return actual in accepted
+
+    return match_any
+
+
+def _text_test(
+    attribute: str, op: Operator, needles: tuple[str, ...], test: Callable[[str], bool]
+) -> Matcher:
+    """``starts_with``/``ends_with``/``contains`` on a context attribute."""
+    if op is Operator.STARTS_WITH:
+
+        def match_start(context: Mapping[str, Any], now: float | None) -> bool:
+            actual = context.get(attribute)
+            if type(actual) is not str:
+                actual = None if actual is None else canonical(actual)
+                if actual is None:
+                    return False
+            return actual.startswith(needles)
+
+        return match_start
+    if op is Operator.ENDS_WITH:
+
+        def match_end(context: Mapping[str, Any], now: float | None) -> bool:
+            actual = context.get(attribute)
+            if type(actual) is not str:
+                actual = None if actual is None else canonical(actual)
+                if actual is None:
+                    return False
+            return actual.endswith(needles)
+
+        return match_end
+
+    def match_test(context: Mapping[str, Any], now: float | None) -> bool:
+        actual = context.get(attribute)
+        if type(actual) is not str:
+            actual = None if actual is None else canonical(actual)
+            if actual is None:
+                return False
+        return test(actual)
+
+    return match_test
+
+
+def _semver(attribute: str, compare: Callable[[Any, Any], bool], version: SemverKey) -> Matcher:
+    """A semver operator with one version on a context attribute; parsed context values
+    come from the bounded cache."""
+    cache = _SEMVER_CACHE
+
+    def match_semver(context: Mapping[str, Any], now: float | None) -> bool:
+        actual = context.get(attribute)
+        if type(actual) is not str:
+            return False
+        parsed = cache.get(actual)
+        if parsed is None:
+            parsed = parse_semver(actual)
+            if parsed is None:
+                return False
+        return compare(parsed, version)
+
+    return match_semver
 
 
 _ORDERING: dict[Operator, Callable[[Any, Any], bool]] = {

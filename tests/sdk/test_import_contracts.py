@@ -4,7 +4,6 @@ engine's own imports, and ``import flagport`` without httpx."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
 import tomllib
@@ -37,64 +36,103 @@ def _contract() -> dict[str, object]:
     return config["tool"]["importlinter"]  # type: ignore[no-any-return]
 
 
-def _lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
+def _lint_imports(
+    *args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("lint-imports")
     return subprocess.run(
         [str(exe), "--no-logo", "--no-cache", *args],
-        cwd=REPO_ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
 
 
-def _missing_internal_modules() -> list[str]:
-    missing = []
-    for contract in _contract()["contracts"]:  # type: ignore[attr-defined]
-        for name in contract.get("forbidden_modules", []):
-            if name.startswith("flagport.") and importlib.util.find_spec(name) is None:
-                missing.append(name)
-    return missing
-
-
 def test_import_linter_contract_holds() -> None:
-    missing = _missing_internal_modules()
-    if missing:
-        # import-linter refuses a contract that names modules that do not exist (yet): the
-        # clients land later. Until then check the same contract minus those names.
-        pytest.xfail(f"the contract names modules that do not exist yet: {missing}")
     completed = _lint_imports()
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "0 broken" in completed.stdout
-
-
-def test_import_linter_contract_minus_missing_modules(tmp_path: Path) -> None:
-    missing = set(_missing_internal_modules())
-    lines = [
-        "[tool.importlinter]",
-        'root_packages = ["flagport"]',
-        "include_external_packages = true",
-    ]
-    for index, contract in enumerate(_contract()["contracts"]):  # type: ignore[attr-defined]
-        forbidden = [m for m in contract["forbidden_modules"] if m not in missing]
-        lines += [
-            "[[tool.importlinter.contracts]]",
-            f"id = 'c{index}'",
-            f"name = {contract['name']!r}",
-            f"type = {contract['type']!r}",
-            f"source_modules = {contract['source_modules']!r}",
-            f"forbidden_modules = {forbidden!r}",
-        ]
-    config = tmp_path / "importlinter.toml"
-    config.write_text("\n".join(lines) + "\n")
-    completed = _lint_imports(str(config))
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "1 kept, 0 broken" in completed.stdout
 
 
+def test_contract_names_no_single_flagport_module() -> None:
+    """The contract forbids ``flagport.*`` rather than a list of today's modules, so it
+    neither breaks before a module exists nor misses one added later."""
+    contracts: list[dict[str, list[str]]] = _contract()["contracts"]  # type: ignore[assignment]
+    (contract,) = contracts
+    internal = [m for m in contract["forbidden_modules"] if m.startswith("flagport")]
+    assert internal == ["flagport.*"]
+    assert {"httpx", "yaml"} <= set(contract["forbidden_modules"])
+
+
+def _fake_distribution(root: Path, engine_imports: str, extra: dict[str, str]) -> None:
+    package = root / "flagport"
+    (package / "engine").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "_exceptions.py").write_text("")
+    (package / "engine" / "__init__.py").write_text("")
+    (package / "engine" / "_compile.py").write_text(
+        "import flagport._exceptions\n" + engine_imports
+    )
+    for name, text in extra.items():
+        (package / f"{name}.py").write_text(text)
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = config["contracts"]
+    lines = [
+        "[tool.importlinter]",
+        'root_packages = ["flagport"]',
+        "include_external_packages = true",
+        "[[tool.importlinter.contracts]]",
+        f"name = {contract['name']!r}",
+        f"type = {contract['type']!r}",
+        f"source_modules = {contract['source_modules']!r}",
+        f"forbidden_modules = {contract['forbidden_modules']!r}",
+        f"ignore_imports = {contract['ignore_imports']!r}",
+        f"unmatched_ignore_imports_alerting = {contract['unmatched_ignore_imports_alerting']!r}",
+    ]
+    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("engine_imports", "extra", "kept"),
+    [
+        pytest.param("import mmh3\nimport msgspec\n", {}, True, id="allowed"),
+        pytest.param(
+            "import flagport._brand_new_client\n",
+            {"_brand_new_client": ""},
+            False,
+            id="a module added later",
+        ),
+        pytest.param(
+            "from flagport import _helpers\n",
+            {"_helpers": "import httpx\n"},
+            False,
+            id="httpx through a chain",
+        ),
+        pytest.param("import yaml\n", {}, False, id="yaml directly"),
+    ],
+)
+def test_contract_catches_violations(
+    tmp_path: Path, engine_imports: str, extra: dict[str, str], kept: bool
+) -> None:
+    """The same contract, run on a throwaway ``flagport`` package, keeps what the engine may
+    import and breaks on a module that did not exist when the contract was written."""
+    _fake_distribution(tmp_path, engine_imports, extra)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
+    completed = _lint_imports(cwd=tmp_path, env=env)
+    output = completed.stdout + completed.stderr
+    if kept:
+        assert completed.returncode == 0, output
+        assert "1 kept, 0 broken" in completed.stdout, output
+    else:
+        assert completed.returncode == 1, output
+        assert "0 kept, 1 broken" in completed.stdout, output
+
+
 def _imports(path: Path) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)

@@ -71,7 +71,7 @@ def validate_key(key: Any, path: str) -> str:
         raise InvalidDocumentError(
             f"key is {len(key)} characters long; the limit is {MAX_KEY_LENGTH}", path
         )
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):  # not match(): `$` also matches before a final newline
         raise InvalidDocumentError(
             f"invalid key {key!r}: use dot-separated segments of lowercase letters, digits, "
             "'-' and '_', each starting with a letter or digit",

@@ -39,7 +39,10 @@ __all__ = [
 
 BUCKETING_VERSION = 1
 #: Dot-separated segments of ``[a-z0-9][a-z0-9_-]*``; a dot makes a hierarchy.
-KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$"
+#: msgspec applies the pattern with ``re.search``, where ``$`` also matches before a final
+#: newline, so ``(?!\n)`` refuses ``"ab\n"``. Not ``\Z``: the pattern goes into the OpenAPI
+#: document, and ECMA-262 regexes (JSON Schema's dialect) reject ``\Z`` in unicode mode.
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$(?!\n)"
 MAX_KEY_LENGTH = 200
 #: Size bounds keep a single document from exhausting memory or CPU on compile.
 MAX_VALUES = 1_000  # values in one condition

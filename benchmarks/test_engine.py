@@ -18,6 +18,7 @@ from typing import Any
 
 import mmh3
 import pytest
+
 from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
 
 UNITS = [f"user-{n}" for n in range(1_000)]

@@ -27,13 +27,13 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from flagport import Client, ClientStatus, LocalClient
-from flagport.openfeature import FlagportProvider
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext as OFContext
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from benchmarks.test_engine import REF_FLAGS, UNITS, reference
+from flagport import Client, ClientStatus, LocalClient
+from flagport.openfeature import FlagportProvider
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
 
 KEY = "ui-improvements"

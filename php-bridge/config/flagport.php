@@ -6,8 +6,8 @@
  */
 
 return [
-    // The Flagport sidecar: `http://127.0.0.1:8080`, or its Unix socket `unix:///run/flagport/flagport.sock`.
-    'url' => env('FLAGPORT_URL', 'http://127.0.0.1:8080'),
+    // The Flagport sidecar: `http://127.0.0.1:8787`, or its Unix socket `unix:///run/flagport/flagport.sock`.
+    'url' => env('FLAGPORT_URL', 'http://127.0.0.1:8787'),
 
     // Evaluation token (not needed on a loopback or Unix-socket bind, where evaluation is open).
     'eval_token' => env('FLAGPORT_EVAL_TOKEN'),

@@ -29,7 +29,7 @@ use Flagport\Store\Store;
  *
  * | option               | default                   | meaning                                           |
  * |----------------------|---------------------------|---------------------------------------------------|
- * | `url`                | `http://127.0.0.1:8080`   | server URL, or `unix:///path.sock`                |
+ * | `url`                | `http://127.0.0.1:8787`   | server URL, or `unix:///path.sock`                |
  * | `eval_token`         | null                      | evaluation token (Bearer), when required          |
  * | `connect_timeout_ms` | 50                        | connection timeout, milliseconds                  |
  * | `timeout_ms`         | 250                       | whole-call timeout, milliseconds                  |
@@ -90,7 +90,7 @@ final class Client
         ?callable $logger = null,
     ) {
         $this->options = $options + [
-            'url' => 'http://127.0.0.1:8080',
+            'url' => 'http://127.0.0.1:8787',
             'eval_token' => null,
             'connect_timeout_ms' => 50,
             'timeout_ms' => 250,

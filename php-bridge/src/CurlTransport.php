@@ -26,7 +26,7 @@ final class CurlTransport implements Transport
     private ?string $socket = null;
 
     /**
-     * @param string      $url              `http://127.0.0.1:8080`, `https://...` or `unix:///run/flagport.sock`
+     * @param string      $url              `http://127.0.0.1:8787`, `https://...` or `unix:///run/flagport.sock`
      * @param int         $connectTimeoutMs connection timeout in milliseconds
      * @param int         $timeoutMs        whole-request timeout in milliseconds
      * @param string|null $token            bearer token, if the server requires one

@@ -34,7 +34,7 @@ final class Flagport
         $url = getenv('FLAGPORT_URL');
         $token = getenv('FLAGPORT_EVAL_TOKEN');
         return self::$client = new Client([
-            'url' => is_string($url) && $url !== '' ? $url : 'http://127.0.0.1:8080',
+            'url' => is_string($url) && $url !== '' ? $url : 'http://127.0.0.1:8787',
             'eval_token' => is_string($token) && $token !== '' ? $token : null,
         ]);
     }

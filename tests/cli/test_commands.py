@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from flagport import bucket
-
 from tests.cli.conftest import Flags, run_flags
 from tests.support.server import RunningServer, running_server
 

@@ -8,13 +8,13 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flagport import InvalidDocumentError
 from flagport.engine import validate_key
 from flagport_cli._errors import UsageProblem
 from flagport_cli._validate import check_key, parse_duration, parse_percentage, parse_since
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from tests.support.server import free_port
 
 KEYISH = st.text(alphabet="abcz09_-.A \n", max_size=12) | st.from_regex(

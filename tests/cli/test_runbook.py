@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from flagport import bucket
 
+from flagport import bucket
 from tests.cli.conftest import Flags
 from tests.support.server import RunningServer
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import flagport
 import pytest
 
+import flagport
 from tests.php.conftest import BRIDGE, require_module
 from tests.php.fpm import fpm_pool
 from tests.php.http_proxy import fastcgi_gateway

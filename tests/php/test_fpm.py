@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import flagport
 import pytest
-from flagport.document import load_document
 
+import flagport
+from flagport.document import load_document
 from tests.php.conftest import BRIDGE, ROLLOUTS, Servers, create_rollouts
 from tests.php.fakes import bad_peer
 from tests.php.fcgi import FastCGIClient

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pytest
+
 from flagport import ErrorCode, InvalidDocumentError
 from flagport.document import dump_document, load_document
 from flagport.engine import compile_snapshot, document_from_builtins, validate_key

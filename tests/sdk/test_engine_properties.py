@@ -15,6 +15,9 @@ from typing import Any
 import mmh3
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from flagport import InvalidDocumentError, bucket
 from flagport.document import load_document
 from flagport.engine import (
@@ -23,8 +26,6 @@ from flagport.engine import (
     compile_snapshot,
     document_from_builtins,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 settings.register_profile(
     "flagport-engine",

@@ -12,16 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import flagport
 import httpx
 import pytest
-from flagport import AsyncClient, Client, ClientStatus, ErrorCode, LocalClient, Reason
-from flagport.openfeature import FlagportProvider
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext as OFContext
 from openfeature.event import EventDetails, ProviderEvent
 from openfeature.provider import ProviderStatus
 
+import flagport
+from flagport import AsyncClient, Client, ClientStatus, ErrorCode, LocalClient, Reason
+from flagport.openfeature import FlagportProvider
 from tests.support.server import (
     PORTAL_FLAGS,
     RunningServer,

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flagport
 import httpx
 import pytest
+
+import flagport
 from flagport import AsyncClient, Client, ClientStatus, ErrorCode, EvaluationContext, Reason
 from flagport._remote import split_url, wire_context
 

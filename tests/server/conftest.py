@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from flagport_server.stores.base import Store
 
+from flagport_server.stores.base import Store
 from tests.support.stores import BACKENDS, Backend
 
 

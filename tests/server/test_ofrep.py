@@ -13,11 +13,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import flagport
 import httpx
 import mmh3
 import pytest
 
+import flagport
 from tests.server._fixtures import live_server, raw_post, snapshot_version
 from tests.support.server import PORTAL_FLAGS, RunningServer
 

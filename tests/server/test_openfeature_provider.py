@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import flagport
 import pytest
 from openfeature import api
 from openfeature.client import OpenFeatureClient
@@ -15,6 +14,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 
+import flagport
 from tests.server._fixtures import live_server
 from tests.support.server import PORTAL_FLAGS, RunningServer
 

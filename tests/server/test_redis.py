@@ -21,12 +21,12 @@ from typing import Any
 
 import httpx
 import pytest
+
 from flagport.engine import Flag
 from flagport_server.errors import InvalidInput, StoreUnavailable
 from flagport_server.stores import open_store
 from flagport_server.stores.base import Mutation
 from flagport_server.stores.redis import parse_redis_url
-
 from tests.server._fixtures import fresh_request
 from tests.support.redis import RedisServer, free_port, redis_server
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server, start_server

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from flagport.engine.models import MAX_TARGETS, MAX_VALUES
 
+from flagport.engine.models import MAX_TARGETS, MAX_VALUES
 from tests.server._admin import assert_problem, evaluate, store_state
 from tests.server._fixtures import live_server
 from tests.support.server import RunningServer

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from flagport.engine import (
     Condition,
     Flag,
@@ -47,7 +48,6 @@ from flagport_server.stores.base import (
     TokenRecord,
     WorkerStatus,
 )
-
 from tests.support.stores import Backend
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import mmh3
 import pytest
-from flagport.engine.models import MAX_VALUES
 
+from flagport.engine.models import MAX_VALUES
 from tests.server._admin import assert_problem, evaluate, store_state
 from tests.server._fixtures import live_server
 from tests.support.server import RunningServer

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import flagport
 import mmh3
 import pytest
-from flagport.engine import BUCKETS, hash_unit
 
+import flagport
+from flagport.engine import BUCKETS, hash_unit
 from tests.spec import make_bucketing_vectors as generator
 
 VECTORS_FILE = Path(__file__).with_name("bucketing-vectors.json")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from flagport import InvalidDocumentError
 from flagport.engine import (
     CompiledSnapshot,
@@ -19,7 +20,6 @@ from flagport.engine import (
     compile_snapshot,
     document_from_builtins,
 )
-
 from tests.spec import make_evaluation_cases as generator
 
 CASES_DIR = Path(__file__).with_name("evaluation")

@@ -129,10 +129,19 @@ def start_server(
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+            args,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
         )
     server = RunningServer(
-        url=f"http://127.0.0.1:{port}", workdir=workdir, process=process, log_path=log_path, uds=socket_path,
+        url=f"http://127.0.0.1:{port}",
+        workdir=workdir,
+        process=process,
+        log_path=log_path,
+        uds=socket_path,
         args=args,
     )
     if wait:

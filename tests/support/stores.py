@@ -16,7 +16,6 @@ from typing import Protocol
 
 from flagport_server.stores import open_store
 from flagport_server.stores.base import Store
-
 from tests.support.redis import free_port, shared_cluster, shared_redis, unique_prefix
 
 __all__ = [

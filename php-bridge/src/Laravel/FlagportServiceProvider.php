@@ -40,7 +40,7 @@ final class FlagportServiceProvider extends ServiceProvider
                 : [];
             return new Client(
                 [
-                    'url' => (string) ($config['url'] ?? 'http://127.0.0.1:8080'),
+                    'url' => (string) ($config['url'] ?? 'http://127.0.0.1:8787'),
                     'eval_token' => $config['eval_token'] ?? null,
                     'connect_timeout_ms' => (int) ($config['timeouts']['connect_ms'] ?? 50),
                     'timeout_ms' => (int) ($config['timeouts']['total_ms'] ?? 250),
@@ -70,7 +70,7 @@ final class FlagportServiceProvider extends ServiceProvider
         $this->app->singleton(AdminClient::class, static function (Application $app): AdminClient {
             $config = (array) $app['config']->get('flagport', []);
             return new AdminClient(
-                (string) ($config['url'] ?? 'http://127.0.0.1:8080'),
+                (string) ($config['url'] ?? 'http://127.0.0.1:8787'),
                 isset($config['admin_token']) ? (string) $config['admin_token'] : null,
                 (int) ($config['timeouts']['admin_ms'] ?? 5000),
             );

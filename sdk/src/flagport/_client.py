@@ -24,7 +24,7 @@ class Client:
 
     ::
 
-        with flagport.Client("http://127.0.0.1:8080", token="fpe_...") as flags:
+        with flagport.Client("http://127.0.0.1:8787", token="fpe_...") as flags:
             if flags.is_enabled("ui-improvements", {"targetingKey": "42"}):
                 ...
 

@@ -73,7 +73,7 @@ class LocalClient:
 
     ::
 
-        flags = flagport.LocalClient("http://127.0.0.1:8080", token="fpe_...",
+        flags = flagport.LocalClient("http://127.0.0.1:8787", token="fpe_...",
                                      bootstrap="flags.yaml")
         flags.is_enabled("ui-improvements", {"targetingKey": "42"})
 

@@ -5,7 +5,7 @@
     from openfeature import api
     from flagport.openfeature import FlagportProvider
 
-    api.set_provider_and_wait(FlagportProvider.local("http://127.0.0.1:8080"))
+    api.set_provider_and_wait(FlagportProvider.local("http://127.0.0.1:8787"))
     api.get_client().get_boolean_value("ui-improvements", False, EvaluationContext("42"))
 
 Either mode: :meth:`FlagportProvider.remote` evaluates over OFREP (:class:`flagport.Client`),

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from flagport._exceptions import InvalidDocumentError
 from litestar import Litestar, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.exceptions import (
@@ -24,6 +23,7 @@ from litestar.exceptions import (
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from flagport._exceptions import InvalidDocumentError
 from flagport_server.errors import InvalidInput, ServerError, StoreError, VersionConflict
 from flagport_server.metrics import CONTENT_TYPE_LATEST, Metrics
 from flagport_server.routes.admin import admin_router
@@ -298,6 +298,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.pid = str(os.getpid())
+        app.state.pid_header = app.state.pid.encode()
         runtime.pid = os.getpid()
         await runtime.start()
         if settings.seed_file and runtime.store_ok:
@@ -319,6 +320,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             "metrics": metrics,
             "event_stream": event_stream,
             "pid": str(os.getpid()),
+            "pid_header": str(os.getpid()).encode(),
+            "evaluation_open": settings.evaluation_open,
+            "wire_cache": None,
             "started": time.time(),
         }
     )

@@ -16,7 +16,13 @@ from litestar.handlers.base import BaseRouteHandler
 from flagport_server.errors import Forbidden, Unauthorized
 from flagport_server.state import Runtime, hash_secret
 
-__all__ = ["BOOTSTRAP_ACTOR", "admin_guard", "evaluation_guard", "presented_token"]
+__all__ = [
+    "BOOTSTRAP_ACTOR",
+    "admin_guard",
+    "evaluation_guard",
+    "evaluation_token_problem",
+    "presented_token",
+]
 
 BOOTSTRAP_ACTOR = "admin"
 
@@ -42,7 +48,7 @@ def _identify(runtime: Runtime, secret: str) -> tuple[str, str] | None:
     return record.name, record.scope
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     runtime: Runtime = connection.app.state.runtime
     secret = presented_token(connection)
     if secret is None:
@@ -56,12 +62,24 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     connection.state.actor = actor
 
 
-def evaluation_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+def evaluation_token_problem(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """Why this connection may not evaluate, or ``None`` if it may (any valid token)."""
     runtime: Runtime = connection.app.state.runtime
     if runtime.settings.evaluation_open:
-        return
+        return None
     secret = presented_token(connection)
     if secret is None:
-        raise Unauthorized("evaluation token required: send 'Authorization: Bearer <token>'")
+        return "evaluation token required: send 'Authorization: Bearer <token>'"
     if _identify(runtime, secret) is None:
-        raise Unauthorized("unknown or revoked token")
+        return "unknown or revoked token"
+    return None
+
+
+async def evaluation_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Guard for the SDK feeds (the hot OFREP routes call :func:`evaluation_token_problem`
+    directly: Litestar copies the route handler for every guard call)."""
+    problem = evaluation_token_problem(connection)
+    if problem is not None:
+        raise Unauthorized(problem)

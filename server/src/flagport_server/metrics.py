@@ -12,7 +12,6 @@ import os
 from collections import Counter as Tally
 from collections.abc import Iterable
 
-from flagport.engine import EvaluationResult
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,6 +21,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from flagport.engine import EvaluationResult
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 

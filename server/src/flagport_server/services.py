@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+
 from flagport._exceptions import InvalidDocumentError
 from flagport.document import strip_volatile
 from flagport.engine import Flag, Rule, Segment, SnapshotDocument, compile_snapshot, validate_key
 from flagport.engine._compile import check_percentage
-
 from flagport_server.errors import (
     AlreadyExists,
     Conflict,

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from flagport.engine import CompiledSnapshot, SnapshotDocument, compile_snapshot
 
+from flagport.engine import CompiledSnapshot, SnapshotDocument, compile_snapshot
 from flagport_server.errors import StoreError
 from flagport_server.settings import Settings
 from flagport_server.stores.base import AuditQuery, Store, StoreState, TokenRecord, WorkerStatus

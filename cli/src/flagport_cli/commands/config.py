@@ -80,6 +80,7 @@ def _empty(diff: dict[str, Any]) -> bool:
 def _field_details(app: App, data: bytes, format_: str) -> dict[str, list[str]]:
     """For changed objects, which fields differ (server value -> file value)."""
     import msgspec
+
     from flagport.document import dump_document, load_document
     from flagport.engine import Flag, Segment
 

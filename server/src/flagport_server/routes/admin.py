@@ -9,6 +9,10 @@ import time
 from typing import Any, Literal
 
 import msgspec
+from litestar import Request, Response, Router, delete, get, post, put
+from litestar.datastructures import State
+from litestar.params import Parameter
+
 from flagport.document import dump_document, load_document
 from flagport.engine import Flag, Segment, explain
 from flagport_server.auth import admin_guard
@@ -38,9 +42,6 @@ from flagport_server.wire.admin_v1 import (
     TokenList,
     TokenView,
 )
-from litestar import Request, Response, Router, delete, get, post, put
-from litestar.datastructures import State
-from litestar.params import Parameter
 
 __all__ = ["admin_router"]
 

@@ -1,7 +1,15 @@
 """Evaluation scope: OFREP single and bulk, and the convenience GET.
 
-These are the hot routes: the PHP portal calls them on every request. Handlers do a
-dict lookup, call the engine and encode pre-shaped Structs; they never touch the store.
+These are the hot routes: the PHP portal calls them on every request. They never touch the
+store, and they skip the costlier parts of Litestar's pipeline on purpose (measured in
+docs/adr/0003-lean-evaluation-path.md):
+
+- the token check is a plain call, not a Litestar guard (guards copy the route handler on
+  every request);
+- answers are pre-encoded :class:`RawResponse` objects, not ``Response`` (no per-request
+  header and serialisation pipeline);
+- each evaluation item's JSON is encoded once per snapshot and reused, so a bulk answer is a
+  join of cached byte strings.
 """
 
 from __future__ import annotations
@@ -12,36 +20,116 @@ import time
 from typing import Any
 
 import msgspec
-from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason
-from flagport_server.auth import evaluation_guard
-from flagport_server.wire import ofrep_v1 as wire
-from litestar import Request, Response, get, post
+from litestar import Request, get, post
 from litestar.datastructures import State
-from litestar.enums import MediaType
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
-__all__ = ["evaluation_routes"]
+from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason
+from flagport_server.auth import evaluation_token_problem
+from flagport_server.wire import ofrep_v1 as wire
+
+__all__ = ["UNKNOWN_FLAG_LABEL", "RawResponse", "WireCache", "evaluation_routes"]
 
 _ERROR = Reason.ERROR
+_NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
 #: The ``flag`` label of evaluations of unknown keys (not a valid key, so no clash).
 UNKNOWN_FLAG_LABEL = "(unknown)"
-_JSON = MediaType.JSON
+_JSON = "application/json"
 _NOT_READY = wire.encode(
     wire.RequestFailure(errorCode="GENERAL", errorDetails="no snapshot loaded yet; retry shortly")
 )
+_ABSENT = object()
 
 
-def _headers(state: State, snapshot: CompiledSnapshot) -> dict[str, str]:
-    return {"X-Flagport-Snapshot": str(snapshot.version), "X-Flagport-Worker": state.pid}
+class WireCache:
+    """Encoded OFREP items for one snapshot, keyed by what determines them."""
+
+    __slots__ = ("bulk_tail", "items", "version", "version_header")
+
+    def __init__(self, snapshot: CompiledSnapshot, event_stream: wire.EventStream) -> None:
+        self.version = snapshot.version
+        self.version_header = str(snapshot.version).encode()
+        self.items: dict[tuple[Any, ...], bytes] = {}
+        tail = wire.encode(
+            {"eventStreams": [event_stream], "metadata": {"snapshotVersion": snapshot.version}}
+        )
+        self.bulk_tail = b"]," + tail[1:]  # closes "flags" and continues the object
+
+    def item(self, result: EvaluationResult) -> bytes:
+        metadata = result.metadata
+        cache_key = (
+            result.key,
+            result.variant,
+            result.reason,
+            result.error_code,
+            metadata.get("gatedBy") if metadata else None,
+        )
+        encoded = self.items.get(cache_key)
+        if encoded is None:
+            if result.reason is _ERROR:
+                encoded = wire.encode(wire.failure_from_result(result))
+            else:
+                encoded = wire.encode(wire.success_from_result(result))
+            if result.error_code is not _NOT_FOUND:  # unknown keys are unbounded
+                self.items[cache_key] = encoded
+        return encoded
 
 
-def _not_ready(state: State) -> Response[bytes]:
-    return Response(
-        _NOT_READY,
-        status_code=503,
-        media_type=_JSON,
-        headers={"Retry-After": "1", "X-Flagport-Worker": state.pid},
-    )
+def _cache(state: State, snapshot: CompiledSnapshot) -> WireCache:
+    cache: WireCache | None = state.wire_cache
+    if cache is None or cache.version != snapshot.version:
+        cache = WireCache(snapshot, state.event_stream)
+        state.wire_cache = cache
+    return cache
+
+
+class RawResponse:
+    """A pre-encoded answer sent straight to ASGI. Litestar passes a handler's return value
+    through untouched when the handler is annotated to return an ASGI callable, which skips
+    its header bookkeeping (a third of a bare request's cost)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _answer(
+    state: State,
+    body: bytes,
+    status: int = 200,
+    version: bytes | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> RawResponse:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-flagport-worker", state.pid_header),
+    ]
+    if version is not None:
+        headers.append((b"x-flagport-snapshot", version))
+    if extra:
+        headers.extend(extra)
+    return RawResponse(body, status, headers)
+
+
+def _gate(request: Request[Any, Any, State], state: State) -> RawResponse | None:
+    """The answer to send instead of evaluating (auth failure, not ready), if any."""
+    if not state.evaluation_open:
+        problem = evaluation_token_problem(request)
+        if problem is not None:
+            body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=problem))
+            return _answer(state, body, 401, extra=[(b"www-authenticate", b"Bearer")])
+    if state.runtime.snapshot is None:
+        return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
+    return None
 
 
 def context_problem(context: Any) -> tuple[str, str] | None:
@@ -56,76 +144,78 @@ def context_problem(context: Any) -> tuple[str, str] | None:
     return None
 
 
-_ABSENT = object()
-
-
-def _single(state: State, snapshot: CompiledSnapshot, result: EvaluationResult) -> Response[bytes]:
-    headers = _headers(state, snapshot)
+def _single(state: State, snapshot: CompiledSnapshot, result: EvaluationResult) -> RawResponse:
+    cache = _cache(state, snapshot)
     if result.reason is not _ERROR:
         state.metrics.count(result)
-        return Response(
-            wire.encode(wire.success_from_result(result)), media_type=_JSON, headers=headers
-        )
-    if result.error_code is ErrorCode.FLAG_NOT_FOUND:
+        return _answer(state, cache.item(result), 200, cache.version_header)
+    if result.error_code is _NOT_FOUND:
         # Callers choose unknown keys: one label for all of them keeps the metric bounded.
         state.metrics.count(msgspec.structs.replace(result, key=UNKNOWN_FLAG_LABEL))
         status = 404
     else:
         state.metrics.count(result)
         status = 500 if result.error_code is ErrorCode.GENERAL else 400
-    return Response(
-        wire.encode(wire.failure_from_result(result)),
-        status_code=status,
-        media_type=_JSON,
-        headers=headers,
-    )
+    return _answer(state, cache.item(result), status, cache.version_header)
+
+
+_SINGLE_RESPONSES = {
+    200: ResponseSpec(data_container=wire.EvaluationSuccess, description="The flag's value"),
+    400: ResponseSpec(
+        data_container=wire.EvaluationFailure,
+        description="Invalid context, missing targeting key, or a flag that failed to parse",
+    ),
+    401: ResponseSpec(data_container=wire.RequestFailure, description="Token required"),
+    404: ResponseSpec(data_container=wire.EvaluationFailure, description="Flag not found"),
+    503: ResponseSpec(data_container=wire.RequestFailure, description="No snapshot loaded yet"),
+}
 
 
 @post(
     "/ofrep/v1/evaluate/flags/{key:str}",
-    guards=[evaluation_guard],
     status_code=200,
     name="ofrep-single",
     summary="Evaluate one flag (OFREP)",
     tags=["evaluation"],
+    responses=_SINGLE_RESPONSES,
 )
 async def ofrep_single(
     key: str, data: wire.EvaluationRequest, request: Request[Any, Any, State]
-) -> Response[bytes]:
+) -> RawResponse:
     state = request.app.state
-    snapshot = state.runtime.snapshot
-    if snapshot is None:
-        return _not_ready(state)
+    refusal = _gate(request, state)
+    if refusal is not None:
+        return refusal
+    snapshot: CompiledSnapshot = state.runtime.snapshot
     problem = context_problem(data.context)
     if problem is not None:
         body = wire.encode(
             wire.EvaluationFailure(key=key, errorCode=problem[0], errorDetails=problem[1])
         )
-        return Response(body, status_code=400, media_type=_JSON, headers=_headers(state, snapshot))
+        return _answer(state, body, 400, _cache(state, snapshot).version_header)
     return _single(state, snapshot, snapshot.evaluate(key, data.context, time.time()))
 
 
 @get(
     "/v1/evaluate/{key:str}",
-    guards=[evaluation_guard],
     name="evaluate-get",
     summary="Evaluate one flag from query parameters (values are strings)",
     tags=["evaluation"],
+    responses=_SINGLE_RESPONSES,
 )
-async def evaluate_get(key: str, request: Request[Any, Any, State]) -> Response[bytes]:
+async def evaluate_get(key: str, request: Request[Any, Any, State]) -> RawResponse:
     state = request.app.state
-    snapshot = state.runtime.snapshot
-    if snapshot is None:
-        return _not_ready(state)
+    refusal = _gate(request, state)
+    if refusal is not None:
+        return refusal
+    snapshot: CompiledSnapshot = state.runtime.snapshot
     context = dict(request.query_params)
     return _single(state, snapshot, snapshot.evaluate(key, context, time.time()))
 
 
 def _check_last_modified(value: str | None) -> str | None:
     """OFREP's ``flagConfigLastModified``: epoch seconds or an ISO-8601 date-time."""
-    if value is None:
-        return None
-    if value.isdigit():
+    if value is None or value.isdigit():
         return None
     try:
         datetime.datetime.fromisoformat(value)
@@ -138,11 +228,20 @@ def _check_last_modified(value: str | None) -> str | None:
 
 @post(
     "/ofrep/v1/evaluate/flags",
-    guards=[evaluation_guard],
     status_code=200,
     name="ofrep-bulk",
     summary="Evaluate every flag (OFREP bulk)",
     tags=["evaluation"],
+    responses={
+        200: ResponseSpec(
+            data_container=wire.BulkEvaluationResponse,
+            description="Every flag's value or error; ETag for If-None-Match",
+        ),
+        304: ResponseSpec(data_container=None, description="Unchanged since the ETag"),
+        400: ResponseSpec(data_container=wire.RequestFailure, description="Invalid context"),
+        401: ResponseSpec(data_container=wire.RequestFailure, description="Token required"),
+        503: ResponseSpec(data_container=wire.RequestFailure, description="No snapshot yet"),
+    },
 )
 async def ofrep_bulk(
     data: wire.EvaluationRequest,
@@ -152,12 +251,13 @@ async def ofrep_bulk(
     flag_config_last_modified: str | None = Parameter(
         query="flagConfigLastModified", default=None, required=False
     ),
-) -> Response[bytes]:
+) -> RawResponse:
     state = request.app.state
-    snapshot = state.runtime.snapshot
-    if snapshot is None:
-        return _not_ready(state)
-    headers = _headers(state, snapshot)
+    refusal = _gate(request, state)
+    if refusal is not None:
+        return refusal
+    snapshot: CompiledSnapshot = state.runtime.snapshot
+    cache = _cache(state, snapshot)
     problem = context_problem(data.context) or (
         ("INVALID_CONTEXT", bad)
         if (bad := _check_last_modified(flag_config_last_modified))
@@ -165,27 +265,22 @@ async def ofrep_bulk(
     )
     if problem is not None:
         body = wire.encode(wire.RequestFailure(errorCode=problem[0], errorDetails=problem[1]))
-        return Response(body, status_code=400, media_type=_JSON, headers=headers)
+        return _answer(state, body, 400, cache.version_header)
     context = data.context
-    digest = hashlib.blake2b(
-        msgspec.json.encode(context, order="sorted"), digest_size=8
-    ).hexdigest()
-    etag = f'"{snapshot.version}-{digest}"'
-    headers["ETag"] = etag
-    if if_none_match is not None and if_none_match.strip() == etag:
-        return Response(b"", status_code=304, headers=headers)
-    results = snapshot.evaluate_all(context, time.time())
-    state.metrics.count_many(results.values())
-    items: list[wire.EvaluationSuccess | wire.EvaluationFailure] = [
-        wire.failure_from_result(r) if r.reason is _ERROR else wire.success_from_result(r)
-        for r in results.values()
-    ]
-    answer = wire.BulkEvaluationResponse(
-        flags=items,
-        eventStreams=[state.event_stream],
-        metadata={"snapshotVersion": snapshot.version},
-    )
-    return Response(wire.encode(answer), media_type=_JSON, headers=headers)
+    digest = hashlib.blake2b(msgspec.json.encode(context, order="sorted"), digest_size=8)
+    etag = f'"{snapshot.version}-{digest.hexdigest()}"'.encode()
+    if if_none_match is not None and if_none_match.strip().encode() == etag:
+        headers = [
+            (b"etag", etag),
+            (b"x-flagport-snapshot", cache.version_header),
+            (b"x-flagport-worker", state.pid_header),
+        ]
+        return RawResponse(b"", 304, headers)
+    results = snapshot.evaluate_all(context, time.time()).values()
+    state.metrics.count_many(results)
+    item = cache.item
+    body = b'{"flags":[' + b",".join([item(r) for r in results]) + cache.bulk_tail
+    return _answer(state, body, 200, cache.version_header, [(b"etag", etag)])
 
 
 evaluation_routes = [ofrep_single, ofrep_bulk, evaluate_get]

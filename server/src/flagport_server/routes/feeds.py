@@ -12,11 +12,12 @@ from types import FrameType
 from typing import Any
 
 import msgspec
-from flagport_server.auth import evaluation_guard
-from flagport_server.state import Runtime
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from flagport_server.auth import evaluation_guard
+from flagport_server.state import Runtime
 
 __all__ = ["feed_routes"]
 

@@ -8,8 +8,8 @@ import datetime as dt
 from typing import Any, Final
 
 import msgspec
-from flagport.engine import Flag, Segment
 
+from flagport.engine import Flag, Segment
 from flagport_server.errors import InvalidInput, VersionConflict
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, TokenRecord
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import msgspec
+
 from flagport.engine import Flag, Segment, SnapshotDocument
 
 __all__ = [

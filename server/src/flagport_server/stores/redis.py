@@ -55,7 +55,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
-from flagport.engine import Flag, Segment, SnapshotDocument
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -64,6 +63,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from flagport.engine import Flag, Segment, SnapshotDocument
 from flagport_server.errors import AlreadyExists, InvalidInput, StoreError, StoreUnavailable
 from flagport_server.stores import _common
 from flagport_server.stores.base import (

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 import msgspec
-from flagport.engine import Flag, Segment, SnapshotDocument
 
+from flagport.engine import Flag, Segment, SnapshotDocument
 from flagport_server.errors import AlreadyExists, StoreError, StoreUnavailable
 from flagport_server.stores import _common
 from flagport_server.stores.base import (

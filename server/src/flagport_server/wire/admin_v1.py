@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
+
 from flagport.engine import Flag, Rule, Segment
 from flagport.engine.models import MAX_KEY_LENGTH
-
 from flagport_server.stores.base import AuditEntry, WorkerStatus
 
 __all__ = [

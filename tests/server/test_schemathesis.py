@@ -122,12 +122,6 @@ def test_served_schema(server: RunningServer, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Litestar converts request bodies with msgspec strict=False, so the admin API "
-    'accepts wrong types ("percentage": "10", "all": 0); enable/disable document a '
-    "required body they do not need",
-)
 def test_served_schema_rejects_bad_input(server: RunningServer, tmp_path: Path) -> None:
     result = run_schemathesis(
         server.url + "/schema/openapi.json",

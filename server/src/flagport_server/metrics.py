@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from collections import Counter as Tally
 from collections.abc import Iterable
+from time import perf_counter
 
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,6 +28,24 @@ from prometheus_client import (
 from flagport.engine import EvaluationResult
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def _route_label(path: str) -> str:
+    """A bounded route label (never the flag key: callers choose those)."""
+    if path.startswith("/ofrep/v1/evaluate/flags/"):
+        return "ofrep_single"
+    if path == "/ofrep/v1/evaluate/flags":
+        return "ofrep_bulk"
+    if path.startswith("/v1/evaluate/"):
+        return "evaluate_get"
+    if path.startswith("/v1/"):
+        return "feeds"
+    if path.startswith("/admin/"):
+        return "admin"
+    return "operations"
+
 
 _MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 _LATENCY_BUCKETS = (
@@ -100,6 +121,7 @@ class Metrics:
             registry=registry,
         )
         self._pending: Tally[tuple[str, str, str]] = Tally()
+        self._latencies: list[tuple[str, str, float]] = []
         self._pid = str(os.getpid())
 
     # -- request path -------------------------------------------------------------------
@@ -118,6 +140,40 @@ class Metrics:
         pending, self._pending = self._pending, Tally()
         for (flag, variant, reason), n in pending.items():
             self.evaluations.labels(flag, variant, reason).inc(n)
+        latencies, self._latencies = self._latencies, []
+        for route, status, seconds in latencies:
+            self.requests.labels(route, status).observe(seconds)
+
+    def latency_middleware(self, app: ASGIApp) -> ASGIApp:
+        """ASGI middleware timing each request; the observation is a list append here and
+        a histogram update in :meth:`flush`, off the request path."""
+        latencies = self  # the list is swapped on flush: always read it through self
+
+        async def timed(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.HTTP or scope["path"] == "/v1/stream":
+                await app(scope, receive, send)
+                return
+            started = perf_counter()
+            status = 500
+
+            async def send_and_note(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_and_note)
+            finally:
+                latencies._latencies.append(
+                    (
+                        _route_label(scope["path"]),
+                        _STATUS_CLASS.get(status // 100, "5xx"),
+                        perf_counter() - started,
+                    )
+                )
+
+        return timed
 
     def observe_worker(
         self, version: int, age: float, store_up: bool, regressed: bool = False

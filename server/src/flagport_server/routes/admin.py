@@ -6,7 +6,7 @@ Every write answers ``{"flag": {...}, "snapshot_version": N}`` (or the list it c
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post, put
@@ -26,6 +26,7 @@ from flagport_server.wire.admin_v1 import (
     ExplainRequest,
     FlagCreate,
     FlagList,
+    FlagReplace,
     FlagView,
     FlagWriteResponse,
     ImportResponse,
@@ -48,6 +49,26 @@ __all__ = ["admin_router"]
 AdminRequest = Request[Any, Any, State]
 
 
+T = TypeVar("T")
+
+
+async def _strict(request: AdminRequest, kind: type[T], default: T | None = None) -> T:
+    """The body decoded with msgspec's strict rules. Litestar converts bodies leniently
+    (``"10"`` becomes ``10.0``, ``1`` becomes ``true``); the admin API refuses wrong JSON
+    types instead, naming the field. The typed ``data`` parameters stay for the OpenAPI
+    document (and Litestar's own checks run first)."""
+    body = await request.body()
+    if not body.strip() and default is not None:
+        return default
+    try:
+        return msgspec.json.decode(body, type=kind, strict=True)
+    except msgspec.ValidationError as error:
+        message, _, where = str(error).partition(" - at `")
+        raise InvalidInput(message, where.rstrip("`") or None) from None
+    except msgspec.DecodeError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+
+
 def _service(request: AdminRequest) -> AdminService:
     return request.app.state.service  # type: ignore[no-any-return]
 
@@ -67,6 +88,7 @@ async def list_flags(request: AdminRequest) -> FlagList:
 
 @post("/flags", status_code=201, summary="Create a flag (409 if it exists)")
 async def create_flag(data: FlagCreate, request: AdminRequest) -> FlagWriteResponse:
+    data = await _strict(request, FlagCreate)
     fields = msgspec.structs.asdict(data)
     key, reason = fields.pop("key"), fields.pop("reason")
     flag = Flag(**fields)
@@ -86,13 +108,18 @@ async def get_flag(key: str, request: AdminRequest) -> Response[FlagView]:
 )
 async def replace_flag(
     key: str,
-    data: Flag,
+    data: FlagReplace,
     request: AdminRequest,
     if_match: str | None = Parameter(header="If-Match", default=None, required=False),
     reason: str | None = Parameter(query="reason", default=None, required=False),
 ) -> FlagWriteResponse:
+    data = await _strict(request, FlagReplace)
+    fields = msgspec.structs.asdict(data)
+    body_key = fields.pop("key")
+    if body_key is not None and body_key != key:
+        raise InvalidInput(f"the body names flag {body_key!r}, the path {key!r}", "$.key")
     view, version = await _service(request).replace_flag(
-        key, data, if_match, _actor(request), reason
+        key, Flag(**fields), if_match, _actor(request), reason
     )
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
@@ -116,7 +143,7 @@ async def delete_flag(
 async def enable_flag(
     key: str, request: AdminRequest, data: EnableRequest | None = None
 ) -> FlagWriteResponse:
-    body = data or EnableRequest()
+    body = await _strict(request, EnableRequest, EnableRequest())
     view, version = await _service(request).enable(
         key, body.percentage, _actor(request), body.reason
     )
@@ -127,13 +154,14 @@ async def enable_flag(
 async def disable_flag(
     key: str, request: AdminRequest, data: DisableRequest | None = None
 ) -> FlagWriteResponse:
-    body = data or DisableRequest()
+    body = await _strict(request, DisableRequest, DisableRequest())
     views, version = await _service(request).disable([key], _actor(request), body.reason)
     return FlagWriteResponse(flag=views[0], snapshot_version=version)
 
 
 @post("/kill", status_code=200, summary="Disable several flags at once (keys, a tag, or all)")
 async def kill(data: KillRequest, request: AdminRequest) -> KillResponse:
+    data = await _strict(request, KillRequest)
     views, version = await _service(request).kill(
         data.keys, data.tag, data.all, _actor(request), data.reason
     )
@@ -183,6 +211,7 @@ async def list_tokens(request: AdminRequest) -> TokenList:
 
 @post("/tokens", status_code=201, summary="Create a token; the secret is shown once")
 async def create_token(data: TokenCreate, request: AdminRequest) -> TokenCreated:
+    data = await _strict(request, TokenCreate)
     record, secret = await _service(request).create_token(data.name, data.scope, _actor(request))
     return TokenCreated(token=_token_view(record), secret=secret)
 
@@ -201,6 +230,7 @@ async def propagation(
 
 @put("/flags/{key:str}/targets", summary="Set the flag's individual targets")
 async def put_targets(key: str, data: TargetsRequest, request: AdminRequest) -> FlagWriteResponse:
+    data = await _strict(request, TargetsRequest)
     view, version = await _service(request).set_targets(
         key, data.targets, _actor(request), data.reason
     )
@@ -209,12 +239,14 @@ async def put_targets(key: str, data: TargetsRequest, request: AdminRequest) -> 
 
 @put("/flags/{key:str}/rules", summary="Replace the flag's ordered rules")
 async def put_rules(key: str, data: RulesRequest, request: AdminRequest) -> FlagWriteResponse:
+    data = await _strict(request, RulesRequest)
     view, version = await _service(request).set_rules(key, data.rules, _actor(request), data.reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
 @post("/flags/{key:str}/explain", status_code=200, summary="Explain an evaluation step by step")
 async def explain_flag(key: str, data: ExplainRequest, request: AdminRequest) -> dict[str, Any]:
+    data = await _strict(request, ExplainRequest)
     snapshot = request.app.state.runtime.snapshot
     if snapshot is None:
         raise StoreUnavailable("no snapshot loaded yet")
@@ -253,6 +285,7 @@ async def put_segment(
     if_match: str | None = Parameter(header="If-Match", default=None, required=False),
     reason: str | None = Parameter(query="reason", default=None, required=False),
 ) -> Response[SegmentWriteResponse]:
+    data = await _strict(request, Segment)
     segment, version, created = await _service(request).put_segment(
         key, data, if_match, _actor(request), reason
     )

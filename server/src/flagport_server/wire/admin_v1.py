@@ -38,6 +38,13 @@ class FlagCreate(Flag, kw_only=True, forbid_unknown_fields=True):
     reason: Reason | None = None
 
 
+class FlagReplace(Flag, kw_only=True, forbid_unknown_fields=True):
+    """A whole flag for ``PUT``: what ``GET`` returned, edited (``key``, if present, must
+    name the same flag; versions and timestamps are set by the server)."""
+
+    key: str | None = None
+
+
 class FlagView(Flag, kw_only=True, omit_defaults=False):
     key: str
 

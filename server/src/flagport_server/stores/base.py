@@ -19,15 +19,25 @@ import msgspec
 from flagport.engine import Flag, Segment, SnapshotDocument
 
 __all__ = [
+    "STATS_HOURS_KEPT",
+    "STATS_MINUTES_KEPT",
     "AuditEntry",
     "AuditQuery",
     "CommitResult",
+    "FlagSeen",
     "Mutation",
+    "StatsBatch",
+    "StatsView",
     "Store",
     "StoreState",
     "TokenRecord",
     "WorkerStatus",
 ]
+
+#: Unique-unit sketches and hourly evaluation counts are kept this many hours (7 days).
+STATS_HOURS_KEPT = 7 * 24
+#: The per-minute series is kept this many minutes (48 hours).
+STATS_MINUTES_KEPT = 48 * 60
 
 
 class Mutation(msgspec.Struct, frozen=True):
@@ -94,6 +104,54 @@ class WorkerStatus(msgspec.Struct, frozen=True):
     applied_version: int
     heartbeat_at: float  # seconds since the epoch
     started_at: float = 0.0
+
+
+class StatsBatch(msgspec.Struct, frozen=True):
+    """Counts gathered by one worker since its last flush, added to whatever the store has
+    (every worker and every instance adds its own batches).
+
+    ``counts``: ``(flag, variant, minute, n)`` with ``minute`` the epoch second the minute
+    starts at (a multiple of 60): added to the per-minute series and to the hour's total.
+    ``units``: ``(flag, variant, hour, units)`` with ``hour`` a multiple of 3600: added to
+    that hour's unique-unit sketch. ``seen``: ``(flag, first, last)`` epoch seconds.
+    """
+
+    counts: list[tuple[str, str, int, int]] = []
+    units: list[tuple[str, str, int, list[str]]] = []
+    seen: list[tuple[str, float, float]] = []
+
+    @property
+    def empty(self) -> bool:
+        return not (self.counts or self.units or self.seen)
+
+
+class StatsView(msgspec.Struct, frozen=True):
+    """One flag's figures over the hours ``[since, until)`` (multiples of 3600).
+
+    ``evaluations`` and ``unique_units`` are per variant; ``units_seen`` is the union of
+    every variant's units and ``units_on`` the union of every variant's but the off variant
+    (each unit counted once however many hours and variants it was in). ``series`` is
+    ``(minute, {variant: n})`` for the minutes still kept (48 hours), oldest first.
+    """
+
+    key: str
+    since: int
+    until: int
+    evaluations: dict[str, int]
+    unique_units: dict[str, int]
+    units_seen: int
+    units_on: int
+    series: list[tuple[int, dict[str, int]]]
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+
+class FlagSeen(msgspec.Struct, frozen=True):
+    """When a flag was first and last evaluated (kept for as long as the store)."""
+
+    key: str
+    first_seen: float
+    last_seen: float
 
 
 class StoreState(msgspec.Struct, frozen=True):
@@ -175,3 +233,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def forget_worker(self, instance: str, pid: int) -> None:
         """Remove a worker on clean shutdown (so it is not waited for)."""
+
+    # -- stats ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def record_stats(self, batch: StatsBatch, now: float) -> None:
+        """Add ``batch`` to the stored figures (sums for counts, sketch unions for units,
+        min/max for first/last seen) and drop what is older than the retention windows
+        (relative to ``now``)."""
+
+    @abc.abstractmethod
+    async def stats(
+        self, key: str, since: int, until: int, off_variant: str | None = None
+    ) -> StatsView:
+        """``key``'s figures over the hours ``[since, until)``; ``units_on`` counts the units
+        of every variant but ``off_variant``. Empty for a flag that was never counted."""
+
+    @abc.abstractmethod
+    async def last_seen(self) -> dict[str, FlagSeen]:
+        """First and last evaluation of every flag ever counted."""

@@ -33,6 +33,10 @@ lost its script cache)::
     {p}:tokens            hash: id -> JSON; {p}:token_hashes: secret hash -> id
     {p}:workers           hash: ["instance", pid] -> JSON WorkerStatus
     {p}:commit:<uuid>     a commit's reply for 5 minutes: a retried commit is not applied twice
+    {p}:st:h:<flag>|<hour>            hash: variant -> evaluations in that hour (7 days)
+    {p}:st:m:<flag>|<hour>            hash: "<minute>|<variant>" -> evaluations (48 hours)
+    {p}:st:u:<flag>|<hour>|<variant>  HyperLogLog of the hour's units (7 days)
+    {p}:st:first, {p}:st:last         sorted sets: flag -> first / last seen (epoch seconds)
 
 A commit publishes the new snapshot version on the channel ``{p}:changes`` from inside its
 script, so a notification can never be lost between the commit and the publish; the
@@ -67,10 +71,15 @@ from flagport.engine import Flag, Segment, SnapshotDocument
 from flagport_server.errors import AlreadyExists, InvalidInput, StoreError, StoreUnavailable
 from flagport_server.stores import _common
 from flagport_server.stores.base import (
+    STATS_HOURS_KEPT,
+    STATS_MINUTES_KEPT,
     AuditEntry,
     AuditQuery,
     CommitResult,
+    FlagSeen,
     Mutation,
+    StatsBatch,
+    StatsView,
     Store,
     StoreState,
     TokenRecord,
@@ -91,6 +100,10 @@ _WORKER_RETENTION_S: Final = 86_400.0
 _COMMIT_REPLY_TTL_S: Final = 300
 #: Ids read per round trip when paging an audit index.
 _AUDIT_CHUNK: Final = 500
+#: Units per PFADD (at least 100 per command, except a batch's last few) and commands per
+#: pipeline round trip when stats are flushed.
+_PFADD_CHUNK: Final = 1000
+_PIPELINE_CHUNK: Final = 200
 
 _SCHEMES: Final = ("redis", "rediss", "redis+sentinel")
 _BOOL: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -869,6 +882,132 @@ class RedisStore(Store):
     async def forget_worker(self, instance: str, pid: int) -> None:
         field = self._worker_field(instance, pid)
         await self._command("HDEL", self._workers, field)
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def _stats_key(self, kind: str, flag: str, hour: int, variant: str | None = None) -> str:
+        # Flag keys cannot hold "|"; the variant (any text) comes last.
+        tail = f"|{variant}" if variant is not None else ""
+        return f"{self._tag}:st:{kind}:{flag}|{hour}{tail}"
+
+    async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``commands`` in non-transactional pipelines of bounded size."""
+
+        async def run(client: Redis | RedisCluster) -> list[Any]:
+            replies: list[Any] = []
+            for start in range(0, len(commands), _PIPELINE_CHUNK):
+                if isinstance(client, RedisCluster):
+                    pipe: Any = client.pipeline()
+                else:
+                    pipe = client.pipeline(transaction=False)
+                for command in commands[start : start + _PIPELINE_CHUNK]:
+                    pipe.execute_command(*command)
+                replies.extend(await pipe.execute())
+            return replies
+
+        return await self._run(run)
+
+    async def record_stats(self, batch: StatsBatch, now: float) -> None:
+        """Pipelined: HINCRBY per minute and hour, PFADD in chunks of up to 1,000 units, ZADD
+        GT/LT for last/first seen; every stats key expires with its retention window."""
+        hour_keep = (STATS_HOURS_KEPT + 2) * 3600
+        minute_keep = STATS_MINUTES_KEPT * 60 + 3600
+        commands: list[tuple[Any, ...]] = []
+        # Time to live relative to ``now`` (the caller's clock, not Redis's): data already
+        # past its retention is not written at all.
+        expiries: dict[str, int] = {}
+        for flag, variant, minute, n in batch.counts:
+            hour = minute - minute % 3600
+            hourly = self._stats_key("h", flag, hour)
+            minutely = self._stats_key("m", flag, hour)
+            if hour + hour_keep > now:
+                commands.append(("HINCRBY", hourly, variant, n))
+                expiries[hourly] = int(hour + hour_keep - now)
+            if hour + minute_keep > now:
+                commands.append(("HINCRBY", minutely, f"{minute}|{variant}", n))
+                expiries[minutely] = int(hour + minute_keep - now)
+        for flag, variant, hour, units in batch.units:
+            if hour + hour_keep <= now:
+                continue
+            key = self._stats_key("u", flag, hour, variant)
+            for start in range(0, len(units), _PFADD_CHUNK):
+                commands.append(("PFADD", key, *units[start : start + _PFADD_CHUNK]))
+            # The hour's hash lists the variants whose sketches exist.
+            hourly = self._stats_key("h", flag, hour)
+            commands.append(("HINCRBY", hourly, variant, 0))
+            expiries[key] = expiries[hourly] = int(hour + hour_keep - now)
+        for key, ttl in expiries.items():
+            commands.append(("EXPIRE", key, max(ttl, 1)))
+        for flag, first, last in batch.seen:
+            commands.append(("ZADD", f"{self._tag}:st:first", "LT", first, flag))
+            commands.append(("ZADD", f"{self._tag}:st:last", "GT", last, flag))
+        if commands:
+            await self._pipelined(commands)
+
+    async def stats(
+        self, key: str, since: int, until: int, off_variant: str | None = None
+    ) -> StatsView:
+        hours = list(range(since - since % 3600, until, 3600))
+        commands: list[tuple[Any, ...]] = [("HGETALL", self._stats_key("h", key, h)) for h in hours]
+        commands += [("HGETALL", self._stats_key("m", key, h)) for h in hours]
+        commands.append(("ZSCORE", f"{self._tag}:st:first", key))
+        commands.append(("ZSCORE", f"{self._tag}:st:last", key))
+        replies = await self._pipelined(commands)
+        evaluations: dict[str, int] = {}
+        sketches: dict[str, list[str]] = {}
+        for hour, reply in zip(hours, replies[: len(hours)], strict=True):
+            for variant, n in _as_dict(reply).items():
+                evaluations[variant] = evaluations.get(variant, 0) + int(n)
+                sketches.setdefault(variant, []).append(self._stats_key("u", key, hour, variant))
+        series: dict[int, dict[str, int]] = {}
+        for reply in replies[len(hours) : 2 * len(hours)]:
+            for field, n in _as_dict(reply).items():
+                minute, _, variant = field.partition("|")
+                if since <= int(minute) < until:
+                    series.setdefault(int(minute), {})[variant] = int(n)
+        first, last = replies[-2], replies[-1]
+        every = [k for group in sketches.values() for k in group]
+        on = [k for v, group in sketches.items() if v != off_variant for k in group]
+        counts = await self._pipelined(
+            [("PFCOUNT", *group) for group in sketches.values()]
+            + [("PFCOUNT", *keys) for keys in (every, on) if keys]
+        )
+        unique = dict(zip(sketches, counts, strict=False))
+        tail = counts[len(sketches) :]
+        units_seen = int(tail[0]) if every else 0
+        units_on = int(tail[1]) if on else 0
+        return StatsView(
+            key=key,
+            since=since,
+            until=until,
+            evaluations=evaluations,
+            unique_units={v: int(n) for v, n in unique.items()},
+            units_seen=units_seen,
+            units_on=units_on,
+            series=sorted(series.items()),
+            first_seen=float(first) if first is not None else None,
+            last_seen=float(last) if last is not None else None,
+        )
+
+    async def last_seen(self) -> dict[str, FlagSeen]:
+        first, last = await self._pipelined(
+            [
+                ("ZRANGE", f"{self._tag}:st:first", 0, -1, "WITHSCORES"),
+                ("ZRANGE", f"{self._tag}:st:last", 0, -1, "WITHSCORES"),
+            ]
+        )
+        firsts = _scores(first)
+        return {
+            flag: FlagSeen(flag, firsts.get(flag, at), at) for flag, at in _scores(last).items()
+        }
+
+
+def _scores(reply: Any) -> dict[str, float]:
+    """ZRANGE ... WITHSCORES: pairs (parsed by the client) or a flat list."""
+    items = list(reply)
+    if items and isinstance(items[0], list | tuple):
+        return {str(k): float(v) for k, v in items}
+    return {str(items[i]): float(items[i + 1]) for i in range(0, len(items), 2)}
 
 
 _Decoded = TypeVar("_Decoded")

@@ -32,12 +32,17 @@ import msgspec
 
 from flagport.engine import Flag, Segment, SnapshotDocument
 from flagport_server.errors import AlreadyExists, StoreError, StoreUnavailable
-from flagport_server.stores import _common
+from flagport_server.stores import _common, _sketch
 from flagport_server.stores.base import (
+    STATS_HOURS_KEPT,
+    STATS_MINUTES_KEPT,
     AuditEntry,
     AuditQuery,
     CommitResult,
+    FlagSeen,
     Mutation,
+    StatsBatch,
+    StatsView,
     Store,
     StoreState,
     TokenRecord,
@@ -101,6 +106,30 @@ CREATE TABLE IF NOT EXISTS workers (
     heartbeat_at REAL NOT NULL,
     started_at REAL NOT NULL,
     PRIMARY KEY (instance, pid)
+) WITHOUT ROWID;
+-- Stats (issue 9): per flag/variant/hour evaluations and a DataSketches HLL of the units
+-- (kept 7 days), per-minute evaluations (kept 48 hours), first/last seen (kept).
+CREATE TABLE IF NOT EXISTS stats_hours (
+    flag TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    evaluations INTEGER NOT NULL DEFAULT 0,
+    sketch BLOB,
+    UNIQUE (flag, hour, variant)
+);
+CREATE INDEX IF NOT EXISTS stats_hours_by_hour ON stats_hours (hour);
+CREATE TABLE IF NOT EXISTS stats_minutes (
+    flag TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    evaluations INTEGER NOT NULL,
+    PRIMARY KEY (flag, minute, variant)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stats_minutes_by_minute ON stats_minutes (minute);
+CREATE TABLE IF NOT EXISTS stats_seen (
+    flag TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -569,6 +598,104 @@ class SQLiteStore(Store):
             conn.execute("DELETE FROM workers WHERE instance = ? AND pid = ?", (instance, pid))
 
         await self._write(forget)
+
+    # -- stats ------------------------------------------------------------------------------
+
+    async def record_stats(self, batch: StatsBatch, now: float) -> None:
+        """Add the batch in one transaction: counts are summed, each hour's sketch is the
+        union of the stored one and the batch's (built before the write lock is taken)."""
+        hours: dict[tuple[str, str, int], int] = {}
+        for flag, variant, minute, n in batch.counts:
+            slot = (flag, variant, minute - minute % 3600)
+            hours[slot] = hours.get(slot, 0) + n
+        sketches = await asyncio.to_thread(
+            lambda: [(f, v, h, _sketch.sketch_of(u)) for f, v, h, u in batch.units if u]
+        )
+        oldest_hour = int(now // 3600) * 3600 - (STATS_HOURS_KEPT + 1) * 3600
+        oldest_minute = int(now // 60) * 60 - STATS_MINUTES_KEPT * 60
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO stats_minutes (flag, minute, variant, evaluations) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (flag, minute, variant) DO UPDATE SET "
+                "evaluations = evaluations + excluded.evaluations",
+                [(f, m, v, n) for f, v, m, n in batch.counts],
+            )
+            conn.executemany(
+                "INSERT INTO stats_hours (flag, hour, variant, evaluations) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (flag, hour, variant) DO UPDATE SET "
+                "evaluations = evaluations + excluded.evaluations",
+                [(f, h, v, n) for (f, v, h), n in hours.items()],
+            )
+            for flag, variant, hour, added in sketches:
+                row = conn.execute(
+                    "SELECT sketch FROM stats_hours WHERE flag = ? AND hour = ? AND variant = ?",
+                    (flag, hour, variant),
+                ).fetchone()
+                merged = _sketch.merge(row[0] if row else None, added)
+                conn.execute(
+                    "INSERT INTO stats_hours (flag, hour, variant, sketch) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (flag, hour, variant) DO UPDATE SET sketch = excluded.sketch",
+                    (flag, hour, variant, merged),
+                )
+            conn.executemany(
+                "INSERT INTO stats_seen (flag, first_seen, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (flag) DO UPDATE SET "
+                "first_seen = min(first_seen, excluded.first_seen), "
+                "last_seen = max(last_seen, excluded.last_seen)",
+                batch.seen,
+            )
+            conn.execute("DELETE FROM stats_hours WHERE hour < ?", (oldest_hour,))
+            conn.execute("DELETE FROM stats_minutes WHERE minute < ?", (oldest_minute,))
+
+        await self._write(record)
+
+    async def stats(
+        self, key: str, since: int, until: int, off_variant: str | None = None
+    ) -> StatsView:
+        def read(conn: sqlite3.Connection) -> StatsView:
+            evaluations: dict[str, int] = {}
+            blobs: dict[str, list[bytes]] = {}
+            for variant, n, blob in conn.execute(
+                "SELECT variant, evaluations, sketch FROM stats_hours "
+                "WHERE flag = ? AND hour >= ? AND hour < ? ORDER BY hour",
+                (key, since, until),
+            ):
+                evaluations[variant] = evaluations.get(variant, 0) + n
+                if blob is not None:
+                    blobs.setdefault(variant, []).append(blob)
+            series: dict[int, dict[str, int]] = {}
+            for minute, variant, n in conn.execute(
+                "SELECT minute, variant, evaluations FROM stats_minutes "
+                "WHERE flag = ? AND minute >= ? AND minute < ? ORDER BY minute",
+                (key, since, until),
+            ):
+                series.setdefault(minute, {})[variant] = n
+            seen = conn.execute(
+                "SELECT first_seen, last_seen FROM stats_seen WHERE flag = ?", (key,)
+            ).fetchone()
+            on = [b for v, group in blobs.items() if v != off_variant for b in group]
+            return StatsView(
+                key=key,
+                since=since,
+                until=until,
+                evaluations=evaluations,
+                unique_units={v: _sketch.estimate(blobs.get(v, [])) for v in evaluations},
+                units_seen=_sketch.estimate(b for group in blobs.values() for b in group),
+                units_on=_sketch.estimate(on),
+                series=sorted(series.items()),
+                first_seen=seen[0] if seen else None,
+                last_seen=seen[1] if seen else None,
+            )
+
+        return await self._read(read)
+
+    async def last_seen(self) -> dict[str, FlagSeen]:
+        def read(conn: sqlite3.Connection) -> dict[str, FlagSeen]:
+            rows = conn.execute("SELECT flag, first_seen, last_seen FROM stats_seen")
+            return {flag: FlagSeen(flag, first, last) for flag, first, last in rows}
+
+        return await self._read(read)
 
 
 _TABLES: Final = {"flag": "flags", "segment": "segments"}

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from tests.support.tools import require_tool
 
-__all__ = ["WrkResult", "pin_process_group", "post_script", "quantile", "wrk"]
+__all__ = [
+    "WrkResult",
+    "group_cpu_seconds",
+    "pin_process_group",
+    "post_script",
+    "quantile",
+    "wrk",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,22 @@ def pin_process_group(group: int, cpu: int) -> None:
                 os.sched_setaffinity(int(tid), {cpu})
         except (OSError, ValueError, IndexError):
             continue
+
+
+def group_cpu_seconds(group: int) -> float:
+    """User + system CPU seconds used so far by every process in process group ``group``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def _milliseconds(text: str) -> float:

@@ -275,6 +275,7 @@ class CompiledFlag:
         "broken",
         "bucket_by",
         "constant",
+        "declared_gates",
         "enabled",
         "evaluate",
         "flag",
@@ -308,6 +309,9 @@ class CompiledFlag:
         self.bucket_by = flag.bucket_by
         self.prefix = (flag.salt if flag.salt is not None else key) + ":"
         self.gates: list[_Gate] = []
+        #: Every ancestor and prerequisite, before folding drops the constant ones
+        #: (``explain`` shows them all).
+        self.declared_gates: list[_Gate] = []
         self.targets: dict[str, str] = {}
         self.rules: list[_CompiledRule] = []
         self.split = _Split(BUCKETS, None, "", {})
@@ -444,6 +448,7 @@ class CompiledFlag:
         comes first always blocks it. Gates must be folded first (topological order), so a
         chain of plain 100 % parents, or the children of a disabled parent, cost nothing
         per evaluation."""
+        self.declared_gates = list(self.gates)
         if self.broken is not None:
             self.constant = self._broken_result()
             return

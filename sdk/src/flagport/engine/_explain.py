@@ -13,7 +13,7 @@ from typing import Any
 import mmh3
 
 from flagport.engine._bucketing import BUCKETS
-from flagport.engine._compile import CompiledFlag, CompiledSnapshot, _Split
+from flagport.engine._compile import CompiledFlag, CompiledSnapshot, _Split, _unit_text
 from flagport.engine.models import EvaluationResult
 
 __all__ = ["explain"]
@@ -46,20 +46,14 @@ def _split_trace(flag: CompiledFlag, split: _Split, context: Mapping[str, Any]) 
     if not split.needs_unit():
         trace["needs_unit"] = False
         return trace
-    unit = context.get(flag.bucket_by)
     trace["bucket_by"] = flag.bucket_by
-    if type(unit) is int:
-        unit = str(unit)
-    if type(unit) is not str or not unit:
-        trace["unit"] = unit
+    unit = _unit_text(context.get(flag.bucket_by))
+    if type(unit) is not str:  # missing, or not a usable unit (the result says which)
+        trace["unit"] = None
         trace["included"] = None
         return trace
     hash_input = flag.prefix + unit
-    try:
-        hashed = mmh3.hash(hash_input, 0, False)
-    except (UnicodeEncodeError, ValueError):
-        trace["unit"] = None
-        return trace
+    hashed = mmh3.hash(hash_input, 0, False)
     bucket = (hashed * BUCKETS) >> 32
     trace.update(
         unit=unit,
@@ -82,7 +76,7 @@ def _explain_flag(
     if flag.broken is not None:
         trace["broken"] = str(flag.broken)
     gates = []
-    for gate in flag.gates:
+    for gate in flag.declared_gates:
         upstream = gate.flag.evaluate(context, now)
         gates.append(
             {
@@ -94,13 +88,17 @@ def _explain_flag(
         )
     if gates:
         trace["gates"] = gates
+    blocking = next((gate["key"] for gate in gates if not gate["passes"]), None)
+    if blocking is not None:  # the flag's own steps were never reached
+        trace["steps"] = [{"step": "gated", "by": blocking}]
+        trace["result"] = _result(flag.evaluate(context, now))
+        return trace
     steps: list[dict[str, Any]] = [{"step": "enabled", "value": flag.enabled}]
     targeted = None
     if flag.enabled and flag.targets:
-        key = context.get("targetingKey")
-        key_text = str(key) if type(key) is int else key
+        key_text = _unit_text(context.get("targetingKey"))
         targeted = flag.targets.get(key_text) if type(key_text) is str else None
-        steps.append({"step": "targets", "targetingKey": key, "matched": targeted})
+        steps.append({"step": "targets", "targetingKey": key_text, "matched": targeted})
     if flag.enabled and targeted is None:
         for index, rule in enumerate(flag.rules):
             conditions = [bool(matcher(context, now)) for matcher in rule.conditions]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-import os
-import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import Flags, run_flags
-from tests.support.server import ADMIN_TOKEN, RunningServer, free_port, start_server
+from tests.support.server import ADMIN_TOKEN, RunningServer, free_port
 
 
 def snapshot_version(flags: Flags) -> int:
@@ -180,18 +181,40 @@ def test_prerequisite_cycle_is_refused_and_nothing_applied(flags: Flags, tmp_pat
 
 
 @contextlib.contextmanager
-def stopped_instance(server: RunningServer, tmp_path: Path) -> Iterator[RunningServer]:
-    """A second instance on the same store, frozen: its worker stays "live" in the
-    propagation registry (heartbeat under 5 s old) but applies nothing."""
-    store = f"sqlite:///{server.workdir / 'flagport.db'}"
-    other = start_server(tmp_path / "frozen", store=store, extra=["--instance-id", "frozen"])
+def stopped_instance(server: RunningServer, tmp_path: Path) -> Iterator[None]:
+    """A worker that stays "live" in the propagation registry (it heartbeats) but applies
+    nothing, as a hung instance would. It writes its heartbeats straight into the store, so
+    unlike a SIGSTOPped server it can never be frozen while holding the SQLite write lock."""
+    from flagport_server.stores.base import WorkerStatus
+    from flagport_server.stores.sqlite import SQLiteStore
+
+    stop = threading.Event()
+    beating = threading.Event()
+
+    async def heartbeat() -> None:
+        store = SQLiteStore(server.workdir / "flagport.db")
+        await store.open()
+        try:
+            while not stop.is_set():
+                now = time.time()
+                status = WorkerStatus(
+                    instance="frozen", pid=4242, applied_version=0, heartbeat_at=now, started_at=now
+                )
+                await store.heartbeat(status)
+                beating.set()
+                await asyncio.sleep(0.2)
+            await store.forget_worker("frozen", 4242)
+        finally:
+            await store.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(heartbeat()), daemon=True)
+    thread.start()
+    assert beating.wait(10), "the fake worker never wrote a heartbeat"
     try:
-        os.killpg(other.process.pid, signal.SIGSTOP)
-        yield other
+        yield None
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(other.process.pid, signal.SIGCONT)
-        other.stop()
+        stop.set()
+        thread.join(10)
 
 
 def test_not_confirmed_exits_5_naming_stragglers(

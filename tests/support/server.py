@@ -91,6 +91,10 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        # Whatever the main process left behind (a worker that missed the signal) goes too:
+        # a test must never leave a server running.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def kill(self) -> None:
         """SIGKILL the whole process group (granian's main process and its workers)."""

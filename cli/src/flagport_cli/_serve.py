@@ -73,6 +73,11 @@ def _bootstrap_admin_token(loopback: bool) -> tuple[str, bool]:
 )
 @click.option("--instance-id", help="Name in the propagation registry (default: host:port).")
 @click.option(
+    "--no-stats",
+    is_flag=True,
+    help="Keep no adoption stats (flags stats, flags stale); Prometheus counters stay.",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -86,6 +91,7 @@ def serve(
     open_evaluation: bool,
     seed_file: str | None,
     instance_id: str | None,
+    no_stats: bool,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -112,6 +118,7 @@ def serve(
         seed_file=seed_file,
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",
         open_evaluation_warning=open_evaluation and not loopback,
+        stats=not no_stats,
     )
     where = f"unix://{os.path.abspath(uds)}" if uds else f"http://{host}:{port}"
     click.echo(f"Flagport listening on {where} (store: {store_url}, workers: {workers})", err=True)

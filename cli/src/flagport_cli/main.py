@@ -19,6 +19,7 @@ from flagport_cli.commands.config import diff, export, import_
 from flagport_cli.commands.flags import create, delete, list_flags, show, target
 from flagport_cli.commands.insight import audit, explain, status
 from flagport_cli.commands.state import disable, enable, kill
+from flagport_cli.commands.stats import stale, stats
 from flagport_cli.commands.tokens import token
 
 __all__ = ["cli", "main"]
@@ -69,6 +70,8 @@ for command in (
     diff,
     token,
     status,
+    stats,
+    stale,
     serve,
 ):
     cli.add_command(command)

@@ -7,10 +7,16 @@ attribute and never lock. The thread then listens on ``GET /v1/stream`` (SSE) an
 on every ``refetchEvaluation`` event. When the stream drops it reconnects with exponential
 backoff and ``Last-Event-ID``, and re-fetches the snapshot after every reconnect (an event
 may have been missed). A server without the stream is polled instead.
+
+Evaluations are counted in process (a dict lookup and an atomic ``next()`` on a per-result
+``itertools.count``, plus a set add for the unit) and a second background thread reports
+them to ``POST /v1/exposures`` every ``report_interval`` seconds and at :meth:`close`, so the
+server's adoption stats include in-process evaluations. An evaluation never waits for it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -41,6 +47,11 @@ logger = logging.getLogger("flagport")
 
 _EMPTY: Mapping[str, Any] = {}
 _STREAM_UNSUPPORTED = (404, 405, 501)
+#: The server's bounds of one exposure batch (``flagport_server.wire.stats_v1``).
+_MAX_ITEMS = 1000
+_MAX_UNITS = 1000
+#: Units kept per flag and variant while the server cannot be reached.
+_MAX_HELD_UNITS = 100_000
 StatusListener = Callable[[ClientStatus], None]
 ChangeListener = Callable[[int], None]
 Bootstrap = str | os.PathLike[str] | SnapshotDocument | Mapping[str, Any]
@@ -100,6 +111,8 @@ class LocalClient:
         stream_read_timeout: float = 45.0,
         log_interval: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        report_exposures: bool = True,
+        report_interval: float = 5.0,
     ) -> None:
         base_url, uds = split_url(url)
         self.url = url
@@ -129,8 +142,19 @@ class LocalClient:
         self._response: httpx.Response | None = None
         self._last_log = -1e9
         self.last_error: str | None = None
+        #: id(result) -> [itertools.count, bucket_by or None, units, result, reported]: the
+        #: result object is kept alive by its slot, so its id is never reused meanwhile.
+        self._tally: dict[int, list[Any]] = {}
+        self._report_interval = report_interval
+        self._report_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"flagport-local {url}", daemon=True)
         self._thread.start()
+        self._reporter: threading.Thread | None = None
+        if report_exposures:
+            self._reporter = threading.Thread(
+                target=self._report_loop, name=f"flagport-exposures {url}", daemon=True
+            )
+            self._reporter.start()
         if start_timeout > 0:
             self._first_attempt.wait(start_timeout)
 
@@ -143,7 +167,22 @@ class LocalClient:
         flag = self._flags.get(key)
         if flag is None:
             return self._is_enabled_slow(key, context, default)
-        result = flag.evaluate(_EMPTY if context is None else context)
+        if context is None:
+            context = _EMPTY
+        result = flag.evaluate(context)
+        slot = self._tally.get(id(result))
+        if slot is None:
+            self._count_new(result, context)
+        else:
+            next(slot[0])
+            by = slot[1]
+            if by is not None:
+                unit = context.get(by)
+                if unit.__class__ is str:
+                    if unit:
+                        slot[2].add(unit)
+                elif unit.__class__ is int:
+                    slot[2].add(str(unit))
         if result.error_code is None:
             value = result.value
             if value is True or value is False:
@@ -164,12 +203,12 @@ class LocalClient:
             return error_details(
                 key, default, ErrorCode.PROVIDER_NOT_READY, self._not_ready_message()
             )
+        context = _EMPTY if context is None else context
         try:
-            result = loaded.snapshot.evaluate(
-                key, _EMPTY if context is None else context, time.time()
-            )
+            result = loaded.snapshot.evaluate(key, context, time.time())
         except Exception as error:  # the engine never raises; a bad context type might
             return error_details(key, default, ErrorCode.INVALID_CONTEXT, repr(error))
+        self._count(result, context)
         return details_from_result(result, default, self._status is not ClientStatus.READY)
 
     def value(self, key: str, default: Any, context: Mapping[str, Any] | None = None) -> Any:
@@ -182,12 +221,13 @@ class LocalClient:
         if loaded is None:
             return {}
         stale = self._status is not ClientStatus.READY
+        context = _EMPTY if context is None else context
         try:
-            results = loaded.snapshot.evaluate_all(
-                _EMPTY if context is None else context, time.time()
-            )
+            results = loaded.snapshot.evaluate_all(context, time.time())
         except Exception:
             return {}
+        for result in results.values():
+            self._count(result, context)
         return {key: details_from_result(r, None, stale) for key, r in results.items()}
 
     # -- state ------------------------------------------------------------------------
@@ -236,11 +276,112 @@ class LocalClient:
         self._change_listeners.append(listener)
 
     def close(self) -> None:
-        """Stop the background thread and close the connections."""
+        """Stop the background threads, report the last exposures and close the
+        connections."""
         self._stop.set()
         self._interrupt_stream()
         self._thread.join(2.0)
+        if self._reporter is not None:
+            self._reporter.join(2.0)
+            self.report_exposures()
         self._http.close()
+
+    # -- exposures (counted on the hot path, reported from a background thread) ------
+
+    def _count_new(self, result: Any, context: Mapping[str, Any]) -> None:
+        by = None
+        if result.error_code is None and result.variant is not None:
+            loaded = self._loaded
+            compiled = loaded.snapshot.flag(result.key) if loaded is not None else None
+            by = compiled.bucket_by if compiled is not None else None
+        # setdefault: two threads meeting a new result at once share one slot.
+        slot = self._tally.setdefault(id(result), [itertools.count(), by, set(), result, 0])
+        self._count_in(slot, context)
+
+    def _count(self, result: Any, context: Mapping[str, Any]) -> None:
+        if result.error_code is ErrorCode.FLAG_NOT_FOUND:
+            return
+        slot = self._tally.get(id(result))
+        if slot is None:
+            self._count_new(result, context)
+        else:
+            self._count_in(slot, context)
+
+    @staticmethod
+    def _count_in(slot: list[Any], context: Mapping[str, Any]) -> None:
+        next(slot[0])
+        by = slot[1]
+        if by is not None:
+            unit = context.get(by)
+            if unit.__class__ is str:
+                if unit:
+                    slot[2].add(unit)
+            elif unit.__class__ is int:
+                slot[2].add(str(unit))
+
+    def _report_loop(self) -> None:
+        while not self._stop.wait(self._report_interval):
+            try:
+                self.report_exposures()
+            except Exception as error:  # never let the thread die
+                self._log(f"exposures not reported: {error!r}")
+
+    def report_exposures(self) -> int:
+        """Send the evaluations counted since the last report to ``POST /v1/exposures``
+        now (the background thread does it every ``report_interval`` seconds). Returns the
+        number of evaluations the server counted; what could not be sent is kept."""
+        with self._report_lock:
+            return self._report()
+
+    def _report(self) -> int:
+        items: list[dict[str, Any]] = []
+        pending: list[tuple[list[Any], int, list[str]]] = []
+        for slot_id, slot in list(self._tally.items()):
+            result = slot[3]
+            if result.error_code is not None or result.variant is None:
+                del self._tally[slot_id]  # errors are not exposures
+                continue
+            # The value of an itertools.count, read without advancing it.
+            counted = int(repr(slot[0])[6:-1])
+            delta = counted - slot[4]
+            units, slot[2] = slot[2], set()
+            listed = list(units)
+            if not delta and not listed:
+                if self._loaded is None or self._loaded.snapshot.flag(result.key) is None:
+                    del self._tally[slot_id]
+                continue
+            pending.append((slot, delta, listed))
+            for start in range(0, max(len(listed), 1), _MAX_UNITS):
+                items.append(
+                    {
+                        "key": result.key,
+                        "variant": result.variant,
+                        "count": delta if start == 0 else 0,
+                        "units": listed[start : start + _MAX_UNITS],
+                    }
+                )
+        if not items:
+            return 0
+        sent = 0
+        try:
+            for start in range(0, len(items), _MAX_ITEMS):
+                response = self._http.post(
+                    "/v1/exposures", json={"exposures": items[start : start + _MAX_ITEMS]}
+                )
+                if response.status_code != 200:
+                    raise _Failure(f"POST /v1/exposures answered HTTP {response.status_code}")
+                sent += int(response.json().get("evaluations", 0))
+        except (httpx.HTTPError, _Failure, ValueError) as error:
+            # Nothing is acknowledged: keep the counts and (a bounded number of) units.
+            for slot, _, listed in pending:
+                if len(slot[2]) < _MAX_HELD_UNITS:
+                    slot[2].update(listed)
+            self._log(f"exposures not reported (kept for the next report): {error}")
+            if sent == 0:
+                return 0
+        for slot, delta, _ in pending:
+            slot[4] += delta
+        return sent
 
     def _interrupt_stream(self) -> None:
         """Wake the thread blocked reading the stream: closing the response from this thread

@@ -1,17 +1,19 @@
 """Prometheus metrics, correct with several worker processes.
 
-Evaluation counts are kept in a plain dict on the request path (a dict increment, no lock,
-no file I/O) and flushed into prometheus_client's counters every second and before each
-scrape. With several workers ``flags serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the
-workers start, and prometheus_client's multiprocess collector adds up their files.
+Evaluation counts are kept by :class:`~flagport_server.stats.EvaluationCounter` on the
+request path (a dict lookup and an increment, no lock, no file I/O) and flushed into
+prometheus_client's counters every second and before each scrape; the same drained counts
+feed the adoption stats (``sink``). With several workers ``flags serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start, and prometheus_client's multiprocess
+collector adds up their files.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable
 from time import perf_counter
+from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,7 +27,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from flagport.engine import EvaluationResult
+from flagport_server.stats import EvaluationCounter
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -68,7 +70,11 @@ class Metrics:
     """One per process. In tests several apps may live in one process: each gets its own
     registry unless multiprocess mode is on."""
 
-    def __init__(self) -> None:
+    def __init__(self, counter: EvaluationCounter | None = None) -> None:
+        #: The request path's counter (see :mod:`flagport_server.stats`).
+        self.counter = counter or EvaluationCounter(lambda key: None, collect_units=False)
+        #: Called with the drained counter slots at every flush (the stats recorder).
+        self.sink: Callable[[list[list[Any]]], None] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         registry = None if _MULTIPROCESS else self.registry
         self.evaluations = Counter(
@@ -120,26 +126,32 @@ class Metrics:
             multiprocess_mode="all",
             registry=registry,
         )
-        self._pending: Tally[tuple[str, str, str]] = Tally()
+        self.exposures = Counter(
+            "flagport_exposures",
+            "Evaluations reported by in-process clients (POST /v1/exposures), by flag and variant.",
+            ["flag", "variant"],
+            registry=registry,
+        )
+        self.unique_units = Gauge(
+            "flagport_unique_units",
+            "Distinct units (bucket_by values) served each variant over the last 24 hours, "
+            "from the store (refreshed at a low rate; every worker and instance counted).",
+            ["flag", "variant"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
         self._latencies: list[tuple[str, str, float]] = []
         self._pid = str(os.getpid())
-
-    # -- request path -------------------------------------------------------------------
-
-    def count(self, result: EvaluationResult) -> None:
-        self._pending[(result.key, result.variant or "", result.reason.value)] += 1
-
-    def count_many(self, results: Iterable[EvaluationResult]) -> None:
-        pending = self._pending
-        for result in results:
-            pending[(result.key, result.variant or "", result.reason.value)] += 1
 
     # -- off the request path -----------------------------------------------------------
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, Tally()
-        for (flag, variant, reason), n in pending.items():
-            self.evaluations.labels(flag, variant, reason).inc(n)
+        slots = self.counter.take()
+        evaluations = self.evaluations
+        for result, n, _, _ in slots:
+            evaluations.labels(result.key, result.variant or "", result.reason.value).inc(n)
+        if self.sink is not None and slots:
+            self.sink(slots)
         latencies, self._latencies = self._latencies, []
         for route, status, seconds in latencies:
             self.requests.labels(route, status).observe(seconds)

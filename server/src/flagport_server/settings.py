@@ -49,6 +49,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     open_evaluation_warning: bool = False
     #: Public base URL advertised in ``eventStreams`` (default: relative ``/v1/stream``).
     public_url: str | None = None
+    #: Adoption stats (evaluations, unique units, series; DESIGN.md section 6). Off: only the
+    #: Prometheus counters are kept (``flags serve --no-stats``).
+    stats: bool = True
+    #: Seconds between two writes of a worker's stats to the store (also written at stop).
+    stats_flush_interval: float = 2.0
+    #: Seconds between two refreshes of the ``flagport_unique_units`` gauges from the store.
+    stats_gauge_interval: float = 60.0
 
     @property
     def evaluation_open(self) -> bool:

@@ -27,14 +27,13 @@ from litestar.params import Parameter
 
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason
 from flagport_server.auth import evaluation_token_problem
+from flagport_server.stats import UNKNOWN_FLAG_LABEL, UNKNOWN_RESULT
 from flagport_server.wire import ofrep_v1 as wire
 
 __all__ = ["UNKNOWN_FLAG_LABEL", "RawResponse", "WireCache", "evaluation_routes"]
 
 _ERROR = Reason.ERROR
 _NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
-#: The ``flag`` label of evaluations of unknown keys (not a valid key, so no clash).
-UNKNOWN_FLAG_LABEL = "(unknown)"
 _JSON = "application/json"
 _NOT_READY = wire.encode(
     wire.RequestFailure(errorCode="GENERAL", errorDetails="no snapshot loaded yet; retry shortly")
@@ -144,17 +143,19 @@ def context_problem(context: Any) -> tuple[str, str] | None:
     return None
 
 
-def _single(state: State, snapshot: CompiledSnapshot, result: EvaluationResult) -> RawResponse:
+def _single(
+    state: State, snapshot: CompiledSnapshot, result: EvaluationResult, context: dict[str, Any]
+) -> RawResponse:
     cache = _cache(state, snapshot)
     if result.reason is not _ERROR:
-        state.metrics.count(result)
+        state.counter.count(result, context)
         return _answer(state, cache.item(result), 200, cache.version_header)
     if result.error_code is _NOT_FOUND:
         # Callers choose unknown keys: one label for all of them keeps the metric bounded.
-        state.metrics.count(msgspec.structs.replace(result, key=UNKNOWN_FLAG_LABEL))
+        state.counter.count(UNKNOWN_RESULT, context)
         status = 404
     else:
-        state.metrics.count(result)
+        state.counter.count(result, context)
         status = 500 if result.error_code is ErrorCode.GENERAL else 400
     return _answer(state, cache.item(result), status, cache.version_header)
 
@@ -193,7 +194,8 @@ async def ofrep_single(
             wire.EvaluationFailure(key=key, errorCode=problem[0], errorDetails=problem[1])
         )
         return _answer(state, body, 400, _cache(state, snapshot).version_header)
-    return _single(state, snapshot, snapshot.evaluate(key, data.context, time.time()))
+    context = data.context
+    return _single(state, snapshot, snapshot.evaluate(key, context, time.time()), context)
 
 
 @get(
@@ -210,7 +212,7 @@ async def evaluate_get(key: str, request: Request[Any, Any, State]) -> RawRespon
         return refusal
     snapshot: CompiledSnapshot = state.runtime.snapshot
     context = dict(request.query_params)
-    return _single(state, snapshot, snapshot.evaluate(key, context, time.time()))
+    return _single(state, snapshot, snapshot.evaluate(key, context, time.time()), context)
 
 
 def _check_last_modified(value: str | None) -> str | None:
@@ -277,7 +279,7 @@ async def ofrep_bulk(
         ]
         return RawResponse(b"", 304, headers)
     results = snapshot.evaluate_all(context, time.time()).values()
-    state.metrics.count_many(results)
+    state.counter.count_many(results, context)
     item = cache.item
     body = b'{"flags":[' + b",".join([item(r) for r in results]) + cache.bulk_tail
     return _answer(state, body, 200, cache.version_header, [(b"etag", etag)])

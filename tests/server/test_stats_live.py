@@ -192,7 +192,8 @@ def test_exposure_batches_reject_bad_items_and_count_the_rest(server: RunningSer
         answer = client.post("/v1/exposures", json={"exposures": items})
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        assert body["counted"] == 1 and body["evaluations"] == 7
+        assert body["counted"] == 1
+        assert body["evaluations"] == 7
         rejected = body["rejected"]
         assert [r["index"] for r in rejected] == [1, 2, 3, 4]
         for rejection, (_, text) in zip(rejected, EXPOSURE_CASES, strict=True):
@@ -249,6 +250,7 @@ def _flags(server: RunningServer | None, *args: str) -> subprocess.CompletedProc
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
         env={"PATH": "/usr/bin:/bin", **env},
     )
 
@@ -277,17 +279,21 @@ def test_cli_stats_and_stale(server: RunningServer) -> None:
     result = _flags(server, "stats", KEY)
     assert result.returncode == 0, result.stderr
     assert f"{KEY}: off (kill switch) at" in result.stdout
-    assert "VARIANT" in result.stdout and "UNIQUE UNITS" in result.stdout
+    assert "VARIANT" in result.stdout
+    assert "UNIQUE UNITS" in result.stdout
     as_json = _flags(server, "stats", KEY, "--json", "--since", "2h")
     assert as_json.returncode == 0
     body = json.loads(as_json.stdout)
     assert {"key", "percentage", "enabled", "adoption", "evaluations", "unique_units"} <= set(body)
     missing = _flags(server, "stats", "no-such-flag")
-    assert missing.returncode == 1 and "'no-such-flag'" in missing.stderr
+    assert missing.returncode == 1
+    assert "'no-such-flag'" in missing.stderr
     stale = _flags(server, "stale", "--days", "1", "--json")
     assert stale.returncode == 0, stale.stderr
     report = json.loads(stale.stdout)
-    assert report["days"] == 1 and report["not_evaluated"] == [] and report["static"] == []
+    assert report["days"] == 1
+    assert report["not_evaluated"] == []
+    assert report["static"] == []
     assert _flags(server, "stale").returncode == 0
 
 

@@ -5,7 +5,8 @@ declare(strict_types=1);
 namespace Flagport;
 
 /**
- * The admin API, for the artisan commands that mirror `flags enable` / `flags disable`.
+ * The admin API, for the artisan commands that mirror `flags enable`, `flags disable` and
+ * `flags stats`.
  * Unlike {@see Client}, it reports failures: an operator must know a change did not happen.
  */
 final class AdminClient
@@ -52,18 +53,39 @@ final class AdminClient
     }
 
     /**
+     * A flag's adoption: evaluations and unique units per variant, `enabled` (units served
+     * on), `adoption`, the per-minute series and the changes in the window (`flags stats`).
+     *
+     * @param string $since a duration (`1h`, `24h`, `7d`) or an ISO-8601 date-time
+     * @return array<string, mixed>
+     * @throws AdminException
+     */
+    public function stats(string $key, string $since = '24h'): array
+    {
+        return $this->call('GET', '/admin/v1/flags/' . rawurlencode($key) . '/stats?since=' . rawurlencode($since), null);
+    }
+
+    /**
      * @param array<string, mixed> $body
      * @return array<string, mixed>
      * @throws AdminException
      */
     private function post(string $path, array $body): array
     {
+        return $this->call('POST', $path, (string) json_encode((object) $body, JSON_PRESERVE_ZERO_FRACTION | JSON_UNESCAPED_SLASHES));
+    }
+
+    /**
+     * @return array<string, mixed>
+     * @throws AdminException
+     */
+    private function call(string $method, string $path, ?string $json): array
+    {
         if ($this->token === null || $this->token === '') {
             throw new AdminException('no admin token: set FLAGPORT_ADMIN_TOKEN (config flagport.admin_token)', AdminException::UNAUTHORIZED);
         }
-        $json = json_encode((object) $body, JSON_PRESERVE_ZERO_FRACTION | JSON_UNESCAPED_SLASHES);
         try {
-            $response = $this->transport->request('POST', $path, (string) $json);
+            $response = $this->transport->request($method, $path, $json);
         } catch (TransportException $error) {
             throw new AdminException("cannot reach Flagport at {$this->url}: {$error->getMessage()}", AdminException::UNREACHABLE);
         }

@@ -9,6 +9,7 @@ use Flagport\Client;
 use Flagport\FeaturesScript;
 use Flagport\Laravel\Console\FeatureDisableCommand;
 use Flagport\Laravel\Console\FeatureEnableCommand;
+use Flagport\Laravel\Console\FeatureStatsCommand;
 use Illuminate\Contracts\Foundation\Application;
 use Illuminate\Support\ServiceProvider;
 
@@ -21,7 +22,8 @@ use Illuminate\Support\ServiceProvider;
  * - the `feature()` helper (src/helpers.php), Blade `@feature('key') ... @else ... @endfeature`
  *   and `@flagportScript` (`window.features`);
  * - route middleware `feature:<key>` (404 when off);
- * - artisan `feature:enable {key} {--percentage=}` and `feature:disable {key}`.
+ * - artisan `feature:enable {key} {--percentage=}`, `feature:disable {key}` and
+ *   `feature:stats {key} {--since=}`.
  */
 final class FlagportServiceProvider extends ServiceProvider
 {
@@ -93,7 +95,7 @@ final class FlagportServiceProvider extends ServiceProvider
         });
 
         if ($this->app->runningInConsole()) {
-            $this->commands([FeatureEnableCommand::class, FeatureDisableCommand::class]);
+            $this->commands([FeatureEnableCommand::class, FeatureDisableCommand::class, FeatureStatsCommand::class]);
         }
 
         // Answers are memoized per request: forget them between requests (long-running servers)

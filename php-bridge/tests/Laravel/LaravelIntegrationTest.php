@@ -82,6 +82,25 @@ final class LaravelIntegrationTest extends LaravelTestCase
         self::assertStringContainsString('cannot reach Flagport', $output);
     }
 
+    public function testArtisanStats(): void
+    {
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));
+        $this->actingAs(['id' => 3]);
+        feature('ui-improvements');
+        [$code, $output] = $this->artisan('feature:stats', ['key' => 'ui-improvements', '--since' => '2h']);
+        self::assertSame(0, $code, $output);
+        self::assertStringContainsString('ui-improvements: ', $output);
+        self::assertStringContainsString('units served on, of', $output);
+        [$code, $output] = $this->artisan('feature:stats', ['key' => 'no-such-flag']);
+        self::assertSame(1, $code, $output);
+        self::assertStringContainsString("'no-such-flag'", $output);
+        [$code, $output] = $this->artisan('feature:stats', ['key' => 'ui-improvements', '--since' => 'soon']);
+        self::assertSame(2, $code, $output);
+        [$code, $output] = $this->artisan('feature:stats', ['key' => 'ui-improvements', '--since' => '30d']);
+        self::assertSame(1, $code, $output);
+        self::assertStringContainsString('more than 7 days back', $output);
+    }
+
     public function testMiddlewareReturns404WhenOff(): void
     {
         $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));

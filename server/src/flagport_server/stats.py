@@ -55,6 +55,7 @@ UNKNOWN_RESULT = EvaluationResult(
 MAX_PENDING_UNITS = 200_000
 
 _ERROR = Reason.ERROR
+_TARGETING_KEY = "targetingKey"
 
 
 def minute_of(at: float) -> int:
@@ -87,6 +88,8 @@ class EvaluationCounter:
         by = None
         if self.collect_units and result.reason is not _ERROR and result.variant is not None:
             by = self._bucket_by(result.key)
+            if by == _TARGETING_KEY:
+                by = _TARGETING_KEY  # the interned constant: count_many compares identity
         slot: _Slot = [result, 0, set() if by is not None else None, by]
         self._slots[id(result)] = slot
         return slot
@@ -154,10 +157,13 @@ class StatsRecorder:
             unit_key = (key, variant, minute - minute % 3600)
             bucket = self._units.get(unit_key)
             if bucket is None:
-                bucket = self._units[unit_key] = set()
-            before = len(bucket)
-            bucket.update(units)
-            self._pending_units += len(bucket) - before
+                # A drained slot's set is no longer written to: adopt it instead of copying.
+                bucket = self._units[unit_key] = units if isinstance(units, set) else set(units)
+                self._pending_units += len(bucket)
+            else:
+                before = len(bucket)
+                bucket.update(units)
+                self._pending_units += len(bucket) - before
         seen = self._seen.get(key)
         if seen is None:
             self._seen[key] = [at, at]
@@ -191,7 +197,7 @@ class StatsRecorder:
         self._pending_units = 0
         return StatsBatch(
             counts=[(k, v, m, n) for (k, v, m), n in counts.items()],
-            units=[(k, v, h, sorted(u)) for (k, v, h), u in units.items()],
+            units=[(k, v, h, list(u)) for (k, v, h), u in units.items()],
             seen=[(k, first, last) for k, (first, last) in seen.items()],
         )
 

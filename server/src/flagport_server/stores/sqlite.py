@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -608,9 +608,14 @@ class SQLiteStore(Store):
         for flag, variant, minute, n in batch.counts:
             slot = (flag, variant, minute - minute % 3600)
             hours[slot] = hours.get(slot, 0) + n
-        sketches = await asyncio.to_thread(
-            lambda: [(f, v, h, _sketch.sketch_of(u)) for f, v, h, u in batch.units if u]
-        )
+
+        def build() -> list[tuple[str, str, int, Any]]:
+            hashes: dict[str, int] = {}
+            for _, _, _, units in batch.units:
+                _sketch.unit_hashes(units, hashes)
+            return [(f, v, h, _sketch.sketch_of(u, hashes)) for f, v, h, u in batch.units if u]
+
+        sketches = await asyncio.to_thread(build)
         oldest_hour = int(now // 3600) * 3600 - (STATS_HOURS_KEPT + 1) * 3600
         oldest_minute = int(now // 60) * 60 - STATS_MINUTES_KEPT * 60
 

@@ -1,0 +1,146 @@
+"""Stats budgets (issue 9), measured in the same run:
+
+- OFREP throughput with stats on >= 0.95x with stats off (``flags serve --no-stats``), for
+  single and bulk-50 requests: one worker each, pinned to core 0, ``wrk`` on core 1, every
+  request a new unit (a Lua counter), interleaved rounds, medians;
+- flushing 100,000 units to Redis in batched pipelines (PFADD of 1,000 ids): time reported.
+
+``make test`` (``--benchmark-disable``) runs tiny versions for correctness only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from benchmarks._load import pin_process_group, wrk
+from benchmarks.test_server_throughput import SINGLE_FLAG, fifty_flag_document
+from flagport_server.stores import open_store
+from flagport_server.stores.base import StatsBatch
+from tests.support.redis import shared_redis, unique_prefix
+from tests.support.server import RunningServer, start_server
+from tests.support.tools import require_tool
+
+
+@pytest.fixture(scope="module")
+def timed(request: pytest.FixtureRequest) -> bool:
+    return not request.config.getoption("benchmark_disable")
+
+
+def _script(directory: Path) -> Path:
+    """A POST whose targetingKey changes with every request: every unit is new."""
+    path = directory / "units.lua"
+    path.write_text(
+        "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
+        "local n = 0\n"
+        "request = function()\n  n = n + 1\n"
+        "  return wrk.format(nil, nil, nil, '{\"context\":{\"targetingKey\":\"user-' .. n .. "
+        "'\",\"company_id\":7,\"role\":\"admin\"}}')\n"
+        "end\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    require_tool("wrk")
+    workdir = tmp_path_factory.mktemp("stats-bench")
+    seed = workdir / "fifty.yaml"
+    seed.write_text(yaml.safe_dump(fifty_flag_document()))
+    on = start_server(workdir / "on", workers=1, seed=seed)
+    off = start_server(workdir / "off", workers=1, seed=seed, extra=["--no-stats"])
+    try:
+        for server in (on, off):
+            pin_process_group(server.process.pid, 0)
+        yield {"on": on, "off": off, "script": _script(workdir)}
+    finally:
+        on.stop()
+        off.stop()
+
+
+def _total(server: RunningServer, key: str) -> int:
+    with server.admin(timeout=10.0) as admin:
+        answer = admin.get(f"/admin/v1/flags/{key}/stats", params={"since": "1h"})
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["total_evaluations"])
+
+
+def test_throughput_with_stats_on_and_off(
+    servers: dict[str, Any], timed: bool, benchmark: Any
+) -> None:
+    script = servers["script"]
+    targets = {
+        f"{mode} {shape}": (servers[mode], path)
+        for mode in ("on", "off")
+        for shape, path in (
+            ("single", f"/ofrep/v1/evaluate/flags/{SINGLE_FLAG}"),
+            ("bulk-50", "/ofrep/v1/evaluate/flags"),
+        )
+    }
+    rounds, seconds = (5, 3) if timed else (1, 1)
+    rps: dict[str, list[float]] = {name: [] for name in targets}
+
+    def run() -> None:
+        names = list(targets)
+        for round_ in range(rounds):
+            for name in names if round_ % 2 == 0 else names[::-1]:
+                server, path = targets[name]
+                result = wrk(server.url + path, seconds, script)
+                assert result.non_2xx == 0, name
+                rps[name].append(result.rps)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    medians = {name: statistics.median(values) for name, values in rps.items()}
+    ratios = {
+        shape: medians[f"on {shape}"] / medians[f"off {shape}"] for shape in ("single", "bulk-50")
+    }
+    print(f"\n{rounds} interleaved rounds of {seconds} s, 1 worker on core 0, wrk -c64 on core 1")
+    for name, value in medians.items():
+        print(f"  stats {name:14} {value:8.0f} req/s")
+    for shape, ratio in ratios.items():
+        print(f"  {shape}: stats on / off = {ratio:.3f}x (budget >= 0.95x)")
+    # Correctness in both modes: the stats server counted; the other keeps none.
+    time.sleep(2.5)
+    assert _total(servers["on"], SINGLE_FLAG) > 0
+    assert _total(servers["off"], SINGLE_FLAG) == 0
+    if timed:
+        for shape, ratio in ratios.items():
+            assert ratio >= 0.95, f"{shape}: stats on {ratio:.3f}x of stats off"
+
+
+def test_flush_100k_units_to_redis(timed: bool, benchmark: Any) -> None:
+    redis = shared_redis()
+    store = open_store(f"{redis.url}?prefix={unique_prefix()}")
+    count = 100_000 if timed else 2_000
+    now = time.time()
+    hour = int(now // 3600) * 3600
+    units = [f"user-{i}" for i in range(count)]
+    # As a worker writes it: one flag, two variants, one hour.
+    batch = StatsBatch(
+        counts=[("flag", "on", hour, count // 2), ("flag", "off", hour, count - count // 2)],
+        units=[("flag", "on", hour, units[::2]), ("flag", "off", hour, units[1::2])],
+        seen=[("flag", now, now)],
+    )
+
+    async def flush() -> float:
+        await store.open()
+        try:
+            started = time.perf_counter()
+            await store.record_stats(batch, now)
+            elapsed = time.perf_counter() - started
+            view = await store.stats("flag", hour, hour + 3600, off_variant="off")
+            assert sum(view.evaluations.values()) == count
+            assert abs(view.units_seen - count) <= count * 0.02
+            return elapsed
+        finally:
+            await store.close()
+
+    elapsed = benchmark.pedantic(lambda: asyncio.run(flush()), rounds=1, iterations=1)
+    print(f"\nflushed {count:,} units to Redis in {elapsed * 1000:.0f} ms (PFADD of 1,000 ids)")

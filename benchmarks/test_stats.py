@@ -41,8 +41,8 @@ def _script(directory: Path) -> Path:
         "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
         "local n = 0\n"
         "request = function()\n  n = n + 1\n"
-        "  return wrk.format(nil, nil, nil, '{\"context\":{\"targetingKey\":\"user-' .. n .. "
-        "'\",\"company_id\":7,\"role\":\"admin\"}}')\n"
+        '  return wrk.format(nil, nil, nil, \'{"context":{"targetingKey":"user-\' .. n .. '
+        '\'","company_id":7,"role":"admin"}}\')\n'
         "end\n"
     )
     return path

@@ -455,6 +455,5 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             render_plugins=[JsonRenderPlugin()],
         ),
         request_max_body_size=settings.max_admin_body,
-        middleware=[metrics.latency_middleware],
         debug=False,
     )

@@ -11,7 +11,7 @@ import datetime
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -383,83 +383,33 @@ class AdminService:
             entries: list[AuditEntry] = []
             flags = dict(document.flags)
             segments = dict(document.segments)
+
+            def record(kind: Literal["flag", "segment"], key: str, old: Any, new: Any) -> None:
+                mutation, entry = _import_change(kind, key, old, new, actor, reason, now)  # noqa: B023
+                mutations.append(mutation)  # noqa: B023 - used at once, in this iteration
+                entries.append(entry)  # noqa: B023
+
             for key in diff.segments.added + diff.segments.changed:
                 old_segment = document.segments.get(key)
-                new_segment = msgspec.structs.replace(
+                segments[key] = msgspec.structs.replace(
                     incoming.segments[key],
                     version=(old_segment.version if old_segment else 0) + 1,
                     updated_at=now,
                 )
-                segments[key] = new_segment
-                mutations.append(
-                    Mutation(
-                        "segment",
-                        key,
-                        "put",
-                        new_segment,
-                        old_segment.version if old_segment else None,
-                    )
-                )
-                entries.append(
-                    AuditEntry(
-                        actor=actor,
-                        action="import",
-                        key=key,
-                        at=now,
-                        kind="segment",
-                        reason=reason,
-                        before=_body(old_segment),
-                        after=_body(new_segment),
-                    )
-                )
+                record("segment", key, old_segment, segments[key])
             for key in diff.flags.added + diff.flags.changed:
                 old = document.flags.get(key)
-                new = msgspec.structs.replace(
+                flags[key] = msgspec.structs.replace(
                     incoming.flags[key],
                     version=(old.version if old else 0) + 1,
                     created_at=old.created_at if old else now,
                     updated_at=now,
                 )
-                flags[key] = new
-                mutations.append(Mutation("flag", key, "put", new, old.version if old else None))
-                entries.append(
-                    AuditEntry(
-                        actor=actor,
-                        action="import",
-                        key=key,
-                        at=now,
-                        reason=reason,
-                        before=_body(old),
-                        after=_body(new),
-                    )
-                )
+                record("flag", key, old, flags[key])
             for key in diff.flags.removed:
-                old = flags.pop(key)
-                mutations.append(Mutation("flag", key, "delete", None, old.version))
-                entries.append(
-                    AuditEntry(
-                        actor=actor,
-                        action="import",
-                        key=key,
-                        at=now,
-                        reason=reason,
-                        before=_body(old),
-                    )
-                )
+                record("flag", key, flags.pop(key), None)
             for key in diff.segments.removed:
-                old_segment = segments.pop(key)
-                mutations.append(Mutation("segment", key, "delete", None, old_segment.version))
-                entries.append(
-                    AuditEntry(
-                        actor=actor,
-                        action="import",
-                        key=key,
-                        at=now,
-                        kind="segment",
-                        reason=reason,
-                        before=_body(old_segment),
-                    )
-                )
+                record("segment", key, segments.pop(key), None)
             # The merged result (with pruning off it keeps extra flags) must be valid too.
             self._validate(msgspec.structs.replace(document, flags=flags, segments=segments))
             try:
@@ -521,6 +471,31 @@ class AdminService:
         return PropagationView(
             version=version, complete=not stragglers, workers=workers, stragglers=stragglers
         )
+
+
+def _import_change(
+    kind: Literal["flag", "segment"],
+    key: str,
+    old: Flag | Segment | None,
+    new: Flag | Segment | None,
+    actor: str,
+    reason: str | None,
+    now: str,
+) -> tuple[Mutation, AuditEntry]:
+    """The guarded mutation and the audit entry for one key an import changes."""
+    guard = old.version if old is not None else None
+    mutation = Mutation(kind, key, "delete" if new is None else "put", new, guard)
+    entry = AuditEntry(
+        actor=actor,
+        action="import",
+        key=key,
+        at=now,
+        kind=kind,
+        reason=reason,
+        before=_body(old),
+        after=_body(new),
+    )
+    return mutation, entry
 
 
 def _uses_segment(flag: Flag, segment: str) -> bool:

@@ -18,7 +18,7 @@ from flagport_cli._serve import serve
 from flagport_cli.commands.config import diff, export, import_
 from flagport_cli.commands.flags import create, delete, list_flags, show, target
 from flagport_cli.commands.insight import audit, explain, status
-from flagport_cli.commands.state import disable, enable, kill
+from flagport_cli.commands.state import disable, enable
 from flagport_cli.commands.stats import stale, stats
 from flagport_cli.commands.tokens import token
 
@@ -60,7 +60,6 @@ for command in (
     create,
     enable,
     disable,
-    kill,
     target,
     delete,
     audit,
@@ -75,6 +74,7 @@ for command in (
     serve,
 ):
     cli.add_command(command)
+cli.add_command(disable, name="kill")  # the runbook's emergency word for the same thing
 
 
 def main() -> None:

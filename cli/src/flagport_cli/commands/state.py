@@ -25,7 +25,7 @@ from flagport_cli._output import echo_json, fmt_percentage, warn
 from flagport_cli._validate import check_key, parse_percentage
 from flagport_cli.commands.flags import flag_path, print_flag_line
 
-__all__ = ["disable", "enable", "kill"]
+__all__ = ["disable", "enable"]
 
 
 def _finish(app: App, result: dict[str, Any], no_wait: bool, timeout: float) -> None:
@@ -125,26 +125,6 @@ def disable(
 ) -> None:
     """Disable flags (the kill switch): KEY..., --tag T or --all, in one atomic change.
 
-    Exits 0 only once every live worker serves the change."""
-    _kill(app, keys, tags, everything, reason, no_wait, timeout, "disable")
-
-
-@click.command()
-@click.argument("keys", nargs=-1)
-@click.option("--tag", "tags", multiple=True, help="Kill every flag with this tag.")
-@click.option("--all", "everything", is_flag=True, help="Kill every flag.")
-@reason_option
-@wait_options
-@json_option
-@pass_app
-def kill(
-    app: App,
-    keys: tuple[str, ...],
-    tags: tuple[str, ...],
-    everything: bool,
-    reason: str | None,
-    no_wait: bool,
-    timeout: float,
-) -> None:
-    """Same as disable: the emergency rollback."""
-    _kill(app, keys, tags, everything, reason, no_wait, timeout, "kill")
+    Exits 0 only once every live worker serves the change. Also installed as `flags kill`."""
+    command = click.get_current_context().info_name or "disable"
+    _kill(app, keys, tags, everything, reason, no_wait, timeout, command)

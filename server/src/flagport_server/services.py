@@ -184,6 +184,13 @@ class AdminService:
             return views, version
         raise Conflict("too many concurrent changes; try again")
 
+    async def _update_one(
+        self, key: str, change: Callable[[Flag], Flag], action: str, actor: str, reason: str | None
+    ) -> tuple[FlagView, int]:
+        """:meth:`_update` of one existing flag."""
+        views, version = await self._update(self._existing([key]), change, action, actor, reason)
+        return views[0], version
+
     async def enable(
         self, key: str, percentage: float | None, actor: str, reason: str | None
     ) -> tuple[FlagView, int]:
@@ -200,8 +207,7 @@ class AdminService:
                 percentage=flag.percentage if percentage is None else float(percentage),
             )
 
-        views, version = await self._update(self._existing([key]), change, "enable", actor, reason)
-        return views[0], version
+        return await self._update_one(key, change, "enable", actor, reason)
 
     async def disable(
         self, keys: list[str], actor: str, reason: str | None
@@ -284,8 +290,7 @@ class AdminService:
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(flag, targets=targets)
 
-        views, version = await self._update(self._existing([key]), change, "targets", actor, reason)
-        return views[0], version
+        return await self._update_one(key, change, "targets", actor, reason)
 
     async def set_rules(
         self, key: str, rules: list[Rule], actor: str, reason: str | None
@@ -293,8 +298,7 @@ class AdminService:
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(flag, rules=rules)
 
-        views, version = await self._update(self._existing([key]), change, "rules", actor, reason)
-        return views[0], version
+        return await self._update_one(key, change, "rules", actor, reason)
 
     # -- segments -----------------------------------------------------------------------
 

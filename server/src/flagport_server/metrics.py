@@ -14,7 +14,6 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +27,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from flagport_server.stats import EvaluationCounter
+from flagport_server.stats import Drained, EvaluationCounter
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -86,7 +85,7 @@ class Metrics:
         #: The request path's counter (see :mod:`flagport_server.stats`).
         self.counter = counter or EvaluationCounter(lambda key: None, collect_units=False)
         #: Called with the drained counter slots at every flush (the stats recorder).
-        self.sink: Callable[[list[list[Any]]], None] | None = None
+        self.sink: Callable[[Drained], None] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         registry = None if _MULTIPROCESS else self.registry
         self.evaluations = Counter(
@@ -159,12 +158,12 @@ class Metrics:
     # -- off the request path -----------------------------------------------------------
 
     def flush(self) -> None:
-        slots = self.counter.take()
+        drained = self.counter.take()
         evaluations = self.evaluations
-        for result, n, _, _ in slots:
+        for result, n, _, _ in drained.slots:
             evaluations.labels(result.key, result.variant or "", result.reason.value).inc(n)
-        if self.sink is not None and slots:
-            self.sink(slots)
+        if self.sink is not None and drained.slots:
+            self.sink(drained)
         latencies, self._latencies = self._latencies, {}
         for (route, status), tally in latencies.items():
             _add_to_histogram(self.requests.labels(route, status), tally)

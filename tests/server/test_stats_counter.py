@@ -1,0 +1,140 @@
+"""The counter and recorder without a store: a bulk evaluation's units reach the hour's unit
+sets exactly once per unit, hour and set of served results, and never go missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
+from flagport_server import stats
+from flagport_server.stats import EvaluationCounter, StatsRecorder
+from flagport_server.stores import open_store
+
+H = 3600
+BASE = 1_700_000_000 - 1_700_000_000 % H
+
+DOCUMENT: dict[str, Any] = {
+    "flags": {
+        "rollout": {"enabled": True, "percentage": 50},
+        "rollout.child": {"enabled": True, "percentage": 100},
+        "by-company": {"enabled": True, "percentage": 50, "bucket_by": "company_id"},
+    }
+}
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, document: dict[str, Any] = DOCUMENT) -> None:
+        self.now = float(BASE + 10)
+        self.snapshot = compile_snapshot(document_from_builtins(document))
+        self.recorder = StatsRecorder(
+            open_store(f"sqlite:///{tmp_path / 'unused.db'}"), clock=lambda: self.now
+        )
+        self.counter = EvaluationCounter(self.bucket_by)
+
+    def bucket_by(self, key: str) -> str | None:
+        flag = self.snapshot.flag(key)
+        return flag.bucket_by if flag is not None else None
+
+    def serve(self, contexts: list[dict[str, Any]], snapshot: CompiledSnapshot | None = None):
+        for context in contexts:
+            results = (snapshot or self.snapshot).evaluate_all(context, self.now)
+            self.counter.count_many(results.values(), context)
+
+    def drain(self, seconds: float = 1.0) -> dict[tuple[str, str], set[str]]:
+        self.now += seconds
+        self.recorder.add_slots(self.counter.take())
+        batch = self.recorder.take()
+        units: dict[tuple[str, str], set[str]] = {}
+        for key, variant, _, listed in batch.units:
+            units.setdefault((key, variant), set()).update(listed)
+        return units
+
+
+def users(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"targetingKey": f"user-{i}", "company_id": i % 7} for i in range(start, start + n)]
+
+
+def test_every_unit_reaches_its_variant_set(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    harness.serve(users(200))
+    units = harness.drain()
+    expected: dict[tuple[str, str], set[str]] = {}
+    for context in users(200):
+        for result in harness.snapshot.evaluate_all(context, harness.now).values():
+            unit = context["company_id" if result.key == "by-company" else "targetingKey"]
+            expected.setdefault((result.key, result.variant or ""), set()).add(str(unit))
+    assert units == expected
+    assert {variant for key, variant in units if key == "rollout"} == {"on", "off"}
+
+
+def test_a_returning_unit_is_expanded_once_per_hour(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    harness.serve(users(100))
+    first = harness.drain()
+    assert sum(len(s) for s in first.values()) > 0
+    harness.serve(users(100))  # the same users, the same results, the same hour
+    assert harness.drain() == {}
+    harness.serve(users(100) + users(5, start=100))  # five newcomers
+    again = harness.drain()
+    assert set().union(*[again[k] for k in again if k[0] == "rollout"]) == {
+        f"user-{i}" for i in range(100, 105)
+    }
+    # The evaluations are counted all the same: the skip is for units only.
+    harness.serve(users(100))
+    harness.now += 1
+    harness.recorder.add_slots(harness.counter.take())
+    counts = harness.recorder.take().counts
+    assert sum(n for key, _, _, n in counts if key == "rollout") == 100
+
+
+def test_a_new_hour_records_returning_units_again(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    harness.now = BASE + H - 30.0
+    harness.serve(users(50))
+    assert harness.drain(1.0)
+    harness.serve(users(50))
+    harness.now = BASE + H + 0.5  # this period started in the previous hour
+    assert harness.drain(0.0) == {}
+    harness.serve(users(50))  # this one starts in the new hour
+    units = harness.drain()
+    assert set().union(*[units[k] for k in units if k[0] == "rollout"]) == {
+        f"user-{i}" for i in range(50)
+    }
+
+
+def test_a_new_snapshot_records_returning_units_again(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    harness.serve(users(50))
+    harness.drain()
+    changed = {"flags": {**DOCUMENT["flags"], "rollout": {"enabled": True, "percentage": 100}}}
+    harness.snapshot = compile_snapshot(document_from_builtins(changed))
+    harness.serve(users(50))
+    units = harness.drain()
+    assert units[("rollout", "on")] == {f"user-{i}" for i in range(50)}
+
+
+def test_the_memory_of_units_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stats, "RECENT_UNITS_LIMIT", 10)
+    harness = Harness(tmp_path)
+    harness.serve(users(25))
+    harness.drain()
+    assert len(harness.recorder._recent._last) <= 10
+    # Forgotten units are expanded again: more work, the same unique units.
+    harness.serve(users(25))
+    units = harness.drain()
+    assert set().union(*[units[k] for k in units if k[0] == "rollout"]) <= {
+        f"user-{i}" for i in range(25)
+    }
+
+
+def test_odd_units_are_counted_not_remembered(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, {"flags": {"list-unit": {"enabled": True, "percentage": 50}}})
+    contexts: list[dict[str, Any]] = [{"targetingKey": 7}, {"targetingKey": 7}, {"role": "admin"}]
+    harness.serve(contexts)
+    units = harness.drain()
+    assert set().union(*units.values()) == {"7"}
+    harness.serve([{"targetingKey": ["not", "hashable"]}])
+    assert harness.drain() == {}

@@ -33,12 +33,20 @@ class Harness:
             open_store(f"sqlite:///{tmp_path / 'unused.db'}"), clock=lambda: self.now
         )
         self.counter = EvaluationCounter(self.bucket_by)
+        self.others: list[CompiledSnapshot] = []  # a flag unknown to ``snapshot`` is looked up here
 
     def bucket_by(self, key: str) -> str | None:
-        flag = self.snapshot.flag(key)
-        return flag.bucket_by if flag is not None else None
+        for snapshot in (self.snapshot, *self.others):
+            flag = snapshot.flag(key)
+            if flag is not None:
+                return flag.bucket_by
+        return None
 
-    def serve(self, contexts: list[dict[str, Any]], snapshot: CompiledSnapshot | None = None):
+    def serve(
+        self, contexts: list[dict[str, Any]], snapshot: CompiledSnapshot | None = None
+    ) -> None:
+        if snapshot is not None:
+            self.others.append(snapshot)
         for context in contexts:
             results = (snapshot or self.snapshot).evaluate_all(context, self.now)
             self.counter.count_many(results.values(), context)
@@ -138,3 +146,22 @@ def test_odd_units_are_counted_not_remembered(tmp_path: Path) -> None:
     assert set().union(*units.values()) == {"7"}
     harness.serve([{"targetingKey": ["not", "hashable"]}])
     assert harness.drain() == {}
+
+
+def test_rows_from_two_snapshots_in_one_period(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    grown = {"flags": {"new-flag": {"enabled": True}, **DOCUMENT["flags"]}}
+    reordered = {"flags": dict(reversed(list(DOCUMENT["flags"].items())))}
+    for other in (grown, reordered):
+        snapshot = compile_snapshot(document_from_builtins(other))
+        harness.serve(users(30))
+        harness.serve(users(30, start=30), snapshot=snapshot)
+        units = harness.drain()
+        served: dict[tuple[str, str], set[str]] = {}
+        for index, context in enumerate(users(60)):
+            chosen = harness.snapshot if index < 30 else snapshot
+            for result in chosen.evaluate_all(context, harness.now).values():
+                unit = context["company_id" if result.key == "by-company" else "targetingKey"]
+                served.setdefault((result.key, result.variant or ""), set()).add(str(unit))
+        assert units == served
+        harness.recorder = StatsRecorder(harness.recorder.store, clock=lambda: harness.now)

@@ -160,7 +160,7 @@ class Metrics:
     def flush(self) -> None:
         drained = self.counter.take()
         evaluations = self.evaluations
-        for result, n, _, _ in drained.slots:
+        for result, n, *_ in drained.slots:
             evaluations.labels(result.key, result.variant or "", result.reason.value).inc(n)
         if self.sink is not None and drained.slots:
             self.sink(drained)

@@ -22,10 +22,13 @@ Three stages, each cheaper where it runs more often:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from flagport.engine import ErrorCode, EvaluationResult, Reason
 from flagport_server.stores.base import StatsBatch, Store
@@ -76,7 +79,8 @@ def hour_of(at: float) -> int:
     return int(at // 3600) * 3600
 
 
-# A slot: [result, evaluations, units (set) or None, bucket_by attribute or None]
+# A slot: [result, evaluations, units (set) or None, bucket_by attribute or None,
+#          lists of units from bulk evaluations (added at the drain)]
 _Slot = list[Any]
 
 
@@ -122,7 +126,7 @@ class EvaluationCounter:
             by = self._bucket_by(result.key)
             if by == _TARGETING_KEY:
                 by = _TARGETING_KEY  # the interned constant: count_many compares identity
-        slot: _Slot = [result, 0, set() if by is not None else None, by]
+        slot: _Slot = [result, 0, set() if by is not None else None, by, []]
         self._slots[id(result)] = slot
         return slot
 
@@ -155,6 +159,35 @@ class EvaluationCounter:
         return Drained(list(slots.values()), contexts, results)
 
 
+def _split_columns(
+    rows: list[list[EvaluationResult]], units: list[str], slots: Mapping[int, _Slot]
+) -> list[tuple[_Slot, list[str]]] | None:
+    """Which units each result was served to, from a table of evaluations (a row per unit,
+    a column per flag) split column by column with numpy: a few nanoseconds per unit and
+    flag, where a set insertion each cost 0.2-0.4 us (the sets outgrow the CPU's caches).
+    None if the rows don't line up (a column holding two flags' results)."""
+    width = len(rows[0])
+    if any(len(row) != width for row in rows):
+        return None
+    ids = np.fromiter(
+        map(id, itertools.chain.from_iterable(rows)), dtype=np.intp, count=len(rows) * width
+    ).reshape(len(rows), width)
+    found: list[tuple[_Slot, list[str]]] = []
+    unit_array: Any = None
+    for column in ids.T:
+        first = int(column[0])
+        if (column == first).all():  # one result for every unit: a flag at 0 % or 100 %
+            found.append((slots[first], units))
+            continue
+        if unit_array is None:
+            unit_array = np.array(units, dtype=object)
+        distinct = np.unique(column).tolist()
+        if len({slots[result_id][0].key for result_id in distinct}) > 1:
+            return None
+        found += [(slots[i], unit_array[column == i].tolist()) for i in distinct]
+    return found
+
+
 class _RecentUnits:
     """The bulk results each unit was last recorded with, this hour. A unit served the same
     result objects again adds nothing to any sketch, so its expansion into ~50 unit sets is
@@ -170,33 +203,68 @@ class _RecentUnits:
 
     def expand(self, drained: Drained, hour: int) -> None:
         """Add the units of ``drained``'s bulk evaluations to its slots' sets."""
-        slots = {id(slot[0]): slot for slot in drained.slots}
         attributes = tuple(sorted({slot[3] for slot in drained.slots if slot[3] is not None}))
         if hour != self._hour or attributes != self._attributes:
             self._hour, self._attributes = hour, attributes
             self._last = {}
-        if not attributes:
-            return
+        if len(attributes) == 1:
+            self._expand_one(drained, attributes[0])
+        elif attributes:
+            self._expand_many(drained, attributes)
+
+    def _remember(self, unit: Any, results: list[EvaluationResult]) -> bool:
+        """Whether ``unit`` still has to be expanded (it is remembered from now on)."""
         last = self._last
-        only = attributes[0] if len(attributes) == 1 else None
+        try:
+            if last.get(unit) == results:  # the same objects: compared by identity
+                return False
+            if len(last) >= RECENT_UNITS_LIMIT:
+                last.clear()
+            last[unit] = results
+        except TypeError:  # an unhashable unit (a list): not remembered, still counted
+            pass
+        return True
+
+    def _expand_one(self, drained: Drained, attribute: str) -> None:
+        """Every flag buckets by ``attribute`` (the usual case). The new evaluations form a
+        table (a row per unit, a column per flag); each column is split by result object
+        with numpy, so a unit costs a few nanoseconds per flag instead of a set insertion
+        each (~0.2-0.4 us, the sets being far larger than the CPU's caches)."""
+        units: list[str] = []
+        rows: list[list[EvaluationResult]] = []
+        for context, served in zip(drained.contexts, drained.results, strict=True):
+            unit = context.get(attribute)
+            if unit.__class__ is int:
+                unit = str(unit)
+            elif unit.__class__ is not str or not unit:
+                continue
+            results = list(served)
+            if self._remember(unit, results):
+                units.append(unit)
+                rows.append(results)
+        if not rows:
+            return
+        slots = {id(slot[0]): slot for slot in drained.slots}
+        found = _split_columns(rows, units, slots)
+        if found is None:
+            # The snapshot changed within the period and the rows don't line up (rare): one
+            # unit and flag at a time.
+            found = [
+                (slots[id(r)], [unit]) for unit, row in zip(units, rows, strict=True) for r in row
+            ]
+        for slot, chunk in found:
+            if slot[3] is not None:
+                slot[4].append(chunk)  # chunks may be shared: see StatsRecorder.add
+
+    def _expand_many(self, drained: Drained, attributes: tuple[str, ...]) -> None:
+        slots = {id(slot[0]): slot for slot in drained.slots}
         for context, served in zip(drained.contexts, drained.results, strict=True):
             results = list(served)
-            if only is not None:
-                remembered: Any = context.get(only)
-            else:
-                remembered = tuple([context.get(name) for name in attributes])
-            try:
-                if last.get(remembered) == results:
-                    continue
-                if len(last) >= RECENT_UNITS_LIMIT:
-                    last.clear()
-                last[remembered] = results
-            except TypeError:  # an unhashable unit (a list): not remembered, still counted
-                pass
-            for result in results:
-                slot = slots[id(result)]
-                if slot[3] is not None:
-                    _note_unit(slot, context)
+            if self._remember(tuple([context.get(name) for name in attributes]), results):
+                for result in results:
+                    slot = slots[id(result)]
+                    if slot[3] is not None:
+                        _note_unit(slot, context)
 
 
 class StatsRecorder:
@@ -207,7 +275,9 @@ class StatsRecorder:
         self.store = store
         self.clock = clock
         self._counts: dict[tuple[str, str, int], int] = {}
-        self._units: dict[tuple[str, str, int], set[str]] = {}
+        #: Units per (flag, variant, hour); a unit may be listed more than once (the sketches
+        #: count it once): merging lists is far cheaper than merging sets.
+        self._units: dict[tuple[str, str, int], list[str]] = {}
         self._seen: dict[str, list[float]] = {}
         self._pending_units = 0
         self._recent = _RecentUnits()
@@ -217,22 +287,15 @@ class StatsRecorder:
 
     # -- intake ----------------------------------------------------------------------------
 
-    def add(self, key: str, variant: str, count: int, units: Iterable[str], at: float) -> None:
+    def add(self, key: str, variant: str, count: int, units: Collection[str], at: float) -> None:
         """Add ``count`` evaluations of ``key``/``variant`` and their units, at ``at``."""
         minute = minute_of(at)
         slot = (key, variant, minute)
         self._counts[slot] = self._counts.get(slot, 0) + count
         if units:
-            unit_key = (key, variant, minute - minute % 3600)
-            bucket = self._units.get(unit_key)
-            if bucket is None:
-                # A drained slot's set is no longer written to: adopt it instead of copying.
-                bucket = self._units[unit_key] = units if isinstance(units, set) else set(units)
-                self._pending_units += len(bucket)
-            else:
-                before = len(bucket)
-                bucket.update(units)
-                self._pending_units += len(bucket) - before
+            # Always copied: a drained list may be shared by several flags.
+            self._units.setdefault((key, variant, minute - minute % 3600), []).extend(units)
+            self._pending_units += len(units)
         seen = self._seen.get(key)
         if seen is None:
             self._seen[key] = [at, at]
@@ -247,13 +310,14 @@ class StatsRecorder:
         self.period_start = now
         if drained.contexts:
             self._recent.expand(drained, hour_of(at))
-        for result, n, units, _ in drained.slots:
+        for result, n, unit_set, _, lists in drained.slots:
             if result.reason is _ERROR:
                 if result.error_code is ErrorCode.FLAG_NOT_FOUND:
                     continue  # unknown keys are unbounded: Prometheus counts them, not stats
                 self.add(result.key, ERROR_VARIANT, n, (), at)
-            else:
-                self.add(result.key, result.variant or "", n, units or (), at)
+                continue
+            units = [*(unit_set or ()), *itertools.chain.from_iterable(lists)]
+            self.add(result.key, result.variant or "", n, units, at)
 
     @property
     def pending_units(self) -> int:
@@ -268,7 +332,7 @@ class StatsRecorder:
         self._pending_units = 0
         return StatsBatch(
             counts=[(k, v, m, n) for (k, v, m), n in counts.items()],
-            units=[(k, v, h, list(u)) for (k, v, h), u in units.items()],
+            units=[(k, v, h, u) for (k, v, h), u in units.items()],
             seen=[(k, first, last) for k, (first, last) in seen.items()],
         )
 
@@ -278,10 +342,8 @@ class StatsRecorder:
             slot = (key, variant, minute)
             self._counts[slot] = self._counts.get(slot, 0) + n
         for key, variant, hour, units in batch.units:
-            bucket = self._units.setdefault((key, variant, hour), set())
-            before = len(bucket)
-            bucket.update(units)
-            self._pending_units += len(bucket) - before
+            self._units.setdefault((key, variant, hour), []).extend(units)
+            self._pending_units += len(units)
         for key, first, last in batch.seen:
             seen = self._seen.setdefault(key, [first, last])
             seen[0], seen[1] = min(seen[0], first), max(seen[1], last)

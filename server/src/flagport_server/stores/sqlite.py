@@ -610,9 +610,7 @@ class SQLiteStore(Store):
             hours[slot] = hours.get(slot, 0) + n
 
         def build() -> list[tuple[str, str, int, Any]]:
-            hashes: dict[str, int] = {}
-            for _, _, _, units in batch.units:
-                _sketch.unit_hashes(units, hashes)
+            hashes = _sketch.unit_hashes(units for _, _, _, units in batch.units)
             return [(f, v, h, _sketch.sketch_of(u, hashes)) for f, v, h, u in batch.units if u]
 
         sketches = await asyncio.to_thread(build)

@@ -49,7 +49,7 @@ class Harness:
             self.others.append(snapshot)
         for context in contexts:
             results = (snapshot or self.snapshot).evaluate_all(context, self.now)
-            self.counter.count_many(results.values(), context)
+            self.counter.count_many(results, context)
 
     def drain(self, seconds: float = 1.0) -> dict[tuple[str, str], set[str]]:
         self.now += seconds

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -62,13 +62,12 @@ UNKNOWN_RESULT = EvaluationResult(
 #: Units per (flag, variant, hour) held in memory between two store flushes; beyond it a
 #: flush is made early (a flood of new units must not grow memory without bound).
 MAX_PENDING_UNITS = 200_000
-#: Units whose last bulk results are remembered for the hour (about 0.6 KiB each at 50 flags);
+#: Units whose last bulk results are remembered for the hour (about 0.5 KiB each at 50 flags);
 #: beyond it the memory starts afresh, which costs time (units are expanded again), never
 #: accuracy.
 RECENT_UNITS_LIMIT = 20_000
 
 _ERROR = Reason.ERROR
-_TARGETING_KEY = "targetingKey"
 
 
 def minute_of(at: float) -> int:
@@ -101,7 +100,7 @@ class Drained(NamedTuple):
 
     slots: list[_Slot]
     contexts: list[Mapping[str, Any]]
-    results: list[Iterable[EvaluationResult]]
+    results: list[Mapping[str, EvaluationResult]]
 
 
 class EvaluationCounter:
@@ -118,14 +117,12 @@ class EvaluationCounter:
         self.collect_units = collect_units
         self._slots: dict[int, _Slot] = {}
         self._contexts: list[Mapping[str, Any]] = []
-        self._results: list[Iterable[EvaluationResult]] = []
+        self._results: list[Mapping[str, EvaluationResult]] = []
 
     def _new_slot(self, result: EvaluationResult) -> _Slot:
         by = None
         if self.collect_units and result.reason is not _ERROR and result.variant is not None:
             by = self._bucket_by(result.key)
-            if by == _TARGETING_KEY:
-                by = _TARGETING_KEY  # the interned constant: count_many compares identity
         slot: _Slot = [result, 0, set() if by is not None else None, by, []]
         self._slots[id(result)] = slot
         return slot
@@ -138,11 +135,16 @@ class EvaluationCounter:
         if slot[3] is not None:
             _note_unit(slot, context)
 
-    def count_many(self, results: Iterable[EvaluationResult], context: Mapping[str, Any]) -> None:
-        """Count a bulk evaluation. Its units are left for the drain: 50 set insertions here
-        cost a bulk request ~6 us; two appends cost ~0.1 us (``results`` must not change)."""
+    def count_many(
+        self, results: Mapping[str, EvaluationResult], context: Mapping[str, Any]
+    ) -> None:
+        """Count a bulk evaluation (``results`` by flag key, as ``evaluate_all`` gives them:
+        kept, so not to be changed). Its units are left for the drain: 50 set insertions here
+        cost a bulk request ~6 us; two appends cost ~0.1 us. Both objects are invisible to
+        the garbage collector (strings, numbers, ``gc=False`` results), so holding them
+        until the drain costs no collection time."""
         slots = self._slots
-        for result in results:
+        for result in results.values():
             slot = slots.get(id(result))
             if slot is None:
                 slot = self._new_slot(result)
@@ -160,7 +162,7 @@ class EvaluationCounter:
 
 
 def _split_columns(
-    rows: list[list[EvaluationResult]], units: list[str], slots: Mapping[int, _Slot]
+    rows: list[tuple[EvaluationResult, ...]], units: list[str], slots: Mapping[int, _Slot]
 ) -> list[tuple[_Slot, list[str]]] | None:
     """Which units each result was served to, from a table of evaluations (a row per unit,
     a column per flag) split column by column with numpy: a few nanoseconds per unit and
@@ -199,7 +201,8 @@ class _RecentUnits:
     def __init__(self) -> None:
         self._hour = -1
         self._attributes: tuple[str, ...] = ()
-        self._last: dict[Any, list[EvaluationResult]] = {}
+        # Tuples of results: untracked by the garbage collector, however many are kept.
+        self._last: dict[Any, tuple[EvaluationResult, ...]] = {}
 
     def expand(self, drained: Drained, hour: int) -> None:
         """Add the units of ``drained``'s bulk evaluations to its slots' sets."""
@@ -212,7 +215,7 @@ class _RecentUnits:
         elif attributes:
             self._expand_many(drained, attributes)
 
-    def _remember(self, unit: Any, results: list[EvaluationResult]) -> bool:
+    def _remember(self, unit: Any, results: tuple[EvaluationResult, ...]) -> bool:
         """Whether ``unit`` still has to be expanded (it is remembered from now on)."""
         last = self._last
         try:
@@ -231,14 +234,14 @@ class _RecentUnits:
         with numpy, so a unit costs a few nanoseconds per flag instead of a set insertion
         each (~0.2-0.4 us, the sets being far larger than the CPU's caches)."""
         units: list[str] = []
-        rows: list[list[EvaluationResult]] = []
+        rows: list[tuple[EvaluationResult, ...]] = []
         for context, served in zip(drained.contexts, drained.results, strict=True):
             unit = context.get(attribute)
             if unit.__class__ is int:
                 unit = str(unit)
             elif unit.__class__ is not str or not unit:
                 continue
-            results = list(served)
+            results = tuple(served.values())
             if self._remember(unit, results):
                 units.append(unit)
                 rows.append(results)
@@ -259,7 +262,7 @@ class _RecentUnits:
     def _expand_many(self, drained: Drained, attributes: tuple[str, ...]) -> None:
         slots = {id(slot[0]): slot for slot in drained.slots}
         for context, served in zip(drained.contexts, drained.results, strict=True):
-            results = list(served)
+            results = tuple(served.values())
             if self._remember(tuple([context.get(name) for name in attributes]), results):
                 for result in results:
                     slot = slots[id(result)]

@@ -278,10 +278,10 @@ async def ofrep_bulk(
             (b"x-flagport-worker", state.pid_header),
         ]
         return RawResponse(b"", 304, headers)
-    results = snapshot.evaluate_all(context, time.time()).values()
+    results = snapshot.evaluate_all(context, time.time())
     state.counter.count_many(results, context)
     item = cache.item
-    body = b'{"flags":[' + b",".join([item(r) for r in results]) + cache.bulk_tail
+    body = b'{"flags":[' + b",".join([item(r) for r in results.values()]) + cache.bulk_tail
     return _answer(state, body, 200, cache.version_header, [(b"etag", etag)])
 
 

@@ -8,13 +8,13 @@ Redis's HyperLogLog, so both stores answer alike; ``HLL_4`` keeps a dense sketch
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Final
 
 import datasketches
 import mmh3
 
-__all__ = ["LG_K", "estimate", "merge", "sketch_of", "unit_hashes"]
+__all__ = ["LG_K", "add", "estimate", "unit_hashes"]
 
 LG_K: Final = 14
 _TYPE: Final = datasketches.tgt_hll_type.HLL_4
@@ -28,28 +28,19 @@ def unit_hashes(unit_lists: Iterable[Iterable[str]]) -> dict[str, int]:
     return {unit: mmh3.hash64(unit, signed=True)[0] for unit in distinct}
 
 
-def sketch_of(
-    units: Iterable[str], hashes: Mapping[str, int] | None = None
-) -> datasketches.hll_sketch:
-    """A sketch of ``units`` (always fed their hashes, so every sketch of the store agrees).
-    ``hashes`` must hold every unit (see :func:`unit_hashes`)."""
-    if hashes is None:
-        units = list(units)
-        hashes = unit_hashes([units])
-    sketch = datasketches.hll_sketch(LG_K, _TYPE)
+def add(stored: bytes | None, hashes: Iterable[int]) -> bytes:
+    """``stored`` (serialized, or None for an empty sketch) with ``hashes`` added,
+    serialized. The stored sketch is updated in place rather than merged with a sketch of
+    the new units: a union costs ~0.4 ms per sketch, for every flag and variant at every
+    flush."""
+    sketch = (
+        datasketches.hll_sketch.deserialize(stored)
+        if stored is not None
+        else datasketches.hll_sketch(LG_K, _TYPE)
+    )
     # One update per unit and flag is the stats' largest cost: loop in C, not in bytecode.
-    deque(map(sketch.update, map(hashes.__getitem__, units)), maxlen=0)
-    return sketch
-
-
-def merge(stored: bytes | None, added: datasketches.hll_sketch) -> bytes:
-    """``stored`` (serialized, or None) with ``added``'s units, serialized."""
-    if stored is None:
-        return bytes(added.serialize_compact())
-    union = datasketches.hll_union(LG_K)
-    union.update(datasketches.hll_sketch.deserialize(stored))
-    union.update(added)
-    return bytes(union.get_result(_TYPE).serialize_compact())
+    deque(map(sketch.update, hashes), maxlen=0)
+    return bytes(sketch.serialize_compact())
 
 
 def estimate(stored: Iterable[bytes]) -> int:

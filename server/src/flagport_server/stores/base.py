@@ -113,7 +113,8 @@ class StatsBatch(msgspec.Struct, frozen=True):
     ``counts``: ``(flag, variant, minute, n)`` with ``minute`` the epoch second the minute
     starts at (a multiple of 60): added to the per-minute series and to the hour's total.
     ``units``: ``(flag, variant, hour, units)`` with ``hour`` a multiple of 3600: added to
-    that hour's unique-unit sketch. ``seen``: ``(flag, first, last)`` epoch seconds.
+    that hour's unique-unit sketch (a unit may be listed more than once; it counts once).
+    ``seen``: ``(flag, first, last)`` epoch seconds.
     """
 
     counts: list[tuple[str, str, int, int]] = []

@@ -65,20 +65,24 @@ TRAFFIC = {
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A server with stats and one without for each kind of traffic: a stats server
+    remembers the units it has seen this hour, so the two kinds must not share one."""
     require_tool("wrk")
     workdir = tmp_path_factory.mktemp("stats-bench")
     seed = workdir / "fifty.yaml"
     seed.write_text(yaml.safe_dump(fifty_flag_document()))
-    on = start_server(workdir / "on", workers=1, seed=seed)
-    off = start_server(workdir / "off", workers=1, seed=seed, extra=["--no-stats"])
+    started: dict[tuple[str, str], RunningServer] = {}
     try:
-        for server in (on, off):
-            pin_process_group(server.process.pid, 0)
+        for traffic in TRAFFIC:
+            for mode, extra in (("on", []), ("off", ["--no-stats"])):
+                server = start_server(workdir / f"{traffic}-{mode}", seed=seed, extra=extra)
+                started[traffic, mode] = server
+                pin_process_group(server.process.pid, 0)
         scripts = {name: _script(workdir, name, unit) for name, unit in TRAFFIC.items()}
-        yield {"on": on, "off": off, "scripts": scripts}
+        yield {"servers": started, "scripts": scripts}
     finally:
-        on.stop()
-        off.stop()
+        for server in started.values():
+            server.stop()
 
 
 def _total(server: RunningServer, key: str) -> int:
@@ -107,7 +111,7 @@ def test_throughput_with_stats_on_and_off(
     raw: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
 
     def measure(traffic: str, shape: str, mode: str) -> tuple[float, float]:
-        server = servers[mode]
+        server = servers["servers"][traffic, mode]
         cpu_before = group_cpu_seconds(server.process.pid)
         result = wrk(server.url + shapes[shape], seconds, servers["scripts"][traffic])
         cpu = group_cpu_seconds(server.process.pid) - cpu_before
@@ -140,10 +144,12 @@ def test_throughput_with_stats_on_and_off(
             f"{statistics.median(e for _, e in on):6.0f} req/CPU-s | on/off "
             f"{rps_ratio:.3f}x req/s, {cpu_ratio:.3f}x req/CPU-s ({budget})"
         )
+        print("    rounds, req/CPU-s on/off: " + " ".join(f"{c:.3f}" for _, c in pairs))
     # Correctness in both modes: the stats server counted; the other keeps none.
     time.sleep(2.5)
-    assert _total(servers["on"], SINGLE_FLAG) > 0
-    assert _total(servers["off"], SINGLE_FLAG) == 0
+    for traffic in TRAFFIC:
+        assert _total(servers["servers"][traffic, "on"], SINGLE_FLAG) > 0
+        assert _total(servers["servers"][traffic, "off"], SINGLE_FLAG) == 0
     if timed:
         for (traffic, shape), ratio in summary.items():
             if traffic == "portal":

@@ -64,21 +64,30 @@ TRAFFIC = {
 }
 
 
+SHAPES = {
+    "single": f"/ofrep/v1/evaluate/flags/{SINGLE_FLAG}",
+    "bulk-50": "/ofrep/v1/evaluate/flags",
+}
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A server with stats and one without for each kind of traffic: a stats server
-    remembers the units it has seen this hour, so the two kinds must not share one."""
+    """A server with stats and one without for each kind of traffic and request shape: a
+    stats server remembers the units it has seen this hour, and flushes what a run counted
+    during the next one, so no two runs share one."""
     require_tool("wrk")
     workdir = tmp_path_factory.mktemp("stats-bench")
     seed = workdir / "fifty.yaml"
     seed.write_text(yaml.safe_dump(fifty_flag_document()))
-    started: dict[tuple[str, str], RunningServer] = {}
+    started: dict[tuple[str, str, str], RunningServer] = {}
     try:
         for traffic in TRAFFIC:
-            for mode, extra in (("on", []), ("off", ["--no-stats"])):
-                server = start_server(workdir / f"{traffic}-{mode}", seed=seed, extra=extra)
-                started[traffic, mode] = server
-                pin_process_group(server.process.pid, 0)
+            for shape in SHAPES:
+                for mode, extra in (("on", []), ("off", ["--no-stats"])):
+                    name = f"{traffic}-{shape}-{mode}"
+                    server = start_server(workdir / name, seed=seed, extra=extra)
+                    started[traffic, shape, mode] = server
+                    pin_process_group(server.process.pid, 0)
         scripts = {name: _script(workdir, name, unit) for name, unit in TRAFFIC.items()}
         yield {"servers": started, "scripts": scripts}
     finally:
@@ -102,23 +111,19 @@ def test_throughput_with_stats_on_and_off(
     the other, the same pair of figures moved by +-20 % from round to round. Compared: the
     requests each served, and the requests per CPU-second each used (which corrects for an
     unequal share)."""
-    shapes = {
-        "single": f"/ofrep/v1/evaluate/flags/{SINGLE_FLAG}",
-        "bulk-50": "/ofrep/v1/evaluate/flags",
-    }
-    cases = [(traffic, shape) for traffic in TRAFFIC for shape in shapes]
+    cases = [(traffic, shape) for traffic in TRAFFIC for shape in SHAPES]
     rounds, seconds = (7, 4) if timed else (1, 1)
     # (traffic, shape) -> per round: (requests ratio, per-CPU-second ratio)
     ratios: dict[tuple[str, str], list[tuple[float, float]]] = {case: [] for case in cases}
     raw: dict[tuple[str, str, str], list[float]] = {}
 
     def measure_pair(traffic: str, shape: str) -> None:
-        pair = {mode: servers["servers"][traffic, mode] for mode in ("on", "off")}
+        pair = {mode: servers["servers"][traffic, shape, mode] for mode in ("on", "off")}
         script = servers["scripts"][traffic]
         cpu_before = {mode: group_cpu_seconds(s.process.pid) for mode, s in pair.items()}
         with ThreadPoolExecutor(2) as pool:
             runs = {
-                mode: pool.submit(wrk, s.url + shapes[shape], seconds, script)
+                mode: pool.submit(wrk, s.url + SHAPES[shape], seconds, script)
                 for mode, s in pair.items()
             }
             results = {mode: run.result() for mode, run in runs.items()}
@@ -155,9 +160,9 @@ def test_throughput_with_stats_on_and_off(
         print("    rounds (requests): " + " ".join(f"{r:.3f}" for r, _ in pairs))
     # Correctness in both modes: the stats server counted; the other keeps none.
     time.sleep(2.5)
-    for traffic in TRAFFIC:
-        assert _total(servers["servers"][traffic, "on"], SINGLE_FLAG) > 0
-        assert _total(servers["servers"][traffic, "off"], SINGLE_FLAG) == 0
+    for traffic, shape in cases:
+        assert _total(servers["servers"][traffic, shape, "on"], SINGLE_FLAG) > 0
+        assert _total(servers["servers"][traffic, shape, "off"], SINGLE_FLAG) == 0
     if timed:
         for (traffic, shape), ratio in summary.items():
             if traffic == "portal":

@@ -137,6 +137,9 @@ def test_throughput_with_stats_on_and_off(
         ratios[traffic, shape].append((on / off, (on / cpu["on"]) / (off / cpu["off"])))
 
     def run() -> None:
+        for traffic, shape in cases:  # warm-up, not counted: first imports, first sketches
+            for server in (servers["servers"][traffic, shape, m] for m in ("on", "off")):
+                wrk(server.url + SHAPES[shape], 1, servers["scripts"][traffic])
         for _ in range(rounds):
             for traffic, shape in cases:
                 measure_pair(traffic, shape)

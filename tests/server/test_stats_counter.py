@@ -3,10 +3,13 @@ sets exactly once per unit, hour and set of served results, and never go missing
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
 from flagport_server import stats
@@ -165,3 +168,42 @@ def test_rows_from_two_snapshots_in_one_period(tmp_path: Path) -> None:
                 served.setdefault((result.key, result.variant or ""), set()).add(str(unit))
         assert units == served
         harness.recorder = StatsRecorder(harness.recorder.store, clock=lambda: harness.now)
+
+
+def test_unique_units_gauge_follows_the_store(tmp_path: Path) -> None:
+    """``flagport_unique_units{flag,variant}`` is refreshed from the store: the distinct
+    units each variant was served over the last 24 hours, flag keys as the only labels."""
+    from litestar.testing import TestClient
+
+    from flagport_server.app import create_app
+    from flagport_server.settings import Settings
+
+    seed = tmp_path / "flags.yaml"
+    seed.write_text(yaml.safe_dump(DOCUMENT))
+    settings = Settings(
+        store_url=f"sqlite:///{tmp_path / 'flagport.db'}",
+        seed_file=str(seed),
+        admin_token="admin-token-for-the-gauge-test",
+        stats_flush_interval=0.25,
+        stats_gauge_interval=0.25,
+    )
+    snapshot = compile_snapshot(document_from_builtins(DOCUMENT))
+    expected: dict[str, set[str]] = {}
+    with TestClient(create_app(settings)) as client:
+        for index in range(120):
+            context = {"targetingKey": f"user-{index}", "company_id": index % 7}
+            answer = client.post("/ofrep/v1/evaluate/flags", json={"context": context})
+            assert answer.status_code == 200, answer.text
+            variant = snapshot.evaluate("rollout", context, 0).variant
+            expected.setdefault(str(variant), set()).add(context["targetingKey"])
+        pattern = re.compile(
+            r'^flagport_unique_units\{flag="rollout",variant="(\w+)"\} (\S+)$', re.M
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            found = {v: float(n) for v, n in pattern.findall(client.get("/metrics").text)}
+            if found == {v: float(len(units)) for v, units in expected.items()}:
+                break
+            assert time.monotonic() < deadline, (found, {v: len(u) for v, u in expected.items()})
+            time.sleep(0.2)
+        assert "user-" not in client.get("/metrics").text

@@ -107,7 +107,8 @@ def _wrk_requests(output: str) -> int:
     return int(match.group(1))
 
 
-def test_counts_equal_the_requests_wrk_completed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["single", "bulk"])
+def test_counts_equal_the_requests_wrk_completed(tmp_path: Path, shape: str) -> None:
     tool = require_tool("wrk")
     script = tmp_path / "post.lua"
     script.write_text(
@@ -118,7 +119,7 @@ def test_counts_equal_the_requests_wrk_completed(tmp_path: Path) -> None:
         "end\n"
     )
     with running_server(tmp_path / "server", workers=2, seed=PORTAL_FLAGS) as server:
-        url = f"{server.url}/ofrep/v1/evaluate/flags/{KEY}"
+        url = f"{server.url}/ofrep/v1/evaluate/flags" + (f"/{KEY}" if shape == "single" else "")
         output = subprocess.run(
             [tool, "-t1", "-c1", "-d1s", "-s", str(script), url],
             capture_output=True,

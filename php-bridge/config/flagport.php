@@ -12,7 +12,7 @@ return [
     // Evaluation token (not needed on a loopback or Unix-socket bind, where evaluation is open).
     'eval_token' => env('FLAGPORT_EVAL_TOKEN'),
 
-    // Admin token: only the artisan commands (feature:enable, feature:disable) use it.
+    // Admin token: only the artisan commands (feature:enable, feature:disable, feature:stats) use it.
     'admin_token' => env('FLAGPORT_ADMIN_TOKEN'),
 
     // Milliseconds. Evaluation must stay cheap when the sidecar is in trouble; admin calls may wait.

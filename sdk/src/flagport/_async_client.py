@@ -44,6 +44,8 @@ class AsyncClient:
         if transport is None:
             transport = httpx.AsyncHTTPTransport(
                 uds=uds,
+                # No TLS on http:// or a socket: no CA bundle to load (some 100 ms).
+                verify=not base_url.startswith("http://"),
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
             )
         self.url = url

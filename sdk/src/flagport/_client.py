@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -12,6 +12,9 @@ from flagport._breaker import CircuitBreaker
 from flagport._exceptions import ClientError
 from flagport._remote import RemoteCore, auth_headers, split_url
 from flagport._types import ClientStatus, FlagDetails
+
+if TYPE_CHECKING:
+    from flagport._async_client import AsyncClient
 
 __all__ = ["DEFAULT_TIMEOUT", "Client"]
 
@@ -46,11 +49,21 @@ class Client:
         max_connections: int = 100,
     ) -> None:
         base_url, uds = split_url(url)
+        #: What an AsyncClient twin needs to talk to the same server (see _async_twin).
+        self._twin_options: dict[str, Any] | None = None
         if transport is None:
-            transport = httpx.HTTPTransport(
-                uds=uds,
-                limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
-            )
+            # No TLS on http:// or a socket: no CA bundle to load (some 100 ms); over https,
+            # one SSL context, shared with the async twins.
+            verify = False if base_url.startswith("http://") else httpx.create_ssl_context()
+            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
+            transport = httpx.HTTPTransport(uds=uds, verify=verify, limits=limits)
+            self._twin_options = {
+                "token": token,
+                "timeout": timeout,
+                "uds": uds,
+                "verify": verify,
+                "limits": limits,
+            }
         self.url = url
         self._core = RemoteCore(CircuitBreaker(failure_threshold, cooldown))
         self._http = httpx.Client(
@@ -134,6 +147,31 @@ class Client:
             return core.bulk_fallback(body, outcome)
         core.answered()
         return outcome
+
+    def _async_twin(self) -> AsyncClient | None:
+        """A new :class:`~flagport.AsyncClient` for the same server, token and timeouts that
+        shares this client's core: one circuit breaker, one set of last known values, one
+        status (and its listeners). For callers that evaluate from both sync and async code
+        (the OpenFeature provider). Its connection pool is bound to the event loop it is first
+        used in: one twin per loop, closed by the caller.
+
+        None when this client is closed, or was given its own ``transport`` (an async
+        transport cannot be derived from it).
+        """
+        options = self._twin_options
+        if self._closed or options is None:
+            return None
+        from flagport._async_client import AsyncClient
+
+        transport = httpx.AsyncHTTPTransport(
+            uds=options["uds"], verify=options["verify"], limits=options["limits"]
+        )
+        twin = AsyncClient(
+            self.url, token=options["token"], timeout=options["timeout"], transport=transport
+        )
+        # Before any use: the twin's own fresh core is replaced by this client's.
+        twin._core = self._core
+        return twin
 
     # -- lifecycle --------------------------------------------------------------------
 

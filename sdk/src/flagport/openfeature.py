@@ -14,13 +14,20 @@ and error codes are OpenFeature's; a value served while the server is unreachabl
 ``STALE``. The client's status becomes provider events: READY -> ``PROVIDER_READY``, STALE ->
 ``PROVIDER_STALE``, ERROR -> ``PROVIDER_ERROR``, and every new snapshot of a local client ->
 ``PROVIDER_CONFIGURATION_CHANGED``.
+
+OpenFeature's async API (``await client.get_boolean_value_async(...)``) never blocks the event
+loop. Remote, the provider's ``resolve_*_details_async`` methods await a
+:class:`flagport.AsyncClient` that shares the :class:`flagport.Client`'s core (one circuit
+breaker, one set of last known values, one status); in process, evaluation is a plain local
+call with no I/O and runs inline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from openfeature.evaluation_context import EvaluationContext as OFContext
 from openfeature.event import ProviderEventDetails
@@ -31,6 +38,9 @@ from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
 
 from flagport._types import ClientStatus, FlagDetails, details_from_result
+
+if TYPE_CHECKING:
+    from flagport._async_client import AsyncClient
 
 __all__ = ["FlagportProvider"]
 
@@ -93,6 +103,18 @@ class FlagportProvider(AbstractProvider):
 
     The provider owns the client when built by :meth:`remote` or :meth:`local` (``shutdown``
     closes it); pass ``owns_client=True`` to hand over one you built.
+
+    Remote, the ``*_async`` methods await an :class:`~flagport.AsyncClient` rather than block
+    the event loop on the sync client. An httpx async connection pool is bound to the event
+    loop it is first used in, so the provider makes one AsyncClient per event loop, on that
+    loop's first async evaluation, each sharing the sync client's core (same server, token and
+    timeouts; one circuit breaker, one set of last known values, one status). Each is closed
+    when its loop ends through ``asyncio.run`` (or any runner that calls
+    ``loop.shutdown_asyncgens()``), and by ``shutdown`` (on its own loop, if that loop still
+    runs). A loop closed otherwise leaves its pool's sockets to the garbage collector; the
+    provider makes a new AsyncClient for the next loop. A :class:`~flagport.Client` built
+    with its own ``transport`` has no async counterpart: its async evaluations run the sync
+    client in a worker thread (:func:`asyncio.to_thread`), which does not block the loop either.
     """
 
     def __init__(self, client: _Evaluator, *, owns_client: bool = False) -> None:
@@ -107,6 +129,14 @@ class FlagportProvider(AbstractProvider):
         #: The same for boolean flags (their own dict: no type check on the hot path).
         self._bool_resolutions: dict[int, tuple[Any, FlagResolutionDetails[Any]]] = {}
         self._local: Any = client if hasattr(client, "_flags") else None
+        #: Remote mode: the flagport.Client (it makes the AsyncClients of the async methods).
+        self._remote: Any = client if hasattr(client, "_async_twin") else None
+        #: Remote mode, per event loop: its AsyncClient, and the async generator that closes
+        #: it when the loop ends (see _close_at_loop_end).
+        self._twins: dict[
+            asyncio.AbstractEventLoop, tuple[AsyncClient, AsyncGenerator[None, None]]
+        ] = {}
+        self._twins_lock = threading.Lock()
         client.on_status(self._on_status)
         on_change = getattr(client, "on_change", None)
         if on_change is not None:
@@ -154,6 +184,21 @@ class FlagportProvider(AbstractProvider):
         self._on_status(self.client.status)
 
     def shutdown(self) -> None:
+        """Close the AsyncClients of the async methods (each on its own loop; later async
+        evaluations get a new one while the sync client is open) and, when the provider owns
+        it, the client."""
+        with self._twins_lock:
+            twins = list(self._twins.items())
+            self._twins.clear()
+        for loop, (twin, closer) in twins:
+            twin._closed = True  # from now on no I/O (last known values or defaults)
+            if not loop.is_closed():
+                # Thread-safe, and safe from the loop's own thread: the pool is closed on its
+                # loop, as asyncio itself finalizes an async generator.
+                try:
+                    loop.call_soon_threadsafe(loop.create_task, closer.aclose())
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
         if self._owns_client:
             self.client.close()
 
@@ -199,6 +244,53 @@ class FlagportProvider(AbstractProvider):
                     return resolution
         return _resolution(self._details(key, default, context))
 
+    async def _resolve_async(
+        self, key: str, default: Any, evaluation_context: OFContext | None
+    ) -> FlagResolutionDetails[Any]:
+        """Remote: :meth:`_resolve` over this loop's AsyncClient (same core, same mapping)."""
+        context = _context(evaluation_context)
+        remote = self._remote
+        if remote._closed:
+            # Closed: the last known value or the default, without I/O or a new AsyncClient.
+            return _resolution(self._details(key, default, context))
+        loop = asyncio.get_running_loop()
+        entry = self._twins.get(loop)
+        twin = entry[0] if entry is not None else await self._twin_for(loop)
+        if twin is None:
+            # A Client with its own transport: no async twin; not on the loop's thread.
+            details = await asyncio.to_thread(self._details, key, default, context)
+        else:
+            details = await twin.details(key, default, context)
+        return _resolution(details)
+
+    async def _twin_for(self, loop: asyncio.AbstractEventLoop) -> AsyncClient | None:
+        """A new AsyncClient for ``loop`` (the running one), registered to close with it."""
+        twin: AsyncClient | None = self._remote._async_twin()
+        if twin is None:
+            return None
+        closer = self._close_at_loop_end(loop, twin)
+        with self._twins_lock:
+            for old in [other for other in self._twins if other.is_closed()]:
+                # Closed without shutdown_asyncgens: nothing can run on that loop any more.
+                self._twins.pop(old)[0]._closed = True
+            self._twins[loop] = (twin, closer)
+        # The first step registers the generator with the running loop (its asyncgen hooks):
+        # the loop's shutdown_asyncgens() then closes it, and with it the twin.
+        await closer.__anext__()
+        return twin
+
+    async def _close_at_loop_end(
+        self, loop: asyncio.AbstractEventLoop, twin: AsyncClient
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._twins_lock:
+                entry = self._twins.get(loop)
+                if entry is not None and entry[0] is twin:
+                    del self._twins[loop]
+            await twin.aclose()
+
     def resolve_boolean_details(
         self, flag_key: str, default_value: bool, evaluation_context: OFContext | None = None
     ) -> FlagResolutionDetails[bool]:
@@ -235,3 +327,43 @@ class FlagportProvider(AbstractProvider):
         evaluation_context: OFContext | None = None,
     ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
         return self._resolve(flag_key, default_value, evaluation_context)
+
+    # -- async resolution: remote awaits the AsyncClient; in process, a local call -----------
+
+    async def resolve_boolean_details_async(
+        self, flag_key: str, default_value: bool, evaluation_context: OFContext | None = None
+    ) -> FlagResolutionDetails[bool]:
+        if self._remote is None:
+            return self.resolve_boolean_details(flag_key, default_value, evaluation_context)
+        return await self._resolve_async(flag_key, default_value, evaluation_context)
+
+    async def resolve_string_details_async(
+        self, flag_key: str, default_value: str, evaluation_context: OFContext | None = None
+    ) -> FlagResolutionDetails[str]:
+        if self._remote is None:
+            return self._resolve(flag_key, default_value, evaluation_context)
+        return await self._resolve_async(flag_key, default_value, evaluation_context)
+
+    async def resolve_integer_details_async(
+        self, flag_key: str, default_value: int, evaluation_context: OFContext | None = None
+    ) -> FlagResolutionDetails[int]:
+        if self._remote is None:
+            return self._resolve(flag_key, default_value, evaluation_context)
+        return await self._resolve_async(flag_key, default_value, evaluation_context)
+
+    async def resolve_float_details_async(
+        self, flag_key: str, default_value: float, evaluation_context: OFContext | None = None
+    ) -> FlagResolutionDetails[float]:
+        if self._remote is None:
+            return self._resolve(flag_key, default_value, evaluation_context)
+        return await self._resolve_async(flag_key, default_value, evaluation_context)
+
+    async def resolve_object_details_async(
+        self,
+        flag_key: str,
+        default_value: Sequence[FlagValueType] | Mapping[str, FlagValueType],
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
+        if self._remote is None:
+            return self._resolve(flag_key, default_value, evaluation_context)
+        return await self._resolve_async(flag_key, default_value, evaluation_context)

@@ -6,12 +6,12 @@ Every write answers ``{"flag": {...}, "snapshot_version": N}`` (or the list it c
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.document import dump_document, load_document
 from flagport.engine import Flag, Segment, explain
@@ -87,7 +87,7 @@ async def list_flags(request: AdminRequest) -> FlagList:
 
 
 @post("/flags", status_code=201, summary="Create a flag (409 if it exists)")
-async def create_flag(data: FlagCreate, request: AdminRequest) -> FlagWriteResponse:
+async def create_flag(data: JSONBody[FlagCreate], request: AdminRequest) -> FlagWriteResponse:
     data = await _strict(request, FlagCreate)
     fields = msgspec.structs.asdict(data)
     key, reason = fields.pop("key"), fields.pop("reason")
@@ -97,7 +97,7 @@ async def create_flag(data: FlagCreate, request: AdminRequest) -> FlagWriteRespo
 
 
 @get("/flags/{key:str}", summary="Get a flag (ETag is its version, for If-Match)")
-async def get_flag(key: str, request: AdminRequest) -> Response[FlagView]:
+async def get_flag(key: FromPath[str], request: AdminRequest) -> Response[FlagView]:
     flag, _ = await _service(request).get_flag(key)
     return Response(flag_view(key, flag), headers={"ETag": f'"{flag.version}"'})
 
@@ -107,11 +107,11 @@ async def get_flag(key: str, request: AdminRequest) -> Response[FlagView]:
     summary='Replace a flag; needs If-Match: "<version>" (412 stale, 428 missing)',
 )
 async def replace_flag(
-    key: str,
-    data: FlagReplace,
+    key: FromPath[str],
+    data: JSONBody[FlagReplace],
     request: AdminRequest,
-    if_match: str | None = Parameter(header="If-Match", default=None, required=False),
-    reason: str | None = Parameter(query="reason", default=None, required=False),
+    if_match: Annotated[str | None, HeaderParameter(name="If-Match", required=False)] = None,
+    reason: Annotated[str | None, QueryParameter(required=False)] = None,
 ) -> FlagWriteResponse:
     data = await _strict(request, FlagReplace)
     fields = msgspec.structs.asdict(data)
@@ -130,10 +130,10 @@ async def replace_flag(
     summary="Delete a flag (a parent only with ?recursive=true)",
 )
 async def delete_flag(
-    key: str,
+    key: FromPath[str],
     request: AdminRequest,
-    recursive: bool = Parameter(query="recursive", default=False, required=False),
-    reason: str | None = Parameter(query="reason", default=None, required=False),
+    recursive: Annotated[bool, QueryParameter(required=False)] = False,
+    reason: Annotated[str | None, QueryParameter(required=False)] = None,
 ) -> dict[str, Any]:
     deleted, version = await _service(request).delete_flag(key, recursive, _actor(request), reason)
     return {"deleted": deleted, "snapshot_version": version}
@@ -141,7 +141,7 @@ async def delete_flag(
 
 @post("/flags/{key:str}/enable", status_code=200, summary="Enable (optionally at a percentage)")
 async def enable_flag(
-    key: str, request: AdminRequest, data: EnableRequest | None = None
+    key: FromPath[str], request: AdminRequest, data: JSONBody[EnableRequest | None] = None
 ) -> FlagWriteResponse:
     body = await _strict(request, EnableRequest, EnableRequest())
     view, version = await _service(request).enable(
@@ -152,7 +152,7 @@ async def enable_flag(
 
 @post("/flags/{key:str}/disable", status_code=200, summary="Disable: the kill switch")
 async def disable_flag(
-    key: str, request: AdminRequest, data: DisableRequest | None = None
+    key: FromPath[str], request: AdminRequest, data: JSONBody[DisableRequest | None] = None
 ) -> FlagWriteResponse:
     body = await _strict(request, DisableRequest, DisableRequest())
     views, version = await _service(request).disable([key], _actor(request), body.reason)
@@ -160,7 +160,7 @@ async def disable_flag(
 
 
 @post("/kill", status_code=200, summary="Disable several flags at once (keys, a tag, or all)")
-async def kill(data: KillRequest, request: AdminRequest) -> KillResponse:
+async def kill(data: JSONBody[KillRequest], request: AdminRequest) -> KillResponse:
     data = await _strict(request, KillRequest)
     views, version = await _service(request).kill(
         data.keys, data.tag, data.all, _actor(request), data.reason
@@ -171,11 +171,11 @@ async def kill(data: KillRequest, request: AdminRequest) -> KillResponse:
 @get("/audit", summary="Audit log, newest first, paginated with before_id")
 async def audit(
     request: AdminRequest,
-    flag: str | None = Parameter(query="flag", default=None, required=False),
-    actor: str | None = Parameter(query="actor", default=None, required=False),
-    since: str | None = Parameter(query="since", default=None, required=False),
-    before_id: int | None = Parameter(query="before_id", default=None, required=False, ge=1),
-    limit: int = Parameter(query="limit", default=100, required=False, ge=1, le=1000),
+    flag: Annotated[str | None, QueryParameter(required=False)] = None,
+    actor: Annotated[str | None, QueryParameter(required=False)] = None,
+    since: Annotated[str | None, QueryParameter(required=False)] = None,
+    before_id: Annotated[int | None, QueryParameter(required=False, ge=1)] = None,
+    limit: Annotated[int, QueryParameter(required=False, ge=1, le=1000)] = 100,
 ) -> AuditPage:
     if since is not None:
         import datetime
@@ -210,26 +210,28 @@ async def list_tokens(request: AdminRequest) -> TokenList:
 
 
 @post("/tokens", status_code=201, summary="Create a token; the secret is shown once")
-async def create_token(data: TokenCreate, request: AdminRequest) -> TokenCreated:
+async def create_token(data: JSONBody[TokenCreate], request: AdminRequest) -> TokenCreated:
     data = await _strict(request, TokenCreate)
     record, secret = await _service(request).create_token(data.name, data.scope, _actor(request))
     return TokenCreated(token=_token_view(record), secret=secret)
 
 
 @delete("/tokens/{token_id:str}", status_code=200, summary="Revoke a token")
-async def revoke_token(token_id: str, request: AdminRequest) -> TokenView:
+async def revoke_token(token_id: FromPath[str], request: AdminRequest) -> TokenView:
     return _token_view(await _service(request).revoke_token(token_id, _actor(request)))
 
 
 @get("/propagation", summary="Which live workers have applied a snapshot version")
 async def propagation(
-    request: AdminRequest, version: int = Parameter(query="version", ge=0)
+    request: AdminRequest, version: Annotated[int, QueryParameter(ge=0)]
 ) -> PropagationView:
     return await _service(request).propagation(version)
 
 
 @put("/flags/{key:str}/targets", summary="Set the flag's individual targets")
-async def put_targets(key: str, data: TargetsRequest, request: AdminRequest) -> FlagWriteResponse:
+async def put_targets(
+    key: FromPath[str], data: JSONBody[TargetsRequest], request: AdminRequest
+) -> FlagWriteResponse:
     data = await _strict(request, TargetsRequest)
     view, version = await _service(request).set_targets(
         key, data.targets, _actor(request), data.reason
@@ -238,14 +240,18 @@ async def put_targets(key: str, data: TargetsRequest, request: AdminRequest) -> 
 
 
 @put("/flags/{key:str}/rules", summary="Replace the flag's ordered rules")
-async def put_rules(key: str, data: RulesRequest, request: AdminRequest) -> FlagWriteResponse:
+async def put_rules(
+    key: FromPath[str], data: JSONBody[RulesRequest], request: AdminRequest
+) -> FlagWriteResponse:
     data = await _strict(request, RulesRequest)
     view, version = await _service(request).set_rules(key, data.rules, _actor(request), data.reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
 @post("/flags/{key:str}/explain", status_code=200, summary="Explain an evaluation step by step")
-async def explain_flag(key: str, data: ExplainRequest, request: AdminRequest) -> dict[str, Any]:
+async def explain_flag(
+    key: FromPath[str], data: JSONBody[ExplainRequest], request: AdminRequest
+) -> dict[str, Any]:
     data = await _strict(request, ExplainRequest)
     snapshot = request.app.state.runtime.snapshot
     if snapshot is None:
@@ -269,7 +275,7 @@ async def list_segments(request: AdminRequest) -> SegmentList:
 
 
 @get("/segments/{key:str}", summary="Get a segment (ETag is its version)")
-async def get_segment(key: str, request: AdminRequest) -> Response[SegmentView]:
+async def get_segment(key: FromPath[str], request: AdminRequest) -> Response[SegmentView]:
     document = await _service(request).document()
     segment = document.segments.get(key)
     if segment is None:
@@ -279,11 +285,11 @@ async def get_segment(key: str, request: AdminRequest) -> Response[SegmentView]:
 
 @put("/segments/{key:str}", summary="Create or replace a segment (If-Match optional)")
 async def put_segment(
-    key: str,
-    data: Segment,
+    key: FromPath[str],
+    data: JSONBody[Segment],
     request: AdminRequest,
-    if_match: str | None = Parameter(header="If-Match", default=None, required=False),
-    reason: str | None = Parameter(query="reason", default=None, required=False),
+    if_match: Annotated[str | None, HeaderParameter(name="If-Match", required=False)] = None,
+    reason: Annotated[str | None, QueryParameter(required=False)] = None,
 ) -> Response[SegmentWriteResponse]:
     data = await _strict(request, Segment)
     segment, version, created = await _service(request).put_segment(
@@ -295,9 +301,9 @@ async def put_segment(
 
 @delete("/segments/{key:str}", status_code=200, summary="Delete a segment (409 while in use)")
 async def delete_segment(
-    key: str,
+    key: FromPath[str],
     request: AdminRequest,
-    reason: str | None = Parameter(query="reason", default=None, required=False),
+    reason: Annotated[str | None, QueryParameter(required=False)] = None,
 ) -> dict[str, Any]:
     version = await _service(request).delete_segment(key, _actor(request), reason)
     return {"deleted": [key], "snapshot_version": version}
@@ -306,8 +312,8 @@ async def delete_segment(
 @get("/snapshot", summary="Export the configuration (config as code)")
 async def export_snapshot(
     request: AdminRequest,
-    volatile: bool = Parameter(query="volatile", default=False, required=False),
-    format: Literal["json", "yaml"] = Parameter(query="format", default="json", required=False),
+    volatile: Annotated[bool, QueryParameter(required=False)] = False,
+    format: Annotated[Literal["json", "yaml"], QueryParameter(required=False)] = "json",
 ) -> Response[bytes]:
     document = await _service(request).document()
     media = "application/json" if format == "json" else "application/yaml"
@@ -317,9 +323,9 @@ async def export_snapshot(
 @post("/snapshot", status_code=200, summary="Import a configuration: returns the diff; atomic")
 async def import_snapshot(
     request: AdminRequest,
-    dry_run: bool = Parameter(query="dry_run", default=False, required=False),
-    prune: bool = Parameter(query="prune", default=True, required=False),
-    reason: str | None = Parameter(query="reason", default=None, required=False),
+    dry_run: Annotated[bool, QueryParameter(required=False)] = False,
+    prune: Annotated[bool, QueryParameter(required=False)] = True,
+    reason: Annotated[str | None, QueryParameter(required=False)] = None,
 ) -> ImportResponse:
     body = await request.body()
     content_type = request.headers.get("content-type", "")

@@ -17,13 +17,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason
 from flagport_server.auth import evaluation_token_problem
@@ -181,7 +181,7 @@ _SINGLE_RESPONSES = {
     responses=_SINGLE_RESPONSES,
 )
 async def ofrep_single(
-    key: str, data: wire.EvaluationRequest, request: Request[Any, Any, State]
+    key: FromPath[str], data: JSONBody[wire.EvaluationRequest], request: Request[Any, Any, State]
 ) -> RawResponse:
     state = request.app.state
     refusal = _gate(request, state)
@@ -205,7 +205,7 @@ async def ofrep_single(
     tags=["evaluation"],
     responses=_SINGLE_RESPONSES,
 )
-async def evaluate_get(key: str, request: Request[Any, Any, State]) -> RawResponse:
+async def evaluate_get(key: FromPath[str], request: Request[Any, Any, State]) -> RawResponse:
     state = request.app.state
     refusal = _gate(request, state)
     if refusal is not None:
@@ -246,13 +246,17 @@ def _check_last_modified(value: str | None) -> str | None:
     },
 )
 async def ofrep_bulk(
-    data: wire.EvaluationRequest,
+    data: JSONBody[wire.EvaluationRequest],
     request: Request[Any, Any, State],
-    if_none_match: str | None = Parameter(header="If-None-Match", default=None, required=False),
-    flag_config_etag: str | None = Parameter(query="flagConfigEtag", default=None, required=False),
-    flag_config_last_modified: str | None = Parameter(
-        query="flagConfigLastModified", default=None, required=False
-    ),
+    if_none_match: Annotated[
+        str | None, HeaderParameter(name="If-None-Match", required=False)
+    ] = None,
+    flag_config_etag: Annotated[
+        str | None, QueryParameter(name="flagConfigEtag", required=False)
+    ] = None,
+    flag_config_last_modified: Annotated[
+        str | None, QueryParameter(name="flagConfigLastModified", required=False)
+    ] = None,
 ) -> RawResponse:
     state = request.app.state
     refusal = _gate(request, state)

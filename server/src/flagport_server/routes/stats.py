@@ -7,11 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Router, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from flagport.engine import Flag
 from flagport_server.auth import admin_guard, evaluation_guard
@@ -94,7 +94,9 @@ def parse_since(text: str, now: float) -> int:
     guards=[evaluation_guard],
     request_max_body_size=MAX_EXPOSURE_BODY,
 )
-async def exposures(data: ExposureBatch, request: Request[Any, Any, State]) -> ExposureResponse:
+async def exposures(
+    data: JSONBody[ExposureBatch], request: Request[Any, Any, State]
+) -> ExposureResponse:
     """Items naming an unknown flag or variant, a negative count or too many units are
     rejected one by one (listed in ``rejected``, with why); the others are counted."""
     state = request.app.state
@@ -182,9 +184,9 @@ def _static(flag: Flag) -> str | None:
 
 @get("/flags/{key:str}/stats", summary="Adoption: evaluations, unique units, series, changes")
 async def flag_stats(
-    key: str,
+    key: FromPath[str],
     request: Request[Any, Any, State],
-    since: str = Parameter(query="since", default=DEFAULT_SINCE, required=False),
+    since: Annotated[str, QueryParameter(required=False)] = DEFAULT_SINCE,
 ) -> FlagStats:
     """``since``: ``1h``, ``24h``, ``7d`` or an ISO-8601 date-time, rounded down to the hour,
     at most 7 days back."""
@@ -232,7 +234,7 @@ async def flag_stats(
 @get("/stale", summary="Flags not evaluated, or serving everyone alike, for a number of days")
 async def stale(
     request: Request[Any, Any, State],
-    days: int = Parameter(query="days", default=30, required=False, ge=1, le=3650),
+    days: Annotated[int, QueryParameter(required=False, ge=1, le=3650)] = 30,
 ) -> StaleReport:
     now = time.time()
     cutoff = now - days * 86400

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -131,20 +132,25 @@ def test_counts_equal_the_requests_wrk_completed(tmp_path: Path, shape: str) -> 
     )
     with running_server(tmp_path / "server", workers=2, seed=PORTAL_FLAGS) as server:
         url = f"{server.url}/ofrep/v1/evaluate/flags" + (f"/{KEY}" if shape == "single" else "")
-        output = subprocess.run(
-            [tool, "-t1", "-c1", "-d60s", "-s", str(script), url],
-            capture_output=True,
+        # wrk's main thread sleeps for the whole -d even once its thread has stopped; an
+        # interrupt ends that sleep and wrk prints its summary.
+        load = subprocess.Popen(
+            [tool, "-t1", "-c1", "-d120s", "-s", str(script), url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=120,
-            check=True,
-        ).stdout
+        )
+        try:
+
+            def counted() -> bool:
+                return _stats(server)["total_evaluations"] >= WRK_RESPONSES
+
+            wait_until(counted, 60.0, 0.5)
+        finally:
+            load.send_signal(signal.SIGINT)
+            output = load.communicate(timeout=30)[0]
         completed = _wrk_requests(output)
         assert completed == WRK_RESPONSES, output
-
-        def counted() -> bool:
-            return _stats(server)["total_evaluations"] >= completed
-
-        wait_until(counted, 10.0, 0.5)
         time.sleep(3)  # one more flush: anything beyond wrk's count would show up now
         body = _stats(server)
     assert body["total_evaluations"] == completed, output

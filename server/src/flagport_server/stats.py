@@ -83,15 +83,21 @@ def hour_of(at: float) -> int:
 _Slot = list[Any]
 
 
+def _unit(value: Any) -> str | None:
+    """The unit a context value counts as: a non-empty string, or an integer as its
+    decimal string (the engine buckets nothing else)."""
+    if value.__class__ is str:
+        return value or None
+    if value.__class__ is int:
+        return str(value)
+    return None
+
+
 def _note_unit(slot: _Slot, context: Mapping[str, Any]) -> None:
-    """Put the context's unit for the slot's flag into the slot's set (strings and integers
-    only: the engine buckets nothing else)."""
-    unit = context.get(slot[3])
-    if unit.__class__ is str:
-        if unit:
-            slot[2].add(unit)
-    elif unit.__class__ is int:
-        slot[2].add(str(unit))
+    """Put the context's unit for the slot's flag into the slot's set."""
+    unit = _unit(context.get(slot[3]))
+    if unit is not None:
+        slot[2].add(unit)
 
 
 class Drained(NamedTuple):
@@ -236,10 +242,8 @@ class _RecentUnits:
         units: list[str] = []
         rows: list[tuple[EvaluationResult, ...]] = []
         for context, served in zip(drained.contexts, drained.results, strict=True):
-            unit = context.get(attribute)
-            if unit.__class__ is int:
-                unit = str(unit)
-            elif unit.__class__ is not str or not unit:
+            unit = _unit(context.get(attribute))
+            if unit is None:
                 continue
             results = tuple(served.values())
             if self._remember(unit, results):

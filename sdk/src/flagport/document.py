@@ -13,7 +13,12 @@ from typing import Any, Literal
 import msgspec
 
 from flagport._exceptions import InvalidDocumentError
-from flagport.engine import SnapshotDocument, compile_snapshot, document_from_builtins
+from flagport.engine import (
+    SnapshotDocument,
+    check_document_limits,
+    compile_snapshot,
+    document_from_builtins,
+)
 
 __all__ = ["Format", "dump_document", "load_document", "strip_volatile"]
 
@@ -109,8 +114,9 @@ def load_document(
     """Parse and validate a snapshot document.
 
     ``format`` defaults to JSON when the text starts with ``{``, YAML otherwise. With
-    ``strict`` (the default) cross-references are checked too: unknown variants, segments
-    and prerequisites, cycles, percentages with more than 3 decimals.
+    ``strict`` (the default) cross-references are checked too (unknown variants, segments
+    and prerequisites, cycles, percentages with more than 3 decimals), and the limits that
+    a store's commit enforces, so a document that would be refused is refused here first.
     """
     if isinstance(data, bytes):
         try:
@@ -126,6 +132,7 @@ def load_document(
         obj = {}
     document = document_from_builtins(obj)
     if strict:
+        check_document_limits(document)
         compile_snapshot(document, strict=True)
     return document
 

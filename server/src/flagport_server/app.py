@@ -91,6 +91,10 @@ async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
         "instance": runtime.settings.instance_id,
         "worker": runtime.pid,
         "warnings": warnings,
+        "unreadable": {
+            "flags": sorted(runtime.unreadable_flags),
+            "segments": sorted(runtime.unreadable_segments),
+        },
     }
     return Response(body, status_code=200)
 

@@ -8,6 +8,7 @@ exactly one place (``flagport_server.app``'s exception handlers).
     ├── NotFound                     404
     ├── AlreadyExists                409
     ├── Conflict                     409  e.g. deleting a parent or a segment in use
+    │   └── UnreadableRecord         409  the stored flag/segment cannot be decoded
     ├── InvalidInput                 400/422  names the field (``path``)
     ├── PreconditionRequired         428  PUT without If-Match
     ├── Unauthorized                 401
@@ -27,6 +28,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Unauthorized",
+    "UnreadableRecord",
     "VersionConflict",
 ]
 
@@ -85,6 +87,24 @@ class AlreadyExists(ServerError):
 class Conflict(ServerError):
     status_code = 409
     title = "Conflict"
+
+
+class UnreadableRecord(Conflict):
+    """A change to a stored flag or segment that cannot be decoded: only deleting it or
+    importing a configuration that replaces it can repair it."""
+
+    title = "Unreadable stored record"
+
+    def __init__(self, kind: str, key: str, why: str) -> None:
+        super().__init__(
+            f"stored {kind} {key!r} cannot be read ({why}); repair it with "
+            f"`flags delete {key}` (DELETE) or `flags import` of a configuration that has it"
+            if kind == "flag"
+            else f"stored {kind} {key!r} cannot be read ({why}); repair it with "
+            f"a PUT of the segment or `flags import` of a configuration that has it"
+        )
+        self.kind = kind
+        self.key = key
 
 
 class InvalidInput(ServerError):

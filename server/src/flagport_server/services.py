@@ -17,7 +17,16 @@ import msgspec
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.document import strip_volatile
-from flagport.engine import Flag, Rule, Segment, SnapshotDocument, compile_snapshot, validate_key
+from flagport.engine import (
+    CompiledSnapshot,
+    Flag,
+    Rule,
+    Segment,
+    SnapshotDocument,
+    check_document_limits,
+    compile_snapshot,
+    validate_key,
+)
 from flagport.engine._compile import check_percentage
 from flagport_server.errors import (
     AlreadyExists,
@@ -25,10 +34,11 @@ from flagport_server.errors import (
     InvalidInput,
     NotFound,
     PreconditionRequired,
+    UnreadableRecord,
     VersionConflict,
 )
 from flagport_server.state import Runtime, hash_secret
-from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, TokenRecord
+from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, StoreState, TokenRecord
 from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, SnapshotDiff
 
 __all__ = ["AdminService", "flag_view", "utc_now"]
@@ -62,23 +72,41 @@ class AdminService:
 
     # -- reads --------------------------------------------------------------------------
 
+    async def state(self) -> StoreState:
+        """The stored configuration, with what cannot be read named apart."""
+        return await self.store.load()
+
     async def document(self) -> SnapshotDocument:
         return (await self.store.load()).document
 
     async def get_flag(self, key: str) -> tuple[Flag, int]:
-        document = await self.document()
-        flag = document.flags.get(key)
+        state = await self.state()
+        flag = state.document.flags.get(key)
         if flag is None:
+            _refuse_unreadable(state, "flag", key)
             raise NotFound(f"flag {key!r} not found")
-        return flag, document.version
+        return flag, state.document.version
 
     # -- writes -------------------------------------------------------------------------
 
-    def _validate(self, document: SnapshotDocument) -> None:
+    def _validate(self, candidate: SnapshotDocument, state: StoreState) -> None:
+        """Refuse a change that breaks the configuration (unknown variant, segment or
+        prerequisite, a cycle, ...). Only problems the change introduces count: a problem
+        the store already holds (an unreadable segment, say) must not block every other
+        write, least of all one that repairs it."""
         try:
-            compile_snapshot(document, strict=True)
-        except InvalidDocumentError as error:
-            raise InvalidInput(error.problem, error.path) from None
+            compile_snapshot(candidate, strict=True)
+            return
+        except InvalidDocumentError:
+            pass
+        before = self.runtime.snapshot
+        if before is None or before.version != state.document.version:
+            before = _compile_stored(state.document, state)
+        known = {(p.path, p.problem) for p in before.problems}
+        after = _compile_stored(candidate, state)
+        for problem in after.problems:
+            if (problem.path, problem.problem) not in known:
+                raise InvalidInput(problem.problem, problem.path)
 
     async def _commit(self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]) -> int:
         result = await self.store.commit(mutations, audit)
@@ -93,13 +121,14 @@ class AdminService:
             validate_key(key, "$.key")
         except InvalidDocumentError as error:
             raise InvalidInput(error.problem, error.path) from None
-        document = await self.document()
-        if key in document.flags:
+        state = await self.state()
+        document = state.document
+        if key in document.flags or key in state.unreadable_flags:
             raise AlreadyExists(f"flag {key!r} already exists")
         now = utc_now()
         new = msgspec.structs.replace(flag, version=1, created_at=now, updated_at=now)
         candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
-        self._validate(candidate)
+        self._validate(candidate, state)
         entry = AuditEntry(
             actor=actor, action="create", key=key, at=now, reason=reason, after=_body(new)
         )
@@ -117,9 +146,11 @@ class AdminService:
                 f'replacing flag {key!r} needs an If-Match: "<version>" header (GET it first)'
             )
         expected = _parse_if_match(if_match)
-        document = await self.document()
+        state = await self.state()
+        document = state.document
         current = document.flags.get(key)
         if current is None:
+            _refuse_unreadable(state, "flag", key)
             raise NotFound(f"flag {key!r} not found")
         if current.version != expected:
             raise VersionConflict("flag", key, expected, current.version)
@@ -128,7 +159,7 @@ class AdminService:
             flag, version=current.version + 1, created_at=current.created_at, updated_at=now
         )
         candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
-        self._validate(candidate)
+        self._validate(candidate, state)
         entry = AuditEntry(
             actor=actor,
             action="update",
@@ -143,16 +174,25 @@ class AdminService:
 
     async def _update(
         self,
-        keys: Callable[[SnapshotDocument], list[str]],
+        keys: Callable[[StoreState], list[str]],
         change: Callable[[Flag], Flag],
         action: str,
         actor: str,
         reason: str | None,
+        *,
+        kill_switch: bool = False,
     ) -> tuple[list[FlagView], int]:
-        """Read-modify-write of several flags in one atomic commit, retried on conflicts."""
+        """Read-modify-write of several flags in one atomic commit, retried on conflicts.
+
+        A ``kill_switch`` change only turns flags off: it is neither validated against the
+        rest of the configuration nor refused for limits, so it works whatever the store
+        holds (docs/spec.md, "The kill switch")."""
         for _ in range(_RETRIES):
-            document = await self.document()
-            selected = keys(document)
+            state = await self.state()
+            document = state.document
+            selected = keys(state)
+            if not selected:
+                return [], document.version
             now = utc_now()
             mutations: list[Mutation] = []
             entries: list[AuditEntry] = []
@@ -163,7 +203,9 @@ class AdminService:
                 changed = change(current)
                 new = msgspec.structs.replace(changed, version=current.version + 1, updated_at=now)
                 flags[key] = new
-                mutations.append(Mutation("flag", key, "put", new, current.version))
+                mutations.append(
+                    Mutation("flag", key, "put", new, current.version, kill_switch=kill_switch)
+                )
                 entries.append(
                     AuditEntry(
                         actor=actor,
@@ -176,7 +218,8 @@ class AdminService:
                     )
                 )
                 views.append(flag_view(key, new))
-            self._validate(msgspec.structs.replace(document, flags=flags))
+            if not kill_switch:
+                self._validate(msgspec.structs.replace(document, flags=flags), state)
             try:
                 version = await self._commit(mutations, entries)
             except VersionConflict:
@@ -212,31 +255,52 @@ class AdminService:
     async def disable(
         self, keys: list[str], actor: str, reason: str | None
     ) -> tuple[list[FlagView], int]:
-        return await self._update(self._existing(keys), _disabled, "disable", actor, reason)
+        return await self._update(
+            self._existing(keys), _disabled, "disable", actor, reason, kill_switch=True
+        )
 
     async def kill(
         self, keys: list[str] | None, tag: str | None, everything: bool, actor: str, reason: str
-    ) -> tuple[list[FlagView], int]:
+    ) -> tuple[list[FlagView], int, list[str]]:
+        """Disable the flags named, tagged, or all of them in one commit: (changed flags,
+        snapshot version, stored flags that could not be read and so were not disabled).
+
+        An unreadable flag never stops the others from being turned off; it is named so
+        that the caller can say the kill was not complete (it already serves PARSE_ERROR,
+        so every client uses its code default for it)."""
         if sum((keys is not None, tag is not None, everything)) != 1:
             raise InvalidInput("name exactly one of keys, tag or all", "$")
+        skipped: list[str] = []
 
-        def select(document: SnapshotDocument) -> list[str]:
+        def select(state: StoreState) -> list[str]:
+            document = state.document
             if keys is not None:
-                return self._existing(keys)(document)
+                for key in keys:
+                    if key not in document.flags and key not in state.unreadable_flags:
+                        raise NotFound(f"flag {key!r} not found")
+                found = [k for k in dict.fromkeys(keys) if k in document.flags]
+                skipped[:] = [k for k in dict.fromkeys(keys) if k in state.unreadable_flags]
+                return found
+            # Whether an unreadable flag has the tag cannot be known: name every one.
+            skipped[:] = sorted(state.unreadable_flags)
             if tag is not None:
                 found = [k for k, f in document.flags.items() if tag in f.tags]
-                if not found:
+                if not found and not skipped:
                     raise NotFound(f"no flag has tag {tag!r}")
                 return found
             return list(document.flags)
 
-        return await self._update(select, _disabled, "kill", actor, reason)
+        views, version = await self._update(
+            select, _disabled, "kill", actor, reason, kill_switch=True
+        )
+        return views, version, skipped
 
     @staticmethod
-    def _existing(keys: list[str]) -> Callable[[SnapshotDocument], list[str]]:
-        def select(document: SnapshotDocument) -> list[str]:
+    def _existing(keys: list[str]) -> Callable[[StoreState], list[str]]:
+        def select(state: StoreState) -> list[str]:
             for key in keys:
-                if key not in document.flags:
+                if key not in state.document.flags:
+                    _refuse_unreadable(state, "flag", key)
                     raise NotFound(f"flag {key!r} not found")
             return list(dict.fromkeys(keys))
 
@@ -245,11 +309,14 @@ class AdminService:
     async def delete_flag(
         self, key: str, recursive: bool, actor: str, reason: str | None
     ) -> tuple[list[str], int]:
-        document = await self.document()
-        current = document.flags.get(key)
-        if current is None:
+        state = await self.state()
+        document = state.document
+        stored = document.flags.keys() | state.unreadable_flags.keys()
+        if key not in stored:
             raise NotFound(f"flag {key!r} not found")
-        children = sorted(k for k in document.flags if k.startswith(key + "."))
+        # Deleting is one of the two repairs of an unreadable flag (an import is the other),
+        # so unreadable flags are deleted like any other, without a version guard.
+        children = sorted(k for k in stored if k.startswith(key + "."))
         if children and not recursive:
             raise Conflict(
                 f"flag {key!r} has {len(children)} child flag(s) ({', '.join(children[:5])}); "
@@ -264,7 +331,7 @@ class AdminService:
         if dependants:
             raise Conflict(f"flag(s) {', '.join(dependants)} have {key!r} as a prerequisite")
         now = utc_now()
-        mutations = [Mutation("flag", k, "delete", None, document.flags[k].version) for k in doomed]
+        mutations = [Mutation("flag", k, "delete", None, _stored_version(state, k)) for k in doomed]
         entries = [
             AuditEntry(
                 actor=actor,
@@ -272,7 +339,7 @@ class AdminService:
                 key=k,
                 at=now,
                 reason=reason,
-                before=_body(document.flags[k]),
+                before=_body(document.flags.get(k)),
             )
             for k in doomed
         ]
@@ -310,7 +377,8 @@ class AdminService:
             validate_key(key, "$.key")
         except InvalidDocumentError as error:
             raise InvalidInput(error.problem, error.path) from None
-        document = await self.document()
+        state = await self.state()
+        document = state.document
         current = document.segments.get(key)
         if current is not None and if_match is not None:
             expected = _parse_if_match(if_match)
@@ -321,8 +389,9 @@ class AdminService:
             segment, version=(current.version if current else 0) + 1, updated_at=now
         )
         candidate = msgspec.structs.replace(document, segments={**document.segments, key: new})
-        self._validate(candidate)
-        guard = None if current is None else current.version
+        self._validate(candidate, state)
+        # A PUT over an unreadable segment repairs it.
+        guard = _stored_version(state, key, "segment")
         entry = AuditEntry(
             actor=actor,
             action="segment.put",
@@ -340,9 +409,10 @@ class AdminService:
         return new, version, current is None
 
     async def delete_segment(self, key: str, actor: str, reason: str | None) -> int:
-        document = await self.document()
+        state = await self.state()
+        document = state.document
         current = document.segments.get(key)
-        if current is None:
+        if current is None and key not in state.unreadable_segments:
             raise NotFound(f"segment {key!r} not found")
         users = sorted(k for k, f in document.flags.items() if _uses_segment(f, key))
         if users:
@@ -356,10 +426,9 @@ class AdminService:
             kind="segment",
             before=_body(current),
         )
+        guard = _stored_version(state, key, "segment")
         try:
-            return await self._commit(
-                [Mutation("segment", key, "delete", None, current.version)], [entry]
-            )
+            return await self._commit([Mutation("segment", key, "delete", None, guard)], [entry])
         except VersionConflict as error:
             raise Conflict(f"concurrent change: {error.detail}; try again") from None
 
@@ -376,10 +445,15 @@ class AdminService:
     ) -> tuple[SnapshotDiff, int]:
         """Make the store match ``incoming`` (all or nothing) and return the diff. With
         ``prune`` (the default) flags and segments missing from ``incoming`` are deleted."""
-        self._validate(incoming)
+        try:
+            check_document_limits(incoming)
+            compile_snapshot(incoming, strict=True)
+        except InvalidDocumentError as error:
+            raise InvalidInput(error.problem, error.path) from None
         for _ in range(_RETRIES):
-            document = await self.document()
-            diff = diff_documents(document, incoming, prune=prune)
+            state = await self.state()
+            document = state.document
+            diff = diff_documents(state, incoming, prune=prune)
             if dry_run or diff.empty:
                 return diff, document.version
             now = utc_now()
@@ -389,7 +463,8 @@ class AdminService:
             segments = dict(document.segments)
 
             def record(kind: Literal["flag", "segment"], key: str, old: Any, new: Any) -> None:
-                mutation, entry = _import_change(kind, key, old, new, actor, reason, now)  # noqa: B023
+                guard = _stored_version(state, key, kind)  # noqa: B023
+                mutation, entry = _import_change(kind, key, guard, old, new, actor, reason, now)  # noqa: B023
                 mutations.append(mutation)  # noqa: B023 - used at once, in this iteration
                 entries.append(entry)  # noqa: B023
 
@@ -411,11 +486,12 @@ class AdminService:
                 )
                 record("flag", key, old, flags[key])
             for key in diff.flags.removed:
-                record("flag", key, flags.pop(key), None)
+                record("flag", key, flags.pop(key, None), None)
             for key in diff.segments.removed:
-                record("segment", key, segments.pop(key), None)
+                record("segment", key, segments.pop(key, None), None)
             # The merged result (with pruning off it keeps extra flags) must be valid too.
-            self._validate(msgspec.structs.replace(document, flags=flags, segments=segments))
+            merged = msgspec.structs.replace(document, flags=flags, segments=segments)
+            self._validate(merged, state)
             try:
                 version = await self._commit(mutations, entries)
             except VersionConflict:
@@ -480,6 +556,7 @@ class AdminService:
 def _import_change(
     kind: Literal["flag", "segment"],
     key: str,
+    guard: int | None,
     old: Flag | Segment | None,
     new: Flag | Segment | None,
     actor: str,
@@ -487,7 +564,6 @@ def _import_change(
     now: str,
 ) -> tuple[Mutation, AuditEntry]:
     """The guarded mutation and the audit entry for one key an import changes."""
-    guard = old.version if old is not None else None
     mutation = Mutation(kind, key, "delete" if new is None else "put", new, guard)
     entry = AuditEntry(
         actor=actor,
@@ -510,11 +586,47 @@ def _uses_segment(flag: Flag, segment: str) -> bool:
     )
 
 
+def _compile_stored(document: SnapshotDocument, state: StoreState) -> CompiledSnapshot:
+    """``document`` compiled beside what ``state`` holds but cannot read."""
+    return compile_snapshot(
+        document,
+        unreadable_flags=state.unreadable_flags,
+        unreadable_segments=state.unreadable_segments,
+    )
+
+
+def _refuse_unreadable(state: StoreState, kind: Literal["flag", "segment"], key: str) -> None:
+    """Raise :class:`UnreadableRecord` if the store holds ``key`` but cannot read it."""
+    unreadable = state.unreadable_flags if kind == "flag" else state.unreadable_segments
+    why = unreadable.get(key)
+    if why is not None:
+        raise UnreadableRecord(kind, key, why)
+
+
+def _stored_version(
+    state: StoreState, key: str, kind: Literal["flag", "segment"] = "flag"
+) -> int | None:
+    """The compare-and-set guard for replacing or deleting ``key``: its version, ``None``
+    (must not exist) when absent, ``-1`` (any) when it is stored but cannot be read."""
+    document = state.document
+    stored: Flag | Segment | None = (
+        document.flags.get(key) if kind == "flag" else document.segments.get(key)
+    )
+    if stored is not None:
+        return stored.version
+    unreadable = state.unreadable_flags if kind == "flag" else state.unreadable_segments
+    return -1 if key in unreadable else None
+
+
 def diff_documents(
-    current: SnapshotDocument, incoming: SnapshotDocument, *, prune: bool = True
+    current: StoreState, incoming: SnapshotDocument, *, prune: bool = True
 ) -> SnapshotDiff:
-    """What importing ``incoming`` would change, ignoring versions and timestamps."""
-    old, new = strip_volatile(current), strip_volatile(incoming)
+    """What importing ``incoming`` would change, ignoring versions and timestamps. A stored
+    flag or segment that cannot be read counts as different from whatever is imported."""
+    old, new = strip_volatile(current.document), strip_volatile(incoming)
+    unreadable: Any = object()  # equal to nothing imported
+    old_flags = {**dict.fromkeys(current.unreadable_flags, unreadable), **old.flags}
+    old_segments = {**dict.fromkeys(current.unreadable_segments, unreadable), **old.segments}
 
     def keys(before: dict[str, Any], after: dict[str, Any]) -> KeyDiff:
         return KeyDiff(
@@ -523,7 +635,7 @@ def diff_documents(
             removed=sorted(set(before) - set(after)) if prune else [],
         )
 
-    return SnapshotDiff(flags=keys(old.flags, new.flags), segments=keys(old.segments, new.segments))
+    return SnapshotDiff(flags=keys(old_flags, new.flags), segments=keys(old_segments, new.segments))
 
 
 def _disabled(flag: Flag) -> Flag:

@@ -20,12 +20,21 @@ from typing import Any
 
 import msgspec
 
-from flagport.engine import CompiledSnapshot, SnapshotDocument, compile_snapshot
+from flagport._exceptions import InvalidDocumentError
+from flagport.engine import (
+    CompiledSnapshot,
+    Flag,
+    Segment,
+    SnapshotDocument,
+    check_flag_limits,
+    check_segment_limits,
+    compile_snapshot,
+)
 from flagport_server.errors import StoreError
 from flagport_server.settings import Settings
 from flagport_server.stores.base import AuditQuery, Store, StoreState, TokenRecord, WorkerStatus
 
-__all__ = ["Runtime", "hash_secret"]
+__all__ = ["Runtime", "feed_document", "hash_secret"]
 
 log = logging.getLogger("flagport.server")
 
@@ -39,6 +48,52 @@ class _CacheFile(msgspec.Struct):
     document: SnapshotDocument
     #: When the snapshot was applied (``time.time()``); 0 in caches from older versions.
     applied_at: float = 0.0
+    unreadable_flags: dict[str, str] = {}
+    unreadable_segments: dict[str, str] = {}
+
+
+def feed_document(state: StoreState) -> SnapshotDocument:
+    """The document in-process SDKs get (``GET /v1/snapshot``) and exports carry: the
+    readable configuration less the children of an unreadable flag. An SDK that does not
+    know the unreadable parent would serve its children ungated; without them it serves
+    the caller's default, as the server's ``PARSE_ERROR`` makes every client do."""
+    broken = tuple(f"{key}." for key in state.unreadable_flags)
+    if not broken:
+        return state.document
+    flags = {k: f for k, f in state.document.flags.items() if not k.startswith(broken)}
+    return msgspec.structs.replace(state.document, flags=flags)
+
+
+class _LimitWarnings:
+    """Which stored flags and segments are over a limit (they were committed under older,
+    looser limits): ``/readyz`` names them. Checked once per key and version, so applying a
+    snapshot re-checks only what changed."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, int], str | None] = {}
+
+    def problems(self, document: SnapshotDocument) -> list[str]:
+        seen: dict[tuple[str, str, int], str | None] = {}
+        items: list[tuple[str, str, Flag | Segment]] = [
+            ("flag", key, flag) for key, flag in document.flags.items()
+        ]
+        items += [("segment", key, segment) for key, segment in document.segments.items()]
+        for kind, key, value in items:
+            slot = (kind, key, value.version)
+            if slot in self._seen:
+                seen[slot] = self._seen[slot]
+                continue
+            try:
+                if isinstance(value, Flag):
+                    check_flag_limits(key, value)
+                else:
+                    check_segment_limits(key, value)
+            except InvalidDocumentError as error:
+                seen[slot] = f"stored {kind} {key!r} is over a limit: {error}"
+            else:
+                seen[slot] = None
+        self._seen = seen
+        return [problem for problem in seen.values() if problem]
 
 
 class Runtime:
@@ -67,6 +122,12 @@ class Runtime:
         self.on_apply: list[Callable[[CompiledSnapshot, float], None]] = []
         #: Per-snapshot derived data (encoded bodies); entries carry the version they are for.
         self.cache: dict[str, Any] = {}
+        #: What the SDK feed and exports carry (see :func:`feed_document`).
+        self.feed: SnapshotDocument | None = None
+        #: Stored flags and segments that cannot be read (key -> why), from the last apply.
+        self.unreadable_flags: dict[str, str] = {}
+        self.unreadable_segments: dict[str, str] = {}
+        self._limits = _LimitWarnings()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -186,15 +247,23 @@ class Runtime:
                 "store restored: serving store id %s at version %s", state.store_id, version
             )
             self.regression = None
-        snapshot = compile_snapshot(state.document)
+        snapshot = compile_snapshot(
+            state.document,
+            unreadable_flags=state.unreadable_flags,
+            unreadable_segments=state.unreadable_segments,
+        )
         for problem in snapshot.problems:
             log.warning("snapshot %s: %s", version, problem)
+        over_limits = self._limits.problems(state.document)
         self.snapshot = snapshot
+        self.feed = feed_document(state)
+        self.unreadable_flags = dict(state.unreadable_flags)
+        self.unreadable_segments = dict(state.unreadable_segments)
         self.store_id = state.store_id
         self.applied_at = applied_at or time.time()
         if tokens is not None:
             self.tokens = {t.secret_hash: t for t in tokens}
-        self.warnings = [f"flag problem: {p}" for p in snapshot.problems]
+        self.warnings = [f"flag problem: {p}" for p in snapshot.problems] + over_limits
         self._write_cache(state)
         self._applied.set()
         for apply_listener in self.on_apply:
@@ -239,7 +308,13 @@ class Runtime:
         target = Path(path)
         temporary = target.with_name(f".{target.name}.{self.pid}.tmp")
         try:
-            cache = _CacheFile(state.store_id, state.document, self.applied_at)
+            cache = _CacheFile(
+                state.store_id,
+                state.document,
+                self.applied_at,
+                state.unreadable_flags,
+                state.unreadable_segments,
+            )
             temporary.write_bytes(msgspec.json.encode(cache))
             os.replace(temporary, target)
         except OSError as error:
@@ -254,7 +329,12 @@ class Runtime:
         except (OSError, msgspec.DecodeError) as error:
             log.error("cannot read snapshot cache %s: %s", path, error)
             return False
-        state = StoreState(store_id=cached.store_id, document=cached.document)
+        state = StoreState(
+            store_id=cached.store_id,
+            document=cached.document,
+            unreadable_flags=cached.unreadable_flags,
+            unreadable_segments=cached.unreadable_segments,
+        )
         self.apply(state, applied_at=cached.applied_at or None)
         return True
 

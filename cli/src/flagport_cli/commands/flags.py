@@ -54,6 +54,10 @@ def list_flags(app: App, tags: tuple[str, ...]) -> None:
         )
         for f in body["flags"]
     ]
+    rows += [
+        (key, "UNREADABLE", "", "", "", f"stored flag cannot be read: {why}")
+        for key, why in sorted((body.get("unreadable") or {}).items())
+    ]
     table(["KEY", "STATE", "PERCENT", "TAGS", "OWNER", "DESCRIPTION"], rows)
 
 

@@ -20,7 +20,7 @@ from flagport_cli._app import (
     wait_for_version,
     wait_options,
 )
-from flagport_cli._errors import UsageProblem
+from flagport_cli._errors import Refused, UsageProblem
 from flagport_cli._output import echo_json, fmt_percentage, warn
 from flagport_cli._validate import check_key, parse_percentage
 from flagport_cli.commands.flags import flag_path, print_flag_line
@@ -32,11 +32,21 @@ def _finish(app: App, result: dict[str, Any], no_wait: bool, timeout: float) -> 
     if app.json:
         echo_json(result)
     else:
-        for flag in result.get("flags") or [result["flag"]]:
+        for flag in result["flags"] if "flags" in result else [result["flag"]]:
             print_flag_line(flag)
-    if no_wait:
-        return
-    version = int(result["snapshot_version"])
+    if not no_wait:
+        _confirm(app, int(result["snapshot_version"]), timeout)
+    unreadable = result.get("unreadable") or []
+    if unreadable:
+        # The rest is off everywhere; these serve PARSE_ERROR (every client's code default)
+        # until repaired, but the kill did not reach them: say so with exit 1.
+        raise Refused(
+            f"not disabled, the store cannot read them: {', '.join(unreadable)} "
+            "(they serve PARSE_ERROR; repair with `flags delete KEY` or `flags import`)"
+        )
+
+
+def _confirm(app: App, version: int, timeout: float) -> None:
     confirmation = wait_for_version(app, version, timeout)
     if not app.json:
         workers = confirmation.get("workers") or []

@@ -8,6 +8,12 @@ from flagport.engine._bucketing import BUCKETS, bucket, hash_unit
 from flagport.engine._compile import CompiledFlag, CompiledSnapshot, compile_snapshot, validate_key
 from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
+from flagport.engine._limits import (
+    check_document_limits,
+    check_flag_limits,
+    check_segment_limits,
+    check_text,
+)
 from flagport.engine.models import (
     BUCKETING_VERSION,
     Condition,
@@ -38,6 +44,10 @@ __all__ = [
     "Segment",
     "SnapshotDocument",
     "bucket",
+    "check_document_limits",
+    "check_flag_limits",
+    "check_segment_limits",
+    "check_text",
     "compile_snapshot",
     "document_from_builtins",
     "explain",

@@ -26,7 +26,6 @@ from flagport.engine.models import (
     BUCKETING_VERSION,
     KEY_PATTERN,
     MAX_KEY_LENGTH,
-    MAX_TARGETS,
     MAX_WEIGHT_TOTAL,
     ErrorCode,
     EvaluationResult,
@@ -108,6 +107,11 @@ class _Split:
             if name not in variants:
                 raise InvalidDocumentError(
                     f"weights name unknown variant {name!r}", f"{path}.weights"
+                )
+            if type(weight) is not int or weight < 0:
+                raise InvalidDocumentError(
+                    f"weight of {name!r} must be a whole number >= 0, got {weight!r}",
+                    f"{path}.weights",
                 )
             if weight == 0:
                 continue
@@ -909,10 +913,21 @@ class CompiledSnapshot:
         return memo  # type: ignore[return-value]  # every placeholder is filled
 
 
-def compile_snapshot(document: SnapshotDocument, *, strict: bool = False) -> CompiledSnapshot:
+def compile_snapshot(
+    document: SnapshotDocument,
+    *,
+    strict: bool = False,
+    unreadable_flags: Mapping[str, str] | None = None,
+    unreadable_segments: Mapping[str, str] | None = None,
+) -> CompiledSnapshot:
     """Compile ``document``. With ``strict=True`` the first problem raises
     :class:`InvalidDocumentError` (its ``path`` names the field); otherwise a broken flag
-    serves ``PARSE_ERROR`` and is listed in ``problems``."""
+    serves ``PARSE_ERROR`` and is listed in ``problems``.
+
+    ``unreadable_flags`` and ``unreadable_segments`` (key -> why) name what a store holds but
+    cannot decode. Such a flag is not in ``document`` but is served, as ``PARSE_ERROR``, so
+    that its children and dependants stay gated by it instead of turning into top-level
+    flags; flags that use such a segment are broken too."""
     if document.bucketing != BUCKETING_VERSION:
         raise InvalidDocumentError(
             f"unsupported bucketing version {document.bucketing}; "
@@ -936,13 +951,28 @@ def compile_snapshot(document: SnapshotDocument, *, strict: bool = False) -> Com
             report(problem, None)
             segment_matchers[name] = _never
 
+    unreadable_segments = unreadable_segments or {}
+    for name, why in unreadable_segments.items():
+        report(
+            InvalidDocumentError(f"stored segment cannot be read: {why}", f'$.segments["{name}"]'),
+            None,
+        )
+
     def lookup_segment(name: str) -> Matcher:
         matcher = segment_matchers.get(name)
         if matcher is None:
+            if name in unreadable_segments:
+                raise InvalidDocumentError(f"segment {name!r} cannot be read", "$.segments")
             raise InvalidDocumentError(f"unknown segment {name!r}", "$.segments")
         return matcher
 
     flags: dict[str, CompiledFlag] = {}
+    for key, why in (unreadable_flags or {}).items():
+        placeholder = CompiledFlag(key, _UNREADABLE)
+        flags[key] = placeholder
+        report(
+            InvalidDocumentError(f"stored flag cannot be read: {why}", flag_path(key)), placeholder
+        )
     for key, flag in document.flags.items():
         compiled = CompiledFlag(key, flag)
         flags[key] = compiled
@@ -966,6 +996,10 @@ def compile_snapshot(document: SnapshotDocument, *, strict: bool = False) -> Com
     return CompiledSnapshot(document, flags, order, problems)
 
 
+#: What an unreadable stored flag compiles from: its off variant is served, with PARSE_ERROR.
+_UNREADABLE = Flag()
+
+
 def _never(context: Context, now: float | None) -> bool:
     return False
 
@@ -973,9 +1007,6 @@ def _never(context: Context, now: float | None) -> bool:
 def _compile_segment(name: str, segment: Segment) -> Matcher:
     path = f'$.segments["{name}"]'
     validate_key(name, path)
-    for field, members in (("included", segment.included), ("excluded", segment.excluded)):
-        if len(members) > MAX_TARGETS:
-            raise InvalidDocumentError(f"at most {MAX_TARGETS} targeting keys", f"{path}.{field}")
     included = frozenset(segment.included)
     excluded = frozenset(segment.excluded)
 
@@ -1036,10 +1067,6 @@ def _compile_body(compiled: CompiledFlag, flag: Flag, segments: Callable[[str], 
         if variant not in variants:
             raise InvalidDocumentError(
                 f"targets name unknown variant {variant!r}", f'{path}.targets["{variant}"]'
-            )
-        if len(keys) > MAX_TARGETS:
-            raise InvalidDocumentError(
-                f"at most {MAX_TARGETS} targeting keys per variant", f'{path}.targets["{variant}"]'
             )
         for unit in keys:
             compiled.targets.setdefault(unit, variant)

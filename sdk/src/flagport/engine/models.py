@@ -14,7 +14,7 @@ New fields always get defaults so older documents and clients keep working.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
@@ -50,11 +50,9 @@ MAX_RULES = 100  # rules on one flag / conditions in one rule
 MAX_TARGETS = 10_000  # targeting keys listed on one flag or segment
 MAX_WEIGHT_TOTAL = 2**31 - 1  # keeps PHP's int64 arithmetic exact
 
-Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN, max_length=MAX_KEY_LENGTH)]
-Percentage = Annotated[float, msgspec.Meta(ge=0, le=100)]
-Weight = Annotated[int, msgspec.Meta(ge=0, le=MAX_WEIGHT_TOTAL)]
-VariantName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-Attribute = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# The types say only what a stored flag must be to be read at all. Sizes, text and value
+# bounds are checked when something is committed (``engine/_limits.py``), never when the
+# store is read: a flag stored under older, looser limits still loads.
 ConditionValue = str | int | float | bool
 
 
@@ -115,8 +113,8 @@ class Condition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """
 
     op: Operator
-    values: Annotated[list[ConditionValue], msgspec.Meta(min_length=1, max_length=MAX_VALUES)]
-    attribute: Attribute | None = None
+    values: list[ConditionValue]
+    attribute: str | None = None
 
 
 class Rule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -124,18 +122,18 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     units by ``percentage`` (included units get the flag's on variant, or the rule's
     ``weights``; excluded units get the off variant), bucketed like the flag itself."""
 
-    conditions: Annotated[list[Condition], msgspec.Meta(max_length=MAX_RULES)]
-    variant: VariantName | None = None
-    percentage: Percentage | None = None
-    weights: dict[VariantName, Weight] | None = None
+    conditions: list[Condition]
+    variant: str | None = None
+    percentage: float | None = None
+    weights: dict[str, int] | None = None
     name: str | None = None
 
 
 class Prerequisite(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Flag ``key`` must serve ``variant`` (default: that flag's on variant)."""
 
-    key: Key
-    variant: VariantName | None = None
+    key: str
+    variant: str | None = None
 
 
 def _default_variants() -> dict[str, Any]:
@@ -149,17 +147,15 @@ class Flag(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     #: The kill switch. A new flag is off.
     enabled: bool = False
     #: Share of units included, in [0, 100] with at most 3 decimals.
-    percentage: Percentage = 100.0
-    bucket_by: Attribute = "targetingKey"
+    percentage: float = 100.0
+    bucket_by: str = "targetingKey"
     salt: str | None = None
-    variants: dict[VariantName, Any] = msgspec.field(default_factory=_default_variants)
-    on_variant: VariantName = "on"
-    off_variant: VariantName = "off"
-    weights: dict[VariantName, Weight] | None = None
-    targets: dict[VariantName, list[str]] = msgspec.field(default_factory=dict)
-    rules: Annotated[list[Rule], msgspec.Meta(max_length=MAX_RULES)] = msgspec.field(
-        default_factory=list
-    )
+    variants: dict[str, Any] = msgspec.field(default_factory=_default_variants)
+    on_variant: str = "on"
+    off_variant: str = "off"
+    weights: dict[str, int] | None = None
+    targets: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    rules: list[Rule] = msgspec.field(default_factory=list)
     prerequisites: list[Prerequisite] = msgspec.field(default_factory=list)
     tags: list[str] = msgspec.field(default_factory=list)
     owner: str | None = None
@@ -175,9 +171,7 @@ class Segment(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     description: str = ""
     included: list[str] = msgspec.field(default_factory=list)
     excluded: list[str] = msgspec.field(default_factory=list)
-    conditions: Annotated[list[Condition], msgspec.Meta(max_length=MAX_RULES)] = msgspec.field(
-        default_factory=list
-    )
+    conditions: list[Condition] = msgspec.field(default_factory=list)
     version: int = 0
     updated_at: str | None = None
 

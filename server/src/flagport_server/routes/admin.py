@@ -79,10 +79,11 @@ def _actor(request: AdminRequest) -> str:
 
 @get("/flags", summary="List flags")
 async def list_flags(request: AdminRequest) -> FlagList:
-    document = await _service(request).document()
+    state = await _service(request).state()
     return FlagList(
-        flags=[flag_view(k, f) for k, f in sorted(document.flags.items())],
-        snapshot_version=document.version,
+        flags=[flag_view(k, f) for k, f in sorted(state.document.flags.items())],
+        snapshot_version=state.document.version,
+        unreadable=state.unreadable_flags,
     )
 
 
@@ -162,10 +163,10 @@ async def disable_flag(
 @post("/kill", status_code=200, summary="Disable several flags at once (keys, a tag, or all)")
 async def kill(data: JSONBody[KillRequest], request: AdminRequest) -> KillResponse:
     data = await _strict(request, KillRequest)
-    views, version = await _service(request).kill(
+    views, version, unreadable = await _service(request).kill(
         data.keys, data.tag, data.all, _actor(request), data.reason
     )
-    return KillResponse(flags=views, snapshot_version=version)
+    return KillResponse(flags=views, snapshot_version=version, unreadable=unreadable)
 
 
 @get("/audit", summary="Audit log, newest first, paginated with before_id")

@@ -72,12 +72,13 @@ def _open_streams(request: Request[Any, Any, State]) -> _OpenStreams:
 
 
 def _snapshot_body(runtime: Runtime) -> bytes:
-    """The compiled-from document, encoded once per applied version."""
+    """The feed document (the readable configuration), encoded once per applied version."""
     snapshot = runtime.snapshot
     assert snapshot is not None
+    assert runtime.feed is not None
     cached = runtime.cache.get("snapshot-body")
     if cached is None or cached[0] != snapshot.version:
-        cached = (snapshot.version, msgspec.json.encode(snapshot.document))
+        cached = (snapshot.version, msgspec.json.encode(runtime.feed))
         runtime.cache["snapshot-body"] = cached
     return cached[1]
 

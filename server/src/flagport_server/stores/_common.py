@@ -5,13 +5,22 @@ contract: how guards compare, how audit timestamps and limits are read, how bodi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
 
-from flagport.engine import Flag, Segment
+from flagport._exceptions import InvalidDocumentError
+from flagport.engine import (
+    Flag,
+    Segment,
+    SnapshotDocument,
+    check_flag_limits,
+    check_segment_limits,
+    validate_key,
+)
 from flagport_server.errors import InvalidInput, VersionConflict
-from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, TokenRecord
+from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, StoreState, TokenRecord
 
 __all__ = [
     "MAX_AUDIT_LIMIT",
@@ -24,6 +33,7 @@ __all__ = [
     "decode_token",
     "encode",
     "parse_timestamp",
+    "read_state",
 ]
 
 #: Upper bound of one audit page, whatever the caller asks for: one query must stay cheap.
@@ -58,14 +68,61 @@ def decode_token(body: str | bytes) -> TokenRecord:
     return _token_decoder.decode(body)
 
 
+def read_state(
+    store_id: str,
+    version: int,
+    flags: Iterable[tuple[str, str | bytes]],
+    segments: Iterable[tuple[str, str | bytes]],
+) -> StoreState:
+    """The stored configuration from ``(key, body)`` rows, read leniently: a body that
+    cannot be decoded is named in the state's ``unreadable_*`` instead of failing the load
+    (one bad record must not take every other flag, and the kill switch, with it). Limits
+    are not checked here: they apply when something is committed."""
+    good_flags: dict[str, Flag] = {}
+    bad_flags: dict[str, str] = {}
+    for key, body in sorted(flags):
+        try:
+            good_flags[key] = _flag_decoder.decode(body)
+        except msgspec.DecodeError as error:
+            bad_flags[key] = str(error)
+    good_segments: dict[str, Segment] = {}
+    bad_segments: dict[str, str] = {}
+    for key, body in sorted(segments):
+        try:
+            good_segments[key] = _segment_decoder.decode(body)
+        except msgspec.DecodeError as error:
+            bad_segments[key] = str(error)
+    document = SnapshotDocument(flags=good_flags, segments=good_segments, version=version)
+    return StoreState(
+        store_id=store_id,
+        document=document,
+        unreadable_flags=bad_flags,
+        unreadable_segments=bad_segments,
+    )
+
+
 def check_mutation(mutation: Mutation) -> None:
-    """Reject a malformed mutation before anything is written."""
+    """Reject a malformed mutation, or a value over a limit, before anything is written."""
     expected_type = Flag if mutation.kind == "flag" else Segment
     if mutation.op == "put" and not isinstance(mutation.value, expected_type):
         raise InvalidInput(
             f"put of {mutation.kind} {mutation.key!r} needs a {expected_type.__name__} value",
             path="value",
         )
+    try:
+        validate_key(mutation.key, "$.key")
+        if isinstance(mutation.value, Flag):
+            if mutation.kill_switch:
+                if mutation.value.enabled:
+                    raise InvalidDocumentError(
+                        "a kill-switch change must leave the flag disabled", "$.enabled"
+                    )
+            else:
+                check_flag_limits(mutation.key, mutation.value)
+        elif isinstance(mutation.value, Segment):
+            check_segment_limits(mutation.key, mutation.value)
+    except InvalidDocumentError as error:
+        raise InvalidInput(error.problem, error.path) from None
     if mutation.op == "delete" and mutation.value is not None:
         raise InvalidInput(f"delete of {mutation.kind} {mutation.key!r} takes no value")
     if mutation.expected_version is not None and mutation.expected_version < -1:

@@ -46,6 +46,11 @@ class Mutation(msgspec.Struct, frozen=True):
     ``expected_version`` is the compare-and-set guard: the flag's (or segment's) current
     version must equal it; ``None`` means "must not exist yet"; ``-1`` means "don't check".
     ``value`` is the new Flag/Segment for ``put``, ``None`` for ``delete``.
+
+    A put is refused if its value is over a limit (``flagport.engine.check_flag_limits``),
+    except a ``kill_switch`` put: one that only turns a flag off. The kill switch must work
+    on a flag that was stored under older, looser limits, and turning a flag off cannot
+    make it any larger.
     """
 
     kind: Literal["flag", "segment"]
@@ -53,6 +58,7 @@ class Mutation(msgspec.Struct, frozen=True):
     op: Literal["put", "delete"]
     value: Flag | Segment | None = None
     expected_version: int | None = -1
+    kill_switch: bool = False
 
 
 class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -156,10 +162,17 @@ class FlagSeen(msgspec.Struct, frozen=True):
 
 
 class StoreState(msgspec.Struct, frozen=True):
-    """Everything a server needs to build a snapshot, read atomically."""
+    """Everything a server needs to build a snapshot, read atomically.
+
+    A stored flag or segment that cannot be decoded (not JSON, unknown fields, wrong types)
+    is left out of ``document`` and named in ``unreadable_flags`` / ``unreadable_segments``
+    (key -> why) instead: one bad record must never stop the rest from being served.
+    """
 
     store_id: str  # random id made when the store was initialised; changes if wiped
     document: SnapshotDocument  # document.version is the snapshot version
+    unreadable_flags: dict[str, str] = {}
+    unreadable_segments: dict[str, str] = {}
 
 
 class Store(abc.ABC):

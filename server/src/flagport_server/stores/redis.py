@@ -67,7 +67,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from flagport.engine import Flag, Segment, SnapshotDocument
+from flagport.engine import Flag, Segment
 from flagport_server.errors import AlreadyExists, InvalidInput, StoreError, StoreUnavailable
 from flagport_server.stores import _common
 from flagport_server.stores.base import (
@@ -593,19 +593,12 @@ class RedisStore(Store):
     async def load(self) -> StoreState:
         """All flags and segments at one snapshot version (one script: atomic), key order."""
         reply = await self._meta_call(full=True)
-        flags = _pairs(reply[3])
-        segments = _pairs(reply[4])
-        document = SnapshotDocument(
-            flags={
-                key: _decode(_common.decode_flag, flags[key], "flag", key) for key in sorted(flags)
-            },
-            segments={
-                key: _decode(_common.decode_segment, segments[key], "segment", key)
-                for key in sorted(segments)
-            },
-            version=int(reply[1]),
+        return _common.read_state(
+            str(reply[0]),
+            int(reply[1]),
+            _pairs(reply[3]).items(),
+            _pairs(reply[4]).items(),
         )
-        return StoreState(store_id=str(reply[0]), document=document)
 
     async def snapshot_version(self) -> tuple[str, int]:
         """``(store_id, version)``: one small script."""

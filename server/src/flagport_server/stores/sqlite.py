@@ -30,7 +30,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from flagport.engine import Flag, Segment, SnapshotDocument
+from flagport.engine import Flag, Segment
 from flagport_server.errors import AlreadyExists, StoreError, StoreUnavailable
 from flagport_server.stores import _common, _sketch
 from flagport_server.stores.base import (
@@ -335,16 +335,12 @@ class SQLiteStore(Store):
 
         def load(conn: sqlite3.Connection) -> StoreState:
             store_id, version = _meta(conn)
-            flags = {
-                key: _decode(_common.decode_flag, body, "flag", key)
-                for key, body in conn.execute("SELECT key, body FROM flags ORDER BY key")
-            }
-            segments = {
-                key: _decode(_common.decode_segment, body, "segment", key)
-                for key, body in conn.execute("SELECT key, body FROM segments ORDER BY key")
-            }
-            document = SnapshotDocument(flags=flags, segments=segments, version=version)
-            return StoreState(store_id=store_id, document=document)
+            return _common.read_state(
+                store_id,
+                version,
+                conn.execute("SELECT key, body FROM flags").fetchall(),
+                conn.execute("SELECT key, body FROM segments").fetchall(),
+            )
 
         return await self._read(load)
 

@@ -57,6 +57,9 @@ class FlagWriteResponse(msgspec.Struct):
 class FlagList(msgspec.Struct):
     flags: list[FlagView]
     snapshot_version: int
+    #: Stored flags that cannot be read (key -> why): they serve PARSE_ERROR until repaired
+    #: with a delete or an import.
+    unreadable: dict[str, str] = {}
 
 
 class EnableRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,6 +84,8 @@ class KillRequest(msgspec.Struct, forbid_unknown_fields=True):
 class KillResponse(msgspec.Struct):
     flags: list[FlagView]
     snapshot_version: int
+    #: Stored flags that cannot be read, so were not disabled (they serve PARSE_ERROR).
+    unreadable: list[str] = []
 
 
 class AuditPage(msgspec.Struct):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 from flagport_server.stores import open_store
 from flagport_server.stores.base import Store
@@ -46,9 +48,25 @@ class Backend(Protocol):
         message contains ``text`` (the location an operator has to fix)."""
         ...
 
+    def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
+        """Write ``body`` as the stored ``kind`` (``flag``/``segment``) ``key`` behind the
+        store's back, as a bug, an old release or a hand edit could, and bump the snapshot
+        version so that servers reload. The store must be initialised (opened once)."""
+        ...
+
 
 class SQLiteBackend:
     """A fresh SQLite file in a temporary directory."""
+
+    def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
+        table = {"flag": "flags", "segment": "segments"}[kind]
+        with contextlib.closing(sqlite3.connect(self.path)) as conn, conn:
+            conn.execute(
+                f"INSERT INTO {table} (key, version, body) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET version = excluded.version, body = excluded.body",
+                (key, version, body),
+            )
+            conn.execute("UPDATE meta SET version = version + 1 WHERE id = 1")
 
     name = "sqlite"
 
@@ -104,6 +122,23 @@ class RedisBackend:
     def make(self) -> Store:
         return open_store(self.url)
 
+    def _client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url.split("?")[0], decode_responses=True)
+
+    def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
+        # The key layout of ``flagport_server.stores.redis`` (its module docstring).
+        prefix = parse_qs(urlsplit(self.url).query)["prefix"][0]
+        tag = "{" + prefix + "}"
+        client = self._client()
+        try:
+            client.hset(f"{tag}:{kind}s", key, body)
+            client.hset(f"{tag}:{kind}_versions", key, version)
+            client.publish(f"{tag}:changes", client.hincrby(f"{tag}:meta", "version", 1))
+        finally:
+            client.close()
+
     def unreachable(self) -> list[tuple[str, str]]:
         port = free_port()  # nothing listens there
         return [
@@ -116,6 +151,11 @@ class RedisClusterBackend(RedisBackend):
     """A fresh store on the session's local three-node Redis Cluster."""
 
     name = "redis-cluster"
+
+    def _client(self) -> Any:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(self.url.split("?")[0], decode_responses=True)
 
 
 @contextlib.contextmanager

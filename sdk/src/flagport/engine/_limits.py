@@ -195,6 +195,10 @@ def check_flag_limits(key: str, flag: Flag) -> None:
     _check_count(flag.rules, MAX_RULES, f"{path}.rules", "rules")
     _check_count(flag.prerequisites, MAX_PREREQUISITES, f"{path}.prerequisites", "prerequisites")
     _check_count(flag.tags, MAX_TAGS, f"{path}.tags", "tags")
+    # Values before the encoded size: the encoder must never meet an int beyond 64 bits or
+    # a nesting deeper than it can recurse.
+    for name, value in flag.variants.items():
+        _check_value(value, f'{path}.variants["{name}"]')
     _check_encoded_size(flag, path)
     check_text(flag.description, f"{path}.description", MAX_DESCRIPTION_LENGTH)
     check_text(flag.bucket_by, f"{path}.bucket_by", MAX_ATTRIBUTE_LENGTH, required=True)
@@ -203,11 +207,10 @@ def check_flag_limits(key: str, flag: Flag) -> None:
     if flag.owner is not None:
         check_text(flag.owner, f"{path}.owner", MAX_OWNER_LENGTH)
     _check_texts(flag.tags, f"{path}.tags", MAX_TAG_LENGTH, "a tag")
-    for name, value in flag.variants.items():
+    for name in flag.variants:
         check_text(
             name, f"{path}.variants", MAX_VARIANT_NAME_LENGTH, what="a variant name", required=True
         )
-        _check_value(value, f'{path}.variants["{name}"]')
     check_text(flag.on_variant, f"{path}.on_variant", MAX_VARIANT_NAME_LENGTH)
     check_text(flag.off_variant, f"{path}.off_variant", MAX_VARIANT_NAME_LENGTH)
     listed = 0

@@ -307,3 +307,31 @@ def test_large_import_is_one_commit(admin: httpx.Client, client: httpx.Client) -
     assert len(answer.json()["diff"]["flags"]["added"]) == 301
     assert evaluate(client, "generated.f002", {"targetingKey": "u"})[0] == "on"
     assert evaluate(client, "generated.f003", {"targetingKey": "u"})[1] == "DISABLED"
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"inner": value}
+    return value
+
+
+def test_only_values_every_export_format_can_write_are_accepted(admin: httpx.Client) -> None:
+    """A 400-level nested variant used to be accepted, then made the YAML export of the whole
+    configuration fail. It is refused at commit; the deepest value accepted round-trips."""
+    before = store_state(admin)
+    too_deep = {"key": "deep-config", "variants": {"on": _nested(400), "off": {}}}
+    assert_problem(admin.post("/admin/v1/flags", json=too_deep), 400, "nested")
+    huge_int = {"key": "deep-config", "variants": {"on": {"n": 2**70}, "off": {}}}
+    assert admin.post("/admin/v1/flags", json=huge_int).status_code == 400
+    assert store_state(admin) == before
+
+    deepest = {"key": "deep-config", "variants": {"on": _nested(31), "off": {}}}
+    created = admin.post("/admin/v1/flags", json=deepest)
+    assert created.status_code == 201, created.text
+    exported = export(admin, format="yaml")
+    assert yaml.safe_load(exported.content)["flags"]["deep-config"]["variants"]["on"]
+    again = import_(admin, exported.content, dry_run=True, headers=YAML)
+    assert again.status_code == 200, again.text
+    assert empty_diff(again.json())
+    assert admin.delete("/admin/v1/flags/deep-config").status_code == 200

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -39,6 +39,7 @@ __all__ = [
 #: Upper bound of one audit page, whatever the caller asks for: one query must stay cheap.
 MAX_AUDIT_LIMIT: Final = 1000
 
+_T = TypeVar("_T")
 _encoder = msgspec.json.Encoder()
 _flag_decoder = msgspec.json.Decoder(Flag)
 _segment_decoder = msgspec.json.Decoder(Segment)
@@ -78,20 +79,8 @@ def read_state(
     cannot be decoded is named in the state's ``unreadable_*`` instead of failing the load
     (one bad record must not take every other flag, and the kill switch, with it). Limits
     are not checked here: they apply when something is committed."""
-    good_flags: dict[str, Flag] = {}
-    bad_flags: dict[str, str] = {}
-    for key, body in sorted(flags):
-        try:
-            good_flags[key] = _flag_decoder.decode(body)
-        except msgspec.DecodeError as error:
-            bad_flags[key] = str(error)
-    good_segments: dict[str, Segment] = {}
-    bad_segments: dict[str, str] = {}
-    for key, body in sorted(segments):
-        try:
-            good_segments[key] = _segment_decoder.decode(body)
-        except msgspec.DecodeError as error:
-            bad_segments[key] = str(error)
+    good_flags, bad_flags = _decode_each(flags, _flag_decoder)
+    good_segments, bad_segments = _decode_each(segments, _segment_decoder)
     document = SnapshotDocument(flags=good_flags, segments=good_segments, version=version)
     return StoreState(
         store_id=store_id,
@@ -99,6 +88,20 @@ def read_state(
         unreadable_flags=bad_flags,
         unreadable_segments=bad_segments,
     )
+
+
+def _decode_each(
+    rows: Iterable[tuple[str, str | bytes]], decoder: msgspec.json.Decoder[_T]
+) -> tuple[dict[str, _T], dict[str, str]]:
+    """(decoded by key, in key order; why each undecodable one failed)."""
+    good: dict[str, _T] = {}
+    bad: dict[str, str] = {}
+    for key, body in sorted(rows):
+        try:
+            good[key] = decoder.decode(body)
+        except msgspec.DecodeError as error:
+            bad[key] = str(error)
+    return good, bad
 
 
 def check_mutation(mutation: Mutation) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from tests.server._admin import assert_problem, evaluate, store_state
 from tests.server._fixtures import live_server
+from tests.support.documents import alias_bomb
 from tests.support.server import PORTAL_FLAGS, RunningServer
 
 server = live_server(seed=PORTAL_FLAGS)
@@ -273,6 +274,13 @@ def _bad_documents(
             {},
             ("Bad Key",),
         ),
+        (
+            "alias bomb",
+            alias_bomb().encode(),
+            YAML,
+            ("line 8, column 13", "aliases and anchors are not supported"),
+        ),
+        ("unused anchor", b"flags:\n  a: &a {}\n", YAML, ("line 2", "aliases and anchors")),
         ("not json", b'{"flags": {', {}, ("JSON",)),
         ("not yaml", b"flags: [unclosed", YAML, ("YAML",)),
         ("array", b"[]", {}, ()),

@@ -11,7 +11,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
 
 from flagport_cli._errors import UsageProblem
 
@@ -85,49 +84,19 @@ def parse_since(text: str, now: datetime | None = None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_PATH_TOKEN = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\["((?:[^"\\]|\\.)*)"\]|\[(\d+)\]')
-
-
-def _line_of(text: str, path: str) -> int | None:
-    """Best effort: the 1-based line of ``path`` (``$.flags["a"].percentage``) in ``text``.
-    JSON is YAML too, so one composer serves both formats."""
-    import yaml
+def read_document(path: str, *, strict: bool = False) -> tuple[bytes, str]:
+    """Read and check a flags document (JSON or YAML): (bytes, format). Syntax, size and field
+    shapes are checked here; cross-references (unknown prerequisites, cycles) only with
+    ``strict``: a merge import may refer to flags only the server has."""
+    from flagport import InvalidDocumentError
+    from flagport.document import line_of, load_document, read_document_file
 
     try:
-        node: Any = yaml.compose(text, Loader=yaml.SafeLoader)
-    except Exception:
-        return None
-    line = None
-    for match in _PATH_TOKEN.finditer(path.removeprefix("$")):
-        name = match.group(1) if match.group(1) is not None else match.group(2)
-        if name is not None and isinstance(node, yaml.MappingNode):
-            found = [(k, v) for k, v in node.value if k.value == name]
-            if not found:
-                break
-            key_node, node = found[0]
-            line = key_node.start_mark.line + 1
-        elif match.group(3) is not None and isinstance(node, yaml.SequenceNode):
-            index = int(match.group(3))
-            if index >= len(node.value):
-                break
-            node = node.value[index]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
-def read_document(path: str) -> tuple[bytes, str]:
-    """Read and check a flags document (JSON or YAML): (bytes, format). Syntax and field
-    shapes are checked here; cross-references (unknown prerequisites, cycles) are the server's
-    to judge, because a merge import may refer to flags only the server has."""
-    try:
-        data = Path(path).read_bytes()
+        data = read_document_file(path)
     except OSError as error:
         raise UsageProblem(f"cannot read {path}: {error.strerror or error}") from None
-    from flagport import InvalidDocumentError
-    from flagport.document import load_document
-
+    except InvalidDocumentError as error:
+        raise UsageProblem(f"{path}: {error.problem}") from None
     text = data.decode("utf-8", errors="replace")
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
@@ -137,11 +106,11 @@ def read_document(path: str) -> tuple[bytes, str]:
     else:
         format = "json" if text.lstrip().startswith("{") else "yaml"
     try:
-        load_document(data, format, strict=False)  # type: ignore[arg-type]
+        load_document(data, format, strict=strict)  # type: ignore[arg-type]
     except InvalidDocumentError as error:
         where = ""
         if error.path != "$":
-            line = _line_of(text, error.path)
+            line = line_of(text, error.path)
             where = f" (line {line}, field {error.path})" if line else f" (field {error.path})"
         raise UsageProblem(f"{path}: {error.problem}{where}") from None
     return data, format

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from flagport.document import MAX_DOCUMENT_BYTES
 from tests.server._admin import assert_problem, evaluate, store_state
 from tests.server._fixtures import live_server
 from tests.support.documents import alias_bomb
@@ -315,3 +316,12 @@ def test_large_import_is_one_commit(admin: httpx.Client, client: httpx.Client) -
     assert len(answer.json()["diff"]["flags"]["added"]) == 301
     assert evaluate(client, "generated.f002", {"targetingKey": "u"})[0] == "on"
     assert evaluate(client, "generated.f003", {"targetingKey": "u"})[1] == "DISABLED"
+
+
+def test_an_import_over_the_document_limit_is_refused(admin: httpx.Client) -> None:
+    before = store_state(admin)
+    body = b"{}" + b" " * (MAX_DOCUMENT_BYTES - 1)  # one byte over
+    for headers in ({}, YAML):
+        answer = import_(admin, body, dry_run=False, headers=headers)
+        assert answer.status_code == 413, answer.text[:200]
+    assert store_state(admin) == before

@@ -76,6 +76,25 @@ def test_usage_errors_exit_2_without_contacting_the_server(args: tuple[str, ...]
     assert "cannot reach" not in result.err
 
 
+ABSURD_SINCE = [
+    ("99999999999d", "duration '99999999999d' is too long: at most 36500d"),
+    ("9" * 400 + "h", "is too long: at most 36500d"),
+    ("1e309h", "invalid --since '1e309h': use a duration"),
+    ("-1h", "invalid --since '-1h': use a duration"),
+    ("", "invalid --since '': use a duration"),
+    ("0001-01-01T00:00:00+01:00", "--since '0001-01-01T00:00:00+01:00' is out of range"),
+]
+
+
+@pytest.mark.parametrize("command", [("audit",), ("stats", "ui-improvements")])
+def test_absurd_since_exits_2_before_any_request(command: tuple[str, ...]) -> None:
+    for value, message in ABSURD_SINCE:
+        result = run_flags(*command, "--since", value, url="http://127.0.0.1:1")
+        assert result.code == 2, str(result)
+        assert len(result.err.strip().splitlines()) == 1, str(result)
+        assert message in result.err, str(result)
+
+
 def test_refused_by_the_server_exits_1(flags: Flags) -> None:
     for args in (
         ("show", "no-such-flag"),

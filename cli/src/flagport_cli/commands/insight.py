@@ -50,7 +50,7 @@ def audit(app: App, key: str | None, since: str | None, actor: str | None, limit
     params = {
         "flag": key,
         "actor": actor,
-        "since": parse_since(since) if since else None,
+        "since": parse_since(since) if since is not None else None,
         "limit": limit,
     }
     body = app.api().call("GET", "/admin/v1/audit", params=params)

@@ -235,7 +235,7 @@ def status(app: App) -> None:
     """Server reachable?, store, snapshot version and age, workers and their versions."""
     api = app.api()
     response = api.send("GET", "/readyz", auth=False, ok=(503,))
-    ready: dict[str, Any] = response.json()
+    ready = api.json_object(response)
     propagation: dict[str, Any] | None = None
     problem = None
     version = (ready.get("snapshot") or {}).get("version")

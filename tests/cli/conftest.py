@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ class Result:
         return f"exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
 
 
+def _limit_memory(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def run_flags(
     *args: str,
     url: str | None,
@@ -36,8 +41,10 @@ def run_flags(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 30.0,
+    memory_limit: int | None = None,
 ) -> Result:
-    """Run the installed ``flags`` with a clean FLAGPORT_* environment."""
+    """Run the installed ``flags`` with a clean FLAGPORT_* environment; ``memory_limit``
+    bounds its address space (bytes): past it, an allocation fails with MemoryError."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLAGPORT_")}
     if url is not None:
         environment["FLAGPORT_URL"] = url
@@ -53,6 +60,7 @@ def run_flags(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
         check=False,
+        preexec_fn=None if memory_limit is None else lambda: _limit_memory(memory_limit),
     )
     return Result(completed.returncode, completed.stdout, completed.stderr)
 

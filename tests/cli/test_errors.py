@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import Flags, run_flags
+from tests.support.documents import alias_bomb
 from tests.support.server import ADMIN_TOKEN, RunningServer, free_port
 
 
@@ -73,6 +74,25 @@ def test_usage_errors_exit_2_without_contacting_the_server(args: tuple[str, ...]
     result = run_flags(*args, url="http://127.0.0.1:1")  # nothing listens there
     assert result.code == 2, str(result)
     assert "cannot reach" not in result.err
+
+
+ABSURD_SINCE = [
+    ("99999999999d", "duration '99999999999d' is too long: at most 36500d"),
+    ("9" * 400 + "h", "is too long: at most 36500d"),
+    ("1e309h", "invalid --since '1e309h': use a duration"),
+    ("-1h", "invalid --since '-1h': use a duration"),
+    ("", "invalid --since '': use a duration"),
+    ("0001-01-01T00:00:00+01:00", "--since '0001-01-01T00:00:00+01:00' is out of range"),
+]
+
+
+@pytest.mark.parametrize("command", [("audit",), ("stats", "ui-improvements")])
+def test_absurd_since_exits_2_before_any_request(command: tuple[str, ...]) -> None:
+    for value, message in ABSURD_SINCE:
+        result = run_flags(*command, "--since", value, url="http://127.0.0.1:1")
+        assert result.code == 2, str(result)
+        assert len(result.err.strip().splitlines()) == 1, str(result)
+        assert message in result.err, str(result)
 
 
 def test_refused_by_the_server_exits_1(flags: Flags) -> None:
@@ -154,6 +174,55 @@ def test_malformed_import_exits_2_naming_line_and_field(flags: Flags, tmp_path: 
     assert flags("import", str(tmp_path / "absent.yaml")).code == 2
     assert flags.ok("export").out == before
     assert snapshot_version(flags) == version
+
+
+#: The address space a ``flags`` process may use in the alias bomb tests: the bomb expanded
+#: would need gigabytes.
+_BOUNDED = 512 * 1024 * 1024
+_NO_ALIASES = "invalid YAML at line 8, column 13: aliases and anchors are not supported (&l0)"
+
+
+def test_alias_bomb_refused_by_import_and_diff(flags: Flags, tmp_path: Path) -> None:
+    version = snapshot_version(flags)
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb())
+    for command in ("import", "diff"):
+        started = time.monotonic()
+        result = flags(command, str(bomb), memory_limit=_BOUNDED, timeout=20.0)
+        assert result.code == 2, str(result)
+        assert result.err.strip() == f"flags: {bomb}: {_NO_ALIASES}; write the value out in full"
+        assert time.monotonic() - started < 10.0
+    assert snapshot_version(flags) == version
+
+
+def test_documents_over_16_mib_refused_unread(flags: Flags, tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as handle:
+        handle.truncate(1 << 30)  # sparse: a gigabyte that is neither written nor read
+    for command in ("import", "diff"):
+        result = flags(command, str(huge), memory_limit=_BOUNDED)
+        assert result.code == 2, str(result)
+        assert "the document is larger than 16 MiB, the limit" in result.err
+
+
+def test_serve_refuses_a_seed_with_aliases(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(alias_bomb())
+    result = run_flags(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--seed",
+        str(seed),
+        url=None,
+        token=None,
+        cwd=tmp_path,
+        timeout=20.0,
+        memory_limit=_BOUNDED,
+    )
+    assert result.code == 2, str(result)
+    assert result.err.strip() == f"flags: {seed}: {_NO_ALIASES}; write the value out in full"
+    assert not (tmp_path / ".flagport").exists()  # refused before anything started
 
 
 def test_prerequisite_cycle_is_refused_and_nothing_applied(flags: Flags, tmp_path: Path) -> None:

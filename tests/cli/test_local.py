@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from flagport import InvalidDocumentError
 from flagport.engine import validate_key
 from flagport_cli._errors import UsageProblem
-from flagport_cli._validate import check_key, parse_duration, parse_percentage, parse_since
+from flagport_cli._validate import (
+    check_key,
+    parse_duration,
+    parse_percentage,
+    parse_since,
+    since_moment,
+)
+from flagport_cli.commands.stats import check_since
 from tests.support.server import free_port
 
 KEYISH = st.text(alphabet="abcz09_-.A \n", max_size=12) | st.from_regex(
@@ -63,12 +70,57 @@ def test_durations() -> None:
     assert parse_duration("30m") == timedelta(minutes=30)
     assert parse_duration("7d") == timedelta(days=7)
     assert parse_duration("1h30m") == timedelta(minutes=90)
-    for bad in ("", "h", "1", "1x", "-1h", "1h 2m"):
+    for bad in ("", "h", "1", "1x", "-1h", "1h 2m", "36501d", "9" * 400 + "s"):
         with pytest.raises(UsageProblem):
             parse_duration(bad)
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert parse_since("1h", now) == "2026-01-02T02:04:05.000Z"
     assert parse_since("2026-01-01T00:00:00+01:00") == "2025-12-31T23:00:00.000Z"
+
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("99999999999d", "too long: at most 36500d"),
+        ("36501d", "too long: at most 36500d"),
+        ("9" * 400 + "h", "too long"),
+        ("9" * 5000 + "s", "too long"),  # beyond int()'s 4,300-digit limit
+        ("1000w" * 100, "too long"),
+        ("1e309h", "invalid --since"),
+        ("inf", "invalid --since"),
+        ("nan", "invalid --since"),
+        ("-1h", "invalid --since"),
+        ("+1h", "invalid --since"),
+        ("", "invalid --since"),
+        ("   ", "invalid --since"),
+        ("1h\n2h", "invalid --since"),
+        ("\x00", "invalid --since"),
+        ("0001-01-01T00:00:00+01:00", "out of range"),
+        ("9999-12-31T23:59:59-14:00", "out of range"),
+        ("2026-01-02T03:04:06Z", "in the future"),
+        ("2999-01-01", "in the future"),
+    ],
+)
+def test_absurd_since_values_are_usage_problems(text: str, problem: str) -> None:
+    for parse in (parse_since, check_since):
+        with pytest.raises(UsageProblem, match=problem):
+            parse(text, NOW)
+
+
+def test_since_values() -> None:
+    assert since_moment("36500d", NOW) == NOW - timedelta(days=36500)
+    assert since_moment("0000000000000000000001h", NOW) == NOW - timedelta(hours=1)
+    assert since_moment(" 1h30m ", NOW) == NOW - timedelta(minutes=90)
+    assert since_moment("0s", NOW) == NOW
+    assert since_moment("2026-01-02T03:04:05Z", NOW) == NOW
+    assert since_moment("2026-01-02T04:00:00+01:00", NOW) == datetime(2026, 1, 2, 3, tzinfo=UTC)
+    assert since_moment("1900-01-01", NOW) == datetime(1900, 1, 1, tzinfo=UTC)
+    assert check_since("7d", NOW) == "7d"
+    with pytest.raises(UsageProblem, match="more than 7 days back"):
+        check_since("8d", NOW)
 
 
 def test_disable_imports_only_what_it_needs() -> None:

@@ -4,14 +4,26 @@ how a lenient compile serves a broken flag (DESIGN.md section 3, issue 2 item 4)
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from flagport import ErrorCode, InvalidDocumentError
-from flagport.document import dump_document, load_document
+from flagport import ErrorCode, InvalidDocumentError, LocalClient
+from flagport.document import (
+    MAX_DOCUMENT_BYTES,
+    dump_document,
+    load_document,
+    read_document_file,
+)
 from flagport.engine import compile_snapshot, document_from_builtins, validate_key
+from tests.support.documents import alias_bomb, realistic_flags
+from tests.support.server import free_port
 
 pytest.importorskip("yaml")
 
@@ -355,7 +367,7 @@ def test_floats_stay_floats_and_ints_stay_ints(format: str) -> None:
     for name in variants:
         flags[f"a-{name.replace('_', '-')}"] = {
             "enabled": True,
-            "variants": variants,
+            "variants": dict(variants),  # shared, safe_dump would write aliases
             "on_variant": name,
             "off_variant": "off",
         }
@@ -426,3 +438,111 @@ def test_empty_yaml_sections_are_empty() -> None:
 
 def test_non_utf8_bytes_refused() -> None:
     assert "UTF-8" in str(_refused(b'{"flags": {"\xff": {}}}'))  # type: ignore[arg-type]
+
+
+# -- anchors and aliases, size -----------------------------------------------------------
+
+
+def test_yaml_alias_bomb_refused_quickly_in_bounded_memory() -> None:
+    text = alias_bomb()
+    for strict in (True, False):
+        tracemalloc.start()
+        started = time.perf_counter()
+        try:
+            with pytest.raises(InvalidDocumentError) as caught:
+                load_document(text, "yaml", strict=strict)
+            elapsed = time.perf_counter() - started
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert elapsed < 1.0
+        assert peak < 2 * 1024 * 1024, peak
+        problem = caught.value.problem
+        assert "aliases and anchors are not supported (&l0)" in problem
+        assert "line 8, column 13" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "found"),
+    [
+        # An anchor nobody refers to, on a scalar, a sequence, a mapping.
+        ("flags:\n  a:\n    description: &d hello\n", "line 3, column 18", "&d"),
+        ("flags:\n  a:\n    tags: &t [x]\n", "line 3, column 11", "&t"),
+        ("flags:\n  a: &a\n    enabled: true\n", "line 2, column 6", "&a"),
+        # An alias to nothing, and a merge key through an alias.
+        ("flags:\n  a:\n    description: *nothing\n", "line 3, column 18", "*nothing"),
+        (
+            "segments:\n  s: &s {included: [x]}\n  t:\n    <<: *s\n",
+            "line 2, column 6",
+            "&s",
+        ),
+    ],
+)
+def test_yaml_anchors_and_aliases_refused_where_they_are(text: str, where: str, found: str) -> None:
+    problem = _refused(text, "yaml").problem
+    assert f"invalid YAML at {where}: aliases and anchors are not supported ({found})" in problem
+
+
+def test_ampersands_and_asterisks_in_strings_are_text() -> None:
+    document = load_document('flags:\n  a:\n    description: "&x *y"\n    owner: a&b*c\n')
+    assert document.flags["a"].description == "&x *y"
+    assert document.flags["a"].owner == "a&b*c"
+
+
+def test_a_realistic_15000_flag_document_fits_the_size_limit(tmp_path: Path) -> None:
+    """The largest form of the document (an export in JSON, indented, with versions and
+    timestamps) stays well under the limit, and loads through the file reader. Its YAML
+    form is smaller (measured: 5.7 MiB without versions and timestamps, JSON 8 MiB)."""
+    document = document_from_builtins(realistic_flags(15_000))
+    stamped = msgspec.structs.replace(
+        document,
+        flags={
+            key: msgspec.structs.replace(
+                flag,
+                version=123,
+                created_at="2026-01-02T03:04:05.678Z",
+                updated_at="2026-01-02T03:04:05.678Z",
+            )
+            for key, flag in document.flags.items()
+        },
+    )
+    path = tmp_path / "flags.json"
+    path.write_bytes(dump_document(stamped, "json", volatile=True))
+    assert path.stat().st_size < 0.7 * MAX_DOCUMENT_BYTES  # 9.6 MiB: room to spare
+    loaded = load_document(read_document_file(path), "json", strict=False)
+    assert len(loaded.flags) == 15_000
+
+
+def test_a_document_over_the_size_limit_is_refused_before_parsing(tmp_path: Path) -> None:
+    # Valid JSON of exactly the limit loads; one byte more does not, from a file or not.
+    at_limit = b"{}" + b" " * (MAX_DOCUMENT_BYTES - 2)
+    assert load_document(at_limit, "json").flags == {}
+    over = at_limit + b" "
+    for data in (over, over.decode()):
+        assert "larger than 16 MiB" in _refused(data).problem  # type: ignore[arg-type]
+    # Multi-byte characters count as their UTF-8 bytes.
+    wide = "{}" + "\u00a0" * (MAX_DOCUMENT_BYTES // 2)
+    assert "larger than 16 MiB" in _refused(wide).problem
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(4 * MAX_DOCUMENT_BYTES)  # sparse: nothing to write, nothing to read
+    with pytest.raises(InvalidDocumentError, match="larger than 16 MiB"):
+        read_document_file(path)
+    path.write_bytes(at_limit)
+    assert read_document_file(path) == at_limit
+
+
+def test_a_bootstrap_file_with_aliases_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap = tmp_path / "bootstrap.yaml"
+    bootstrap.write_text(alias_bomb())
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: the bootstrap is all there is
+    with (
+        caplog.at_level(logging.WARNING, logger="flagport"),
+        LocalClient(
+            url, bootstrap=bootstrap, start_timeout=1.0, log_interval=0.0, report_exposures=False
+        ) as client,
+    ):
+        assert client.details("bomb", "default").value == "default"
+    assert "aliases and anchors are not supported (&l0)" in caplog.text

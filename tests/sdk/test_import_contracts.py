@@ -164,3 +164,17 @@ def test_import_flagport_does_not_import_httpx() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert completed.returncode == 0, completed.stderr
+
+
+def test_yaml_is_parsed_in_one_place() -> None:
+    """Every YAML the SDK, the server or the CLI reads goes through ``flagport.document``'s
+    loader, which refuses anchors and aliases: no other module imports yaml."""
+    sources = [REPO_ROOT / member / "src" for member in ("sdk", "server", "cli")]
+    files = sorted(path for source in sources for path in source.rglob("*.py"))
+    assert len(files) >= 40
+    importers = {
+        str(path.relative_to(REPO_ROOT))
+        for path in files
+        if any(name == "yaml" or name.startswith("yaml.") for name in _imports(path))
+    }
+    assert importers == {"sdk/src/flagport/document.py"}

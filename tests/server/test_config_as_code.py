@@ -15,8 +15,10 @@ import httpx
 import pytest
 import yaml
 
+from flagport.document import MAX_DOCUMENT_BYTES
 from tests.server._admin import assert_problem, evaluate, store_state
 from tests.server._fixtures import live_server
+from tests.support.documents import alias_bomb
 from tests.support.server import PORTAL_FLAGS, RunningServer
 
 server = live_server(seed=PORTAL_FLAGS)
@@ -273,6 +275,13 @@ def _bad_documents(
             {},
             ("Bad Key",),
         ),
+        (
+            "alias bomb",
+            alias_bomb().encode(),
+            YAML,
+            ("line 8, column 13", "aliases and anchors are not supported"),
+        ),
+        ("unused anchor", b"flags:\n  a: &a {}\n", YAML, ("line 2", "aliases and anchors")),
         ("not json", b'{"flags": {', {}, ("JSON",)),
         ("not yaml", b"flags: [unclosed", YAML, ("YAML",)),
         ("array", b"[]", {}, ()),
@@ -335,3 +344,12 @@ def test_only_values_every_export_format_can_write_are_accepted(admin: httpx.Cli
     assert again.status_code == 200, again.text
     assert empty_diff(again.json())
     assert admin.delete("/admin/v1/flags/deep-config").status_code == 200
+
+
+def test_an_import_over_the_document_limit_is_refused(admin: httpx.Client) -> None:
+    before = store_state(admin)
+    body = b"{}" + b" " * (MAX_DOCUMENT_BYTES - 1)  # one byte over
+    for headers in ({}, YAML):
+        answer = import_(admin, body, dry_run=False, headers=headers)
+        assert answer.status_code == 413, answer.text[:200]
+    assert store_state(admin) == before

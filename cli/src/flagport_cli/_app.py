@@ -31,6 +31,10 @@ class App:
             self._api = Api(self.url, find_token(self.token_option))
         return self._api
 
+    def answered(self) -> str | None:
+        """The last request the server answered (``GET /admin/v1/flags``), if any."""
+        return self._api.answered if self._api is not None else None
+
     def close(self) -> None:
         if self._api is not None:
             self._api.close()

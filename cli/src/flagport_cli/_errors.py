@@ -3,6 +3,7 @@
 CliError              exit_code set per instance
 ├── UsageProblem      2  bad input or a local file, found before any request
 ├── Refused           1  the server said no (not found, conflict, validation)
+├── UnexpectedAnswer  1  an answer that is not Flagport's (a proxy's page, a redirect, garbage)
 ├── Unreachable       3  no answer from the server (the message names the URL)
 ├── NotAuthorized     4  401/403 or no token at all
 └── NotConfirmed      5  committed, but not every live worker applied it in time
@@ -15,6 +16,7 @@ __all__ = [
     "NotAuthorized",
     "NotConfirmed",
     "Refused",
+    "UnexpectedAnswer",
     "Unreachable",
     "UsageProblem",
 ]
@@ -35,6 +37,10 @@ class UsageProblem(CliError):
 
 
 class Refused(CliError):
+    exit_code = 1
+
+
+class UnexpectedAnswer(CliError):
     exit_code = 1
 
 

@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flagport_cli._errors import CliError, NotAuthorized, Refused, Unreachable
+from flagport_cli._errors import (
+    CliError,
+    NotAuthorized,
+    Refused,
+    UnexpectedAnswer,
+    Unreachable,
+    UsageProblem,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -80,19 +87,23 @@ class Api:
         elif self.url.startswith(("http://", "https://")):
             transport, base = None, self.url
         else:
-            from flagport_cli._errors import UsageProblem
-
             raise UsageProblem(
                 f"invalid --url {url!r}: use http://host:port, https://... or unix:///path.sock"
             )
-        self._client: HttpxClient = httpx.Client(
-            base_url=base,
-            transport=transport,
-            # Loading the CA bundle costs ~50-130 ms per process: only https needs it.
-            verify=self.url.startswith("https://"),
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            headers={"User-Agent": "flagport-cli"},
-        )
+        try:
+            self._client: HttpxClient = httpx.Client(
+                base_url=base,
+                transport=transport,
+                # Loading the CA bundle costs ~50-130 ms per process: only https needs it.
+                verify=self.url.startswith("https://"),
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+                headers={"User-Agent": "flagport-cli"},
+            )
+        except httpx.InvalidURL as error:
+            raise UsageProblem(f"invalid --url {url!r}: {error}") from None
+        #: The last request the server answered (``GET /admin/v1/flags``): named when an
+        #: answer turns out not to have the shape Flagport gives it.
+        self.answered: str | None = None
 
     def close(self) -> None:
         self._client.close()
@@ -108,6 +119,12 @@ class Api:
             raise NotAuthorized(
                 "no admin token: pass --token or set FLAGPORT_TOKEN (or FLAGPORT_ADMIN_TOKEN), "
                 f"or run from the directory holding {TOKEN_FILE}"
+            )
+        if not self.token.isascii() or not self.token.isprintable() or " " in self.token:
+            # It could not travel in a header; httpx would fail with an encoding traceback.
+            raise UsageProblem(
+                "the admin token holds spaces, control or non-ASCII characters: "
+                "a Flagport token never does"
             )
         return self.token
 
@@ -140,7 +157,22 @@ class Api:
         except httpx.TransportError as error:
             reason = str(error) or type(error).__name__
             raise Unreachable(f"cannot reach Flagport at {self.url}: {reason}") from None
+        except httpx.RequestError as error:  # e.g. a body that does not decode (bad gzip)
+            reason = str(error) or type(error).__name__
+            raise UnexpectedAnswer(
+                f"{method} {path}: the answer of {self.url} cannot be read: {reason}"
+            ) from None
+        except httpx.InvalidURL as error:
+            raise UsageProblem(f"invalid --url {self.url!r}: {error}") from None
         status: int = response.status_code
+        self.answered = f"{method} {path}"
+        if 300 <= status < 400 and status not in ok:
+            # The admin API never redirects: a proxy or a plain-HTTP-to-HTTPS hop does.
+            location = response.headers.get("location") or "nowhere"
+            raise UnexpectedAnswer(
+                f"{method} {path}: {self.url} redirects ({status}) to {location}; "
+                "give Flagport's own address with --url"
+            )
         if status < 400 or status in ok:
             return response
         message = _problem_text(response)
@@ -153,9 +185,19 @@ class Api:
         raise Refused(message)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Like :meth:`send`, returning the decoded JSON body."""
-        response = self.send(method, path, **kwargs)
+        """Like :meth:`send`, returning the decoded JSON body (see :meth:`json_object`)."""
+        return self.json_object(self.send(method, path, **kwargs))
+
+    def json_object(self, response: httpx.Response) -> dict[str, Any]:
+        """The body of ``response``: a JSON object, as every answer of Flagport's API is."""
+        request = f"{response.request.method} {response.request.url.path}"
         try:
-            return response.json()
+            body = response.json()
         except ValueError:
-            raise CliError(f"{method} {path}: the server sent a body that is not JSON") from None
+            raise UnexpectedAnswer(
+                f"{request}: the server sent a body that is not JSON "
+                f"({response.headers.get('content-type') or 'no content type'})"
+            ) from None
+        if not isinstance(body, dict):
+            raise UnexpectedAnswer(f"{request}: the server sent JSON that is not an object")
+        return body

@@ -101,6 +101,12 @@ def serve(
     except ImportError:
         click.echo("flags serve needs the server: pip install 'flagport-cli[server]'", err=True)
         sys.exit(2)
+    if seed_file is not None:
+        from flagport_cli._validate import read_document
+
+        # Every worker loads the seed as it starts: a bad one is refused here, once, with
+        # the reason, rather than as a worker that fails to start.
+        read_document(seed_file, strict=True)
     loopback = uds is not None or is_loopback(host)
     token, generated = _bootstrap_admin_token(loopback)
     require = require_eval_token or not (loopback or open_evaluation)

@@ -11,22 +11,26 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
 
 from flagport_cli._errors import UsageProblem
 
 __all__ = [
+    "MAX_DURATION",
     "check_key",
     "parse_duration",
     "parse_percentage",
     "parse_since",
     "read_document",
+    "since_moment",
 ]
 
 _KEY_RE = re.compile(r"[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*")
 _MAX_KEY_LENGTH = 200
 _DURATION_RE = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration (a century): the bound keeps every date computed from one in range.
+MAX_DURATION = timedelta(days=36500)
+_MAX_DURATION_DIGITS = 12
 
 
 def check_key(key: str) -> str:
@@ -58,76 +62,80 @@ def parse_percentage(text: str) -> float:
     return float(value)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``1h``, ``7d``, ``2w`` or combinations such as ``1h30m``."""
+def _duration_seconds(text: str) -> int | None:
+    """The seconds ``text`` spells (``1h30m``), None if it is no duration; a number too long
+    to matter comes back as more than any limit (``int()`` itself refuses 4,300 digits)."""
     raw = text.strip().lower()
     position, seconds = 0, 0
     for match in _DURATION_RE.finditer(raw):
         if match.start() != position:
             break
-        seconds += int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        digits = match.group(1).lstrip("0")
+        if len(digits) > _MAX_DURATION_DIGITS:
+            seconds += 10**_MAX_DURATION_DIGITS
+        else:
+            seconds += int(digits or "0") * _UNIT_SECONDS[match.group(2)]
         position = match.end()
     if not raw or position != len(raw):
+        return None
+    return seconds
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``1h``, ``7d``, ``2w`` or combinations such as ``1h30m``; at most
+    ``MAX_DURATION``."""
+    seconds = _duration_seconds(text)
+    if seconds is None:
         raise UsageProblem(
             f"invalid duration {text!r}: use a number and a unit (s, m, h, d, w), e.g. 1h or 30m"
         )
+    if seconds > MAX_DURATION.total_seconds():
+        raise UsageProblem(f"duration {text!r} is too long: at most {MAX_DURATION.days}d")
     return timedelta(seconds=seconds)
 
 
-def parse_since(text: str, now: datetime | None = None) -> str:
-    """A duration (``1h``: that long ago) or an ISO-8601 date-time, as ISO-8601 UTC."""
+def since_moment(text: str, now: datetime | None = None) -> datetime:
+    """The moment a ``--since`` names, in UTC: a duration back from now (``30m``, ``1h``,
+    ``7d``, at most ``MAX_DURATION``) or an ISO-8601 date-time (UTC unless it names its
+    offset). Anything else, or a moment in the future, is a :class:`UsageProblem`."""
+    now = now or datetime.now(UTC)
+    if _duration_seconds(text) is not None:
+        return now - parse_duration(text)
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
     except ValueError:
-        moment = (now or datetime.now(UTC)) - parse_duration(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        raise UsageProblem(
+            f"invalid --since {text!r}: use a duration (30m, 1h, 7d) or an ISO-8601 date-time"
+        ) from None
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise UsageProblem(f"--since {text!r} is out of range") from None
+    if moment > now:
+        raise UsageProblem(f"--since {text!r} is in the future")
+    return moment
 
 
-_PATH_TOKEN = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\["((?:[^"\\]|\\.)*)"\]|\[(\d+)\]')
+def parse_since(text: str, now: datetime | None = None) -> str:
+    """:func:`since_moment` as ISO-8601 UTC with milliseconds (``2026-01-02T03:04:05.000Z``)."""
+    moment = since_moment(text, now)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _line_of(text: str, path: str) -> int | None:
-    """Best effort: the 1-based line of ``path`` (``$.flags["a"].percentage``) in ``text``.
-    JSON is YAML too, so one composer serves both formats."""
-    import yaml
+def read_document(path: str, *, strict: bool = False) -> tuple[bytes, str]:
+    """Read and check a flags document (JSON or YAML): (bytes, format). Syntax, size and field
+    shapes are checked here; cross-references (unknown prerequisites, cycles) only with
+    ``strict``: a merge import may refer to flags only the server has."""
+    from flagport import InvalidDocumentError
+    from flagport.document import line_of, load_document, read_document_file
 
     try:
-        node: Any = yaml.compose(text, Loader=yaml.SafeLoader)
-    except Exception:
-        return None
-    line = None
-    for match in _PATH_TOKEN.finditer(path.removeprefix("$")):
-        name = match.group(1) if match.group(1) is not None else match.group(2)
-        if name is not None and isinstance(node, yaml.MappingNode):
-            found = [(k, v) for k, v in node.value if k.value == name]
-            if not found:
-                break
-            key_node, node = found[0]
-            line = key_node.start_mark.line + 1
-        elif match.group(3) is not None and isinstance(node, yaml.SequenceNode):
-            index = int(match.group(3))
-            if index >= len(node.value):
-                break
-            node = node.value[index]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
-def read_document(path: str) -> tuple[bytes, str]:
-    """Read and check a flags document (JSON or YAML): (bytes, format). Syntax and field
-    shapes are checked here; cross-references (unknown prerequisites, cycles) are the server's
-    to judge, because a merge import may refer to flags only the server has."""
-    try:
-        data = Path(path).read_bytes()
+        data = read_document_file(path)
     except OSError as error:
         raise UsageProblem(f"cannot read {path}: {error.strerror or error}") from None
-    from flagport import InvalidDocumentError
-    from flagport.document import load_document
-
+    except InvalidDocumentError as error:
+        raise UsageProblem(f"{path}: {error.problem}") from None
     text = data.decode("utf-8", errors="replace")
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
@@ -137,11 +145,11 @@ def read_document(path: str) -> tuple[bytes, str]:
     else:
         format = "json" if text.lstrip().startswith("{") else "yaml"
     try:
-        load_document(data, format, strict=False)  # type: ignore[arg-type]
+        load_document(data, format, strict=strict)  # type: ignore[arg-type]
     except InvalidDocumentError as error:
         where = ""
         if error.path != "$":
-            line = _line_of(text, error.path)
+            line = line_of(text, error.path)
             where = f" (line {line}, field {error.path})" if line else f" (field {error.path})"
         raise UsageProblem(f"{path}: {error.problem}{where}") from None
     return data, format

@@ -9,11 +9,12 @@ and only ``flags serve`` imports the server.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from flagport_cli._app import App
-from flagport_cli._errors import CliError
+from flagport_cli._errors import CliError, UnexpectedAnswer
 from flagport_cli._serve import serve
 from flagport_cli.commands.config import diff, export, import_
 from flagport_cli.commands.flags import create, delete, list_flags, show, target
@@ -27,7 +28,28 @@ __all__ = ["cli", "main"]
 DEFAULT_URL = "http://127.0.0.1:8787"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (LookupError, TypeError, AttributeError, ValueError) as error:
+            # Once the server has answered, a missing field or one of another type means the
+            # answer is not Flagport's (another service on that port, a different version):
+            # say so in one line rather than with a traceback.
+            app = ctx.obj
+            answered = app.answered() if isinstance(app, App) else None
+            if answered is None:
+                raise
+            raise UnexpectedAnswer(
+                f"{answered}: unexpected answer from {app.url} ({type(error).__name__}: "
+                f"{error}); is it a Flagport server of this version?"
+            ) from None
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="flagport-cli", prog_name="flags")
 @click.option(
     "--url",

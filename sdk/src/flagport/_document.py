@@ -39,11 +39,11 @@ def read_bootstrap(
         return source, None
     if isinstance(source, Mapping):
         return document_from_builtins(dict(source)), None
-    from flagport.document import load_document
+    from flagport.document import load_document, read_document_file
 
     path = Path(source)
     try:
-        data = path.read_bytes()
+        data = read_document_file(path)
         mtime = path.stat().st_mtime
     except OSError as error:
         raise InvalidDocumentError(f"cannot read bootstrap file {str(path)!r}: {error}") from None

@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -238,12 +237,12 @@ def _handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Res
 
 async def _seed(runtime: Runtime, path: str) -> None:
     """Load the seed document into an empty store (``make run``'s portal flags)."""
-    from flagport.document import load_document
+    from flagport.document import load_document, read_document_file
 
     snapshot = runtime.snapshot
     if snapshot is None or len(snapshot) or snapshot.document.segments or snapshot.version > 0:
         return
-    document = load_document(Path(path).read_bytes())
+    document = load_document(read_document_file(path))
     now = utc_now()
     mutations: list[Mutation] = []
     for key, segment in document.segments.items():

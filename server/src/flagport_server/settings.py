@@ -8,6 +8,8 @@ import socket
 
 import msgspec
 
+from flagport.document import MAX_DOCUMENT_BYTES
+
 __all__ = ["Settings", "is_loopback"]
 
 
@@ -42,9 +44,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval: float = 1.0
     #: A worker whose heartbeat is older than this is not waited for.
     worker_max_age: float = 5.0
-    #: Body size limits (bytes) for evaluation and admin routes.
+    #: Body size limits (bytes) for evaluation and admin routes; the largest admin body is a
+    #: whole document (an import).
     max_eval_body: int = 64 * 1024
-    max_admin_body: int = 16 * 1024 * 1024
+    max_admin_body: int = MAX_DOCUMENT_BYTES
     #: Warn (log and /readyz) that evaluation is open on a non-loopback bind.
     open_evaluation_warning: bool = False
     #: Public base URL advertised in ``eventStreams`` (default: relative ``/v1/stream``).

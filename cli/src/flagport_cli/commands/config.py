@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from flagport_cli._app import App, json_option, pass_app, reason_option
-from flagport_cli._errors import UsageProblem
+from flagport_cli._errors import UnexpectedAnswer, UsageProblem
 from flagport_cli._output import echo_json
 from flagport_cli._validate import read_document
 
@@ -51,7 +51,14 @@ def export(app: App, output: str | None, format_: str | None, volatile: bool) ->
         else:
             format_ = "json" if app.json else "yaml"
     params = {"format": format_, "volatile": "true" if volatile else None}
-    data = app.api().send("GET", "/admin/v1/snapshot", params=params).content
+    response = app.api().send("GET", "/admin/v1/snapshot", params=params)
+    media = response.headers.get("content-type") or "no content type"
+    if not media.startswith(_MEDIA[format_]):
+        # A proxy's login page must not land in the configuration file.
+        raise UnexpectedAnswer(
+            f"GET /admin/v1/snapshot: the server sent {media}, not {_MEDIA[format_]}"
+        )
+    data = response.content
     if output:
         _write_atomically(Path(output), data)
         click.echo(f"exported to {output}", err=True)
@@ -145,7 +152,7 @@ def import_(app: App, file: str, dry_run: bool, merge: bool, reason: str | None)
     if app.json:
         echo_json(result)
         return
-    diff = result.get("diff") or {}
+    diff = result["diff"]  # a stand-in's {} must not read as "no changes"
     if _empty(diff):
         click.echo("no changes")
         return
@@ -165,7 +172,7 @@ def diff(app: App, file: str, merge: bool) -> None:
     """Compare a document with the server: exit 0 when equal, 1 on drift."""
     data, format_ = read_document(file)
     result = _post(app, data, format_, dry_run=True, prune=not merge, reason=None)
-    changes = result.get("diff") or {}
+    changes = result["diff"]  # a stand-in's {} must not read as "no drift"
     if app.json:
         echo_json(result)
     elif _empty(changes):

@@ -187,8 +187,7 @@ def delete(app: App, key: str, recursive: bool, yes: bool, reason: str | None) -
         echo_json(result)
         return
     click.echo(
-        f"deleted {', '.join(result.get('deleted') or [key])} "
-        f"(snapshot version {result.get('snapshot_version')})"
+        f"deleted {', '.join(result['deleted'])} (snapshot version {result['snapshot_version']})"
     )
 
 

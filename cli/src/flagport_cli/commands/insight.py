@@ -50,7 +50,7 @@ def audit(app: App, key: str | None, since: str | None, actor: str | None, limit
     params = {
         "flag": key,
         "actor": actor,
-        "since": parse_since(since) if since else None,
+        "since": parse_since(since) if since is not None else None,
         "limit": limit,
     }
     body = app.api().call("GET", "/admin/v1/audit", params=params)
@@ -235,7 +235,7 @@ def status(app: App) -> None:
     """Server reachable?, store, snapshot version and age, workers and their versions."""
     api = app.api()
     response = api.send("GET", "/readyz", auth=False, ok=(503,))
-    ready: dict[str, Any] = response.json()
+    ready = api.json_object(response)
     propagation: dict[str, Any] | None = None
     problem = None
     version = (ready.get("snapshot") or {}).get("version")

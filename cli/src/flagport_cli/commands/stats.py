@@ -11,7 +11,7 @@ import click
 from flagport_cli._app import App, json_option, pass_app
 from flagport_cli._errors import UsageProblem
 from flagport_cli._output import echo_json, fmt_percentage, table
-from flagport_cli._validate import check_key, parse_duration
+from flagport_cli._validate import check_key, since_moment
 from flagport_cli.commands.flags import flag_path
 
 __all__ = ["check_since", "stale", "stats"]
@@ -25,19 +25,7 @@ def check_since(text: str, now: datetime | None = None) -> str:
     """``text`` if it is a duration or an ISO-8601 date-time within the last 7 days (the
     server rounds it down to the hour), else :class:`UsageProblem` saying why."""
     now = now or datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            moment = now - parse_duration(text)
-        except UsageProblem:
-            raise UsageProblem(
-                f"invalid --since {text!r}: use a duration (1h, 24h, 7d) or an ISO-8601 date-time"
-            ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if moment > now:
-        raise UsageProblem(f"--since {text!r} is in the future")
+    moment = since_moment(text, now)
     hour = moment.replace(minute=0, second=0, microsecond=0)
     if hour < now.replace(minute=0, second=0, microsecond=0) - MAX_WINDOW:
         raise UsageProblem(f"--since {text!r} is more than 7 days back: stats are kept 7 days")

@@ -9,6 +9,7 @@ from flagport.engine._compile import CompiledFlag, CompiledSnapshot, compile_sna
 from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
 from flagport.engine._limits import (
+    MAX_DOCUMENT_BYTES,
     check_document_limits,
     check_flag_limits,
     check_segment_limits,
@@ -31,6 +32,7 @@ from flagport.engine.models import (
 __all__ = [
     "BUCKETING_VERSION",
     "BUCKETS",
+    "MAX_DOCUMENT_BYTES",
     "CompiledFlag",
     "CompiledSnapshot",
     "Condition",

@@ -72,7 +72,8 @@ MAX_PREREQUISITES: Final = 100
 MAX_VALUE_DEPTH: Final = 32
 #: One flag or segment as stored (its JSON encoding).
 MAX_ENCODED_BYTES: Final = 1024 * 1024
-#: A whole configuration document (an import; 15,000 portal-sized flags fit).
+#: The largest JSON or YAML document read from a file or accepted by an import, in bytes:
+#: a realistic configuration of 15,000 flags fits with room to spare.
 MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
 #: Integers in variant values stay exact in every client (PHP's int is 64-bit).
 _INT_MIN: Final = -(2**63)

@@ -1,0 +1,192 @@
+"""Every command, against what a broken network or a proxy in front of Flagport answers (an
+HTML error page, a login page, a redirect, JSON of another service, a body that does not
+decode, a dropped connection, a port that does not speak HTTP): one line on stderr and an
+exit code, never a traceback. No Flagport server answers like this, so a small HTTP server
+plays the part; the CLI runs in this process, as ``flags`` does."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import click
+import pytest
+
+from flagport_cli.main import cli, main
+
+#: Arguments that get each command past its own checks to its first request.
+ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "list": ("list",),
+    "show": ("show", "a"),
+    "create": ("create", "a"),
+    "enable": ("enable", "a", "--timeout", "0.1"),
+    "disable": ("disable", "a", "--timeout", "0.1"),
+    "kill": ("kill", "--all", "--timeout", "0.1"),
+    "target": ("target", "a", "--on", "u1"),
+    "delete": ("delete", "a", "--yes"),
+    "audit": ("audit", "--since", "1h"),
+    "explain": ("explain", "a", "--user", "u1"),
+    "import": ("import", "{document}"),
+    "export": ("export", "-o", "{output}"),
+    "diff": ("diff", "{document}"),
+    "token create": ("token", "create", "ci"),
+    "token list": ("token", "list"),
+    "token revoke": ("token", "revoke", "t1"),
+    "status": ("status",),
+    "stats": ("stats", "a", "--since", "1h"),
+    "stale": ("stale",),
+}
+
+#: Commands that report a change or a comparison: an answer that is not Flagport's must
+#: never let them exit 0. The others may print what little a JSON object told them.
+CLAIMS = {
+    "create",
+    "enable",
+    "disable",
+    "kill",
+    "target",
+    "delete",
+    "import",
+    "diff",
+    "token create",
+    "token revoke",
+}
+#: Answers that are JSON objects of another shape.
+OTHER_OBJECTS = {"empty object", "wrong types"}
+
+#: (status, headers, body) of each answer, or how the connection misbehaves.
+ANSWERS: dict[str, tuple[int, dict[str, str], bytes] | str] = {
+    "proxy 502 page": (502, {"Content-Type": "text/html"}, b"<html>Bad Gateway</html>"),
+    "proxy 500 page": (500, {"Content-Type": "text/html"}, b"<html>oops</html>"),
+    "login page": (200, {"Content-Type": "text/html"}, b"<html>Sign in</html>"),
+    "redirect": (302, {"Location": "https://sso.example/login"}, b""),
+    "json array": (200, {"Content-Type": "application/json"}, b"[1, 2]"),
+    "json null": (200, {"Content-Type": "application/json"}, b"null"),
+    "empty object": (200, {"Content-Type": "application/json"}, b"{}"),
+    "wrong types": (
+        200,
+        {"Content-Type": "application/json"},
+        b'{"flags": 3, "flag": 1, "entries": 2, "tokens": 4, "diff": 5, "token": 6, '
+        b'"snapshot_version": "x", "snapshot": 7, "store": 8, "name": [], "series": 9}',
+    ),
+    "bad gzip": (200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"{}"),
+    "dropped connection": "drop",
+    "not http": "garbage",
+}
+
+
+class _Misbehaving(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    answer: tuple[int, dict[str, str], bytes] | str = "drop"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def handle_one_request(self) -> None:
+        if isinstance(self.answer, str):
+            self.rfile.readline(65537)
+            if self.answer == "garbage":
+                self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+            self.close_connection = True
+            return
+        super().handle_one_request()
+
+    def _reply(self) -> None:
+        assert not isinstance(self.answer, str)
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        status, headers, body = self.answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _reply
+
+
+class _Quiet(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the client hanging up on garbage is the point
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> Iterator[str]:
+    server = _Quiet(("127.0.0.1", 0), _Misbehaving)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _every_command() -> set[str]:
+    names = set()
+    for name, command in cli.commands.items():
+        if isinstance(command, click.Group):
+            names.update(f"{name} {sub}" for sub in command.commands)
+        elif name != "serve":
+            names.add(name)
+    return names
+
+
+def test_every_command_is_covered() -> None:
+    assert set(ARGUMENTS) == _every_command()
+
+
+@pytest.mark.parametrize("answer", sorted(ANSWERS))
+def test_every_command_turns_a_bad_answer_into_one_line_and_an_exit_code(
+    answer: str,
+    stand_in: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    document = tmp_path / "flags.yaml"
+    document.write_text("flags:\n  a:\n    enabled: true\n")
+    output = tmp_path / "export.yaml"
+    monkeypatch.setattr(_Misbehaving, "answer", ANSWERS[answer])
+    monkeypatch.setenv("FLAGPORT_TOKEN", "fpa_stand_in")
+    monkeypatch.chdir(tmp_path)
+    for name, arguments in ARGUMENTS.items():
+        args = [a.format(document=document, output=output) for a in arguments]
+        monkeypatch.setattr(sys, "argv", ["flags", "--url", stand_in, *args])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        err = capsys.readouterr().err
+        if exited.value.code == 0 and answer in OTHER_OBJECTS and name not in CLAIMS:
+            continue
+        assert exited.value.code in (1, 3), (name, exited.value.code, err)
+        assert len(err.strip().splitlines()) == 1, (name, err)
+        assert err.startswith("flags: "), (name, err)
+    assert not output.exists()  # a page that is not the configuration is never written
+
+
+def test_a_bad_url_or_token_is_a_usage_problem(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for url, token in (
+        ("http://[::1", "fpa_x"),
+        (f"http://127.0.0.1:{port}/\x01", "fpa_x"),
+        (f"http://127.0.0.1:{port}", "fpa_tök"),
+        (f"http://127.0.0.1:{port}", "fpa_a b"),
+    ):
+        monkeypatch.setenv("FLAGPORT_TOKEN", token)
+        monkeypatch.setattr(sys, "argv", ["flags", "--url", url, "list"])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        err = capsys.readouterr().err
+        assert exited.value.code == 2, (url, token, err)
+        assert len(err.strip().splitlines()) == 1, err

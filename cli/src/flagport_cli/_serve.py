@@ -96,11 +96,17 @@ def serve(
 ) -> None:
     """Run the evaluation and admin server."""
     try:
+        from flagport_server.errors import InvalidInput
         from flagport_server.serve import serve as run_server
         from flagport_server.settings import Settings, is_loopback
+        from flagport_server.stores import open_store, redact_store_url
     except ImportError:
         click.echo("flags serve needs the server: pip install 'flagport-cli[server]'", err=True)
         sys.exit(2)
+    try:
+        open_store(store_url)  # the URL only, no I/O: a bad one stops here, not in a worker
+    except InvalidInput as error:
+        raise click.BadParameter(error.detail, param_hint="'--store'") from None
     loopback = uds is not None or is_loopback(host)
     token, generated = _bootstrap_admin_token(loopback)
     require = require_eval_token or not (loopback or open_evaluation)
@@ -121,7 +127,11 @@ def serve(
         stats=not no_stats,
     )
     where = f"unix://{os.path.abspath(uds)}" if uds else f"http://{host}:{port}"
-    click.echo(f"Flagport listening on {where} (store: {store_url}, workers: {workers})", err=True)
+    click.echo(
+        f"Flagport listening on {where} (store: {redact_store_url(store_url)}, "
+        f"workers: {workers})",
+        err=True,
+    )
     if generated:
         click.echo(f"Admin token (shown once, saved to {TOKEN_FILE}): {token}", err=True)
     elif not os.environ.get("FLAGPORT_ADMIN_TOKEN"):

@@ -8,6 +8,8 @@ import socket
 
 import msgspec
 
+from flagport_server.stores import redact_store_url
+
 __all__ = ["Settings", "is_loopback"]
 
 
@@ -56,6 +58,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stats_flush_interval: float = 2.0
     #: Seconds between two refreshes of the ``flagport_unique_units`` gauges from the store.
     stats_gauge_interval: float = 60.0
+
+    def __repr__(self) -> str:
+        # The generated repr would print the admin token and the store's password.
+        store = redact_store_url(self.store_url)
+        return f"Settings(store_url={store!r}, host={self.host!r}, port={self.port}, ...)"
 
     @property
     def evaluation_open(self) -> bool:

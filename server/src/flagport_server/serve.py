@@ -6,12 +6,14 @@ Granian was chosen over uvicorn by measurement: see docs/adr/0002-server-runner.
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import shutil
 import tempfile
 
 import msgspec
 
+from flagport_server.logs import logging_config
 from flagport_server.settings import Settings
 
 __all__ = ["serve"]
@@ -23,10 +25,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     metrics_dir = tempfile.mkdtemp(prefix="flagport-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["FLAGPORT_SETTINGS_JSON"] = msgspec.json.encode(settings).decode()
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_config = logging_config(log_level)
+    logging.config.dictConfig(log_config)
 
     from pathlib import Path
 
@@ -47,6 +47,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         workers=settings.workers,
         loop=Loops.auto,
         log_level=log_level,  # type: ignore[arg-type]
+        log_dictconfig=log_config,
         log_access=False,
         **options,  # type: ignore[arg-type]
     )

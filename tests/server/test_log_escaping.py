@@ -33,14 +33,23 @@ def test_escape(text: str, shown: str) -> None:
 
 def _record(message: str, *args: object, exc_info: object = None) -> logging.LogRecord:
     return logging.LogRecord(
-        "flagport.server", logging.WARNING, __file__, 1, message, args, exc_info  # type: ignore[arg-type]
+        "flagport.server",
+        logging.WARNING,
+        __file__,
+        1,
+        message,
+        args,
+        exc_info,  # type: ignore[arg-type]
     )
 
 
 def test_formatter_escapes_message_arguments_and_tracebacks() -> None:
     formatter = EscapingFormatter("%(levelname)s %(name)s: %(message)s")
     line = formatter.format(_record("auth failed on GET %s from %s", FORGED, "10.0.0.1\n"))
-    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x9b" not in line
+    assert "\n" not in line
+    assert "\r" not in line
+    assert "\x1b" not in line
+    assert "\x9b" not in line
     assert line.startswith("WARNING flagport.server: auth failed on GET /admin/v1/flags\\r\\n")
     assert line.endswith("\\x1b[2J\\x9b1m from 10.0.0.1\\n")
 
@@ -52,7 +61,8 @@ def test_formatter_escapes_message_arguments_and_tracebacks() -> None:
     first, *rest = with_traceback.split("\n")
     assert first.startswith("WARNING flagport.server: unexpected error on /admin")
     # Only the record's own first line starts at column 0; the traceback is indented.
-    assert rest and all(line.startswith("    ") for line in rest), rest
+    assert rest
+    assert all(line.startswith("    ") for line in rest), rest
     assert "    ValueError: bad" in rest
 
 

@@ -128,8 +128,7 @@ def serve(
     )
     where = f"unix://{os.path.abspath(uds)}" if uds else f"http://{host}:{port}"
     click.echo(
-        f"Flagport listening on {where} (store: {redact_store_url(store_url)}, "
-        f"workers: {workers})",
+        f"Flagport listening on {where} (store: {redact_store_url(store_url)}, workers: {workers})",
         err=True,
     )
     if generated:

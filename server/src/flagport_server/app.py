@@ -27,6 +27,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine import SnapshotDocument
+from flagport_server.auth import SEED_ACTOR
 from flagport_server.errors import InvalidInput, ServerError, StoreError, VersionConflict
 from flagport_server.metrics import CONTENT_TYPE_LATEST, Metrics
 from flagport_server.routes.admin import admin_router
@@ -256,7 +257,7 @@ async def _seed(runtime: Runtime, path: str) -> None:
         stamped = msgspec.structs.replace(flag, version=1, created_at=now, updated_at=now)
         mutations.append(Mutation("flag", key, "put", stamped, None))
     entry = AuditEntry(
-        actor="seed",
+        actor=SEED_ACTOR,
         action="import",
         key="*",
         at=now,

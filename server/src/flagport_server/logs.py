@@ -19,7 +19,7 @@ _READABLE: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _ESCAPES: Final = {
     code: _READABLE.get(chr(code), f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
     for code in [
-        *range(0x00, 0x20),
+        *range(0x20),
         *range(0x7F, 0xA0),
         0x2028,
         0x2029,
@@ -38,7 +38,7 @@ class EscapingFormatter(logging.Formatter):
     """A :class:`logging.Formatter` whose message (``msg % args``) is escaped. A traceback
     keeps its lines but each is indented and escaped, so none can pass for a record."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         original = record.message
         record.message = escape(original)
         try:
@@ -46,10 +46,10 @@ class EscapingFormatter(logging.Formatter):
         finally:
             record.message = original
 
-    def formatException(self, ei: Any) -> str:  # noqa: N802
+    def formatException(self, ei: Any) -> str:
         return _indented(super().formatException(ei))
 
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+    def formatStack(self, stack_info: str) -> str:
         return _indented(super().formatStack(stack_info))
 
 

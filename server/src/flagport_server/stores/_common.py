@@ -5,7 +5,7 @@ contract: how guards compare, how audit timestamps and limits are read, how bodi
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -24,6 +24,7 @@ __all__ = [
     "decode_token",
     "encode",
     "parse_timestamp",
+    "token_taken",
 ]
 
 #: Upper bound of one audit page, whatever the caller asks for: one query must stay cheap.
@@ -56,6 +57,17 @@ def decode_audit(body: str | bytes) -> AuditEntry:
 
 def decode_token(body: str | bytes) -> TokenRecord:
     return _token_decoder.decode(body)
+
+
+def token_taken(token: TokenRecord, what: Literal["id", "name"]) -> str:
+    """Why ``add_token`` refused ``token`` (both backends say it alike)."""
+    if what == "name":
+        return (
+            f"a token named {token.name!r} already exists (names are unique, whatever their "
+            "case, revoked tokens' too: an audit entry's actor names one token); choose "
+            "another name"
+        )
+    return f"a token with id {token.id!r} or the same secret exists"
 
 
 def check_mutation(mutation: Mutation) -> None:

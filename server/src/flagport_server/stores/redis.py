@@ -219,6 +219,12 @@ _ADD_TOKEN_SCRIPT: Final = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
   return 0
 end
+local name = string.lower(ARGV[4])
+for _, body in ipairs(redis.call('HVALS', KEYS[1])) do
+  if string.lower(cjson.decode(body)['name']) == name then
+    return 2
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 return 1
@@ -840,12 +846,13 @@ class RedisStore(Store):
     # -- tokens -----------------------------------------------------------------------------
 
     async def add_token(self, token: TokenRecord) -> None:
-        """Store ``token``; ``AlreadyExists`` if its id or secret hash is taken."""
+        """Store ``token``; ``AlreadyExists`` if its id, its secret hash or its name (ASCII
+        case-insensitively, revoked tokens included) is taken."""
         keys = [self._tokens, self._token_hashes]
-        args = [token.id, token.secret_hash, _common.encode(token)]
-        added = await self._script(_ADD_TOKEN, keys, args)
-        if not int(added):
-            raise AlreadyExists(f"a token with id {token.id!r} or the same secret exists")
+        args = [token.id, token.secret_hash, _common.encode(token), token.name]
+        added = int(await self._script(_ADD_TOKEN, keys, args))
+        if added != 1:
+            raise AlreadyExists(_common.token_taken(token, "name" if added == 2 else "id"))
 
     async def tokens(self) -> list[TokenRecord]:
         """Every token, revoked ones included, oldest first."""

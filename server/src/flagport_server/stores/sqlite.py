@@ -484,24 +484,32 @@ class SQLiteStore(Store):
     # -- tokens -----------------------------------------------------------------------------
 
     async def add_token(self, token: TokenRecord) -> None:
-        """Store ``token``; :class:`~flagport_server.errors.AlreadyExists` if its id or
-        secret hash is taken."""
+        """Store ``token``; :class:`~flagport_server.errors.AlreadyExists` if its id, its
+        secret hash or its name (ASCII case-insensitively, revoked tokens included) is
+        taken."""
 
-        def add(conn: sqlite3.Connection) -> bool:
+        def add(conn: sqlite3.Connection) -> str | None:
             taken = conn.execute(
                 "SELECT 1 FROM tokens WHERE id = ? OR secret_hash = ?",
                 (token.id, token.secret_hash),
             ).fetchone()
             if taken:
-                return False
+                return _common.token_taken(token, "id")
+            named = conn.execute(
+                "SELECT 1 FROM tokens WHERE lower(json_extract(body, '$.name')) = lower(?)",
+                (token.name,),
+            ).fetchone()
+            if named:
+                return _common.token_taken(token, "name")
             conn.execute(
                 "INSERT INTO tokens (id, secret_hash, created_at, body) VALUES (?, ?, ?, ?)",
                 (token.id, token.secret_hash, token.created_at, _common.encode(token)),
             )
-            return True
+            return None
 
-        if not await self._write(add):
-            raise AlreadyExists(f"a token with id {token.id!r} or the same secret exists")
+        problem = await self._write(add)
+        if problem is not None:
+            raise AlreadyExists(problem)
 
     async def tokens(self) -> list[TokenRecord]:
         """Every token, revoked ones included, oldest first."""

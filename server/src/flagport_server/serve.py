@@ -18,6 +18,8 @@ from flagport_server.settings import Settings
 
 __all__ = ["serve"]
 
+log = logging.getLogger("flagport.server")
+
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
     """Serve until interrupted. Blocks."""
@@ -40,6 +42,11 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     else:
         options["address"] = settings.host
         options["port"] = settings.port
+    if settings.tls_cert and settings.tls_key:
+        options["ssl_cert"] = Path(settings.tls_cert)
+        options["ssl_key"] = Path(settings.tls_key)
+    for warning in settings.exposure_warnings:
+        log.warning("%s", warning)
     server = Server(
         "flagport_server.asgi:app_from_env",
         interface=Interfaces.ASGI,

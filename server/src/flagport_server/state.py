@@ -240,7 +240,12 @@ class Runtime:
         temporary = target.with_name(f".{target.name}.{self.pid}.tmp")
         try:
             cache = _CacheFile(state.store_id, state.document, self.applied_at)
-            temporary.write_bytes(msgspec.json.encode(cache))
+            # Owner-only like the store it mirrors; a leftover temporary file (a crash) may
+            # have another mode, so it is made anew.
+            temporary.unlink(missing_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(msgspec.json.encode(cache))
             os.replace(temporary, target)
         except OSError as error:
             log.warning("cannot write snapshot cache %s: %s", target, error)

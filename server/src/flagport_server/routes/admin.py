@@ -15,7 +15,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.document import dump_document, load_document
 from flagport.engine import Flag, Segment, explain
-from flagport_server.auth import Actor, admin_guard
+from flagport_server.auth import TOKEN_REQUIRED, Actor, admin_guard
 from flagport_server.errors import InvalidInput, NotFound, StoreUnavailable
 from flagport_server.services import AdminService, flag_view
 from flagport_server.stores.base import AuditQuery, TokenRecord
@@ -356,6 +356,7 @@ async def import_snapshot(
 admin_router = Router(
     path="/admin/v1",
     guards=[admin_guard],
+    security=TOKEN_REQUIRED,
     tags=["admin"],
     route_handlers=[
         list_flags,

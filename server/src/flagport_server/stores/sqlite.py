@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -190,6 +191,7 @@ class SQLiteStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         """A configured connection. Raises sqlite3/OS errors (callers translate)."""
+        self._create_private()
         conn = sqlite3.connect(
             self.path,
             timeout=self.busy_timeout,
@@ -213,6 +215,15 @@ class SQLiteStore(Store):
             conn.close()
             raise
         return conn
+
+    def _create_private(self) -> None:
+        """Create the file readable by its owner only (it holds the token hashes and the
+        audit log); SQLite gives its -wal and -shm files the same mode. An existing file
+        keeps the mode it has."""
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         # IMMEDIATE: several workers starting at once must not each create a store id.

@@ -5,6 +5,7 @@ and out of ``/readyz``, which also shows no redis-py client repr."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -90,12 +91,12 @@ def test_readyz_with_an_unreachable_sentinel_names_addresses_only(tmp_path: Path
         assert f"127.0.0.1:{port}" in problem, problem
 
 
-def _serve(tmp_path: Path, store: str) -> subprocess.Popen[bytes]:
+def _serve(tmp_path: Path, store: str, *args: str) -> subprocess.Popen[bytes]:
     environment = {**os.environ, "FLAGPORT_ADMIN_TOKEN": ADMIN_TOKEN}
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with (tmp_path / "server.log").open("wb") as log:
         return subprocess.Popen(
-            [flags_executable(), "serve", "--port", str(free_port()), "--store", store],
+            [flags_executable(), "serve", "--port", str(free_port()), "--store", store, *args],
             cwd=tmp_path,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -104,18 +105,21 @@ def _serve(tmp_path: Path, store: str) -> subprocess.Popen[bytes]:
         )
 
 
-def test_serve_start_up_line_and_bad_url_hide_the_passwords(tmp_path: Path) -> None:
+def test_serve_start_up_output_hides_the_passwords(tmp_path: Path) -> None:
     url = f"redis://:topsecret@127.0.0.1:{free_port()}/0?sentinel_password=sentsecret"
-    process = _serve(tmp_path, url)
+    # Off loopback with open evaluation: the start-up output also warns of both, in the log.
+    process = _serve(tmp_path, url, "--host", "0.0.0.0", "--open-evaluation")
     log = tmp_path / "server.log"
     try:
-        assert wait_until(lambda: "listening on" in log.read_text(), timeout=20)
+        assert wait_until(lambda: "tokens travel in cleartext" in log.read_text(), timeout=20)
     finally:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # granian's workers too, if it got that far
         process.wait()
     text = log.read_text()
     assert "store: redis://:***@127.0.0.1:" in text, text
     assert _leaks(text) == [], text
+    assert "WARNING flagport.server: evaluation is open to anyone" in text, text
+    assert "WARNING flagport.server: tokens travel in cleartext: 0.0.0.0:" in text, text
 
     # A malformed URL stops `flags serve` before any worker starts, without its secrets.
     bad = _serve(tmp_path, url + "&colour=blue")

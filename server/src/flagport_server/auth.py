@@ -8,7 +8,7 @@ A wrong token is logged with the client's address, and past :data:`FAILED_LOGIN_
 failures in :data:`FAILED_LOGIN_WINDOW_S` from one address (per worker) it answers 429 with
 ``Retry-After`` and is no longer logged one by one. A valid token always passes, whatever
 its address did: several clients behind one proxy share an address, and nobody's typos may
-lock an operator out of the kill switch (docs/adr/0008-auth-hardening.md).
+lock an operator out of the kill switch (docs/adr/0009-auth-hardening.md).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def test_target(flags: Flags, server: RunningServer) -> None:
 def test_audit_filters(flags: Flags) -> None:
     flags.ok("enable", "enhanced-mobile-nav", "-p", "5", "--reason", "audit me")
     table = flags.ok("audit", "enhanced-mobile-nav", "--since", "30m").out.splitlines()
-    assert table[0].split()[:5] == ["ID", "AT", "ACTOR", "ACTION", "KEY"]
+    assert table[0].split()[:6] == ["ID", "AT", "ACTOR", "TOKEN", "ACTION", "KEY"]
     assert "audit me" in table[1]
     assert "admin" in table[1]
     for since in ("1h", "7d", "90s", "1h30m", "2000-01-01T00:00:00Z"):

@@ -10,8 +10,12 @@ worker, within about a second.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import os
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +23,12 @@ from typing import Any
 import httpx
 import pytest
 
+from flagport_server.state import hash_secret
+from flagport_server.stores import SQLiteStore
+from flagport_server.stores.base import AuditEntry, TokenRecord
 from tests.server._admin import assert_problem
 from tests.server._fixtures import live_server
-from tests.support.server import ADMIN_TOKEN, PORTAL_FLAGS, RunningServer
+from tests.support.server import ADMIN_TOKEN, PORTAL_FLAGS, RunningServer, flags_executable
 
 server = live_server(workers=2, seed=PORTAL_FLAGS, extra=("--require-eval-token",))
 
@@ -370,3 +377,155 @@ def test_audit_is_append_only(server: RunningServer, admin: httpx.Client) -> Non
         time.sleep(0.02)
     assert denied.status_code == 403
     assert httpx.get(server.url + AUDIT).status_code == 401
+
+
+# -- attribution and revocation (issue 13) ---------------------------------------------------
+
+
+def flags_cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLAGPORT_")}
+    environment.update(FLAGPORT_URL=server.url, FLAGPORT_TOKEN=ADMIN_TOKEN)
+    return subprocess.run(
+        [flags_executable(), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["admin", "ADMIN", "Seed", "two words", "cr\r\nlf", "esc\x1b[2J", "-x", "x" * 65, "ünï", ""],
+)
+def test_token_names_are_restricted_and_the_bootstrap_actor_reserved(
+    admin: httpx.Client, name: str
+) -> None:
+    before = admin.get(TOKENS).json()
+    assert_problem(admin.post(TOKENS, json={"name": name, "scope": "admin"}), 400, "$.name")
+    assert admin.get(TOKENS).json() == before
+
+
+def test_token_names_are_unique_whatever_their_case(admin: httpx.Client) -> None:
+    create_token(admin, "Deploy.Bot@ci", "evaluate")
+    before = admin.get(TOKENS).json()
+    for name in ("Deploy.Bot@ci", "deploy.bot@CI"):
+        assert_problem(admin.post(TOKENS, json={"name": name}), 409, repr(name))
+    assert admin.get(TOKENS).json() == before
+
+
+def _store_directly(server: RunningServer, *, token: TokenRecord, entry: AuditEntry) -> None:
+    """Write what an older Flagport could have stored, through the store API itself."""
+
+    async def write() -> None:
+        store = SQLiteStore(server.workdir / "flagport.db")
+        await store.open()
+        try:
+            await store.add_token(token)
+            await store.commit([], [entry])  # a new version: every worker reloads its tokens
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+
+
+def test_audit_entries_carry_the_token_id_and_cli_tables_escape_control_characters(
+    server: RunningServer, admin: httpx.Client, pinned: list[Pinned]
+) -> None:
+    assert admin.post("/admin/v1/flags", json={"key": "attributed"}).status_code == 201
+    bot, bot_secret = create_token(admin, "release-bot", "admin")
+    # A token stored before names were checked keeps working, even one named like the
+    # bootstrap token; its entries differ from the bootstrap token's by the token id.
+    legacy_secret = "fpa_legacy_" + "0123456789" * 4
+    legacy = TokenRecord(
+        id="legacy0000000001",
+        name="admin",
+        scope="admin",
+        secret_hash=hash_secret(legacy_secret),
+        created_at="2026-01-01T00:00:00.000Z",
+    )
+    forged = AuditEntry(
+        actor="old\r\n9999  2026-01-01  admin  bootstrap  kill  everything",
+        action="token.create",
+        key="legacy0000000001",
+        at="2026-01-01T00:00:00.000Z",
+        kind="token",
+        reason="\x1b[2J\x1b]0;pwned\x07 cleared your screen",
+    )
+    _store_directly(server, token=legacy, entry=forged)
+    wait_for_status(pinned, "GET", "/admin/v1/flags", bot_secret, 200)
+    wait_for_status(pinned, "GET", "/admin/v1/flags", legacy_secret, 200)
+    path = "/admin/v1/flags/attributed/"
+    assert pinned[0].status("POST", path + "enable", bot_secret, {"reason": "bot"}) == 200
+    assert pinned[0].status("POST", path + "disable", legacy_secret, {"reason": "legacy"}) == 200
+    assert admin.post(path + "enable", json={"reason": "bootstrap"}).status_code == 200
+
+    entries = admin.get(AUDIT, params={"flag": "attributed"}).json()["entries"]
+    assert [(e["reason"], e["actor"], e.get("token_id")) for e in entries[:3]] == [
+        ("bootstrap", "admin", "bootstrap"),
+        ("legacy", "admin", "legacy0000000001"),
+        ("bot", "release-bot", bot["id"]),
+    ]
+    created = admin.get(AUDIT, params={"flag": bot["id"]}).json()["entries"][-1]
+    assert (created["action"], created["token_id"]) == ("token.create", "bootstrap")
+
+    shown = flags_cli(server, "audit", "--limit", "1000")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "AT", "ACTOR", "TOKEN"]
+    assert [line.split()[2:4] for line in lines[1:4]] == [  # newest first
+        ["admin", "bootstrap"],
+        ["admin", "legacy0000000001"],
+        ["release-bot", bot["id"]],
+    ]
+    # Rows from anyone who could write them stay one line each and never reach the terminal
+    # as control sequences.
+    for control in ("\x1b", "\r", "\x07"):
+        assert control not in shown.stdout
+    row = next(line for line in lines if "9999" in line)
+    assert "old\\r\\n9999" in row
+    assert "\\x1b[2J\\x1b]0;pwned\\x07 cleared" in row
+
+
+def _open_stream(server: RunningServer, secret: str) -> tuple[int, threading.Thread]:
+    """An SSE stream with ``secret``: (worker pid, a thread that ends when the stream does)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10.0)
+    connection.request("GET", "/v1/stream", headers=bearer(secret))
+    response = connection.getresponse()
+    assert response.status == 200
+    reader = threading.Thread(target=response.read, daemon=True)
+    reader.start()
+    return int(response.getheader("x-flagport-worker") or 0), reader
+
+
+def test_revoke_waits_for_every_worker_and_ends_the_token_streams(
+    server: RunningServer, admin: httpx.Client, pinned: list[Pinned]
+) -> None:
+    made, secret = create_token(admin, "streamer", "evaluate")
+    wait_for_status(pinned, "GET", EVALUATE, secret, 200)
+    _, other_secret = create_token(admin, "bystander", "evaluate")
+    wait_for_status(pinned, "GET", EVALUATE, other_secret, 200)
+    streams: dict[int, threading.Thread] = {}
+    for _ in range(40):  # new connections land on either worker
+        worker, reader = _open_stream(server, secret)
+        streams.setdefault(worker, reader)
+        if len(streams) == 2:
+            break
+    assert len(streams) == 2, "never got a stream on the second worker"
+    _, bystander = _open_stream(server, other_secret)
+
+    revoked = flags_cli(server, "token", "revoke", made["id"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert "refused by all 2 live worker(s)" in revoked.stdout, revoked.stdout
+    # When the command returns, no worker accepts the token any more: no retry needed.
+    for connection in pinned:
+        assert connection.status("GET", EVALUATE, secret) == 401
+    for reader in streams.values():
+        reader.join(timeout=2.0)
+        assert not reader.is_alive(), "a stream of the revoked token is still open"
+    assert bystander.is_alive()  # another token's stream stays
+    body = admin.delete(f"{TOKENS}/{made['id']}").json()
+    assert body["snapshot_version"] >= 1
+    assert body["revoked_at"]

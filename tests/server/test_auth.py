@@ -139,7 +139,12 @@ def test_non_loopback_needs_evaluation_tokens(tmp_path: Path) -> None:
             assert wrong.status_code == 401
             # Operations need no token.
             assert client.get("/healthz").status_code == 200
-            assert client.get("/readyz").status_code == 200
+            ready = client.get("/readyz")
+            assert ready.status_code == 200
+        # Plain HTTP off loopback: tokens travel in cleartext, said in /readyz and the log.
+        cleartext = "tokens travel in cleartext: 0.0.0.0:"
+        assert any(w.startswith(cleartext) for w in ready.json()["warnings"]), ready.json()
+        assert f"WARNING flagport.server: {cleartext}" in server.log()
 
 
 def test_require_eval_token_on_loopback(tmp_path: Path) -> None:

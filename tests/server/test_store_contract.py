@@ -454,6 +454,26 @@ async def test_tokens_add_list_find_and_revoke(store: Store, store_backend: Back
     assert (await store.load()).document.version == 0  # tokens are not configuration
 
 
+async def test_token_names_are_unique_whatever_their_case(
+    store: Store, store_backend: Backend
+) -> None:
+    """A name names one token for good (revoked ones keep theirs): the audit's actor is a
+    name, and another process adding the same name at once must be refused too."""
+    await store.add_token(token("ci"))  # named "ci-name"
+    await store.revoke_token("ci", "2026-01-03T10:00:00Z")
+    other = await opened(store_backend)
+    try:
+        for name in ("ci-name", "CI-Name"):
+            with pytest.raises(AlreadyExists) as caught:
+                await other.add_token(msgspec.structs.replace(token("ci2"), name=name))
+            assert "'" + name + "'" in str(caught.value)
+            assert "name" in str(caught.value)
+        await other.add_token(msgspec.structs.replace(token("ci2"), name="ci-name-2"))
+    finally:
+        await other.close()
+    assert [t.name for t in await store.tokens()] == ["ci-name", "ci-name-2"]
+
+
 # -- propagation registry --------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ __all__ = [
     "wait_until",
 ]
 
-ADMIN_TOKEN = "fpa_test_admin_token_0123456789"
+ADMIN_TOKEN = "fpa_test_admin_token_0123456789abcdef"  # 32+ characters: non-loopback binds
 PORTAL_FLAGS = REPO_ROOT / "examples" / "portal-flags.yaml"
 
 

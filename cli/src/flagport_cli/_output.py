@@ -9,7 +9,31 @@ from typing import Any
 
 import click
 
-__all__ = ["echo_json", "fmt_percentage", "fmt_value", "table", "warn"]
+__all__ = ["echo_json", "fmt_percentage", "fmt_value", "printable", "table", "warn"]
+
+_READABLE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: C0 and C1 controls, DEL, the Unicode line and paragraph separators and the bidirectional
+#: overrides (which reorder what a terminal shows).
+_ESCAPES = {
+    code: _READABLE.get(chr(code), f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    for code in [
+        *range(0x20),
+        *range(0x7F, 0xA0),
+        0x2028,
+        0x2029,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+}
+
+
+def printable(value: Any) -> str:
+    """``value`` as text that stays on its line and cannot drive the terminal: names,
+    reasons and descriptions come from whoever could write them (a token's holder), and a
+    CR, LF or escape sequence in them would forge rows or rewrite the screen. Every table
+    renders its cells through this."""
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    return text.translate(_ESCAPES)
 
 
 def echo_json(body: Any) -> None:
@@ -44,7 +68,7 @@ def _truncate(text: str, width: int) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, max_last: int = 60) -> None:
     """An aligned plain-text table; the last column is truncated on a terminal."""
-    cells = [[str(c) if c is not None else "" for c in row] for row in rows]
+    cells = [[printable(c) for c in row] for row in rows]
     if cells and sys.stdout.isatty():
         for row in cells:
             row[-1] = _truncate(row[-1], max_last)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import sys
 from pathlib import Path
 
@@ -25,7 +26,10 @@ def _bootstrap_admin_token(loopback: bool) -> tuple[str, bool]:
             "refusing to listen on a non-loopback address without an admin token: "
             "set FLAGPORT_ADMIN_TOKEN"
         )
+    if TOKEN_FILE.parent.exists():
+        _check_private(TOKEN_FILE.parent, 0o022, "other users could swap the token file in it")
     if TOKEN_FILE.exists():
+        _check_private(TOKEN_FILE, 0o077, "other users can read or change the admin token")
         existing = TOKEN_FILE.read_text().strip()
         if existing:
             return existing, False
@@ -35,6 +39,52 @@ def _bootstrap_admin_token(loopback: bool) -> tuple[str, bool]:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
     return token, True
+
+
+def _check_private(path: Path, forbidden: int, why: str) -> None:
+    """Refuse ``path`` unless it is ours and has none of the ``forbidden`` mode bits: a
+    token file someone else could read leaks the admin token; one someone else wrote (in a
+    shared directory) would make their token ours."""
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise click.UsageError(
+            f"refusing to use {path}: it belongs to uid {info.st_uid}, not to you (uid "
+            f"{os.getuid()}), so someone else chose what is in it; delete it (a new admin "
+            "token is then made) or set FLAGPORT_ADMIN_TOKEN"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & forbidden:
+        fixed = mode & ~forbidden
+        raise click.UsageError(
+            f"refusing to use {path}: its mode is {mode:04o}, so {why}; run "
+            f"'chmod {fixed:o} {path}' (and make a new token if it may have leaked: delete "
+            "the file) or set FLAGPORT_ADMIN_TOKEN"
+        )
+
+
+def _check_tls(cert: str | None, key: str | None, uds: str | None) -> None:
+    """Both or neither, and a pair that loads, before any worker starts."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
+    if cert is None or key is None:
+        return
+    if uds is not None:
+        raise click.UsageError("--tls-cert/--tls-key serve HTTPS on TCP; not with --uds")
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A password callback that fails: an encrypted key is refused, never prompted for.
+        context.load_cert_chain(cert, key, password=_no_key_password)
+    except (ssl.SSLError, OSError, ValueError) as error:
+        raise click.UsageError(
+            f"--tls-cert {cert} with --tls-key {key} cannot be used: {error} (both PEM; "
+            "the key unencrypted and matching the certificate)"
+        ) from None
+
+
+def _no_key_password() -> str:
+    raise ValueError("the private key is encrypted")
 
 
 @click.command()
@@ -78,6 +128,16 @@ def _bootstrap_admin_token(loopback: bool) -> tuple[str, bool]:
     help="Keep no adoption stats (flags stats, flags stale); Prometheus counters stay.",
 )
 @click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The certificate's PEM private key (unencrypted; keep it mode 0600).",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -92,15 +152,24 @@ def serve(
     seed_file: str | None,
     instance_id: str | None,
     no_stats: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
     try:
+        from flagport_server.errors import InvalidInput
         from flagport_server.serve import serve as run_server
-        from flagport_server.settings import Settings, is_loopback
+        from flagport_server.settings import Settings, admin_token_problem, is_loopback
+        from flagport_server.stores import open_store, redact_store_url
     except ImportError:
         click.echo("flags serve needs the server: pip install 'flagport-cli[server]'", err=True)
         sys.exit(2)
+    try:
+        open_store(store_url)  # the URL only, no I/O: a bad one stops here, not in a worker
+    except InvalidInput as error:
+        raise click.BadParameter(error.detail, param_hint="'--store'") from None
+    _check_tls(tls_cert, tls_key, uds)
     if seed_file is not None:
         from flagport_cli._validate import read_document
 
@@ -109,6 +178,8 @@ def serve(
         read_document(seed_file, strict=True)
     loopback = uds is not None or is_loopback(host)
     token, generated = _bootstrap_admin_token(loopback)
+    if problem := admin_token_problem(token, loopback):
+        raise click.UsageError(problem)
     require = require_eval_token or not (loopback or open_evaluation)
     import socket
 
@@ -125,9 +196,15 @@ def serve(
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",
         open_evaluation_warning=open_evaluation and not loopback,
         stats=not no_stats,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
-    where = f"unix://{os.path.abspath(uds)}" if uds else f"http://{host}:{port}"
-    click.echo(f"Flagport listening on {where} (store: {store_url}, workers: {workers})", err=True)
+    scheme = "https" if tls_cert else "http"
+    where = f"unix://{os.path.abspath(uds)}" if uds else f"{scheme}://{host}:{port}"
+    click.echo(
+        f"Flagport listening on {where} (store: {redact_store_url(store_url)}, workers: {workers})",
+        err=True,
+    )
     if generated:
         click.echo(f"Admin token (shown once, saved to {TOKEN_FILE}): {token}", err=True)
     elif not os.environ.get("FLAGPORT_ADMIN_TOKEN"):

@@ -23,9 +23,11 @@ from litestar.exceptions import (
 )
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine import SnapshotDocument
+from flagport_server.auth import SECURITY_SCHEMES, SEED_ACTOR, TOKEN_OPTIONAL, TOKEN_REQUIRED
 from flagport_server.errors import InvalidInput, ServerError, StoreError, VersionConflict
 from flagport_server.metrics import CONTENT_TYPE_LATEST, Metrics
 from flagport_server.routes.admin import admin_router
@@ -70,8 +72,7 @@ async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
     warnings = list(runtime.warnings)
     if runtime.store_problem:
         warnings.insert(0, runtime.store_problem)
-    if runtime.settings.open_evaluation_warning:
-        warnings.append("evaluation is open to anyone who can reach this non-loopback address")
+    warnings += runtime.settings.exposure_warnings
     degraded = bool(runtime.store_problem)
     body = {
         "status": "degraded" if degraded else "ok",
@@ -155,9 +156,11 @@ def _handle_domain(request: Request[Any, Any, Any], error: Exception) -> Respons
         log.error("store error on %s %s: %s", request.method, request.url.path, error)
     if _is_evaluation(request):
         code = "GENERAL"
-        return _ofrep_error(request, status, code, error.detail)
+        return _ofrep_error(request, status, code, error.detail, dict(error.headers))
     field = error.path if isinstance(error, InvalidInput) else None
-    return _problem(status, error.title, error.detail, field)
+    response = _problem(status, error.title, error.detail, field)
+    response.headers.update(error.headers)
+    return response
 
 
 def _handle_invalid_document(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -259,7 +262,7 @@ async def _seed(runtime: Runtime, path: str) -> None:
         stamped = msgspec.structs.replace(flag, version=1, created_at=now, updated_at=now)
         mutations.append(Mutation("flag", key, "put", stamped, None))
     entry = AuditEntry(
-        actor="seed",
+        actor=SEED_ACTOR,
         action="import",
         key="*",
         at=now,
@@ -435,6 +438,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
                 path="/",
                 route_handlers=[*evaluation_routes, *feed_routes, exposures],
                 request_max_body_size=settings.max_eval_body,
+                security=TOKEN_OPTIONAL if settings.evaluation_open else TOKEN_REQUIRED,
             ),
             admin_router,
             stats_router,
@@ -456,7 +460,11 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             description="Feature flags: OFREP evaluation, SDK feeds and the admin API.",
             path="/schema",
             render_plugins=[JsonRenderPlugin()],
+            components=Components(security_schemes=SECURITY_SCHEMES),
         ),
         request_max_body_size=settings.max_admin_body,
         debug=False,
+        # Logging stays as the process set it up (flags serve: flagport_server.logs, whose
+        # formatter escapes untrusted text); Litestar's default would replace the handler.
+        logging_config=None,
     )

@@ -11,11 +11,15 @@ exactly one place (``flagport_server.app``'s exception handlers).
     │   └── UnreadableRecord         409  the stored flag/segment cannot be decoded
     ├── InvalidInput                 400/422  names the field (``path``)
     ├── PreconditionRequired         428  PUT without If-Match
-    ├── Unauthorized                 401
-    └── Forbidden                    403
+    ├── Unauthorized                 401  with WWW-Authenticate
+    ├── Forbidden                    403
+    └── TooManyRequests              429  with Retry-After
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 __all__ = [
     "AlreadyExists",
@@ -27,6 +31,7 @@ __all__ = [
     "ServerError",
     "StoreError",
     "StoreUnavailable",
+    "TooManyRequests",
     "Unauthorized",
     "UnreadableRecord",
     "VersionConflict",
@@ -38,6 +43,8 @@ class ServerError(Exception):
 
     status_code = 500
     title = "Internal error"
+    #: Headers the HTTP answer carries.
+    headers: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -124,8 +131,23 @@ class PreconditionRequired(ServerError):
 class Unauthorized(ServerError):
     status_code = 401
     title = "Unauthorized"
+    #: RFC 9110: a 401 names the scheme that would work (RFC 6750's bearer token).
+    headers = MappingProxyType({"WWW-Authenticate": 'Bearer realm="flagport"'})
 
 
 class Forbidden(ServerError):
     status_code = 403
     title = "Forbidden"
+
+
+class TooManyRequests(ServerError):
+    """Too many failed token checks from one client address: retry after ``retry_after``
+    seconds."""
+
+    status_code = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}

@@ -6,15 +6,19 @@ Granian was chosen over uvicorn by measurement: see docs/adr/0002-server-runner.
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import shutil
 import tempfile
 
 import msgspec
 
+from flagport_server.logs import logging_config
 from flagport_server.settings import Settings
 
 __all__ = ["serve"]
+
+log = logging.getLogger("flagport.server")
 
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
@@ -23,10 +27,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     metrics_dir = tempfile.mkdtemp(prefix="flagport-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["FLAGPORT_SETTINGS_JSON"] = msgspec.json.encode(settings).decode()
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_config = logging_config(log_level)
+    logging.config.dictConfig(log_config)
 
     from pathlib import Path
 
@@ -40,6 +42,11 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     else:
         options["address"] = settings.host
         options["port"] = settings.port
+    if settings.tls_cert and settings.tls_key:
+        options["ssl_cert"] = Path(settings.tls_cert)
+        options["ssl_key"] = Path(settings.tls_key)
+    for warning in settings.exposure_warnings:
+        log.warning("%s", warning)
     server = Server(
         "flagport_server.asgi:app_from_env",
         interface=Interfaces.ASGI,
@@ -47,6 +54,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         workers=settings.workers,
         loop=Loops.auto,
         log_level=log_level,  # type: ignore[arg-type]
+        log_dictconfig=log_config,
         log_access=False,
         **options,  # type: ignore[arg-type]
     )

@@ -28,6 +28,7 @@ from flagport.engine import (
     validate_key,
 )
 from flagport.engine._compile import check_percentage
+from flagport_server.auth import RESERVED_ACTORS, Actor
 from flagport_server.errors import (
     AlreadyExists,
     Conflict,
@@ -115,7 +116,7 @@ class AdminService:
         return result.snapshot_version
 
     async def create_flag(
-        self, key: str, flag: Flag, actor: str, reason: str | None
+        self, key: str, flag: Flag, actor: Actor, reason: str | None
     ) -> tuple[FlagView, int]:
         try:
             validate_key(key, "$.key")
@@ -130,7 +131,13 @@ class AdminService:
         candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
         self._validate(candidate, state)
         entry = AuditEntry(
-            actor=actor, action="create", key=key, at=now, reason=reason, after=_body(new)
+            actor=actor.name,
+            token_id=actor.token_id,
+            action="create",
+            key=key,
+            at=now,
+            reason=reason,
+            after=_body(new),
         )
         try:
             version = await self._commit([Mutation("flag", key, "put", new, None)], [entry])
@@ -139,7 +146,7 @@ class AdminService:
         return flag_view(key, new), version
 
     async def replace_flag(
-        self, key: str, flag: Flag, if_match: str | None, actor: str, reason: str | None
+        self, key: str, flag: Flag, if_match: str | None, actor: Actor, reason: str | None
     ) -> tuple[FlagView, int]:
         if if_match is None:
             raise PreconditionRequired(
@@ -161,7 +168,8 @@ class AdminService:
         candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
         self._validate(candidate, state)
         entry = AuditEntry(
-            actor=actor,
+            actor=actor.name,
+            token_id=actor.token_id,
             action="update",
             key=key,
             at=now,
@@ -177,7 +185,7 @@ class AdminService:
         keys: Callable[[StoreState], list[str]],
         change: Callable[[Flag], Flag],
         action: str,
-        actor: str,
+        actor: Actor,
         reason: str | None,
         *,
         kill_switch: bool = False,
@@ -208,7 +216,8 @@ class AdminService:
                 )
                 entries.append(
                     AuditEntry(
-                        actor=actor,
+                        actor=actor.name,
+                        token_id=actor.token_id,
                         action=action,
                         key=key,
                         at=now,
@@ -228,14 +237,19 @@ class AdminService:
         raise Conflict("too many concurrent changes; try again")
 
     async def _update_one(
-        self, key: str, change: Callable[[Flag], Flag], action: str, actor: str, reason: str | None
+        self,
+        key: str,
+        change: Callable[[Flag], Flag],
+        action: str,
+        actor: Actor,
+        reason: str | None,
     ) -> tuple[FlagView, int]:
         """:meth:`_update` of one existing flag."""
         views, version = await self._update(self._existing([key]), change, action, actor, reason)
         return views[0], version
 
     async def enable(
-        self, key: str, percentage: float | None, actor: str, reason: str | None
+        self, key: str, percentage: float | None, actor: Actor, reason: str | None
     ) -> tuple[FlagView, int]:
         if percentage is not None:
             try:
@@ -253,14 +267,14 @@ class AdminService:
         return await self._update_one(key, change, "enable", actor, reason)
 
     async def disable(
-        self, keys: list[str], actor: str, reason: str | None
+        self, keys: list[str], actor: Actor, reason: str | None
     ) -> tuple[list[FlagView], int]:
         return await self._update(
             self._existing(keys), _disabled, "disable", actor, reason, kill_switch=True
         )
 
     async def kill(
-        self, keys: list[str] | None, tag: str | None, everything: bool, actor: str, reason: str
+        self, keys: list[str] | None, tag: str | None, everything: bool, actor: Actor, reason: str
     ) -> tuple[list[FlagView], int, list[str]]:
         """Disable the flags named, tagged, or all of them in one commit: (changed flags,
         snapshot version, stored flags that could not be read and so were not disabled).
@@ -307,7 +321,7 @@ class AdminService:
         return select
 
     async def delete_flag(
-        self, key: str, recursive: bool, actor: str, reason: str | None
+        self, key: str, recursive: bool, actor: Actor, reason: str | None
     ) -> tuple[list[str], int]:
         state = await self.state()
         document = state.document
@@ -334,7 +348,8 @@ class AdminService:
         mutations = [Mutation("flag", k, "delete", None, _stored_version(state, k)) for k in doomed]
         entries = [
             AuditEntry(
-                actor=actor,
+                actor=actor.name,
+                token_id=actor.token_id,
                 action="delete",
                 key=k,
                 at=now,
@@ -352,7 +367,7 @@ class AdminService:
     # -- targeting ----------------------------------------------------------------------
 
     async def set_targets(
-        self, key: str, targets: dict[str, list[str]], actor: str, reason: str | None
+        self, key: str, targets: dict[str, list[str]], actor: Actor, reason: str | None
     ) -> tuple[FlagView, int]:
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(flag, targets=targets)
@@ -360,7 +375,7 @@ class AdminService:
         return await self._update_one(key, change, "targets", actor, reason)
 
     async def set_rules(
-        self, key: str, rules: list[Rule], actor: str, reason: str | None
+        self, key: str, rules: list[Rule], actor: Actor, reason: str | None
     ) -> tuple[FlagView, int]:
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(flag, rules=rules)
@@ -370,7 +385,7 @@ class AdminService:
     # -- segments -----------------------------------------------------------------------
 
     async def put_segment(
-        self, key: str, segment: Segment, if_match: str | None, actor: str, reason: str | None
+        self, key: str, segment: Segment, if_match: str | None, actor: Actor, reason: str | None
     ) -> tuple[Segment, int, bool]:
         """Create or replace a segment: (segment, snapshot version, created)."""
         try:
@@ -393,7 +408,8 @@ class AdminService:
         # A PUT over an unreadable segment repairs it.
         guard = _stored_version(state, key, "segment")
         entry = AuditEntry(
-            actor=actor,
+            actor=actor.name,
+            token_id=actor.token_id,
             action="segment.put",
             key=key,
             at=now,
@@ -408,7 +424,7 @@ class AdminService:
             raise Conflict(f"concurrent change: {error.detail}; try again") from None
         return new, version, current is None
 
-    async def delete_segment(self, key: str, actor: str, reason: str | None) -> int:
+    async def delete_segment(self, key: str, actor: Actor, reason: str | None) -> int:
         state = await self.state()
         document = state.document
         current = document.segments.get(key)
@@ -418,7 +434,8 @@ class AdminService:
         if users:
             raise Conflict(f"segment {key!r} is used by flag(s) {', '.join(users)}")
         entry = AuditEntry(
-            actor=actor,
+            actor=actor.name,
+            token_id=actor.token_id,
             action="segment.delete",
             key=key,
             at=utc_now(),
@@ -440,7 +457,7 @@ class AdminService:
         *,
         dry_run: bool,
         prune: bool,
-        actor: str,
+        actor: Actor,
         reason: str | None,
     ) -> tuple[SnapshotDiff, int]:
         """Make the store match ``incoming`` (all or nothing) and return the diff. With
@@ -501,7 +518,15 @@ class AdminService:
 
     # -- tokens -------------------------------------------------------------------------
 
-    async def create_token(self, name: str, scope: str, actor: str) -> tuple[TokenRecord, str]:
+    async def create_token(self, name: str, scope: str, actor: Actor) -> tuple[TokenRecord, str]:
+        """A new token and its secret. Its name must be free: the store refuses a name any
+        token (revoked ones too) has, so an audit entry's actor names one token only."""
+        if name.lower() in RESERVED_ACTORS:
+            raise InvalidInput(
+                f"token name {name!r} is reserved: audit entries by {name.lower()!r} are "
+                "the bootstrap token's (FLAGPORT_ADMIN_TOKEN) or --seed's; choose another",
+                "$.name",
+            )
         prefix = "fpa_" if scope == "admin" else "fpe_"
         secret = prefix + secrets.token_urlsafe(32)
         record = TokenRecord(
@@ -514,7 +539,8 @@ class AdminService:
         await self.store.add_token(record)
         # An empty commit bumps the snapshot version so every worker reloads its tokens.
         entry = AuditEntry(
-            actor=actor,
+            actor=actor.name,
+            token_id=actor.token_id,
             action="token.create",
             key=record.id,
             at=record.created_at,
@@ -524,21 +550,23 @@ class AdminService:
         await self._commit([], [entry])
         return record, secret
 
-    async def revoke_token(self, token_id: str, actor: str) -> TokenRecord:
+    async def revoke_token(self, token_id: str, actor: Actor) -> tuple[TokenRecord, int]:
+        """Revoke; the snapshot version that carries it (wait for it like for a disable:
+        until every worker has applied it, some may still accept the token)."""
         now = utc_now()
         record = await self.store.revoke_token(token_id, now)
         if record is None:
             raise NotFound(f"token {token_id!r} not found")
         entry = AuditEntry(
-            actor=actor,
+            actor=actor.name,
+            token_id=actor.token_id,
             action="token.revoke",
             key=token_id,
             at=now,
             kind="token",
             before={"name": record.name, "scope": record.scope},
         )
-        await self._commit([], [entry])
-        return record
+        return record, await self._commit([], [entry])
 
     # -- history and propagation --------------------------------------------------------
 
@@ -559,14 +587,15 @@ def _import_change(
     guard: int | None,
     old: Flag | Segment | None,
     new: Flag | Segment | None,
-    actor: str,
+    actor: Actor,
     reason: str | None,
     now: str,
 ) -> tuple[Mutation, AuditEntry]:
     """The guarded mutation and the audit entry for one key an import changes."""
     mutation = Mutation(kind, key, "delete" if new is None else "put", new, guard)
     entry = AuditEntry(
-        actor=actor,
+        actor=actor.name,
+        token_id=actor.token_id,
         action="import",
         key=key,
         at=now,

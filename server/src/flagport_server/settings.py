@@ -9,8 +9,12 @@ import socket
 import msgspec
 
 from flagport.document import MAX_DOCUMENT_BYTES
+from flagport_server.stores import redact_store_url
 
-__all__ = ["Settings", "is_loopback"]
+__all__ = ["MIN_ADMIN_TOKEN_LENGTH", "Settings", "admin_token_problem", "is_loopback"]
+
+#: Off loopback, the admin token is all that keeps the network from the admin API.
+MIN_ADMIN_TOKEN_LENGTH = 32
 
 
 def is_loopback(host: str) -> bool:
@@ -22,12 +26,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def admin_token_problem(token: str, loopback: bool) -> str | None:
+    """Why ``token`` may not guard a server on this bind (``None``: it may)."""
+    if loopback or len(token) >= MIN_ADMIN_TOKEN_LENGTH:
+        return None
+    return (
+        f"FLAGPORT_ADMIN_TOKEN has {len(token)} characters; on a non-loopback address it needs "
+        f"at least {MIN_ADMIN_TOKEN_LENGTH} (make one with: python3 -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))')"
+    )
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     store_url: str = "sqlite:///./flagport.db"
     host: str = "127.0.0.1"
     port: int = 8787
     #: Serve on this Unix socket instead of TCP (the PHP sidecar).
     uds: str | None = None
+    #: Serve HTTPS with this certificate chain and its (unencrypted) private key, PEM files.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     workers: int = 1
     #: Where the last applied snapshot is kept, so a restart while the store is down serves it.
     snapshot_cache: str | None = None
@@ -60,9 +78,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Seconds between two refreshes of the ``flagport_unique_units`` gauges from the store.
     stats_gauge_interval: float = 60.0
 
+    def __repr__(self) -> str:
+        # The generated repr would print the admin token and the store's password.
+        store = redact_store_url(self.store_url)
+        return f"Settings(store_url={store!r}, host={self.host!r}, port={self.port}, ...)"
+
     @property
     def evaluation_open(self) -> bool:
         return not self.require_eval_token
+
+    @property
+    def exposure_warnings(self) -> list[str]:
+        """What this bind exposes to the network, for the log at start and ``/readyz``."""
+        warnings = []
+        if self.open_evaluation_warning:
+            warnings.append("evaluation is open to anyone who can reach this non-loopback address")
+        if self.uds is None and self.tls_cert is None and not is_loopback(self.host):
+            warnings.append(
+                f"tokens travel in cleartext: {self.host}:{self.port} is not a loopback "
+                "address and serves plain HTTP; serve HTTPS (--tls-cert/--tls-key) or bind "
+                "to loopback behind a TLS-terminating proxy"
+            )
+        return warnings
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -315,7 +315,12 @@ class Runtime:
                 state.unreadable_flags,
                 state.unreadable_segments,
             )
-            temporary.write_bytes(msgspec.json.encode(cache))
+            # Owner-only like the store it mirrors; a leftover temporary file (a crash) may
+            # have another mode, so it is made anew.
+            temporary.unlink(missing_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(msgspec.json.encode(cache))
             os.replace(temporary, target)
         except OSError as error:
             log.warning("cannot write snapshot cache %s: %s", target, error)

@@ -10,7 +10,7 @@ import click
 
 from flagport_cli._app import App, json_option, pass_app, reason_option
 from flagport_cli._errors import UsageProblem
-from flagport_cli._output import echo_json, fmt_percentage, fmt_value, table
+from flagport_cli._output import echo_json, fmt_percentage, fmt_value, printable, table
 from flagport_cli._validate import check_key, parse_percentage
 
 __all__ = ["create", "delete", "list_flags", "show", "target"]
@@ -111,6 +111,7 @@ def show(app: App, key: str) -> None:
         ("created", flag.get("created_at") or ""),
         ("updated", flag.get("updated_at") or ""),
     ]
+    lines = [(printable(name), printable(value)) for name, value in lines]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name.ljust(width)}  {value}")

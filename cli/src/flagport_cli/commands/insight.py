@@ -10,7 +10,7 @@ import click
 
 from flagport_cli._app import App, json_option, pass_app
 from flagport_cli._errors import NotAuthorized, UsageProblem
-from flagport_cli._output import echo_json, fmt_percentage, fmt_value, table
+from flagport_cli._output import echo_json, fmt_percentage, fmt_value, printable, table
 from flagport_cli._validate import check_key, parse_since
 from flagport_cli.commands.flags import flag_path
 
@@ -62,6 +62,7 @@ def audit(app: App, key: str | None, since: str | None, actor: str | None, limit
             e.get("id"),
             e.get("at"),
             e.get("actor"),
+            e.get("token_id") or "-",
             e.get("action"),
             e.get("key"),
             _change_summary(e),
@@ -69,7 +70,7 @@ def audit(app: App, key: str | None, since: str | None, actor: str | None, limit
         )
         for e in body.get("entries", [])
     ]
-    table(["ID", "AT", "ACTOR", "ACTION", "KEY", "CHANGE", "REASON"], rows)
+    table(["ID", "AT", "ACTOR", "TOKEN", "ACTION", "KEY", "CHANGE", "REASON"], rows)
 
 
 def _parse_attr(text: str) -> tuple[str, Any]:
@@ -88,7 +89,7 @@ def _parse_attr(text: str) -> tuple[str, Any]:
 
 
 def _echo(depth: int, text: str) -> None:
-    click.echo("  " * depth + text)
+    click.echo("  " * depth + printable(text))
 
 
 def _result_text(result: dict[str, Any]) -> str:
@@ -256,14 +257,14 @@ def status(app: App) -> None:
     store_text = f"{store.get('kind')} ({'ok' if store.get('ok') else 'DOWN'})"
     if store.get("problem"):
         store_text += f": {store['problem']}"
-    click.echo(f"store       {store_text}")
+    click.echo(f"store       {printable(store_text)}")
     if snapshot:
         click.echo(
             f"snapshot    version {snapshot.get('version')}, age {snapshot.get('age_s')} s, "
             f"{snapshot.get('flags')} flags"
         )
     for warning in ready.get("warnings") or []:
-        click.echo(f"warning     {warning}")
+        click.echo(f"warning     {printable(warning)}")
     if propagation is not None:
         now = time.time()
         rows = [

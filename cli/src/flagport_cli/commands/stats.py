@@ -10,7 +10,7 @@ import click
 
 from flagport_cli._app import App, json_option, pass_app
 from flagport_cli._errors import UsageProblem
-from flagport_cli._output import echo_json, fmt_percentage, table
+from flagport_cli._output import echo_json, fmt_percentage, printable, table
 from flagport_cli._validate import check_key, since_moment
 from flagport_cli.commands.flags import flag_path
 
@@ -111,8 +111,10 @@ def stats(app: App, key: str, since: str) -> None:
         when = at[11:16] if len(at) >= 16 else at
         reason = f" ({change['reason']})" if change.get("reason") else ""
         click.echo(
-            f"change      {change.get('summary')} at {when} on {at[:10]} "
-            f"by {change.get('actor')}{reason}"
+            printable(
+                f"change      {change.get('summary')} at {when} on {at[:10]} "
+                f"by {change.get('actor')}{reason}"
+            )
         )
     if not body.get("stats_enabled", True):
         click.echo("note        the server runs with --no-stats: nothing new is counted")

@@ -6,8 +6,8 @@ from urllib.parse import quote
 
 import click
 
-from flagport_cli._app import App, json_option, pass_app
-from flagport_cli._output import echo_json, table
+from flagport_cli._app import App, json_option, pass_app, wait_for_version, wait_options
+from flagport_cli._output import echo_json, printable, table
 
 __all__ = ["token"]
 
@@ -31,7 +31,9 @@ def create_token(app: App, name: str, scope: str) -> None:
         echo_json(body)
         return
     made = body["token"]
-    click.echo(f"created {made['scope']} token {made['name']} (id {made['id']})", err=True)
+    click.echo(
+        f"created {made['scope']} token {printable(made['name'])} (id {made['id']})", err=True
+    )
     click.echo("the secret is shown only now:", err=True)
     click.echo(body["secret"])
 
@@ -54,12 +56,26 @@ def list_tokens(app: App) -> None:
 
 @token.command("revoke")
 @click.argument("token_id")
+@wait_options
 @json_option
 @pass_app
-def revoke_token(app: App, token_id: str) -> None:
-    """Revoke a token by id."""
+def revoke_token(app: App, token_id: str, no_wait: bool, timeout: float) -> None:
+    """Revoke a token by id.
+
+    Exits 0 only once every live worker refuses the token (like `flags disable`), and its
+    open change streams are closed."""
     body = app.api().call("DELETE", f"/admin/v1/tokens/{quote(token_id, safe='')}")
     if app.json:
         echo_json(body)
+    else:
+        click.echo(
+            f"revoked token {printable(body['name'])} (id {printable(body['id'])}) "
+            f"at {body.get('revoked_at')}"
+        )
+    version = body.get("snapshot_version")
+    if no_wait or version is None:  # an older server does not say which version carries it
         return
-    click.echo(f"revoked token {body['name']} (id {body['id']}) at {body.get('revoked_at')}")
+    confirmation = wait_for_version(app, int(version), timeout)
+    if not app.json:
+        workers = confirmation.get("workers") or []
+        click.echo(f"refused by all {len(workers)} live worker(s) from snapshot version {version}")

@@ -15,7 +15,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.document import dump_document, load_document
 from flagport.engine import Flag, Segment, explain
-from flagport_server.auth import admin_guard
+from flagport_server.auth import TOKEN_REQUIRED, Actor, admin_guard
 from flagport_server.errors import InvalidInput, NotFound, StoreUnavailable
 from flagport_server.services import AdminService, flag_view
 from flagport_server.stores.base import AuditQuery, TokenRecord
@@ -41,6 +41,7 @@ from flagport_server.wire.admin_v1 import (
     TokenCreate,
     TokenCreated,
     TokenList,
+    TokenRevoked,
     TokenView,
 )
 
@@ -73,8 +74,9 @@ def _service(request: AdminRequest) -> AdminService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def _actor(request: AdminRequest) -> str:
-    return str(request.state.actor)
+def _actor(request: AdminRequest) -> Actor:
+    actor: Actor = request.state.actor
+    return actor
 
 
 @get("/flags", summary="List flags")
@@ -211,15 +213,27 @@ async def list_tokens(request: AdminRequest) -> TokenList:
 
 
 @post("/tokens", status_code=201, summary="Create a token; the secret is shown once")
-async def create_token(data: JSONBody[TokenCreate], request: AdminRequest) -> TokenCreated:
+async def create_token(
+    data: JSONBody[TokenCreate], request: AdminRequest
+) -> Response[TokenCreated]:
     data = await _strict(request, TokenCreate)
     record, secret = await _service(request).create_token(data.name, data.scope, _actor(request))
-    return TokenCreated(token=_token_view(record), secret=secret)
+    # The secret is in this answer only: no cache (a proxy's, the browser's) may keep it.
+    return Response(
+        TokenCreated(token=_token_view(record), secret=secret),
+        status_code=201,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
-@delete("/tokens/{token_id:str}", status_code=200, summary="Revoke a token")
-async def revoke_token(token_id: FromPath[str], request: AdminRequest) -> TokenView:
-    return _token_view(await _service(request).revoke_token(token_id, _actor(request)))
+@delete(
+    "/tokens/{token_id:str}",
+    status_code=200,
+    summary="Revoke a token (wait on /admin/v1/propagation for snapshot_version)",
+)
+async def revoke_token(token_id: FromPath[str], request: AdminRequest) -> TokenRevoked:
+    record, version = await _service(request).revoke_token(token_id, _actor(request))
+    return TokenRevoked(**msgspec.structs.asdict(_token_view(record)), snapshot_version=version)
 
 
 @get("/propagation", summary="Which live workers have applied a snapshot version")
@@ -343,6 +357,7 @@ async def import_snapshot(
 admin_router = Router(
     path="/admin/v1",
     guards=[admin_guard],
+    security=TOKEN_REQUIRED,
     tags=["admin"],
     route_handlers=[
         list_flags,

@@ -26,7 +26,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason
-from flagport_server.auth import evaluation_token_problem
+from flagport_server.auth import evaluation_auth_error
 from flagport_server.stats import UNKNOWN_FLAG_LABEL, UNKNOWN_RESULT
 from flagport_server.wire import ofrep_v1 as wire
 
@@ -122,10 +122,11 @@ def _answer(
 def _gate(request: Request[Any, Any, State], state: State) -> RawResponse | None:
     """The answer to send instead of evaluating (auth failure, not ready), if any."""
     if not state.evaluation_open:
-        problem = evaluation_token_problem(request)
-        if problem is not None:
-            body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=problem))
-            return _answer(state, body, 401, extra=[(b"www-authenticate", b"Bearer")])
+        error = evaluation_auth_error(request)
+        if error is not None:
+            body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=error.detail))
+            headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+            return _answer(state, body, error.status_code, extra=headers)
     if state.runtime.snapshot is None:
         return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
     return None

@@ -16,7 +16,7 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from flagport_server.auth import evaluation_guard
+from flagport_server.auth import evaluation_guard, presented_token, token_record
 from flagport_server.state import Runtime
 
 __all__ = ["feed_routes"]
@@ -124,6 +124,9 @@ def _event(runtime: Runtime, version: int) -> ServerSentEventMessage:
 )
 async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
     runtime: Runtime = request.app.state.runtime
+    # The token the guard let in: once it is revoked, the stream ends (with the snapshot
+    # that carries the revocation), as every later request with it is refused.
+    secret = None if request.app.state.evaluation_open else presented_token(request)
     last_event = request.headers.get("last-event-id", "").strip()
     last_seen = int(last_event) if last_event.isdigit() else None
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -154,7 +157,7 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
                 while not queue.empty():  # coalesce a burst of changes into one event
                     version = queue.get_nowait()
                     closing = closing or version == _CLOSE
-                if closing:
+                if closing or (secret is not None and token_record(runtime, secret) is None):
                     return
                 yield _event(runtime, version)
         finally:

@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from flagport.engine import Flag
-from flagport_server.auth import admin_guard, evaluation_guard
+from flagport_server.auth import TOKEN_REQUIRED, admin_guard, evaluation_guard
 from flagport_server.errors import InvalidInput, StoreUnavailable
 from flagport_server.services import AdminService
 from flagport_server.stats import StatsRecorder, hour_of
@@ -288,5 +288,9 @@ async def stale(
 
 
 stats_router = Router(
-    path="/admin/v1", guards=[admin_guard], tags=["admin"], route_handlers=[flag_stats, stale]
+    path="/admin/v1",
+    guards=[admin_guard],
+    security=TOKEN_REQUIRED,
+    tags=["admin"],
+    route_handlers=[flag_stats, stale],
 )

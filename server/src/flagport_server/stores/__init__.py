@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Final
 
 from flagport_server.errors import InvalidInput
@@ -39,6 +40,7 @@ __all__ = [
     "TokenRecord",
     "WorkerStatus",
     "open_store",
+    "redact_store_url",
     "sqlite_path",
 ]
 
@@ -56,6 +58,28 @@ _EXAMPLES: Final = (
 )
 
 
+_SECRET_OPTION: Final = re.compile(r"(?i)((?:^|[?&;])[^=&;]*password[^=&;]*=)[^&;]*")
+
+
+def redact_store_url(url: str) -> str:
+    """``url`` fit to print: the password in the user part and the value of every option
+    whose name contains ``password`` (``sentinel_password``) become ``***``.
+
+    Everything that shows a store URL (the start-up line, errors) shows it through this. The
+    user part ends at the *last* ``@``, as :func:`open_store`'s parsers read it, so a
+    password with an unescaped ``@`` or ``/`` is hidden whole."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        # No scheme: the whole text may be a mistyped URL with a password in it.
+        return "***" if "@" in url or "password" in url.lower() else url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:***" if colon else "***"
+        rest = f"{userinfo}@{hostpart}"
+    return f"{scheme}://" + _SECRET_OPTION.sub(r"\1***", rest)
+
+
 def open_store(url: str) -> Store:
     """The store for ``url``, not yet connected: ``await store.open()`` connects.
 
@@ -68,7 +92,7 @@ def open_store(url: str) -> Store:
     scheme, separator, _ = url.partition("://")
     scheme = scheme.lower()
     if not separator or scheme not in SUPPORTED_SCHEMES:
-        shown = f"scheme {scheme!r}" if separator else f"{url!r} (no scheme)"
+        shown = f"scheme {scheme!r}" if separator else f"{redact_store_url(url)!r} (no scheme)"
         raise InvalidInput(
             f"unsupported store URL {shown}; use one of {_EXAMPLES}", path="store_url"
         )
@@ -96,23 +120,24 @@ def sqlite_path(url: str) -> str:
         server worker must open the same file).
     """
     prefix = "sqlite://"
+    shown = redact_store_url(url)
     if not url.lower().startswith(prefix):
-        raise InvalidInput(f"not a sqlite:// URL: {url!r}", path="store_url")
+        raise InvalidInput(f"not a sqlite:// URL: {shown!r}", path="store_url")
     rest = url[len(prefix) :]
     if not rest.startswith("/"):
         raise InvalidInput(
-            f"{url!r} has a host part; use sqlite:///relative/path.db or "
+            f"{shown!r} has a host part; use sqlite:///relative/path.db or "
             "sqlite:////absolute/path.db",
             path="store_url",
         )
     path = rest[1:]
     if "?" in path or "#" in path:
         raise InvalidInput(
-            f"{url!r}: sqlite:// URLs take no query string or fragment", path="store_url"
+            f"{shown!r}: sqlite:// URLs take no query string or fragment", path="store_url"
         )
     if path in ("", ":memory:") or path.startswith(("file:", ":memory:")):
         raise InvalidInput(
-            f"{url!r} names no file; the SQLite store must be a file every server process "
+            f"{shown!r} names no file; the SQLite store must be a file every server process "
             "can open (in-memory databases are not shared)",
             path="store_url",
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -34,6 +34,7 @@ __all__ = [
     "encode",
     "parse_timestamp",
     "read_state",
+    "token_taken",
 ]
 
 #: Upper bound of one audit page, whatever the caller asks for: one query must stay cheap.
@@ -102,6 +103,17 @@ def _decode_each(
         except msgspec.DecodeError as error:
             bad[key] = str(error)
     return good, bad
+
+
+def token_taken(token: TokenRecord, what: Literal["id", "name"]) -> str:
+    """Why ``add_token`` refused ``token`` (both backends say it alike)."""
+    if what == "name":
+        return (
+            f"a token named {token.name!r} already exists (names are unique, whatever their "
+            "case, revoked tokens' too: an audit entry's actor names one token); choose "
+            "another name"
+        )
+    return f"a token with id {token.id!r} or the same secret exists"
 
 
 def check_mutation(mutation: Mutation) -> None:

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
-import datasketches
 import mmh3
 
 __all__ = ["LG_K", "add", "estimate", "unit_hashes"]
 
 LG_K: Final = 14
-_TYPE: Final = datasketches.tgt_hll_type.HLL_4
+
+
+def _datasketches() -> Any:
+    # Loaded on first use: it loads numpy (half a second), which a process that imports the
+    # stores for their URL rules only (``flags serve`` before it starts workers) never needs.
+    import datasketches
+
+    return datasketches
 
 
 def unit_hashes(unit_lists: Iterable[Iterable[str]]) -> dict[str, int]:
@@ -33,10 +39,11 @@ def add(stored: bytes | None, hashes: Iterable[int]) -> bytes:
     serialized. The stored sketch is updated in place rather than merged with a sketch of
     the new units: a union costs ~0.4 ms per sketch, for every flag and variant at every
     flush."""
+    datasketches = _datasketches()
     sketch = (
         datasketches.hll_sketch.deserialize(stored)
         if stored is not None
-        else datasketches.hll_sketch(LG_K, _TYPE)
+        else datasketches.hll_sketch(LG_K, datasketches.tgt_hll_type.HLL_4)
     )
     # One update per unit and flag is the stats' largest cost: loop in C, not in bytecode.
     deque(map(sketch.update, hashes), maxlen=0)
@@ -45,6 +52,7 @@ def add(stored: bytes | None, hashes: Iterable[int]) -> bytes:
 
 def estimate(stored: Iterable[bytes]) -> int:
     """The number of distinct units in the union of the serialized sketches."""
+    datasketches = _datasketches()
     union = datasketches.hll_union(LG_K)
     empty = True
     for blob in stored:

@@ -75,6 +75,9 @@ class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     #: Assigned by the store: increasing, unique per store.
     id: int = 0
     snapshot_version: int = 0
+    #: The id of the token that made the change (``actor`` is its name); ``None`` for
+    #: changes made without one (``--seed``) and in entries written before it was kept.
+    token_id: str | None = None
 
 
 class AuditQuery(msgspec.Struct, frozen=True):

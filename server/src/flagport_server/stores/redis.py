@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -69,7 +70,7 @@ from redis.backoff import NoBackoff
 
 from flagport.engine import Flag, Segment
 from flagport_server.errors import AlreadyExists, InvalidInput, StoreError, StoreUnavailable
-from flagport_server.stores import _common
+from flagport_server.stores import _common, redact_store_url
 from flagport_server.stores.base import (
     STATS_HOURS_KEPT,
     STATS_MINUTES_KEPT,
@@ -218,6 +219,12 @@ _ADD_TOKEN_SCRIPT: Final = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
   return 0
 end
+local name = string.lower(ARGV[4])
+for _, body in ipairs(redis.call('HVALS', KEYS[1])) do
+  if string.lower(cjson.decode(body)['name']) == name then
+    return 2
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 return 1
@@ -278,12 +285,43 @@ class RedisOptions(msgspec.Struct, frozen=True, kw_only=True):
     ssl_check_hostname: bool = False
     sentinel_password: str | None = None
 
+    def __repr__(self) -> str:
+        # The generated repr would show both passwords to whoever logs or prints the options.
+        return f"RedisOptions({self.location!r})"
+
     @property
     def location(self) -> str:
         hosts = ",".join(f"{host}:{port}" for host, port in self.hosts)
         if self.service is not None:
             return f"{self.scheme}://{hosts}/{self.service}/{self.db}"
         return f"{self.scheme}://{hosts}/{self.db}"
+
+
+def _error_text(error: BaseException, options: RedisOptions) -> str:
+    """redis-py's message fit for ``/readyz`` and the log: without the passwords, and with
+    each client's repr (Sentinel errors list the clients they tried, with every connection
+    setting) cut down to the address it named."""
+    text = str(error) or type(error).__name__
+    parts: list[str] = []
+    start = 0
+    while (found := text.find("<redis.", start)) >= 0:
+        depth, end = 0, found
+        for end in range(found, len(text)):
+            depth += {"<": 1, ">": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        client = text[found : end + 1]
+        host = _REPR_HOST.search(client)
+        parts += [text[start:found], f"{host[1]}:{host[2]}" if host else "a Redis client"]
+        start = end + 1
+    text = "".join(parts) + text[start:]
+    for secret in (options.password, options.sentinel_password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+_REPR_HOST: Final = re.compile(r"\bhost=([^,)>]+),port=(\d+)")
 
 
 def _invalid(message: str) -> InvalidInput:
@@ -320,7 +358,7 @@ def parse_redis_url(url: str) -> RedisOptions:
     userinfo, at, hostpart = rest.rpartition("@")
     if not at:
         userinfo, hostpart = "", rest
-    shown = f"{scheme}://{'***@' if at else ''}{hostpart}"
+    shown = redact_store_url(url)
     netloc, _, path_query = hostpart.partition("/")
     path, _, query = path_query.partition("?")
     if "?" in netloc:  # redis://host?x=1 (no path)
@@ -515,10 +553,7 @@ class RedisStore(Store):
 
     def _unavailable(self, error: BaseException) -> StoreError:
         where = self.options.location
-        text = str(error) or type(error).__name__
-        password = self.options.password
-        if password:
-            text = text.replace(password, "***")
+        text = _error_text(error, self.options)
         if isinstance(error, redis_errors.AuthenticationError):
             return StoreUnavailable(f"Redis store {where}: authentication failed ({text})")
         if isinstance(error, redis_errors.ResponseError) and not isinstance(
@@ -689,7 +724,8 @@ class RedisStore(Store):
                         last = published
                         yield published
             except (redis_errors.RedisError, OSError, StoreError, ValueError) as error:
-                log.debug("change subscription to %s interrupted: %s", self, error)
+                reason = _error_text(error, self.options)
+                log.debug("change subscription to %s interrupted: %s", self, reason)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
             finally:
@@ -803,12 +839,13 @@ class RedisStore(Store):
     # -- tokens -----------------------------------------------------------------------------
 
     async def add_token(self, token: TokenRecord) -> None:
-        """Store ``token``; ``AlreadyExists`` if its id or secret hash is taken."""
+        """Store ``token``; ``AlreadyExists`` if its id, its secret hash or its name (ASCII
+        case-insensitively, revoked tokens included) is taken."""
         keys = [self._tokens, self._token_hashes]
-        args = [token.id, token.secret_hash, _common.encode(token)]
-        added = await self._script(_ADD_TOKEN, keys, args)
-        if not int(added):
-            raise AlreadyExists(f"a token with id {token.id!r} or the same secret exists")
+        args = [token.id, token.secret_hash, _common.encode(token), token.name]
+        added = int(await self._script(_ADD_TOKEN, keys, args))
+        if added != 1:
+            raise AlreadyExists(_common.token_taken(token, "name" if added == 2 else "id"))
 
     async def tokens(self) -> list[TokenRecord]:
         """Every token, revoked ones included, oldest first."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -190,6 +191,7 @@ class SQLiteStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         """A configured connection. Raises sqlite3/OS errors (callers translate)."""
+        self._create_private()
         conn = sqlite3.connect(
             self.path,
             timeout=self.busy_timeout,
@@ -213,6 +215,15 @@ class SQLiteStore(Store):
             conn.close()
             raise
         return conn
+
+    def _create_private(self) -> None:
+        """Create the file readable by its owner only (it holds the token hashes and the
+        audit log); SQLite gives its -wal and -shm files the same mode. An existing file
+        keeps the mode it has."""
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         # IMMEDIATE: several workers starting at once must not each create a store id.
@@ -480,24 +491,32 @@ class SQLiteStore(Store):
     # -- tokens -----------------------------------------------------------------------------
 
     async def add_token(self, token: TokenRecord) -> None:
-        """Store ``token``; :class:`~flagport_server.errors.AlreadyExists` if its id or
-        secret hash is taken."""
+        """Store ``token``; :class:`~flagport_server.errors.AlreadyExists` if its id, its
+        secret hash or its name (ASCII case-insensitively, revoked tokens included) is
+        taken."""
 
-        def add(conn: sqlite3.Connection) -> bool:
+        def add(conn: sqlite3.Connection) -> str | None:
             taken = conn.execute(
                 "SELECT 1 FROM tokens WHERE id = ? OR secret_hash = ?",
                 (token.id, token.secret_hash),
             ).fetchone()
             if taken:
-                return False
+                return _common.token_taken(token, "id")
+            named = conn.execute(
+                "SELECT 1 FROM tokens WHERE lower(json_extract(body, '$.name')) = lower(?)",
+                (token.name,),
+            ).fetchone()
+            if named:
+                return _common.token_taken(token, "name")
             conn.execute(
                 "INSERT INTO tokens (id, secret_hash, created_at, body) VALUES (?, ?, ?, ?)",
                 (token.id, token.secret_hash, token.created_at, _common.encode(token)),
             )
-            return True
+            return None
 
-        if not await self._write(add):
-            raise AlreadyExists(f"a token with id {token.id!r} or the same secret exists")
+        problem = await self._write(add)
+        if problem is not None:
+            raise AlreadyExists(problem)
 
     async def tokens(self) -> list[TokenRecord]:
         """Every token, revoked ones included, oldest first."""

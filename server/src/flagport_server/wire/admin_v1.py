@@ -24,6 +24,7 @@ __all__ = [
     "PropagationView",
     "TokenCreate",
     "TokenCreated",
+    "TokenRevoked",
     "TokenView",
 ]
 
@@ -104,8 +105,19 @@ class PropagationView(msgspec.Struct):
     stragglers: list[WorkerStatus]
 
 
+#: A token's name is its audit actor: printable, no spaces, unique (case-insensitively).
+TOKEN_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+
+
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=TOKEN_NAME_PATTERN,
+            description="1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or "
+            "a digit; unique; not 'admin' or 'seed' (the bootstrap token and --seed)",
+        ),
+    ]
     scope: Literal["admin", "evaluate"] = "evaluate"
 
 
@@ -115,6 +127,13 @@ class TokenView(msgspec.Struct, omit_defaults=True):
     scope: str
     created_at: str
     revoked_at: str | None = None
+
+
+class TokenRevoked(TokenView, kw_only=True):
+    """The revoked token and the snapshot version that carries the revocation: workers
+    refuse the token once they have applied it (``GET /admin/v1/propagation``)."""
+
+    snapshot_version: int
 
 
 class TokenCreated(msgspec.Struct):

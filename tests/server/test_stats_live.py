@@ -220,11 +220,14 @@ def test_exposure_batches_reject_bad_items_and_count_the_rest(server: RunningSer
         assert answer.status_code == 400
         assert "at most 1000 per batch" in answer.json()["detail"]
         huge = b'{"exposures": [' + b'{"key": "x", "variant": "on", "count": 1},' * 30000
-        answer = client.post("/v1/exposures", content=huge + b"{}]}")
+        json_type = {"Content-Type": "application/json"}
+        answer = client.post("/v1/exposures", content=huge + b"{}]}", headers=json_type)
         assert answer.status_code == 413
-        answer = client.post("/v1/exposures", content=b'{"exposures": [{"key": 1}]}')
+        answer = client.post(
+            "/v1/exposures", content=b'{"exposures": [{"key": 1}]}', headers=json_type
+        )
         assert answer.status_code == 400
-        answer = client.post("/v1/exposures", content=b"not json")
+        answer = client.post("/v1/exposures", content=b"not json", headers=json_type)
         assert answer.status_code == 400
     assert wait_until(lambda: _stats(server, CHILD)["total_evaluations"] >= 7, 10.0, 0.2)
     assert _stats(server, CHILD)["unique_units"]["on"] == 3

@@ -9,6 +9,7 @@ exactly one place (``flagport_server.app``'s exception handlers).
     ├── AlreadyExists                409
     ├── Conflict                     409  e.g. deleting a parent or a segment in use
     ├── InvalidInput                 400/422  names the field (``path``)
+    ├── UnsupportedMediaType         415  a body that is not JSON (400 INVALID_CONTEXT on OFREP)
     ├── PreconditionRequired         428  PUT without If-Match
     ├── Unauthorized                 401
     └── Forbidden                    403
@@ -27,6 +28,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
     "VersionConflict",
 ]
 
@@ -94,6 +96,13 @@ class InvalidInput(ServerError):
     def __init__(self, detail: str, path: str | None = None) -> None:
         super().__init__(detail)
         self.path = path
+
+
+class UnsupportedMediaType(ServerError):
+    """A request body sent with a ``Content-Type`` the route does not read."""
+
+    status_code = 415
+    title = "Unsupported media type"
 
 
 class PreconditionRequired(ServerError):

@@ -52,11 +52,17 @@ def parse_since(text: str, now: float) -> int:
     an ISO-8601 date-time, rounded down to the hour; at most 7 days back, not in the future.
     """
     raw = text.strip().lower()
+    too_far = InvalidInput(
+        f"since {text!r} is more than 7 days back: stats are kept 7 days", "since"
+    )
     position, seconds = 0, 0
     for match in _DURATION.finditer(raw):
         if match.start() != position:
             break
-        seconds += int(match.group(1)) * _SECONDS[match.group(2)]
+        amount = match.group(1).lstrip("0")
+        if len(amount) > 9:  # a billion seconds is 31 years: no need to read 400 digits
+            raise too_far
+        seconds += int(amount or "0") * _SECONDS[match.group(2)]
         position = match.end()
     if raw and position == len(raw):
         since = now - seconds
@@ -76,9 +82,7 @@ def parse_since(text: str, now: float) -> int:
         raise InvalidInput(f"since {text!r} is in the future", "since")
     hour = hour_of(since)
     if hour < hour_of(now) - STATS_HOURS_KEPT * 3600:
-        raise InvalidInput(
-            f"since {text!r} is more than 7 days back: stats are kept 7 days", "since"
-        )
+        raise too_far
     return hour
 
 

@@ -9,6 +9,7 @@ import msgspec
 from flagport.engine import Flag, Rule, Segment
 from flagport.engine.models import MAX_KEY_LENGTH
 from flagport_server.stores.base import AuditEntry, WorkerStatus
+from flagport_server.wire.fields import PRINTABLE_PATTERN, Reason
 
 __all__ = [
     "AuditPage",
@@ -27,7 +28,6 @@ __all__ = [
     "TokenView",
 ]
 
-Reason = Annotated[str, msgspec.Meta(max_length=1000)]
 AnyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH + 1)]
 
 
@@ -100,7 +100,7 @@ class PropagationView(msgspec.Struct):
 
 
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=PRINTABLE_PATTERN)]
     scope: Literal["admin", "evaluate"] = "evaluate"
 
 

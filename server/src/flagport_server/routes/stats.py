@@ -17,7 +17,7 @@ from flagport.engine import Flag
 from flagport_server.auth import admin_guard, evaluation_guard
 from flagport_server.errors import InvalidInput, StoreUnavailable
 from flagport_server.services import AdminService
-from flagport_server.stats import StatsRecorder, hour_of
+from flagport_server.stats import StatsRecorder, counted_unit, hour_of
 from flagport_server.stores.base import STATS_HOURS_KEPT, AuditEntry, AuditQuery
 from flagport_server.wire.stats_v1 import (
     MAX_EXPOSURE_BODY,
@@ -133,7 +133,7 @@ async def exposures(
         if problem is not None:
             rejected.append(ExposureRejection(index=index, key=item.key, error=problem))
             continue
-        units = [u if type(u) is str else str(u) for u in item.units if u != ""]
+        units = [unit for u in item.units if (unit := counted_unit(u)) is not None]
         if recorder is not None:
             recorder.add(item.key, item.variant, item.count, units, now)
         state.metrics.exposures.labels(item.key, item.variant).inc(item.count)

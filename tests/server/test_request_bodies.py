@@ -2,10 +2,12 @@
 JSON (415 problem details, 400 ``INVALID_CONTEXT`` on OFREP), clear messages for an empty body
 and a lone surrogate, the import's JSON rule on every admin body, reasons capped in bodies and
 in the query string, integers a store cannot keep, ``If-Match`` on a segment that does not
-exist. The walk of every JSON operation is tests/server/test_body_walker.py."""
+exist, and bounded exposure reports. The walk of every JSON operation is
+tests/server/test_body_walker.py."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -303,3 +305,84 @@ def test_if_match_on_a_segment_that_does_not_exist_is_412(client: Client) -> Non
     stale = client.put("/admin/v1/segments/bodies-missing", json={}, headers={"If-Match": '"1"'})
     problem(stale, 412)
     assert client.delete("/admin/v1/segments/bodies-missing").status_code == 200
+
+
+# -- exposures -------------------------------------------------------------------------------
+
+
+def _stats(client: Client, key: str) -> dict[str, Any]:
+    answer = client.get(f"/admin/v1/flags/{key}/stats", params={"since": "1h"})
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _counted(client: Client, key: str, evaluations: int) -> dict[str, Any]:
+    """``key``'s stats once the server has written ``evaluations`` of it to the store."""
+    deadline = time.monotonic() + 10
+    while (stats := _stats(client, key))["total_evaluations"] < evaluations:
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.1)
+    return stats
+
+
+def _new_flag(client: Client, key: str) -> None:
+    """A flag only this test counts (bulk evaluations elsewhere count every flag there is)."""
+    answer = client.post("/admin/v1/flags", json={"key": key, "enabled": True, "percentage": 50})
+    assert answer.status_code == 201, answer.text
+
+
+def test_exposure_counts_are_bounded_per_item_and_per_batch(client: Client) -> None:
+    _new_flag(client, "bodies-bounded")
+    item = {"key": "bodies-bounded", "variant": "on", "count": 1_000_000}
+    answer = client.post("/v1/exposures", json={"exposures": [item, {**item, "count": 10**12}]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["counted"], body["evaluations"]) == (1, 1_000_000)
+    assert [r["index"] for r in body["rejected"]] == [1]
+    assert "count must be at most 1,000,000, got 1,000,000,000,000" in body["rejected"][0]["error"]
+    assert client.post("/v1/exposures", json={"exposures": [item] * 9}).status_code == 200
+    found = problem(client.post("/v1/exposures", json={"exposures": [item] * 11}), 400)
+    assert "11,000,000 evaluations in one batch: at most 10,000,000" in found["detail"]
+    assert found["field"] == "$.exposures"
+    stats = _counted(client, "bodies-bounded", 10_000_000)
+    assert stats["total_evaluations"] == 10_000_000
+    assert stats["total_reported_evaluations"] == 10_000_000
+    assert stats["reported_evaluations"] == {"on": 10_000_000}
+
+
+def test_stats_keep_reported_exposures_apart_from_served_evaluations(client: Client) -> None:
+    _new_flag(client, "bodies-reported")
+    for unit in ("a", "b", "c"):
+        answer = client.post(
+            "/ofrep/v1/evaluate/flags/bodies-reported", json={"context": {"targetingKey": unit}}
+        )
+        assert answer.status_code == 200, answer.text
+    exposure = {"key": "bodies-reported", "variant": "off", "count": 5, "units": ["d"]}
+    answer = client.post("/v1/exposures", json={"exposures": [exposure]})
+    assert answer.json()["counted"] == 1, answer.text
+    stats = _counted(client, "bodies-reported", 8)
+    assert stats["total_evaluations"] == 8
+    assert stats["total_reported_evaluations"] == 5
+    assert stats["reported_evaluations"] == {"off": 5}
+    assert stats["units_seen"] == 4
+
+
+def test_an_exposure_key_that_can_name_no_flag_refuses_the_batch(client: Client) -> None:
+    bad = {"key": "bodies-flag\r\nforged", "variant": "on", "count": 1}
+    found = problem(client.post("/v1/exposures", json={"exposures": [bad]}), 400)
+    assert found["field"] == "$.exposures[0].key"
+
+
+def test_a_long_unit_is_one_unit_whichever_way_it_comes(client: Client) -> None:
+    _new_flag(client, "bodies-long-unit")
+    context = {"targetingKey": "L" * 60_000}
+    single = client.post("/ofrep/v1/evaluate/flags/bodies-long-unit", json={"context": context})
+    assert single.status_code == 200, single.text
+    variant = single.json()["variant"]
+    assert client.post("/ofrep/v1/evaluate/flags", json={"context": context}).status_code == 200
+    exposure = {"key": "bodies-long-unit", "variant": variant, "count": 1, "units": ["L" * 60_000]}
+    assert client.post("/v1/exposures", json={"exposures": [exposure]}).json()["counted"] == 1
+    stats = _counted(client, "bodies-long-unit", 3)
+    assert stats["units_seen"] == 1
+    assert stats["unique_units"] == {variant: 1}

@@ -295,6 +295,8 @@ class StatsRecorder:
         self.store = store
         self.clock = clock
         self._counts: dict[tuple[str, str, int], int] = {}
+        #: The part of ``_counts`` in-process clients reported, per (flag, variant, hour).
+        self._reported: dict[tuple[str, str, int], int] = {}
         #: Units per (flag, variant, hour); a unit may be listed more than once (the sketches
         #: count it once): merging lists is far cheaper than merging sets.
         self._units: dict[tuple[str, str, int], list[str]] = {}
@@ -307,14 +309,29 @@ class StatsRecorder:
 
     # -- intake ----------------------------------------------------------------------------
 
-    def add(self, key: str, variant: str, count: int, units: Collection[str], at: float) -> None:
-        """Add ``count`` evaluations of ``key``/``variant`` and their units, at ``at``."""
+    def add(
+        self,
+        key: str,
+        variant: str,
+        count: int,
+        units: Collection[str],
+        at: float,
+        *,
+        reported: bool = False,
+    ) -> None:
+        """Add ``count`` evaluations of ``key``/``variant`` and their units, at ``at``;
+        ``reported``: by an in-process client (``POST /v1/exposures``), not by this server."""
         minute = minute_of(at)
         slot = (key, variant, minute)
         self._counts[slot] = self._counts.get(slot, 0) + count
+        hour = minute - minute % 3600
+        if reported:
+            self._reported[(key, variant, hour)] = (
+                self._reported.get((key, variant, hour), 0) + count
+            )
         if units:
             # Always copied: a drained list may be shared by several flags.
-            self._units.setdefault((key, variant, minute - minute % 3600), []).extend(units)
+            self._units.setdefault((key, variant, hour), []).extend(units)
             self._pending_units += len(units)
         seen = self._seen.get(key)
         if seen is None:
@@ -347,6 +364,7 @@ class StatsRecorder:
 
     def take(self) -> StatsBatch:
         counts, self._counts = self._counts, {}
+        reported, self._reported = self._reported, {}
         units, self._units = self._units, {}
         seen, self._seen = self._seen, {}
         self._pending_units = 0
@@ -354,6 +372,7 @@ class StatsRecorder:
             counts=[(k, v, m, n) for (k, v, m), n in counts.items()],
             units=[(k, v, h, u) for (k, v, h), u in units.items()],
             seen=[(k, first, last) for k, (first, last) in seen.items()],
+            reported=[(k, v, h, n) for (k, v, h), n in reported.items()],
         )
 
     def restore(self, batch: StatsBatch) -> None:
@@ -361,6 +380,9 @@ class StatsRecorder:
         for key, variant, minute, n in batch.counts:
             slot = (key, variant, minute)
             self._counts[slot] = self._counts.get(slot, 0) + n
+        for key, variant, hour, n in batch.reported:
+            slot = (key, variant, hour)
+            self._reported[slot] = self._reported.get(slot, 0) + n
         for key, variant, hour, units in batch.units:
             self._units.setdefault((key, variant, hour), []).extend(units)
             self._pending_units += len(units)

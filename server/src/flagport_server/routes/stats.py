@@ -21,9 +21,6 @@ from flagport_server.stats import StatsRecorder, counted_unit, hour_of
 from flagport_server.stores.base import STATS_HOURS_KEPT, AuditEntry, AuditQuery
 from flagport_server.wire.stats_v1 import (
     MAX_EXPOSURE_BODY,
-    MAX_EXPOSURE_COUNT,
-    MAX_EXPOSURE_ITEMS,
-    MAX_EXPOSURE_UNITS,
     ExposureBatch,
     ExposureRejection,
     ExposureResponse,
@@ -33,6 +30,8 @@ from flagport_server.wire.stats_v1 import (
     StaleFlag,
     StaleReport,
     StatsChange,
+    exposure_batch_problem,
+    exposure_item_problem,
 )
 
 __all__ = ["exposures", "parse_since", "stats_router"]
@@ -101,41 +100,34 @@ def parse_since(text: str, now: float) -> int:
 async def exposures(
     data: JSONBody[ExposureBatch], request: Request[Any, Any, State]
 ) -> ExposureResponse:
-    """Items naming an unknown flag or variant, a negative count or too many units are
-    rejected one by one (listed in ``rejected``, with why); the others are counted."""
+    """Items naming an unknown flag or variant, a count out of bounds or too many units are
+    rejected one by one (listed in ``rejected``, with why); the others are counted, apart
+    from what the server counted itself. Too many items or evaluations refuse the batch."""
     state = request.app.state
     snapshot = state.runtime.snapshot
     if snapshot is None:
         raise StoreUnavailable("no snapshot loaded yet; retry shortly")
-    items = data.exposures
-    if len(items) > MAX_EXPOSURE_ITEMS:
-        raise InvalidInput(
-            f"{len(items)} exposure items: at most {MAX_EXPOSURE_ITEMS} per batch (split it)",
-            "$.exposures",
-        )
+    problem = exposure_batch_problem(data)
+    if problem is not None:
+        raise InvalidInput(problem, "$.exposures")
     recorder: StatsRecorder | None = state.stats if state.runtime.settings.stats else None
     now = time.time()
     rejected: list[ExposureRejection] = []
     counted = evaluations = 0
-    for index, item in enumerate(items):
+    for index, item in enumerate(data.exposures):
         compiled = snapshot.flag(item.key)
-        problem = None
         if compiled is None:
             problem = f"unknown flag {item.key!r}"
         elif item.variant not in compiled.flag.variants:
             problem = f"flag {item.key!r} has no variant {item.variant!r}"
-        elif item.count < 0:
-            problem = f"count must be at least 0, got {item.count}"
-        elif item.count > MAX_EXPOSURE_COUNT:
-            problem = f"count must be at most {MAX_EXPOSURE_COUNT}, got {item.count}"
-        elif len(item.units) > MAX_EXPOSURE_UNITS:
-            problem = f"{len(item.units)} units: at most {MAX_EXPOSURE_UNITS} per item (split it)"
+        else:
+            problem = exposure_item_problem(item)
         if problem is not None:
             rejected.append(ExposureRejection(index=index, key=item.key, error=problem))
             continue
         units = [unit for u in item.units if (unit := counted_unit(u)) is not None]
         if recorder is not None:
-            recorder.add(item.key, item.variant, item.count, units, now)
+            recorder.add(item.key, item.variant, item.count, units, now, reported=True)
         state.metrics.exposures.labels(item.key, item.variant).inc(item.count)
         counted += 1
         evaluations += item.count
@@ -232,6 +224,8 @@ async def flag_stats(
         series=[SeriesPoint(at=iso(minute), evaluations=counts) for minute, counts in view.series],
         changes=changes,
         stats_enabled=request.app.state.runtime.settings.stats,
+        reported_evaluations=view.reported,
+        total_reported_evaluations=sum(view.reported.values()),
     )
 
 

@@ -147,10 +147,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory, seed: Path) -> Iterator[di
 
 def _check_answers(ours: RunningServer) -> None:
     with ours.client() as client:
-        single = client.post(f"/ofrep/v1/evaluate/flags/{SINGLE_FLAG}", content=BODY)
+        json_type = {"Content-Type": "application/json"}
+        single = client.post(
+            f"/ofrep/v1/evaluate/flags/{SINGLE_FLAG}", content=BODY, headers=json_type
+        )
         assert single.status_code == 200
         assert single.json()["key"] == SINGLE_FLAG
-        bulk = client.post("/ofrep/v1/evaluate/flags", content=BODY)
+        bulk = client.post("/ofrep/v1/evaluate/flags", content=BODY, headers=json_type)
         assert bulk.status_code == 200
         assert len(bulk.json()["flags"]) == 50
         get = client.get(f"/v1/evaluate/{SINGLE_FLAG}", params={"targetingKey": "user-42"})

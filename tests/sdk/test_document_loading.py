@@ -148,6 +148,39 @@ def test_nan_refused_in_json() -> None:
         _refused('{"bucketing": 1, "flags": {"a": {"percentage": ' + literal + "}}}", "json")
 
 
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("-0.0", "negative zero (-0.0) is not allowed"),
+        ("-0e3", "negative zero (-0e3) is not allowed"),
+        ("1e400", "number 1e400 is out of range"),
+        ("-1e400", "number -1e400 is out of range"),
+        ('"\\ud800"', "\\ud800 is a lone UTF-16 surrogate"),
+        ('"\\udc00x"', "\\udc00 is a lone UTF-16 surrogate"),
+        ('"\\ud800\\\\udc00"', "\\ud800 is a lone UTF-16 surrogate"),
+    ],
+)
+def test_values_a_lenient_parser_would_pick_are_refused_in_json(value: str, named: str) -> None:
+    """The rule every admin API body follows too (``flagport.document.parse_json``)."""
+    text = '{"flags": {"a": {"enabled": true, "variants": {"on": ' + value + ', "off": 0}}}}'
+    assert named in str(_refused(text, "json"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.0", 0.0),
+        ("-0", 0),
+        ("1e-400", 0.0),
+        ('"\\ud83d\\ude00"', "\U0001f600"),
+        ('"\\\\ud800"', "\\ud800"),
+    ],
+)
+def test_zero_pairs_and_escaped_backslashes_are_fine(value: str, expected: Any) -> None:
+    text = '{"flags": {"a": {"enabled": true, "variants": {"on": ' + value + ', "off": 1}}}}'
+    assert load_document(text, "json").flags["a"].variants["on"] == expected
+
+
 def test_nan_percentage_refused_in_lenient_compile() -> None:
     document = document_from_builtins({"flags": {"a": {"enabled": True}}})
     document.flags["a"].percentage = math.nan

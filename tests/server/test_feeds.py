@@ -43,7 +43,7 @@ class StreamReader:
     """Reads ``/v1/stream`` in a thread; every dispatched event goes to ``events``."""
 
     url: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str | bytes] = field(default_factory=dict)
     events: queue.Queue[Event] = field(default_factory=queue.Queue)
     comments: list[str] = field(default_factory=list)
     retry: list[str] = field(default_factory=list)
@@ -202,6 +202,19 @@ def test_last_event_id_replays_at_once(server: RunningServer, admin: httpx.Clien
     etag = str(answer.json()["snapshot_version"])
     old.wait_for_etag(etag)
     fresh.wait_for_etag(etag)
+
+
+@pytest.mark.parametrize("header", [b"\xb2", "٣".encode(), b"9" * 5000, b"-1", b"1e3"])
+def test_a_last_event_id_that_is_no_version_is_treated_as_absent(
+    server: RunningServer, header: bytes
+) -> None:
+    """Not a 500, not a replay: "²" and "٣" pass ``str.isdigit`` (``int`` refuses the first and
+    reads the second as 3), and ``int`` reads at most 4,300 digits."""
+    reader = StreamReader(server.url, headers={"Last-Event-ID": header}).start()
+    assert reader.status == 200, reader.error
+    assert reader.comments[0].startswith("flagport snapshot"), reader.comments
+    with pytest.raises(queue.Empty):
+        reader.events.get(timeout=0.2)
 
 
 def test_bulk_lists_the_stream(server: RunningServer) -> None:

@@ -50,13 +50,14 @@ def _body(operation: dict[str, Any]) -> str | None:
     body = operation.get("requestBody")
     if body is None:
         return None
-    (media, content), *others = body["content"].items()
-    assert not others, body
-    schema = content["schema"]
-    names = [
-        s.get("$ref", "").rsplit("/", 1)[-1] or s["type"] for s in schema.get("oneOf", [schema])
-    ]
-    return f"{media} {'|'.join(names)}{'!' if body.get('required') else ''}"
+    described = []
+    for media, content in body["content"].items():
+        schema = content["schema"]
+        names = [
+            s.get("$ref", "").rsplit("/", 1)[-1] or s["type"] for s in schema.get("oneOf", [schema])
+        ]
+        described.append(f"{media} {'|'.join(names)}")
+    return f"{', '.join(described)}{'!' if body.get('required') else ''}"
 
 
 #: Every operation with parameters or a body: its parameters in order, then its body.
@@ -65,7 +66,7 @@ EXPECTED: dict[str, list[str | None]] = {
         "query:flag string|null",
         "query:actor string|null",
         "query:since string|null",
-        "query:before_id min=1 integer|null",
+        "query:before_id min=1 max=9007199254740991 integer|null",
         "query:limit default=100 min=1 max=1000 integer",
         None,
     ],
@@ -100,7 +101,7 @@ EXPECTED: dict[str, list[str | None]] = {
     ],
     "PUT /admin/v1/flags/{key}/targets": ["path:key! string", "application/json TargetsRequest!"],
     "POST /admin/v1/kill": ["application/json KillRequest!"],
-    "GET /admin/v1/propagation": ["query:version! min=0 integer", None],
+    "GET /admin/v1/propagation": ["query:version! min=0 max=9007199254740991 integer", None],
     "DELETE /admin/v1/segments/{key}": ["path:key! string", "query:reason string|null", None],
     "GET /admin/v1/segments/{key}": ["path:key! string", None],
     "PUT /admin/v1/segments/{key}": [
@@ -118,7 +119,7 @@ EXPECTED: dict[str, list[str | None]] = {
         "query:dry_run default=False boolean",
         "query:prune default=True boolean",
         "query:reason string|null",
-        None,
+        "application/json object, application/yaml object!",
     ],
     "GET /admin/v1/stale": ["query:days default=30 min=1 max=3650 integer", None],
     "POST /admin/v1/tokens": ["application/json TokenCreate!"],

@@ -3,8 +3,10 @@ sets exactly once per unit, hour and set of served results, and never go missing
 
 from __future__ import annotations
 
+import gc
 import re
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +209,48 @@ def test_unique_units_gauge_follows_the_store(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, (found, {v: len(u) for v, u in expected.items()})
             time.sleep(0.2)
         assert "user-" not in client.get("/metrics").text
+
+
+def test_a_long_unit_counts_as_its_digest_on_every_path(tmp_path: Path) -> None:
+    """Single and bulk evaluations (one bucketing attribute, and several) and reported
+    exposures count a unit longer than MAX_UNIT_LENGTH as the same short digest."""
+    long_unit = "u" * 60_000
+    digest = stats.counted_unit(long_unit)
+    assert digest is not None
+    assert len(digest) <= 40
+    assert stats.counted_unit("v" * 60_000) != digest
+    assert stats.counted_unit("u" * stats.MAX_UNIT_LENGTH) == "u" * stats.MAX_UNIT_LENGTH
+    one = {"flags": {"rollout": {"enabled": True, "percentage": 50}}}
+    for document in (one, DOCUMENT):
+        harness = Harness(tmp_path, document)
+        context = {"targetingKey": long_unit, "company_id": long_unit}
+        harness.serve([context])
+        result = harness.snapshot.evaluate("rollout", context, harness.now)
+        harness.counter.count(result, context)
+        units = harness.drain()
+        assert units
+        assert all(found == {digest} for found in units.values()), units
+
+
+def test_long_units_do_not_grow_a_worker(tmp_path: Path) -> None:
+    """300 units of 60 KB each once held 18 MB until the next flush, and the memory of
+    recent units kept them all hour; a worker now holds their digests."""
+    harness = Harness(tmp_path)
+
+    def serve_long_units() -> None:
+        harness.serve([{"targetingKey": f"{i:05d}" + "x" * 60_000} for i in range(300)])
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        serve_long_units()
+        harness.now += 1
+        harness.recorder.add_slots(harness.counter.take())  # units now pending for the store
+        gc.collect()
+        grown = sum(
+            stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename")
+        )
+    finally:
+        tracemalloc.stop()
+    assert harness.recorder.pending_units >= 300
+    assert grown < 2_000_000, grown

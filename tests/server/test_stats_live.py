@@ -220,11 +220,14 @@ def test_exposure_batches_reject_bad_items_and_count_the_rest(server: RunningSer
         assert answer.status_code == 400
         assert "at most 1000 per batch" in answer.json()["detail"]
         huge = b'{"exposures": [' + b'{"key": "x", "variant": "on", "count": 1},' * 30000
-        answer = client.post("/v1/exposures", content=huge + b"{}]}")
+        json_type = {"Content-Type": "application/json"}
+        answer = client.post("/v1/exposures", content=huge + b"{}]}", headers=json_type)
         assert answer.status_code == 413
-        answer = client.post("/v1/exposures", content=b'{"exposures": [{"key": 1}]}')
+        answer = client.post(
+            "/v1/exposures", content=b'{"exposures": [{"key": 1}]}', headers=json_type
+        )
         assert answer.status_code == 400
-        answer = client.post("/v1/exposures", content=b"not json")
+        answer = client.post("/v1/exposures", content=b"not json", headers=json_type)
         assert answer.status_code == 400
     assert wait_until(lambda: _stats(server, CHILD)["total_evaluations"] >= 7, 10.0, 0.2)
     assert _stats(server, CHILD)["unique_units"]["on"] == 3
@@ -292,12 +295,15 @@ def test_cli_stats_and_stale(server: RunningServer) -> None:
             client.post(
                 f"/ofrep/v1/evaluate/flags/{KEY}", json={"context": {"targetingKey": str(unit)}}
             )
-    assert wait_until(lambda: _stats(server)["total_evaluations"] >= 5, 10.0, 0.2)
+        exposure = {"key": KEY, "variant": "off", "count": 3}
+        assert client.post("/v1/exposures", json={"exposures": [exposure]}).status_code == 200
+    assert wait_until(lambda: _stats(server)["total_evaluations"] >= 8, 10.0, 0.2)
     result = _flags(server, "stats", KEY)
     assert result.returncode == 0, result.stderr
     assert f"{KEY}: off (kill switch) at" in result.stdout
-    assert "VARIANT" in result.stdout
-    assert "UNIQUE UNITS" in result.stdout
+    assert "5 counted by the server, 3 reported by in-process clients" in result.stdout
+    assert re.search(r"VARIANT +EVALUATIONS +REPORTED +UNIQUE UNITS", result.stdout)
+    assert re.search(r"off +8 +3 +5", result.stdout), result.stdout
     as_json = _flags(server, "stats", KEY, "--json", "--since", "2h")
     assert as_json.returncode == 0
     body = json.loads(as_json.stdout)
@@ -312,6 +318,36 @@ def test_cli_stats_and_stale(server: RunningServer) -> None:
     assert report["not_evaluated"] == []
     assert report["static"] == []
     assert _flags(server, "stale").returncode == 0
+
+
+REPORTED_FLAG = "auth-improvements"  # evaluated by no other test of this module's server
+
+
+def test_a_local_client_report_beyond_one_item_is_counted_whole(server: RunningServer) -> None:
+    """More evaluations than one exposure item may carry (1,000,000) are split into items
+    the server accepts, and kept apart from what the server counted itself."""
+    client = LocalClient(server.url, report_interval=60.0)
+    try:
+        assert client.wait_ready(5.0)
+        context = {"targetingKey": "local-1"}
+        for _ in range(1_000_001):
+            client.is_enabled(REPORTED_FLAG, context)
+    finally:
+        client.close()  # reports them
+    with server.client(timeout=10.0) as http:
+        answer = http.post(
+            f"/ofrep/v1/evaluate/flags/{REPORTED_FLAG}", json={"context": {"targetingKey": "a"}}
+        )
+        assert answer.status_code == 200, answer.text
+
+    def counted() -> bool:
+        return _stats(server, REPORTED_FLAG)["total_evaluations"] >= 1_000_002
+
+    assert wait_until(counted, 10.0, 0.2)
+    body = _stats(server, REPORTED_FLAG)
+    assert body["total_evaluations"] == 1_000_002
+    assert body["total_reported_evaluations"] == 1_000_001
+    assert body["units_seen"] == 2
 
 
 def test_metrics_have_bounded_labels(server: RunningServer) -> None:

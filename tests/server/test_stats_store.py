@@ -4,11 +4,14 @@ every backend, plus the recorder's minute/hour stamping with an injected clock."
 from __future__ import annotations
 
 import random
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from flagport.engine import compile_snapshot, document_from_builtins
 from flagport_server.stats import EvaluationCounter, StatsRecorder
+from flagport_server.stores import open_store
 from flagport_server.stores.base import StatsBatch, Store
 from tests.support.stores import Backend
 
@@ -161,3 +164,71 @@ async def test_recorder_series_across_minute_and_hour_boundaries(store: Store) -
     assert abs(view.units_seen - 300) <= 6
     assert 100 < view.units_on < 200
     assert sum(view.evaluations.values()) == 300
+
+
+async def test_reported_evaluations_are_kept_apart(store_backend: Backend, store: Store) -> None:
+    """Of each hour's evaluations, the part in-process clients reported is kept on its own,
+    summed across writers and dropped with the hour; figures written without it read as 0."""
+    old = BASE - 10 * 24 * H  # beyond the 7 days of hours
+    await store.record_stats(StatsBatch(counts=[("f", "on", BASE + 60, 4)]), BASE + 100)
+    other = store_backend.make()
+    await other.open()
+    try:
+        await other.record_stats(
+            StatsBatch(
+                counts=[("f", "on", BASE + 120, 7), ("f", "off", BASE + H, 3), ("f", "on", old, 9)],
+                reported=[("f", "on", BASE, 5), ("f", "off", BASE + H, 3), ("f", "on", old, 9)],
+            ),
+            BASE + H + 100,
+        )
+        await store.record_stats(StatsBatch(reported=[("f", "on", BASE, 2)]), BASE + H + 100)
+    finally:
+        await other.close()
+    view = await store.stats("f", BASE, BASE + 2 * H)
+    assert view.evaluations == {"on": 11, "off": 3}
+    assert view.reported == {"on": 7, "off": 3}
+    assert (await store.stats("f", BASE + H, BASE + 2 * H)).reported == {"off": 3}
+    assert (await store.stats("f", old, BASE)).reported == {}
+    assert (await store.stats("g", BASE, BASE + H)).reported == {}
+
+
+async def test_a_sqlite_file_from_before_reported_counts_reads_and_writes(tmp_path: Path) -> None:
+    """A store written by a server that kept no reported part (no ``stats_reported`` table)
+    is read as it was, the part reading 0, and takes reported counts from then on."""
+    path = tmp_path / "flagport.db"
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    await store.record_stats(StatsBatch(counts=[("f", "on", BASE, 4)]), BASE)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE stats_reported")
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        view = await store.stats("f", BASE, BASE + H)
+        assert (view.evaluations, view.reported) == ({"on": 4}, {})
+        await store.record_stats(
+            StatsBatch(counts=[("f", "on", BASE, 2)], reported=[("f", "on", BASE, 2)]), BASE
+        )
+        view = await store.stats("f", BASE, BASE + H)
+        assert (view.evaluations, view.reported) == ({"on": 6}, {"on": 2})
+    finally:
+        await store.close()
+
+
+async def test_recorder_keeps_reported_counts_apart_until_the_store_takes_them(
+    store: Store,
+) -> None:
+    now = [BASE + 30.0]
+    recorder = StatsRecorder(store, clock=lambda: now[0])
+    recorder.add("f", "on", 3, ["a"], now[0])
+    recorder.add("f", "on", 5, ["b"], now[0], reported=True)
+    batch = recorder.take()
+    assert batch.counts == [("f", "on", BASE, 8)]
+    assert batch.reported == [("f", "on", BASE, 5)]
+    recorder.restore(batch)  # a failed write: kept for the next flush, still apart
+    recorder.add("f", "off", 2, [], now[0] + H, reported=True)
+    assert await recorder.flush()
+    view = await store.stats("f", BASE, BASE + 2 * H)
+    assert view.evaluations == {"on": 8, "off": 2}
+    assert view.reported == {"on": 5, "off": 2}

@@ -47,14 +47,45 @@ logger = logging.getLogger("flagport")
 
 _EMPTY: Mapping[str, Any] = {}
 _STREAM_UNSUPPORTED = (404, 405, 501)
-#: The server's bounds of one exposure batch (``flagport_server.wire.stats_v1``).
+#: The server's bounds of one exposure batch (``flagport_server.wire.stats_v1``): items,
+#: units per item, evaluations per item and per batch.
 _MAX_ITEMS = 1000
 _MAX_UNITS = 1000
+_MAX_COUNT = 1_000_000
+_MAX_BATCH_EVALUATIONS = 10_000_000
 #: Units kept per flag and variant while the server cannot be reached.
 _MAX_HELD_UNITS = 100_000
 StatusListener = Callable[[ClientStatus], None]
 ChangeListener = Callable[[int], None]
 Bootstrap = str | os.PathLike[str] | SnapshotDocument | Mapping[str, Any]
+
+
+def _exposure_items(key: str, variant: str, count: int, units: list[str]) -> list[dict[str, Any]]:
+    """One flag and variant's report, split into items within the server's bounds."""
+    parts = max(-(-count // _MAX_COUNT), -(-len(units) // _MAX_UNITS), 1)
+    return [
+        {
+            "key": key,
+            "variant": variant,
+            "count": min(_MAX_COUNT, max(0, count - part * _MAX_COUNT)),
+            "units": units[part * _MAX_UNITS : (part + 1) * _MAX_UNITS],
+        }
+        for part in range(parts)
+    ]
+
+
+def _exposure_batches(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``items`` grouped into batches within the server's bounds."""
+    batches: list[list[dict[str, Any]]] = [[]]
+    evaluations = 0
+    for item in items:
+        full = len(batches[-1]) == _MAX_ITEMS
+        if full or evaluations + item["count"] > _MAX_BATCH_EVALUATIONS:
+            batches.append([])
+            evaluations = 0
+        batches[-1].append(item)
+        evaluations += item["count"]
+    return batches
 
 
 class _Loaded:
@@ -352,23 +383,13 @@ class LocalClient:
                     del self._tally[slot_id]
                 continue
             pending.append((slot, delta, listed))
-            for start in range(0, max(len(listed), 1), _MAX_UNITS):
-                items.append(
-                    {
-                        "key": result.key,
-                        "variant": result.variant,
-                        "count": delta if start == 0 else 0,
-                        "units": listed[start : start + _MAX_UNITS],
-                    }
-                )
+            items += _exposure_items(result.key, result.variant, delta, listed)
         if not items:
             return 0
         sent = 0
         try:
-            for start in range(0, len(items), _MAX_ITEMS):
-                response = self._http.post(
-                    "/v1/exposures", json={"exposures": items[start : start + _MAX_ITEMS]}
-                )
+            for batch in _exposure_batches(items):
+                response = self._http.post("/v1/exposures", json={"exposures": batch})
                 if response.status_code != 200:
                     raise _Failure(f"POST /v1/exposures answered HTTP {response.status_code}")
                 sent += int(response.json().get("evaluations", 0))

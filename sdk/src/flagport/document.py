@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 from typing import Any, Literal
@@ -29,6 +30,8 @@ __all__ = [
     "dump_document",
     "line_of",
     "load_document",
+    "lone_surrogate",
+    "parse_json",
     "read_document_file",
     "strip_volatile",
 ]
@@ -54,15 +57,73 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _parse_json(text: str) -> Any:
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of range")
+    # -0.0 equals 0 yet is written, exported and served as "-0.0": one value, two texts.
+    if value == 0.0 and text.startswith("-"):
+        raise ValueError(f"negative zero ({text}) is not allowed: write 0")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"(\\+)u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first ``\\uD800``-``\\uDFFF`` escape in JSON ``text`` that is not half of a
+    high-low pair (a lone surrogate is not a character: no UTF-8 text can hold it), else
+    ``None``."""
+    pending: re.Match[str] | None = None
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        backslashes = match.group(1)
+        if len(backslashes) % 2 == 0:
+            continue  # an escaped backslash followed by the letter u: no escape at all
+        high = int(match.group(2), 16) < 0xDC00
+        if pending is not None:
+            if not high and len(backslashes) == 1 and match.start() == pending.end():
+                pending = None
+                continue
+            return "\\u" + pending.group(2)
+        if not high:
+            return "\\u" + match.group(2)
+        pending = match
+    return None if pending is None else "\\u" + pending.group(2)
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse configuration JSON (a document, an admin API body) by Flagport's one rule:
+    UTF-8 only, and no duplicate keys, ``NaN``/``Infinity``, numbers out of range, negative
+    zero or lone surrogates: each is refused with :class:`~flagport.InvalidDocumentError`
+    naming it, where a lenient parser would silently pick a value."""
+    text = _utf8(data)
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except json.JSONDecodeError as error:
         raise InvalidDocumentError(
             f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
         ) from None
     except (_DuplicateKeyError, ValueError, RecursionError) as error:
         raise InvalidDocumentError(f"invalid JSON: {error}") from None
+    if "\\u" in text and (escape := lone_surrogate(text)) is not None:
+        raise InvalidDocumentError(
+            f"invalid JSON: {escape} is a lone UTF-16 surrogate (half of a pair), not a character"
+        )
+    return obj
+
+
+def _utf8(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidDocumentError(f"not UTF-8 text: {error}") from None
 
 
 @functools.cache
@@ -204,16 +265,10 @@ def load_document(
     a store's commit enforces, so a document that would be refused is refused here first.
     """
     _check_size(data)
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise InvalidDocumentError(f"not UTF-8 text: {error}") from None
-    else:
-        text = data
+    text = _utf8(data)
     if format is None:
         format = "json" if text.lstrip().startswith("{") else "yaml"
-    obj = _parse_json(text) if format == "json" else _parse_yaml(text)
+    obj = parse_json(text) if format == "json" else _parse_yaml(text)
     if obj is None:
         obj = {}
     document = document_from_builtins(obj)

@@ -23,12 +23,25 @@ from litestar.exceptions import (
 )
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.openapi.spec import Components
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIType,
+    RequestBody,
+    Schema,
+)
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine import SnapshotDocument
 from flagport_server.auth import SECURITY_SCHEMES, SEED_ACTOR, TOKEN_OPTIONAL, TOKEN_REQUIRED
-from flagport_server.errors import InvalidInput, ServerError, StoreError, VersionConflict
+from flagport_server.bodies import EMPTY_BODY, FlagportRequest
+from flagport_server.errors import (
+    InvalidInput,
+    ServerError,
+    StoreError,
+    UnsupportedMediaType,
+    VersionConflict,
+)
 from flagport_server.metrics import CONTENT_TYPE_LATEST, Metrics
 from flagport_server.routes.admin import admin_router
 from flagport_server.routes.evaluation import evaluation_routes
@@ -42,6 +55,7 @@ from flagport_server.stores import open_store
 from flagport_server.stores.base import AuditEntry, Mutation, Store
 from flagport_server.wire import ofrep_v1
 from flagport_server.wire.admin_v1 import Problem
+from flagport_server.wire.fields import explain_constraint
 
 __all__ = ["create_app"]
 
@@ -155,8 +169,11 @@ def _handle_domain(request: Request[Any, Any, Any], error: Exception) -> Respons
     if isinstance(error, StoreError):
         log.error("store error on %s %s: %s", request.method, request.url.path, error)
     if _is_evaluation(request):
-        code = "GENERAL"
-        return _ofrep_error(request, status, code, error.detail, dict(error.headers))
+        if isinstance(error, InvalidInput | UnsupportedMediaType):
+            # OFREP answers a request it cannot read with 400 INVALID_CONTEXT, whatever the
+            # reason (a body that is not JSON included).
+            return _ofrep_error(request, 400, "INVALID_CONTEXT", error.detail)
+        return _ofrep_error(request, status, "GENERAL", error.detail, dict(error.headers))
     field = error.path if isinstance(error, InvalidInput) else None
     response = _problem(status, error.title, error.detail, field)
     response.headers.update(error.headers)
@@ -174,11 +191,17 @@ def _validation_detail(error: ValidationException) -> tuple[str, str | None]:
         first = extra[0]
         message = str(first.get("message", error.detail))
         key = first.get("key")
-        field = f"$.{key}" if key else None
+        if first.get("source") == "body":
+            # Litestar names the whole body "data"; the JSON document's root is "$".
+            if key == "data" and message == "'data'":  # no body at all
+                return EMPTY_BODY, None
+            field = "$" if key == "data" else f"$.{key}" if key else None
+        else:
+            field = key  # a query, path or header parameter: its name
         if " - at `" in message:
             message, _, where = message.partition(" - at `")
             field = where.rstrip("`")
-        return message, field
+        return explain_constraint(message), field
     return str(error.detail), None
 
 
@@ -279,6 +302,8 @@ async def _seed(runtime: Runtime, path: str) -> None:
 
 #: Routes whose JSON body may be left out (Litestar documents every body as required).
 _OPTIONAL_BODIES = ("/admin/v1/flags/{key}/enable", "/admin/v1/flags/{key}/disable")
+#: The import reads its body itself (JSON or YAML), so Litestar cannot document it.
+_IMPORT_PATH = "/admin/v1/snapshot"
 
 
 def _optional_bodies(app: Litestar) -> None:
@@ -289,6 +314,19 @@ def _optional_bodies(app: Litestar) -> None:
         operation = item.post if item is not None else None
         if operation is not None and operation.request_body is not None:
             operation.request_body.required = False  # type: ignore[union-attr]
+    item = paths.get(_IMPORT_PATH)
+    if item is not None and item.post is not None:
+        document = Schema(
+            type=OpenAPIType.OBJECT,
+            description="The whole configuration, as GET /admin/v1/snapshot exports it",
+        )
+        item.post.request_body = RequestBody(
+            content={
+                media: OpenAPIMediaType(schema=document)
+                for media in ("application/json", "application/yaml")
+            },
+            required=True,
+        )
 
 
 def _last_change(document: SnapshotDocument) -> float:
@@ -463,6 +501,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             components=Components(security_schemes=SECURITY_SCHEMES),
         ),
         request_max_body_size=settings.max_admin_body,
+        request_class=FlagportRequest,
         debug=False,
         # Logging stays as the process set it up (flags serve: flagport_server.logs, whose
         # formatter escapes untrusted text); Litestar's default would replace the handler.

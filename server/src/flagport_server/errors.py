@@ -10,6 +10,7 @@ exactly one place (``flagport_server.app``'s exception handlers).
     ├── Conflict                     409  e.g. deleting a parent or a segment in use
     │   └── UnreadableRecord         409  the stored flag/segment cannot be decoded
     ├── InvalidInput                 400/422  names the field (``path``)
+    ├── UnsupportedMediaType         415  a body that is not JSON (400 INVALID_CONTEXT on OFREP)
     ├── PreconditionRequired         428  PUT without If-Match
     ├── Unauthorized                 401  with WWW-Authenticate
     ├── Forbidden                    403
@@ -34,6 +35,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UnreadableRecord",
+    "UnsupportedMediaType",
     "VersionConflict",
 ]
 
@@ -121,6 +123,13 @@ class InvalidInput(ServerError):
     def __init__(self, detail: str, path: str | None = None) -> None:
         super().__init__(detail)
         self.path = path
+
+
+class UnsupportedMediaType(ServerError):
+    """A request body sent with a ``Content-Type`` the route does not read."""
+
+    status_code = 415
+    title = "Unsupported media type"
 
 
 class PreconditionRequired(ServerError):

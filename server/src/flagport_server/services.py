@@ -395,10 +395,13 @@ class AdminService:
         state = await self.state()
         document = state.document
         current = document.segments.get(key)
-        if current is not None and if_match is not None:
+        if if_match is not None:
+            # If-Match names the version the caller saw: a segment that does not exist
+            # (deleted meanwhile, or a typo) is a failed precondition too, not a creation.
             expected = _parse_if_match(if_match)
-            if current.version != expected:
-                raise VersionConflict("segment", key, expected, current.version)
+            actual = None if current is None else current.version
+            if actual != expected:
+                raise VersionConflict("segment", key, expected, actual)
         now = utc_now()
         new = msgspec.structs.replace(
             segment, version=(current.version if current else 0) + 1, updated_at=now
@@ -421,6 +424,8 @@ class AdminService:
         try:
             version = await self._commit([Mutation("segment", key, "put", new, guard)], [entry])
         except VersionConflict as error:
+            if if_match is not None:
+                raise  # the version If-Match named is gone: 412, as for a flag
             raise Conflict(f"concurrent change: {error.detail}; try again") from None
         return new, version, current is None
 

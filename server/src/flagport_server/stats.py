@@ -22,6 +22,7 @@ Three stages, each cheaper where it runs more often:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import time
@@ -35,12 +36,14 @@ from flagport_server.stores.base import StatsBatch, Store
 
 __all__ = [
     "ERROR_VARIANT",
+    "MAX_UNIT_LENGTH",
     "RECENT_UNITS_LIMIT",
     "UNKNOWN_FLAG_LABEL",
     "UNKNOWN_RESULT",
     "Drained",
     "EvaluationCounter",
     "StatsRecorder",
+    "counted_unit",
     "hour_of",
     "minute_of",
 ]
@@ -62,10 +65,13 @@ UNKNOWN_RESULT = EvaluationResult(
 #: Units per (flag, variant, hour) held in memory between two store flushes; beyond it a
 #: flush is made early (a flood of new units must not grow memory without bound).
 MAX_PENDING_UNITS = 200_000
-#: Units whose last bulk results are remembered for the hour (about 0.5 KiB each at 50 flags);
-#: beyond it the memory starts afresh, which costs time (units are expanded again), never
-#: accuracy.
+#: Units whose last bulk results are remembered for the hour (about 0.5 KiB each at 50 flags,
+#: plus the unit itself: at most MAX_UNIT_LENGTH characters); beyond it the memory starts
+#: afresh, which costs time (units are expanded again), never accuracy.
 RECENT_UNITS_LIMIT = 20_000
+#: Longest unit kept as it is (an e-mail address is at most 254 characters); a longer one is
+#: kept as a 40-character digest (see counted_unit and ADR 0007).
+MAX_UNIT_LENGTH = 256
 
 _ERROR = Reason.ERROR
 
@@ -83,10 +89,16 @@ def hour_of(at: float) -> int:
 _Slot = list[Any]
 
 
-def _unit(value: Any) -> str | None:
-    """The unit a context value counts as: a non-empty string, or an integer as its
-    decimal string (the engine buckets nothing else)."""
+def counted_unit(value: Any) -> str | None:
+    """The unit a context value (or a reported unit) counts as: a non-empty string, or an
+    integer as its decimal string (the engine buckets nothing else). A string longer than
+    :data:`MAX_UNIT_LENGTH` counts as its digest, so what a worker holds per unit (in its
+    unit sets, pending lists and :class:`_RecentUnits`) is bounded whatever the requests
+    carry; every worker and instance digests alike, so the unit is still counted once."""
     if value.__class__ is str:
+        if len(value) > MAX_UNIT_LENGTH:
+            digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16)
+            return "blake2b:" + digest.hexdigest()
         return value or None
     if value.__class__ is int:
         return str(value)
@@ -95,7 +107,7 @@ def _unit(value: Any) -> str | None:
 
 def _note_unit(slot: _Slot, context: Mapping[str, Any]) -> None:
     """Put the context's unit for the slot's flag into the slot's set."""
-    unit = _unit(context.get(slot[3]))
+    unit = counted_unit(context.get(slot[3]))
     if unit is not None:
         slot[2].add(unit)
 
@@ -221,17 +233,17 @@ class _RecentUnits:
         elif attributes:
             self._expand_many(drained, attributes)
 
-    def _remember(self, unit: Any, results: tuple[EvaluationResult, ...]) -> bool:
-        """Whether ``unit`` still has to be expanded (it is remembered from now on)."""
+    def _remember(
+        self, unit: str | tuple[str | None, ...], results: tuple[EvaluationResult, ...]
+    ) -> bool:
+        """Whether ``unit`` (a counted_unit, or a tuple of them: bounded in size) still has
+        to be expanded (it is remembered from now on)."""
         last = self._last
-        try:
-            if last.get(unit) == results:  # the same objects: compared by identity
-                return False
-            if len(last) >= RECENT_UNITS_LIMIT:
-                last.clear()
-            last[unit] = results
-        except TypeError:  # an unhashable unit (a list): not remembered, still counted
-            pass
+        if last.get(unit) == results:  # the same objects: compared by identity
+            return False
+        if len(last) >= RECENT_UNITS_LIMIT:
+            last.clear()
+        last[unit] = results
         return True
 
     def _expand_one(self, drained: Drained, attribute: str) -> None:
@@ -242,7 +254,7 @@ class _RecentUnits:
         units: list[str] = []
         rows: list[tuple[EvaluationResult, ...]] = []
         for context, served in zip(drained.contexts, drained.results, strict=True):
-            unit = _unit(context.get(attribute))
+            unit = counted_unit(context.get(attribute))
             if unit is None:
                 continue
             results = tuple(served.values())
@@ -267,7 +279,8 @@ class _RecentUnits:
         slots = {id(slot[0]): slot for slot in drained.slots}
         for context, served in zip(drained.contexts, drained.results, strict=True):
             results = tuple(served.values())
-            if self._remember(tuple([context.get(name) for name in attributes]), results):
+            units = tuple([counted_unit(context.get(name)) for name in attributes])
+            if self._remember(units, results):
                 for result in results:
                     slot = slots[id(result)]
                     if slot[3] is not None:
@@ -282,6 +295,8 @@ class StatsRecorder:
         self.store = store
         self.clock = clock
         self._counts: dict[tuple[str, str, int], int] = {}
+        #: The part of ``_counts`` in-process clients reported, per (flag, variant, hour).
+        self._reported: dict[tuple[str, str, int], int] = {}
         #: Units per (flag, variant, hour); a unit may be listed more than once (the sketches
         #: count it once): merging lists is far cheaper than merging sets.
         self._units: dict[tuple[str, str, int], list[str]] = {}
@@ -294,14 +309,29 @@ class StatsRecorder:
 
     # -- intake ----------------------------------------------------------------------------
 
-    def add(self, key: str, variant: str, count: int, units: Collection[str], at: float) -> None:
-        """Add ``count`` evaluations of ``key``/``variant`` and their units, at ``at``."""
+    def add(
+        self,
+        key: str,
+        variant: str,
+        count: int,
+        units: Collection[str],
+        at: float,
+        *,
+        reported: bool = False,
+    ) -> None:
+        """Add ``count`` evaluations of ``key``/``variant`` and their units, at ``at``;
+        ``reported``: by an in-process client (``POST /v1/exposures``), not by this server."""
         minute = minute_of(at)
         slot = (key, variant, minute)
         self._counts[slot] = self._counts.get(slot, 0) + count
+        hour = minute - minute % 3600
+        if reported:
+            self._reported[(key, variant, hour)] = (
+                self._reported.get((key, variant, hour), 0) + count
+            )
         if units:
             # Always copied: a drained list may be shared by several flags.
-            self._units.setdefault((key, variant, minute - minute % 3600), []).extend(units)
+            self._units.setdefault((key, variant, hour), []).extend(units)
             self._pending_units += len(units)
         seen = self._seen.get(key)
         if seen is None:
@@ -334,6 +364,7 @@ class StatsRecorder:
 
     def take(self) -> StatsBatch:
         counts, self._counts = self._counts, {}
+        reported, self._reported = self._reported, {}
         units, self._units = self._units, {}
         seen, self._seen = self._seen, {}
         self._pending_units = 0
@@ -341,6 +372,7 @@ class StatsRecorder:
             counts=[(k, v, m, n) for (k, v, m), n in counts.items()],
             units=[(k, v, h, u) for (k, v, h), u in units.items()],
             seen=[(k, first, last) for k, (first, last) in seen.items()],
+            reported=[(k, v, h, n) for (k, v, h), n in reported.items()],
         )
 
     def restore(self, batch: StatsBatch) -> None:
@@ -348,6 +380,9 @@ class StatsRecorder:
         for key, variant, minute, n in batch.counts:
             slot = (key, variant, minute)
             self._counts[slot] = self._counts.get(slot, 0) + n
+        for key, variant, hour, n in batch.reported:
+            slot = (key, variant, hour)
+            self._reported[slot] = self._reported.get(slot, 0) + n
         for key, variant, hour, units in batch.units:
             self._units.setdefault((key, variant, hour), []).extend(units)
             self._pending_units += len(units)

@@ -90,18 +90,27 @@ def stats(app: App, key: str, since: str) -> None:
         f"enabled     {_number(body.get('enabled'))} units served on, of "
         f"{_number(body.get('units_seen'))} seen (adoption {shown})"
     )
+    total = body.get("total_evaluations")
     click.echo(
-        f"evaluations {_number(body.get('total_evaluations'))} "
+        f"evaluations {_number(total)} "
         f"(first seen {_time(body.get('first_seen'))}, last seen {_time(body.get('last_seen'))})"
     )
+    reported_total = body.get("total_reported_evaluations")
+    if isinstance(total, int) and isinstance(reported_total, int):  # not from older servers
+        # Anyone with an evaluation token can report exposures: show them apart.
+        click.echo(
+            f"            {_number(total - reported_total)} counted by the server, "
+            f"{_number(reported_total)} reported by in-process clients (POST /v1/exposures)"
+        )
     evaluations: dict[str, int] = body.get("evaluations") or {}
+    reported: dict[str, int] = body.get("reported_evaluations") or {}
     unique: dict[str, int] = body.get("unique_units") or {}
     rows = [
-        (variant, _number(n), _number(unique.get(variant, 0)))
+        (variant, _number(n), _number(reported.get(variant, 0)), _number(unique.get(variant, 0)))
         for variant, n in sorted(evaluations.items(), key=lambda item: -item[1])
     ]
     if rows:
-        table(["VARIANT", "EVALUATIONS", "UNIQUE UNITS"], rows)
+        table(["VARIANT", "EVALUATIONS", "REPORTED", "UNIQUE UNITS"], rows)
     series = body.get("series") or []
     if series:
         bars, size = _sparkline(series, body["since"], body["until"])

@@ -10,6 +10,8 @@ from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
 from flagport.engine._limits import (
     MAX_DOCUMENT_BYTES,
+    MAX_REASON_LENGTH,
+    PRINTABLE_PATTERN,
     check_document_limits,
     check_flag_limits,
     check_segment_limits,
@@ -33,6 +35,8 @@ __all__ = [
     "BUCKETING_VERSION",
     "BUCKETS",
     "MAX_DOCUMENT_BYTES",
+    "MAX_REASON_LENGTH",
+    "PRINTABLE_PATTERN",
     "CompiledFlag",
     "CompiledSnapshot",
     "Condition",

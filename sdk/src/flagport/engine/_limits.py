@@ -46,6 +46,7 @@ __all__ = [
     "MAX_TEXT_LENGTH",
     "MAX_VALUE_DEPTH",
     "MAX_VARIANT_NAME_LENGTH",
+    "PRINTABLE_PATTERN",
     "check_document_limits",
     "check_flag_limits",
     "check_segment_limits",
@@ -79,9 +80,14 @@ MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1
 
-# C0 controls, DEL and C1 controls: line breaks forge log lines and table rows, escapes
-# reach the operator's terminal. No stored text needs them.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 controls, DEL and C1 controls (Unicode category Cc): line breaks forge log lines and
+# table rows, escapes reach the operator's terminal. No stored text needs them.
+_CONTROL_CLASS: Final = r"\x00-\x1f\x7f-\x9f"
+_CONTROL: Final = re.compile(f"[{_CONTROL_CLASS}]")
+#: The same rule as a msgspec/JSON Schema pattern, for wire fields and query parameters.
+#: msgspec applies a pattern with ``re.search``, where ``$`` also matches before a final
+#: newline: ``(?!\n)`` refuses it.
+PRINTABLE_PATTERN: Final = rf"^[^{_CONTROL_CLASS}]*$(?!\n)"
 _encoder = msgspec.json.Encoder()
 
 

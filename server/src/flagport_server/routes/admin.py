@@ -16,6 +16,12 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from flagport.document import dump_document, load_document
 from flagport.engine import Flag, Segment, explain
 from flagport_server.auth import TOKEN_REQUIRED, Actor, admin_guard
+from flagport_server.bodies import (
+    CONFIGURATION_JSON,
+    JSON_MEDIA_TYPES,
+    YAML_MEDIA_TYPES,
+    require_media_type,
+)
 from flagport_server.errors import InvalidInput, NotFound, StoreUnavailable
 from flagport_server.services import AdminService, flag_view
 from flagport_server.stores.base import AuditQuery, TokenRecord
@@ -44,30 +50,40 @@ from flagport_server.wire.admin_v1 import (
     TokenRevoked,
     TokenView,
 )
+from flagport_server.wire.fields import (
+    MAX_REASON_LENGTH,
+    MAX_REQUEST_INT,
+    PRINTABLE_PATTERN,
+    explain_constraint,
+)
 
 __all__ = ["admin_router"]
 
 AdminRequest = Request[Any, Any, State]
+#: ``?reason=``: the rule of the bodies' ``reason`` (wire.fields.Reason).
+ReasonQuery = Annotated[
+    str | None,
+    QueryParameter(required=False, max_length=MAX_REASON_LENGTH, pattern=PRINTABLE_PATTERN),
+]
 
 
 T = TypeVar("T")
 
 
 async def _strict(request: AdminRequest, kind: type[T], default: T | None = None) -> T:
-    """The body decoded with msgspec's strict rules. Litestar converts bodies leniently
-    (``"10"`` becomes ``10.0``, ``1`` becomes ``true``); the admin API refuses wrong JSON
-    types instead, naming the field. The typed ``data`` parameters stay for the OpenAPI
-    document (and Litestar's own checks run first)."""
+    """The body (parsed by the configuration's JSON rule: the router's ``CONFIGURATION_JSON``
+    opt) converted with msgspec's strict rules. Litestar converts bodies leniently (``"10"``
+    becomes ``10.0``, ``1`` becomes ``true``); the admin API refuses wrong JSON types
+    instead, naming the field. The typed ``data`` parameters stay for the OpenAPI document
+    (and Litestar's own checks run first)."""
     body = await request.body()
     if not body.strip() and default is not None:
         return default
     try:
-        return msgspec.json.decode(body, type=kind, strict=True)
+        return msgspec.convert(await request.json(), type=kind, strict=True)
     except msgspec.ValidationError as error:
         message, _, where = str(error).partition(" - at `")
-        raise InvalidInput(message, where.rstrip("`") or None) from None
-    except msgspec.DecodeError as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+        raise InvalidInput(explain_constraint(message), where.rstrip("`") or None) from None
 
 
 def _service(request: AdminRequest) -> AdminService:
@@ -114,7 +130,7 @@ async def replace_flag(
     data: JSONBody[FlagReplace],
     request: AdminRequest,
     if_match: Annotated[str | None, HeaderParameter(name="If-Match", required=False)] = None,
-    reason: Annotated[str | None, QueryParameter(required=False)] = None,
+    reason: ReasonQuery = None,
 ) -> FlagWriteResponse:
     data = await _strict(request, FlagReplace)
     fields = msgspec.structs.asdict(data)
@@ -136,7 +152,7 @@ async def delete_flag(
     key: FromPath[str],
     request: AdminRequest,
     recursive: Annotated[bool, QueryParameter(required=False)] = False,
-    reason: Annotated[str | None, QueryParameter(required=False)] = None,
+    reason: ReasonQuery = None,
 ) -> dict[str, Any]:
     deleted, version = await _service(request).delete_flag(key, recursive, _actor(request), reason)
     return {"deleted": deleted, "snapshot_version": version}
@@ -177,7 +193,9 @@ async def audit(
     flag: Annotated[str | None, QueryParameter(required=False)] = None,
     actor: Annotated[str | None, QueryParameter(required=False)] = None,
     since: Annotated[str | None, QueryParameter(required=False)] = None,
-    before_id: Annotated[int | None, QueryParameter(required=False, ge=1)] = None,
+    before_id: Annotated[
+        int | None, QueryParameter(required=False, ge=1, le=MAX_REQUEST_INT)
+    ] = None,
     limit: Annotated[int, QueryParameter(required=False, ge=1, le=1000)] = 100,
 ) -> AuditPage:
     if since is not None:
@@ -238,7 +256,7 @@ async def revoke_token(token_id: FromPath[str], request: AdminRequest) -> TokenR
 
 @get("/propagation", summary="Which live workers have applied a snapshot version")
 async def propagation(
-    request: AdminRequest, version: Annotated[int, QueryParameter(ge=0)]
+    request: AdminRequest, version: Annotated[int, QueryParameter(ge=0, le=MAX_REQUEST_INT)]
 ) -> PropagationView:
     return await _service(request).propagation(version)
 
@@ -304,7 +322,7 @@ async def put_segment(
     data: JSONBody[Segment],
     request: AdminRequest,
     if_match: Annotated[str | None, HeaderParameter(name="If-Match", required=False)] = None,
-    reason: Annotated[str | None, QueryParameter(required=False)] = None,
+    reason: ReasonQuery = None,
 ) -> Response[SegmentWriteResponse]:
     data = await _strict(request, Segment)
     segment, version, created = await _service(request).put_segment(
@@ -318,7 +336,7 @@ async def put_segment(
 async def delete_segment(
     key: FromPath[str],
     request: AdminRequest,
-    reason: Annotated[str | None, QueryParameter(required=False)] = None,
+    reason: ReasonQuery = None,
 ) -> dict[str, Any]:
     version = await _service(request).delete_segment(key, _actor(request), reason)
     return {"deleted": [key], "snapshot_version": version}
@@ -340,12 +358,11 @@ async def import_snapshot(
     request: AdminRequest,
     dry_run: Annotated[bool, QueryParameter(required=False)] = False,
     prune: Annotated[bool, QueryParameter(required=False)] = True,
-    reason: Annotated[str | None, QueryParameter(required=False)] = None,
+    reason: ReasonQuery = None,
 ) -> ImportResponse:
+    media = require_media_type(request, JSON_MEDIA_TYPES | YAML_MEDIA_TYPES)
     body = await request.body()
-    content_type = request.headers.get("content-type", "")
-    format = "yaml" if "yaml" in content_type else None
-    document = load_document(body, format)  # type: ignore[arg-type]
+    document = load_document(body, "json" if media in JSON_MEDIA_TYPES else "yaml")
     diff, version = await _service(request).import_document(
         document, dry_run=dry_run, prune=prune, actor=_actor(request), reason=reason
     )
@@ -359,6 +376,7 @@ admin_router = Router(
     guards=[admin_guard],
     security=TOKEN_REQUIRED,
     tags=["admin"],
+    opt={CONFIGURATION_JSON: True},
     route_handlers=[
         list_flags,
         create_flag,

@@ -18,6 +18,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from flagport_server.auth import evaluation_guard, presented_token, token_record
 from flagport_server.state import Runtime
+from flagport_server.wire.fields import MAX_REQUEST_INT
 
 __all__ = ["feed_routes"]
 
@@ -116,6 +117,16 @@ def _event(runtime: Runtime, version: int) -> ServerSentEventMessage:
     return ServerSentEventMessage(data=data, id=version)
 
 
+def _last_event_id(header: str) -> int | None:
+    """The snapshot version a reconnecting client saw last, or ``None`` when the header is
+    absent or no version of ours (treated alike). ``str.isdigit`` alone also accepts "²",
+    which ``int`` refuses, and "٣", which it reads as 3."""
+    text = header.strip()
+    if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_REQUEST_INT)):
+        return int(text)
+    return None
+
+
 @get(
     "/v1/stream",
     guards=[evaluation_guard],
@@ -127,8 +138,7 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
     # The token the guard let in: once it is revoked, the stream ends (with the snapshot
     # that carries the revocation), as every later request with it is refused.
     secret = None if request.app.state.evaluation_open else presented_token(request)
-    last_event = request.headers.get("last-event-id", "").strip()
-    last_seen = int(last_event) if last_event.isdigit() else None
+    last_seen = _last_event_id(request.headers.get("last-event-id", ""))
     queue: asyncio.Queue[int] = asyncio.Queue()
     streams = _open_streams(request)
     unsubscribe = runtime.subscribe(queue.put_nowait)

@@ -17,13 +17,10 @@ from flagport.engine import Flag
 from flagport_server.auth import TOKEN_REQUIRED, admin_guard, evaluation_guard
 from flagport_server.errors import InvalidInput, StoreUnavailable
 from flagport_server.services import AdminService
-from flagport_server.stats import StatsRecorder, hour_of
+from flagport_server.stats import StatsRecorder, counted_unit, hour_of
 from flagport_server.stores.base import STATS_HOURS_KEPT, AuditEntry, AuditQuery
 from flagport_server.wire.stats_v1 import (
     MAX_EXPOSURE_BODY,
-    MAX_EXPOSURE_COUNT,
-    MAX_EXPOSURE_ITEMS,
-    MAX_EXPOSURE_UNITS,
     ExposureBatch,
     ExposureRejection,
     ExposureResponse,
@@ -33,6 +30,8 @@ from flagport_server.wire.stats_v1 import (
     StaleFlag,
     StaleReport,
     StatsChange,
+    exposure_batch_problem,
+    exposure_item_problem,
 )
 
 __all__ = ["exposures", "parse_since", "stats_router"]
@@ -52,11 +51,17 @@ def parse_since(text: str, now: float) -> int:
     an ISO-8601 date-time, rounded down to the hour; at most 7 days back, not in the future.
     """
     raw = text.strip().lower()
+    too_far = InvalidInput(
+        f"since {text!r} is more than 7 days back: stats are kept 7 days", "since"
+    )
     position, seconds = 0, 0
     for match in _DURATION.finditer(raw):
         if match.start() != position:
             break
-        seconds += int(match.group(1)) * _SECONDS[match.group(2)]
+        amount = match.group(1).lstrip("0")
+        if len(amount) > 9:  # a billion seconds is 31 years: no need to read 400 digits
+            raise too_far
+        seconds += int(amount or "0") * _SECONDS[match.group(2)]
         position = match.end()
     if raw and position == len(raw):
         since = now - seconds
@@ -76,9 +81,7 @@ def parse_since(text: str, now: float) -> int:
         raise InvalidInput(f"since {text!r} is in the future", "since")
     hour = hour_of(since)
     if hour < hour_of(now) - STATS_HOURS_KEPT * 3600:
-        raise InvalidInput(
-            f"since {text!r} is more than 7 days back: stats are kept 7 days", "since"
-        )
+        raise too_far
     return hour
 
 
@@ -97,41 +100,34 @@ def parse_since(text: str, now: float) -> int:
 async def exposures(
     data: JSONBody[ExposureBatch], request: Request[Any, Any, State]
 ) -> ExposureResponse:
-    """Items naming an unknown flag or variant, a negative count or too many units are
-    rejected one by one (listed in ``rejected``, with why); the others are counted."""
+    """Items naming an unknown flag or variant, a count out of bounds or too many units are
+    rejected one by one (listed in ``rejected``, with why); the others are counted, apart
+    from what the server counted itself. Too many items or evaluations refuse the batch."""
     state = request.app.state
     snapshot = state.runtime.snapshot
     if snapshot is None:
         raise StoreUnavailable("no snapshot loaded yet; retry shortly")
-    items = data.exposures
-    if len(items) > MAX_EXPOSURE_ITEMS:
-        raise InvalidInput(
-            f"{len(items)} exposure items: at most {MAX_EXPOSURE_ITEMS} per batch (split it)",
-            "$.exposures",
-        )
+    problem = exposure_batch_problem(data)
+    if problem is not None:
+        raise InvalidInput(problem, "$.exposures")
     recorder: StatsRecorder | None = state.stats if state.runtime.settings.stats else None
     now = time.time()
     rejected: list[ExposureRejection] = []
     counted = evaluations = 0
-    for index, item in enumerate(items):
+    for index, item in enumerate(data.exposures):
         compiled = snapshot.flag(item.key)
-        problem = None
         if compiled is None:
             problem = f"unknown flag {item.key!r}"
         elif item.variant not in compiled.flag.variants:
             problem = f"flag {item.key!r} has no variant {item.variant!r}"
-        elif item.count < 0:
-            problem = f"count must be at least 0, got {item.count}"
-        elif item.count > MAX_EXPOSURE_COUNT:
-            problem = f"count must be at most {MAX_EXPOSURE_COUNT}, got {item.count}"
-        elif len(item.units) > MAX_EXPOSURE_UNITS:
-            problem = f"{len(item.units)} units: at most {MAX_EXPOSURE_UNITS} per item (split it)"
+        else:
+            problem = exposure_item_problem(item)
         if problem is not None:
             rejected.append(ExposureRejection(index=index, key=item.key, error=problem))
             continue
-        units = [u if type(u) is str else str(u) for u in item.units if u != ""]
+        units = [unit for u in item.units if (unit := counted_unit(u)) is not None]
         if recorder is not None:
-            recorder.add(item.key, item.variant, item.count, units, now)
+            recorder.add(item.key, item.variant, item.count, units, now, reported=True)
         state.metrics.exposures.labels(item.key, item.variant).inc(item.count)
         counted += 1
         evaluations += item.count
@@ -228,6 +224,8 @@ async def flag_stats(
         series=[SeriesPoint(at=iso(minute), evaluations=counts) for minute, counts in view.series],
         changes=changes,
         stats_enabled=request.app.state.runtime.settings.stats,
+        reported_evaluations=view.reported,
+        total_reported_evaluations=sum(view.reported.values()),
     )
 
 

@@ -124,15 +124,19 @@ class StatsBatch(msgspec.Struct, frozen=True):
     ``units``: ``(flag, variant, hour, units)`` with ``hour`` a multiple of 3600: added to
     that hour's unique-unit sketch (a unit may be listed more than once; it counts once).
     ``seen``: ``(flag, first, last)`` epoch seconds.
+    ``reported``: ``(flag, variant, hour, n)``: of the evaluations in ``counts``, those
+    in-process clients reported (``POST /v1/exposures``) rather than the server counted
+    itself; added to the hour's reported total, kept as long as the hour's count.
     """
 
     counts: list[tuple[str, str, int, int]] = []
     units: list[tuple[str, str, int, list[str]]] = []
     seen: list[tuple[str, float, float]] = []
+    reported: list[tuple[str, str, int, int]] = []
 
     @property
     def empty(self) -> bool:
-        return not (self.counts or self.units or self.seen)
+        return not (self.counts or self.units or self.seen or self.reported)
 
 
 class StatsView(msgspec.Struct, frozen=True):
@@ -142,6 +146,8 @@ class StatsView(msgspec.Struct, frozen=True):
     every variant's units and ``units_on`` the union of every variant's but the off variant
     (each unit counted once however many hours and variants it was in). ``series`` is
     ``(minute, {variant: n})`` for the minutes still kept (48 hours), oldest first.
+    ``reported``: per variant, the part of ``evaluations`` in-process clients reported
+    (variants with none are left out; figures stored before it was kept count as 0).
     """
 
     key: str
@@ -154,6 +160,7 @@ class StatsView(msgspec.Struct, frozen=True):
     series: list[tuple[int, dict[str, int]]]
     first_seen: float | None = None
     last_seen: float | None = None
+    reported: dict[str, int] = {}
 
 
 class FlagSeen(msgspec.Struct, frozen=True):

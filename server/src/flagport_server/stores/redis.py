@@ -36,6 +36,8 @@ lost its script cache)::
     {p}:st:h:<flag>|<hour>            hash: variant -> evaluations in that hour (7 days)
     {p}:st:m:<flag>|<hour>            hash: "<minute>|<variant>" -> evaluations (48 hours)
     {p}:st:u:<flag>|<hour>|<variant>  HyperLogLog of the hour's units (7 days)
+    {p}:st:r:<flag>|<hour>            hash: variant -> of those evaluations, the ones
+                                      in-process clients reported (7 days)
     {p}:st:first, {p}:st:last         sorted sets: flag -> first / last seen (epoch seconds)
 
 A commit publishes the new snapshot version on the channel ``{p}:changes`` from inside its
@@ -966,6 +968,11 @@ class RedisStore(Store):
             hourly = self._stats_key("h", flag, hour)
             commands.append(("HINCRBY", hourly, variant, 0))
             expiries[key] = expiries[hourly] = int(hour + hour_keep - now)
+        for flag, variant, hour, n in batch.reported:
+            if hour + hour_keep > now:
+                reported = self._stats_key("r", flag, hour)
+                commands.append(("HINCRBY", reported, variant, n))
+                expiries[reported] = int(hour + hour_keep - now)
         for key, ttl in expiries.items():
             commands.append(("EXPIRE", key, max(ttl, 1)))
         for flag, first, last in batch.seen:
@@ -980,6 +987,7 @@ class RedisStore(Store):
         hours = list(range(since - since % 3600, until, 3600))
         commands: list[tuple[Any, ...]] = [("HGETALL", self._stats_key("h", key, h)) for h in hours]
         commands += [("HGETALL", self._stats_key("m", key, h)) for h in hours]
+        commands += [("HGETALL", self._stats_key("r", key, h)) for h in hours]
         commands.append(("ZSCORE", f"{self._tag}:st:first", key))
         commands.append(("ZSCORE", f"{self._tag}:st:last", key))
         replies = await self._pipelined(commands)
@@ -995,6 +1003,10 @@ class RedisStore(Store):
                 minute, _, variant = field.partition("|")
                 if since <= int(minute) < until:
                     series.setdefault(int(minute), {})[variant] = int(n)
+        reported: dict[str, int] = {}
+        for reply in replies[2 * len(hours) : 3 * len(hours)]:
+            for variant, n in _as_dict(reply).items():
+                reported[variant] = reported.get(variant, 0) + int(n)
         first, last = replies[-2], replies[-1]
         every = [k for group in sketches.values() for k in group]
         on = [k for v, group in sketches.items() if v != off_variant for k in group]
@@ -1017,6 +1029,7 @@ class RedisStore(Store):
             series=sorted(series.items()),
             first_seen=float(first) if first is not None else None,
             last_seen=float(last) if last is not None else None,
+            reported=reported,
         )
 
     async def last_seen(self) -> dict[str, FlagSeen]:

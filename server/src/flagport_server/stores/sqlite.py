@@ -132,6 +132,16 @@ CREATE TABLE IF NOT EXISTS stats_seen (
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL
 ) WITHOUT ROWID;
+-- Of stats_hours.evaluations, those in-process clients reported (issue 13, kept 7 days). A
+-- table of its own: a store written before it simply has none, and older servers ignore it.
+CREATE TABLE IF NOT EXISTS stats_reported (
+    flag TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    evaluations INTEGER NOT NULL,
+    PRIMARY KEY (flag, hour, variant)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stats_reported_by_hour ON stats_reported (hour);
 """
 
 
@@ -660,6 +670,12 @@ class SQLiteStore(Store):
                     (flag, hour, variant, merged),
                 )
             conn.executemany(
+                "INSERT INTO stats_reported (flag, hour, variant, evaluations) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (flag, hour, variant) DO UPDATE SET "
+                "evaluations = evaluations + excluded.evaluations",
+                [(f, h, v, n) for f, v, h, n in batch.reported],
+            )
+            conn.executemany(
                 "INSERT INTO stats_seen (flag, first_seen, last_seen) VALUES (?, ?, ?) "
                 "ON CONFLICT (flag) DO UPDATE SET "
                 "first_seen = min(first_seen, excluded.first_seen), "
@@ -667,6 +683,7 @@ class SQLiteStore(Store):
                 batch.seen,
             )
             conn.execute("DELETE FROM stats_hours WHERE hour < ?", (oldest_hour,))
+            conn.execute("DELETE FROM stats_reported WHERE hour < ?", (oldest_hour,))
             conn.execute("DELETE FROM stats_minutes WHERE minute < ?", (oldest_minute,))
 
         await self._write(record)
@@ -692,6 +709,13 @@ class SQLiteStore(Store):
                 (key, since, until),
             ):
                 series.setdefault(minute, {})[variant] = n
+            reported: dict[str, int] = {}
+            for variant, n in conn.execute(
+                "SELECT variant, evaluations FROM stats_reported "
+                "WHERE flag = ? AND hour >= ? AND hour < ?",
+                (key, since, until),
+            ):
+                reported[variant] = reported.get(variant, 0) + n
             seen = conn.execute(
                 "SELECT first_seen, last_seen FROM stats_seen WHERE flag = ?", (key,)
             ).fetchone()
@@ -707,6 +731,7 @@ class SQLiteStore(Store):
                 series=sorted(series.items()),
                 first_seen=seen[0] if seen else None,
                 last_seen=seen[1] if seen else None,
+                reported=reported,
             )
 
         return await self._read(read)

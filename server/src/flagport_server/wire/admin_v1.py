@@ -9,6 +9,7 @@ import msgspec
 from flagport.engine import Flag, Rule, Segment
 from flagport.engine.models import MAX_KEY_LENGTH
 from flagport_server.stores.base import AuditEntry, WorkerStatus
+from flagport_server.wire.fields import TOKEN_NAME_PATTERN, Reason
 
 __all__ = [
     "AuditPage",
@@ -28,7 +29,6 @@ __all__ = [
     "TokenView",
 ]
 
-Reason = Annotated[str, msgspec.Meta(max_length=1000)]
 AnyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH + 1)]
 
 
@@ -103,10 +103,6 @@ class PropagationView(msgspec.Struct):
     workers: list[WorkerStatus]
     #: Live workers still below ``version``.
     stragglers: list[WorkerStatus]
-
-
-#: A token's name is its audit actor: printable, no spaces, unique (case-insensitively).
-TOKEN_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 
 
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):

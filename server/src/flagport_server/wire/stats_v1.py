@@ -7,8 +7,12 @@ from typing import Annotated, Final
 
 import msgspec
 
+from flagport.engine.models import KEY_PATTERN, MAX_KEY_LENGTH
+
 __all__ = [
+    "MAX_EXPOSURE_BATCH_EVALUATIONS",
     "MAX_EXPOSURE_BODY",
+    "MAX_EXPOSURE_COUNT",
     "MAX_EXPOSURE_ITEMS",
     "MAX_EXPOSURE_UNITS",
     "ExposureBatch",
@@ -21,22 +25,29 @@ __all__ = [
     "StaleFlag",
     "StaleReport",
     "StatsChange",
+    "exposure_batch_problem",
+    "exposure_item_problem",
 ]
 
 #: Bounds of one exposure batch: items, units per item, body bytes.
 MAX_EXPOSURE_ITEMS: Final = 1000
 MAX_EXPOSURE_UNITS: Final = 1000
 MAX_EXPOSURE_BODY: Final = 1024 * 1024
-#: Largest count one item may carry (a client sends a few seconds' worth).
-MAX_EXPOSURE_COUNT: Final = 1_000_000_000
+#: Evaluations one item may report, and one batch: a client sends a few seconds' worth, and
+#: splits more (``LocalClient`` does). Anyone holding an evaluation token can report
+#: exposures, so these bound what one request can add to the stats (``flags stats`` shows the
+#: reported part apart from what the server counted itself).
+MAX_EXPOSURE_COUNT: Final = 1_000_000
+MAX_EXPOSURE_BATCH_EVALUATIONS: Final = 10_000_000
 
 
 class ExposureItem(msgspec.Struct, forbid_unknown_fields=True):
     """Evaluations an in-process client made of one flag and variant since its last report."""
 
-    key: str
+    #: A flag key (a key that can name no flag is a broken client: the batch is refused).
+    key: Annotated[str, msgspec.Meta(pattern=KEY_PATTERN, max_length=MAX_KEY_LENGTH)]
     variant: str
-    count: int
+    count: Annotated[int, msgspec.Meta(description=f"0 to {MAX_EXPOSURE_COUNT:,}")]
     #: The units (``context[bucket_by]``) served that variant; at most 1000 per item.
     units: list[str | int] = []
 
@@ -44,8 +55,36 @@ class ExposureItem(msgspec.Struct, forbid_unknown_fields=True):
 class ExposureBatch(msgspec.Struct, forbid_unknown_fields=True):
     exposures: Annotated[
         list[ExposureItem],
-        msgspec.Meta(description="At most 1000 items; the body at most 1 MiB."),
+        msgspec.Meta(
+            description=f"At most {MAX_EXPOSURE_ITEMS:,} items and "
+            f"{MAX_EXPOSURE_BATCH_EVALUATIONS:,} evaluations in all; the body at most 1 MiB."
+        ),
     ]
+
+
+def exposure_batch_problem(batch: ExposureBatch) -> str | None:
+    """Why the whole batch is refused (400), if it is: too many items or evaluations."""
+    items = batch.exposures
+    if len(items) > MAX_EXPOSURE_ITEMS:
+        return f"{len(items)} exposure items: at most {MAX_EXPOSURE_ITEMS} per batch (split it)"
+    total = sum(item.count for item in items if exposure_item_problem(item) is None)
+    if total > MAX_EXPOSURE_BATCH_EVALUATIONS:
+        return (
+            f"{total:,} evaluations in one batch: at most {MAX_EXPOSURE_BATCH_EVALUATIONS:,} "
+            "(split it)"
+        )
+    return None
+
+
+def exposure_item_problem(item: ExposureItem) -> str | None:
+    """Why one item is rejected whatever the flags are (it is listed in ``rejected``)."""
+    if item.count < 0:
+        return f"count must be at least 0, got {item.count}"
+    if item.count > MAX_EXPOSURE_COUNT:
+        return f"count must be at most {MAX_EXPOSURE_COUNT:,}, got {item.count:,} (split it)"
+    if len(item.units) > MAX_EXPOSURE_UNITS:
+        return f"{len(item.units)} units: at most {MAX_EXPOSURE_UNITS} per item (split it)"
+    return None
 
 
 class ExposureRejection(msgspec.Struct):
@@ -56,7 +95,7 @@ class ExposureRejection(msgspec.Struct):
 
 class ExposureResponse(msgspec.Struct):
     """``counted``: items added to the stats; ``rejected``: the others, each with why.
-    The status is 200 whenever the batch itself could be read: check ``rejected``."""
+    The status is 200 whenever the batch itself is acceptable: check ``rejected``."""
 
     counted: int
     evaluations: int
@@ -88,7 +127,10 @@ class StatsChange(msgspec.Struct, omit_defaults=True):
 class FlagStats(msgspec.Struct):
     """One flag's adoption over ``[since, until)``. ``enabled``: distinct units served any
     variant but the off variant; ``adoption``: ``enabled / units_seen`` (``null`` before
-    any unit was seen); unique counts are HyperLogLog estimates (about 0.8 % error)."""
+    any unit was seen); unique counts are HyperLogLog estimates (about 0.8 % error).
+    ``evaluations`` counts every evaluation; ``reported_evaluations`` is the part of it
+    in-process clients reported (``POST /v1/exposures``, per variant: the rest the server
+    counted itself), ``total_reported_evaluations`` its sum."""
 
     key: str
     percentage: float
@@ -106,6 +148,8 @@ class FlagStats(msgspec.Struct):
     series: list[SeriesPoint]
     changes: list[StatsChange]
     stats_enabled: bool
+    reported_evaluations: dict[str, int] = {}
+    total_reported_evaluations: int = 0
 
 
 class StaleFlag(msgspec.Struct, omit_defaults=True):

@@ -1,0 +1,377 @@
+"""Every operation that takes a JSON body, walked from the OpenAPI document a real app serves
+(issue 13): a ``text/plain`` body, no ``Content-Type``, a body over the route's limit, and CR/LF
+in each string field of a valid body (and in each string query parameter) must all be refused
+with a 4xx and change nothing: not the snapshot version, the audit log, the tokens, nor the
+evaluation and exposure counts.
+
+The valid bodies come from :data:`EXAMPLES`, keyed by operation id; the first test fails when
+the document lists an operation the table lacks (or a POST/PUT/PATCH without a documented
+body), so a new endpoint cannot be left out. Each example is sent as is too, and must
+succeed: the refusals are then due to the one thing each case changed.
+
+Free-form text is not walked (see ``free_form``): evaluation contexts (OFREP and explain:
+any attribute an application sends, never stored or logged), reported units (context values,
+only ever hashed into sketches) and variant values (any JSON a flag serves). An exposure's
+``variant`` is judged item by item: an item naming no variant of the flag is listed in
+``rejected`` (200) and counts nothing, so one stale item never drops a client's other counts.
+
+CR/LF inside a flag's or segment's own fields is refused by the store's commit (the limits
+of ``flagport.engine``), whichever route carried it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from flagport_server.app import create_app
+from flagport_server.settings import Settings
+
+ADMIN_TOKEN = "walker-admin-token-0123456789abcdef"
+
+#: The configuration every case starts from (imported again when a case changed it).
+BASELINE: dict[str, Any] = {
+    "flags": {
+        "walker-flag": {"enabled": True, "percentage": 50, "tags": ["walker"]},
+        "walker-other": {"enabled": True},
+    },
+    "segments": {"walker-segment": {"included": ["u1"]}},
+}
+
+_CONDITION = {"attribute": "plan", "op": "in", "values": ["beta"]}
+_RULE = {"name": "beta", "conditions": [_CONDITION], "variant": "on"}
+_FLAG_FIELDS = {
+    "description": "made by the walker",
+    "enabled": True,
+    "percentage": 25,
+    "bucket_by": "userId",
+    "salt": "walker-salt",
+    "variants": {"on": True, "off": False},
+    "on_variant": "on",
+    "off_variant": "off",
+    "targets": {"on": ["u1"]},
+    "rules": [_RULE],
+    "prerequisites": [{"key": "walker-other", "variant": "on"}],
+    "tags": ["walker"],
+    "owner": "team-walker",
+}
+_SEGMENT_FIELDS = {
+    "description": "made by the walker",
+    "included": ["u1"],
+    "excluded": ["u2"],
+    "conditions": [_CONDITION],
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A valid request of one operation."""
+
+    method: str
+    #: The path template, as in the OpenAPI document.
+    template: str
+    body: Any
+    path_params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    #: Sends the flag's current version as If-Match.
+    if_match: bool = False
+    #: JSON paths (prefixes) of free-form text: not walked.
+    free_form: tuple[str, ...] = ()
+    #: JSON paths judged item by item: 200 with the item in ``rejected``, nothing counted.
+    per_item: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return self.template.format(**self.path_params)
+
+
+EXAMPLES: dict[str, Example] = {
+    "AdminV1FlagsCreateFlag": Example(
+        "POST",
+        "/admin/v1/flags",
+        {"key": "walker-created", "reason": "walker", **_FLAG_FIELDS},
+    ),
+    "AdminV1FlagsKeyReplaceFlag": Example(
+        "PUT",
+        "/admin/v1/flags/{key}",
+        {"key": "walker-flag", **_FLAG_FIELDS},
+        path_params={"key": "walker-flag"},
+        params={"reason": "walker"},
+        if_match=True,
+    ),
+    "AdminV1FlagsKeyEnableEnableFlag": Example(
+        "POST",
+        "/admin/v1/flags/{key}/enable",
+        {"percentage": 30, "reason": "walker"},
+        path_params={"key": "walker-flag"},
+    ),
+    "AdminV1FlagsKeyDisableDisableFlag": Example(
+        "POST",
+        "/admin/v1/flags/{key}/disable",
+        {"reason": "walker"},
+        path_params={"key": "walker-flag"},
+    ),
+    "AdminV1KillKill": Example("POST", "/admin/v1/kill", {"tag": "walker", "reason": "walker"}),
+    "AdminV1TokensCreateToken": Example(
+        "POST", "/admin/v1/tokens", {"name": "walker-token", "scope": "evaluate"}
+    ),
+    "AdminV1FlagsKeyTargetsPutTargets": Example(
+        "PUT",
+        "/admin/v1/flags/{key}/targets",
+        {"targets": {"on": ["u1", "u2"]}, "reason": "walker"},
+        path_params={"key": "walker-flag"},
+    ),
+    "AdminV1FlagsKeyRulesPutRules": Example(
+        "PUT",
+        "/admin/v1/flags/{key}/rules",
+        {"rules": [_RULE], "reason": "walker"},
+        path_params={"key": "walker-flag"},
+    ),
+    "AdminV1FlagsKeyExplainExplainFlag": Example(
+        "POST",
+        "/admin/v1/flags/{key}/explain",
+        {"context": {"targetingKey": "u1", "plan": "beta"}},
+        path_params={"key": "walker-flag"},
+        free_form=("$.context",),
+    ),
+    "AdminV1SegmentsKeyPutSegment": Example(
+        "PUT",
+        "/admin/v1/segments/{key}",
+        _SEGMENT_FIELDS,
+        path_params={"key": "walker-segment"},
+        params={"reason": "walker"},
+    ),
+    "AdminV1SnapshotImportSnapshot": Example(
+        "POST",
+        "/admin/v1/snapshot",
+        {
+            "flags": {**BASELINE["flags"], "walker-imported": _FLAG_FIELDS},
+            "segments": {"walker-segment": _SEGMENT_FIELDS},
+        },
+        params={"reason": "walker"},
+    ),
+    "OfrepV1EvaluateFlagsKeyOfrepSingle": Example(
+        "POST",
+        "/ofrep/v1/evaluate/flags/{key}",
+        {"context": {"targetingKey": "u1"}},
+        path_params={"key": "walker-flag"},
+        free_form=("$.context",),
+    ),
+    "OfrepV1EvaluateFlagsOfrepBulk": Example(
+        "POST",
+        "/ofrep/v1/evaluate/flags",
+        {"context": {"targetingKey": "u1"}},
+        free_form=("$.context",),
+    ),
+    "V1ExposuresExposures": Example(
+        "POST",
+        "/v1/exposures",
+        {"exposures": [{"key": "walker-flag", "variant": "on", "count": 3, "units": ["u1"]}]},
+        free_form=("$.exposures[0].units",),
+        per_item=("$.exposures[0].variant",),
+    ),
+}
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Walker:
+    client: TestClient[Litestar]
+
+    def reset(self) -> None:
+        """Back to :data:`BASELINE` (a no-op, no commit, when nothing changed)."""
+        answer = self.client.post(
+            "/admin/v1/snapshot", json=BASELINE, params={"reason": "walker reset"}
+        )
+        assert answer.status_code == 200, answer.text
+
+    def state(self) -> dict[str, Any]:
+        """What a refused request must leave as it was."""
+        flags = self.client.get("/admin/v1/flags").json()
+        audit = self.client.get("/admin/v1/audit", params={"limit": 1}).json()["entries"]
+        tokens = self.client.get("/admin/v1/tokens").json()["tokens"]
+        metrics = self.client.get("/metrics").text  # drains the evaluation counter first
+        return {
+            "snapshot_version": flags["snapshot_version"],
+            "last_audit_id": audit[0]["id"] if audit else None,
+            "tokens": len(tokens),
+            "evaluations": _metric_total(metrics, "flagport_evaluations_total"),
+            "exposures": _metric_total(metrics, "flagport_exposures_total"),
+        }
+
+    def send(
+        self,
+        example: Example,
+        *,
+        content: bytes | None = None,
+        content_type: str | None = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        if example.if_match:
+            flag = self.client.get(f"/admin/v1/flags/{example.path_params['key']}")
+            headers["If-Match"] = flag.headers["etag"]
+        return self.client.request(
+            example.method,
+            example.path,
+            content=json.dumps(example.body).encode() if content is None else content,
+            headers=headers,
+            params=example.params if params is None else params,
+        )
+
+
+def _metric_total(text: str, name: str) -> float:
+    pattern = re.compile(rf"^{name}\{{[^}}]*\}} (\S+)$", re.M)
+    return sum(float(value) for value in pattern.findall(text))
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient[Litestar]]:
+    directory: Path = tmp_path_factory.mktemp("walker")
+    settings = Settings(store_url=f"sqlite:///{directory / 'flagport.db'}", admin_token=ADMIN_TOKEN)
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+        yield client
+
+
+@pytest.fixture
+def walker(app: TestClient[Litestar]) -> Walker:
+    walker = Walker(app)
+    walker.reset()
+    return walker
+
+
+# -- the document and the table --------------------------------------------------------------
+
+
+def test_every_json_operation_has_an_example(app: TestClient[Litestar]) -> None:
+    document = app.get("/schema/openapi.json").json()
+    found: dict[str, tuple[str, str]] = {}
+    undocumented: list[str] = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            body = operation.get("requestBody")
+            if body is None:
+                if method in ("post", "put", "patch"):
+                    undocumented.append(f"{method.upper()} {path}")
+                continue
+            if "application/json" in body["content"]:
+                found[operation["operationId"]] = (method.upper(), path)
+    assert not undocumented, (
+        f"operations that read a body the document does not describe: {undocumented}"
+    )
+    expected = {op: (e.method, e.template) for op, e in EXAMPLES.items()}
+    missing = sorted(set(found) - set(expected))
+    assert not missing, f"JSON operations without an example in EXAMPLES: {missing}"
+    assert found == expected
+
+
+# -- the cases -------------------------------------------------------------------------------
+
+
+def _strings(value: Any, path: str = "$") -> Iterator[tuple[str, str]]:
+    """Every string leaf of a JSON value, with its JSON path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+def _replaced(value: Any, target: str, new: str, path: str = "$") -> Any:
+    if path == target:
+        return new
+    if isinstance(value, dict):
+        return {k: _replaced(v, target, new, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replaced(v, target, new, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(p in ("$", path) or path.startswith((p + ".", p + "[")) for p in prefixes)
+
+
+def _forged(text: str) -> str:
+    return f"{text[:1]}\r\nforged: line{text[1:]}"
+
+
+@dataclass(frozen=True)
+class Case:
+    operation: str
+    kind: str
+    #: The JSON path or query parameter given CR/LF.
+    where: str = ""
+
+
+def _cases() -> Iterator[Any]:
+    for operation, example in EXAMPLES.items():
+        for kind in ("valid", "text/plain", "no content type", "over the body limit"):
+            yield pytest.param(Case(operation, kind), id=f"{operation}-{kind}")
+        for where, _ in _strings(example.body):
+            if _under(where, example.free_form):
+                continue
+            yield pytest.param(
+                Case(operation, "CR/LF in the body", where), id=f"{operation}-crlf-{where}"
+            )
+        for name in example.params:
+            yield pytest.param(
+                Case(operation, "CR/LF in the query", name), id=f"{operation}-crlf-?{name}"
+            )
+
+
+def _body_limit(app: TestClient[Litestar], method: str, template: str) -> int:
+    for route in app.app.routes:
+        handlers = getattr(route, "route_handler_map", {})
+        if route.path_format == template and method in handlers:
+            return int(handlers[method][0].resolve_request_max_body_size())
+    raise AssertionError(f"no route for {method} {template}")
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+def test_bad_bodies_are_refused_and_change_nothing(walker: Walker, case: Case) -> None:
+    example = EXAMPLES[case.operation]
+    before = walker.state()
+    if case.kind == "valid":
+        answer = walker.send(example, content_type="application/json; charset=utf-8")
+        assert 200 <= answer.status_code < 300, answer.text
+        if case.operation == "V1ExposuresExposures":
+            assert answer.json()["rejected"] == []
+        return
+    if case.kind == "text/plain":
+        answer = walker.send(example, content_type="text/plain")
+    elif case.kind == "no content type":
+        answer = walker.send(example, content_type=None)
+    elif case.kind == "over the body limit":
+        limit = _body_limit(walker.client, example.method, example.template)
+        body = json.dumps(example.body).encode()
+        answer = walker.send(example, content=body + b" " * (limit + 1 - len(body)))
+    elif case.kind == "CR/LF in the query":
+        params = {**example.params, case.where: _forged(example.params[case.where])}
+        answer = walker.send(example, params=params)
+    else:
+        value = dict(_strings(example.body))[case.where]
+        body = _replaced(example.body, case.where, _forged(value))
+        answer = walker.send(example, content=json.dumps(body).encode())
+        if _under(case.where, example.per_item):
+            assert answer.status_code == 200, answer.text
+            assert [r["index"] for r in answer.json()["rejected"]] == [0], answer.text
+            assert walker.state() == before
+            return
+    assert 400 <= answer.status_code < 500, answer.text
+    assert walker.state() == before

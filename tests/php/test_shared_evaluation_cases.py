@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from flagport import AsyncClient, Client, LocalClient
+from flagport import AsyncClient, Client, ClientStatus, LocalClient
 from flagport.engine import (
     CompiledSnapshot,
     EvaluationResult,
@@ -126,7 +126,8 @@ def test_php_bridge_answers_every_case_as_the_engine(php: str, served: Served) -
     for case, php_answer in zip(served.cases, output["answers"], strict=True):
         key = case["key"]
         result, on = served.expected(key, php_answer["sent"])
-        error = result.error_code is not None
+        code = result.error_code
+        error = code is not None
         details = php_answer["details"]
         want_details = (
             None
@@ -135,7 +136,7 @@ def test_php_bridge_answers_every_case_as_the_engine(php: str, served: Served) -
                 "value": None if error else result.value,
                 "variant": None if error else result.variant,
                 "reason": None if error else result.reason.value,
-                "errorCode": result.error_code.value if error else None,  # type: ignore[union-attr]
+                "errorCode": None if code is None else code.value,
                 "source": php_answer["source"],
             }
         )
@@ -163,6 +164,7 @@ def test_python_clients_answer_every_case_as_the_engine(served: Served) -> None:
     ]
     url = served.server.url
     with Client(url, timeout=5.0) as remote, LocalClient(url, report_exposures=False) as local:
+        assert local.status is ClientStatus.READY
 
         async def ask_async() -> list[tuple[bool, bool]]:
             async with AsyncClient(url, timeout=5.0) as flags:

@@ -55,6 +55,8 @@ final class Client
     public const SOURCE_DEFAULTS = 'defaults';
 
     private const BULK_PATH = '/ofrep/v1/evaluate/flags';
+    /** Layout of a cached last good answer; an entry of another layout is a miss. */
+    private const CACHE_FORMAT = 2;
     private const JSON_FLAGS = JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_PRESERVE_ZERO_FRACTION
         | JSON_INVALID_UTF8_SUBSTITUTE;
 
@@ -68,7 +70,7 @@ final class Client
     /** @var (callable(): (array<string, mixed>|null))|null */
     private $contextResolver;
 
-    /** @var array<string, array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>> context hash => flags */
+    /** @var array<string, array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>> context hash => flags */
     private array $memo = [];
     /** @var array{source: string, error: ?string, context: ?string} */
     private array $last = ['source' => self::SOURCE_DEFAULTS, 'error' => null, 'context' => null];
@@ -127,9 +129,12 @@ final class Client
     /**
      * Whether a flag is on for the context.
      *
-     * A boolean flag is on when it serves `true`. A flag with other values is on unless it
-     * serves its off variant (named `off`, disabled, or gated by an ancestor that is off).
-     * Without an answer: the configured default for the flag (cast to bool), else `$default`.
+     * A flag is on unless it serves its own off variant (whatever that variant is named), as
+     * the server decides for the flag's children: the answer's `metadata.on`, which the server
+     * sends for every flag whose values are not plain on/off booleans; a plain on/off flag's
+     * boolean value. Without an answer that says (an error, no answer, or a value that is not
+     * a boolean from a server that sends no `metadata.on`): the configured default for the
+     * flag (cast to bool), else `$default`.
      *
      * @param array<string, mixed>|null $context null: the resolver's context
      */
@@ -137,11 +142,8 @@ final class Client
     {
         try {
             $flag = $this->answers($context)[$key] ?? null;
-            if ($flag !== null && $flag[3] === null) {
-                if (is_bool($flag[0])) {
-                    return $flag[0];
-                }
-                return !($flag[1] === 'off' || $flag[2] === 'DISABLED' || $flag[4]);
+            if ($flag !== null && $flag['on'] !== null) {
+                return $flag['on'];
             }
             $configured = $this->configuredDefault($key);
             return $configured === null ? $default : (bool) $configured;
@@ -160,8 +162,8 @@ final class Client
     {
         try {
             $flag = $this->answers($context)[$key] ?? null;
-            if ($flag !== null && $flag[3] === null) {
-                return $flag[0];
+            if ($flag !== null && $flag['errorCode'] === null) {
+                return $flag['value'];
             }
             return $this->configuredDefault($key) ?? $default;
         } catch (\Throwable $error) {
@@ -183,7 +185,7 @@ final class Client
         try {
             $values = [];
             foreach ($this->answers($context) as $key => $flag) {
-                $values[$key] = $flag[3] === null ? $flag[0] : $this->configuredDefault((string) $key);
+                $values[$key] = $flag['errorCode'] === null ? $flag['value'] : $this->configuredDefault((string) $key);
             }
             $defaults = $this->options['defaults'];
             if (is_array($defaults)) {
@@ -218,10 +220,10 @@ final class Client
             return null;
         }
         return [
-            'value' => $flag[0],
-            'variant' => $flag[1],
-            'reason' => $flag[2],
-            'errorCode' => $flag[3],
+            'value' => $flag['value'],
+            'variant' => $flag['variant'],
+            'reason' => $flag['reason'],
+            'errorCode' => $flag['errorCode'],
             'source' => $this->last['source'],
         ];
     }
@@ -280,7 +282,7 @@ final class Client
      * The flags for a context: memoized for the request, else fetched, else fail-safe.
      *
      * @param array<string, mixed>|null $context
-     * @return array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>
+     * @return array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>
      */
     private function answers(?array $context): array
     {
@@ -296,14 +298,18 @@ final class Client
     }
 
     /**
-     * @return array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>
+     * @return array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>
      */
     private function fetch(string $body, string $hash): array
     {
         $useCache = (bool) $this->options['cache'];
         $cacheKey = $this->options['cache_prefix'] . ':lg:' . $hash;
-        $cached = $useCache ? $this->store->fetch($cacheKey) : null;
-        if (!is_array($cached) || !isset($cached['flags'], $cached['at']) || $cached['at'] + (int) $this->options['cache_ttl'] < time()) {
+        $stored = $useCache ? $this->store->fetch($cacheKey) : null;
+        $cached = $stored;
+        if (
+            !is_array($cached) || ($cached['format'] ?? null) !== self::CACHE_FORMAT
+            || !isset($cached['flags'], $cached['at']) || $cached['at'] + (int) $this->options['cache_ttl'] < time()
+        ) {
             $cached = null;
         }
         if (!$this->breaker->allow()) {
@@ -333,15 +339,19 @@ final class Client
         $this->breaker->success();
         $this->last = ['source' => self::SOURCE_SERVER, 'error' => null, 'context' => $hash];
         if ($useCache && ($cached === null || $cached['etag'] !== $response->etag || $response->etag === null)) {
-            $this->remember($cacheKey, $cached !== null, ['flags' => $flags, 'etag' => $response->etag, 'at' => time()]);
+            // An entry that is there but unusable (another layout) is replaced, not added.
+            $this->remember($cacheKey, $stored !== null, [
+                'format' => self::CACHE_FORMAT, 'flags' => $flags, 'etag' => $response->etag, 'at' => time(),
+            ]);
         }
         return $flags;
     }
 
     /**
-     * Decode an OFREP bulk answer into key => [value, variant, reason, errorCode, gated].
+     * Decode an OFREP bulk answer into key => value, variant, reason, errorCode and `on`
+     * (whether the flag is on: `metadata.on`, else a boolean value, else null).
      *
-     * @return array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>
+     * @return array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>
      * @throws TransportException when the body is not a bulk answer
      */
     public static function parseBulk(string $body): array
@@ -357,23 +367,28 @@ final class Client
                 continue;
             }
             if (isset($item['errorCode'])) {
-                $flags[$item['key']] = [null, null, null, (string) $item['errorCode'], false];
+                $flags[$item['key']] = [
+                    'value' => null, 'variant' => null, 'reason' => null,
+                    'errorCode' => (string) $item['errorCode'], 'on' => null,
+                ];
                 continue;
             }
+            $value = $item['value'] ?? null;
+            $on = $item['metadata']['on'] ?? null;
             $flags[$item['key']] = [
-                $item['value'] ?? null,
-                isset($item['variant']) ? (string) $item['variant'] : null,
-                isset($item['reason']) ? (string) $item['reason'] : null,
-                null,
-                isset($item['metadata']['gatedBy']),
+                'value' => $value,
+                'variant' => isset($item['variant']) ? (string) $item['variant'] : null,
+                'reason' => isset($item['reason']) ? (string) $item['reason'] : null,
+                'errorCode' => null,
+                'on' => is_bool($on) ? $on : (is_bool($value) ? $value : null),
             ];
         }
         return $flags;
     }
 
     /**
-     * @param array{flags: array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>}|null $cached
-     * @return array<string, array{0: mixed, 1: ?string, 2: ?string, 3: ?string, 4: bool}>
+     * @param array{flags: array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>}|null $cached
+     * @return array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>
      */
     private function failSafe(?array $cached, string $error, bool $countFailure): array
     {

@@ -152,10 +152,10 @@ def test_trace_names_ancestors_prerequisites_and_rules(admin: httpx.Client) -> N
     out = explain(admin, "reports.export", {"targetingKey": next(units(False))})
     assert out["gates"][0]["passes"] is False
     assert out["result"]["variant"] == "none"
-    assert out["result"]["metadata"] == {"gatedBy": "reports"}
+    assert out["result"]["metadata"] == {"gatedBy": "reports", "on": False}
     blocked = explain(admin, "reports.export", {**context, "plan": "blocked"})
     assert {g["key"]: g["passes"] for g in blocked["gates"]} == {"reports": True, "billing": False}
-    assert blocked["result"]["metadata"] == {"gatedBy": "billing"}
+    assert blocked["result"]["metadata"] == {"gatedBy": "billing", "on": False}
     assert blocked["result"]["reason"] == "TARGETING_MATCH"
 
 
@@ -164,9 +164,14 @@ def test_trace_of_targets_and_a_disabled_ancestor(admin: httpx.Client) -> None:
     target_step = next(s for s in boss["steps"] if s["step"] == "targets")
     assert target_step["matched"] == "xlsx"
     if spec_bucket("reports", "boss")[2] < 40_000:
-        assert boss["result"] == {"value": "xlsx", "variant": "xlsx", "reason": "TARGETING_MATCH"}
+        assert boss["result"] == {
+            "value": "xlsx",
+            "variant": "xlsx",
+            "reason": "TARGETING_MATCH",
+            "metadata": {"on": True},
+        }
     else:
-        assert boss["result"]["metadata"] == {"gatedBy": "reports"}
+        assert boss["result"]["metadata"] == {"gatedBy": "reports", "on": False}
     gated = explain(admin, "ui-improvements.dropdown-fixes", {"targetingKey": "u"})
     assert gated["gates"][0]["key"] == "ui-improvements"
     assert gated["gates"][0]["passes"] is False

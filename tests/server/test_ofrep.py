@@ -53,6 +53,14 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "targeted": {"enabled": True, "percentage": 0, "targets": {"on": ["vip"]}},
     "killed": {"enabled": False, "percentage": 50},
+    "experiment": {
+        "enabled": True,
+        "percentage": 50,
+        "variants": {"control": "A", "treatment": "B"},
+        "on_variant": "treatment",
+        "off_variant": "control",
+    },
+    "experiment.banner": {"enabled": True},
 }
 
 server = live_server(seed=PORTAL_FLAGS, flags=FLAGS)
@@ -131,6 +139,37 @@ def test_hierarchy_gating_metadata(client: httpx.Client) -> None:
     assert body["metadata"] == {"gatedBy": "performance-monitoring"}
 
 
+def test_answers_say_on_when_the_values_do_not(client: httpx.Client) -> None:
+    """``metadata.on`` (the flag serves anything but its own off variant) on the items of
+    flags whose values are not plain on/off booleans, single and bulk alike; a plain on/off
+    flag's answer stays as it was, its value says it."""
+    treated = next(f"u{n}" for n in range(1000) if flagport.bucket("experiment", f"u{n}") < 50_000)
+    control = next(f"u{n}" for n in range(1000) if flagport.bucket("experiment", f"u{n}") >= 50_000)
+    expected = {
+        (treated, "experiment"): ("treatment", {"on": True}),
+        (control, "experiment"): ("control", {"on": False}),
+        (treated, "experiment.banner"): ("on", None),
+        (control, "experiment.banner"): ("off", {"gatedBy": "experiment"}),
+        (treated, "color"): ("red", {"on": True}),
+        (treated, "ratio"): ("on", {"on": True}),
+    }
+    for unit in (treated, control):
+        bulk = client.post(BULK, json={"context": {"targetingKey": unit}})
+        assert bulk.status_code == 200, bulk.text
+        items = {item["key"]: item for item in bulk.json()["flags"]}
+        for key in ("experiment", "experiment.banner"):
+            body = single(client, key, {"targetingKey": unit}).json()
+            assert body == items[key]
+            assert (body["variant"], body.get("metadata")) == expected[(unit, key)], (unit, key)
+    for key in ("color", "ratio"):
+        body = single(client, key, {"targetingKey": treated}).json()
+        assert (body["variant"], body.get("metadata")) == expected[(treated, key)], key
+    weighted = single(client, "weighted", {"targetingKey": treated}).json()
+    assert weighted["metadata"] == {"on": weighted["variant"] != "off"}
+    raw = single(client, "killed", {"targetingKey": "u"}).content
+    assert raw == b'{"key":"killed","reason":"DISABLED","variant":"off","value":false}'
+
+
 def test_evaluation_headers(server: RunningServer, client: httpx.Client) -> None:
     version = snapshot_version(server)
     for answer in (
@@ -196,7 +235,13 @@ def test_flag_needing_a_unit_without_one(client: httpx.Client) -> None:
         assert items[key]["errorCode"] == "TARGETING_KEY_MISSING"
         assert items[key]["errorDetails"]
         assert "value" not in items[key]
-    assert items["color"] == {"key": "color", "value": "#f00", "variant": "red", "reason": "STATIC"}
+    assert items["color"] == {
+        "key": "color",
+        "value": "#f00",
+        "variant": "red",
+        "reason": "STATIC",
+        "metadata": {"on": True},
+    }
     assert items["killed"]["reason"] == "DISABLED"
     assert items["targeted"]["reason"] == "STATIC"
 

@@ -9,7 +9,9 @@ bucket it computed itself with ``mmh3`` (``(h * 100000) >> 32``, seed 1 for weig
 expected value follows from the arithmetic in DESIGN.md section 2.
 
 A case is ``{name, key, context, now?, expected}``; ``expected`` holds the fields the spec
-decides: ``reason``, ``errorCode``, ``value``/``variant`` when a value is served, ``metadata``.
+decides: ``reason``, ``errorCode``, ``value``/``variant`` when a value is served, ``metadata``
+(``gatedBy``, and ``on`` for flags whose values do not say whether they are on: see
+:func:`with_on`).
 On an error the served value is not part of the contract (every client uses the caller's
 default), so error cases leave ``value``/``variant`` out, except ``PARSE_ERROR`` of a flag that
 failed to compile, which serves its off variant.
@@ -825,6 +827,189 @@ def reasons() -> dict[str, Any]:
     }
 
 
+# -- off variants that are not named "off" ---------------------------------------------
+
+
+def off_variants() -> dict[str, Any]:
+    experiment = {"control": "A", "treatment": "B"}
+    flags = {
+        "experiment": {
+            "enabled": True,
+            "percentage": 50,
+            "variants": experiment,
+            "on_variant": "treatment",
+            "off_variant": "control",
+        },
+        "experiment.child": {"enabled": True},
+        "needs-experiment": {"enabled": True, "prerequisites": [{"key": "experiment"}]},
+        "experiment-stopped": {
+            "enabled": False,
+            "variants": experiment,
+            "on_variant": "treatment",
+            "off_variant": "control",
+        },
+        "experiment-stopped.child": {"enabled": True},
+        "pinned": {
+            "enabled": True,
+            "variants": experiment,
+            "on_variant": "treatment",
+            "off_variant": "control",
+            "targets": {"control": ["alice"]},
+        },
+        "pinned.child": {"enabled": True},
+        "named-off": {
+            "enabled": True,
+            "variants": {"off": "legacy", "none": ""},
+            "on_variant": "off",
+            "off_variant": "none",
+        },
+        "named-off.child": {"enabled": True},
+        "yes-no": {
+            "enabled": True,
+            "percentage": 0,
+            "variants": {"yes": True, "no": False},
+            "on_variant": "yes",
+            "off_variant": "no",
+            "targets": {"yes": ["alice"]},
+        },
+        "dark-launch": {
+            "enabled": True,
+            "percentage": 0,
+            "variants": {"on": True, "off": False, "dark": False},
+            "rules": [{"conditions": [cond("plan", "eq", "pro")], "variant": "dark"}],
+        },
+        "dark-launch.child": {"enabled": True},
+        "broken-experiment": {
+            "enabled": True,
+            "variants": experiment,
+            "on_variant": "treatment",
+            "off_variant": "control",
+            "rules": [
+                {"conditions": [cond("x", "in_segment", "no-such-segment")], "variant": "treatment"}
+            ],
+        },
+    }
+    treated = find(lambda u: b0("experiment", u) < 50_000)
+    control = find(lambda u: b0("experiment", u) >= 50_000)
+    cases = [
+        case(
+            "included: the on variant treatment",
+            "experiment",
+            {"targetingKey": treated},
+            ok("B", "treatment", "SPLIT"),
+        ),
+        case(
+            "excluded: the off variant control",
+            "experiment",
+            {"targetingKey": control},
+            ok("A", "control", "SPLIT"),
+        ),
+        case("child of treatment: on", "experiment.child", {"targetingKey": treated}, on("SPLIT")),
+        case(
+            "child of control: gated",
+            "experiment.child",
+            {"targetingKey": control},
+            off("SPLIT", "experiment"),
+        ),
+        case(
+            "prerequisite serving treatment: passes",
+            "needs-experiment",
+            {"targetingKey": treated},
+            on("SPLIT"),
+        ),
+        case(
+            "prerequisite serving control: gated",
+            "needs-experiment",
+            {"targetingKey": control},
+            off("SPLIT", "experiment"),
+        ),
+        case(
+            "disabled: control, DISABLED",
+            "experiment-stopped",
+            {},
+            ok("A", "control", "DISABLED"),
+        ),
+        case(
+            "child of a disabled experiment: gated",
+            "experiment-stopped.child",
+            {},
+            off("DISABLED", "experiment-stopped"),
+        ),
+        case(
+            "targeted to control",
+            "pinned",
+            {"targetingKey": "alice"},
+            ok("A", "control", "TARGETING_MATCH"),
+        ),
+        case(
+            "not targeted: treatment",
+            "pinned",
+            {"targetingKey": "bob"},
+            ok("B", "treatment", "STATIC"),
+        ),
+        case(
+            "child of a unit targeted to control: gated",
+            "pinned.child",
+            {"targetingKey": "alice"},
+            off("TARGETING_MATCH", "pinned"),
+        ),
+        case(
+            "child of treatment: on, STATIC", "pinned.child", {"targetingKey": "bob"}, on("STATIC")
+        ),
+        case(
+            "a variant named off that is not the off variant is on",
+            "named-off",
+            {},
+            ok("legacy", "off", "STATIC"),
+        ),
+        case("its child is not gated", "named-off.child", {}, on("STATIC")),
+        case(
+            "true/false under other names: the value says it",
+            "yes-no",
+            {"targetingKey": "alice"},
+            ok(True, "yes", "TARGETING_MATCH"),
+        ),
+        case(
+            "true/false under other names: off",
+            "yes-no",
+            {"targetingKey": "bob"},
+            ok(False, "no", "STATIC"),
+        ),
+        case(
+            "a false value that is not the off variant is on",
+            "dark-launch",
+            {"plan": "pro"},
+            ok(False, "dark", "TARGETING_MATCH"),
+        ),
+        case("the off variant of the same flag", "dark-launch", {"plan": "free"}, off("STATIC")),
+        case(
+            "child of the dark variant: not gated",
+            "dark-launch.child",
+            {"plan": "pro"},
+            on("TARGETING_MATCH"),
+        ),
+        case(
+            "child of the off variant: gated",
+            "dark-launch.child",
+            {"plan": "free"},
+            off("STATIC", "dark-launch"),
+        ),
+        case(
+            "a flag that fails to compile serves control with PARSE_ERROR",
+            "broken-experiment",
+            {"targetingKey": treated},
+            {**ok("A", "control", "ERROR"), "errorCode": "PARSE_ERROR"},
+        ),
+    ]
+    return {
+        "description": "Off variants with other names (control): a flag is on unless it serves "
+        "its own off_variant, whatever the variants are named or worth; answers of flags whose "
+        "values do not say it carry metadata.on.",
+        "document": {"bucketing": 1, "flags": flags},
+        "cases": cases,
+    }
+
+
 FILES = {
     "hierarchy": hierarchy,
     "conditions": conditions,
@@ -832,7 +1017,33 @@ FILES = {
     "prerequisites": prerequisites,
     "splits": splits,
     "reasons": reasons,
+    "off-variants": off_variants,
 }
+
+#: The variants of a flag that names none.
+DEFAULT_VARIANTS = {"on": True, "off": False}
+
+
+def with_on(data: dict[str, Any]) -> dict[str, Any]:
+    """Add ``metadata.on`` to the served answers of flags whose values do not say whether
+    they are on. A flag is on unless it serves its own off variant (the rule that gates its
+    children); only when every value is ``true`` but the off variant's ``false`` does the
+    value say so by itself."""
+    flags = data["document"]["flags"]
+    for item in data["cases"]:
+        expected = item["expected"]
+        flag = flags.get(item["key"])
+        if flag is None or expected.get("errorCode") is not None:
+            continue
+        if "variant" not in expected or "metadata" not in expected:
+            continue
+        off_variant = flag.get("off_variant", "off")
+        variants = flag.get("variants", DEFAULT_VARIANTS)
+        if all(value is (name != off_variant) for name, value in variants.items()):
+            continue
+        metadata = {**(expected["metadata"] or {}), "on": expected["variant"] != off_variant}
+        item["expected"] = {**expected, "metadata": metadata}
+    return data
 
 
 def render(data: dict[str, Any]) -> str:
@@ -840,7 +1051,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def build() -> dict[str, str]:
-    return {f"{name}.json": render(make()) for name, make in FILES.items()}
+    return {f"{name}.json": render(with_on(make())) for name, make in FILES.items()}
 
 
 def main() -> int:

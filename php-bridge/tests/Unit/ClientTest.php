@@ -73,9 +73,9 @@ final class ClientTest extends TestCase
             ['key' => 'float', 'value' => 1.0, 'variant' => 'one', 'reason' => 'STATIC'],
             ['key' => 'obj', 'value' => ['x' => 1], 'variant' => 'v', 'reason' => 'STATIC'],
             ['key' => 'needs-unit', 'errorCode' => 'TARGETING_KEY_MISSING', 'errorDetails' => 'no unit'],
-            ['key' => 'str-off', 'value' => 'legacy', 'variant' => 'off', 'reason' => 'SPLIT'],
-            ['key' => 'str-on', 'value' => 'new', 'variant' => 'on', 'reason' => 'SPLIT'],
-            ['key' => 'gated', 'value' => 'x', 'variant' => 'v', 'reason' => 'DISABLED', 'metadata' => ['gatedBy' => 'p']],
+            ['key' => 'str-off', 'value' => 'legacy', 'variant' => 'off', 'reason' => 'SPLIT', 'metadata' => ['on' => false]],
+            ['key' => 'str-on', 'value' => 'new', 'variant' => 'on', 'reason' => 'SPLIT', 'metadata' => ['on' => true]],
+            ['key' => 'gated', 'value' => 'x', 'variant' => 'v', 'reason' => 'DISABLED', 'metadata' => ['gatedBy' => 'p', 'on' => false]],
         ]], JSON_PRESERVE_ZERO_FRACTION);
         $client = $this->client(new FakeTransport([new HttpResponse(200, (string) $body)]), ['defaults' => ['needs-unit' => 'cfg']]);
         self::assertSame(3, $client->value('int'));
@@ -89,6 +89,54 @@ final class ClientTest extends TestCase
         self::assertTrue($client->isEnabled('str-on'));
         self::assertFalse($client->isEnabled('gated', null, true));
         self::assertSame('TARGETING_KEY_MISSING', $client->details('needs-unit')['errorCode'] ?? null);
+    }
+
+    public function testOnFollowsTheFlagsOwnOffVariant(): void
+    {
+        $body = json_encode(['flags' => [
+            ['key' => 'control', 'value' => 'A', 'variant' => 'control', 'reason' => 'SPLIT', 'metadata' => ['on' => false]],
+            ['key' => 'treatment', 'value' => 'B', 'variant' => 'treatment', 'reason' => 'SPLIT', 'metadata' => ['on' => true]],
+            ['key' => 'named-off', 'value' => 'legacy', 'variant' => 'off', 'reason' => 'STATIC', 'metadata' => ['on' => true]],
+            ['key' => 'false-but-on', 'value' => false, 'variant' => 'dark', 'reason' => 'STATIC', 'metadata' => ['on' => true]],
+            ['key' => 'plain', 'value' => true, 'variant' => 'on', 'reason' => 'STATIC'],
+            ['key' => 'plain-gated', 'value' => false, 'variant' => 'off', 'reason' => 'SPLIT', 'metadata' => ['gatedBy' => 'p']],
+            ['key' => 'unsaid', 'value' => 'x', 'variant' => 'v', 'reason' => 'STATIC'],
+        ]]);
+        $client = $this->client(new FakeTransport([new HttpResponse(200, (string) $body)]));
+        self::assertFalse($client->isEnabled('control', null, true), 'control is the off variant');
+        self::assertTrue($client->isEnabled('treatment'));
+        self::assertTrue($client->isEnabled('named-off'), 'a variant named off that is not the off variant');
+        self::assertTrue($client->isEnabled('false-but-on'));
+        self::assertTrue($client->isEnabled('plain'));
+        self::assertFalse($client->isEnabled('plain-gated', null, true));
+        // A server that sends no metadata.on for a value that is not a boolean: the default.
+        self::assertFalse($client->isEnabled('unsaid'));
+        self::assertTrue($client->isEnabled('unsaid', null, true));
+        self::assertSame('A', $client->value('control'));
+        self::assertSame('control', $client->details('control')['variant'] ?? null);
+        self::assertSame([], $this->logged);
+    }
+
+    public function testCacheEntryOfAnOlderLayoutIsAMiss(): void
+    {
+        $context = ['targetingKey' => 'u'];
+        // The layout before named keys: key => [value, variant, reason, errorCode, gated].
+        (new MemoryStore())->store('flagport:lg:' . hash('xxh128', '{"targetingKey":"u"}'), [
+            'flags' => ['a' => [true, 'on', 'STATIC', null, false]], 'etag' => '"1-x"', 'at' => time(),
+        ], 0);
+        $down = $this->client(new FakeTransport([new TransportException('down')]));
+        self::assertFalse($down->isEnabled('a', $context));
+        self::assertSame(Client::SOURCE_DEFAULTS, $down->status()['source'], 'not served from the old entry');
+        self::assertCount(1, $this->logged);
+        self::assertStringContainsString('serving defaults', $this->logged[0]);
+
+        $transport = new FakeTransport([FakeTransport::bulk(['a' => true], '"2-y"'), new TransportException('down')]);
+        $client = $this->client($transport, ['breaker_threshold' => 100, 'cache_prefix' => 'flagport']);
+        self::assertTrue($client->isEnabled('a', $context));
+        self::assertArrayNotHasKey('If-None-Match', $transport->requests[0]['headers'], 'no ETag from an unusable entry');
+        $client->reset();
+        self::assertTrue($client->isEnabled('a', $context), 'the new answer replaced the old entry');
+        self::assertSame(Client::SOURCE_LAST_GOOD, $client->status()['source']);
     }
 
     public function testFailSafeServesLastGoodThenDefaults(): void

@@ -12,7 +12,7 @@ from flagport._breaker import CircuitBreaker
 from flagport._client import DEFAULT_TIMEOUT
 from flagport._exceptions import ClientError
 from flagport._remote import RemoteCore, auth_headers, split_url
-from flagport._types import ClientStatus, FlagDetails
+from flagport._types import ClientStatus, FlagDetails, served_on
 
 __all__ = ["AsyncClient"]
 
@@ -95,8 +95,10 @@ class AsyncClient:
     async def is_enabled(
         self, key: str, context: Mapping[str, Any] | None = None, default: bool = False
     ) -> bool:
-        """Whether the boolean flag ``key`` is on for ``context`` (``default`` on any error)."""
-        return bool((await self.details(key, default, context)).value)
+        """Whether ``key`` is on for ``context``: a plain on/off flag's value; any other flag
+        is on unless it serves its off variant. ``default`` on any error."""
+        details = await self.details(key, None, context)
+        return default if details.is_error else served_on(details.value, details.metadata, default)
 
     async def all(self, context: Mapping[str, Any] | None = None) -> dict[str, FlagDetails]:
         """Every flag for ``context`` in one request (OFREP bulk, revalidated by ETag)."""

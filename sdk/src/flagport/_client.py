@@ -11,7 +11,7 @@ import httpx
 from flagport._breaker import CircuitBreaker
 from flagport._exceptions import ClientError
 from flagport._remote import RemoteCore, auth_headers, split_url
-from flagport._types import ClientStatus, FlagDetails
+from flagport._types import ClientStatus, FlagDetails, served_on
 
 if TYPE_CHECKING:
     from flagport._async_client import AsyncClient
@@ -114,8 +114,10 @@ class Client:
     def is_enabled(
         self, key: str, context: Mapping[str, Any] | None = None, default: bool = False
     ) -> bool:
-        """Whether the boolean flag ``key`` is on for ``context`` (``default`` on any error)."""
-        return bool(self.details(key, default, context).value)
+        """Whether ``key`` is on for ``context``: a plain on/off flag's value; any other flag
+        is on unless it serves its off variant. ``default`` on any error."""
+        details = self.details(key, None, context)
+        return default if details.is_error else served_on(details.value, details.metadata, default)
 
     def all(self, context: Mapping[str, Any] | None = None) -> dict[str, FlagDetails]:
         """Every flag for ``context`` in one request (OFREP bulk, revalidated by ETag).

@@ -32,7 +32,13 @@ import msgspec
 
 from flagport._exceptions import ClientError, FlagportError
 from flagport._remote import auth_headers, split_url
-from flagport._types import ClientStatus, FlagDetails, details_from_result, error_details
+from flagport._types import (
+    ClientStatus,
+    FlagDetails,
+    details_from_result,
+    error_details,
+    served_on,
+)
 from flagport.engine import (
     CompiledFlag,
     CompiledSnapshot,
@@ -194,7 +200,8 @@ class LocalClient:
     def is_enabled(
         self, key: str, context: Mapping[str, Any] | None = None, default: bool = False
     ) -> bool:
-        """Whether the boolean flag ``key`` is on for ``context`` (``default`` on any error)."""
+        """Whether ``key`` is on for ``context``: a plain on/off flag's value; any other flag
+        is on unless it serves its off variant. ``default`` on any error."""
         flag = self._flags.get(key)
         if flag is None:
             return self._is_enabled_slow(key, context, default)
@@ -217,14 +224,15 @@ class LocalClient:
                     slot[2].add(str(unit))
         if result.error_code is None:
             value = result.value
-            if value is True or value is False:
-                return value
+            metadata = result.metadata
+            if metadata is None and (value is True or value is False):
+                return value  # a plain on/off flag, not gated: served_on, inlined
+            return served_on(value, metadata, default)
         return default
 
     def _is_enabled_slow(self, key: str, context: Mapping[str, Any] | None, default: bool) -> bool:
-        details = self.details(key, default, context)
-        value = details.value
-        return value if type(value) is bool else default
+        details = self.details(key, None, context)
+        return default if details.is_error else served_on(details.value, details.metadata, default)
 
     def details(
         self, key: str, default: Any, context: Mapping[str, Any] | None = None

@@ -165,6 +165,20 @@ def error_details(
     )
 
 
+def served_on(value: Any, metadata: Mapping[str, Any] | None, default: bool) -> bool:
+    """Whether a served answer means its flag is on: it serves anything but its own off
+    variant (what gates the flag's children). The answers of flags whose values do not say
+    it carry ``metadata.on``; a plain on/off flag's value says it. ``default`` when neither
+    does (a value that is not a boolean, from a server that predates ``metadata.on``)."""
+    if metadata:
+        on = metadata.get("on")
+        if on is True or on is False:
+            return on
+    if value is True or value is False:
+        return value
+    return default
+
+
 def details_from_result(result: EvaluationResult, default: Any, stale: bool = False) -> FlagDetails:
     """The engine's result as the caller sees it: the default on an error or a wrong type."""
     if result.error_code is not None:

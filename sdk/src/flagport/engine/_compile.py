@@ -182,6 +182,13 @@ class _Gate:
         return result.variant != self.flag.off_variant
 
 
+def values_say_on(variants: Mapping[str, Any], off_variant: str) -> bool:
+    """Whether a flag's values alone say whether it is on: every value is ``true`` except
+    the off variant's ``false`` (plain on/off flags). The results of any other flag carry
+    ``metadata.on``, so that clients need not know the flag's off variant."""
+    return all(value is (name != off_variant) for name, value in variants.items())
+
+
 class _Results:
     """The results one flag serves, built once and shared (no allocation while
     evaluating). Every result a compiled flag serves comes from here and stays cached for
@@ -191,25 +198,31 @@ class _Results:
     then form no reference cycle with it, and a replaced snapshot is freed by reference
     counting instead of waiting for the garbage collector."""
 
-    __slots__ = ("bucket_by", "cache", "key", "off_variant", "variants")
+    __slots__ = ("bucket_by", "cache", "key", "off_variant", "says_on", "variants")
 
     def __init__(self, key: str, flag: Flag) -> None:
         self.key = key
         self.variants = flag.variants
         self.off_variant = flag.off_variant
         self.bucket_by = flag.bucket_by
+        #: Whether served results carry ``metadata.on`` (see :func:`values_say_on`).
+        self.says_on = not values_say_on(flag.variants, flag.off_variant)
         self.cache: dict[tuple[Any, ...], EvaluationResult] = {}
 
     def result(self, variant: str, reason: Reason, gated_by: str | None = None) -> EvaluationResult:
         cache_key = (variant, reason, gated_by)
         cached = self.cache.get(cache_key)
         if cached is None:
+            metadata: dict[str, Any] = {} if gated_by is None else {"gatedBy": gated_by}
+            if self.says_on:
+                # The rule gates use: a flag is on unless it serves its own off variant.
+                metadata["on"] = variant != self.off_variant
             cached = EvaluationResult(
                 key=self.key,
                 value=self.variants.get(variant),
                 variant=variant,
                 reason=reason,
-                metadata=None if gated_by is None else {"gatedBy": gated_by},
+                metadata=metadata or None,
             )
             self.cache[cache_key] = cached
         return cached

@@ -401,3 +401,48 @@ def test_openfeature_remote_error_event(tmp_path: Path) -> None:
         assert api.provider_registry.get_provider_status(provider) is ProviderStatus.ERROR
     finally:
         api.clear_providers()
+
+
+# -- Exposures: in-process evaluations reach the server's stats ------------------------------
+
+
+def new_flag(server: RunningServer, key: str, percentage: float) -> None:
+    """A flag of this test's own: no other test's evaluations are in its stats."""
+    with server.admin() as admin:
+        body = {"key": key, "enabled": True, "percentage": percentage}
+        response = admin.post("/admin/v1/flags", json=body)
+    assert response.status_code == 201, response.text
+
+
+def reported_stats(server: RunningServer, key: str, evaluations: int) -> dict[str, Any]:
+    """The flag's stats (what ``flags stats`` shows) once ``evaluations`` have been stored."""
+    body: dict[str, Any] = {}
+
+    def stored() -> bool:
+        nonlocal body
+        with server.admin(timeout=10.0) as admin:
+            answer = admin.get(f"/admin/v1/flags/{key}/stats", params={"since": "1h"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        return int(body["total_evaluations"]) >= evaluations
+
+    assert wait_until(stored, 10.0, 0.2), body
+    return body
+
+
+def test_long_units_are_reported_as_the_servers_digest(server: RunningServer) -> None:
+    """A unit over 256 characters is held and sent as its digest, the one the server counts:
+    20 units of 60 KB once made a report over the server's 1 MiB body bound, refused whole
+    and kept for the next report, which was refused too."""
+    key = "exposures.long-units"
+    new_flag(server, key, 100)
+    units = [f"{n:02d}" + "x" * 60_000 for n in range(20)]
+    with LocalClient(server.url, report_exposures=False) as local:
+        for unit in units:
+            assert local.is_enabled(key, {"targetingKey": unit})
+        assert local.report_exposures() == 20
+    with server.client() as http:
+        assert server_value(http, key, units[0]) is True  # the same unit: no new one
+    body = reported_stats(server, key, 21)
+    assert body["total_reported_evaluations"] == 20
+    assert body["units_seen"] == 20

@@ -31,11 +31,13 @@ import msgspec
 
 from flagport._exceptions import ClientError, FlagportError
 from flagport._remote import auth_headers, split_url
-from flagport._types import ClientStatus, FlagDetails, details_from_result, error_details
+from flagport._types import ClientStatus, FlagDetails, details_from_result
 from flagport.engine import (
     CompiledFlag,
     CompiledSnapshot,
     ErrorCode,
+    EvaluationResult,
+    Reason,
     SnapshotDocument,
     compile_snapshot,
 )
@@ -86,6 +88,18 @@ def _exposure_batches(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]
         batches[-1].append(item)
         evaluations += item["count"]
     return batches
+
+
+def _client_error(key: str, code: ErrorCode, message: str) -> EvaluationResult:
+    """An error result made by the client, not the engine (nothing was evaluated)."""
+    return EvaluationResult(
+        key=key,
+        value=None,
+        variant=None,
+        reason=Reason.ERROR,
+        error_code=code,
+        error_message=message,
+    )
 
 
 class _Loaded:
@@ -224,22 +238,36 @@ class LocalClient:
         value = details.value
         return value if type(value) is bool else default
 
+    def evaluate(self, key: str, context: Mapping[str, Any] | None = None) -> EvaluationResult:
+        """The engine's result for ``key`` and ``context``, counted as an exposure exactly as
+        :meth:`is_enabled` counts it (unknown keys are not). Results are shared objects, one
+        per flag, variant and reason of a snapshot, so a caller may cache what it derives
+        from one by its identity. An error result says why nothing was served:
+        ``PROVIDER_NOT_READY`` before the first snapshot, ``INVALID_CONTEXT`` for a context
+        the engine cannot read; the engine's own errors as it gives them."""
+        loaded = self._loaded
+        if loaded is None:
+            return _client_error(key, ErrorCode.PROVIDER_NOT_READY, self._not_ready_message())
+        context = _EMPTY if context is None else context
+        flag = self._flags.get(key)
+        try:
+            if flag is not None:
+                result = flag.evaluate(context)
+            else:
+                result = loaded.snapshot.evaluate(key, context, time.time())
+        except Exception as error:  # the engine never raises; a bad context type might
+            return _client_error(key, ErrorCode.INVALID_CONTEXT, repr(error))
+        if result.error_code is not ErrorCode.FLAG_NOT_FOUND:
+            self._tally.count(result, context)
+        return result
+
     def details(
         self, key: str, default: Any, context: Mapping[str, Any] | None = None
     ) -> FlagDetails:
         """Evaluate ``key``: value (or ``default``), variant, reason, error code, staleness."""
-        loaded = self._loaded
-        if loaded is None:
-            return error_details(
-                key, default, ErrorCode.PROVIDER_NOT_READY, self._not_ready_message()
-            )
-        context = _EMPTY if context is None else context
-        try:
-            result = loaded.snapshot.evaluate(key, context, time.time())
-        except Exception as error:  # the engine never raises; a bad context type might
-            return error_details(key, default, ErrorCode.INVALID_CONTEXT, repr(error))
-        if result.error_code is not ErrorCode.FLAG_NOT_FOUND:
-            self._tally.count(result, context)
+        result = self.evaluate(key, context)
+        if result.error_code is ErrorCode.PROVIDER_NOT_READY:
+            return details_from_result(result, default)  # nothing served: nothing stale
         return details_from_result(result, default, self._status is not ClientStatus.READY)
 
     def value(self, key: str, default: Any, context: Mapping[str, Any] | None = None) -> Any:

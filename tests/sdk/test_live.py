@@ -401,3 +401,100 @@ def test_openfeature_remote_error_event(tmp_path: Path) -> None:
         assert api.provider_registry.get_provider_status(provider) is ProviderStatus.ERROR
     finally:
         api.clear_providers()
+
+
+# -- Exposures: in-process evaluations reach the server's stats ------------------------------
+
+
+def new_flag(server: RunningServer, key: str, percentage: float) -> None:
+    """A flag of this test's own: no other test's evaluations are in its stats."""
+    with server.admin() as admin:
+        body = {"key": key, "enabled": True, "percentage": percentage}
+        response = admin.post("/admin/v1/flags", json=body)
+    assert response.status_code == 201, response.text
+
+
+def reported_stats(server: RunningServer, key: str, evaluations: int) -> dict[str, Any]:
+    """The flag's stats (what ``flags stats`` shows) once ``evaluations`` have been stored."""
+    body: dict[str, Any] = {}
+
+    def stored() -> bool:
+        nonlocal body
+        with server.admin(timeout=10.0) as admin:
+            answer = admin.get(f"/admin/v1/flags/{key}/stats", params={"since": "1h"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        return int(body["total_evaluations"]) >= evaluations
+
+    assert wait_until(stored, 10.0, 0.2), body
+    return body
+
+
+def test_openfeature_local_evaluations_are_reported(server: RunningServer) -> None:
+    """Every evaluation through the provider in local mode is the LocalClient's, counted and
+    reported once: from a resolution built afresh, from one already built, and through an
+    error (the provider once evaluated by itself, and 20 evaluations reported 0)."""
+    key = "exposures.provider"
+    new_flag(server, key, 50)
+    provider = FlagportProvider.local(server.url, report_interval=60.0)
+    api.set_provider_and_wait(provider, domain="exposures")
+    try:
+        client = api.get_client(domain="exposures")
+        units = [f"provider-{n}" for n in range(16)]
+        for unit in units:
+            on = flagport.bucket(key, unit) < 50_000
+            assert client.get_boolean_value(key, False, OFContext(unit)) is on
+        for unit in units[:2]:
+            assert client.get_boolean_details(key, False, OFContext(unit)).variant
+        for unit in units[2:4]:
+            mismatch = client.get_string_details(key, "text", OFContext(unit))
+            assert mismatch.error_code == "TYPE_MISMATCH"
+        assert client.get_boolean_value("no-such-flag", True, OFContext("x")) is True
+    finally:
+        api.clear_providers()  # shuts the provider down: its client reports what is left
+    body = reported_stats(server, key, 20)
+    assert body["total_evaluations"] == 20
+    assert body["total_reported_evaluations"] == 20
+    assert body["units_seen"] == 16
+
+
+def test_every_local_evaluation_path_counts_once(server: RunningServer) -> None:
+    """``is_enabled`` (a result's first evaluation and the hot path after it), ``evaluate``,
+    ``details``, ``value`` and ``all`` each count one evaluation, with the unit the server
+    would count: an integer is its decimal string, an empty or non-text value no unit."""
+    key = "exposures.paths"
+    new_flag(server, key, 100)
+    with LocalClient(server.url, report_exposures=False) as local:
+        assert local.is_enabled(key, {"targetingKey": 7})
+        assert local.is_enabled(key, {"targetingKey": "7"})
+        assert local.is_enabled(key)
+        result = local.evaluate(key, {"targetingKey": "unit-1"})
+        assert (result.value, result.variant) == (True, "on")
+        assert local.evaluate(key, {"targetingKey": "unit-1"}) is result  # shared, as cached
+        assert local.details(key, False, {"targetingKey": ""}).value is True
+        assert local.value(key, False, {"targetingKey": 3.5}) is True
+        assert local.all({"targetingKey": ["not", "hashable"]})[key].value is True
+        unknown = local.evaluate("no-such-flag", {"targetingKey": "unit-2"})
+        assert unknown.error_code is ErrorCode.FLAG_NOT_FOUND
+        assert local.report_exposures() >= 8
+    body = reported_stats(server, key, 8)
+    assert body["total_reported_evaluations"] == 8
+    assert body["units_seen"] == 2  # "7" and "unit-1"
+
+
+def test_long_units_are_reported_as_the_servers_digest(server: RunningServer) -> None:
+    """A unit over 256 characters is held and sent as its digest, the one the server counts:
+    20 units of 60 KB once made a report over the server's 1 MiB body bound, refused whole
+    and kept for the next report, which was refused too."""
+    key = "exposures.long-units"
+    new_flag(server, key, 100)
+    units = [f"{n:02d}" + "x" * 60_000 for n in range(20)]
+    with LocalClient(server.url, report_exposures=False) as local:
+        for unit in units:
+            assert local.is_enabled(key, {"targetingKey": unit})
+        assert local.report_exposures() == 20
+    with server.client() as http:
+        assert server_value(http, key, units[0]) is True  # the same unit: no new one
+    body = reported_stats(server, key, 21)
+    assert body["total_reported_evaluations"] == 20
+    assert body["units_seen"] == 20

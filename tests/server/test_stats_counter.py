@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
+from flagport.tally import MAX_UNIT_LENGTH, counted_unit
 from flagport_server import stats
 from flagport_server.stats import EvaluationCounter, StatsRecorder
 from flagport_server.stores import open_store
@@ -58,7 +59,7 @@ class Harness:
 
     def drain(self, seconds: float = 1.0) -> dict[tuple[str, str], set[str]]:
         self.now += seconds
-        self.recorder.add_slots(self.counter.take())
+        self.recorder.add_drained(self.counter.drain())
         batch = self.recorder.take()
         units: dict[tuple[str, str], set[str]] = {}
         for key, variant, _, listed in batch.units:
@@ -98,7 +99,7 @@ def test_a_returning_unit_is_expanded_once_per_hour(tmp_path: Path) -> None:
     # The evaluations are counted all the same: the skip is for units only.
     harness.serve(users(100))
     harness.now += 1
-    harness.recorder.add_slots(harness.counter.take())
+    harness.recorder.add_drained(harness.counter.drain())
     counts = harness.recorder.take().counts
     assert sum(n for key, _, _, n in counts if key == "rollout") == 100
 
@@ -215,11 +216,11 @@ def test_a_long_unit_counts_as_its_digest_on_every_path(tmp_path: Path) -> None:
     """Single and bulk evaluations (one bucketing attribute, and several) and reported
     exposures count a unit longer than MAX_UNIT_LENGTH as the same short digest."""
     long_unit = "u" * 60_000
-    digest = stats.counted_unit(long_unit)
+    digest = counted_unit(long_unit)
     assert digest is not None
     assert len(digest) <= 40
-    assert stats.counted_unit("v" * 60_000) != digest
-    assert stats.counted_unit("u" * stats.MAX_UNIT_LENGTH) == "u" * stats.MAX_UNIT_LENGTH
+    assert counted_unit("v" * 60_000) != digest
+    assert counted_unit("u" * MAX_UNIT_LENGTH) == "u" * MAX_UNIT_LENGTH
     one = {"flags": {"rollout": {"enabled": True, "percentage": 50}}}
     for document in (one, DOCUMENT):
         harness = Harness(tmp_path, document)
@@ -245,7 +246,7 @@ def test_long_units_do_not_grow_a_worker(tmp_path: Path) -> None:
         before = tracemalloc.take_snapshot()
         serve_long_units()
         harness.now += 1
-        harness.recorder.add_slots(harness.counter.take())  # units now pending for the store
+        harness.recorder.add_drained(harness.counter.drain())  # units now pending for the store
         gc.collect()
         grown = sum(
             stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename")

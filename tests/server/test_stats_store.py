@@ -144,13 +144,13 @@ async def test_recorder_series_across_minute_and_hour_boundaries(store: Store) -
 
     first = serve(range(100))  # minute 58 of the hour
     now[0] += 30
-    recorder.add_slots(counter.take())
+    recorder.add_drained(counter.drain())
     second = serve(range(100, 250))  # minute 59
     now[0] += 31  # the next hour's minute 0
-    recorder.add_slots(counter.take())
+    recorder.add_drained(counter.drain())
     third = serve(range(250, 300))
     now[0] += 5
-    recorder.add_slots(counter.take())
+    recorder.add_drained(counter.drain())
     assert await recorder.flush()
     view = await store.stats("parent.child", BASE, BASE + 2 * H, off_variant="off")
     minutes = [minute for minute, _ in view.series]

@@ -8,15 +8,14 @@ on every ``refetchEvaluation`` event. When the stream drops it reconnects with e
 backoff and ``Last-Event-ID``, and re-fetches the snapshot after every reconnect (an event
 may have been missed). A server without the stream is polled instead.
 
-Evaluations are counted in process (a dict lookup and an atomic ``next()`` on a per-result
-``itertools.count``, plus a set add for the unit) and a second background thread reports
-them to ``POST /v1/exposures`` every ``report_interval`` seconds and at :meth:`close`, so the
+Evaluations are counted in process by the SDK's evaluation tally (:mod:`flagport.tally`,
+the server counts with it too) and a second background thread reports them to
+``POST /v1/exposures`` every ``report_interval`` seconds and at :meth:`close`, so the
 server's adoption stats include in-process evaluations. An evaluation never waits for it.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import random
@@ -32,20 +31,17 @@ import msgspec
 
 from flagport._exceptions import ClientError, FlagportError
 from flagport._remote import auth_headers, split_url
-from flagport._types import (
-    ClientStatus,
-    FlagDetails,
-    details_from_result,
-    error_details,
-    served_on,
-)
+from flagport._types import ClientStatus, FlagDetails, details_from_result, served_on
 from flagport.engine import (
     CompiledFlag,
     CompiledSnapshot,
     ErrorCode,
+    EvaluationResult,
+    Reason,
     SnapshotDocument,
     compile_snapshot,
 )
+from flagport.tally import Counted, EvaluationTally
 
 __all__ = ["LocalClient"]
 
@@ -92,6 +88,18 @@ def _exposure_batches(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]
         batches[-1].append(item)
         evaluations += item["count"]
     return batches
+
+
+def _client_error(key: str, code: ErrorCode, message: str) -> EvaluationResult:
+    """An error result made by the client, not the engine (nothing was evaluated)."""
+    return EvaluationResult(
+        key=key,
+        value=None,
+        variant=None,
+        reason=Reason.ERROR,
+        error_code=code,
+        error_message=message,
+    )
 
 
 class _Loaded:
@@ -179,9 +187,9 @@ class LocalClient:
         self._response: httpx.Response | None = None
         self._last_log = -1e9
         self.last_error: str | None = None
-        #: id(result) -> [itertools.count, bucket_by or None, units, result, reported]: the
-        #: result object is kept alive by its slot, so its id is never reused meanwhile.
-        self._tally: dict[int, list[Any]] = {}
+        self._tally = EvaluationTally(self._bucket_by)
+        #: The tally's dict (never replaced), read by the hot path without an attribute hop.
+        self._tallies = self._tally.by_result
         self._report_interval = report_interval
         self._report_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"flagport-local {url}", daemon=True)
@@ -208,20 +216,18 @@ class LocalClient:
         if context is None:
             context = _EMPTY
         result = flag.evaluate(context)
-        slot = self._tally.get(id(result))
-        if slot is None:
-            self._count_new(result, context)
+        tally = self._tallies.get(id(result))
+        if tally is None:
+            self._tally.count(result, context)
         else:
-            # _count_in, inlined: this is the hot path, budgeted at 2.5x a bare engine call.
-            next(slot[0])
-            by = slot[1]
+            # EvaluationTally.count, inlined: this is the hot path, budgeted at 2.5x a bare
+            # engine call.
+            next(tally.calls)
+            by = tally.bucket_by
             if by is not None:
                 unit = context.get(by)
-                if unit.__class__ is str:
-                    if unit:
-                        slot[2].add(unit)
-                elif unit.__class__ is int:
-                    slot[2].add(str(unit))
+                if unit.__class__ is str or unit.__class__ is int:
+                    tally.units.add(unit)
         if result.error_code is None:
             value = result.value
             metadata = result.metadata
@@ -234,21 +240,36 @@ class LocalClient:
         details = self.details(key, None, context)
         return default if details.is_error else served_on(details.value, details.metadata, default)
 
+    def evaluate(self, key: str, context: Mapping[str, Any] | None = None) -> EvaluationResult:
+        """The engine's result for ``key`` and ``context``, counted as an exposure exactly as
+        :meth:`is_enabled` counts it (unknown keys are not). Results are shared objects, one
+        per flag, variant and reason of a snapshot, so a caller may cache what it derives
+        from one by its identity. An error result says why nothing was served:
+        ``PROVIDER_NOT_READY`` before the first snapshot, ``INVALID_CONTEXT`` for a context
+        the engine cannot read; the engine's own errors as it gives them."""
+        loaded = self._loaded
+        if loaded is None:
+            return _client_error(key, ErrorCode.PROVIDER_NOT_READY, self._not_ready_message())
+        context = _EMPTY if context is None else context
+        flag = self._flags.get(key)
+        try:
+            if flag is not None:
+                result = flag.evaluate(context)
+            else:
+                result = loaded.snapshot.evaluate(key, context, time.time())
+        except Exception as error:  # the engine never raises; a bad context type might
+            return _client_error(key, ErrorCode.INVALID_CONTEXT, repr(error))
+        if result.error_code is not ErrorCode.FLAG_NOT_FOUND:
+            self._tally.count(result, context)
+        return result
+
     def details(
         self, key: str, default: Any, context: Mapping[str, Any] | None = None
     ) -> FlagDetails:
         """Evaluate ``key``: value (or ``default``), variant, reason, error code, staleness."""
-        loaded = self._loaded
-        if loaded is None:
-            return error_details(
-                key, default, ErrorCode.PROVIDER_NOT_READY, self._not_ready_message()
-            )
-        context = _EMPTY if context is None else context
-        try:
-            result = loaded.snapshot.evaluate(key, context, time.time())
-        except Exception as error:  # the engine never raises; a bad context type might
-            return error_details(key, default, ErrorCode.INVALID_CONTEXT, repr(error))
-        self._count(result, context)
+        result = self.evaluate(key, context)
+        if result.error_code is ErrorCode.PROVIDER_NOT_READY:
+            return details_from_result(result, default)  # nothing served: nothing stale
         return details_from_result(result, default, self._status is not ClientStatus.READY)
 
     def value(self, key: str, default: Any, context: Mapping[str, Any] | None = None) -> Any:
@@ -266,8 +287,9 @@ class LocalClient:
             results = loaded.snapshot.evaluate_all(context, time.time())
         except Exception:
             return {}
+        count = self._tally.count
         for result in results.values():
-            self._count(result, context)
+            count(result, context)
         return {key: details_from_result(r, None, stale) for key, r in results.items()}
 
     # -- state ------------------------------------------------------------------------
@@ -326,38 +348,12 @@ class LocalClient:
             self.report_exposures()
         self._http.close()
 
-    # -- exposures (counted on the hot path, reported from a background thread) ------
+    # -- exposures (counted on the evaluation path, reported from a background thread) ---
 
-    def _count_new(self, result: Any, context: Mapping[str, Any]) -> None:
-        by = None
-        if result.error_code is None and result.variant is not None:
-            loaded = self._loaded
-            compiled = loaded.snapshot.flag(result.key) if loaded is not None else None
-            by = compiled.bucket_by if compiled is not None else None
-        # setdefault: two threads meeting a new result at once share one slot.
-        slot = self._tally.setdefault(id(result), [itertools.count(), by, set(), result, 0])
-        self._count_in(slot, context)
-
-    def _count(self, result: Any, context: Mapping[str, Any]) -> None:
-        if result.error_code is ErrorCode.FLAG_NOT_FOUND:
-            return
-        slot = self._tally.get(id(result))
-        if slot is None:
-            self._count_new(result, context)
-        else:
-            self._count_in(slot, context)
-
-    @staticmethod
-    def _count_in(slot: list[Any], context: Mapping[str, Any]) -> None:
-        next(slot[0])
-        by = slot[1]
-        if by is not None:
-            unit = context.get(by)
-            if unit.__class__ is str:
-                if unit:
-                    slot[2].add(unit)
-            elif unit.__class__ is int:
-                slot[2].add(str(unit))
+    def _bucket_by(self, key: str) -> str | None:
+        loaded = self._loaded
+        compiled = loaded.snapshot.flag(key) if loaded is not None else None
+        return compiled.bucket_by if compiled is not None else None
 
     def _report_loop(self) -> None:
         while not self._stop.wait(self._report_interval):
@@ -374,43 +370,38 @@ class LocalClient:
             return self._report()
 
     def _report(self) -> int:
+        # Errors are not exposures: their counts are taken and dropped.
+        taken = self._tally.take()
+        counted = [c for c in taken if c.result.error_code is None and c.result.variant is not None]
         items: list[dict[str, Any]] = []
-        pending: list[tuple[list[Any], int, list[str]]] = []
-        for slot_id, slot in list(self._tally.items()):
-            result = slot[3]
-            if result.error_code is not None or result.variant is None:
-                del self._tally[slot_id]  # errors are not exposures
-                continue
-            # The value of an itertools.count, read without advancing it.
-            counted = int(repr(slot[0])[6:-1])
-            delta = counted - slot[4]
-            units, slot[2] = slot[2], set()
-            listed = list(units)
-            if not delta and not listed:
-                if self._loaded is None or self._loaded.snapshot.flag(result.key) is None:
-                    del self._tally[slot_id]
-                continue
-            pending.append((slot, delta, listed))
-            items += _exposure_items(result.key, result.variant, delta, listed)
+        # items[i] reports (part of) counted[owners[i]].
+        owners: list[int] = []
+        for index, evaluations_of in enumerate(counted):
+            result = evaluations_of.result
+            parts = _exposure_items(
+                result.key, result.variant or "", evaluations_of.evaluations, evaluations_of.units
+            )
+            items += parts
+            owners += [index] * len(parts)
         if not items:
             return 0
-        sent = 0
+        sent = delivered = 0
         try:
             for batch in _exposure_batches(items):
                 response = self._http.post("/v1/exposures", json={"exposures": batch})
                 if response.status_code != 200:
                     raise _Failure(f"POST /v1/exposures answered HTTP {response.status_code}")
                 sent += int(response.json().get("evaluations", 0))
+                delivered += len(batch)
         except (httpx.HTTPError, _Failure, ValueError) as error:
-            # Nothing is acknowledged: keep the counts and (a bounded number of) units.
-            for slot, _, listed in pending:
-                if len(slot[2]) < _MAX_HELD_UNITS:
-                    slot[2].update(listed)
+            # What was not acknowledged is kept for the next report (a bounded number of
+            # units).
+            undelivered = [
+                Counted(counted[owner].tally, item["count"], item["units"])
+                for owner, item in zip(owners[delivered:], items[delivered:], strict=True)
+            ]
+            self._tally.give_back(undelivered, _MAX_HELD_UNITS)
             self._log(f"exposures not reported (kept for the next report): {error}")
-            if sent == 0:
-                return 0
-        for slot, delta, _ in pending:
-            slot[4] += delta
         return sent
 
     def _interrupt_stream(self) -> None:

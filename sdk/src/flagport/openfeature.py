@@ -38,9 +38,11 @@ from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
 
 from flagport._types import ClientStatus, FlagDetails, details_from_result
+from flagport.engine import EvaluationResult
 
 if TYPE_CHECKING:
     from flagport._async_client import AsyncClient
+    from flagport._local import LocalClient
 
 __all__ = ["FlagportProvider"]
 
@@ -125,10 +127,12 @@ class FlagportProvider(AbstractProvider):
         #: For a LocalClient: id(engine result) -> (result, resolution). The engine shares
         #: one result object per (flag, variant, reason), so each resolution is built once;
         #: the identity check makes a reused id harmless.
-        self._resolutions: dict[int, tuple[Any, FlagResolutionDetails[Any]]] = {}
+        self._resolutions: dict[int, tuple[EvaluationResult, FlagResolutionDetails[Any]]] = {}
         #: The same for boolean flags (their own dict: no type check on the hot path).
-        self._bool_resolutions: dict[int, tuple[Any, FlagResolutionDetails[Any]]] = {}
-        self._local: Any = client if hasattr(client, "_flags") else None
+        self._bool_resolutions: dict[int, tuple[EvaluationResult, FlagResolutionDetails[Any]]] = {}
+        from flagport._local import LocalClient  # the client exists: httpx is loaded
+
+        self._local: LocalClient | None = client if isinstance(client, LocalClient) else None
         #: Remote mode: the flagport.Client (it makes the AsyncClients of the async methods).
         self._remote: Any = client if hasattr(client, "_async_twin") else None
         #: Remote mode, per event loop: its AsyncClient, and the async generator that closes
@@ -137,7 +141,10 @@ class FlagportProvider(AbstractProvider):
             asyncio.AbstractEventLoop, tuple[AsyncClient, AsyncGenerator[None, None]]
         ] = {}
         self._twins_lock = threading.Lock()
+        #: Whether a local client is READY, kept by _on_status (read on every evaluation).
+        self._local_ready = False
         client.on_status(self._on_status)
+        self._local_ready = self._local is not None and client.status is _READY
         on_change = getattr(client, "on_change", None)
         if on_change is not None:
             on_change(self._on_change)
@@ -203,6 +210,7 @@ class FlagportProvider(AbstractProvider):
             self.client.close()
 
     def _on_status(self, status: ClientStatus) -> None:
+        self._local_ready = self._local is not None and status is _READY
         if status is ClientStatus.READY:
             self.emit_provider_ready(ProviderEventDetails(message="Flagport client ready"))
         elif status is ClientStatus.STALE:
@@ -229,20 +237,22 @@ class FlagportProvider(AbstractProvider):
     ) -> FlagResolutionDetails[Any]:
         context = _context(evaluation_context)
         local = self._local
-        if local is not None and local._status is _READY:
-            # In process and current: the engine's shared result, resolved once.
-            flag = local._flags.get(key)
-            if flag is not None:
-                result = flag.evaluate(context)
-                if result.error_code is None and type(result.value) is type(default):
-                    cache = self._bool_resolutions if type(default) is bool else self._resolutions
-                    cached = cache.get(id(result))
-                    if cached is not None and cached[0] is result:
-                        return cached[1]
-                    resolution = _resolution(details_from_result(result, default))
-                    cache[id(result)] = (result, resolution)
-                    return resolution
+        if local is not None and self._local_ready:
+            # In process and current: the client's counted evaluation, resolved once per
+            # shared engine result.
+            return self._resolve_result(local.evaluate(key, context), default)
         return _resolution(self._details(key, default, context))
+
+    def _resolve_result(self, result: EvaluationResult, default: Any) -> FlagResolutionDetails[Any]:
+        if result.error_code is None and type(result.value) is type(default):
+            cache = self._bool_resolutions if type(default) is bool else self._resolutions
+            cached = cache.get(id(result))
+            if cached is not None and cached[0] is result:
+                return cached[1]
+            resolution = _resolution(details_from_result(result, default))
+            cache[id(result)] = (result, resolution)
+            return resolution
+        return _resolution(details_from_result(result, default))
 
     async def _resolve_async(
         self, key: str, default: Any, evaluation_context: OFContext | None
@@ -294,15 +304,14 @@ class FlagportProvider(AbstractProvider):
     def resolve_boolean_details(
         self, flag_key: str, default_value: bool, evaluation_context: OFContext | None = None
     ) -> FlagResolutionDetails[bool]:
-        # _resolve inlined: the common case, one Python call less.
+        # _resolve inlined: the common case, fewer Python calls.
         local = self._local
-        if local is not None and local._status is _READY:
-            flag = local._flags.get(flag_key)
-            if flag is not None:
-                result = flag.evaluate(_context(evaluation_context))
-                cached = self._bool_resolutions.get(id(result))
-                if cached is not None and cached[0] is result:
-                    return cached[1]
+        if local is not None and self._local_ready:
+            result = local.evaluate(flag_key, _context(evaluation_context))
+            cached = self._bool_resolutions.get(id(result))
+            if cached is not None and cached[0] is result:
+                return cached[1]
+            return self._resolve_result(result, default_value)
         return self._resolve(flag_key, default_value, evaluation_context)
 
     def resolve_string_details(

@@ -400,7 +400,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     metrics = Metrics(counter)
     recorder = StatsRecorder(store)
     if settings.stats:
-        metrics.sink = recorder.add_slots
+        metrics.sink = recorder.add_drained
     event_stream = (
         ofrep_v1.EventStream(type="sse", url=settings.public_url.rstrip("/") + "/v1/stream")
         if settings.public_url

@@ -84,7 +84,7 @@ class Metrics:
     def __init__(self, counter: EvaluationCounter | None = None) -> None:
         #: The request path's counter (see :mod:`flagport_server.stats`).
         self.counter = counter or EvaluationCounter(lambda key: None, collect_units=False)
-        #: Called with the drained counter slots at every flush (the stats recorder).
+        #: Called with what the counter drained at every flush (the stats recorder).
         self.sink: Callable[[Drained], None] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         registry = None if _MULTIPROCESS else self.registry
@@ -158,11 +158,13 @@ class Metrics:
     # -- off the request path -----------------------------------------------------------
 
     def flush(self) -> None:
-        drained = self.counter.take()
+        drained = self.counter.drain()
         evaluations = self.evaluations
-        for result, n, *_ in drained.slots:
-            evaluations.labels(result.key, result.variant or "", result.reason.value).inc(n)
-        if self.sink is not None and drained.slots:
+        for evaluations_of in drained.counted:
+            result = evaluations_of.result
+            labels = evaluations.labels(result.key, result.variant or "", result.reason.value)
+            labels.inc(evaluations_of.evaluations)
+        if self.sink is not None and drained.counted:
             self.sink(drained)
         latencies, self._latencies = self._latencies, {}
         for (route, status), tally in latencies.items():

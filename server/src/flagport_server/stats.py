@@ -3,18 +3,19 @@ request path and added to the store every few seconds (DESIGN.md section 6, ADR 
 
 Three stages, each cheaper where it runs more often:
 
-1. :class:`EvaluationCounter`, on the request path: one slot per *result object*. The engine
-   shares prepared result objects per flag/variant/reason, so a dict lookup by ``id(result)``
-   (the slot keeps the result alive, so the id is not reused) and an integer increment count
-   an evaluation. With stats on, a single evaluation puts its unit (``context[flag.bucket_by]``)
-   into the slot's set; a bulk evaluation only logs its context and results (two appends,
+1. :class:`EvaluationCounter`, on the request path: the SDK's evaluation tally
+   (:class:`flagport.tally.EvaluationTally`, which ``LocalClient`` counts with too), one
+   tally per *result object*. The engine shares prepared result objects per
+   flag/variant/reason, so a dict lookup by ``id(result)`` and an atomic increment count an
+   evaluation. With stats on, a single evaluation puts its unit (``context[flag.bucket_by]``)
+   into the tally's set; a bulk evaluation only logs its context and results (two appends,
    whatever the number of flags). No tuple building, no clock, no I/O.
-2. :meth:`StatsRecorder.add_slots`, every second (and at each minute boundary) on the event
-   loop: the slots become Prometheus counters and, with stats on, per-minute counts and
-   per-hour unit sets. Counts are stamped with the minute the drained period started in. The
-   bulk log is expanded into the unit sets here, skipping a unit already recorded this hour
-   with the same results (see :class:`_RecentUnits`): the portal's users come back all day,
-   and a unit already in a sketch changes nothing when added again.
+2. :meth:`StatsRecorder.add_drained`, every second (and at each minute boundary) on the event
+   loop: what the counter drained becomes Prometheus counters and, with stats on, per-minute
+   counts and per-hour unit sets. Counts are stamped with the minute the drained period
+   started in. The bulk log is expanded into the unit sets here, skipping a unit already
+   recorded this hour with the same results (see :class:`_RecentUnits`): the portal's users
+   come back all day, and a unit already in a sketch changes nothing when added again.
 3. :meth:`StatsRecorder.flush`, every ``stats_flush_interval`` seconds and at shutdown: one
    :class:`~flagport_server.stores.base.StatsBatch` to the store, which adds it to what every
    other worker and instance wrote. A failed flush keeps the batch for the next one.
@@ -22,7 +23,6 @@ Three stages, each cheaper where it runs more often:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import time
@@ -32,18 +32,17 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from flagport.engine import ErrorCode, EvaluationResult, Reason
+from flagport.tally import Counted, EvaluationTally, counted_unit
 from flagport_server.stores.base import StatsBatch, Store
 
 __all__ = [
     "ERROR_VARIANT",
-    "MAX_UNIT_LENGTH",
     "RECENT_UNITS_LIMIT",
     "UNKNOWN_FLAG_LABEL",
     "UNKNOWN_RESULT",
     "Drained",
     "EvaluationCounter",
     "StatsRecorder",
-    "counted_unit",
     "hour_of",
     "minute_of",
 ]
@@ -66,12 +65,9 @@ UNKNOWN_RESULT = EvaluationResult(
 #: flush is made early (a flood of new units must not grow memory without bound).
 MAX_PENDING_UNITS = 200_000
 #: Units whose last bulk results are remembered for the hour (about 0.5 KiB each at 50 flags,
-#: plus the unit itself: at most MAX_UNIT_LENGTH characters); beyond it the memory starts
-#: afresh, which costs time (units are expanded again), never accuracy.
+#: plus the unit itself: at most flagport.tally.MAX_UNIT_LENGTH characters); beyond it the
+#: memory starts afresh, which costs time (units are expanded again), never accuracy.
 RECENT_UNITS_LIMIT = 20_000
-#: Longest unit kept as it is (an e-mail address is at most 254 characters); a longer one is
-#: kept as a 40-character digest (see counted_unit and ADR 0007).
-MAX_UNIT_LENGTH = 256
 
 _ERROR = Reason.ERROR
 
@@ -84,74 +80,28 @@ def hour_of(at: float) -> int:
     return int(at // 3600) * 3600
 
 
-# A slot: [result, evaluations, units (set) or None, bucket_by attribute or None,
-#          lists of units from bulk evaluations (added at the drain)]
-_Slot = list[Any]
-
-
-def counted_unit(value: Any) -> str | None:
-    """The unit a context value (or a reported unit) counts as: a non-empty string, or an
-    integer as its decimal string (the engine buckets nothing else). A string longer than
-    :data:`MAX_UNIT_LENGTH` counts as its digest, so what a worker holds per unit (in its
-    unit sets, pending lists and :class:`_RecentUnits`) is bounded whatever the requests
-    carry; every worker and instance digests alike, so the unit is still counted once."""
-    if value.__class__ is str:
-        if len(value) > MAX_UNIT_LENGTH:
-            digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16)
-            return "blake2b:" + digest.hexdigest()
-        return value or None
-    if value.__class__ is int:
-        return str(value)
-    return None
-
-
-def _note_unit(slot: _Slot, context: Mapping[str, Any]) -> None:
-    """Put the context's unit for the slot's flag into the slot's set."""
-    unit = counted_unit(context.get(slot[3]))
-    if unit is not None:
-        slot[2].add(unit)
-
-
 class Drained(NamedTuple):
-    """What :meth:`EvaluationCounter.take` hands over: the slots, and the bulk evaluations
-    whose units are not in the slots' sets yet (``contexts[i]`` was served ``results[i]``)."""
+    """What :meth:`EvaluationCounter.drain` hands over: what was counted per result, and the
+    bulk evaluations whose units are not in ``counted`` yet (``contexts[i]`` was served
+    ``results[i]``)."""
 
-    slots: list[_Slot]
+    counted: list[Counted]
     contexts: list[Mapping[str, Any]]
     results: list[Mapping[str, EvaluationResult]]
 
 
-class EvaluationCounter:
-    """The request path's counter: one dict lookup and one increment per result, plus a set
-    add per result when units are collected."""
+class EvaluationCounter(EvaluationTally):
+    """The request path's counter: the evaluation tally (:meth:`count` for a single
+    evaluation), plus a log of bulk evaluations whose units are added at the drain."""
 
-    __slots__ = ("_bucket_by", "_contexts", "_results", "_slots", "collect_units")
+    __slots__ = ("_contexts", "_results")
 
     def __init__(
         self, bucket_by: Callable[[str], str | None], *, collect_units: bool = True
     ) -> None:
-        #: ``bucket_by(flag_key)``: the flag's unit attribute in the current snapshot.
-        self._bucket_by = bucket_by
-        self.collect_units = collect_units
-        self._slots: dict[int, _Slot] = {}
+        super().__init__(bucket_by, collect_units=collect_units)
         self._contexts: list[Mapping[str, Any]] = []
         self._results: list[Mapping[str, EvaluationResult]] = []
-
-    def _new_slot(self, result: EvaluationResult) -> _Slot:
-        by = None
-        if self.collect_units and result.reason is not _ERROR and result.variant is not None:
-            by = self._bucket_by(result.key)
-        slot: _Slot = [result, 0, set() if by is not None else None, by, []]
-        self._slots[id(result)] = slot
-        return slot
-
-    def count(self, result: EvaluationResult, context: Mapping[str, Any]) -> None:
-        slot = self._slots.get(id(result))
-        if slot is None:
-            slot = self._new_slot(result)
-        slot[1] += 1
-        if slot[3] is not None:
-            _note_unit(slot, context)
 
     def count_many(
         self, results: Mapping[str, EvaluationResult], context: Mapping[str, Any]
@@ -161,27 +111,26 @@ class EvaluationCounter:
         cost a bulk request ~6 us; two appends cost ~0.1 us. Both objects are invisible to
         the garbage collector (strings, numbers, ``gc=False`` results), so holding them
         until the drain costs no collection time."""
-        slots = self._slots
+        by_result = self.by_result
         for result in results.values():
-            slot = slots.get(id(result))
-            if slot is None:
-                slot = self._new_slot(result)
-            slot[1] += 1
+            tally = by_result.get(id(result))
+            if tally is None:
+                tally = self.tally_for(result)
+            next(tally.calls)
         if self.collect_units:
             self._contexts.append(context)
             self._results.append(results)
 
-    def take(self) -> Drained:
-        """What was counted since the last call (the counter starts afresh)."""
-        slots, self._slots = self._slots, {}
+    def drain(self) -> Drained:
+        """What was counted since the last call."""
         contexts, self._contexts = self._contexts, []
         results, self._results = self._results, []
-        return Drained(list(slots.values()), contexts, results)
+        return Drained(self.take(), contexts, results)
 
 
 def _split_columns(
-    rows: list[tuple[EvaluationResult, ...]], units: list[str], slots: Mapping[int, _Slot]
-) -> list[tuple[_Slot, list[str]]] | None:
+    rows: list[tuple[EvaluationResult, ...]], units: list[str], counted: Mapping[int, Counted]
+) -> list[tuple[Counted, list[str]]] | None:
     """Which units each result was served to, from a table of evaluations (a row per unit,
     a column per flag) split column by column with numpy: a few nanoseconds per unit and
     flag, where a set insertion each cost 0.2-0.4 us (the sets outgrow the CPU's caches).
@@ -192,19 +141,19 @@ def _split_columns(
     ids = np.fromiter(
         map(id, itertools.chain.from_iterable(rows)), dtype=np.intp, count=len(rows) * width
     ).reshape(len(rows), width)
-    found: list[tuple[_Slot, list[str]]] = []
+    found: list[tuple[Counted, list[str]]] = []
     unit_array: Any = None
     for column in ids.T:
         first = int(column[0])
         if (column == first).all():  # one result for every unit: a flag at 0 % or 100 %
-            found.append((slots[first], units))
+            found.append((counted[first], units))
             continue
         if unit_array is None:
             unit_array = np.array(units, dtype=object)
         distinct = np.unique(column).tolist()
-        if len({slots[result_id][0].key for result_id in distinct}) > 1:
+        if len({counted[result_id].result.key for result_id in distinct}) > 1:
             return None
-        found += [(slots[i], unit_array[column == i].tolist()) for i in distinct]
+        found += [(counted[i], unit_array[column == i].tolist()) for i in distinct]
     return found
 
 
@@ -223,8 +172,8 @@ class _RecentUnits:
         self._last: dict[Any, tuple[EvaluationResult, ...]] = {}
 
     def expand(self, drained: Drained, hour: int) -> None:
-        """Add the units of ``drained``'s bulk evaluations to its slots' sets."""
-        attributes = tuple(sorted({slot[3] for slot in drained.slots if slot[3] is not None}))
+        """Add the units of ``drained``'s bulk evaluations to what it counted."""
+        attributes = tuple(sorted({c.bucket_by for c in drained.counted if c.bucket_by}))
         if hour != self._hour or attributes != self._attributes:
             self._hour, self._attributes = hour, attributes
             self._last = {}
@@ -263,33 +212,36 @@ class _RecentUnits:
                 rows.append(results)
         if not rows:
             return
-        slots = {id(slot[0]): slot for slot in drained.slots}
-        found = _split_columns(rows, units, slots)
+        counted = {id(c.result): c for c in drained.counted}
+        found = _split_columns(rows, units, counted)
         if found is None:
             # The snapshot changed within the period and the rows don't line up (rare): one
             # unit and flag at a time.
             found = [
-                (slots[id(r)], [unit]) for unit, row in zip(units, rows, strict=True) for r in row
+                (counted[id(r)], [unit]) for unit, row in zip(units, rows, strict=True) for r in row
             ]
-        for slot, chunk in found:
-            if slot[3] is not None:
-                slot[4].append(chunk)  # chunks may be shared: see StatsRecorder.add
+        for evaluations_of, chunk in found:
+            if evaluations_of.bucket_by is not None:
+                evaluations_of.units.extend(chunk)
 
     def _expand_many(self, drained: Drained, attributes: tuple[str, ...]) -> None:
-        slots = {id(slot[0]): slot for slot in drained.slots}
+        counted = {id(c.result): c for c in drained.counted}
         for context, served in zip(drained.contexts, drained.results, strict=True):
             results = tuple(served.values())
             units = tuple([counted_unit(context.get(name)) for name in attributes])
             if self._remember(units, results):
                 for result in results:
-                    slot = slots[id(result)]
-                    if slot[3] is not None:
-                        _note_unit(slot, context)
+                    evaluations_of = counted[id(result)]
+                    by = evaluations_of.bucket_by
+                    if by is not None:
+                        unit = counted_unit(context.get(by))
+                        if unit is not None:
+                            evaluations_of.units.append(unit)
 
 
 class StatsRecorder:
     """Per-worker stats waiting for the store: per-minute counts, per-hour unit sets and
-    first/last seen, from drained counter slots and from exposure reports."""
+    first/last seen, from what the counter drained and from exposure reports."""
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
@@ -330,7 +282,7 @@ class StatsRecorder:
                 self._reported.get((key, variant, hour), 0) + count
             )
         if units:
-            # Always copied: a drained list may be shared by several flags.
+            # Copied: later additions extend the stored list, never the caller's.
             self._units.setdefault((key, variant, hour), []).extend(units)
             self._pending_units += len(units)
         seen = self._seen.get(key)
@@ -340,21 +292,22 @@ class StatsRecorder:
             seen[0] = min(seen[0], at)
             seen[1] = max(seen[1], at)
 
-    def add_slots(self, drained: Drained, now: float | None = None) -> None:
+    def add_drained(self, drained: Drained, now: float | None = None) -> None:
         """What the counter drained, counted in the period that ends now."""
         now = self.clock() if now is None else now
         at = self.period_start
         self.period_start = now
         if drained.contexts:
             self._recent.expand(drained, hour_of(at))
-        for result, n, unit_set, _, lists in drained.slots:
+        for evaluations_of in drained.counted:
+            result = evaluations_of.result
             if result.reason is _ERROR:
                 if result.error_code is ErrorCode.FLAG_NOT_FOUND:
                     continue  # unknown keys are unbounded: Prometheus counts them, not stats
-                self.add(result.key, ERROR_VARIANT, n, (), at)
+                self.add(result.key, ERROR_VARIANT, evaluations_of.evaluations, (), at)
                 continue
-            units = [*(unit_set or ()), *itertools.chain.from_iterable(lists)]
-            self.add(result.key, result.variant or "", n, units, at)
+            variant = result.variant or ""
+            self.add(result.key, variant, evaluations_of.evaluations, evaluations_of.units, at)
 
     @property
     def pending_units(self) -> int:

@@ -14,10 +14,11 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from flagport.engine import Flag
+from flagport.tally import counted_unit
 from flagport_server.auth import TOKEN_REQUIRED, admin_guard, evaluation_guard
 from flagport_server.errors import InvalidInput, StoreUnavailable
 from flagport_server.services import AdminService
-from flagport_server.stats import StatsRecorder, counted_unit, hour_of
+from flagport_server.stats import StatsRecorder, hour_of
 from flagport_server.stores.base import STATS_HOURS_KEPT, AuditEntry, AuditQuery
 from flagport_server.wire.stats_v1 import (
     MAX_EXPOSURE_BODY,

@@ -19,7 +19,7 @@ from flagport.engine import (
     check_segment_limits,
     validate_key,
 )
-from flagport_server.errors import InvalidInput, VersionConflict
+from flagport_server.errors import InvalidInput, StoreError, VersionConflict
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, StoreState, TokenRecord
 
 __all__ = [
@@ -28,8 +28,6 @@ __all__ = [
     "check_guard",
     "check_mutation",
     "decode_audit",
-    "decode_flag",
-    "decode_segment",
     "decode_token",
     "encode",
     "parse_timestamp",
@@ -54,20 +52,21 @@ def encode(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
-def decode_flag(body: str | bytes) -> Flag:
-    return _flag_decoder.decode(body)
+def decode_audit(body: str | bytes, entry_id: str) -> AuditEntry:
+    """A stored audit entry. :raises StoreError: naming the entry when it cannot be read."""
+    return _decode_record(_audit_decoder, body, "audit entry", entry_id)
 
 
-def decode_segment(body: str | bytes) -> Segment:
-    return _segment_decoder.decode(body)
+def decode_token(body: str | bytes, token_id: str) -> TokenRecord:
+    """A stored token. :raises StoreError: naming the token when it cannot be read."""
+    return _decode_record(_token_decoder, body, "token", token_id)
 
 
-def decode_audit(body: str | bytes) -> AuditEntry:
-    return _audit_decoder.decode(body)
-
-
-def decode_token(body: str | bytes) -> TokenRecord:
-    return _token_decoder.decode(body)
+def _decode_record(decoder: msgspec.json.Decoder[_T], body: str | bytes, what: str, key: str) -> _T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise StoreError(f"stored {what} {key!r} cannot be read: {error}") from error
 
 
 def read_state(

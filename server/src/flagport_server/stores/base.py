@@ -238,9 +238,6 @@ class Store(abc.ABC):
     async def tokens(self) -> list[TokenRecord]: ...
 
     @abc.abstractmethod
-    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
-
-    @abc.abstractmethod
     async def revoke_token(self, token_id: str, at: str) -> TokenRecord | None:
         """Mark revoked; ``None`` if unknown."""
 

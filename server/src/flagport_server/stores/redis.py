@@ -828,7 +828,7 @@ class RedisStore(Store):
             version_text, at_text, body = str(value).split(" ", 2)
             if since is not None and float(at_text) < since:
                 continue
-            entry = _decode(_common.decode_audit, body, "audit entry", str(id_))
+            entry = _common.decode_audit(body, str(id_))
             if query.key is not None and entry.key != query.key:
                 continue
             if query.actor is not None and entry.actor != query.actor:
@@ -852,15 +852,8 @@ class RedisStore(Store):
     async def tokens(self) -> list[TokenRecord]:
         """Every token, revoked ones included, oldest first."""
         rows = _as_dict(await self._command("HGETALL", self._tokens))
-        tokens = [_decode(_common.decode_token, body, "token", id_) for id_, body in rows.items()]
+        tokens = [_common.decode_token(body, id_) for id_, body in rows.items()]
         return sorted(tokens, key=lambda t: (t.created_at, t.id))
-
-    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
-        token_id = await self._command("HGET", self._token_hashes, secret_hash)
-        if token_id is None:
-            return None
-        body = await self._command("HGET", self._tokens, token_id)
-        return None if body is None else _decode(_common.decode_token, body, "token", token_id)
 
     async def revoke_token(self, token_id: str, at: str) -> TokenRecord | None:
         """Mark revoked at ``at`` (compare-and-set on the stored body, so two revocations
@@ -869,7 +862,7 @@ class RedisStore(Store):
             body = await self._command("HGET", self._tokens, token_id)
             if body is None:
                 return None
-            token = _decode(_common.decode_token, body, "token", token_id)
+            token = _common.decode_token(body, token_id)
             if token.revoked_at is not None:
                 return token
             revoked = msgspec.structs.replace(token, revoked_at=at)
@@ -1053,9 +1046,6 @@ def _scores(reply: Any) -> dict[str, float]:
     return {str(items[i]): float(items[i + 1]) for i in range(0, len(items), 2)}
 
 
-_Decoded = TypeVar("_Decoded")
-
-
 def _as_dict(reply: Any) -> dict[str, str]:
     """HGETALL's reply: a dict (RESP2 client parsing) or a flat list."""
     if isinstance(reply, dict):
@@ -1066,10 +1056,3 @@ def _as_dict(reply: Any) -> dict[str, str]:
 def _pairs(flat: list[Any]) -> dict[str, str]:
     """HGETALL's flat reply from a script (``[k1, v1, k2, v2, ...]``) as a dict."""
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
-
-
-def _decode(decoder: Callable[[str], _Decoded], body: str, what: str, key: str) -> _Decoded:
-    try:
-        return decoder(body)
-    except msgspec.DecodeError as error:
-        raise StoreError(f"stored {what} {key!r} cannot be read: {error}") from error

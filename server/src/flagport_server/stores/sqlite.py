@@ -489,7 +489,7 @@ class SQLiteStore(Store):
         def read(conn: sqlite3.Connection) -> list[AuditEntry]:
             return [
                 msgspec.structs.replace(
-                    _decode(_common.decode_audit, body, "audit entry", str(id_)),
+                    _common.decode_audit(body, str(id_)),
                     id=id_,
                     snapshot_version=version,
                 )
@@ -533,19 +533,7 @@ class SQLiteStore(Store):
 
         def read(conn: sqlite3.Connection) -> list[TokenRecord]:
             rows = conn.execute("SELECT id, body FROM tokens ORDER BY created_at, id")
-            return [_decode(_common.decode_token, body, "token", id_) for id_, body in rows]
-
-        return await self._read(read)
-
-    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
-        """The token with this SHA-256 hex digest, revoked or not (the caller checks
-        ``revoked_at``)."""
-
-        def read(conn: sqlite3.Connection) -> TokenRecord | None:
-            row = conn.execute(
-                "SELECT id, body FROM tokens WHERE secret_hash = ?", (secret_hash,)
-            ).fetchone()
-            return None if row is None else _decode(_common.decode_token, row[1], "token", row[0])
+            return [_common.decode_token(body, id_) for id_, body in rows]
 
         return await self._read(read)
 
@@ -557,7 +545,7 @@ class SQLiteStore(Store):
             row = conn.execute("SELECT body FROM tokens WHERE id = ?", (token_id,)).fetchone()
             if row is None:
                 return None
-            token = _decode(_common.decode_token, row[0], "token", token_id)
+            token = _common.decode_token(row[0], token_id)
             if token.revoked_at is None:
                 token = msgspec.structs.replace(token, revoked_at=at)
                 conn.execute(
@@ -746,18 +734,9 @@ class SQLiteStore(Store):
 
 _TABLES: Final = {"flag": "flags", "segment": "segments"}
 
-_Decoded = TypeVar("_Decoded")
-
 
 def _meta(conn: sqlite3.Connection) -> tuple[str, int]:
     row = conn.execute("SELECT store_id, version FROM meta WHERE id = 1").fetchone()
     if row is None:  # only if someone emptied the table by hand
         raise sqlite3.DatabaseError("the meta row is missing")
     return str(row[0]), int(row[1])
-
-
-def _decode(decoder: Callable[[str], _Decoded], body: str, what: str, key: str) -> _Decoded:
-    try:
-        return decoder(body)
-    except msgspec.DecodeError as error:
-        raise StoreError(f"stored {what} {key!r} cannot be read: {error}") from error

@@ -27,6 +27,7 @@ __all__ = [
     "audit_limit",
     "check_guard",
     "check_mutation",
+    "check_schema_version",
     "decode_audit",
     "decode_token",
     "encode",
@@ -102,6 +103,21 @@ def _decode_each(
         except msgspec.DecodeError as error:
             bad[key] = str(error)
     return good, bad
+
+
+def check_schema_version(store: str, stored: int, known: int) -> None:
+    """Refuse a store whose layout is newer than this server knows (``stored > known``).
+
+    A newer Flagport raises the schema version when it changes the layout in a way an older
+    server would misread or overwrite. An older server must then stop using the store rather
+    than guess: it keeps serving the snapshot it has and says what to do. ``store`` names
+    the store (``SQLite store /path``, ``Redis store redis://host/0``).
+    """
+    if stored > known:
+        raise StoreError(
+            f"{store}: schema version {stored} was written by a newer Flagport (this one knows "
+            f"{known}); upgrade this server to the release that wrote it (README: Upgrading)"
+        )
 
 
 def token_taken(token: TokenRecord, what: Literal["id", "name"]) -> str:

@@ -12,17 +12,26 @@ from typing import Any
 import msgspec
 
 from flagport._exceptions import InvalidDocumentError
-from flagport.engine import Condition, Flag, Operator, SnapshotDocument, document_from_builtins
+from flagport.engine import (
+    Condition,
+    Flag,
+    Operator,
+    SnapshotDocument,
+    TolerantDecoder,
+    document_from_builtins,
+)
 
 __all__ = ["clock_keys", "decode_snapshot", "read_bootstrap"]
 
-_decode = msgspec.json.Decoder(SnapshotDocument).decode
+#: A newer server's snapshot may carry fields this SDK does not know: they are ignored.
+_decode = TolerantDecoder(SnapshotDocument).decode
 _CLOCK_OPS = (Operator.BEFORE, Operator.AFTER)
 NOW = "$now"
 
 
 def decode_snapshot(content: bytes) -> SnapshotDocument:
-    """The document served by ``GET /v1/snapshot``."""
+    """The document served by ``GET /v1/snapshot``, fields this SDK does not know ignored
+    (they are additive: a newer server's snapshot reads as the one this SDK knows)."""
     try:
         return _decode(content)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:

@@ -15,6 +15,7 @@ from flagport.engine import (
     Flag,
     Segment,
     SnapshotDocument,
+    TolerantDecoder,
     check_flag_limits,
     check_segment_limits,
     validate_key,
@@ -41,8 +42,10 @@ MAX_AUDIT_LIMIT: Final = 1000
 
 _T = TypeVar("_T")
 _encoder = msgspec.json.Encoder()
-_flag_decoder = msgspec.json.Decoder(Flag)
-_segment_decoder = msgspec.json.Decoder(Segment)
+# A newer server sharing the store may have written fields this one does not know: they are
+# ignored, never a reason to serve the flag in error (docs/adr/0011-upgrades.md).
+_flag_decoder = TolerantDecoder(Flag)
+_segment_decoder = TolerantDecoder(Segment)
 _audit_decoder = msgspec.json.Decoder(AuditEntry)
 _token_decoder = msgspec.json.Decoder(TokenRecord)
 
@@ -78,8 +81,9 @@ def read_state(
 ) -> StoreState:
     """The stored configuration from ``(key, body)`` rows, read leniently: a body that
     cannot be decoded is named in the state's ``unreadable_*`` instead of failing the load
-    (one bad record must not take every other flag, and the kill switch, with it). Limits
-    are not checked here: they apply when something is committed."""
+    (one bad record must not take every other flag, and the kill switch, with it). Fields
+    this server does not know (a newer one wrote them) are ignored. Limits are not checked
+    here: they apply when something is committed."""
     good_flags, bad_flags = _decode_each(flags, _flag_decoder)
     good_segments, bad_segments = _decode_each(segments, _segment_decoder)
     document = SnapshotDocument(flags=good_flags, segments=good_segments, version=version)
@@ -92,7 +96,7 @@ def read_state(
 
 
 def _decode_each(
-    rows: Iterable[tuple[str, str | bytes]], decoder: msgspec.json.Decoder[_T]
+    rows: Iterable[tuple[str, str | bytes]], decoder: TolerantDecoder[_T]
 ) -> tuple[dict[str, _T], dict[str, str]]:
     """(decoded by key, in key order; why each undecodable one failed)."""
     good: dict[str, _T] = {}

@@ -174,9 +174,10 @@ class FlagSeen(msgspec.Struct, frozen=True):
 class StoreState(msgspec.Struct, frozen=True):
     """Everything a server needs to build a snapshot, read atomically.
 
-    A stored flag or segment that cannot be decoded (not JSON, unknown fields, wrong types)
-    is left out of ``document`` and named in ``unreadable_flags`` / ``unreadable_segments``
-    (key -> why) instead: one bad record must never stop the rest from being served.
+    A stored flag or segment that cannot be decoded (not JSON, wrong types) is left out of
+    ``document`` and named in ``unreadable_flags`` / ``unreadable_segments`` (key -> why)
+    instead: one bad record must never stop the rest from being served. Fields this server
+    does not know (written by a newer one sharing the store) are ignored, not a reason.
     """
 
     store_id: str  # random id made when the store was initialised; changes if wiped

@@ -1,8 +1,9 @@
 """An SDK reads the snapshot of a newer server; an import stays strict.
 
-A newer server adds fields to the snapshot it serves (``GET /v1/snapshot``); every deployed
-SDK must keep serving what it understands, the new fields ignored. The same document given
-to an import is refused: there an unknown field is a typo its author must hear about.
+A newer server adds fields to the snapshot it serves (``GET /v1/snapshot``) and exports (an
+SDK's bootstrap file); every deployed SDK must keep serving what it understands, the new
+fields ignored. The same document given to an import is refused: there an unknown field is
+a typo its author must hear about.
 
 The newer server is stood in for by an ``httpx.MockTransport`` serving its document: no
 release of it exists to run.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -88,6 +90,30 @@ def test_local_client_serves_a_newer_servers_snapshot_ignoring_its_new_fields() 
         assert flags.value("checkout", "none", {"targetingKey": "u1"}) == "grey"
         assert flags.is_enabled("checkout.express", {"targetingKey": "u1", "plan": "pro"})
         assert not flags.is_enabled("checkout.express", {"targetingKey": "u1"})
+
+
+def unreachable(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+@pytest.mark.parametrize("form", ["file", "mapping"])
+def test_a_bootstrap_a_newer_server_exported_is_served_ignoring_its_new_fields(
+    form: str, tmp_path: Path
+) -> None:
+    bootstrap: Any = newer(KNOWN)
+    if form == "file":
+        bootstrap = tmp_path / "flags.json"
+        bootstrap.write_text(json.dumps(newer(KNOWN)))
+    with flagport.LocalClient(
+        "http://flagport.test",
+        transport=httpx.MockTransport(unreachable),
+        bootstrap=bootstrap,
+        stream=False,
+        report_exposures=False,
+        start_timeout=5.0,
+    ) as flags:
+        assert flags.status is ClientStatus.STALE, flags.last_error
+        assert flags.value("checkout", "none", {"targetingKey": "u1", "plan": "pro"}) == "blue"
 
 
 def test_a_newer_document_reads_as_the_document_this_release_knows() -> None:

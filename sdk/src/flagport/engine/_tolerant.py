@@ -13,7 +13,6 @@ same fields, types and defaults, without ``forbid_unknown_fields``, at every dep
 
 from __future__ import annotations
 
-import types
 import typing
 from typing import Any, Generic, TypeVar
 
@@ -23,26 +22,32 @@ __all__ = ["TolerantDecoder"]
 
 T = TypeVar("T")
 
+#: The origins of ``Union[a, b]`` and of ``a | b`` (``types.UnionType``, without importing
+#: ``types``: the engine imports an allow-list of modules only).
+_UNIONS: tuple[Any, ...] = (typing.Union, type(int | None))
+
 #: Struct type -> its tolerant copy (itself when it already ignores unknown fields); ``None``
 #: while the copy is being made.
 _copies: dict[type[msgspec.Struct], type[msgspec.Struct] | None] = {}
 
 
 class TolerantDecoder(Generic[T]):
-    """A JSON decoder for ``model`` that ignores unknown fields at any depth and otherwise
-    checks what ``msgspec.json.Decoder(model)`` checks (a wrong type is still an error).
+    """A JSON decoder (and converter of decoded builtins) for ``model`` that ignores unknown
+    fields at any depth and otherwise checks what ``msgspec.json.Decoder(model)`` (and
+    ``msgspec.convert(..., strict=True)``) checks: a wrong type is still an error.
 
     A body without unknown fields costs one strict decode, as before. One with them (from a
     newer release) is decoded again into the tolerant copy of ``model`` and converted to
     ``model``: about four times the cost, paid only while releases are mixed.
     """
 
-    __slots__ = ("_strict", "_tolerant", "model")
+    __slots__ = ("_strict", "_tolerant", "_tolerant_model", "model")
 
     def __init__(self, model: type[T]) -> None:
         self.model = model
         self._strict = msgspec.json.Decoder(model)
         tolerant = _tolerant(model)
+        self._tolerant_model: Any = None if tolerant is model else tolerant
         self._tolerant = None if tolerant is model else msgspec.json.Decoder(tolerant)
 
     def decode(self, data: bytes | str) -> T:
@@ -54,6 +59,18 @@ class TolerantDecoder(Generic[T]):
             if self._tolerant is None:
                 raise
             relaxed = self._tolerant.decode(data)
+        return msgspec.convert(relaxed, self.model, from_attributes=True)
+
+    def convert(self, obj: Any) -> T:
+        """``obj`` (what a JSON or YAML parser gave) as ``model``, as
+        ``msgspec.convert(obj, model, strict=True)`` but ignoring unknown fields.
+        :raises msgspec.ValidationError: not a ``model`` once unknown fields are ignored."""
+        try:
+            return msgspec.convert(obj, self.model, strict=True)
+        except msgspec.ValidationError:
+            if self._tolerant_model is None:
+                raise
+            relaxed = msgspec.convert(obj, self._tolerant_model, strict=True)
         return msgspec.convert(relaxed, self.model, from_attributes=True)
 
 
@@ -69,7 +86,7 @@ def _tolerant(annotation: Any) -> Any:
     if all(new is old for new, old in zip(relaxed, args, strict=True)):
         return annotation
     origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
+    if origin in _UNIONS:
         return typing.Union[relaxed]  # noqa: UP007 - made from a tuple of members
     return origin[relaxed]
 

@@ -187,7 +187,13 @@ class StoreState(msgspec.Struct, frozen=True):
 
 
 class Store(abc.ABC):
-    """Async store contract. Implementations must be safe to use from several processes."""
+    """Async store contract. Implementations must be safe to use from several processes.
+
+    Every store carries the version of its layout (its schema version). :meth:`open`,
+    :meth:`load`, :meth:`snapshot_version`, :meth:`commit` and the token writes raise
+    :class:`~flagport_server.errors.StoreError` (nothing written) once a newer Flagport has
+    raised it above the one this server knows (``stores._common.check_schema_version``).
+    """
 
     #: URL scheme(s) served, for messages.
     kind: str = "abstract"

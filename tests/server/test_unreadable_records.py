@@ -2,11 +2,11 @@
 
 Limits apply when something is committed: the store's own ``commit`` refuses a flag or a
 segment over a limit, whoever calls it. Reading stays lenient: a flag stored under older,
-looser limits still loads (and ``/readyz`` warns), and only a record that cannot be decoded
-(not JSON, unknown fields) is unreadable. An unreadable flag is served as ``PARSE_ERROR``,
-left out of the SDK feed and exports, named in ``/readyz``; every other flag is served, the
-kill switch turns every other flag off and says which it could not reach; ``flags delete``
-and ``flags import`` repair it.
+looser limits still loads (and ``/readyz`` warns), fields a newer release wrote are ignored,
+and only a record that cannot be decoded (not JSON, wrong types) is unreadable. An
+unreadable flag is served as ``PARSE_ERROR``, left out of the SDK feed and exports, named in
+``/readyz``; every other flag is served, the kill switch turns every other flag off and says
+which it could not reach; ``flags delete`` and ``flags import`` repair it.
 
 The store-level tests run on every backend; the live-server story on SQLite and Redis, with
 records written straight into the store as a bug, an old release or a hand edit would.
@@ -24,7 +24,7 @@ import httpx
 import msgspec
 import pytest
 
-from flagport.engine import Condition, Flag, Operator, Rule, Segment
+from flagport.engine import Condition, Flag, Operator, Prerequisite, Rule, Segment
 from flagport.engine._limits import (
     MAX_DESCRIPTION_LENGTH,
     MAX_ENCODED_BYTES,
@@ -146,15 +146,52 @@ async def test_load_names_what_cannot_be_decoded_and_reads_the_rest(
     good = Flag(enabled=True, version=1, created_at=utc_now())
     await store.commit([Mutation("flag", "good", "put", good, None)], [])
     store_backend.write_raw("flag", "not-json", "{this is not json")
-    store_backend.write_raw("flag", "unknown-field", '{"enabled": true, "surprise": 1}')
-    store_backend.write_raw("flag", "wrong-type", '{"rules": 7}')
+    store_backend.write_raw("flag", "wrong-type", '{"rules": 7, "surprise": 1}')
     store_backend.write_raw("segment", "bad-segment", "[1, 2]")
     state = await store.load()
     assert list(state.document.flags) == ["good"]
-    assert sorted(state.unreadable_flags) == ["not-json", "unknown-field", "wrong-type"]
-    assert "surprise" in state.unreadable_flags["unknown-field"]
+    assert sorted(state.unreadable_flags) == ["not-json", "wrong-type"]
+    assert "rules" in state.unreadable_flags["wrong-type"]
     assert list(state.unreadable_segments) == ["bad-segment"]
     assert state.document.segments == {}
+
+
+async def test_fields_a_newer_release_wrote_are_ignored_not_unreadable(
+    store: Store, store_backend: Backend
+) -> None:
+    """An older server sharing the store with a newer one keeps serving the flags the newer
+    one wrote: their new fields are ignored, at any depth, and the rest is read as ever."""
+    flag = {
+        "enabled": True,
+        "percentage": 50,
+        "rules": [
+            {
+                "conditions": [{"op": "eq", "attribute": "plan", "values": ["pro"], "new": 1}],
+                "variant": "on",
+                "new_rule_field": {"x": [1]},
+            }
+        ],
+        "prerequisites": [{"key": "base", "new": True}],
+        "version": 3,
+        "rollout_plan": {"steps": [10, 50, 100]},
+    }
+    store_backend.write_raw("flag", "newer", json.dumps(flag), 3)
+    segment = {"included": ["u1"], "conditions": [], "version": 2, "audience_size": 12}
+    store_backend.write_raw("segment", "beta", json.dumps(segment), 2)
+    state = await store.load()
+    assert state.unreadable_flags == {}
+    assert state.unreadable_segments == {}
+    rule = Rule(
+        conditions=[Condition(op=Operator.EQ, attribute="plan", values=["pro"])], variant="on"
+    )
+    assert state.document.flags["newer"] == Flag(
+        enabled=True,
+        percentage=50,
+        rules=[rule],
+        prerequisites=[Prerequisite(key="base")],
+        version=3,
+    )
+    assert state.document.segments["beta"] == Segment(included=["u1"], version=2)
 
 
 # -- a live server over a store holding an unreadable flag -----------------------------------
@@ -217,8 +254,12 @@ def test_an_unreadable_flag_is_served_in_error_and_the_kill_switch_still_works(
     server: RunningServer, backend: Backend, tmp_path: Path
 ) -> None:
     backend.write_raw("flag", "ui", '{"enabled": true, "rules": "garbage", "new_field": 1}', 2)
+    # What a newer server sharing the store wrote is served, its new field ignored.
+    backend.write_raw("flag", "newer", '{"enabled": true, "version": 1, "new_field": [1]}', 1)
     with server.admin(timeout=10.0) as admin:
         assert wait_until(lambda: _serves_unreadable(admin, ["ui"]), 10.0)
+        assert _evaluate(admin, "newer")["value"] is True
+        assert admin.get("/v1/snapshot").json()["flags"]["newer"]["enabled"] is True
 
         # Served as that flag in error; its child stays gated by it; the rest is served.
         assert _evaluate(admin, "ui")["errorCode"] == "PARSE_ERROR"

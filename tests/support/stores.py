@@ -54,6 +54,16 @@ class Backend(Protocol):
         version so that servers reload. The store must be initialised (opened once)."""
         ...
 
+    @property
+    def schema_version(self) -> int:
+        """The schema version this Flagport writes on this backend."""
+        ...
+
+    def write_schema_version(self, version: int) -> None:
+        """Set the store's schema version behind its back, as a newer Flagport upgrading
+        the store would. The store must be initialised (opened once)."""
+        ...
+
 
 class SQLiteBackend:
     """A fresh SQLite file in a temporary directory."""
@@ -67,6 +77,16 @@ class SQLiteBackend:
                 (key, version, body),
             )
             conn.execute("UPDATE meta SET version = version + 1 WHERE id = 1")
+
+    @property
+    def schema_version(self) -> int:
+        from flagport_server.stores.sqlite import SCHEMA_VERSION
+
+        return SCHEMA_VERSION
+
+    def write_schema_version(self, version: int) -> None:
+        with contextlib.closing(sqlite3.connect(self.path)) as conn, conn:
+            conn.execute("UPDATE meta SET schema_version = ? WHERE id = 1", (version,))
 
     name = "sqlite"
 
@@ -127,15 +147,31 @@ class RedisBackend:
 
         return redis.Redis.from_url(self.url.split("?")[0], decode_responses=True)
 
+    @property
+    def _tag(self) -> str:
+        # The key layout of ``flagport_server.stores.redis`` (its package docstring).
+        return "{" + parse_qs(urlsplit(self.url).query)["prefix"][0] + "}"
+
     def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
-        # The key layout of ``flagport_server.stores.redis`` (its module docstring).
-        prefix = parse_qs(urlsplit(self.url).query)["prefix"][0]
-        tag = "{" + prefix + "}"
+        tag = self._tag
         client = self._client()
         try:
             client.hset(f"{tag}:{kind}s", key, body)
             client.hset(f"{tag}:{kind}_versions", key, version)
             client.publish(f"{tag}:changes", client.hincrby(f"{tag}:meta", "version", 1))
+        finally:
+            client.close()
+
+    @property
+    def schema_version(self) -> int:
+        from flagport_server.stores.redis import SCHEMA_VERSION
+
+        return SCHEMA_VERSION
+
+    def write_schema_version(self, version: int) -> None:
+        client = self._client()
+        try:
+            client.hset(f"{self._tag}:meta", "schema_version", version)
         finally:
             client.close()
 

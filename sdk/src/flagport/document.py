@@ -255,7 +255,11 @@ def read_document_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def load_document(
-    data: bytes | str, format: Format | None = None, *, strict: bool = True
+    data: bytes | str,
+    format: Format | None = None,
+    *,
+    strict: bool = True,
+    ignore_unknown_fields: bool = False,
 ) -> SnapshotDocument:
     """Parse and validate a snapshot document.
 
@@ -263,6 +267,8 @@ def load_document(
     ``strict`` (the default) cross-references are checked too (unknown variants, segments
     and prerequisites, cycles, percentages with more than 3 decimals), and the limits that
     a store's commit enforces, so a document that would be refused is refused here first.
+    A field this release does not know is refused (a typo must not be dropped silently),
+    unless ``ignore_unknown_fields``: for a snapshot a newer server wrote, never an import.
     """
     _check_size(data)
     text = _utf8(data)
@@ -271,7 +277,7 @@ def load_document(
     obj = parse_json(text) if format == "json" else _parse_yaml(text)
     if obj is None:
         obj = {}
-    document = document_from_builtins(obj)
+    document = document_from_builtins(obj, ignore_unknown_fields=ignore_unknown_fields)
     if strict:
         check_document_limits(document)
         compile_snapshot(document, strict=True)

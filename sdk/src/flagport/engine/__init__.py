@@ -17,6 +17,7 @@ from flagport.engine._limits import (
     check_segment_limits,
     check_text,
 )
+from flagport.engine._tolerant import TolerantDecoder
 from flagport.engine.models import (
     BUCKETING_VERSION,
     Condition,
@@ -49,6 +50,7 @@ __all__ = [
     "Rule",
     "Segment",
     "SnapshotDocument",
+    "TolerantDecoder",
     "bucket",
     "check_document_limits",
     "check_flag_limits",

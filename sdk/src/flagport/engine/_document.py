@@ -12,15 +12,21 @@ from typing import Any, TypeVar
 import msgspec
 
 from flagport._exceptions import InvalidDocumentError
+from flagport.engine._tolerant import TolerantDecoder
 from flagport.engine.models import BUCKETING_VERSION, Flag, Segment, SnapshotDocument
 
 __all__ = ["document_from_builtins", "flag_from_builtins", "segment_from_builtins"]
 
 T = TypeVar("T")
 
+_tolerant_flags = TolerantDecoder(Flag)
+_tolerant_segments = TolerantDecoder(Segment)
 
-def _convert(obj: Any, kind: type[T], path: str) -> T:
+
+def _convert(obj: Any, kind: type[T], path: str, tolerant: TolerantDecoder[T] | None = None) -> T:
     try:
+        if tolerant is not None:
+            return tolerant.convert(obj)
         return msgspec.convert(obj, kind, strict=True)
     except msgspec.ValidationError as error:
         message, _, where = str(error).partition(" - at `")
@@ -36,23 +42,26 @@ def _convert(obj: Any, kind: type[T], path: str) -> T:
         raise InvalidDocumentError(str(error) or type(error).__name__, path) from None
 
 
-def flag_from_builtins(key: str, obj: Any) -> Flag:
-    return _convert(obj, Flag, f'$.flags["{key}"]')
+def flag_from_builtins(key: str, obj: Any, *, ignore_unknown_fields: bool = False) -> Flag:
+    tolerant = _tolerant_flags if ignore_unknown_fields else None
+    return _convert(obj, Flag, f'$.flags["{key}"]', tolerant)
 
 
-def segment_from_builtins(key: str, obj: Any) -> Segment:
-    return _convert(obj, Segment, f'$.segments["{key}"]')
+def segment_from_builtins(key: str, obj: Any, *, ignore_unknown_fields: bool = False) -> Segment:
+    tolerant = _tolerant_segments if ignore_unknown_fields else None
+    return _convert(obj, Segment, f'$.segments["{key}"]', tolerant)
 
 
-def document_from_builtins(obj: Any) -> SnapshotDocument:
+def document_from_builtins(obj: Any, *, ignore_unknown_fields: bool = False) -> SnapshotDocument:
     """Validate the document's shape (not its cross-references: :func:`compile_snapshot`
-    with ``strict=True`` checks those)."""
+    with ``strict=True`` checks those). Unknown fields are refused, unless
+    ``ignore_unknown_fields`` (a snapshot a newer server wrote, not a document to import)."""
     if not isinstance(obj, dict):
         raise InvalidDocumentError(
             f"a snapshot document must be an object, got {type(obj).__name__}", "$"
         )
     unknown = set(obj) - {"bucketing", "flags", "segments", "version"}
-    if unknown:
+    if unknown and not ignore_unknown_fields:
         raise InvalidDocumentError(f"unknown field {sorted(map(str, unknown))[0]!r}", "$")
     bucketing = _convert(obj.get("bucketing", BUCKETING_VERSION), int, "$.bucketing")
     if bucketing != BUCKETING_VERSION:
@@ -78,10 +87,14 @@ def document_from_builtins(obj: Any) -> SnapshotDocument:
     for key, body in raw_flags.items():
         if not isinstance(key, str):
             raise InvalidDocumentError("flag keys must be strings", f"$.flags[{key!r}]")
-        flags[key] = flag_from_builtins(key, {} if body is None else body)
+        flags[key] = flag_from_builtins(
+            key, {} if body is None else body, ignore_unknown_fields=ignore_unknown_fields
+        )
     segments = {}
     for key, body in raw_segments.items():
         if not isinstance(key, str):
             raise InvalidDocumentError("segment keys must be strings", f"$.segments[{key!r}]")
-        segments[key] = segment_from_builtins(key, {} if body is None else body)
+        segments[key] = segment_from_builtins(
+            key, {} if body is None else body, ignore_unknown_fields=ignore_unknown_fields
+        )
     return SnapshotDocument(bucketing=bucketing, flags=flags, segments=segments, version=version)

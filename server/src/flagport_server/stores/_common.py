@@ -15,11 +15,12 @@ from flagport.engine import (
     Flag,
     Segment,
     SnapshotDocument,
+    TolerantDecoder,
     check_flag_limits,
     check_segment_limits,
     validate_key,
 )
-from flagport_server.errors import InvalidInput, VersionConflict
+from flagport_server.errors import InvalidInput, StoreError, VersionConflict
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, StoreState, TokenRecord
 
 __all__ = [
@@ -27,9 +28,8 @@ __all__ = [
     "audit_limit",
     "check_guard",
     "check_mutation",
+    "check_schema_version",
     "decode_audit",
-    "decode_flag",
-    "decode_segment",
     "decode_token",
     "encode",
     "parse_timestamp",
@@ -42,8 +42,10 @@ MAX_AUDIT_LIMIT: Final = 1000
 
 _T = TypeVar("_T")
 _encoder = msgspec.json.Encoder()
-_flag_decoder = msgspec.json.Decoder(Flag)
-_segment_decoder = msgspec.json.Decoder(Segment)
+# A newer server sharing the store may have written fields this one does not know: they are
+# ignored, never a reason to serve the flag in error (docs/adr/0011-upgrades.md).
+_flag_decoder = TolerantDecoder(Flag)
+_segment_decoder = TolerantDecoder(Segment)
 _audit_decoder = msgspec.json.Decoder(AuditEntry)
 _token_decoder = msgspec.json.Decoder(TokenRecord)
 
@@ -54,20 +56,21 @@ def encode(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
-def decode_flag(body: str | bytes) -> Flag:
-    return _flag_decoder.decode(body)
+def decode_audit(body: str | bytes, entry_id: str) -> AuditEntry:
+    """A stored audit entry. :raises StoreError: naming the entry when it cannot be read."""
+    return _decode_record(_audit_decoder, body, "audit entry", entry_id)
 
 
-def decode_segment(body: str | bytes) -> Segment:
-    return _segment_decoder.decode(body)
+def decode_token(body: str | bytes, token_id: str) -> TokenRecord:
+    """A stored token. :raises StoreError: naming the token when it cannot be read."""
+    return _decode_record(_token_decoder, body, "token", token_id)
 
 
-def decode_audit(body: str | bytes) -> AuditEntry:
-    return _audit_decoder.decode(body)
-
-
-def decode_token(body: str | bytes) -> TokenRecord:
-    return _token_decoder.decode(body)
+def _decode_record(decoder: msgspec.json.Decoder[_T], body: str | bytes, what: str, key: str) -> _T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise StoreError(f"stored {what} {key!r} cannot be read: {error}") from error
 
 
 def read_state(
@@ -78,8 +81,9 @@ def read_state(
 ) -> StoreState:
     """The stored configuration from ``(key, body)`` rows, read leniently: a body that
     cannot be decoded is named in the state's ``unreadable_*`` instead of failing the load
-    (one bad record must not take every other flag, and the kill switch, with it). Limits
-    are not checked here: they apply when something is committed."""
+    (one bad record must not take every other flag, and the kill switch, with it). Fields
+    this server does not know (a newer one wrote them) are ignored. Limits are not checked
+    here: they apply when something is committed."""
     good_flags, bad_flags = _decode_each(flags, _flag_decoder)
     good_segments, bad_segments = _decode_each(segments, _segment_decoder)
     document = SnapshotDocument(flags=good_flags, segments=good_segments, version=version)
@@ -92,7 +96,7 @@ def read_state(
 
 
 def _decode_each(
-    rows: Iterable[tuple[str, str | bytes]], decoder: msgspec.json.Decoder[_T]
+    rows: Iterable[tuple[str, str | bytes]], decoder: TolerantDecoder[_T]
 ) -> tuple[dict[str, _T], dict[str, str]]:
     """(decoded by key, in key order; why each undecodable one failed)."""
     good: dict[str, _T] = {}
@@ -103,6 +107,21 @@ def _decode_each(
         except msgspec.DecodeError as error:
             bad[key] = str(error)
     return good, bad
+
+
+def check_schema_version(store: str, stored: int, known: int) -> None:
+    """Refuse a store whose layout is newer than this server knows (``stored > known``).
+
+    A newer Flagport raises the schema version when it changes the layout in a way an older
+    server would misread or overwrite. An older server must then stop using the store rather
+    than guess: it keeps serving the snapshot it has and says what to do. ``store`` names
+    the store (``SQLite store /path``, ``Redis store redis://host/0``).
+    """
+    if stored > known:
+        raise StoreError(
+            f"{store}: schema version {stored} was written by a newer Flagport (this one knows "
+            f"{known}); upgrade this server to the release that wrote it (README: Upgrading)"
+        )
 
 
 def token_taken(token: TokenRecord, what: Literal["id", "name"]) -> str:

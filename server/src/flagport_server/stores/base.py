@@ -174,9 +174,10 @@ class FlagSeen(msgspec.Struct, frozen=True):
 class StoreState(msgspec.Struct, frozen=True):
     """Everything a server needs to build a snapshot, read atomically.
 
-    A stored flag or segment that cannot be decoded (not JSON, unknown fields, wrong types)
-    is left out of ``document`` and named in ``unreadable_flags`` / ``unreadable_segments``
-    (key -> why) instead: one bad record must never stop the rest from being served.
+    A stored flag or segment that cannot be decoded (not JSON, wrong types) is left out of
+    ``document`` and named in ``unreadable_flags`` / ``unreadable_segments`` (key -> why)
+    instead: one bad record must never stop the rest from being served. Fields this server
+    does not know (written by a newer one sharing the store) are ignored, not a reason.
     """
 
     store_id: str  # random id made when the store was initialised; changes if wiped
@@ -186,7 +187,13 @@ class StoreState(msgspec.Struct, frozen=True):
 
 
 class Store(abc.ABC):
-    """Async store contract. Implementations must be safe to use from several processes."""
+    """Async store contract. Implementations must be safe to use from several processes.
+
+    Every store carries the version of its layout (its schema version). :meth:`open`,
+    :meth:`load`, :meth:`snapshot_version`, :meth:`commit` and the token writes raise
+    :class:`~flagport_server.errors.StoreError` (nothing written) once a newer Flagport has
+    raised it above the one this server knows (``stores._common.check_schema_version``).
+    """
 
     #: URL scheme(s) served, for messages.
     kind: str = "abstract"
@@ -236,9 +243,6 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def tokens(self) -> list[TokenRecord]: ...
-
-    @abc.abstractmethod
-    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
 
     @abc.abstractmethod
     async def revoke_token(self, token_id: str, at: str) -> TokenRecord | None:

@@ -78,6 +78,27 @@ def _bootstrap_admin_token(loopback: bool) -> tuple[str, bool]:
     help="Keep no adoption stats (flags stats, flags stale); Prometheus counters stay.",
 )
 @click.option(
+    "--backlog",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(128, 65535),
+    help="Connections the kernel queues before the server accepts them.",
+)
+@click.option(
+    "--max-streams",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Change streams per worker; past them clients poll (the stream answers 503).",
+)
+@click.option(
+    "--body-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a client has to send a request body (then 408).",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -92,23 +113,30 @@ def serve(
     seed_file: str | None,
     instance_id: str | None,
     no_stats: bool,
+    backlog: int,
+    max_streams: int,
+    body_timeout: float,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
     try:
         from flagport_server.serve import serve as run_server
-        from flagport_server.settings import Settings, is_loopback
+        from flagport_server.settings import Settings, bind_address, is_loopback
     except ImportError:
         click.echo("flags serve needs the server: pip install 'flagport-cli[server]'", err=True)
         sys.exit(2)
-    loopback = uds is not None or is_loopback(host)
+    try:
+        address = bind_address(host) if uds is None else host
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--host") from None
+    loopback = uds is not None or is_loopback(address)
     token, generated = _bootstrap_admin_token(loopback)
     require = require_eval_token or not (loopback or open_evaluation)
     import socket
 
     settings = Settings(
         store_url=store_url,
-        host=host,
+        host=address,
         port=port,
         uds=uds,
         workers=workers,
@@ -119,8 +147,12 @@ def serve(
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",
         open_evaluation_warning=open_evaluation and not loopback,
         stats=not no_stats,
+        backlog=backlog,
+        max_streams=max_streams,
+        body_timeout=body_timeout,
     )
-    where = f"unix://{os.path.abspath(uds)}" if uds else f"http://{host}:{port}"
+    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    where = f"unix://{os.path.abspath(uds)}" if uds else f"http://{shown_host}:{port}"
     click.echo(f"Flagport listening on {where} (store: {store_url}, workers: {workers})", err=True)
     if generated:
         click.echo(f"Admin token (shown once, saved to {TOKEN_FILE}): {token}", err=True)

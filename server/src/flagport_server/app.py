@@ -27,7 +27,13 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine import SnapshotDocument
-from flagport_server.errors import InvalidInput, ServerError, StoreError, VersionConflict
+from flagport_server.errors import (
+    InvalidInput,
+    RequestTimeout,
+    ServerError,
+    StoreError,
+    VersionConflict,
+)
 from flagport_server.metrics import CONTENT_TYPE_LATEST, Metrics
 from flagport_server.routes.admin import admin_router
 from flagport_server.routes.evaluation import evaluation_routes
@@ -150,11 +156,16 @@ def _handle_domain(request: Request[Any, Any, Any], error: Exception) -> Respons
         status = 412  # If-Match did not match
     if isinstance(error, StoreError):
         log.error("store error on %s %s: %s", request.method, request.url.path, error)
+    # The rest of a timed-out body may still be on its way: the connection cannot be reused.
+    headers = {"Connection": "close"} if isinstance(error, RequestTimeout) else None
     if _is_evaluation(request):
         code = "GENERAL"
-        return _ofrep_error(request, status, code, error.detail)
+        return _ofrep_error(request, status, code, error.detail, headers)
     field = error.path if isinstance(error, InvalidInput) else None
-    return _problem(status, error.title, error.detail, field)
+    response = _problem(status, error.title, error.detail, field)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def _handle_invalid_document(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:

@@ -11,7 +11,8 @@ exactly one place (``flagport_server.app``'s exception handlers).
     ├── InvalidInput                 400/422  names the field (``path``)
     ├── PreconditionRequired         428  PUT without If-Match
     ├── Unauthorized                 401
-    └── Forbidden                    403
+    ├── Forbidden                    403
+    └── RequestTimeout               408  the request body did not arrive in time (closes)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PreconditionRequired",
+    "RequestTimeout",
     "ServerError",
     "StoreError",
     "StoreUnavailable",
@@ -109,3 +111,11 @@ class Unauthorized(ServerError):
 class Forbidden(ServerError):
     status_code = 403
     title = "Forbidden"
+
+
+class RequestTimeout(ServerError):
+    """The client did not send the whole request body in time. The answer closes the
+    connection: the rest of the body may still be on its way."""
+
+    status_code = 408
+    title = "Request timeout"

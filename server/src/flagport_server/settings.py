@@ -8,7 +8,7 @@ import socket
 
 import msgspec
 
-__all__ = ["Settings", "is_loopback"]
+__all__ = ["Settings", "bind_address", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
@@ -18,6 +18,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def bind_address(host: str) -> str:
+    """The IP address to listen on for ``host``, an address or a name (granian takes only
+    addresses). A name of both families gets its IPv4 address (``localhost``: 127.0.0.1).
+    Raises ``ValueError`` naming a host that does not resolve."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise ValueError(
+            f"cannot listen on {host!r}: the name does not resolve ({error})"
+        ) from None
+    addresses = [str(info[4][0]) for info in found]
+    ipv4 = [a for a in addresses if ipaddress.ip_address(a).version == 4]
+    return (ipv4 or addresses)[0]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +75,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stats_flush_interval: float = 2.0
     #: Seconds between two refreshes of the ``flagport_unique_units`` gauges from the store.
     stats_gauge_interval: float = 60.0
+    #: Connections the kernel queues for the workers to accept (``flags serve --backlog``).
+    backlog: int = 1024
+    #: Change streams each worker keeps open at most; past them the stream answers 503 and
+    #: OFREP bulk answers stop advertising it, so clients poll (``flags serve --max-streams``).
+    max_streams: int = 1000
+    #: Seconds a client has to send a request's headers (then the connection is closed; also
+    #: how long an idle keep-alive connection is kept).
+    header_timeout: float = 5.0
+    #: Seconds a client has to send a request's whole body (then 408, connection closed).
+    body_timeout: float = 10.0
 
     @property
     def evaluation_open(self) -> bool:

@@ -1,0 +1,96 @@
+"""A deadline on receiving a request's body (pure ASGI, wrapped around the whole app).
+
+Granian bounds the time to read a request's headers but not its body: a client that sends
+its headers and then trickles (or never sends) the body holds a connection, and a slot of
+the worker's connection budget, for ever. Past the deadline the app's ``receive`` raises
+:class:`~flagport_server.errors.RequestTimeout`, which the app's error handlers answer with
+408 and ``Connection: close``.
+
+Cheap on the evaluation path: requests of bodiless methods pass through untouched, and a
+body read costs two dict operations. A single sweeper task per app (running only while some
+body is being read) cancels the reads that passed their deadline, instead of one timer per
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import monotonic
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+
+from flagport_server.errors import RequestTimeout
+
+__all__ = ["BodyDeadline"]
+
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Marks, in ``BodyDeadline._waiting``, a read the sweeper cancelled.
+_EXPIRED = -1.0
+
+
+class BodyDeadline:
+    """Give every request ``seconds`` to send its whole body, from the app's first read."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+        #: The tasks awaiting a body chunk now, with their request's deadline.
+        self._waiting: dict[asyncio.Task[object], float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._sweep_every = min(1.0, max(0.05, seconds / 4))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] in _BODILESS:
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, self._bounded(receive), send)
+
+    def _bounded(self, receive: Receive) -> Receive:
+        waiting = self._waiting
+        seconds = self.seconds
+        deadline = 0.0
+        complete = False
+
+        async def receive_by_deadline() -> ReceiveMessage:
+            nonlocal deadline, complete
+            if complete:
+                return await receive()
+            task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
+            if not deadline:
+                deadline = monotonic() + seconds
+            waiting[task] = deadline
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                # The sweeper only cancels a task while it waits here (it is listed in
+                # ``waiting`` exactly then), so the cancellation always lands on this await.
+                if waiting.pop(task, None) != _EXPIRED:
+                    raise
+                task.uncancel()
+                raise RequestTimeout(
+                    f"the request body was not received within {seconds:g} seconds"
+                ) from None
+            del waiting[task]
+            if not message.get("more_body", False):
+                complete = True
+            return message
+
+        return receive_by_deadline
+
+    async def _sweep(self) -> None:
+        waiting = self._waiting
+        try:
+            while True:
+                await asyncio.sleep(self._sweep_every)
+                if not waiting:
+                    break  # restarted by the next read: at most once per sweep period
+                now = monotonic()
+                for task, deadline in list(waiting.items()):
+                    if 0 <= deadline <= now:
+                        waiting[task] = _EXPIRED
+                        task.cancel()
+        finally:
+            self._sweeper = None

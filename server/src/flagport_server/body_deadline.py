@@ -7,15 +7,16 @@ the worker's connection budget, for ever. Past the deadline the app's ``receive`
 408 and ``Connection: close``.
 
 Cheap on the evaluation path: requests of bodiless methods pass through untouched, and a
-body read costs two dict operations. A single sweeper task per app (running only while some
-body is being read) cancels the reads that passed their deadline, instead of one timer per
-request.
+body read costs an extra coroutine and two dict operations. A single sweeper task per app
+(running only while some body is being read) cancels the reads that passed their deadline,
+instead of one timer per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 from time import monotonic
+from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
@@ -24,6 +25,7 @@ from flagport_server.errors import RequestTimeout
 
 __all__ = ["BodyDeadline"]
 
+_HTTP: str = ScopeType.HTTP
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Marks, in ``BodyDeadline._waiting``, a read the sweeper cancelled.
 _EXPIRED = -1.0
@@ -35,20 +37,17 @@ class BodyDeadline:
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
         self.seconds = seconds
-        #: The tasks awaiting a body chunk now, with their request's deadline.
-        self._waiting: dict[asyncio.Task[object], float] = {}
+        #: The body reads in progress (awaitables with ``cancel``), with their request's
+        #: deadline.
+        self._waiting: dict[Any, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._sweep_every = min(1.0, max(0.05, seconds / 4))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["method"] in _BODILESS:
+        if scope["type"] != _HTTP or scope["method"] in _BODILESS:  # type: ignore[typeddict-item]
             await self.app(scope, receive, send)
             return
-        await self.app(scope, self._bounded(receive), send)
-
-    def _bounded(self, receive: Receive) -> Receive:
         waiting = self._waiting
-        seconds = self.seconds
         deadline = 0.0
         complete = False
 
@@ -56,29 +55,31 @@ class BodyDeadline:
             nonlocal deadline, complete
             if complete:
                 return await receive()
-            task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
             if not deadline:
-                deadline = monotonic() + seconds
-            waiting[task] = deadline
-            if self._sweeper is None:
-                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+                deadline = monotonic() + self.seconds
+                if self._sweeper is None:
+                    self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+            # The read itself is what the sweeper cancels (granian's ``receive`` returns a
+            # cancellable future; a coroutine is made a task): cheaper than looking up the
+            # current task, and nothing but the read is interrupted.
+            read: Any = receive()
+            if not hasattr(read, "cancel"):
+                read = asyncio.ensure_future(read)
+            waiting[read] = deadline
             try:
-                message = await receive()
+                message: ReceiveMessage = await read
             except asyncio.CancelledError:
-                # The sweeper only cancels a task while it waits here (it is listed in
-                # ``waiting`` exactly then), so the cancellation always lands on this await.
-                if waiting.pop(task, None) != _EXPIRED:
+                if waiting.pop(read, None) != _EXPIRED:
                     raise
-                task.uncancel()
                 raise RequestTimeout(
-                    f"the request body was not received within {seconds:g} seconds"
+                    f"the request body was not received within {self.seconds:g} seconds"
                 ) from None
-            del waiting[task]
+            del waiting[read]
             if not message.get("more_body", False):
                 complete = True
             return message
 
-        return receive_by_deadline
+        await self.app(scope, receive_by_deadline, send)
 
     async def _sweep(self) -> None:
         waiting = self._waiting
@@ -88,9 +89,9 @@ class BodyDeadline:
                 if not waiting:
                     break  # restarted by the next read: at most once per sweep period
                 now = monotonic()
-                for task, deadline in list(waiting.items()):
+                for read, deadline in list(waiting.items()):
                     if 0 <= deadline <= now:
-                        waiting[task] = _EXPIRED
-                        task.cancel()
+                        waiting[read] = _EXPIRED
+                        read.cancel()
         finally:
             self._sweeper = None

@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from flagport import LocalClient
+from flagport._remote import KEEPALIVE_EXPIRY
 from flagport_cli.main import cli
 from flagport_server.serve import (
     METRICS_DIR_PREFIX,
@@ -178,6 +179,11 @@ def test_granian_gets_the_header_timeout_backlog_and_connection_limit() -> None:
     assert server.backlog == 4096
     assert server.backpressure == worker_connection_limit(20_000)
     assert server.bind_addr == "127.0.0.1"
+
+
+def test_sdk_clients_drop_idle_connections_before_the_server_closes_them() -> None:
+    # Reusing a connection at the moment the server closes it fails the request.
+    assert Settings().header_timeout > KEEPALIVE_EXPIRY
 
 
 # -- host names --------------------------------------------------------------------------

@@ -7,8 +7,9 @@
 Runs in its own process, which raises its own open-file limit (thousands of sockets). For
 ``--seconds`` it holds: ``--idle`` sockets that never send a byte; ``--slow`` evaluation
 requests whose body trickles in one byte a second and never completes; ``--streams`` change
-streams. Whatever the server closes is opened again at once (a refused stream after
-``--stream-retry`` seconds), as an attacker would. It prints ``flooding`` once every
+streams. Whatever the server closes is opened again at once, as an attacker would; a refused
+stream is retried after ``--stream-retry`` seconds (the server's ``Retry-After``), as an SDK
+would. It prints ``flooding`` once every
 connection is open, then one JSON report line when it ends. Only loopback addresses are
 used: the hostile sockets come from 127.0.0.2-5 so that the churn of thousands of
 connections never runs out of source ports.
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import resource
 import time
 from collections import Counter
@@ -162,7 +164,9 @@ class Flood:
                 writer.close()
             first = first and status is None
             if status is not None and status != 200:
-                await asyncio.sleep(min(self.args.stream_retry, max(0.0, self._remaining())))
+                # Refused: back off like an SDK (a busy server's ``Retry-After``, jittered).
+                pause = self.args.stream_retry * random.uniform(0.8, 1.2)
+                await asyncio.sleep(min(pause, max(0.0, self._remaining())))
 
     async def _follow_stream(
         self, tally: Tally, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bool
@@ -221,7 +225,7 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=1500)
     parser.add_argument("--streams", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--stream-retry", type=float, default=2.0)
+    parser.add_argument("--stream-retry", type=float, default=5.0)
     parser.add_argument("--flag", default="ui-improvements")
     args = parser.parse_args()
     _raise_open_file_limit(args.idle + args.slow + args.streams + 256)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import threading
 import weakref
@@ -171,6 +172,10 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | 
         with contextlib.suppress(ValueError):
             unsubscribe()
 
+    # Each stream its own period: streams opened together (a restart, a flood) do not all
+    # send their keep-alives in the same instant.
+    keepalive = KEEPALIVE_SECONDS * random.uniform(0.75, 1.0)
+
     async def events() -> AsyncIterator[ServerSentEventMessage]:
         try:
             yield ServerSentEventMessage(
@@ -184,7 +189,7 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | 
                 yield _event(runtime, runtime.version)  # missed while disconnected
             while True:
                 try:
-                    version = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                    version = await asyncio.wait_for(queue.get(), keepalive)
                 except TimeoutError:
                     yield ServerSentEventMessage(data=None, comment="keep-alive")
                     continue

@@ -409,8 +409,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         gc.freeze()
         # Open streams and slow requests keep thousands of objects alive for seconds, and a
         # full collection walks them all: at the default thresholds a worker holding 1,000
-        # streams paused 50-110 ms every few seconds (p99 93 ms under the connection soak,
-        # 16 ms with this; benchmarks/RESULTS.md). Collect young objects 70x less often.
+        # streams paused 50-110 ms every few seconds (evaluation p99 93 ms under the
+        # connection soak, 8.5 ms with this; benchmarks/RESULTS.md). Collect young objects
+        # 70x less often.
         gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         tasks = [asyncio.create_task(_metrics_loop(app.state))]
         if settings.stats:

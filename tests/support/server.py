@@ -103,6 +103,17 @@ class RunningServer:
         self.process.wait()
 
 
+def _with_soft_open_file_limit(limit: int, args: list[str]) -> list[str]:
+    """``args`` run with this soft limit on open files (a login shell's is often 1,024)."""
+    code = (
+        "import os, resource, sys\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(int(sys.argv[1]), hard), hard))\n"
+        "os.execv(sys.argv[2], sys.argv[2:])\n"
+    )
+    return [sys.executable, "-c", code, str(limit), *args]
+
+
 def start_server(
     workdir: Path,
     *,
@@ -114,6 +125,7 @@ def start_server(
     env: dict[str, str] | None = None,
     port: int | None = None,
     wait: bool = True,
+    soft_open_files: int | None = None,
 ) -> RunningServer:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -128,6 +140,8 @@ def start_server(
     if seed is not None:
         args += ["--seed", str(seed)]
     args += list(extra)
+    if soft_open_files is not None:
+        args = _with_soft_open_file_limit(soft_open_files, args)
     log_path = workdir / "server.log"
     environment = {**os.environ, "FLAGPORT_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)

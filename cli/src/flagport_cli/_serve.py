@@ -138,6 +138,27 @@ def _no_key_password() -> str:
     help="The certificate's PEM private key (unencrypted; keep it mode 0600).",
 )
 @click.option(
+    "--backlog",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(128, 65535),
+    help="Connections the kernel queues before the server accepts them.",
+)
+@click.option(
+    "--max-streams",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Change streams per worker; past them clients poll (the stream answers 503).",
+)
+@click.option(
+    "--body-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a client has to send a request body (then 408).",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -154,13 +175,21 @@ def serve(
     no_stats: bool,
     tls_cert: str | None,
     tls_key: str | None,
+    backlog: int,
+    max_streams: int,
+    body_timeout: float,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
     try:
         from flagport_server.errors import InvalidInput
         from flagport_server.serve import serve as run_server
-        from flagport_server.settings import Settings, admin_token_problem, is_loopback
+        from flagport_server.settings import (
+            Settings,
+            admin_token_problem,
+            bind_address,
+            is_loopback,
+        )
         from flagport_server.stores import open_store, redact_store_url
     except ImportError:
         click.echo("flags serve needs the server: pip install 'flagport-cli[server]'", err=True)
@@ -176,7 +205,11 @@ def serve(
         # Every worker loads the seed as it starts: a bad one is refused here, once, with
         # the reason, rather than as a worker that fails to start.
         read_document(seed_file, strict=True)
-    loopback = uds is not None or is_loopback(host)
+    try:
+        address = bind_address(host) if uds is None else host
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--host") from None
+    loopback = uds is not None or is_loopback(address)
     token, generated = _bootstrap_admin_token(loopback)
     if problem := admin_token_problem(token, loopback):
         raise click.UsageError(problem)
@@ -185,7 +218,7 @@ def serve(
 
     settings = Settings(
         store_url=store_url,
-        host=host,
+        host=address,
         port=port,
         uds=uds,
         workers=workers,
@@ -198,9 +231,13 @@ def serve(
         stats=not no_stats,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        backlog=backlog,
+        max_streams=max_streams,
+        body_timeout=body_timeout,
     )
     scheme = "https" if tls_cert else "http"
-    where = f"unix://{os.path.abspath(uds)}" if uds else f"{scheme}://{host}:{port}"
+    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    where = f"unix://{os.path.abspath(uds)}" if uds else f"{scheme}://{shown_host}:{port}"
     click.echo(
         f"Flagport listening on {where} (store: {redact_store_url(store_url)}, workers: {workers})",
         err=True,

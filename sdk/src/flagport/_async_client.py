@@ -11,7 +11,7 @@ import httpx
 from flagport._breaker import CircuitBreaker
 from flagport._client import DEFAULT_TIMEOUT
 from flagport._exceptions import ClientError
-from flagport._remote import RemoteCore, auth_headers, split_url
+from flagport._remote import KEEPALIVE_EXPIRY, RemoteCore, auth_headers, split_url
 from flagport._types import ClientStatus, FlagDetails, served_on
 
 __all__ = ["AsyncClient"]
@@ -46,7 +46,11 @@ class AsyncClient:
                 uds=uds,
                 # No TLS on http:// or a socket: no CA bundle to load (some 100 ms).
                 verify=not base_url.startswith("http://"),
-                limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=20,
+                    keepalive_expiry=KEEPALIVE_EXPIRY,
+                ),
             )
         self.url = url
         self._core = RemoteCore(CircuitBreaker(failure_threshold, cooldown))

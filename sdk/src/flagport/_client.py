@@ -10,7 +10,7 @@ import httpx
 
 from flagport._breaker import CircuitBreaker
 from flagport._exceptions import ClientError
-from flagport._remote import RemoteCore, auth_headers, split_url
+from flagport._remote import KEEPALIVE_EXPIRY, RemoteCore, auth_headers, split_url
 from flagport._types import ClientStatus, FlagDetails, served_on
 
 if TYPE_CHECKING:
@@ -55,7 +55,11 @@ class Client:
             # No TLS on http:// or a socket: no CA bundle to load (some 100 ms); over https,
             # one SSL context, shared with the async twins.
             verify = False if base_url.startswith("http://") else httpx.create_ssl_context()
-            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
+            limits = httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=20,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            )
             transport = httpx.HTTPTransport(uds=uds, verify=verify, limits=limits)
             self._twin_options = {
                 "token": token,

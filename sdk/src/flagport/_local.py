@@ -30,7 +30,7 @@ import httpx
 import msgspec
 
 from flagport._exceptions import ClientError, FlagportError
-from flagport._remote import auth_headers, split_url
+from flagport._remote import KEEPALIVE_EXPIRY, auth_headers, split_url
 from flagport._types import ClientStatus, FlagDetails, details_from_result, served_on
 from flagport.engine import (
     CompiledFlag,
@@ -172,7 +172,11 @@ class LocalClient:
             base_url=base_url,
             headers=auth_headers(token),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-            transport=transport if transport is not None else httpx.HTTPTransport(uds=uds),
+            transport=transport
+            if transport is not None
+            else httpx.HTTPTransport(
+                uds=uds, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
+            ),
             verify=not base_url.startswith("http://"),
         )
         #: key -> compiled flag for flags that do not read the clock: the hot path.

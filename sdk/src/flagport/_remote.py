@@ -19,7 +19,7 @@ from flagport._exceptions import ClientError
 from flagport._types import ClientStatus, FlagDetails, check_type, error_details, type_mismatch
 from flagport.engine import ErrorCode, Reason
 
-__all__ = ["RemoteCore", "split_url"]
+__all__ = ["KEEPALIVE_EXPIRY", "RemoteCore", "split_url"]
 
 logger = logging.getLogger("flagport")
 _GENERAL = ErrorCode.GENERAL
@@ -27,6 +27,9 @@ _ERROR = Reason.ERROR
 #: Last known values kept per (flag, context); the oldest go first beyond this.
 MAX_REMEMBERED = 10_000
 USER_AGENT = "flagport-python/0.1.0"
+#: Seconds a pooled connection may stay idle. The server closes keep-alive connections idle
+#: for 5 s; dropping them sooner means never sending a request on one it is closing.
+KEEPALIVE_EXPIRY = 4.0
 
 
 def split_url(url: str) -> tuple[str, str | None]:

@@ -12,6 +12,7 @@ import msgspec
 from litestar.types import ASGIApp
 
 from flagport_server.app import create_app
+from flagport_server.body_deadline import BodyDeadline
 from flagport_server.settings import Settings
 
 __all__ = ["SETTINGS_ENV", "app_from_env"]
@@ -23,6 +24,8 @@ def app_from_env() -> ASGIApp:
     raw = os.environ.get(SETTINGS_ENV)
     settings = msgspec.json.decode(raw, type=Settings) if raw else Settings.from_env()
     app = create_app(settings)
-    # Request timing wraps the whole app rather than being a Litestar middleware: Litestar
-    # then runs its exception middleware twice per request (measured: +2 us per request).
-    return app.state.metrics.latency_middleware(app)  # type: ignore[no-any-return]
+    # Request timing and the body deadline wrap the whole app rather than being Litestar
+    # middlewares: Litestar then runs its exception middleware twice per request (measured:
+    # +2 us per request).
+    bounded = BodyDeadline(app, settings.body_timeout)
+    return app.state.metrics.latency_middleware(bounded)  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ exactly one place (``flagport_server.app``'s exception handlers).
     ├── PreconditionRequired         428  PUT without If-Match
     ├── Unauthorized                 401  with WWW-Authenticate
     ├── Forbidden                    403
+    ├── RequestTimeout               408  the request body did not arrive in time (closes)
     └── TooManyRequests              429  with Retry-After
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PreconditionRequired",
+    "RequestTimeout",
     "ServerError",
     "StoreError",
     "StoreUnavailable",
@@ -147,6 +149,15 @@ class Unauthorized(ServerError):
 class Forbidden(ServerError):
     status_code = 403
     title = "Forbidden"
+
+
+class RequestTimeout(ServerError):
+    """The client did not send the whole request body in time. The answer closes the
+    connection: the rest of the body may still be on its way."""
+
+    status_code = 408
+    title = "Request timeout"
+    headers = MappingProxyType({"Connection": "close"})
 
 
 class TooManyRequests(ServerError):

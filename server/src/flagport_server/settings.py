@@ -11,7 +11,13 @@ import msgspec
 from flagport.document import MAX_DOCUMENT_BYTES
 from flagport_server.stores import redact_store_url
 
-__all__ = ["MIN_ADMIN_TOKEN_LENGTH", "Settings", "admin_token_problem", "is_loopback"]
+__all__ = [
+    "MIN_ADMIN_TOKEN_LENGTH",
+    "Settings",
+    "admin_token_problem",
+    "bind_address",
+    "is_loopback",
+]
 
 #: Off loopback, the admin token is all that keeps the network from the admin API.
 MIN_ADMIN_TOKEN_LENGTH = 32
@@ -35,6 +41,25 @@ def admin_token_problem(token: str, loopback: bool) -> str | None:
         f"at least {MIN_ADMIN_TOKEN_LENGTH} (make one with: python3 -c 'import secrets; "
         "print(secrets.token_urlsafe(32))')"
     )
+
+
+def bind_address(host: str) -> str:
+    """The IP address to listen on for ``host``, an address or a name (granian takes only
+    addresses). A name of both families gets its IPv4 address (``localhost``: 127.0.0.1).
+    Raises ``ValueError`` naming a host that does not resolve."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise ValueError(
+            f"cannot listen on {host!r}: the name does not resolve ({error})"
+        ) from None
+    addresses = [str(info[4][0]) for info in found]
+    ipv4 = [a for a in addresses if ipaddress.ip_address(a).version == 4]
+    return (ipv4 or addresses)[0]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +102,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stats_flush_interval: float = 2.0
     #: Seconds between two refreshes of the ``flagport_unique_units`` gauges from the store.
     stats_gauge_interval: float = 60.0
+    #: Connections the kernel queues for the workers to accept (``flags serve --backlog``).
+    backlog: int = 1024
+    #: Change streams each worker keeps open at most; past them the stream answers 503 and
+    #: OFREP bulk answers stop advertising it, so clients poll (``flags serve --max-streams``).
+    max_streams: int = 1000
+    #: Seconds a client has to send a request's headers (then the connection is closed; also
+    #: how long an idle keep-alive connection is kept).
+    header_timeout: float = 5.0
+    #: Seconds a client has to send a request's whole body (then 408, connection closed).
+    body_timeout: float = 10.0
 
     def __repr__(self) -> str:
         # The generated repr would print the admin token and the store's password.

@@ -113,6 +113,10 @@ class Runtime:
         #: Why the store's state is refused (it went backwards: wiped, flushed, restored from
         #: an old backup), while this worker keeps serving its last snapshot.
         self.regression: str | None = None
+        #: Why the store refuses this worker's writes (its heartbeats fail) while it can still
+        #: be read: a read-only file, a full disk. ``flags enable/disable`` cannot be
+        #: confirmed meanwhile.
+        self.writes_failing: str | None = None
         self.warnings: list[str] = []
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,7 +177,9 @@ class Runtime:
     @property
     def store_problem(self) -> str | None:
         """What is wrong with the store, for ``/readyz`` (``None``: nothing)."""
-        problems = [p for p in (self.store_down, self.regression) if p]
+        # A store that cannot be reached cannot be written either: say it once.
+        writes = self.writes_failing if self.store_down is None else None
+        problems = [p for p in (self.store_down, self.regression, writes) if p]
         return "; ".join(problems) if problems else None
 
     @property
@@ -299,6 +305,17 @@ class Runtime:
         self.store_ok = True
         self.store_down = None
 
+    def _mark_writes_failing(self, error: Exception) -> None:
+        problem = f"the store refuses writes (this worker's heartbeat failed): {error}"
+        if problem != self.writes_failing:
+            log.warning("%s", problem)
+        self.writes_failing = problem
+
+    def _mark_writes_ok(self) -> None:
+        if self.writes_failing is not None and self.snapshot is not None:
+            log.info("store writes work again")
+            self.writes_failing = None
+
     # -- snapshot cache -----------------------------------------------------------------
 
     def _write_cache(self, state: StoreState) -> None:
@@ -381,7 +398,9 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.debug("heartbeat failed: %s", error)
+                self._mark_writes_failing(error)
+            else:
+                self._mark_writes_ok()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._applied.wait(), self.settings.heartbeat_interval)
 

@@ -27,6 +27,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason
 from flagport_server.auth import evaluation_auth_error
+from flagport_server.routes.feeds import streams_available
 from flagport_server.stats import UNKNOWN_FLAG_LABEL, UNKNOWN_RESULT
 from flagport_server.wire import ofrep_v1 as wire
 
@@ -44,16 +45,18 @@ _ABSENT = object()
 class WireCache:
     """Encoded OFREP items for one snapshot, keyed by what determines them."""
 
-    __slots__ = ("bulk_tail", "items", "version", "version_header")
+    __slots__ = ("bulk_tail", "items", "polling_tail", "version", "version_header")
 
     def __init__(self, snapshot: CompiledSnapshot, event_stream: wire.EventStream) -> None:
         self.version = snapshot.version
         self.version_header = str(snapshot.version).encode()
         self.items: dict[tuple[Any, ...], bytes] = {}
-        tail = wire.encode(
-            {"eventStreams": [event_stream], "metadata": {"snapshotVersion": snapshot.version}}
-        )
+        metadata = {"snapshotVersion": snapshot.version}
+        tail = wire.encode({"eventStreams": [event_stream], "metadata": metadata})
         self.bulk_tail = b"]," + tail[1:]  # closes "flags" and continues the object
+        #: The tail while this worker takes no more streams: no ``eventStreams``, so the
+        #: client polls.
+        self.polling_tail = b"]," + wire.encode({"metadata": metadata})[1:]
 
     def item(self, result: EvaluationResult) -> bytes:
         metadata = result.metadata
@@ -286,7 +289,8 @@ async def ofrep_bulk(
     results = snapshot.evaluate_all(context, time.time())
     state.counter.count_many(results, context)
     item = cache.item
-    body = b'{"flags":[' + b",".join([item(r) for r in results.values()]) + cache.bulk_tail
+    tail = cache.bulk_tail if streams_available(state) else cache.polling_tail
+    body = b'{"flags":[' + b",".join([item(r) for r in results.values()]) + tail
     return _answer(state, body, 200, cache.version_header, [(b"etag", etag)])
 
 

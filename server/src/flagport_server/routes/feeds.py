@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from types import FrameType
 from typing import Any
@@ -14,16 +16,20 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from flagport_server.auth import evaluation_guard, presented_token, token_record
 from flagport_server.state import Runtime
 from flagport_server.wire.fields import MAX_REQUEST_INT
 
-__all__ = ["feed_routes"]
+__all__ = ["feed_routes", "streams_available"]
 
 #: Seconds between keep-alive comments on an idle stream (proxies drop silent connections).
 KEEPALIVE_SECONDS = 15.0
+#: Seconds a client refused a stream (the worker's ``max_streams`` are open) should wait
+#: before it tries again; it polls meanwhile (the SDKs' reconnect backoff is at most 5 s).
+STREAM_RETRY_AFTER = "5"
 _CLOSE = -1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -38,9 +44,16 @@ class _OpenStreams:
     wakeup fd, which every signal writes to) keep working unchanged.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.queues: set[asyncio.Queue[int]] = set()
         self.stopping = False
+        #: At most this many streams per worker: each holds a connection for as long as the
+        #: client stays, and connections are the worker's scarcest resource.
+        self.limit = limit
+
+    @property
+    def full(self) -> bool:
+        return len(self.queues) >= self.limit
 
     def close_all(self) -> None:
         self.stopping = True
@@ -67,9 +80,18 @@ def _open_streams(request: Request[Any, Any, State]) -> _OpenStreams:
     state = request.app.state
     streams: _OpenStreams | None = state.get("open_streams")
     if streams is None:
-        streams = state["open_streams"] = _OpenStreams()
+        streams = state["open_streams"] = _OpenStreams(state.runtime.settings.max_streams)
         streams.hook_stop_signals()
     return streams
+
+
+def streams_available(state: State) -> bool:
+    """Whether this worker takes another change stream (OFREP bulk answers advertise the
+    stream only then, so clients over the cap poll instead)."""
+    streams: _OpenStreams | None = state.get("open_streams")
+    if streams is None:
+        return bool(state.runtime.settings.max_streams)
+    return not streams.full
 
 
 def _snapshot_body(runtime: Runtime) -> bytes:
@@ -132,8 +154,14 @@ def _last_event_id(header: str) -> int | None:
     guards=[evaluation_guard],
     summary="Change stream (SSE): a refetchEvaluation event after every change",
     tags=["feeds"],
+    responses={
+        503: ResponseSpec(
+            data_container=None,
+            description="This worker has as many streams open as it takes: poll, retry later",
+        )
+    },
 )
-async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
+async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | Response[bytes]:
     runtime: Runtime = request.app.state.runtime
     # The token the guard let in: once it is revoked, the stream ends (with the snapshot
     # that carries the revocation), as every later request with it is refused.
@@ -141,10 +169,26 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
     last_seen = _last_event_id(request.headers.get("last-event-id", ""))
     queue: asyncio.Queue[int] = asyncio.Queue()
     streams = _open_streams(request)
+    if streams.full:
+        return Response(
+            b'{"detail":"too many change streams open on this worker; poll, and retry later"}',
+            status_code=503,
+            media_type="application/json",
+            headers={"Retry-After": STREAM_RETRY_AFTER},
+        )
     unsubscribe = runtime.subscribe(queue.put_nowait)
     streams.queues.add(queue)
     if streams.stopping:
         queue.put_nowait(_CLOSE)
+
+    def release() -> None:
+        streams.queues.discard(queue)
+        with contextlib.suppress(ValueError):
+            unsubscribe()
+
+    # Each stream its own period: streams opened together (a restart, a flood) do not all
+    # send their keep-alives in the same instant.
+    keepalive = KEEPALIVE_SECONDS * random.uniform(0.75, 1.0)
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
         try:
@@ -159,7 +203,7 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
                 yield _event(runtime, runtime.version)  # missed while disconnected
             while True:
                 try:
-                    version = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                    version = await asyncio.wait_for(queue.get(), keepalive)
                 except TimeoutError:
                     yield ServerSentEventMessage(data=None, comment="keep-alive")
                     continue
@@ -171,16 +215,18 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent:
                     return
                 yield _event(runtime, version)
         finally:
-            streams.queues.discard(queue)
-            with contextlib.suppress(ValueError):
-                unsubscribe()
+            release()
 
     headers = {
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
         "X-Flagport-Worker": request.app.state.pid,
     }
-    return ServerSentEvent(events(), headers=headers)
+    stream = events()
+    # A client that leaves before its stream starts leaves a generator that is never
+    # iterated, whose ``finally`` never runs: dropping it must free the slot too.
+    weakref.finalize(stream, release)
+    return ServerSentEvent(stream, headers=headers)
 
 
 feed_routes = [snapshot_feed, change_stream]

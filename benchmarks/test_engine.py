@@ -5,7 +5,7 @@ figures recorded in ``benchmarks/RESULTS.md``. ``make test`` passes ``--benchmar
 then each measurement runs only a few times and only correctness is asserted (shared CI
 machines are too noisy for timing assertions, and benchmarks are not timed tests).
 
-Method (DESIGN.md section 8): ``timeit`` loops of 1,000+ calls, several interleaved rounds
+Method (docs/spec.md section 11): ``timeit`` loops of 1,000+ calls, several interleaved rounds
 (reference, candidate, reference, ...), medians, ratio of medians.
 """
 

@@ -201,7 +201,7 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
             + HEADING
             + "\n\n"
             + (
-                "Added time per PHP-FPM request (DESIGN.md section 8, issue 7 budgets: Unix "
+                "Added time per PHP-FPM request (docs/spec.md section 11, issue 7 budgets: Unix "
                 "socket p50 <= 1 ms, p99 <= 2 ms; circuit open p50 <= 0.05 ms). Command and "
                 "method in each run below; `benchmarks/test_php_bridge.py` writes them.\n"
             )

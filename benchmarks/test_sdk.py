@@ -9,7 +9,7 @@
 - a kill switch reaching a ``LocalClient``: p99 <= 100 ms over 100 toggles.
 
 ``make bench`` asserts them; ``make test`` (``--benchmark-disable``) runs each a few times and
-asserts correctness only. Method (DESIGN.md section 8): timeit loops, interleaved rounds,
+asserts correctness only. Method (docs/spec.md section 11): timeit loops, interleaved rounds,
 medians, ratios of medians.
 """
 

@@ -5,7 +5,7 @@ declare(strict_types=1);
 namespace Flagport;
 
 /**
- * Bucketing spec v1 (DESIGN.md section 2), identical to the Python engine's `flagport.bucket`.
+ * Bucketing spec v1 (docs/spec.md section 1), identical to the Python engine's `flagport.bucket`.
  *
  *     h(seed)  = MurmurHash3_x86_32(utf8(salt . ":" . unit), seed), unsigned 32-bit
  *     bucket   = (h(0) * 100000) >> 32            in [0, 100000)

@@ -1,5 +1,5 @@
 """Loading snapshot documents (JSON and YAML): what is refused, where the error points, and
-how a lenient compile serves a broken flag (DESIGN.md section 3, issue 2 item 4)."""
+how a lenient compile serves a broken flag (docs/spec.md section 2, issue 2 item 4)."""
 
 from __future__ import annotations
 

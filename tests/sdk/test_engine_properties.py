@@ -1,4 +1,4 @@
-"""Properties of the engine (DESIGN.md sections 2 and 3), checked with Hypothesis, and the
+"""Properties of the engine (docs/spec.md sections 1 and 2), checked with Hypothesis, and the
 bucketing statistics on fixed data.
 
 Hypothesis runs derandomized (a fixed seed per test) so CI never flakes; the statistics use
@@ -446,7 +446,7 @@ def test_two_half_flags_with_different_salts_overlap_a_quarter(
 
 @pytest.mark.parametrize(("child", "parent"), [(50, 20), (30, 60), (10, 100), (75, 40)])
 def test_hierarchy_own_salt_is_independent_shared_salt_is_nested(child: int, parent: int) -> None:
-    """DESIGN.md section 2: a child at p % under a parent at q % is on for about p*q/100 %
+    """docs/spec.md section 1: a child at p % under a parent at q % is on for about p*q/100 %
     with its own salt, and for min(p, q) % with ``salt`` set to the parent's key. Checked
     through the engine on the fixed units."""
     own = _compile(

@@ -1,4 +1,4 @@
-"""The engine is pure (DESIGN.md section 1): an import-linter contract, an allow-list of the
+"""The engine is pure (docs/spec.md section 11): an import-linter contract, an allow-list of the
 engine's own imports, and ``import flagport`` without httpx."""
 
 from __future__ import annotations

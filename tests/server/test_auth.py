@@ -1,4 +1,4 @@
-"""Auth bootstrap (DESIGN.md section 4) with the real ``flags serve``: a non-loopback bind
+"""Auth bootstrap (docs/spec.md section 5) with the real ``flags serve``: a non-loopback bind
 without an admin token refuses to start; a loopback bind generates one, prints it once and
 keeps it in ``./.flagport/admin-token`` (0600); evaluation needs tokens off loopback."""
 

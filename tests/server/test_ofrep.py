@@ -1,6 +1,6 @@
 """OFREP v0.3 single and bulk plus ``GET /v1/evaluate`` against a live ``flags serve``.
 
-DESIGN.md section 4 and ../shared/spec/ofrep/NOTES.md: reasons, ``variant`` and
+docs/spec.md section 4 and ../shared/spec/ofrep/NOTES.md: reasons, ``variant`` and
 ``errorDetails`` always, floats as floats, bulk ETag and 304, error items in bulk, the
 400/404/405/413 shapes, hostile bodies, and answers equal to the bucketing spec.
 """

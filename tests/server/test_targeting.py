@@ -1,6 +1,6 @@
 """Targeting through the admin API against a live server (issue 4, item 1).
 
-Targets, rules with every condition operator of DESIGN.md section 3, prerequisites, variants
+Targets, rules with every condition operator of docs/spec.md section 2, prerequisites, variants
 and weights, and deleting (a parent only with ``?recursive=true``), each checked by what OFREP
 then serves. Bad input (unknown variant or segment, wrong value types, oversized lists) is a
 4xx problem naming the field and leaves the store unchanged.

@@ -1,4 +1,4 @@
-"""Write ``tests/spec/evaluation/*.json``: fixed evaluation cases for DESIGN.md section 3.
+"""Write ``tests/spec/evaluation/*.json``: fixed evaluation cases for docs/spec.md section 2.
 
 Run ``uv run --frozen python tests/spec/make_evaluation_cases.py``. Deterministic; the test
 checks the committed files are exactly what this writes.
@@ -6,7 +6,7 @@ checks the committed files are exactly what this writes.
 Expectations are written from the spec, not recorded from the engine: this script never
 imports :mod:`flagport`. Where a case depends on a bucket, the script picks a unit whose
 bucket it computed itself with ``mmh3`` (``(h * 100000) >> 32``, seed 1 for weights), so the
-expected value follows from the arithmetic in DESIGN.md section 2.
+expected value follows from the arithmetic in docs/spec.md section 1.
 
 A case is ``{name, key, context, now?, expected}``; ``expected`` holds the fields the spec
 decides: ``reason``, ``errorCode``, ``value``/``variant`` when a value is served, ``metadata``
@@ -418,7 +418,7 @@ def conditions() -> dict[str, Any]:
         c("rule-split", {"plan": "free"}, no, "no rule: the flag's 0 % (no unit needed)"),
     ]
     return {
-        "description": "Every rule condition operator (DESIGN.md section 3).",
+        "description": "Every rule condition operator (docs/spec.md section 2).",
         "document": {"bucketing": 1, "flags": flags},
         "cases": cases,
     }

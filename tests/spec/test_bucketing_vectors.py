@@ -1,4 +1,4 @@
-"""Bucketing spec v1 (DESIGN.md section 2): the engine against the shared vectors.
+"""Bucketing spec v1 (docs/spec.md section 1): the engine against the shared vectors.
 
 The same file is checked by the PHP bridge (``php-bridge/tests/Unit/BucketingTest.php``), so both
 languages provably agree unit for unit.

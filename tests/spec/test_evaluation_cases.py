@@ -1,4 +1,4 @@
-"""Fixed evaluation cases (``tests/spec/evaluation/*.json``) for DESIGN.md section 3.
+"""Fixed evaluation cases (``tests/spec/evaluation/*.json``) for docs/spec.md section 2.
 
 Each file holds a snapshot document and cases ``{name, key, context, now?, expected}``; the
 expectations were derived from the spec by ``make_evaluation_cases.py`` (which never imports

@@ -1,4 +1,4 @@
-"""Errors of the ``flags`` command; each carries its exit code (DESIGN.md section 7).
+"""Errors of the ``flags`` command; each carries its exit code (docs/spec.md section 8).
 
 CliError              exit_code set per instance
 ├── UsageProblem      2  bad input or a local file, found before any request

@@ -1,6 +1,6 @@
 """The admin API client of the ``flags`` command: URL and token lookup, error mapping.
 
-Token lookup (DESIGN.md section 4): ``--token``, ``FLAGPORT_TOKEN``, ``FLAGPORT_ADMIN_TOKEN``,
+Token lookup (docs/spec.md section 5): ``--token``, ``FLAGPORT_TOKEN``, ``FLAGPORT_ADMIN_TOKEN``,
 then ``./.flagport/admin-token`` (written by ``flags serve``). Responses are decoded with the
 standard ``json`` module: the hot commands (``flags disable``) import neither msgspec nor the
 SDK.

@@ -1,6 +1,6 @@
 """The ``flags`` command: drive Flagport from a terminal or a deploy script.
 
-Exit codes (DESIGN.md section 7): 0 ok; 1 the server refused; 2 usage or a local file;
+Exit codes (docs/spec.md section 8): 0 ok; 1 the server refused; 2 usage or a local file;
 3 server unreachable; 4 not authorized; 5 committed but not confirmed by every live worker.
 Commands import what they need when they run: ``flags disable`` loads click and httpx only,
 and only ``flags serve`` imports the server.

@@ -95,7 +95,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     open_evaluation_warning: bool = False
     #: Public base URL advertised in ``eventStreams`` (default: relative ``/v1/stream``).
     public_url: str | None = None
-    #: Adoption stats (evaluations, unique units, series; DESIGN.md section 6). Off: only the
+    #: Adoption stats (evaluations, unique units, series; docs/spec.md section 7). Off: only the
     #: Prometheus counters are kept (``flags serve --no-stats``).
     stats: bool = True
     #: Seconds between two writes of a worker's stats to the store (also written at stop).

@@ -1,5 +1,5 @@
 """Adoption stats: evaluations and unique units per flag and variant, counted in memory off the
-request path and added to the store every few seconds (DESIGN.md section 6, ADR 0007).
+request path and added to the store every few seconds (docs/spec.md section 7, ADR 0007).
 
 Three stages, each cheaper where it runs more often:
 

@@ -24,10 +24,10 @@ from flagport.engine import (
     Segment,
     SnapshotDocument,
     check_document_limits,
+    check_percentage,
     compile_snapshot,
     validate_key,
 )
-from flagport.engine._compile import check_percentage
 from flagport_server.auth import RESERVED_ACTORS, Actor
 from flagport_server.errors import (
     AlreadyExists,

@@ -5,9 +5,11 @@ reads the clock, the network or the disk, and never raises during evaluation.
 """
 
 from flagport.engine._bucketing import BUCKETS, bucket, hash_unit
-from flagport.engine._compile import CompiledFlag, CompiledSnapshot, compile_snapshot, validate_key
+from flagport.engine._common import check_percentage, validate_key
+from flagport.engine._compile import compile_snapshot
 from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
+from flagport.engine._flag import CompiledFlag
 from flagport.engine._limits import (
     MAX_DOCUMENT_BYTES,
     MAX_REASON_LENGTH,
@@ -17,6 +19,7 @@ from flagport.engine._limits import (
     check_segment_limits,
     check_text,
 )
+from flagport.engine._snapshot import CompiledSnapshot
 from flagport.engine.models import (
     BUCKETING_VERSION,
     Condition,
@@ -52,6 +55,7 @@ __all__ = [
     "bucket",
     "check_document_limits",
     "check_flag_limits",
+    "check_percentage",
     "check_segment_limits",
     "check_text",
     "compile_snapshot",

@@ -45,7 +45,6 @@ from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, Sn
 __all__ = ["AdminService", "flag_view", "utc_now"]
 
 _RETRIES = 20
-_VOLATILE = {"version", "created_at", "updated_at"}
 
 
 def utc_now() -> str:

@@ -33,8 +33,6 @@ NOW_ATTRIBUTE = "$now"
 Matcher = Callable[[Mapping[str, Any], float | None], bool]
 SegmentLookup = Callable[[str], Matcher]
 
-_MISSING = object()
-
 
 def canonical(value: Any) -> str | None:
     """The string form equality compares; ``None`` for values that never compare equal."""

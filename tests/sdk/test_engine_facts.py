@@ -69,9 +69,7 @@ def test_local_client_gives_the_time_to_each_flag_that_reads_the_clock() -> None
             assert client.details(key, False, context).value is True, key
 
 
-def test_a_flag_serves_everyone_alike_when_its_own_settings_leave_nothing_to_the_context() -> (
-    None
-):
+def test_a_flag_serves_everyone_alike_when_its_own_settings_leave_nothing_to_the_context() -> None:
     snapshot = _compile(
         {
             "flags": {

@@ -24,6 +24,7 @@ from flagport.engine import (
     Segment,
     SnapshotDocument,
     check_document_limits,
+    check_new_condition_values,
     check_percentage,
     compile_snapshot,
     validate_key,
@@ -94,6 +95,10 @@ class AdminService:
         prerequisite, a cycle, ...). Only problems the change introduces count: a problem
         the store already holds (an unreadable segment, say) must not block every other
         write, least of all one that repairs it."""
+        try:
+            check_new_condition_values(candidate, state.document)
+        except InvalidDocumentError as error:
+            raise InvalidInput(error.problem, error.path) from None
         try:
             compile_snapshot(candidate, strict=True)
             return

@@ -11,11 +11,14 @@ from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
 from flagport.engine._flag import CompiledFlag
 from flagport.engine._limits import (
+    MAX_CONDITION_VALUES,
     MAX_DOCUMENT_BYTES,
     MAX_REASON_LENGTH,
     PRINTABLE_PATTERN,
+    check_condition_values,
     check_document_limits,
     check_flag_limits,
+    check_new_condition_values,
     check_segment_limits,
     check_text,
 )
@@ -37,6 +40,7 @@ from flagport.engine.models import (
 __all__ = [
     "BUCKETING_VERSION",
     "BUCKETS",
+    "MAX_CONDITION_VALUES",
     "MAX_DOCUMENT_BYTES",
     "MAX_REASON_LENGTH",
     "PRINTABLE_PATTERN",
@@ -53,8 +57,10 @@ __all__ = [
     "Segment",
     "SnapshotDocument",
     "bucket",
+    "check_condition_values",
     "check_document_limits",
     "check_flag_limits",
+    "check_new_condition_values",
     "check_percentage",
     "check_segment_limits",
     "check_text",

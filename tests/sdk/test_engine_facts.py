@@ -102,7 +102,8 @@ def test_a_flag_serves_everyone_alike_when_its_own_settings_leave_nothing_to_the
     # Its own settings serve everyone alike; its parent does not (``constant`` says so).
     assert serves("half.all") == ("on", "STATIC")
     half_all = snapshot.flag("half.all")
-    assert half_all is not None and half_all.constant is None
+    assert half_all is not None
+    assert half_all.constant is None
     for key in ("half", "weighted", "targeted", "ruled"):
         assert serves(key) is None, key
 
@@ -114,4 +115,5 @@ def test_a_broken_flag_serves_no_one_alike() -> None:
     broken = snapshot.flag("broken")
     assert broken is not None
     assert broken.serves_everyone is None
-    assert broken.constant is not None and broken.constant.error_code == "PARSE_ERROR"
+    assert broken.constant is not None
+    assert broken.constant.error_code == "PARSE_ERROR"

@@ -21,7 +21,7 @@ from flagport.engine import (
     compile_snapshot,
     document_from_builtins,
 )
-from flagport.engine._text import MAX_MATCHED_LENGTH, Needles
+from flagport.engine._text import MAX_MATCHED_LENGTH, contains_test
 from tests.sdk.test_engine_properties import DERANDOMIZED
 from tests.support.worst_case import WORST_FLAGS, hostile_contexts, worst_case_document
 
@@ -31,7 +31,7 @@ LETTERS = st.sampled_from(["a", "b", "c", "é", "\ud800"])
 VALUES = st.lists(st.text(LETTERS, min_size=1, max_size=6), min_size=1, max_size=8)
 FILLERS = st.sampled_from(["x", "xé", "yx\ud800"])
 #: Values in no string of these tests.
-UNSEEN = Needles([f"{n:02d}" for n in range(40)])
+UNSEEN = contains_test([f"{n:02d}" for n in range(40)])
 
 
 @st.composite
@@ -55,16 +55,16 @@ def test_contains_finds_what_a_scan_of_the_first_1024_characters_finds(
 ) -> None:
     """Several conditions on each string, so that the string is both scanned and, once
     enough values were looked for, looked up by its windows."""
-    compiled = [Needles(values) for values in conditions]
+    compiled = [contains_test(values) for values in conditions]
     every_value = [value for values in conditions for value in values]
     for text in data.draw(st.lists(texts(every_value), min_size=1, max_size=3)):
         read = text[:MAX_MATCHED_LENGTH]
         if data.draw(st.booleans()):
             # Enough values looked for already that a long string is looked up at once.
-            assert not UNSEEN.found_in(text)
+            assert not UNSEEN(text)
         for _ in range(3):
             for values, needles in zip(conditions, compiled, strict=True):
-                assert needles.found_in(text) is any(value in read for value in values), (
+                assert needles(text) is any(value in read for value in values), (
                     values,
                     text,
                 )
@@ -86,17 +86,17 @@ def _serves_on(flag: dict[str, Any], context: dict[str, Any]) -> bool:
 
 def test_a_value_is_found_at_either_end_of_what_is_read() -> None:
     for value in ("bbbb", "bébé", "b\ud800b"):  # 4 bytes or more: found by a window
-        needles = Needles([value, "zzzzzz"])
+        needles = contains_test([value, "zzzzzz"])
         last = MAX_MATCHED_LENGTH - len(value)  # the value ends on the 1,024th character
         for before, found in ((0, True), (last, True), (last + 1, False)):
             text = "x" * before + value + "x" * 1200
-            assert not UNSEEN.found_in(text)  # looked up by its windows from now on
-            assert needles.found_in(text) is found, (value, before)
+            assert not UNSEEN(text)  # looked up by its windows from now on
+            assert needles(text) is found, (value, before)
 
 
 def test_an_empty_value_is_in_every_string() -> None:
     for text in ("", "x" * 10, "x" * 2000):
-        assert Needles(["nope", ""]).found_in(text)
+        assert contains_test(["nope", ""])(text)
 
 
 def test_text_operators_read_at_most_1024_characters() -> None:

@@ -141,11 +141,15 @@ _HOSTILE_PIECE = "e-e"
 #: Characters of each attribute the many-attribute flag reads: with the others, an
 #: evaluation body of at most 64 KiB.
 _EACH = 580
+_LONG = 60 * 1024
 
 
 def hostile_contexts(count: int) -> list[dict[str, Any]]:
     """``count`` distinct contexts (no two share a string, so nothing one evaluation learnt
-    about a string helps the next), alternating the two shapes."""
+    about a string helps the next), each an evaluation body of at most 64 KiB. They cycle
+    through four shapes: one character repeated or the values' pieces, in one attribute
+    of 60 KiB (the attack that cost seconds) or in every attribute the many-attribute flag
+    reads."""
     pieces = "~".join(
         value[at : at + 4]
         for value in CONTAINS_VALUES
@@ -154,15 +158,18 @@ def hostile_contexts(count: int) -> list[dict[str, Any]]:
     contexts = []
     for n in range(count):
         tag = f"{n:06d}"
-        filler = "e" * 4096 if n % 2 == 0 else pieces[n * 7 : n * 7 + 4096]
+        source = "e" * _LONG if n % 2 == 0 else pieces[n * 7 :]
         context: dict[str, Any] = {
             "targetingKey": f"user-{n}",
-            "text": tag + _HOSTILE_PIECE + filler[:2040],
             "version": "0.0.1+" + tag + "b" * 1000,
             "date": f"2000-01-01T00:00:00.{n % 1_000_000:06d}Z",
             "number": "0" * 1000 + tag,
         }
-        for attribute in _ATTRIBUTES:
-            context[attribute] = (tag + attribute + filler)[:_EACH]
+        if n % 4 < 2:
+            context["text"] = (tag + _HOSTILE_PIECE + source)[:_LONG]
+        else:
+            context["text"] = (tag + _HOSTILE_PIECE + source)[:2040]
+            for attribute in _ATTRIBUTES:
+                context[attribute] = (tag + attribute + source)[:_EACH]
         contexts.append(context)
     return contexts

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flagport._exceptions import InvalidDocumentError
-from flagport.engine._text import MAX_MATCHED_LENGTH, Needles
+from flagport.engine._text import MAX_MATCHED_LENGTH, contains_test
 from flagport.engine.models import Condition, Operator
 
 __all__ = [
@@ -223,7 +223,7 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
         elif op is Operator.ENDS_WITH:
             test = lambda text: text.endswith(affixes)  # noqa: E731
         else:
-            test = Needles(needles).found_in
+            test = contains_test(needles)
         if condition.attribute == NOW_ATTRIBUTE:
             return lambda context, now: (t := canonical(now)) is not None and test(t)
         return _text_test(condition.attribute, op, affixes, test)

@@ -3,7 +3,7 @@
 No context may cost more than a bounded amount of work per condition value. A context
 string (up to the 64 KiB of an evaluation body) is therefore read at most
 :data:`MAX_MATCHED_LENGTH` characters deep (the rule itself is written in ``_conditions``),
-and ``contains`` does not scan a long string once per value: :class:`Needles` looks the
+and ``contains`` does not scan a long string once per value: :func:`contains_test` looks the
 values up in the set of the string's short byte sequences instead. That set is built once
 per string, by C code (slices of a buffer viewed as integers), and shared by every condition
 that reads the string, so its cost does not grow with the number of values or conditions.
@@ -11,9 +11,9 @@ that reads the string, so its cost does not grow with the number of values or co
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-__all__ = ["MAX_MATCHED_LENGTH", "Needles"]
+__all__ = ["MAX_MATCHED_LENGTH", "contains_test"]
 
 #: The characters of a context string that string operators read: ``starts_with`` and
 #: ``contains`` its first 1,024, ``ends_with`` its last 1,024.
@@ -28,6 +28,9 @@ _SCAN_LENGTH = 64
 #: A longer string is scanned for this many values (over all conditions) before its
 #: windows are listed: listing a kilobyte costs about as much as scanning it for 30 values.
 _SCAN_VALUES = 32
+#: Lookups of a string's windows in its buffer before they are made a set: iterating a
+#: buffer costs less than building the set, until the set has served a few conditions.
+_LOOKUPS = 4
 #: Characters of the strings whose windows are kept (a context's worth; cleared when full).
 _SEEN_CHARACTERS = 128 * 1024
 
@@ -39,36 +42,44 @@ def _word(chunk: bytes) -> int:
 
 class _Seen:
     """A context string's first characters, how many values were scanned for in them, and
-    the windows of their UTF-8 bytes, listed on demand. Shared through :data:`_SEEN` by
-    every condition that reads the same string (an evaluation of every flag reads it many
-    times)."""
+    the windows of their UTF-8 bytes. Shared through :data:`_SEEN` by every condition that
+    reads the same string (an evaluation of every flag reads it many times).
 
-    __slots__ = ("data", "positions", "scanned", "text", "windows")
+    Windows are first read from a buffer as they are (a lookup iterates them in C); a
+    string looked up more than :data:`_LOOKUPS` times gets them as a set."""
+
+    __slots__ = ("data", "lookups", "positions", "scanned", "text", "views", "windows")
 
     def __init__(self, text: str) -> None:
         self.text = text[:MAX_MATCHED_LENGTH]
         self.scanned = 0
+        self.lookups = 0
         # Lone surrogates (valid in a Python string) encode like any other character.
         self.data = self.text.encode("utf-8", "surrogatepass")
+        self.views: dict[int, memoryview] = {}
+        #: Windows as sets, by length, once the string was looked up often enough.
         self.windows: dict[int, frozenset[int]] = {}
         self.positions: dict[bytes, list[int]] = {}
 
-    def window_set(self, length: int) -> frozenset[int]:
-        """Every byte sequence of ``length`` (1 to 4) in the text, as :func:`_word` reads it."""
-        found = self.windows.get(length)
-        if found is None:
+    def lookup(self, length: int) -> frozenset[int] | memoryview:
+        """Every byte sequence of ``length`` (1 to 4) in the text, as :func:`_word` reads
+        it: a set if the text was looked up often, else a view to iterate."""
+        self.lookups += 1
+        view = self.views.get(length)
+        if view is None:
             data = self.data
             count = len(data) - length + 1
-            if length == 1:
-                found = frozenset(data)
-            elif count <= 0:
-                found = frozenset()
+            if length == 1 or count <= 0:
+                view = memoryview(data if count > 0 else b"")
             else:
                 buffer = bytearray(_WORD * count)
                 for at in range(length):
                     buffer[at::_WORD] = data[at : at + count]
-                found = frozenset(memoryview(buffer).cast("I"))
-            self.windows[length] = found
+                view = memoryview(buffer).cast("I")
+            self.views[length] = view
+        if self.lookups <= _LOOKUPS:
+            return view
+        found = self.windows[length] = frozenset(view)
         return found
 
     def starts(self, window: bytes) -> list[int]:
@@ -103,80 +114,106 @@ def _seen(text: str) -> _Seen:
     return seen
 
 
-class Needles:
-    """The values of one ``contains`` condition, ready to be looked for in context strings.
+def contains_test(values: Iterable[str]) -> Callable[[str], bool]:
+    """Whether one of ``values`` is in the first :data:`MAX_MATCHED_LENGTH` characters of
+    a string: the test of one ``contains`` condition.
 
     A value of fewer than 4 UTF-8 bytes is looked up among the windows of its length; a
     longer one is found through one of its 4-byte windows (of its first, middle and last,
-    the one fewest other values share), then checked where that window occurs."""
+    the one fewest other values share), then checked where that window occurs. The test is
+    a closure over what it reads: it runs once per condition and evaluation."""
+    # A longer value cannot be in the part of a string that is read.
+    kept = tuple(dict.fromkeys(value for value in values if len(value) <= MAX_MATCHED_LENGTH))
+    if "" in kept:
+        return _always
+    anchored, shorter = _index(kept)
+    if len(kept) == 1 and shorter:
+        return _one_short_value(kept[0], *shorter[0])
+    count = len(kept)
+    anchors = frozenset(anchored)
 
-    __slots__ = ("anchored", "anchors", "count", "empty", "shorter", "values")
-
-    def __init__(self, values: Iterable[str]) -> None:
-        # A longer value cannot be in the part of a string that is read.
-        self.values = tuple(dict.fromkeys(v for v in values if len(v) <= MAX_MATCHED_LENGTH))
-        self.count = len(self.values)
-        self.empty = "" in self.values
-        anchored: dict[int, tuple[bytes, list[tuple[int, bytes]]]] = {}
-        shorter: dict[int, set[int]] = {}
-        for value in self.values:
-            data = value.encode("utf-8", "surrogatepass")
-            if 0 < len(data) < _WORD:
-                shorter.setdefault(len(data), set()).add(_word(data))
-            elif data:
-                best_offset, best = 0, self._window(anchored, data, 0)
-                for offset in ((len(data) - _WORD) // 2, len(data) - _WORD):
-                    shared = self._window(anchored, data, offset)
-                    if len(shared) < len(best):
-                        best_offset, best = offset, shared
-                best.append((best_offset, data))
-        # Windows considered but chosen by no value are dropped.
-        self.anchored = {word: found for word, found in anchored.items() if found[1]}
-        self.anchors = frozenset(self.anchored)
-        self.shorter = tuple((length, frozenset(words)) for length, words in shorter.items())
-
-    @staticmethod
-    def _window(
-        anchored: dict[int, tuple[bytes, list[tuple[int, bytes]]]], data: bytes, offset: int
-    ) -> list[tuple[int, bytes]]:
-        window = data[offset : offset + _WORD]
-        return anchored.setdefault(_word(window), (window, []))[1]
-
-    def found_in(self, text: str) -> bool:
-        """Whether a value is in the first :data:`MAX_MATCHED_LENGTH` characters of
-        ``text``."""
+    def found_in(text: str) -> bool:
         if len(text) <= _SCAN_LENGTH:
-            for value in self.values:  # noqa: SIM110 - cheaper than any() + a generator
+            for value in kept:  # noqa: SIM110 - cheaper than any() + a generator
                 if value in text:
                     return True
             return False
         seen = _SEEN.get(text) or _seen(text)
         windows = seen.windows
-        if not windows:
-            seen.scanned += self.count
+        if not seen.views:
+            seen.scanned += count
             if seen.scanned <= _SCAN_VALUES:
                 within = seen.text
-                for value in self.values:  # noqa: SIM110
+                for value in kept:  # noqa: SIM110
                     if value in within:
                         return True
                 return False
-        if self.empty:
-            return True
-        for length, words in self.shorter:
-            if not words.isdisjoint(windows.get(length) or seen.window_set(length)):
+        for length, words in shorter:
+            if not words.isdisjoint(windows.get(length) or seen.lookup(length)):
                 return True
-        anchors = self.anchors
         if not anchors:
             return False
-        found = windows.get(_WORD) or seen.window_set(_WORD)
+        found = windows.get(_WORD) or seen.lookup(_WORD)
         if anchors.isdisjoint(found):
             return False
         data = seen.data
-        for word in anchors & found:
-            window, candidates = self.anchored[word]
+        for word in anchors.intersection(found):
+            window, candidates = anchored[word]
             starts = seen.starts(window)
-            for offset, value in candidates:
+            for offset, candidate in candidates:
                 for at in starts:
-                    if at >= offset and data.startswith(value, at - offset):
+                    if at >= offset and data.startswith(candidate, at - offset):
                         return True
         return False
+
+    return found_in
+
+
+def _always(text: str) -> bool:
+    return True  # the empty string is in every string
+
+
+def _one_short_value(value: str, length: int, words: frozenset[int]) -> Callable[[str], bool]:
+    """:func:`contains_test` of one value of fewer than 4 bytes."""
+    (word,) = words
+
+    def found_in(text: str) -> bool:
+        if len(text) <= _SCAN_LENGTH:
+            return value in text
+        seen = _SEEN.get(text) or _seen(text)
+        if not seen.views:
+            seen.scanned += 1
+            if seen.scanned <= _SCAN_VALUES:
+                return value in seen.text
+        return word in (seen.windows.get(length) or seen.lookup(length))
+
+    return found_in
+
+
+Anchored = dict[int, tuple[bytes, list[tuple[int, bytes]]]]
+
+
+def _index(values: tuple[str, ...]) -> tuple[Anchored, tuple[tuple[int, frozenset[int]], ...]]:
+    """(the values of 4 bytes or more by the window each is found through, with that
+    window's bytes and where it is in the value; the shorter values' words by length)."""
+    anchored: Anchored = {}
+    shorter: dict[int, set[int]] = {}
+
+    def bucket(data: bytes, offset: int) -> list[tuple[int, bytes]]:
+        window = data[offset : offset + _WORD]
+        return anchored.setdefault(_word(window), (window, []))[1]
+
+    for value in values:
+        data = value.encode("utf-8", "surrogatepass")
+        if len(data) < _WORD:
+            shorter.setdefault(len(data), set()).add(_word(data))
+            continue
+        best_offset, best = 0, bucket(data, 0)
+        for offset in ((len(data) - _WORD) // 2, len(data) - _WORD):
+            shared = bucket(data, offset)
+            if len(shared) < len(best):
+                best_offset, best = offset, shared
+        best.append((best_offset, data))
+    # Windows considered but chosen by no value are dropped.
+    chosen = {word: found for word, found in anchored.items() if found[1]}
+    return chosen, tuple((length, frozenset(words)) for length, words in shorter.items())

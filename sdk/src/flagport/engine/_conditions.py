@@ -327,7 +327,7 @@ def _equality(attribute: str, accepted: frozenset[str], negative: bool) -> Match
 
 
 def _text_test(
-    attribute: str, op: Operator, needles: tuple[str, ...], test: Callable[[str], bool]
+    attribute: str, op: Operator, affixes: tuple[str, ...], test: Callable[[str], bool]
 ) -> Matcher:
     """``starts_with``/``ends_with``/``contains`` on a context attribute."""
     if op is Operator.STARTS_WITH:
@@ -338,7 +338,7 @@ def _text_test(
                 actual = None if actual is None else canonical(actual)
                 if actual is None:
                     return False
-            return actual.startswith(needles)
+            return actual.startswith(affixes)
 
         return match_start
     if op is Operator.ENDS_WITH:
@@ -349,7 +349,7 @@ def _text_test(
                 actual = None if actual is None else canonical(actual)
                 if actual is None:
                     return False
-            return actual.endswith(needles)
+            return actual.endswith(affixes)
 
         return match_end
 

@@ -31,8 +31,9 @@ _SCAN_VALUES = 32
 #: Lookups of a string's windows in its buffer before they are made a set: iterating a
 #: buffer costs less than building the set, until the set has served a few conditions.
 _LOOKUPS = 4
-#: Characters of the strings whose windows are kept (a context's worth; cleared when full).
-_SEEN_CHARACTERS = 128 * 1024
+#: Bytes of the strings whose windows are kept: an evaluation body's worth (cleared when
+#: full). Their windows take at most about 60 times that.
+_SEEN_BYTES = 64 * 1024
 
 
 def _word(chunk: bytes) -> int:
@@ -98,18 +99,18 @@ class _Seen:
 
 #: Context strings seen last, by the string itself (its hash is computed once per string).
 _SEEN: dict[str, _Seen] = {}
-_seen_characters = [0]
+_seen_bytes = [0]
 
 
 def _seen(text: str) -> _Seen:
     seen = _SEEN.get(text)
     if seen is None:
         seen = _Seen(text)
-        _seen_characters[0] += len(seen.text)
-        if _seen_characters[0] > _SEEN_CHARACTERS:
+        _seen_bytes[0] += len(seen.data)
+        if _seen_bytes[0] > _SEEN_BYTES:
             # Bounded; a string seen again only costs listing its windows again.
             _SEEN.clear()
-            _seen_characters[0] = len(seen.text)
+            _seen_bytes[0] = len(seen.data)
         _SEEN[text] = seen
     return seen
 

@@ -12,6 +12,7 @@ Method (docs/spec.md section 11): ``timeit`` loops of 1,000+ calls, several inte
 from __future__ import annotations
 
 import statistics
+import time
 import timeit
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,13 @@ from typing import Any
 import mmh3
 import pytest
 
-from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
+from flagport.engine import (
+    CompiledSnapshot,
+    check_document_limits,
+    compile_snapshot,
+    document_from_builtins,
+)
+from tests.support.worst_case import WORST_FLAGS, hostile_contexts, worst_case_document
 
 UNITS = [f"user-{n}" for n in range(1_000)]
 CONTEXTS = [
@@ -295,3 +302,56 @@ def test_compile_10000_flags(benchmark: Any, timed: bool) -> None:
     if timed:
         print(f"\ncompile 10,000 flags: {seconds * 1000:.0f} ms (budget 1000 ms)")
         assert seconds < 1.0
+
+
+def test_worst_case_within_the_limits(
+    benchmark: Any, portal: CompiledSnapshot, timed: bool
+) -> None:
+    """No context may cost seconds (issue 14, item 4): the costliest flags the limits allow
+    (10,000 condition values each, segments included) against hostile contexts of 64 KiB
+    (tests/support/worst_case.py). Budgets: one flag 5 ms, a bulk 50 ms. Each context is
+    seen once per round and no two share a string, so nothing is reused between
+    evaluations; the figure per flag is the median of its costliest context shape."""
+    worst = worst_case_document()
+    # The bulk evaluates them with the 50 portal-like flags.
+    worst["flags"].update(portal_document()["flags"])
+    document = document_from_builtins(worst)
+    check_document_limits(document)
+    snapshot = compile_snapshot(document, strict=True)
+    shapes = 4  # hostile_contexts cycles through four shapes
+    contexts = hostile_contexts(shapes * (10 if timed else 1))
+    rounds = 3 if timed else 1
+    for context in contexts:
+        for key in WORST_FLAGS:
+            assert snapshot.evaluate(key, context).variant == "off", key
+
+    def seconds(run: Callable[[dict[str, Any]], object]) -> float:
+        """The median per call of ``run`` over the costliest context shape."""
+        by_shape: list[list[float]] = [[] for _ in range(shapes)]
+        for _ in range(rounds):
+            for index, context in enumerate(contexts):
+                started = time.perf_counter()
+                run(context)
+                by_shape[index % shapes].append(time.perf_counter() - started)
+        return max(statistics.median(times) for times in by_shape)
+
+    evaluate = portal.evaluate
+
+    def plain_loop() -> None:
+        for ctx in CONTEXTS:
+            evaluate("ui-improvements", ctx)
+
+    plain = statistics.median(per_call(plain_loop, len(CONTEXTS), 15 if timed else 1))
+    single = {key: seconds(lambda ctx, key=key: snapshot.evaluate(key, ctx)) for key in WORST_FLAGS}
+    bulk = seconds(snapshot.evaluate_all)
+    benchmark.pedantic(snapshot.evaluate_all, args=(contexts[-1],), rounds=1, iterations=1)
+    if timed:
+        print(f"\nworst case within the limits (plain 50 % flag: {plain * 1e9:.0f} ns/call)")
+        for key, cost in single.items():
+            print(
+                f"  {key}: {cost * 1e3:.2f} ms, {cost / plain:,.0f}x the plain flag (budget 5 ms)"
+            )
+        ratio = bulk / plain
+        print(f"  bulk, {len(snapshot)} flags: {bulk * 1e3:.2f} ms, {ratio:,.0f}x (budget 50 ms)")
+        assert max(single.values()) <= 0.005
+        assert bulk <= 0.05

@@ -15,7 +15,7 @@ from typing import Any
 import mmh3
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flagport import InvalidDocumentError, bucket
@@ -369,11 +369,30 @@ def test_load_document_on_garbage_text(text: str) -> None:
 def _reference(snapshot: CompiledSnapshot, key: str, context: Any) -> EvaluationResult:
     flag = snapshot.flag(key)
     assert flag is not None
-    return flag._evaluate(context)
+    return flag.evaluate_reference(context)
+
+
+#: Schedules reached through a parent, a prerequisite and a segment (random documents
+#: seldom put one where it decides the result).
+SCHEDULED = {
+    "flags": {
+        "a": {
+            "enabled": True,
+            "percentage": 0,
+            "rules": [{"conditions": [{"op": "in_segment", "values": ["beta"]}], "variant": "on"}],
+        },
+        "a.b": {"enabled": True},
+        "c": {"enabled": True, "prerequisites": [{"key": "a.b"}]},
+    },
+    "segments": {
+        "beta": {"conditions": [{"attribute": "$now", "op": "before", "values": ["2026-01-01"]}]}
+    },
+}
 
 
 @DERANDOMIZED
 @given(raw=documents(), contexts=st.lists(CONTEXTS, min_size=1, max_size=4))
+@example(raw=SCHEDULED, contexts=[{"targetingKey": "user-1"}])
 def test_evaluate_never_raises_and_matches_the_reference(
     raw: dict[str, Any], contexts: list[dict[str, Any]]
 ) -> None:
@@ -384,7 +403,20 @@ def test_evaluate_never_raises_and_matches_the_reference(
         for key in snapshot:
             single = snapshot.evaluate(key, context, now=1.7e9)
             assert single == every[key], key
-            assert single == snapshot.flag(key)._evaluate(context, 1.7e9), key  # type: ignore[union-attr]
+            flag = snapshot.flag(key)
+            assert flag is not None
+            assert single == flag.evaluate_reference(context, 1.7e9), key
+            # What compiling learnt about the flag holds: outside ``clock_keys`` the result
+            # is the same whatever the time (the schedules' 2026 is between 2023 and 2027);
+            # ``constant`` is what every context gets, and ``serves_everyone`` too when
+            # there is no gate.
+            if key not in snapshot.clock_keys:
+                assert snapshot.evaluate(key, context, now=1.8e9) == single, key
+                assert snapshot.evaluate(key, context) == single, key
+            if flag.constant is not None:
+                assert single == flag.constant, key
+            if flag.serves_everyone is not None and not flag.declared_gates:
+                assert single == flag.serves_everyone, key
             if single.error_code is None:
                 assert single.variant in snapshot.document.flags[key].variants
                 assert single.reason != "ERROR"

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_exposure_batches_reject_bad_items_and_count_the_rest(server: RunningServer) -> None:
-    good = {"key": CHILD, "variant": "on", "count": 7, "units": ["a", "b", 3]}
+    # Units no other test of this module's server reports: tests run in any order.
+    fresh = uuid.uuid4().hex
+    units = [f"{fresh}-a", f"{fresh}-b", int(fresh[:12], 16)]
+    good = {"key": CHILD, "variant": "on", "count": 7, "units": units}
+    before = _stats(server, CHILD)
+    evaluations_before = before["total_evaluations"]
+    units_before = before["unique_units"].get("on", 0)
     items = [good] + [item for item, _ in EXPOSURE_CASES]
     with server.client(timeout=10.0) as client:
         answer = client.post("/v1/exposures", json={"exposures": items})
@@ -229,8 +236,10 @@ def test_exposure_batches_reject_bad_items_and_count_the_rest(server: RunningSer
         assert answer.status_code == 400
         answer = client.post("/v1/exposures", content=b"not json", headers=json_type)
         assert answer.status_code == 400
-    assert wait_until(lambda: _stats(server, CHILD)["total_evaluations"] >= 7, 10.0, 0.2)
-    assert _stats(server, CHILD)["unique_units"]["on"] == 3
+    assert wait_until(
+        lambda: _stats(server, CHILD)["total_evaluations"] >= evaluations_before + 7, 10.0, 0.2
+    )
+    assert _stats(server, CHILD)["unique_units"]["on"] == units_before + 3
 
 
 @pytest.mark.parametrize(

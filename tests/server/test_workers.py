@@ -93,8 +93,8 @@ def test_every_worker_serves_a_change_quickly(
             f"registry complete: median {statistics.median(registry_lags) * 1000:.1f} ms, "
             f"max {max(registry_lags) * 1000:.1f} ms"
         )
-    # docs/spec.md section 6: within 100 ms. The machine is shared and noisy, so assert the median on
-    # the budget and every round generously.
+    # docs/spec.md section 6: within 100 ms. The machine is shared and noisy, so assert the
+    # median on the budget and every round generously.
     assert statistics.median(lags) < 0.1, lags
     assert max(lags) < 1.0, lags
 

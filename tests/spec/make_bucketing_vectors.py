@@ -1,4 +1,4 @@
-"""Write ``tests/spec/bucketing-vectors.json``: the bucketing spec v1 vectors (docs/spec.md section 1).
+"""Write ``tests/spec/bucketing-vectors.json``: bucketing spec v1 vectors (docs/spec.md section 1).
 
 Run ``uv run --frozen python tests/spec/make_bucketing_vectors.py``. The output is
 deterministic (fixed seed), and ``test_bucketing_vectors.py`` checks that the committed file

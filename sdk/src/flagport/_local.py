@@ -108,12 +108,10 @@ class _Loaded:
     __slots__ = ("etag", "snapshot", "source", "timed")
 
     def __init__(self, snapshot: CompiledSnapshot, etag: str | None, source: str) -> None:
-        from flagport._document import clock_keys
-
         self.snapshot = snapshot
         self.etag = etag
         self.source = source  # "server" | "bootstrap"
-        self.timed = clock_keys(snapshot.document)
+        self.timed = snapshot.clock_keys
 
 
 class _StreamUnsupported(Exception):

@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 Format = Literal["json", "yaml"]
-_VOLATILE_FLAG_FIELDS = ("version", "created_at", "updated_at")
 
 
 class _DuplicateKeyError(ValueError):

@@ -24,10 +24,11 @@ from flagport.engine import (
     Segment,
     SnapshotDocument,
     check_document_limits,
+    check_new_condition_values,
+    check_percentage,
     compile_snapshot,
     validate_key,
 )
-from flagport.engine._compile import check_percentage
 from flagport_server.auth import RESERVED_ACTORS, Actor
 from flagport_server.errors import (
     AlreadyExists,
@@ -45,7 +46,6 @@ from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, Sn
 __all__ = ["AdminService", "flag_view", "utc_now"]
 
 _RETRIES = 20
-_VOLATILE = {"version", "created_at", "updated_at"}
 
 
 def utc_now() -> str:
@@ -95,6 +95,10 @@ class AdminService:
         prerequisite, a cycle, ...). Only problems the change introduces count: a problem
         the store already holds (an unreadable segment, say) must not block every other
         write, least of all one that repairs it."""
+        try:
+            check_new_condition_values(candidate, state.document)
+        except InvalidDocumentError as error:
+            raise InvalidInput(error.problem, error.path) from None
         try:
             compile_snapshot(candidate, strict=True)
             return

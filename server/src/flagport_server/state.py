@@ -26,6 +26,7 @@ from flagport.engine import (
     Flag,
     Segment,
     SnapshotDocument,
+    check_condition_values,
     check_flag_limits,
     check_segment_limits,
     compile_snapshot,
@@ -71,8 +72,14 @@ class _LimitWarnings:
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str, int], str | None] = {}
+        self._segments: tuple[tuple[str, int], ...] = ()
 
     def problems(self, document: SnapshotDocument) -> list[str]:
+        segments = tuple((key, segment.version) for key, segment in document.segments.items())
+        if segments != self._segments:
+            # A flag's condition values count those of the segments it uses.
+            self._seen = {}
+            self._segments = segments
         seen: dict[tuple[str, str, int], str | None] = {}
         items: list[tuple[str, str, Flag | Segment]] = [
             ("flag", key, flag) for key, flag in document.flags.items()
@@ -86,6 +93,7 @@ class _LimitWarnings:
             try:
                 if isinstance(value, Flag):
                     check_flag_limits(key, value)
+                    check_condition_values(key, value, document.segments)
                 else:
                     check_segment_limits(key, value)
             except InvalidDocumentError as error:

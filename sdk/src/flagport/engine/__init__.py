@@ -5,18 +5,24 @@ reads the clock, the network or the disk, and never raises during evaluation.
 """
 
 from flagport.engine._bucketing import BUCKETS, bucket, hash_unit
-from flagport.engine._compile import CompiledFlag, CompiledSnapshot, compile_snapshot, validate_key
+from flagport.engine._common import check_percentage, validate_key
+from flagport.engine._compile import compile_snapshot
 from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
+from flagport.engine._flag import CompiledFlag
 from flagport.engine._limits import (
+    MAX_CONDITION_VALUES,
     MAX_DOCUMENT_BYTES,
     MAX_REASON_LENGTH,
     PRINTABLE_PATTERN,
+    check_condition_values,
     check_document_limits,
     check_flag_limits,
+    check_new_condition_values,
     check_segment_limits,
     check_text,
 )
+from flagport.engine._snapshot import CompiledSnapshot
 from flagport.engine._tolerant import TolerantDecoder
 from flagport.engine.models import (
     BUCKETING_VERSION,
@@ -35,6 +41,7 @@ from flagport.engine.models import (
 __all__ = [
     "BUCKETING_VERSION",
     "BUCKETS",
+    "MAX_CONDITION_VALUES",
     "MAX_DOCUMENT_BYTES",
     "MAX_REASON_LENGTH",
     "PRINTABLE_PATTERN",
@@ -52,8 +59,11 @@ __all__ = [
     "SnapshotDocument",
     "TolerantDecoder",
     "bucket",
+    "check_condition_values",
     "check_document_limits",
     "check_flag_limits",
+    "check_new_condition_values",
+    "check_percentage",
     "check_segment_limits",
     "check_text",
     "compile_snapshot",

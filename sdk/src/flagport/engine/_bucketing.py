@@ -1,4 +1,4 @@
-"""Bucketing spec v1 (DESIGN.md section 2): the one function every language must agree on."""
+"""Bucketing spec v1 (docs/spec.md section 1): the one function every language must agree on."""
 
 from __future__ import annotations
 

@@ -12,6 +12,18 @@ no parsing. Semantics:
 - Numeric, semver and date operators parse string context values (query strings are strings);
   a value that does not parse does not match.
 - ``$now`` is the evaluation time passed to the engine (seconds since the epoch, UTC).
+
+How much of a context string is read (so that no context costs more than a bounded amount
+of work per condition value, whatever its size):
+
+- ``starts_with`` and ``contains`` read its first 1,024 characters (``MAX_MATCHED_LENGTH``)
+  and ``ends_with`` its last 1,024: a value longer than that never matches, and a value
+  found only beyond the first 1,024 characters does not match ``contains``.
+- Numeric, semver and date operators do not parse a string longer than 1,024 characters
+  (no number, version or date is that long): it matches none of them.
+- Equality (``in``, ``not_in``, ``eq``, ``neq``) compares the whole string: a hash lookup
+  costs the same whatever the number of values, and a string longer than any stored value
+  (1,000 characters at most) equals none of them.
 """
 
 from __future__ import annotations
@@ -24,16 +36,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flagport._exceptions import InvalidDocumentError
+from flagport.engine._text import MAX_MATCHED_LENGTH, contains_test
 from flagport.engine.models import Condition, Operator
 
-__all__ = ["NOW_ATTRIBUTE", "Matcher", "compile_condition", "parse_instant", "parse_semver"]
+__all__ = [
+    "MAX_MATCHED_LENGTH",
+    "NOW_ATTRIBUTE",
+    "Matcher",
+    "compile_condition",
+    "parse_instant",
+    "parse_semver",
+]
 
 NOW_ATTRIBUTE = "$now"
 
 Matcher = Callable[[Mapping[str, Any], float | None], bool]
 SegmentLookup = Callable[[str], Matcher]
-
-_MISSING = object()
 
 
 def canonical(value: Any) -> str | None:
@@ -60,6 +78,8 @@ def int_text(value: int) -> str | None:
 
 def as_number(value: Any) -> float | None:
     kind = type(value)
+    if kind is str and len(value) > MAX_MATCHED_LENGTH:
+        return None
     if kind is int or kind is float or kind is str:
         try:
             number = float(value)
@@ -136,6 +156,11 @@ def parse_instant(value: Any) -> float | None:
     return moment.timestamp()
 
 
+def _within_limit(value: Any) -> Any:
+    """``value``, or ``None`` for a string too long to parse as a number, version or date."""
+    return None if type(value) is str and len(value) > MAX_MATCHED_LENGTH else value
+
+
 def _reader(attribute: str) -> Callable[[Mapping[str, Any], float | None], Any]:
     if attribute == NOW_ATTRIBUTE:
         # Only the caller's clock: a context attribute "$now" (sent by a client) must not
@@ -190,17 +215,18 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
                     f"{op.value} values must be strings", f"{path}.values[{index}]"
                 )
             needles.append(value)
-        prefixes = tuple(needles)
+        # A longer value cannot be within the characters that are read.
+        affixes = tuple(needle for needle in needles if len(needle) <= MAX_MATCHED_LENGTH)
 
         if op is Operator.STARTS_WITH:
-            test: Callable[[str], bool] = lambda text: text.startswith(prefixes)  # noqa: E731
+            test: Callable[[str], bool] = lambda text: text.startswith(affixes)  # noqa: E731
         elif op is Operator.ENDS_WITH:
-            test = lambda text: text.endswith(prefixes)  # noqa: E731
+            test = lambda text: text.endswith(affixes)  # noqa: E731
         else:
-            test = lambda text: any(n in text for n in needles)  # noqa: E731
+            test = contains_test(needles)
         if condition.attribute == NOW_ATTRIBUTE:
             return lambda context, now: (t := canonical(now)) is not None and test(t)
-        return _text_test(condition.attribute, op, prefixes, test)
+        return _text_test(condition.attribute, op, affixes, test)
 
     if op in (Operator.LT, Operator.LTE, Operator.GT, Operator.GTE):
         bounds = []
@@ -245,7 +271,7 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
             return _semver(condition.attribute, compare_versions, versions[0])
 
         def match_semver(context: Mapping[str, Any], now: float | None) -> bool:
-            actual = parse_semver(read(context, now))
+            actual = parse_semver(_within_limit(read(context, now)))
             return actual is not None and any(compare_versions(actual, v) for v in versions)
 
         return match_semver
@@ -262,7 +288,7 @@ def compile_condition(condition: Condition, path: str, segments: SegmentLookup) 
         before = op is Operator.BEFORE
 
         def match_instant(context: Mapping[str, Any], now: float | None) -> bool:
-            actual = parse_instant(read(context, now))
+            actual = parse_instant(_within_limit(read(context, now)))
             if actual is None:
                 return False
             if before:
@@ -301,7 +327,7 @@ def _equality(attribute: str, accepted: frozenset[str], negative: bool) -> Match
 
 
 def _text_test(
-    attribute: str, op: Operator, needles: tuple[str, ...], test: Callable[[str], bool]
+    attribute: str, op: Operator, affixes: tuple[str, ...], test: Callable[[str], bool]
 ) -> Matcher:
     """``starts_with``/``ends_with``/``contains`` on a context attribute."""
     if op is Operator.STARTS_WITH:
@@ -312,7 +338,7 @@ def _text_test(
                 actual = None if actual is None else canonical(actual)
                 if actual is None:
                     return False
-            return actual.startswith(needles)
+            return actual.startswith(affixes)
 
         return match_start
     if op is Operator.ENDS_WITH:
@@ -323,7 +349,7 @@ def _text_test(
                 actual = None if actual is None else canonical(actual)
                 if actual is None:
                     return False
-            return actual.endswith(needles)
+            return actual.endswith(affixes)
 
         return match_end
 
@@ -349,6 +375,8 @@ def _semver(attribute: str, compare: Callable[[Any, Any], bool], version: Semver
             return False
         parsed = cache.get(actual)
         if parsed is None:
+            if len(actual) > MAX_MATCHED_LENGTH:
+                return False
             parsed = parse_semver(actual)
             if parsed is None:
                 return False

@@ -65,7 +65,7 @@ def document_from_builtins(obj: Any, *, ignore_unknown_fields: bool = False) -> 
         raise InvalidDocumentError(f"unknown field {sorted(map(str, unknown))[0]!r}", "$")
     bucketing = _convert(obj.get("bucketing", BUCKETING_VERSION), int, "$.bucketing")
     if bucketing != BUCKETING_VERSION:
-        # Never evaluate with a bucketing this engine does not implement (DESIGN.md s. 2).
+        # Never evaluate with a bucketing this engine does not implement (docs/spec.md section 1).
         raise InvalidDocumentError(
             f"unsupported bucketing version {bucketing}; this engine implements "
             f"{BUCKETING_VERSION}",

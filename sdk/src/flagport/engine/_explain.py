@@ -13,7 +13,9 @@ from typing import Any
 import mmh3
 
 from flagport.engine._bucketing import BUCKETS
-from flagport.engine._compile import CompiledFlag, CompiledSnapshot, _Split, _unit_text
+from flagport.engine._common import unit_text
+from flagport.engine._flag import CompiledFlag, Split
+from flagport.engine._snapshot import CompiledSnapshot
 from flagport.engine.models import EvaluationResult
 
 __all__ = ["explain"]
@@ -33,7 +35,7 @@ def _result(result: EvaluationResult) -> dict[str, Any]:
     return out
 
 
-def _split_trace(flag: CompiledFlag, split: _Split, context: Mapping[str, Any]) -> dict[str, Any]:
+def _split_trace(flag: CompiledFlag, split: Split, context: Mapping[str, Any]) -> dict[str, Any]:
     trace: dict[str, Any] = {"threshold": split.threshold, "percentage": split.threshold / 1000}
     if split.weighted:
         trace["weights"] = dict(
@@ -47,7 +49,7 @@ def _split_trace(flag: CompiledFlag, split: _Split, context: Mapping[str, Any]) 
         trace["needs_unit"] = False
         return trace
     trace["bucket_by"] = flag.bucket_by
-    unit = _unit_text(context.get(flag.bucket_by))
+    unit = unit_text(context.get(flag.bucket_by))
     if type(unit) is not str:  # missing, or not a usable unit (the result says which)
         trace["unit"] = None
         trace["included"] = None
@@ -96,7 +98,7 @@ def _explain_flag(
     steps: list[dict[str, Any]] = [{"step": "enabled", "value": flag.enabled}]
     targeted = None
     if flag.enabled and flag.targets:
-        key_text = _unit_text(context.get("targetingKey"))
+        key_text = unit_text(context.get("targetingKey"))
         targeted = flag.targets.get(key_text) if type(key_text) is str else None
         steps.append({"step": "targets", "targetingKey": key_text, "matched": targeted})
     if flag.enabled and targeted is None:

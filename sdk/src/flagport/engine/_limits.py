@@ -8,13 +8,18 @@ Only JSON that cannot be decoded, or unknown fields, make a stored flag unreadab
 Every bound is here, so the store, the admin API and the CLI agree on one rule. The bounds
 keep a single flag from exhausting memory or CPU, keep every string printable in a log line
 or a terminal table, and keep every value writable by every export format (JSON and YAML).
+
+One bound spans records: a flag's condition values count those of the segments it uses
+(:func:`check_condition_values`), so it is checked where the whole configuration is known
+(every change the admin API validates, and every document before an import) rather than by
+the store's ``commit`` of one record.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -27,12 +32,14 @@ from flagport.engine.models import (
     MAX_VALUES,
     Condition,
     Flag,
+    Operator,
     Segment,
     SnapshotDocument,
 )
 
 __all__ = [
     "MAX_ATTRIBUTE_LENGTH",
+    "MAX_CONDITION_VALUES",
     "MAX_DESCRIPTION_LENGTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_ENCODED_BYTES",
@@ -47,10 +54,13 @@ __all__ = [
     "MAX_VALUE_DEPTH",
     "MAX_VARIANT_NAME_LENGTH",
     "PRINTABLE_PATTERN",
+    "check_condition_values",
     "check_document_limits",
     "check_flag_limits",
+    "check_new_condition_values",
     "check_segment_limits",
     "check_text",
+    "condition_values",
     "has_control_characters",
 ]
 
@@ -68,6 +78,9 @@ MAX_NAME_LENGTH: Final = 200
 #: A targeting key, a segment member or a string condition value.
 MAX_TEXT_LENGTH: Final = 1_000
 MAX_PREREQUISITES: Final = 100
+#: Condition values one flag's rules hold, counting those of the segments they use: every
+#: one may be compared with the context on an evaluation.
+MAX_CONDITION_VALUES: Final = 10_000
 #: Nesting of a variant's JSON value. PyYAML's emitter recurses per level: a value nested
 #: a few hundred levels deep is accepted by JSON but cannot be exported as YAML.
 MAX_VALUE_DEPTH: Final = 32
@@ -254,9 +267,56 @@ def check_segment_limits(key: str, segment: Segment) -> None:
     _check_conditions(segment.conditions, f"{path}.conditions")
 
 
+def condition_values(flag: Flag, segments: Mapping[str, Segment]) -> int:
+    """How many condition values an evaluation of ``flag`` may compare with the context:
+    those of its rules, and for each ``in_segment`` value those of that segment's
+    conditions (a segment used twice is counted twice, as it may be evaluated twice)."""
+    total = 0
+    for rule in flag.rules:
+        for condition in rule.conditions:
+            total += len(condition.values)
+            if condition.op is Operator.IN_SEGMENT:
+                for name in condition.values:
+                    segment = segments.get(name) if type(name) is str else None
+                    if segment is not None:
+                        total += sum(len(inner.values) for inner in segment.conditions)
+    return total
+
+
+def check_condition_values(key: str, flag: Flag, segments: Mapping[str, Segment]) -> None:
+    """Raise :class:`InvalidDocumentError` if ``flag``, with ``segments`` (those of its
+    configuration), holds more than :data:`MAX_CONDITION_VALUES` condition values."""
+    count = condition_values(flag, segments)
+    if count > MAX_CONDITION_VALUES:
+        raise InvalidDocumentError(_too_many_values(key, count), f'$.flags["{key}"].rules')
+
+
+def check_new_condition_values(document: SnapshotDocument, stored: SnapshotDocument) -> None:
+    """:func:`check_condition_values` for a change from ``stored`` to ``document``: only a
+    flag the change takes over the limit, or further over it, is refused (a flag stored
+    under older limits must not block other writes, least of all one that trims it). A
+    segment's change counts for every flag that uses it."""
+    for key, flag in document.flags.items():
+        count = condition_values(flag, document.segments)
+        if count <= MAX_CONDITION_VALUES:
+            continue
+        previous = stored.flags.get(key)
+        if previous is not None and count <= condition_values(previous, stored.segments):
+            continue
+        raise InvalidDocumentError(_too_many_values(key, count), f'$.flags["{key}"].rules')
+
+
+def _too_many_values(key: str, count: int) -> str:
+    return (
+        f"flag {key!r} holds {count} condition values, counting those of the segments its "
+        f"rules use; the limit is {MAX_CONDITION_VALUES}"
+    )
+
+
 def check_document_limits(document: SnapshotDocument) -> None:
     """Every flag and segment of ``document`` within the limits (the first problem raises)."""
     for key, segment in document.segments.items():
         check_segment_limits(key, segment)
     for key, flag in document.flags.items():
         check_flag_limits(key, flag)
+        check_condition_values(key, flag, document.segments)

@@ -35,7 +35,6 @@ __all__ = ["UNKNOWN_FLAG_LABEL", "RawResponse", "WireCache", "evaluation_routes"
 
 _ERROR = Reason.ERROR
 _NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
-_JSON = "application/json"
 _NOT_READY = wire.encode(
     wire.RequestFailure(errorCode="GENERAL", errorDetails="no snapshot loaded yet; retry shortly")
 )

@@ -13,7 +13,7 @@ from litestar import Request, Router, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from flagport.engine import Flag
+from flagport.engine import CompiledFlag, Reason
 from flagport.tally import counted_unit
 from flagport_server.auth import TOKEN_REQUIRED, admin_guard, evaluation_guard
 from flagport_server.errors import InvalidInput, StoreUnavailable
@@ -166,17 +166,15 @@ def _pct(value: Any) -> str:
     return str(value)
 
 
-def _static(flag: Flag) -> str | None:
-    """How the flag serves everyone alike, if it does."""
-    if not flag.enabled:
-        return "off for everyone (disabled)"
-    if flag.targets or flag.rules or flag.weights:
+def _serves_everyone(flag: CompiledFlag) -> str | None:
+    """How the flag serves everyone alike, if its own settings do."""
+    result = flag.serves_everyone
+    if result is None:
         return None
-    if flag.percentage == 0:
-        return "off for everyone (0 %)"
-    if flag.percentage == 100:
-        return "on for everyone (100 %)"
-    return None
+    if result.reason is Reason.DISABLED:
+        return "off for everyone (disabled)"
+    state = "off" if result.variant == flag.off_variant else "on"
+    return f"{state} for everyone ({_pct(flag.flag.percentage)} %)"
 
 
 @get("/flags/{key:str}/stats", summary="Adoption: evaluations, unique units, series, changes")
@@ -239,6 +237,7 @@ async def stale(
     cutoff = now - days * 86400
     service = _service(request)
     document = await service.document()
+    served = request.app.state.runtime.snapshot
     seen = await service.store.last_seen()
     last_change: dict[str, str] = {}
     before_id = None
@@ -271,7 +270,8 @@ async def stale(
                     last_seen=iso(record.last_seen) if record else None,
                 )
             )
-        serves = _static(flag)
+        compiled = served.flag(key) if served is not None else None
+        serves = _serves_everyone(compiled) if compiled is not None else None
         if serves is not None and key not in last_change:
             static.append(
                 StaleFlag(

@@ -1,0 +1,152 @@
+"""The compiled snapshot: what every server worker and ``LocalClient`` evaluates from, and
+the plan that evaluates every flag for one context at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from flagport._exceptions import InvalidDocumentError
+from flagport.engine._common import Context, Memo
+from flagport.engine._flag import CompiledFlag
+from flagport.engine.models import ErrorCode, EvaluationResult, Reason, SnapshotDocument
+
+__all__ = ["CompiledSnapshot"]
+
+
+class _Followers:
+    """A flag's ``evaluate_all`` step that also fills in every flag whose result follows
+    from this one's alone (transitively), with one ``dict.update`` from a bundle prepared
+    per result of this flag (ids are stable: each flag's results are cached for the
+    snapshot's lifetime)."""
+
+    __slots__ = ("bundles", "chain", "key", "run")
+
+    def __init__(
+        self,
+        key: str,
+        run: Callable[..., EvaluationResult],
+        chain: list[tuple[str, Callable[..., EvaluationResult]]],
+    ) -> None:
+        self.key = key
+        self.run = run
+        self.chain = chain  # (key, step) in topological order
+        self.bundles: dict[int, dict[str, EvaluationResult]] = {}
+
+    def step(self, context: Context, now: float | None, memo: Memo) -> EvaluationResult:
+        result = self.run(context, now, memo)
+        bundle = self.bundles.get(id(result))
+        if bundle is None:
+            bundle = self._bundle(result)
+        memo.update(bundle)
+        return result
+
+    def _bundle(self, result: EvaluationResult) -> dict[str, EvaluationResult]:
+        # A follower's step reads only its gate's result from the memo.
+        scratch: Memo = {self.key: result}
+        for key, step in self.chain:
+            scratch[key] = step(None, None, scratch)
+        del scratch[self.key]
+        self.bundles[id(result)] = scratch
+        return scratch
+
+
+def _not_found(key: str) -> EvaluationResult:
+    return EvaluationResult(
+        key=key,
+        value=None,
+        variant=None,
+        reason=Reason.ERROR,
+        error_code=ErrorCode.FLAG_NOT_FOUND,
+        error_message=f"flag {key!r} not found",
+    )
+
+
+class CompiledSnapshot:
+    """An immutable, compiled snapshot. Build it with
+    :func:`~flagport.engine.compile_snapshot`."""
+
+    __slots__ = (
+        "_flags",
+        "_order",
+        "_plan",
+        "_template",
+        "clock_keys",
+        "document",
+        "problems",
+        "version",
+    )
+
+    def __init__(
+        self,
+        document: SnapshotDocument,
+        flags: dict[str, CompiledFlag],
+        order: list[CompiledFlag],
+        problems: list[InvalidDocumentError],
+    ) -> None:
+        self.document = document
+        self.version = document.version
+        self._flags = flags
+        self._order = order
+        self.problems = problems
+        #: Keys of the flags whose result can depend on the evaluation time (see
+        #: :attr:`CompiledFlag.reads_clock`): only those need ``now``.
+        self.clock_keys = frozenset(flag.key for flag in order if flag.reads_clock)
+        # evaluate_all copies the template (every key in topological order, constant flags
+        # already answered) and runs one step per remaining flag, in the same order. Flags
+        # whose result follows from one gate's alone (children at 100 % of a split parent)
+        # get no step: their gate's step fills them in, see :class:`_Followers`.
+        self._template: dict[str, EvaluationResult | None] = {
+            flag.key: flag.constant for flag in order
+        }
+        followers: dict[str, list[CompiledFlag]] = {}
+        for flag in order:
+            if flag.constant is None and flag.follows is not None:
+                followers.setdefault(flag.follows, []).append(flag)
+        position = {key: index for index, key in enumerate(self._template)}
+        self._plan: list[tuple[str, Callable[..., EvaluationResult]]] = []
+        for flag in order:
+            if flag.constant is not None or flag.follows is not None:
+                continue
+            step = flag.step
+            if flag.key in followers:
+                chain: list[tuple[str, Callable[..., EvaluationResult]]] = []
+                pending = [flag.key]
+                while pending:
+                    for follower in followers.get(pending.pop(), ()):
+                        chain.append((follower.key, follower.step))
+                        pending.append(follower.key)
+                chain.sort(key=lambda item: position[item[0]])
+                step = _Followers(flag.key, step, chain).step
+            self._plan.append((flag.key, step))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._flags
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flags)
+
+    def flag(self, key: str) -> CompiledFlag | None:
+        return self._flags.get(key)
+
+    def evaluate(self, key: str, context: Context, now: float | None = None) -> EvaluationResult:
+        """Evaluate ``key`` for ``context``. Never raises; an unknown key is ``FLAG_NOT_FOUND``.
+
+        ``now`` (seconds since the epoch) is what conditions on ``$now`` compare with; the
+        engine never reads the clock itself.
+        """
+        flag = self._flags.get(key)
+        if flag is None:
+            return _not_found(key)
+        return flag.evaluate(context, now)
+
+    def evaluate_all(
+        self, context: Context, now: float | None = None
+    ) -> dict[str, EvaluationResult]:
+        """Evaluate every flag for ``context``; each ancestor is evaluated once."""
+        memo = self._template.copy()
+        for key, step in self._plan:
+            memo[key] = step(context, now, memo)
+        return memo  # type: ignore[return-value]  # every placeholder is filled

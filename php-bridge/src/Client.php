@@ -72,6 +72,14 @@ final class Client
 
     /** @var array<string, array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>> context hash => flags */
     private array $memo = [];
+    /**
+     * The last context asked about, as the caller passed it, and its answers: a page asks
+     * many flags for one context, and comparing the array is cheaper than encoding and
+     * hashing it again for every flag.
+     *
+     * @var array{context: array<string, mixed>, flags: array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>}|null
+     */
+    private ?array $lastAsked = null;
     /** @var array{source: string, error: ?string, context: ?string} */
     private array $last = ['source' => self::SOURCE_DEFAULTS, 'error' => null, 'context' => null];
     private int $calls = 0;
@@ -249,6 +257,7 @@ final class Client
     public function reset(): void
     {
         $this->memo = [];
+        $this->lastAsked = null;
     }
 
     /** The circuit breaker (for diagnostics and tests). */
@@ -286,15 +295,20 @@ final class Client
      */
     private function answers(?array $context): array
     {
+        if ($context !== null && $this->lastAsked !== null && $this->lastAsked['context'] === $context) {
+            return $this->lastAsked['flags'];
+        }
+        $asked = $context;
         $body = json_encode((object) $this->normalizeContext($context), self::JSON_FLAGS);
         if ($body === false) {
             throw new \InvalidArgumentException('the context cannot be encoded as JSON: ' . json_last_error_msg());
         }
         $hash = hash('xxh128', $body);
-        if (isset($this->memo[$hash])) {
-            return $this->memo[$hash];
+        $flags = $this->memo[$hash] ??= $this->fetch('{"context":' . $body . '}', $hash);
+        if ($asked !== null) {
+            $this->lastAsked = ['context' => $asked, 'flags' => $flags];
         }
-        return $this->memo[$hash] = $this->fetch('{"context":' . $body . '}', $hash);
+        return $flags;
     }
 
     /**

@@ -50,6 +50,28 @@ final class ClientTest extends TestCase
         self::assertCount(3, $transport->requests);
     }
 
+    public function testEachContextGetsItsOwnAnswersWhateverTheOrderOfQuestions(): void
+    {
+        $transport = new FakeTransport([
+            FakeTransport::bulk(['a' => true]),
+            FakeTransport::bulk(['a' => false]),
+            FakeTransport::bulk(['a' => false]),
+        ]);
+        $client = $this->client($transport);
+        $first = ['targetingKey' => '42', 'company_id' => 7];
+        self::assertTrue($client->isEnabled('a', $first));
+        self::assertFalse($client->isEnabled('a', ['targetingKey' => '42', 'company_id' => '7']));
+        // Back to the first context: its own answers, without another call.
+        self::assertTrue($client->isEnabled('a', $first));
+        self::assertTrue($client->isEnabled('a', ['targetingKey' => '42', 'company_id' => 7]));
+        self::assertCount(2, $transport->requests);
+        // The same attributes in another order are another body, so another question.
+        self::assertFalse($client->isEnabled('a', ['company_id' => 7, 'targetingKey' => '42']));
+        self::assertCount(3, $transport->requests);
+        self::assertTrue($client->isEnabled('a', $first));
+        self::assertCount(3, $transport->requests);
+    }
+
     public function testContextEncoding(): void
     {
         $transport = new FakeTransport([FakeTransport::bulk([]), FakeTransport::bulk([]), FakeTransport::bulk([])]);

@@ -8,6 +8,7 @@ import secrets
 import stat
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -108,12 +109,15 @@ def _no_key_password() -> str:
     help="Keep the last snapshot here; serve it if the store is down at start.",
 )
 @click.option(
-    "--require-eval-token", is_flag=True, help="Evaluation needs a token even on loopback."
+    "--require-eval-token",
+    is_flag=True,
+    help="Every request needs a token, even on loopback (which otherwise opens the sdk scope).",
 )
 @click.option(
     "--open-evaluation",
     is_flag=True,
-    help="Allow evaluation without a token on a non-loopback bind (warned).",
+    help="Open the evaluate scope (OFREP, the change stream; not /v1/snapshot) to requests "
+    "without a token on a non-loopback bind (warned).",
 )
 @click.option(
     "--seed",
@@ -213,7 +217,13 @@ def serve(
     token, generated = _bootstrap_admin_token(loopback)
     if problem := admin_token_problem(token, loopback):
         raise click.UsageError(problem)
-    require = require_eval_token or not (loopback or open_evaluation)
+    # Without a token: loopback and Unix-socket clients are the host's own servers (sdk);
+    # --open-evaluation opens only what a browser may see (evaluate; docs/spec.md section 5).
+    open_scope: Literal["evaluate", "sdk"] | None = None
+    if loopback and not require_eval_token:
+        open_scope = "sdk"
+    elif open_evaluation and not require_eval_token:
+        open_scope = "evaluate"
     import socket
 
     settings = Settings(
@@ -223,7 +233,7 @@ def serve(
         uds=uds,
         workers=workers,
         snapshot_cache=snapshot_cache,
-        require_eval_token=require,
+        open_scope=open_scope,
         admin_token=token,
         seed_file=seed_file,
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",
@@ -247,7 +257,8 @@ def serve(
     elif not os.environ.get("FLAGPORT_ADMIN_TOKEN"):
         click.echo(f"Admin token: in {TOKEN_FILE} (the flags CLI reads it from there)", err=True)
     click.echo(
-        "Evaluation: " + ("open (no token needed)" if not require else "needs an evaluation token"),
+        "Without a token: "
+        + (f"the {open_scope} scope" if open_scope else "nothing (every request needs a token)"),
         err=True,
     )
     run_server(settings, log_level=log_level)

@@ -120,6 +120,14 @@ def _no_key_password() -> str:
     "without a token on a non-loopback bind (warned).",
 )
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="On a loopback bind, another name requests without a token may use as Host "
+    "(besides localhost, 127.0.0.1, [::1]; others are refused against DNS rebinding).",
+)
+@click.option(
     "--seed",
     "seed_file",
     type=click.Path(exists=True, dir_okay=False),
@@ -174,6 +182,7 @@ def serve(
     snapshot_cache: str | None,
     require_eval_token: bool,
     open_evaluation: bool,
+    allowed_hosts: tuple[str, ...],
     seed_file: str | None,
     instance_id: str | None,
     no_stats: bool,
@@ -187,6 +196,7 @@ def serve(
     """Run the evaluation and admin server."""
     try:
         from flagport_server.errors import InvalidInput
+        from flagport_server.host_check import valid_allowed_host
         from flagport_server.serve import serve as run_server
         from flagport_server.settings import (
             Settings,
@@ -203,6 +213,15 @@ def serve(
     except InvalidInput as error:
         raise click.BadParameter(error.detail, param_hint="'--store'") from None
     _check_tls(tls_cert, tls_key, uds)
+    hosts = []
+    for name in allowed_hosts:
+        checked = valid_allowed_host(name)
+        if checked is None:
+            raise click.BadParameter(
+                f"{name!r} is not a host name or an IP address (no scheme, port or path)",
+                param_hint="'--allowed-host'",
+            )
+        hosts.append(checked)
     if seed_file is not None:
         from flagport_cli._validate import read_document
 
@@ -234,6 +253,7 @@ def serve(
         workers=workers,
         snapshot_cache=snapshot_cache,
         open_scope=open_scope,
+        allowed_hosts=tuple(hosts),
         admin_token=token,
         seed_file=seed_file,
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",

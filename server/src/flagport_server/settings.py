@@ -96,6 +96,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_admin_body: int = MAX_DOCUMENT_BYTES
     #: Warn (log and /readyz) that evaluation is open on a non-loopback bind.
     open_evaluation_warning: bool = False
+    #: More names a request without a token may give as ``Host`` on a TCP loopback bind
+    #: (besides localhost, 127.0.0.1 and [::1]; ``flags serve --allowed-host``).
+    allowed_hosts: tuple[str, ...] = ()
     #: Public base URL advertised in ``eventStreams`` (default: relative ``/v1/stream``).
     public_url: str | None = None
     #: Adoption stats (evaluations, unique units, series; docs/spec.md section 7). Off: only the
@@ -125,6 +128,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def evaluation_open(self) -> bool:
         """Whether evaluation needs no token (both open scopes include ``evaluate``)."""
         return self.open_scope is not None
+
+    @property
+    def checks_host(self) -> bool:
+        """Whether tokenless requests must name this server (a TCP loopback bind: DNS
+        rebinding; :mod:`flagport_server.host_check`)."""
+        return self.uds is None and is_loopback(self.host)
 
     @property
     def exposure_warnings(self) -> list[str]:

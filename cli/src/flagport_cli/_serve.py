@@ -120,6 +120,15 @@ def _no_key_password() -> str:
     "without a token on a non-loopback bind (warned).",
 )
 @click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A web page origin (https://portal.example, or *) that may call OFREP, "
+    "/v1/evaluate and the change stream from a browser; repeatable. Nothing else answers "
+    "cross-origin.",
+)
+@click.option(
     "--allowed-host",
     "allowed_hosts",
     multiple=True,
@@ -183,6 +192,7 @@ def serve(
     require_eval_token: bool,
     open_evaluation: bool,
     allowed_hosts: tuple[str, ...],
+    cors_origins: tuple[str, ...],
     seed_file: str | None,
     instance_id: str | None,
     no_stats: bool,
@@ -195,6 +205,7 @@ def serve(
 ) -> None:
     """Run the evaluation and admin server."""
     try:
+        from flagport_server.cors import valid_origin
         from flagport_server.errors import InvalidInput
         from flagport_server.host_check import valid_allowed_host
         from flagport_server.serve import serve as run_server
@@ -222,6 +233,16 @@ def serve(
                 param_hint="'--allowed-host'",
             )
         hosts.append(checked)
+    origins = []
+    for origin in cors_origins:
+        checked = valid_origin(origin)
+        if checked is None:
+            raise click.BadParameter(
+                f"{origin!r} is not an origin: give scheme://host[:port] (http or https, no "
+                "path, not even '/'), or * for any origin",
+                param_hint="'--cors-origin'",
+            )
+        origins.append(checked)
     if seed_file is not None:
         from flagport_cli._validate import read_document
 
@@ -254,6 +275,7 @@ def serve(
         snapshot_cache=snapshot_cache,
         open_scope=open_scope,
         allowed_hosts=tuple(hosts),
+        cors_origins=tuple(origins),
         admin_token=token,
         seed_file=seed_file,
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",

@@ -99,6 +99,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: More names a request without a token may give as ``Host`` on a TCP loopback bind
     #: (besides localhost, 127.0.0.1 and [::1]; ``flags serve --allowed-host``).
     allowed_hosts: tuple[str, ...] = ()
+    #: Web page origins (``https://portal.example``, or ``*``) that may call the evaluation
+    #: surface from a browser (``flags serve --cors-origin``; :mod:`flagport_server.cors`).
+    cors_origins: tuple[str, ...] = ()
     #: Public base URL advertised in ``eventStreams`` (default: relative ``/v1/stream``).
     public_url: str | None = None
     #: Adoption stats (evaluations, unique units, series; docs/spec.md section 7). Off: only the

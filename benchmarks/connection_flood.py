@@ -31,10 +31,10 @@ __all__ = ["main"]
 
 _SOURCES = [f"127.0.0.{n}" for n in range(2, 6)]
 _SLOW_HEAD = (
-    "POST /ofrep/v1/evaluate/flags/{flag} HTTP/1.1\r\nHost: flagport\r\n"
+    "POST /ofrep/v1/evaluate/flags/{flag} HTTP/1.1\r\nHost: localhost\r\n"
     "Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n"
 )
-_STREAM_HEAD = "GET /v1/stream HTTP/1.1\r\nHost: flagport\r\nAccept: text/event-stream\r\n\r\n"
+_STREAM_HEAD = "GET /v1/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
 
 
 @dataclass

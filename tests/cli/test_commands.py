@@ -130,7 +130,7 @@ def test_tokens(flags: Flags, server: RunningServer) -> None:
     assert "ci-deployer" in flags.ok("token", "list").out
     assert "revoked token ci-deployer" in flags.ok("token", "revoke", mine["id"]).out
     assert flags("list", token=secret).code == 4
-    body = json.loads(flags.ok("token", "create", "app", "--json").out)
+    body = json.loads(flags.ok("token", "create", "app", "--scope", "evaluate", "--json").out)
     assert body["token"]["scope"] == "evaluate"
     with server.client() as client:
         assert (

@@ -67,6 +67,7 @@ def test_good_percentages(flags: Flags, value: str) -> None:
         ("target", "ui-improvements"),
         ("enable", "ui-improvements", "--timeout", "-1"),
         ("token", "create", "ci", "--scope", "root"),
+        ("token", "create", "ci"),  # the scope is never assumed
         ("frobnicate",),
     ],
 )
@@ -74,6 +75,14 @@ def test_usage_errors_exit_2_without_contacting_the_server(args: tuple[str, ...]
     result = run_flags(*args, url="http://127.0.0.1:1")  # nothing listens there
     assert result.code == 2, str(result)
     assert "cannot reach" not in result.err
+
+
+def test_token_create_without_a_scope_names_the_scopes() -> None:
+    result = run_flags("token", "create", "ci", url="http://127.0.0.1:1")
+    assert result.code == 2, str(result)
+    assert "token create needs --scope" in result.err
+    for scope in ("evaluate (browser-safe", "sdk (server SDKs", "viewer (admin reads", "admin"):
+        assert scope in result.err, result.err
 
 
 ABSURD_SINCE = [

@@ -199,3 +199,50 @@ def test_python_clients_answer_every_case_as_the_engine(served: Served) -> None:
                         f"{case['name']} ({key}): {client} is_enabled {got}, engine {want}"
                     )
     assert not wrong, "\n".join(wrong)
+
+
+def _wire(result: EvaluationResult) -> dict[str, Any]:
+    """What OFREP answers for ``result`` (the fields the spec decides)."""
+    if result.error_code is not None:
+        return {"key": result.key, "errorCode": result.error_code.value}
+    return {
+        "key": result.key,
+        "value": result.value,
+        "variant": result.variant,
+        "reason": result.reason.value,
+    }
+
+
+def _decided(item: dict[str, Any]) -> dict[str, Any]:
+    fields = ("key", "errorCode") if "errorCode" in item else ("key", "value", "variant", "reason")
+    return {name: item.get(name) for name in fields}
+
+
+def test_ofrep_answers_every_context_as_sent(served: Served) -> None:
+    """Each case's context posted as it is (no client fills in a missing targetingKey) to
+    OFREP single and bulk: the engine's answer per flag. A context without targetingKey is an
+    anonymous visitor, never a refused request (docs/spec.md section 4)."""
+    sendable = [
+        case
+        for case in served.cases
+        if type(case["context"].get("targetingKey", "")) is str and case["key"] in served.snapshot
+    ]
+    assert sendable
+    wrong = []
+    bulk_answers: dict[str, dict[str, Any]] = {}
+    with served.server.client(timeout=5.0) as http:
+        for case in sendable:
+            key, context = case["key"], case["context"]
+            want = _as_json(_wire(served.expected(key, context)[0]))
+            single = http.post(f"{BULK}/{key}", json={"context": context})
+            if _as_json(_decided(single.json())) != want:
+                wrong.append(f"{case['name']}: single {single.status_code} {single.text}")
+            sent = _as_json(context)
+            if sent not in bulk_answers:
+                answer = http.post(BULK, json={"context": context})
+                assert answer.status_code == 200, (case["name"], answer.text)
+                bulk_answers[sent] = {item["key"]: item for item in answer.json()["flags"]}
+            item = bulk_answers[sent][key]
+            if _as_json(_decided(item)) != want:
+                wrong.append(f"{case['name']}: bulk item {item}, engine {want}")
+    assert not wrong, "\n".join(wrong)

@@ -292,7 +292,7 @@ def test_local_client_from_async_code(server: RunningServer) -> None:
 def test_token_is_sent(tmp_path: Path) -> None:
     with running_server(tmp_path, seed=PORTAL_FLAGS, extra=["--require-eval-token"]) as server:
         with httpx.Client(base_url=server.url, headers=server.admin_headers) as admin:
-            created = admin.post("/admin/v1/tokens", json={"name": "sdk", "scope": "evaluate"})
+            created = admin.post("/admin/v1/tokens", json={"name": "sdk", "scope": "sdk"})
         assert created.status_code in (200, 201), created.text
         token = created.json()["secret"]
         with LocalClient(server.url, start_timeout=2) as anonymous:

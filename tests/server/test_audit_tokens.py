@@ -138,11 +138,11 @@ def test_tokens_create_list_scopes_and_revoke_mid_session(
     server: RunningServer, admin: httpx.Client, pinned: list[Pinned]
 ) -> None:
     bot, bot_secret = create_token(admin, "ci-bot", "admin")
-    portal, portal_secret = create_token(admin, "portal", "evaluate")
+    portal, portal_secret = create_token(admin, "portal", "sdk")
     assert bot_secret.startswith("fpa_")
-    assert portal_secret.startswith("fpe_")
+    assert portal_secret.startswith("fps_")
     assert bot["scope"] == "admin"
-    assert portal["scope"] == "evaluate"
+    assert portal["scope"] == "sdk"
 
     listing = admin.get(TOKENS)
     assert listing.status_code == 200
@@ -219,7 +219,14 @@ def test_tokens_create_list_scopes_and_revoke_mid_session(
 
 @pytest.mark.parametrize(
     "body",
-    [{"name": ""}, {"name": "x" * 101}, {"name": "x", "scope": "root"}, {"name": "x", "a": 1}, {}],
+    [
+        {"name": ""},
+        {"name": "x" * 101},
+        {"name": "x", "scope": "root"},
+        {"name": "x", "a": 1},
+        {"name": "x"},  # no scope: never assumed
+        {},
+    ],
 )
 def test_bad_token_requests(admin: httpx.Client, body: dict[str, Any]) -> None:
     before = admin.get(TOKENS).json()
@@ -408,10 +415,10 @@ def test_token_names_are_restricted_and_the_bootstrap_actor_reserved(
 
 
 def test_token_names_are_unique_whatever_their_case(admin: httpx.Client) -> None:
-    create_token(admin, "Deploy.Bot@ci", "evaluate")
+    create_token(admin, "Deploy.Bot@ci", "viewer")
     before = admin.get(TOKENS).json()
     for name in ("Deploy.Bot@ci", "deploy.bot@CI"):
-        assert_problem(admin.post(TOKENS, json={"name": name}), 409, repr(name))
+        assert_problem(admin.post(TOKENS, json={"name": name, "scope": "sdk"}), 409, repr(name))
     assert admin.get(TOKENS).json() == before
 
 

@@ -206,12 +206,23 @@ def test_flag_not_found(client: httpx.Client) -> None:
     _assert_failure(single(client, "Bad/Key", {"targetingKey": "u"}), 404, "FLAG_NOT_FOUND")
 
 
-def test_targeting_key_absent(client: httpx.Client) -> None:
-    body = _assert_failure(single(client, "color", {"plan": "pro"}), 400, "TARGETING_KEY_MISSING")
-    assert body["key"] == "color"
-    _assert_failure(
-        client.post(BULK, json={"context": {"plan": "pro"}}), 400, "TARGETING_KEY_MISSING"
-    )
+def test_targeting_key_absent_is_an_empty_one(client: httpx.Client) -> None:
+    """An anonymous visitor: per-flag answers, TARGETING_KEY_MISSING only for the flags that
+    need a unit, never for the whole bulk request (docs/spec.md section 4)."""
+    color = single(client, "color", {"plan": "pro"})
+    assert color.status_code == 200, color.text
+    assert color.content == single(client, "color", {"targetingKey": "", "plan": "pro"}).content
+    body = _assert_failure(single(client, "split", {"plan": "pro"}), 400, "TARGETING_KEY_MISSING")
+    assert body["key"] == "split"
+    for context in ({}, {"plan": "pro"}):
+        anonymous = client.post(BULK, json={"context": context})
+        assert anonymous.status_code == 200, anonymous.text
+        empty = client.post(BULK, json={"context": {**context, "targetingKey": ""}})
+        assert anonymous.json()["flags"] == empty.json()["flags"]
+        items = {item["key"]: item for item in anonymous.json()["flags"]}
+        assert items["split"]["errorCode"] == "TARGETING_KEY_MISSING"
+        assert items["color"]["reason"] == "STATIC"
+        assert items["killed"]["reason"] == "DISABLED"
 
 
 @pytest.mark.parametrize("bad", [7, 1.5, True, None, ["a"], {"id": 1}])

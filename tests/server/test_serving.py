@@ -225,7 +225,7 @@ def test_a_body_not_received_in_time_is_answered_408_and_the_connection_closed(
     server: RunningServer,
 ) -> None:
     head = (
-        "POST /ofrep/v1/evaluate/flags/ui-improvements HTTP/1.1\r\nHost: x\r\n"
+        "POST /ofrep/v1/evaluate/flags/ui-improvements HTTP/1.1\r\nHost: localhost\r\n"
         "Content-Type: application/json\r\nContent-Length: 100\r\n"
     )
     answer, elapsed = _slow_request(server, head, b'{"context": {')
@@ -239,7 +239,7 @@ def test_a_body_not_received_in_time_is_answered_408_and_the_connection_closed(
 
 def test_an_admin_body_not_received_in_time_is_a_problem_408(server: RunningServer) -> None:
     head = (
-        "PUT /admin/v1/flags/slow HTTP/1.1\r\nHost: x\r\n"
+        "PUT /admin/v1/flags/slow HTTP/1.1\r\nHost: localhost\r\n"
         f"Authorization: Bearer {server.admin_token}\r\n"
         "Content-Type: application/json\r\nContent-Length: 100\r\n"
     )
@@ -255,7 +255,7 @@ def test_a_body_sent_in_parts_within_the_deadline_is_served(server: RunningServe
     body = b'{"context": {"targetingKey": "user-1"}}'
     with socket.create_connection(("127.0.0.1", _port(server))) as sock:
         sock.sendall(
-            b"POST /ofrep/v1/evaluate/flags/ui-improvements HTTP/1.1\r\nHost: x\r\n"
+            b"POST /ofrep/v1/evaluate/flags/ui-improvements HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nConnection: close\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
         )
@@ -319,7 +319,7 @@ def test_clients_that_leave_before_their_stream_starts_free_their_slots(
 ) -> None:
     for _ in range(100):
         with socket.create_connection(("127.0.0.1", _port(server))) as sock:
-            sock.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
     with ExitStack() as stack:
         _hold_every_stream_slot(stack, server)
 

@@ -42,6 +42,7 @@ from flagport_server.errors import (
 )
 from flagport_server.stores import SQLiteStore, open_store, sqlite_path
 from flagport_server.stores.base import (
+    SCOPE_MODEL,
     AuditEntry,
     AuditQuery,
     Mutation,
@@ -417,14 +418,48 @@ async def test_audit_limit_is_capped_at_1000(store: Store) -> None:
 # -- tokens ----------------------------------------------------------------------------------
 
 
-def token(id_: str, scope: str = "admin", created_at: str = "2026-01-01T10:00:00Z") -> TokenRecord:
+def token(
+    id_: str,
+    scope: str = "admin",
+    created_at: str = "2026-01-01T10:00:00Z",
+    scope_model: int = SCOPE_MODEL,
+) -> TokenRecord:
     return TokenRecord(
         id=id_,
         name=f"{id_}-name",
         scope=scope,  # type: ignore[arg-type]
         secret_hash=f"{id_:0>64}",
         created_at=created_at,
+        scope_model=scope_model,
     )
+
+
+async def test_tokens_stored_before_the_four_scopes_are_read_in_todays_model(
+    store: Store, store_backend: Backend
+) -> None:
+    """An ``evaluate`` token of scope model 1 reached /v1/snapshot and /v1/exposures: it
+    reads as ``sdk`` (deployed LocalClients keep working), from every connection, and stays
+    ``sdk`` once revoked (the revocation rewrites it in today's model). Today's ``evaluate``
+    and an old ``admin`` token keep their scope (docs/adr/0014-token-scopes.md)."""
+    old_evaluate = token("old-eval", "evaluate", "2026-01-01T10:00:00Z", scope_model=1)
+    old_admin = token("old-admin", "admin", "2026-01-01T11:00:00Z", scope_model=1)
+    browser = token("browser", "evaluate", "2026-01-01T12:00:00Z")
+    for record in (old_evaluate, old_admin, browser):
+        await store.add_token(record)
+    expected = [
+        msgspec.structs.replace(old_evaluate, scope="sdk", scope_model=SCOPE_MODEL),
+        msgspec.structs.replace(old_admin, scope_model=SCOPE_MODEL),
+        browser,
+    ]
+    assert await store.tokens() == expected
+    other = await opened(store_backend)
+    try:
+        assert await other.tokens() == expected
+    finally:
+        await other.close()
+    revoked = await store.revoke_token("old-eval", "2026-01-02T10:00:00Z")
+    assert revoked == msgspec.structs.replace(expected[0], revoked_at="2026-01-02T10:00:00Z")
+    assert (await store.tokens())[0] == revoked
 
 
 async def test_tokens_add_list_and_revoke(store: Store, store_backend: Backend) -> None:

@@ -1044,6 +1044,57 @@ def off_variants() -> dict[str, Any]:
     }
 
 
+# -- anonymous visitors ------------------------------------------------------------------
+
+
+def anonymous() -> dict[str, Any]:
+    """A context without ``targetingKey`` (an anonymous visitor) is one with an empty one:
+    each flag answers for itself, and only a flag that needs a unit (a split, or a child of
+    one) is ``TARGETING_KEY_MISSING``. OFREP single and bulk send these contexts as they are
+    (docs/spec.md section 4)."""
+    flags = {
+        "banner": {"enabled": True},
+        "banner-off": {"enabled": False},
+        "rollout": {"enabled": True, "percentage": 30},
+        "rollout.child": {"enabled": True},
+        "everyone": {"enabled": True, "percentage": 100},
+        "experiment": {
+            "enabled": True,
+            "variants": {"a": "A", "b": "B", "off": ""},
+            "on_variant": "a",
+            "weights": {"a": 1, "b": 1},
+        },
+        "by-country": rule_flag(cond("country", "eq", "NL")),
+    }
+    needs_unit = err("TARGETING_KEY_MISSING")
+    cases = []
+    for label, context in (
+        ("no context at all", {}),
+        ("an empty targetingKey", {"targetingKey": ""}),
+        ("attributes only", {"country": "NL", "plan": "free"}),
+    ):
+        matched = on("TARGETING_MATCH") if "country" in context else off("STATIC")
+        cases += [
+            case(f"{label}: a flag on for everyone", "banner", context, on("STATIC")),
+            case(f"{label}: a disabled flag", "banner-off", context, off("DISABLED")),
+            case(f"{label}: 100 % needs no unit", "everyone", context, on("STATIC")),
+            case(f"{label}: a percentage needs a unit", "rollout", context, needs_unit),
+            case(
+                f"{label}: a child of a percentage needs its unit",
+                "rollout.child",
+                context,
+                err("TARGETING_KEY_MISSING", "rollout"),
+            ),
+            case(f"{label}: a weighted split needs a unit", "experiment", context, needs_unit),
+            case(f"{label}: a rule on an attribute", "by-country", context, matched),
+        ]
+    return {
+        "description": "Anonymous visitors: no targetingKey behaves as an empty one, per flag.",
+        "document": {"bucketing": 1, "flags": flags},
+        "cases": cases,
+    }
+
+
 FILES = {
     "hierarchy": hierarchy,
     "conditions": conditions,
@@ -1052,6 +1103,7 @@ FILES = {
     "splits": splits,
     "reasons": reasons,
     "off-variants": off_variants,
+    "anonymous": anonymous,
 }
 
 #: The variants of a flag that names none.

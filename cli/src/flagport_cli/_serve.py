@@ -8,6 +8,7 @@ import secrets
 import stat
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -108,12 +109,32 @@ def _no_key_password() -> str:
     help="Keep the last snapshot here; serve it if the store is down at start.",
 )
 @click.option(
-    "--require-eval-token", is_flag=True, help="Evaluation needs a token even on loopback."
+    "--require-eval-token",
+    is_flag=True,
+    help="Every request needs a token, even on loopback (which otherwise opens the sdk scope).",
 )
 @click.option(
     "--open-evaluation",
     is_flag=True,
-    help="Allow evaluation without a token on a non-loopback bind (warned).",
+    help="Open the evaluate scope (OFREP, the change stream; not /v1/snapshot) to requests "
+    "without a token on a non-loopback bind (warned).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A web page origin (https://portal.example, or *) that may call OFREP, "
+    "/v1/evaluate and the change stream from a browser; repeatable. Nothing else answers "
+    "cross-origin.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="On a loopback bind, another name requests without a token may use as Host "
+    "(besides localhost, 127.0.0.1, [::1]; others are refused against DNS rebinding).",
 )
 @click.option(
     "--seed",
@@ -170,6 +191,8 @@ def serve(
     snapshot_cache: str | None,
     require_eval_token: bool,
     open_evaluation: bool,
+    allowed_hosts: tuple[str, ...],
+    cors_origins: tuple[str, ...],
     seed_file: str | None,
     instance_id: str | None,
     no_stats: bool,
@@ -182,7 +205,9 @@ def serve(
 ) -> None:
     """Run the evaluation and admin server."""
     try:
+        from flagport_server.cors import valid_origin
         from flagport_server.errors import InvalidInput
+        from flagport_server.host_check import valid_allowed_host
         from flagport_server.serve import serve as run_server
         from flagport_server.settings import (
             Settings,
@@ -199,6 +224,25 @@ def serve(
     except InvalidInput as error:
         raise click.BadParameter(error.detail, param_hint="'--store'") from None
     _check_tls(tls_cert, tls_key, uds)
+    hosts = []
+    for name in allowed_hosts:
+        checked = valid_allowed_host(name)
+        if checked is None:
+            raise click.BadParameter(
+                f"{name!r} is not a host name or an IP address (no scheme, port or path)",
+                param_hint="'--allowed-host'",
+            )
+        hosts.append(checked)
+    origins = []
+    for origin in cors_origins:
+        checked = valid_origin(origin)
+        if checked is None:
+            raise click.BadParameter(
+                f"{origin!r} is not an origin: give scheme://host[:port] (http or https, no "
+                "path, not even '/'), or * for any origin",
+                param_hint="'--cors-origin'",
+            )
+        origins.append(checked)
     if seed_file is not None:
         from flagport_cli._validate import read_document
 
@@ -213,7 +257,13 @@ def serve(
     token, generated = _bootstrap_admin_token(loopback)
     if problem := admin_token_problem(token, loopback):
         raise click.UsageError(problem)
-    require = require_eval_token or not (loopback or open_evaluation)
+    # Without a token: loopback and Unix-socket clients are the host's own servers (sdk);
+    # --open-evaluation opens only what a browser may see (evaluate; docs/spec.md section 5).
+    open_scope: Literal["evaluate", "sdk"] | None = None
+    if loopback and not require_eval_token:
+        open_scope = "sdk"
+    elif open_evaluation and not require_eval_token:
+        open_scope = "evaluate"
     import socket
 
     settings = Settings(
@@ -223,7 +273,9 @@ def serve(
         uds=uds,
         workers=workers,
         snapshot_cache=snapshot_cache,
-        require_eval_token=require,
+        open_scope=open_scope,
+        allowed_hosts=tuple(hosts),
+        cors_origins=tuple(origins),
         admin_token=token,
         seed_file=seed_file,
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",
@@ -247,7 +299,8 @@ def serve(
     elif not os.environ.get("FLAGPORT_ADMIN_TOKEN"):
         click.echo(f"Admin token: in {TOKEN_FILE} (the flags CLI reads it from there)", err=True)
     click.echo(
-        "Evaluation: " + ("open (no token needed)" if not require else "needs an evaluation token"),
+        "Without a token: "
+        + (f"the {open_scope} scope" if open_scope else "nothing (every request needs a token)"),
         err=True,
     )
     run_server(settings, log_level=log_level)

@@ -33,7 +33,14 @@ from litestar.openapi.spec import (
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine import SnapshotDocument
-from flagport_server.auth import SECURITY_SCHEMES, SEED_ACTOR, TOKEN_OPTIONAL, TOKEN_REQUIRED
+from flagport_server.auth import (
+    PUBLIC,
+    SECURITY_SCHEMES,
+    SEED_ACTOR,
+    TOKEN_OPTIONAL,
+    TOKEN_REQUIRED,
+    requires,
+)
 from flagport_server.bodies import EMPTY_BODY, FlagportRequest
 from flagport_server.errors import (
     InvalidInput,
@@ -70,13 +77,16 @@ _GC_YOUNG_THRESHOLD = 50_000
 # -- operations routes --------------------------------------------------------------------
 
 
-@get("/healthz", summary="Liveness", tags=["operations"])
+@get("/healthz", summary="Liveness", tags=["operations"], opt=requires(PUBLIC))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @get(
-    "/readyz", summary="Readiness: 200 while a snapshot is loaded, 503 before", tags=["operations"]
+    "/readyz",
+    summary="Readiness: 200 while a snapshot is loaded, 503 before",
+    tags=["operations"],
+    opt=requires(PUBLIC),
 )
 async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
     runtime: Runtime = request.app.state.runtime
@@ -116,7 +126,13 @@ async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
     return Response(body, status_code=200)
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST)
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["operations"],
+    media_type=CONTENT_TYPE_LATEST,
+    opt=requires(PUBLIC),
+)
 async def metrics_route(request: Request[Any, Any, State]) -> Response[bytes]:
     state = request.app.state
     runtime: Runtime = state.runtime
@@ -507,7 +523,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             title="Flagport",
             version="1",
             description="Feature flags: OFREP evaluation, SDK feeds and the admin API.",
-            path="/schema",
+            openapi_router=Router(
+                "/schema", route_handlers=[], include_in_schema=False, opt=requires(PUBLIC)
+            ),
             render_plugins=[JsonRenderPlugin()],
             components=Components(security_schemes=SECURITY_SCHEMES),
         ),

@@ -13,6 +13,8 @@ from litestar.types import ASGIApp
 
 from flagport_server.app import create_app
 from flagport_server.body_deadline import BodyDeadline
+from flagport_server.cors import Cors
+from flagport_server.host_check import HostCheck
 from flagport_server.settings import Settings
 
 __all__ = ["SETTINGS_ENV", "app_from_env"]
@@ -27,5 +29,9 @@ def app_from_env() -> ASGIApp:
     # Request timing and the body deadline wrap the whole app rather than being Litestar
     # middlewares: Litestar then runs its exception middleware twice per request (measured:
     # +2 us per request).
-    bounded = BodyDeadline(app, settings.body_timeout)
+    bounded: ASGIApp = BodyDeadline(app, settings.body_timeout)
+    if settings.checks_host:
+        bounded = HostCheck(bounded, app.state.runtime, settings.allowed_hosts)
+    if settings.cors_origins:
+        bounded = Cors(bounded, settings.cors_origins)
     return app.state.metrics.latency_middleware(bounded)  # type: ignore[no-any-return]

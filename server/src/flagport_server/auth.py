@@ -1,4 +1,11 @@
-"""Token authentication: ``Authorization: Bearer <token>`` or ``X-API-Key: <token>``.
+"""Token authentication (``Authorization: Bearer <token>`` or ``X-API-Key: <token>``) and
+the scope model (docs/spec.md section 5): every route declares the scope it needs with
+:func:`requires`, and :func:`access_error` is the one rule deciding whether a request has it.
+
+Scopes: ``evaluate`` (browser-safe: OFREP, ``GET /v1/evaluate``, the change stream), ``sdk``
+(``evaluate`` plus ``/v1/snapshot``, ``/v1/exposures``, ``/v1/outcomes``), ``viewer`` (every
+admin read and ``explain``), ``admin`` (everything). A request without a token has the bind's
+open scope (:attr:`~flagport_server.settings.Settings.open_scope`), if any.
 
 Tokens are stored as SHA-256 hashes and looked up in the worker's in-memory copy (refreshed
 with every snapshot), so checking an evaluation token costs no store round trip. The
@@ -17,7 +24,7 @@ import hmac
 import logging
 import math
 import time
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 from litestar.connection import ASGIConnection
@@ -26,24 +33,33 @@ from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
 
 from flagport_server.errors import Forbidden, ServerError, TooManyRequests, Unauthorized
 from flagport_server.state import Runtime, hash_secret
-from flagport_server.stores.base import TokenRecord
+from flagport_server.stores.base import SCOPE_MODEL, TokenRecord, TokenScope
 
 __all__ = [
+    "ADMIN",
     "BOOTSTRAP_ACTOR",
     "BOOTSTRAP_TOKEN_ID",
+    "EVALUATE",
     "FAILED_LOGIN_LIMIT",
     "FAILED_LOGIN_WINDOW_S",
+    "PUBLIC",
     "RESERVED_ACTORS",
+    "SCOPES",
+    "SDK",
     "SECURITY_SCHEMES",
     "SEED_ACTOR",
     "TOKEN_OPTIONAL",
     "TOKEN_REQUIRED",
+    "VIEWER",
     "Actor",
     "FailedLogins",
-    "admin_guard",
-    "evaluation_auth_error",
-    "evaluation_guard",
+    "RouteScope",
+    "access_error",
+    "declared_scope",
+    "grants",
     "presented_token",
+    "requires",
+    "scope_guard",
     "token_record",
 ]
 
@@ -54,6 +70,27 @@ BOOTSTRAP_TOKEN_ID: Final = "bootstrap"
 SEED_ACTOR: Final = "seed"
 #: Names no new token may take (in any case): an audit entry by them must be what it says.
 RESERVED_ACTORS: Final = frozenset({BOOTSTRAP_ACTOR, SEED_ACTOR})
+
+EVALUATE: Final = "evaluate"
+SDK: Final = "sdk"
+VIEWER: Final = "viewer"
+ADMIN: Final = "admin"
+#: The token scopes, narrowest first.
+SCOPES: Final[tuple[TokenScope, ...]] = (EVALUATE, SDK, VIEWER, ADMIN)
+#: What a route that needs no token declares (the operations routes, the OpenAPI document).
+PUBLIC: Final = "public"
+#: What a route may declare: a token scope, or :data:`PUBLIC`.
+RouteScope = Literal["evaluate", "sdk", "viewer", "admin", "public"]
+_ROUTE_SCOPES: Final = frozenset({*SCOPES, PUBLIC})
+#: The routes' scopes each token scope reaches (docs/spec.md section 5). ``viewer`` reads the
+#: admin API but does not evaluate: a dashboard's key is not an SDK key.
+_GRANTS: Final[dict[str, frozenset[str]]] = {
+    EVALUATE: frozenset({EVALUATE}),
+    SDK: frozenset({EVALUATE, SDK}),
+    VIEWER: frozenset({VIEWER}),
+    ADMIN: frozenset({EVALUATE, SDK, VIEWER, ADMIN}),
+}
+_SCOPE_OPT: Final = "flagport_scope"
 
 
 class Actor(msgspec.Struct, frozen=True):
@@ -145,7 +182,12 @@ def _refused(connection: ASGIConnection[Any, Any, Any, Any], problem: str) -> Se
 
 
 _BOOTSTRAP: Final = TokenRecord(
-    id=BOOTSTRAP_TOKEN_ID, name=BOOTSTRAP_ACTOR, scope="admin", secret_hash="", created_at=""
+    id=BOOTSTRAP_TOKEN_ID,
+    name=BOOTSTRAP_ACTOR,
+    scope="admin",
+    secret_hash="",
+    created_at="",
+    scope_model=SCOPE_MODEL,
 )
 
 
@@ -171,40 +213,78 @@ def token_record(runtime: Runtime, secret: str) -> TokenRecord | None:
     return record
 
 
-async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+def access_error(
+    connection: ASGIConnection[Any, Any, Any, Any], required: RouteScope
+) -> ServerError | None:
+    """Why this request may not use a route that needs ``required`` (401 without a valid
+    token, 403 naming the scope for a token whose scope does not reach it, 429 after too many
+    failures), or ``None`` if it may. The hot evaluation routes call this directly (a guard
+    would copy the route handler on every request); every other route has
+    :func:`scope_guard`."""
+    return _access(connection, required)[0]
+
+
+def _access(
+    connection: ASGIConnection[Any, Any, Any, Any], required: RouteScope
+) -> tuple[ServerError | None, TokenRecord | None]:
+    if required == PUBLIC:
+        return None, None
     runtime: Runtime = connection.app.state.runtime
+    open_scope = runtime.settings.open_scope
+    if open_scope is not None and required in _GRANTS[open_scope]:
+        return None, None  # a token, if any, is not even read: the request needs none
     secret = presented_token(connection)
     if secret is None:
-        raise Unauthorized("admin token required: send 'Authorization: Bearer <token>'")
+        return Unauthorized(
+            f"this path needs a token with the {_reaching(required)}: send "
+            "'Authorization: Bearer <token>'"
+        ), None
     record = token_record(runtime, secret)
     if record is None:
-        raise _refused(connection, "unknown or revoked token")
-    if record.scope != "admin":
-        raise Forbidden(
-            f"token {record.name!r} has the evaluate scope; this path needs an admin token"
-        )
-    connection.state.actor = Actor(record.name, record.id)
+        return _refused(connection, "unknown or revoked token"), None
+    if required not in _GRANTS[record.scope]:
+        return Forbidden(
+            f"token {record.name!r} has the {record.scope} scope; this path needs the "
+            f"{_reaching(required)}"
+        ), None
+    return None, record
 
 
-def evaluation_auth_error(connection: ASGIConnection[Any, Any, Any, Any]) -> ServerError | None:
-    """Why this connection may not evaluate (401 or 429), or ``None`` if it may (any valid
-    token)."""
-    runtime: Runtime = connection.app.state.runtime
-    if runtime.settings.evaluation_open:
-        return None
-    secret = presented_token(connection)
-    if secret is None:
-        return Unauthorized("evaluation token required: send 'Authorization: Bearer <token>'")
-    if token_record(runtime, secret) is None:
-        return _refused(connection, "unknown or revoked token")
-    return None
+def _reaching(required: TokenScope) -> str:
+    """``"sdk scope"``, or with the broader scopes that include it: ``"sdk scope (or
+    admin)"``."""
+    broader = [scope for scope in SCOPES if scope != required and required in _GRANTS[scope]]
+    return f"{required} scope" + (f" (or {' or '.join(broader)})" if broader else "")
 
 
-async def evaluation_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+def grants(scope: TokenScope, required: TokenScope) -> bool:
+    """Whether a token of ``scope`` may use a route that needs ``required``."""
+    return required in _GRANTS[scope]
+
+
+def requires(scope: RouteScope) -> dict[str, str]:
+    """A route's (or router's) ``opt`` declaring the scope it needs; the handler's own
+    declaration wins over its router's."""
+    return {_SCOPE_OPT: scope}
+
+
+def declared_scope(handler: BaseRouteHandler) -> RouteScope | None:
+    """The scope ``handler`` declares, ``None`` if it declares none (a test walks every route
+    and fails on that)."""
+    scope = handler.opt.get(_SCOPE_OPT)
+    return scope if scope in _ROUTE_SCOPES else None
+
+
+async def scope_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard for the SDK feeds (the hot OFREP routes call :func:`evaluation_auth_error`
-    directly: Litestar copies the route handler for every guard call)."""
-    error = evaluation_auth_error(connection)
+    """The guard of every route but the hot evaluation ones: the route's declared scope, and
+    the token's name and id as the audit actor."""
+    required = declared_scope(handler)
+    if required is None:  # never served: the route walk test fails first
+        raise Forbidden(f"{connection.scope['path']} declares no scope")
+    error, record = _access(connection, required)
     if error is not None:
         raise error
+    if record is not None:
+        connection.state.actor = Actor(record.name, record.id)

@@ -28,6 +28,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "InvalidInput",
+    "MisdirectedRequest",
     "NotFound",
     "PreconditionRequired",
     "RequestTimeout",
@@ -149,6 +150,14 @@ class Unauthorized(ServerError):
 class Forbidden(ServerError):
     status_code = 403
     title = "Forbidden"
+
+
+class MisdirectedRequest(ServerError):
+    """A request without a token that names another host than this loopback server's
+    (DNS rebinding; :mod:`flagport_server.host_check`)."""
+
+    status_code = 421
+    title = "Misdirected request"
 
 
 class RequestTimeout(ServerError):

@@ -40,12 +40,28 @@ from flagport_server.errors import (
     VersionConflict,
 )
 from flagport_server.state import Runtime, hash_secret
-from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, StoreState, TokenRecord
+from flagport_server.stores.base import (
+    SCOPE_MODEL,
+    AuditEntry,
+    AuditQuery,
+    Mutation,
+    StoreState,
+    TokenRecord,
+    TokenScope,
+)
 from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, SnapshotDiff
 
 __all__ = ["AdminService", "flag_view", "utc_now"]
 
 _RETRIES = 20
+
+#: A secret's prefix tells a reader (a secret scanner, an operator) its scope at a glance.
+_SECRET_PREFIXES: dict[str, str] = {
+    "evaluate": "fpe_",
+    "sdk": "fps_",
+    "viewer": "fpv_",
+    "admin": "fpa_",
+}
 
 
 def utc_now() -> str:
@@ -527,7 +543,9 @@ class AdminService:
 
     # -- tokens -------------------------------------------------------------------------
 
-    async def create_token(self, name: str, scope: str, actor: Actor) -> tuple[TokenRecord, str]:
+    async def create_token(
+        self, name: str, scope: TokenScope, actor: Actor
+    ) -> tuple[TokenRecord, str]:
         """A new token and its secret. Its name must be free: the store refuses a name any
         token (revoked ones too) has, so an audit entry's actor names one token only."""
         if name.lower() in RESERVED_ACTORS:
@@ -536,14 +554,14 @@ class AdminService:
                 "the bootstrap token's (FLAGPORT_ADMIN_TOKEN) or --seed's; choose another",
                 "$.name",
             )
-        prefix = "fpa_" if scope == "admin" else "fpe_"
-        secret = prefix + secrets.token_urlsafe(32)
+        secret = _SECRET_PREFIXES[scope] + secrets.token_urlsafe(32)
         record = TokenRecord(
             id=secrets.token_hex(8),
             name=name,
-            scope=scope,  # type: ignore[arg-type]
+            scope=scope,
             secret_hash=hash_secret(secret),
             created_at=utc_now(),
+            scope_model=SCOPE_MODEL,
         )
         await self.store.add_token(record)
         # An empty commit bumps the snapshot version so every worker reloads its tokens.

@@ -7,9 +7,13 @@ from urllib.parse import quote
 import click
 
 from flagport_cli._app import App, json_option, pass_app, wait_for_version, wait_options
+from flagport_cli._errors import UsageProblem
 from flagport_cli._output import echo_json, printable, table
 
-__all__ = ["token"]
+__all__ = ["SCOPES", "token"]
+
+#: The token scopes, narrowest first (docs/spec.md section 5).
+SCOPES = ("evaluate", "sdk", "viewer", "admin")
 
 
 @click.group()
@@ -20,12 +24,22 @@ def token() -> None:
 @token.command("create")
 @click.argument("name")
 @click.option(
-    "--scope", type=click.Choice(["evaluate", "admin"]), default="evaluate", show_default=True
+    "--scope",
+    type=click.Choice(SCOPES),
+    help="evaluate: browser-safe evaluation; sdk: server SDKs and the PHP bridge (evaluation, "
+    "/v1/snapshot, exposures); viewer: admin reads; admin: everything. Required.",
 )
 @json_option
 @pass_app
-def create_token(app: App, name: str, scope: str) -> None:
+def create_token(app: App, name: str, scope: str | None) -> None:
     """Create a token; its secret is printed once."""
+    if scope is None:
+        # No default: a token's reach is chosen, never assumed (docs/spec.md section 5).
+        raise UsageProblem(
+            "token create needs --scope: evaluate (browser-safe: OFREP and the change "
+            "stream), sdk (server SDKs and the PHP bridge: evaluate plus /v1/snapshot and "
+            "exposures), viewer (admin reads, no change) or admin (everything)"
+        )
     body = app.api().call("POST", "/admin/v1/tokens", json={"name": name, "scope": scope})
     if app.json:
         echo_json(body)

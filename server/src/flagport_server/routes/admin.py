@@ -1,4 +1,5 @@
-"""Admin scope (``/admin/v1``): flags, state changes, audit, tokens, propagation.
+"""The admin API (``/admin/v1``): flags, state changes, audit, tokens, propagation. Changes
+need the admin scope; reads and ``explain`` the viewer scope.
 
 Every write answers ``{"flag": {...}, "snapshot_version": N}`` (or the list it changed).
 """
@@ -15,7 +16,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.document import dump_document, load_document
 from flagport.engine import Flag, Segment, explain
-from flagport_server.auth import TOKEN_REQUIRED, Actor, admin_guard
+from flagport_server.auth import ADMIN, TOKEN_REQUIRED, VIEWER, Actor, requires, scope_guard
 from flagport_server.bodies import (
     CONFIGURATION_JSON,
     JSON_MEDIA_TYPES,
@@ -95,7 +96,7 @@ def _actor(request: AdminRequest) -> Actor:
     return actor
 
 
-@get("/flags", summary="List flags")
+@get("/flags", opt=requires(VIEWER), summary="List flags")
 async def list_flags(request: AdminRequest) -> FlagList:
     state = await _service(request).state()
     return FlagList(
@@ -115,7 +116,11 @@ async def create_flag(data: JSONBody[FlagCreate], request: AdminRequest) -> Flag
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
-@get("/flags/{key:str}", summary="Get a flag (ETag is its version, for If-Match)")
+@get(
+    "/flags/{key:str}",
+    opt=requires(VIEWER),
+    summary="Get a flag (ETag is its version, for If-Match)",
+)
 async def get_flag(key: FromPath[str], request: AdminRequest) -> Response[FlagView]:
     flag, _ = await _service(request).get_flag(key)
     return Response(flag_view(key, flag), headers={"ETag": f'"{flag.version}"'})
@@ -187,7 +192,7 @@ async def kill(data: JSONBody[KillRequest], request: AdminRequest) -> KillRespon
     return KillResponse(flags=views, snapshot_version=version, unreadable=unreadable)
 
 
-@get("/audit", summary="Audit log, newest first, paginated with before_id")
+@get("/audit", opt=requires(VIEWER), summary="Audit log, newest first, paginated with before_id")
 async def audit(
     request: AdminRequest,
     flag: Annotated[str | None, QueryParameter(required=False)] = None,
@@ -224,7 +229,7 @@ def _token_view(record: TokenRecord) -> TokenView:
     )
 
 
-@get("/tokens", summary="List tokens (never their secrets)")
+@get("/tokens", opt=requires(VIEWER), summary="List tokens (never their secrets)")
 async def list_tokens(request: AdminRequest) -> TokenList:
     records = await _service(request).store.tokens()
     return TokenList(tokens=[_token_view(r) for r in records])
@@ -254,7 +259,11 @@ async def revoke_token(token_id: FromPath[str], request: AdminRequest) -> TokenR
     return TokenRevoked(**msgspec.structs.asdict(_token_view(record)), snapshot_version=version)
 
 
-@get("/propagation", summary="Which live workers have applied a snapshot version")
+@get(
+    "/propagation",
+    opt=requires(VIEWER),
+    summary="Which live workers have applied a snapshot version",
+)
 async def propagation(
     request: AdminRequest, version: Annotated[int, QueryParameter(ge=0, le=MAX_REQUEST_INT)]
 ) -> PropagationView:
@@ -281,7 +290,12 @@ async def put_rules(
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
-@post("/flags/{key:str}/explain", status_code=200, summary="Explain an evaluation step by step")
+@post(
+    "/flags/{key:str}/explain",
+    status_code=200,
+    opt=requires(VIEWER),
+    summary="Explain an evaluation step by step",
+)
 async def explain_flag(
     key: FromPath[str], data: JSONBody[ExplainRequest], request: AdminRequest
 ) -> dict[str, Any]:
@@ -298,7 +312,7 @@ def _segment_view(key: str, segment: Segment) -> SegmentView:
     return SegmentView(key=key, **msgspec.structs.asdict(segment))
 
 
-@get("/segments", summary="List segments")
+@get("/segments", opt=requires(VIEWER), summary="List segments")
 async def list_segments(request: AdminRequest) -> SegmentList:
     document = await _service(request).document()
     return SegmentList(
@@ -307,7 +321,7 @@ async def list_segments(request: AdminRequest) -> SegmentList:
     )
 
 
-@get("/segments/{key:str}", summary="Get a segment (ETag is its version)")
+@get("/segments/{key:str}", opt=requires(VIEWER), summary="Get a segment (ETag is its version)")
 async def get_segment(key: FromPath[str], request: AdminRequest) -> Response[SegmentView]:
     document = await _service(request).document()
     segment = document.segments.get(key)
@@ -342,7 +356,7 @@ async def delete_segment(
     return {"deleted": [key], "snapshot_version": version}
 
 
-@get("/snapshot", summary="Export the configuration (config as code)")
+@get("/snapshot", opt=requires(VIEWER), summary="Export the configuration (config as code)")
 async def export_snapshot(
     request: AdminRequest,
     volatile: Annotated[bool, QueryParameter(required=False)] = False,
@@ -373,10 +387,11 @@ async def import_snapshot(
 
 admin_router = Router(
     path="/admin/v1",
-    guards=[admin_guard],
+    guards=[scope_guard],
     security=TOKEN_REQUIRED,
     tags=["admin"],
-    opt={CONFIGURATION_JSON: True},
+    # Reads (and explain) declare the viewer scope themselves.
+    opt={CONFIGURATION_JSON: True, **requires(ADMIN)},
     route_handlers=[
         list_flags,
         create_flag,

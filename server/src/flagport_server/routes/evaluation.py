@@ -4,8 +4,9 @@ These are the hot routes: the PHP portal calls them on every request. They never
 store, and they skip the costlier parts of Litestar's pipeline on purpose (measured in
 docs/adr/0003-lean-evaluation-path.md):
 
-- the token check is a plain call, not a Litestar guard (guards copy the route handler on
-  every request);
+- the token check is a plain call of :func:`~flagport_server.auth.access_error` with the
+  route's declared scope, not a Litestar guard (guards copy the route handler on every
+  request);
 - answers are pre-encoded :class:`RawResponse` objects, not ``Response`` (no per-request
   header and serialisation pipeline);
 - each evaluation item's JSON is encoded once per snapshot and reused, so a bulk answer is a
@@ -26,7 +27,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason
-from flagport_server.auth import evaluation_auth_error
+from flagport_server.auth import EVALUATE, access_error, declared_scope, requires
 from flagport_server.routes.feeds import streams_available
 from flagport_server.stats import UNKNOWN_FLAG_LABEL, UNKNOWN_RESULT
 from flagport_server.wire import ofrep_v1 as wire
@@ -38,7 +39,6 @@ _NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
 _NOT_READY = wire.encode(
     wire.RequestFailure(errorCode="GENERAL", errorDetails="no snapshot loaded yet; retry shortly")
 )
-_ABSENT = object()
 
 
 class WireCache:
@@ -123,24 +123,25 @@ def _answer(
 
 def _gate(request: Request[Any, Any, State], state: State) -> RawResponse | None:
     """The answer to send instead of evaluating (auth failure, not ready), if any."""
-    if not state.evaluation_open:
-        error = evaluation_auth_error(request)
-        if error is not None:
-            body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=error.detail))
-            headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-            return _answer(state, body, error.status_code, extra=headers)
+    error = access_error(request, declared_scope(request.route_handler) or EVALUATE)
+    if error is not None:
+        body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=error.detail))
+        headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        return _answer(state, body, error.status_code, extra=headers)
     if state.runtime.snapshot is None:
         return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
     return None
 
 
 def context_problem(context: Any) -> tuple[str, str] | None:
-    """OFREP's context rules: ``targetingKey`` present and a string ("" means no unit)."""
+    """OFREP's context rules: a JSON object whose ``targetingKey``, if present, is a string.
+    An absent one is an empty one, no unit (docs/spec.md section 4): an anonymous visitor
+    gets every flag's own answer, and only a flag that needs a unit answers
+    ``TARGETING_KEY_MISSING`` (the published OFREP schema requires the key; the README
+    records the deviation)."""
     if not isinstance(context, dict):
         return ErrorCode.INVALID_CONTEXT.value, "context must be a JSON object"
-    key = context.get("targetingKey", _ABSENT)
-    if key is _ABSENT:
-        return ErrorCode.TARGETING_KEY_MISSING.value, "context has no targetingKey"
+    key = context.get("targetingKey", "")
     if type(key) is not str:
         return ErrorCode.INVALID_CONTEXT.value, "context.targetingKey must be a string"
     return None
@@ -179,6 +180,7 @@ _SINGLE_RESPONSES = {
     "/ofrep/v1/evaluate/flags/{key:str}",
     status_code=200,
     name="ofrep-single",
+    opt=requires(EVALUATE),
     summary="Evaluate one flag (OFREP)",
     tags=["evaluation"],
     responses=_SINGLE_RESPONSES,
@@ -204,6 +206,7 @@ async def ofrep_single(
 @get(
     "/v1/evaluate/{key:str}",
     name="evaluate-get",
+    opt=requires(EVALUATE),
     summary="Evaluate one flag from query parameters (values are strings)",
     tags=["evaluation"],
     responses=_SINGLE_RESPONSES,
@@ -235,6 +238,7 @@ def _check_last_modified(value: str | None) -> str | None:
     "/ofrep/v1/evaluate/flags",
     status_code=200,
     name="ofrep-bulk",
+    opt=requires(EVALUATE),
     summary="Evaluate every flag (OFREP bulk)",
     tags=["evaluation"],
     responses={

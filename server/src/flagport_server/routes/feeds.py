@@ -19,7 +19,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from flagport_server.auth import evaluation_guard, presented_token, token_record
+from flagport_server.auth import EVALUATE, SDK, presented_token, requires, scope_guard, token_record
 from flagport_server.state import Runtime
 from flagport_server.wire.fields import MAX_REQUEST_INT
 
@@ -108,7 +108,8 @@ def _snapshot_body(runtime: Runtime) -> bytes:
 
 @get(
     "/v1/snapshot",
-    guards=[evaluation_guard],
+    guards=[scope_guard],
+    opt=requires(SDK),
     summary="The configuration for in-process SDKs (ETag/304)",
     tags=["feeds"],
 )
@@ -151,7 +152,8 @@ def _last_event_id(header: str) -> int | None:
 
 @get(
     "/v1/stream",
-    guards=[evaluation_guard],
+    guards=[scope_guard],
+    opt=requires(EVALUATE),
     summary="Change stream (SSE): a refetchEvaluation event after every change",
     tags=["feeds"],
     responses={

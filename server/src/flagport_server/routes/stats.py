@@ -15,7 +15,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from flagport.engine import CompiledFlag, Reason
 from flagport.tally import counted_unit
-from flagport_server.auth import TOKEN_REQUIRED, admin_guard, evaluation_guard
+from flagport_server.auth import SDK, TOKEN_REQUIRED, VIEWER, requires, scope_guard
 from flagport_server.errors import InvalidInput, StoreUnavailable
 from flagport_server.services import AdminService
 from flagport_server.stats import StatsRecorder, hour_of
@@ -86,7 +86,7 @@ def parse_since(text: str, now: float) -> int:
     return hour
 
 
-# -- exposures (evaluation scope) -----------------------------------------------------------
+# -- exposures (sdk scope) -----------------------------------------------------------
 
 
 @post(
@@ -95,7 +95,8 @@ def parse_since(text: str, now: float) -> int:
     name="exposures",
     summary="Report evaluations made in process (batched; see `rejected` in the answer)",
     tags=["evaluation"],
-    guards=[evaluation_guard],
+    guards=[scope_guard],
+    opt=requires(SDK),
     request_max_body_size=MAX_EXPOSURE_BODY,
 )
 async def exposures(
@@ -288,7 +289,8 @@ async def stale(
 
 stats_router = Router(
     path="/admin/v1",
-    guards=[admin_guard],
+    guards=[scope_guard],
+    opt=requires(VIEWER),  # reads only
     security=TOKEN_REQUIRED,
     tags=["admin"],
     route_handlers=[flag_stats, stale],

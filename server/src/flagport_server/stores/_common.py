@@ -21,7 +21,14 @@ from flagport.engine import (
     validate_key,
 )
 from flagport_server.errors import InvalidInput, StoreError, VersionConflict
-from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, StoreState, TokenRecord
+from flagport_server.stores.base import (
+    AuditEntry,
+    AuditQuery,
+    Mutation,
+    StoreState,
+    TokenRecord,
+    migrated_token,
+)
 
 __all__ = [
     "MAX_AUDIT_LIMIT",
@@ -62,8 +69,9 @@ def decode_audit(body: str | bytes, entry_id: str) -> AuditEntry:
 
 
 def decode_token(body: str | bytes, token_id: str) -> TokenRecord:
-    """A stored token. :raises StoreError: naming the token when it cannot be read."""
-    return _decode_record(_token_decoder, body, "token", token_id)
+    """A stored token, in today's scope model (a token stored before the four scopes is
+    migrated as it is read). :raises StoreError: naming the token when it cannot be read."""
+    return migrated_token(_decode_record(_token_decoder, body, "token", token_id))
 
 
 def _decode_record(decoder: msgspec.json.Decoder[_T], body: str | bytes, what: str, key: str) -> _T:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
 from flagport.engine import Flag, Segment, SnapshotDocument
 
 __all__ = [
+    "SCOPE_MODEL",
     "STATS_HOURS_KEPT",
     "STATS_MINUTES_KEPT",
     "AuditEntry",
@@ -31,7 +32,9 @@ __all__ = [
     "Store",
     "StoreState",
     "TokenRecord",
+    "TokenScope",
     "WorkerStatus",
+    "migrated_token",
 ]
 
 #: Unique-unit sketches and hourly evaluation counts are kept this many hours (7 days).
@@ -94,15 +97,35 @@ class CommitResult(msgspec.Struct, frozen=True):
     audit_ids: list[int]
 
 
+#: What a token may reach (docs/spec.md section 5): ``evaluate`` (browser-safe evaluation),
+#: ``sdk`` (evaluation and the server-side feeds), ``viewer`` (admin reads), ``admin``.
+TokenScope = Literal["evaluate", "sdk", "viewer", "admin"]
+#: The scope model new tokens are made under. Model 1 (absent from the stored body) had two
+#: scopes, and its ``evaluate`` reached ``/v1/snapshot`` and ``/v1/exposures``: such a token
+#: reads as ``sdk`` (docs/adr/0014-token-scopes.md).
+SCOPE_MODEL: Final = 2
+
+
 class TokenRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """A token as stored: never the secret, only its SHA-256 hex digest."""
 
     id: str
     name: str
-    scope: Literal["admin", "evaluate"]
+    scope: TokenScope
     secret_hash: str
     created_at: str
     revoked_at: str | None = None
+    #: The scope model the token was made under (1: before the four scopes).
+    scope_model: int = 1
+
+
+def migrated_token(token: TokenRecord) -> TokenRecord:
+    """``token`` in today's scope model: a model-1 ``evaluate`` token becomes ``sdk`` (it
+    keeps everything it could reach), any other model-1 token only changes its model."""
+    if token.scope_model >= SCOPE_MODEL:
+        return token
+    scope: TokenScope = "sdk" if token.scope == "evaluate" else token.scope
+    return msgspec.structs.replace(token, scope=scope, scope_model=SCOPE_MODEL)
 
 
 class WorkerStatus(msgspec.Struct, frozen=True):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
 from flagport.engine import Flag, Rule, Segment
 from flagport.engine.models import MAX_KEY_LENGTH
-from flagport_server.stores.base import AuditEntry, WorkerStatus
+from flagport_server.stores.base import AuditEntry, TokenScope, WorkerStatus
 from flagport_server.wire.fields import TOKEN_NAME_PATTERN, Reason
 
 __all__ = [
@@ -114,7 +114,8 @@ class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
             "a digit; unique; not 'admin' or 'seed' (the bootstrap token and --seed)",
         ),
     ]
-    scope: Literal["admin", "evaluate"] = "evaluate"
+    #: Required: a token's reach is chosen, never assumed (docs/spec.md section 5).
+    scope: TokenScope
 
 
 class TokenView(msgspec.Struct, omit_defaults=True):

@@ -83,6 +83,19 @@ def _check_tls(cert: str | None, key: str | None, uds: str | None) -> None:
         ) from None
 
 
+def _check_cors_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """Each ``--cors-origin`` an origin or ``*``, normalised; exit 2 naming a bad one."""
+    from flagport_server.cors import normalise_origin
+
+    checked = []
+    for origin in origins:
+        try:
+            checked.append(normalise_origin(origin))
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="'--cors-origin'") from None
+    return tuple(dict.fromkeys(checked))
+
+
 def _no_key_password() -> str:
     raise ValueError("the private key is encrypted")
 
@@ -159,6 +172,14 @@ def _no_key_password() -> str:
     help="Seconds a client has to send a request body (then 408).",
 )
 @click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A page origin (https://portal.example, or *) that may call the evaluation routes "
+    "from a browser; repeat for several.",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -178,6 +199,7 @@ def serve(
     backlog: int,
     max_streams: int,
     body_timeout: float,
+    cors_origins: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -205,6 +227,7 @@ def serve(
         # Every worker loads the seed as it starts: a bad one is refused here, once, with
         # the reason, rather than as a worker that fails to start.
         read_document(seed_file, strict=True)
+    origins = _check_cors_origins(cors_origins)
     try:
         address = bind_address(host) if uds is None else host
     except ValueError as error:
@@ -234,6 +257,7 @@ def serve(
         backlog=backlog,
         max_streams=max_streams,
         body_timeout=body_timeout,
+        cors_origins=origins,
     )
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address

@@ -13,6 +13,7 @@ from litestar.types import ASGIApp
 
 from flagport_server.app import create_app
 from flagport_server.body_deadline import BodyDeadline
+from flagport_server.cors import Cors
 from flagport_server.settings import Settings
 
 __all__ = ["SETTINGS_ENV", "app_from_env"]
@@ -27,5 +28,8 @@ def app_from_env() -> ASGIApp:
     # Request timing and the body deadline wrap the whole app rather than being Litestar
     # middlewares: Litestar then runs its exception middleware twice per request (measured:
     # +2 us per request).
-    bounded = BodyDeadline(app, settings.body_timeout)
-    return app.state.metrics.latency_middleware(bounded)  # type: ignore[no-any-return]
+    served: ASGIApp = BodyDeadline(app, settings.body_timeout)
+    if settings.cors_origins:
+        # Outside the app: a preflight is answered before any routing (docs/spec.md section 12).
+        served = Cors(served, settings.cors_origins)
+    return app.state.metrics.latency_middleware(served)  # type: ignore[no-any-return]

@@ -95,6 +95,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     open_evaluation_warning: bool = False
     #: Public base URL advertised in ``eventStreams`` (default: relative ``/v1/stream``).
     public_url: str | None = None
+    #: Origins whose pages may call the evaluation surface (``flags serve --cors-origin``;
+    #: ``*`` for any). Empty: no cross-origin answers at all (docs/spec.md section 12).
+    cors_origins: tuple[str, ...] = ()
     #: Adoption stats (evaluations, unique units, series; docs/spec.md section 7). Off: only the
     #: Prometheus counters are kept (``flags serve --no-stats``).
     stats: bool = True

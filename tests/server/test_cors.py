@@ -1,0 +1,164 @@
+"""CORS on the evaluation surface only (docs/spec.md section 12): which routes, which origins,
+and what a bad ``--cors-origin`` gets. The real browser's view is tests/browser/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flagport_server.cors import EXPOSED_HEADERS, cross_origin_methods, normalise_origin
+from tests.cli.conftest import run_flags
+from tests.support.server import PORTAL_FLAGS, free_port, running_server
+
+ORIGIN = "https://portal.example"
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/ofrep/v1/evaluate/flags", "POST"),
+        ("/ofrep/v1/evaluate/flags/ui-improvements", "POST"),
+        ("/v1/evaluate/ui-improvements", "GET"),
+        ("/v1/stream", "GET"),
+        ("/ofrep/v1/evaluate/flags/", None),
+        ("/v1/evaluate/", None),
+        ("/v1/snapshot", None),
+        ("/v1/exposures", None),
+        ("/v1/outcomes", None),
+        ("/admin/v1/flags", None),
+        ("/admin/v1/flags/ui-improvements/disable", None),
+        ("/healthz", None),
+        ("/metrics", None),
+        ("/schema/openapi.json", None),
+        ("/v1/streams", None),
+    ],
+)
+def test_only_the_evaluation_surface_answers_cross_origin(path: str, method: str | None) -> None:
+    assert cross_origin_methods(path) == method
+
+
+@given(st.text(max_size=40))
+def test_no_admin_path_is_ever_cross_origin(suffix: str) -> None:
+    for prefix in ("/admin/", "/v1/snapshot", "/v1/exposures", "/v1/outcomes", "/stats/"):
+        assert cross_origin_methods(prefix + suffix) is None
+
+
+@pytest.mark.parametrize(
+    ("given_origin", "normalised"),
+    [
+        ("*", "*"),
+        ("https://portal.example", "https://portal.example"),
+        ("https://Portal.Example/", "https://portal.example"),
+        ("https://portal.example:443", "https://portal.example"),
+        ("http://localhost:5173", "http://localhost:5173"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+    ],
+)
+def test_origins_are_normalised(given_origin: str, normalised: str) -> None:
+    assert normalise_origin(given_origin) == normalised
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ("portal.example", "is not an origin"),
+        ("ftp://portal.example", "is not an origin"),
+        ("https://portal.example/app", "has no path"),
+        ("https://user@portal.example", "has no path, query, fragment or user"),
+        ("https://portal.example:99999", "port"),
+        ("", "is not an origin"),
+        ("https://" + "a" * 300, "too long"),
+    ],
+)
+def test_a_bad_origin_is_refused_naming_it(bad: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        normalise_origin(bad)
+
+
+def test_serve_refuses_a_bad_cors_origin_before_starting(tmp_path: Path) -> None:
+    result = run_flags(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--cors-origin",
+        "https://portal.example/app",
+        url=None,
+        token=None,
+        cwd=tmp_path,
+        timeout=20.0,
+    )
+    assert result.code == 2, str(result)
+    assert "--cors-origin" in result.err
+    assert "'https://portal.example/app' is not an origin" in result.err
+    assert not (tmp_path / "flagport.db").exists()
+
+
+def test_a_server_marks_answers_for_its_origins_only(tmp_path: Path) -> None:
+    with (
+        running_server(
+            tmp_path,
+            seed=PORTAL_FLAGS,
+            extra=["--cors-origin", ORIGIN, "--cors-origin", "http://b.test"],
+        ) as server,
+        httpx.Client(base_url=server.url, timeout=5) as client,
+    ):
+        body = b'{"context":{"targetingKey":"user-1"}}'
+        json_type = {"Content-Type": "application/json"}
+        for origin in (ORIGIN, "http://b.test"):
+            answer = client.post(
+                "/ofrep/v1/evaluate/flags", content=body, headers={**json_type, "Origin": origin}
+            )
+            assert answer.status_code == 200
+            assert answer.headers["access-control-allow-origin"] == origin
+            assert answer.headers["vary"] == "Origin"
+            exposed = {
+                h.strip() for h in answer.headers["access-control-expose-headers"].split(",")
+            }
+            assert exposed == set(EXPOSED_HEADERS)
+        other = client.post(
+            "/ofrep/v1/evaluate/flags",
+            content=body,
+            headers={**json_type, "Origin": "http://c.test"},
+        )
+        assert other.status_code == 200  # the answer itself; the browser keeps it from the page
+        assert "access-control-allow-origin" not in other.headers
+        # Errors carry the headers too, so a page can read why (here: a bad context).
+        bad = client.post(
+            "/ofrep/v1/evaluate/flags", content=b"[]", headers={**json_type, "Origin": ORIGIN}
+        )
+        assert bad.status_code == 400
+        assert bad.headers["access-control-allow-origin"] == ORIGIN
+        get = client.get("/v1/evaluate/ui-improvements", headers={"Origin": ORIGIN})
+        assert get.headers["access-control-allow-origin"] == ORIGIN
+        preflight = client.options(
+            "/v1/evaluate/ui-improvements",
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-methods"] == "GET"
+        assert "Authorization" in preflight.headers["access-control-allow-headers"]
+        assert int(preflight.headers["access-control-max-age"]) > 0
+        wrong_method = client.options(
+            "/v1/evaluate/ui-improvements",
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "DELETE"},
+        )
+        assert wrong_method.status_code == 403
+        assert "access-control-allow-origin" not in wrong_method.headers
+        snapshot = client.get("/v1/snapshot", headers={"Origin": ORIGIN})
+        assert "access-control-allow-origin" not in snapshot.headers
+        admin = client.options(
+            "/admin/v1/flags", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
+        )
+        assert "access-control-allow-origin" not in admin.headers
+
+
+def test_any_origin(tmp_path: Path) -> None:
+    with running_server(tmp_path, seed=PORTAL_FLAGS, extra=["--cors-origin", "*"]) as server:
+        answer = httpx.get(
+            server.url + "/v1/evaluate/ui-improvements", headers={"Origin": "http://x.test"}
+        )
+        assert answer.headers["access-control-allow-origin"] == "*"

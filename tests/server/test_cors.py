@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flagport_server.cors import EXPOSED_HEADERS, cross_origin_methods, normalise_origin
+from flagport_server.cors import EXPOSED_HEADERS, normalise_origin
+from flagport_server.surface import evaluation_surface_method
 from tests.cli.conftest import run_flags
 from tests.support.server import PORTAL_FLAGS, free_port, running_server
 
@@ -38,13 +39,13 @@ ORIGIN = "https://portal.example"
     ],
 )
 def test_only_the_evaluation_surface_answers_cross_origin(path: str, method: str | None) -> None:
-    assert cross_origin_methods(path) == method
+    assert evaluation_surface_method(path) == method
 
 
 @given(st.text(max_size=40))
 def test_no_admin_path_is_ever_cross_origin(suffix: str) -> None:
     for prefix in ("/admin/", "/v1/snapshot", "/v1/exposures", "/v1/outcomes", "/stats/"):
-        assert cross_origin_methods(prefix + suffix) is None
+        assert evaluation_surface_method(prefix + suffix) is None
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,20 @@ def _check_cors_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(checked))
 
 
+def _check_trusted_proxies(proxies: tuple[str, ...], rate_limit: float | None) -> tuple[str, ...]:
+    """Each ``--trusted-proxy`` an address or network; exit 2 naming a bad one."""
+    from flagport_server.rate_limit import parse_network
+
+    if proxies and rate_limit is None:
+        raise click.UsageError("--trusted-proxy is read by --rate-limit: give both or neither")
+    for proxy in proxies:
+        try:
+            parse_network(proxy)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="'--trusted-proxy'") from None
+    return proxies
+
+
 def _no_key_password() -> str:
     raise ValueError("the private key is encrypted")
 
@@ -180,6 +194,24 @@ def _no_key_password() -> str:
     "from a browser; repeat for several.",
 )
 @click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0.01),
+    help="Requests a second each client (token, else address) may make on the evaluation "
+    "routes, per worker; over it: 429 with Retry-After. Default: no limit.",
+)
+@click.option(
+    "--rate-burst",
+    type=click.IntRange(min=1),
+    help="Requests a client may make at once before --rate-limit applies (default: 2x the rate).",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS",
+    help="A proxy (address or CIDR) whose X-Forwarded-For names the client, for --rate-limit.",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -200,6 +232,9 @@ def serve(
     max_streams: int,
     body_timeout: float,
     cors_origins: tuple[str, ...],
+    rate_limit: float | None,
+    rate_burst: int | None,
+    trusted_proxies: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -228,6 +263,9 @@ def serve(
         # the reason, rather than as a worker that fails to start.
         read_document(seed_file, strict=True)
     origins = _check_cors_origins(cors_origins)
+    proxies = _check_trusted_proxies(trusted_proxies, rate_limit)
+    if rate_burst is not None and rate_limit is None:
+        raise click.UsageError("--rate-burst needs --rate-limit")
     try:
         address = bind_address(host) if uds is None else host
     except ValueError as error:
@@ -258,6 +296,9 @@ def serve(
         max_streams=max_streams,
         body_timeout=body_timeout,
         cors_origins=origins,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
+        trusted_proxies=proxies,
     )
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address

@@ -24,22 +24,15 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from litestar.enums import ScopeType
-from litestar.types import (
-    ASGIApp,
-    HTTPResponseBodyEvent,
-    HTTPResponseStartEvent,
-    Message,
-    Receive,
-    Scope,
-    Send,
-)
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from flagport_server.surface import evaluation_surface_method, send_answer
 
 __all__ = [
     "ALLOWED_HEADERS",
     "EXPOSED_HEADERS",
     "PREFLIGHT_MAX_AGE",
     "Cors",
-    "cross_origin_methods",
     "normalise_origin",
 ]
 
@@ -52,22 +45,6 @@ EXPOSED_HEADERS: Final = ("ETag", "Retry-After", "X-Flagport-Snapshot")
 PREFLIGHT_MAX_AGE: Final = 7200
 
 _HTTP: str = ScopeType.HTTP
-_OFREP_BULK: Final = "/ofrep/v1/evaluate/flags"
-_OFREP_SINGLE: Final = "/ofrep/v1/evaluate/flags/"
-_GET_EVALUATE: Final = "/v1/evaluate/"
-_STREAM: Final = "/v1/stream"
-
-
-def cross_origin_methods(path: str) -> str | None:
-    """The method a route of the evaluation surface takes, or None: never cross-origin.
-
-    The one list of what a page on another origin may call (docs/spec.md section 12).
-    """
-    if path == _OFREP_BULK or (path.startswith(_OFREP_SINGLE) and len(path) > len(_OFREP_SINGLE)):
-        return "POST"
-    if (path.startswith(_GET_EVALUATE) and len(path) > len(_GET_EVALUATE)) or path == _STREAM:
-        return "GET"
-    return None
 
 
 def normalise_origin(origin: str) -> str:
@@ -124,7 +101,7 @@ class Cors:
         if scope["type"] != _HTTP:
             await self.app(scope, receive, send)
             return
-        method = cross_origin_methods(scope["path"])
+        method = evaluation_surface_method(scope["path"])
         origin = None
         requested_method = None
         if method is not None:
@@ -167,12 +144,8 @@ class Cors:
                 if allow is None
                 else f"this route takes {method} only".encode()
             )
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(reason)).encode()),
-                (b"vary", b"Origin"),
-            ]
-            await _respond(send, 403, headers, reason)
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"vary", b"Origin")]
+            await send_answer(send, 403, headers, reason)
             return
         headers = [
             (b"access-control-allow-origin", allow),
@@ -181,17 +154,4 @@ class Cors:
             (b"access-control-max-age", self._max_age),
             (b"vary", b"Origin"),
         ]
-        await _respond(send, 204, headers, b"")
-
-
-async def _respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-) -> None:
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": headers,
-    }
-    await send(start)
-    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
-    await send(end)
+        await send_answer(send, 204, headers, b"")

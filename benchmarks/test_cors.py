@@ -2,8 +2,8 @@
 
 Two servers on the portal's flags, one started with ``--cors-origin`` and one without, each
 one worker pinned to core 0 (one measured at a time), ``wrk -c64`` on core 1, interleaved
-rounds, medians. Every request carries the page's ``Origin`` and a new ``targetingKey`` (a
-counter in the wrk script: never one constant user). Budgets:
+rounds, medians. Every request carries the page's ``Origin`` and a new user (the ``new`` unit
+mix of benchmarks/_load.py). Budgets:
 
 - OFREP single and bulk POST with CORS >= 0.97x without (the same requests);
 - a preflight (``OPTIONS`` with ``Access-Control-Request-Method``) costs no more than
@@ -22,27 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks._load import WrkResult, pin_process_group, wrk
+from benchmarks._load import WrkResult, pin_process_group, unit_script, wrk
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
 
 ORIGIN = "https://portal.example"
 SINGLE_FLAG = "ui-improvements.dropdown-fixes"
-
-
-def varying_user_script(directory: Path, name: str) -> Path:
-    """A wrk script POSTing an OFREP context with a new targetingKey on every request."""
-    path = directory / name
-    path.write_text(
-        "local n = 0\n"
-        "request = function()\n"
-        "  n = n + 1\n"
-        '  local body = \'{"context":{"targetingKey":"user-\' .. n .. '
-        '\'","company_id":7,"role":"member"}}\'\n'
-        "  return wrk.format('POST', nil, {['Content-Type'] = 'application/json', "
-        f"['Origin'] = '{ORIGIN}'}}, body)\n"
-        "end\n"
-    )
-    return path
 
 
 def preflight_script(directory: Path) -> Path:
@@ -82,8 +66,8 @@ def test_cors_costs_the_evaluation_surface_nothing_visible(
     assert "access-control-allow-origin" not in unmarked.headers
     assert marked.json() == unmarked.json()
 
-    single = varying_user_script(tmp_path, "single.lua")
-    bulk = varying_user_script(tmp_path, "bulk.lua")
+    single = unit_script(tmp_path, "new", "new", headers={"Origin": ORIGIN})
+    bulk = single
     targets = {
         "single, no CORS": (f"{plain.url}/ofrep/v1/evaluate/flags/{SINGLE_FLAG}", single),
         "single, CORS": (f"{cors.url}/ofrep/v1/evaluate/flags/{SINGLE_FLAG}", single),

@@ -1,7 +1,13 @@
-"""Load-driver helpers shared by the HTTP benchmarks: ``wrk`` runs and CPU pinning.
+"""Load-driver helpers shared by the HTTP benchmarks: ``wrk`` runs, units, CPU pinning.
 
 Servers are pinned to core 0 and ``wrk`` to core 1, so the two don't fight over a core and
 the figures are comparable between servers measured in the same run.
+
+Load is honest (docs/spec.md section 11): every request carries a unit from a mix, never one
+constant key, which would hit caches no real traffic hits (the query-string parser's, the
+stats' seen-units set). :data:`UNIT_MIXES` are the two mixes every throughput benchmark uses:
+``new`` (a unit never seen before on every request) and ``returning`` (units drawn from a
+fixed population of :data:`RETURNING_USERS`, as the portal's users come back all day).
 """
 
 from __future__ import annotations
@@ -15,13 +21,27 @@ from pathlib import Path
 from tests.support.tools import require_tool
 
 __all__ = [
+    "RETURNING_USERS",
+    "UNIT_MIXES",
     "WrkResult",
+    "cpu_us_per_request",
     "group_cpu_seconds",
     "pin_process_group",
     "post_script",
     "quantile",
+    "unit_script",
     "wrk",
 ]
+
+#: The returning-users mix draws from this many users.
+RETURNING_USERS = 10_000
+#: Lua expressions for the unit of each request (``n`` counts the run's requests). wrk's Lua
+#: generator is not seeded, so every run of ``returning`` draws the same sequence; ``new``
+#: units carry the second the run started, so no two runs share one.
+UNIT_MIXES = {
+    "new": "started .. '-' .. n",
+    "returning": f"math.random({RETURNING_USERS})",
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,44 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     non_2xx: int
+    #: Requests completed in the run.
+    requests: int = 0
+
+
+def unit_script(
+    directory: Path,
+    name: str,
+    mix: str,
+    *,
+    get_path: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Path:
+    """A wrk script whose every request carries a unit of ``mix`` (:data:`UNIT_MIXES`): an
+    OFREP POST body, or with ``get_path`` a ``GET get_path?targetingKey=...``."""
+    unit = UNIT_MIXES[mix]
+    extra = "".join(f"['{k}'] = '{v}', " for k, v in (headers or {}).items())
+    if get_path is None:
+        request = (
+            f"  return wrk.format('POST', nil, {{{extra}['Content-Type'] = 'application/json'}}, "
+            f'\'{{"context":{{"targetingKey":"user-\' .. {unit} .. '
+            '\'","company_id":7,"role":"member"}}\')\n'
+        )
+    else:
+        request = (
+            f"  return wrk.format('GET', '{get_path}?targetingKey=user-' .. {unit} .. "
+            f"'&company_id=7&role=member', {{{extra}}})\n"
+        )
+    path = directory / f"{name}.lua"
+    path.write_text(
+        "local started = os.time()\nlocal n = 0\n"
+        "request = function()\n  n = n + 1\n" + request + "end\n"
+    )
+    return path
+
+
+def cpu_us_per_request(cpu_seconds: float, result: WrkResult) -> float:
+    """Server CPU microseconds per request of a run (CPU seconds measured around it)."""
+    return cpu_seconds * 1e6 / max(1, result.requests)
 
 
 def post_script(directory: Path, body: str, name: str = "post.lua") -> Path:
@@ -108,11 +166,13 @@ def wrk(
     assert p99, output
     assert "Socket errors" not in output, output
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    completed = re.search(r"(\d+) requests in", output)
     return WrkResult(
         rps=float(rate.group(1)),
         p50_ms=_milliseconds(p50.group(1)),
         p99_ms=_milliseconds(p99.group(1)),
         non_2xx=int(bad.group(1)) if bad else 0,
+        requests=int(completed.group(1)) if completed else 0,
     )
 
 

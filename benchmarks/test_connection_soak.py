@@ -25,11 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks._load import WrkResult, pin_process_group, post_script, wrk
+from benchmarks._load import WrkResult, pin_process_group, unit_script, wrk
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
 from tests.support.tools import REPO_ROOT, require_tool
 
-BODY = '{"context":{"targetingKey":"user-42","company_id":7,"role":"admin"}}'
 FLAG = "ui-improvements.dropdown-fixes"
 P99_BUDGET_MS = 20.0
 
@@ -100,7 +99,7 @@ def test_evaluations_answer_under_a_connection_flood(
     server: RunningServer, shape: dict[str, Any], timed: bool, benchmark: Any, tmp_path: Path
 ) -> None:
     url = f"{server.url}/ofrep/v1/evaluate/flags/{FLAG}"
-    script = post_script(tmp_path, BODY)
+    script = unit_script(tmp_path, "returning", "returning")
     results: dict[str, Any] = {}
 
     def run() -> None:

@@ -2,7 +2,8 @@
 
 - OFREP throughput with ``--cors-origin`` configured >= 0.97x without, single and bulk-50
   requests, every request cross-origin (``Origin`` of an allowed page, so every answer gets
-  the CORS headers): one worker each, both pinned to core 0 and loaded together, two ``wrk``
+  the CORS headers) and from a new user (the ``new`` unit mix of benchmarks/_load.py): one
+  worker each, both pinned to core 0 and loaded together, two ``wrk``
   on core 1, interleaved rounds, medians (as in test_stats.py);
 - a preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) costs no
   more than a ``GET /healthz`` on the same server: requests per second, loaded together.
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks._load import pin_process_group, wrk
+from benchmarks._load import pin_process_group, unit_script, wrk
 from benchmarks.test_server_throughput import SINGLE_FLAG, fifty_flag_document
 from tests.support.server import RunningServer, start_server
 from tests.support.tools import require_tool
@@ -55,12 +56,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         for mode, extra in (("cors", ["--cors-origin", ORIGIN]), ("plain", [])):
             servers[mode] = start_server(workdir / mode, seed=seed, extra=extra)
             pin_process_group(servers[mode].process.pid, 0)
-        post = [
-            "wrk.method = 'POST'",
-            "wrk.headers['Content-Type'] = 'application/json'",
-            f"wrk.headers['Origin'] = '{ORIGIN}'",
-            'wrk.body = \'{"context":{"targetingKey":"user-42","company_id":7,"role":"admin"}}\'',
-        ]
         preflight = [
             "wrk.method = 'OPTIONS'",
             f"wrk.headers['Origin'] = '{ORIGIN}'",
@@ -69,7 +64,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         ]
         yield {
             "servers": servers,
-            "post": _script(workdir, "post", post),
+            "post": unit_script(workdir, "post", "new", headers={"Origin": ORIGIN}),
             "preflight": _script(workdir, "preflight", preflight),
         }
     finally:

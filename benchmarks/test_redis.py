@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks._load import pin_process_group, unit_script, wrk
 from tests.support.redis import RedisServer, redis_server
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
-from tests.support.tools import require_tool
 
 FLAG = "ui-improvements"
 PATH = f"/ofrep/v1/evaluate/flags/{FLAG}"
@@ -132,46 +129,6 @@ def test_kill_switch_reaches_every_worker_of_two_instances(
         assert p99 <= 50.0
 
 
-_WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"context":{"targetingKey":"user-1"}}'
-wrk.headers["Content-Type"] = "application/json"
-"""
-
-
-def _pin_process_group(server: RunningServer, cpu: int) -> None:
-    """Pin every thread of the server's processes (granian and its workers) to ``cpu``."""
-    group = server.process.pid
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            pgid = int(stat.rsplit(")", 1)[1].split()[2])
-            if pgid != group:
-                continue
-            for tid in os.listdir(f"/proc/{entry}/task"):
-                os.sched_setaffinity(int(tid), {cpu})
-        except (OSError, ValueError, IndexError):
-            continue
-
-
-def _wrk(url: str, script: Path, seconds: int) -> tuple[float, int]:
-    """Requests per second and non-2xx answers of one ``wrk`` run pinned to core 1."""
-    command = [require_tool("wrk"), "-t1", "-c64", f"-d{seconds}s", "-s", str(script), url + PATH]
-    if (os.cpu_count() or 1) > 1:
-        command = [require_tool("taskset"), "-c", "1", *command]
-    output = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 30, check=True
-    ).stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert rate, output
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: .*", output)
-    assert errors is None, output
-    return float(rate.group(1)), int(bad.group(1)) if bad else 0
-
-
 @pytest.fixture
 def two_servers(tmp_path: Path) -> Iterator[dict[str, RunningServer]]:
     redis = RedisServer(tmp_path / "redis").start()
@@ -183,7 +140,7 @@ def two_servers(tmp_path: Path) -> Iterator[dict[str, RunningServer]]:
             ) as on_redis,
         ):
             for server in (sqlite, on_redis):
-                _pin_process_group(server, 0)
+                pin_process_group(server.process.pid, 0)
             yield {"sqlite": sqlite, "redis": on_redis}
     finally:
         redis.kill()
@@ -197,18 +154,17 @@ def test_ofrep_throughput_redis_vs_sqlite(
 ) -> None:
     smoke = _smoke(request)
     rounds, seconds = (1, 1) if smoke else (5, 5)
-    script = tmp_path / "post.lua"
-    script.write_text(_WRK_SCRIPT)
+    script = unit_script(tmp_path, "returning", "returning")
     rates: dict[str, list[float]] = {"sqlite": [], "redis": []}
 
     def run() -> None:
         for round_ in range(rounds):
             order = ("sqlite", "redis") if round_ % 2 == 0 else ("redis", "sqlite")
             for name in order:
-                rate, bad = _wrk(two_servers[name].url, script, seconds)
-                assert bad == 0, f"{name}: {bad} non-2xx answers"
-                assert rate > 0
-                rates[name].append(rate)
+                result = wrk(two_servers[name].url + PATH, seconds, script)
+                assert result.non_2xx == 0, f"{name}: {result.non_2xx} non-2xx answers"
+                assert result.rps > 0
+                rates[name].append(result.rps)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     sqlite, redis = statistics.median(rates["sqlite"]), statistics.median(rates["redis"])

@@ -2,9 +2,9 @@
 
 - OFREP throughput with stats on >= 0.95x with stats off (``flags serve --no-stats``), for
   single and bulk-50 requests: one worker each, pinned to core 0, ``wrk`` on core 1,
-  interleaved rounds, medians. Two kinds of traffic: the portal's (each request one of 10,000
-  users, drawn at random: users come back all day), which the budget is checked on, and the
-  worst case (every request a never-seen unit, a Lua counter), which is reported beside it;
+  interleaved rounds, medians. The two unit mixes of benchmarks/_load.py: returning users
+  (each request one of 10,000 users, drawn at random: users come back all day), which the
+  budget is checked on, and new users (every request a never-seen unit), reported beside it;
 - flushing 100,000 units to Redis in batched pipelines (PFADD of 1,000 ids): time reported.
 
 ``make test`` (``--benchmark-disable``) runs tiny versions for correctness only.
@@ -17,13 +17,12 @@ import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from benchmarks._load import group_cpu_seconds, pin_process_group, wrk
+from benchmarks._load import UNIT_MIXES, group_cpu_seconds, pin_process_group, unit_script, wrk
 from benchmarks.test_server_throughput import SINGLE_FLAG, fifty_flag_document
 from flagport_server.stores import open_store
 from flagport_server.stores.base import StatsBatch
@@ -37,31 +36,10 @@ def timed(request: pytest.FixtureRequest) -> bool:
     return not request.config.getoption("benchmark_disable")
 
 
-USERS = 10_000
-
-
-def _script(directory: Path, name: str, unit: str) -> Path:
-    """A POST whose targetingKey is ``unit`` (a Lua expression, evaluated per request)."""
-    path = directory / f"{name}.lua"
-    path.write_text(
-        "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
-        "local n = 0\n"
-        "request = function()\n  n = n + 1\n"
-        '  return wrk.format(nil, nil, nil, \'{"context":{"targetingKey":"user-\' .. '
-        + unit
-        + ' .. \'","company_id":7,"role":"admin"}}\')\n'
-        "end\n"
-    )
-    return path
-
-
-TRAFFIC = {
-    # The portal's users, coming back: a fixed population drawn at random (wrk's Lua
-    # generator is not seeded, so every run draws the same sequence).
-    "portal": f"math.random({USERS})",
-    # Every request a unit never seen before: every unit new to every sketch.
-    "new": "n",
-}
+#: The traffic, by unit mix (benchmarks/_load.py): "returning" is the portal's (users come
+#: back all day), which the budget is checked on; "new" (every request a unit never seen
+#: before, every unit new to every sketch) is the worst case, reported beside it.
+TRAFFIC = list(UNIT_MIXES)
 
 
 SHAPES = {
@@ -82,14 +60,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory, timed: bool) -> Iterator[d
     started: dict[tuple[str, str, str], RunningServer] = {}
     try:
         # The correctness run (``make test``) loads the portal's traffic only.
-        for traffic in TRAFFIC if timed else ["portal"]:
+        for traffic in TRAFFIC if timed else ["returning"]:
             for shape in SHAPES:
                 for mode, extra in (("on", []), ("off", ["--no-stats"])):
                     name = f"{traffic}-{shape}-{mode}"
                     server = start_server(workdir / name, seed=seed, extra=extra)
                     started[traffic, shape, mode] = server
                     pin_process_group(server.process.pid, 0)
-        scripts = {name: _script(workdir, name, unit) for name, unit in TRAFFIC.items()}
+        scripts = {mix: unit_script(workdir, mix, mix) for mix in TRAFFIC}
         yield {
             "servers": started,
             "scripts": scripts,
@@ -159,7 +137,7 @@ def test_throughput_with_stats_on_and_off(
         served = statistics.median(r for r, _ in pairs)
         per_cpu = statistics.median(c for _, c in pairs)
         summary[traffic, shape] = served
-        budget = "budget >= 0.95x" if traffic == "portal" else "reported"
+        budget = "budget >= 0.95x" if traffic == "returning" else "reported"
         print(
             f"  {traffic:6} {shape:8} off {statistics.median(raw[traffic, shape, 'off']):6.0f} "
             f"on {statistics.median(raw[traffic, shape, 'on']):6.0f} req/s | on/off "
@@ -173,7 +151,7 @@ def test_throughput_with_stats_on_and_off(
         assert _total(servers["servers"][traffic, shape, "off"], SINGLE_FLAG) == 0
     if timed:
         for (traffic, shape), ratio in summary.items():
-            if traffic == "portal":
+            if traffic == "returning":
                 assert ratio >= 0.95, f"{shape}: stats on {ratio:.3f}x of stats off"
 
 

@@ -55,8 +55,11 @@ final class Client
     public const SOURCE_DEFAULTS = 'defaults';
 
     private const BULK_PATH = '/ofrep/v1/evaluate/flags';
-    /** Layout of a cached last good answer; an entry of another layout is a miss. */
-    private const CACHE_FORMAT = 2;
+    /**
+     * Layout of a cached last good answer (3: the answer's body as the server sent it, which
+     * APCu copies as one string, not 50 nested arrays); an entry of another layout is a miss.
+     */
+    private const CACHE_FORMAT = 3;
     private const JSON_FLAGS = JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_PRESERVE_ZERO_FRACTION
         | JSON_INVALID_UTF8_SUBSTITUTE;
 
@@ -70,14 +73,14 @@ final class Client
     /** @var (callable(): (array<string, mixed>|null))|null */
     private $contextResolver;
 
-    /** @var array<string, array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>> context hash => flags */
+    /** @var array<string, array<string, array<string, mixed>>> context hash => OFREP items by flag key */
     private array $memo = [];
     /**
      * The last context asked about, as the caller passed it, and its answers: a page asks
      * many flags for one context, and comparing the array is cheaper than encoding and
      * hashing it again for every flag.
      *
-     * @var array{context: array<string, mixed>, flags: array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>}|null
+     * @var array{context: array<string, mixed>, flags: array<string, array<string, mixed>>}|null
      */
     private ?array $lastAsked = null;
     /** @var array{source: string, error: ?string, context: ?string} */
@@ -150,8 +153,9 @@ final class Client
     {
         try {
             $flag = $this->answers($context)[$key] ?? null;
-            if ($flag !== null && $flag['on'] !== null) {
-                return $flag['on'];
+            $on = $flag === null ? null : self::isOn($flag);
+            if ($on !== null) {
+                return $on;
             }
             $configured = $this->configuredDefault($key);
             return $configured === null ? $default : (bool) $configured;
@@ -170,8 +174,8 @@ final class Client
     {
         try {
             $flag = $this->answers($context)[$key] ?? null;
-            if ($flag !== null && $flag['errorCode'] === null) {
-                return $flag['value'];
+            if ($flag !== null && !isset($flag['errorCode'])) {
+                return $flag['value'] ?? null;
             }
             return $this->configuredDefault($key) ?? $default;
         } catch (\Throwable $error) {
@@ -193,7 +197,7 @@ final class Client
         try {
             $values = [];
             foreach ($this->answers($context) as $key => $flag) {
-                $values[$key] = $flag['errorCode'] === null ? $flag['value'] : $this->configuredDefault((string) $key);
+                $values[$key] = isset($flag['errorCode']) ? $this->configuredDefault((string) $key) : ($flag['value'] ?? null);
             }
             $defaults = $this->options['defaults'];
             if (is_array($defaults)) {
@@ -227,11 +231,12 @@ final class Client
         if ($flag === null) {
             return null;
         }
+        $failed = isset($flag['errorCode']);
         return [
-            'value' => $flag['value'],
-            'variant' => $flag['variant'],
-            'reason' => $flag['reason'],
-            'errorCode' => $flag['errorCode'],
+            'value' => $failed ? null : ($flag['value'] ?? null),
+            'variant' => !$failed && isset($flag['variant']) ? (string) $flag['variant'] : null,
+            'reason' => !$failed && isset($flag['reason']) ? (string) $flag['reason'] : null,
+            'errorCode' => $failed ? (string) $flag['errorCode'] : null,
             'source' => $this->last['source'],
         ];
     }
@@ -291,7 +296,7 @@ final class Client
      * The flags for a context: memoized for the request, else fetched, else fail-safe.
      *
      * @param array<string, mixed>|null $context
-     * @return array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>
+     * @return array<string, array<string, mixed>> OFREP items by flag key
      */
     private function answers(?array $context): array
     {
@@ -312,7 +317,7 @@ final class Client
     }
 
     /**
-     * @return array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>
+     * @return array<string, array<string, mixed>> OFREP items by flag key
      */
     private function fetch(string $body, string $hash): array
     {
@@ -322,9 +327,16 @@ final class Client
         $cached = $stored;
         if (
             !is_array($cached) || ($cached['format'] ?? null) !== self::CACHE_FORMAT
-            || !isset($cached['flags'], $cached['at']) || $cached['at'] + (int) $this->options['cache_ttl'] < time()
+            || !isset($cached['body'], $cached['at']) || !is_string($cached['body'])
+            || $cached['at'] + (int) $this->options['cache_ttl'] < time()
         ) {
             $cached = null;
+        } else {
+            try {
+                $cached = ['flags' => self::parseBulk($cached['body']), 'etag' => $cached['etag'] ?? null];
+            } catch (TransportException) {
+                $cached = null; // a damaged entry is a miss, replaced by the next good answer
+            }
         }
         if (!$this->breaker->allow()) {
             return $this->failSafe($cached, 'circuit open: not calling ' . $this->options['url'], false);
@@ -355,17 +367,17 @@ final class Client
         if ($useCache && ($cached === null || $cached['etag'] !== $response->etag || $response->etag === null)) {
             // An entry that is there but unusable (another layout) is replaced, not added.
             $this->remember($cacheKey, $stored !== null, [
-                'format' => self::CACHE_FORMAT, 'flags' => $flags, 'etag' => $response->etag, 'at' => time(),
+                'format' => self::CACHE_FORMAT, 'body' => $response->body, 'etag' => $response->etag, 'at' => time(),
             ]);
         }
         return $flags;
     }
 
     /**
-     * Decode an OFREP bulk answer into key => value, variant, reason, errorCode and `on`
-     * (whether the flag is on: `metadata.on`, else a boolean value, else null).
+     * Decode an OFREP bulk answer into its items by flag key, as the server sent them (an item
+     * is read only when a flag is asked about: a page asks a few of many).
      *
-     * @return array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>
+     * @return array<string, array<string, mixed>>
      * @throws TransportException when the body is not a bulk answer
      */
     public static function parseBulk(string $body): array
@@ -377,32 +389,36 @@ final class Client
         }
         $flags = [];
         foreach ($data['flags'] as $item) {
-            if (!is_array($item) || !isset($item['key']) || !is_string($item['key'])) {
-                continue;
+            if (is_array($item) && isset($item['key']) && is_string($item['key'])) {
+                $flags[$item['key']] = $item;
             }
-            if (isset($item['errorCode'])) {
-                $flags[$item['key']] = [
-                    'value' => null, 'variant' => null, 'reason' => null,
-                    'errorCode' => (string) $item['errorCode'], 'on' => null,
-                ];
-                continue;
-            }
-            $value = $item['value'] ?? null;
-            $on = $item['metadata']['on'] ?? null;
-            $flags[$item['key']] = [
-                'value' => $value,
-                'variant' => isset($item['variant']) ? (string) $item['variant'] : null,
-                'reason' => isset($item['reason']) ? (string) $item['reason'] : null,
-                'errorCode' => null,
-                'on' => is_bool($on) ? $on : (is_bool($value) ? $value : null),
-            ];
         }
         return $flags;
     }
 
     /**
-     * @param array{flags: array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>}|null $cached
-     * @return array<string, array{value: mixed, variant: ?string, reason: ?string, errorCode: ?string, on: ?bool}>
+     * Whether an answered flag is on: its `metadata.on` (sent for every flag whose values are
+     * not plain on/off booleans), else its boolean value; null when the answer does not say
+     * (an error, or a value that is not a boolean from a server that sends no `metadata.on`).
+     *
+     * @param array<string, mixed> $item
+     */
+    private static function isOn(array $item): ?bool
+    {
+        if (isset($item['errorCode'])) {
+            return null;
+        }
+        $on = $item['metadata']['on'] ?? null;
+        if (is_bool($on)) {
+            return $on;
+        }
+        $value = $item['value'] ?? null;
+        return is_bool($value) ? $value : null;
+    }
+
+    /**
+     * @param array{flags: array<string, array<string, mixed>>, etag: ?string}|null $cached
+     * @return array<string, array<string, mixed>> OFREP items by flag key
      */
     private function failSafe(?array $cached, string $error, bool $countFailure): array
     {

@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
-from tests.support.tools import REPO_ROOT, require_tool, strict
+from tests.support.tools import REPO_ROOT, require_tool
 
 BRIDGE = REPO_ROOT / "php-bridge"
 #: Flags the tests create: key -> percentage (enabled, default boolean variants).
@@ -65,18 +64,3 @@ def short_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def require_module(name: str) -> Any:
-    """Import ``name``, or skip (fail under FLAGPORT_STRICT=1) like ``require_tool``."""
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError as error:
-        message = f"the Python module {name!r} is not available ({error})"
-        if strict():
-            pytest.fail(
-                f"{message} (FLAGPORT_STRICT=1: add it to the dev dependencies)", pytrace=False
-            )
-        pytest.skip(message)

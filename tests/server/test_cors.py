@@ -1,188 +1,182 @@
-"""CORS for the evaluation surface only (``flags serve --cors-origin``; docs/spec.md section 4),
-with the real server: preflights of allowed origins on OFREP single and bulk, ``GET
-/v1/evaluate`` and the change stream; ``ETag``, ``Retry-After`` and ``X-Flagport-Snapshot``
-exposed; nothing else cross-origin, and nothing for an origin not allowed."""
+"""CORS on the evaluation surface only (docs/spec.md section 12): which routes, which origins,
+and what a bad ``--cors-origin`` gets. The real browser's view is tests/browser/."""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from flagport_server.cors import ALLOWED_HEADERS, EXPOSED_HEADERS, PREFLIGHT_MAX_AGE_S, valid_origin
-from tests.server._fixtures import create_flags
-from tests.support.server import RunningServer, flags_executable, free_port, running_server
+from flagport_server.cors import EXPOSED_HEADERS, normalise_origin
+from flagport_server.surface import evaluation_surface_method
+from tests.cli.conftest import run_flags
+from tests.support.server import PORTAL_FLAGS, free_port, running_server
 
-PORTAL = "https://portal.example"
-DEV = "http://localhost:3000"
-KEY = "banner"
-BODY = {"context": {"targetingKey": "u1"}}
-EVALUATION = [
-    ("POST", f"/ofrep/v1/evaluate/flags/{KEY}"),
-    ("POST", "/ofrep/v1/evaluate/flags"),
-    ("GET", f"/v1/evaluate/{KEY}"),
-    ("GET", "/v1/stream"),
-]
-NEVER_CROSS_ORIGIN = [
-    ("GET", "/v1/snapshot"),
-    ("POST", "/v1/exposures"),
-    ("POST", "/v1/outcomes"),
-    ("GET", "/admin/v1/flags"),
-    ("POST", f"/admin/v1/flags/{KEY}/disable"),
-    ("GET", "/healthz"),
-]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    workdir = tmp_path_factory.mktemp("cors")
-    extra = ["--cors-origin", PORTAL, "--cors-origin", DEV]
-    with running_server(workdir, extra=extra) as running:
-        create_flags(running, {KEY: {"enabled": True}})
-        yield running
-
-
-def _preflight(client: httpx.Client, method: str, path: str, origin: str) -> httpx.Response:
-    return client.options(
-        path,
-        headers={
-            "Origin": origin,
-            "Access-Control-Request-Method": method,
-            "Access-Control-Request-Headers": "content-type, authorization, if-none-match",
-        },
-    )
-
-
-def _cors_headers(answer: httpx.Response) -> dict[str, str]:
-    return {k: v for k, v in answer.headers.items() if k.startswith("access-control-")}
-
-
-@pytest.mark.parametrize(("method", "path"), EVALUATION)
-@pytest.mark.parametrize("origin", [PORTAL, DEV])
-def test_a_preflight_of_an_allowed_origin_on_the_evaluation_surface(
-    server: RunningServer, method: str, path: str, origin: str
-) -> None:
-    with server.client(timeout=5.0) as client:
-        answer = _preflight(client, method, path, origin)
-    assert answer.status_code == 204, answer.text
-    assert _cors_headers(answer) == {
-        "access-control-allow-origin": origin,
-        "access-control-allow-methods": method,
-        "access-control-allow-headers": ALLOWED_HEADERS,
-        "access-control-max-age": str(PREFLIGHT_MAX_AGE_S),
-    }
-    assert answer.headers["vary"] == "Origin"
-    for header in ("Content-Type", "Authorization", "X-API-Key", "If-None-Match"):
-        assert header in answer.headers["access-control-allow-headers"]
-
-
-@pytest.mark.parametrize(("method", "path"), EVALUATION + NEVER_CROSS_ORIGIN)
-@pytest.mark.parametrize("origin", ["https://evil.example", "https://portal.example.evil", "null"])
-def test_an_origin_not_allowed_gets_no_cors_headers(
-    server: RunningServer, method: str, path: str, origin: str
-) -> None:
-    with server.client(timeout=5.0) as client:
-        assert _cors_headers(_preflight(client, method, path, origin)) == {}
-
-
-@pytest.mark.parametrize(("method", "path"), NEVER_CROSS_ORIGIN)
-def test_nothing_but_the_evaluation_surface_answers_cross_origin(
-    server: RunningServer, method: str, path: str
-) -> None:
-    with server.admin(timeout=5.0) as client:
-        before = client.get("/admin/v1/audit").json()
-        assert _cors_headers(_preflight(client, method, path, PORTAL)) == {}
-        if method == "GET":
-            answer = client.get(path, headers={"Origin": PORTAL})
-            assert answer.status_code == 200, answer.text
-            assert _cors_headers(answer) == {}
-        assert client.get("/admin/v1/audit").json() == before
-
-
-def test_answers_to_an_allowed_origin_expose_etag_and_the_snapshot(server: RunningServer) -> None:
-    origin = {"Origin": PORTAL}
-    with server.client(timeout=5.0) as client:
-        bulk = client.post("/ofrep/v1/evaluate/flags", json=BODY, headers=origin)
-        assert bulk.status_code == 200, bulk.text
-        assert bulk.headers["access-control-allow-origin"] == PORTAL
-        assert bulk.headers["access-control-expose-headers"] == EXPOSED_HEADERS
-        assert bulk.headers["vary"] == "Origin"
-        etag = bulk.headers["etag"]
-        again = client.post(
-            "/ofrep/v1/evaluate/flags", json=BODY, headers={**origin, "If-None-Match": etag}
-        )
-        assert again.status_code == 304
-        assert again.headers["access-control-allow-origin"] == PORTAL
-        assert "ETag" in again.headers["access-control-expose-headers"]
-        for answer in (
-            client.post(f"/ofrep/v1/evaluate/flags/{KEY}", json=BODY, headers=origin),
-            client.get(f"/v1/evaluate/{KEY}?targetingKey=u1", headers=origin),
-            client.post("/ofrep/v1/evaluate/flags/no-such-flag", json=BODY, headers=origin),
-        ):
-            assert answer.headers["access-control-allow-origin"] == PORTAL, answer.text
-            assert answer.headers["x-flagport-snapshot"]
-        with client.stream("GET", "/v1/stream", headers=origin) as stream:
-            assert stream.status_code == 200
-            assert stream.headers["access-control-allow-origin"] == PORTAL
-        same_origin = client.post("/ofrep/v1/evaluate/flags", json=BODY)
-        assert _cors_headers(same_origin) == {}
-
-
-def test_any_origin(tmp_path: Path) -> None:
-    with (
-        running_server(tmp_path, extra=["--cors-origin", "*"]) as running,
-        running.client(timeout=5.0) as client,
-    ):
-        answer = _preflight(client, "POST", "/ofrep/v1/evaluate/flags", "https://any.example")
-        assert answer.headers["access-control-allow-origin"] == "*"
-        assert "vary" not in answer.headers
-        assert _cors_headers(_preflight(client, "GET", "/v1/snapshot", "https://a.b")) == {}
-
-
-def test_without_cors_origins_nothing_answers_cross_origin(tmp_path: Path) -> None:
-    with running_server(tmp_path) as running, running.client(timeout=5.0) as client:
-        for method, path in EVALUATION:
-            assert _cors_headers(_preflight(client, method, path, PORTAL)) == {}
+ORIGIN = "https://portal.example"
 
 
 @pytest.mark.parametrize(
-    "origin",
+    ("path", "method"),
     [
-        "https://portal.example/",
-        "https://portal.example/app",
-        "portal.example",
-        "ftp://portal.example",
-        "https://user@portal.example",
-        "https://portal.example?x",
-        "https://portal.example:99999",
-        "",
+        ("/ofrep/v1/evaluate/flags", "POST"),
+        ("/ofrep/v1/evaluate/flags/ui-improvements", "POST"),
+        ("/v1/evaluate/ui-improvements", "GET"),
+        ("/v1/stream", "GET"),
+        ("/ofrep/v1/evaluate/flags/", None),
+        ("/v1/evaluate/", None),
+        ("/v1/snapshot", None),
+        ("/v1/exposures", None),
+        ("/v1/outcomes", None),
+        ("/admin/v1/flags", None),
+        ("/admin/v1/flags/ui-improvements/disable", None),
+        ("/healthz", None),
+        ("/metrics", None),
+        ("/schema/openapi.json", None),
+        ("/v1/streams", None),
     ],
 )
-def test_a_cors_origin_that_is_not_an_origin_exits_2(tmp_path: Path, origin: str) -> None:
-    result = subprocess.run(
-        [flags_executable(), "serve", "--port", str(free_port()), "--cors-origin", origin],
+def test_only_the_evaluation_surface_answers_cross_origin(path: str, method: str | None) -> None:
+    assert evaluation_surface_method(path) == method
+
+
+@given(st.text(max_size=40))
+def test_no_admin_path_is_ever_cross_origin(suffix: str) -> None:
+    for prefix in ("/admin/", "/v1/snapshot", "/v1/exposures", "/v1/outcomes", "/stats/"):
+        assert evaluation_surface_method(prefix + suffix) is None
+
+
+@pytest.mark.parametrize(
+    ("given_origin", "normalised"),
+    [
+        ("*", "*"),
+        ("https://portal.example", "https://portal.example"),
+        ("https://Portal.Example/", "https://portal.example"),
+        ("https://portal.example:443", "https://portal.example"),
+        ("http://localhost:5173", "http://localhost:5173"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+    ],
+)
+def test_origins_are_normalised(given_origin: str, normalised: str) -> None:
+    assert normalise_origin(given_origin) == normalised
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ("portal.example", "is not an origin"),
+        ("ftp://portal.example", "is not an origin"),
+        ("https://portal.example/app", "has no path"),
+        ("https://user@portal.example", "has no path, query, fragment or user"),
+        ("https://portal.example:99999", "port"),
+        ("", "is not an origin"),
+        ("https://" + "a" * 300, "too long"),
+    ],
+)
+def test_a_bad_origin_is_refused_naming_it(bad: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        normalise_origin(bad)
+
+
+def test_serve_refuses_a_bad_cors_origin_before_starting(tmp_path: Path) -> None:
+    result = run_flags(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--cors-origin",
+        "https://portal.example/app",
+        url=None,
+        token=None,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+        timeout=20.0,
     )
-    assert result.returncode == 2, result.stderr
-    assert "--cors-origin" in result.stderr
+    assert result.code == 2, str(result)
+    assert "--cors-origin" in result.err
+    assert "'https://portal.example/app' is not an origin" in result.err
     assert not (tmp_path / "flagport.db").exists()
 
 
-@pytest.mark.parametrize(
-    ("given", "kept"),
-    [
-        ("HTTPS://Portal.Example:443", "https://portal.example"),
-        ("http://localhost:3000", "http://localhost:3000"),
-        ("http://[::1]:8080", "http://[::1]:8080"),
-        ("*", "*"),
-    ],
-)
-def test_origins_are_kept_as_browsers_send_them(given: str, kept: str) -> None:
-    assert valid_origin(given) == kept
+def test_a_server_marks_answers_for_its_origins_only(tmp_path: Path) -> None:
+    with (
+        running_server(
+            tmp_path,
+            seed=PORTAL_FLAGS,
+            extra=["--cors-origin", ORIGIN, "--cors-origin", "http://b.test"],
+        ) as server,
+        httpx.Client(base_url=server.url, timeout=5) as client,
+    ):
+        body = b'{"context":{"targetingKey":"user-1"}}'
+        json_type = {"Content-Type": "application/json"}
+        for origin in (ORIGIN, "http://b.test"):
+            answer = client.post(
+                "/ofrep/v1/evaluate/flags", content=body, headers={**json_type, "Origin": origin}
+            )
+            assert answer.status_code == 200
+            assert answer.headers["access-control-allow-origin"] == origin
+            assert answer.headers["vary"] == "Origin"
+            exposed = {
+                h.strip() for h in answer.headers["access-control-expose-headers"].split(",")
+            }
+            assert exposed == set(EXPOSED_HEADERS)
+        other = client.post(
+            "/ofrep/v1/evaluate/flags",
+            content=body,
+            headers={**json_type, "Origin": "http://c.test"},
+        )
+        assert other.status_code == 200  # the answer itself; the browser keeps it from the page
+        assert "access-control-allow-origin" not in other.headers
+        # Errors carry the headers too, so a page can read why (here: a bad context).
+        bad = client.post(
+            "/ofrep/v1/evaluate/flags", content=b"[]", headers={**json_type, "Origin": ORIGIN}
+        )
+        assert bad.status_code == 400
+        assert bad.headers["access-control-allow-origin"] == ORIGIN
+        get = client.get("/v1/evaluate/ui-improvements", headers={"Origin": ORIGIN})
+        assert get.headers["access-control-allow-origin"] == ORIGIN
+        preflight = client.options(
+            "/v1/evaluate/ui-improvements",
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-methods"] == "GET"
+        assert "Authorization" in preflight.headers["access-control-allow-headers"]
+        assert int(preflight.headers["access-control-max-age"]) > 0
+        wrong_method = client.options(
+            "/v1/evaluate/ui-improvements",
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "DELETE"},
+        )
+        assert wrong_method.status_code == 403
+        assert "access-control-allow-origin" not in wrong_method.headers
+        snapshot = client.get("/v1/snapshot", headers={"Origin": ORIGIN})
+        assert "access-control-allow-origin" not in snapshot.headers
+        admin = client.options(
+            "/admin/v1/flags", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
+        )
+        assert "access-control-allow-origin" not in admin.headers
+
+
+def test_any_origin(tmp_path: Path) -> None:
+    with running_server(tmp_path, seed=PORTAL_FLAGS, extra=["--cors-origin", "*"]) as server:
+        answer = httpx.get(
+            server.url + "/v1/evaluate/ui-improvements", headers={"Origin": "http://x.test"}
+        )
+        assert answer.headers["access-control-allow-origin"] == "*"
+
+
+def test_without_cors_origins_nothing_answers_cross_origin(tmp_path: Path) -> None:
+    with (
+        running_server(tmp_path, seed=PORTAL_FLAGS) as server,
+        httpx.Client(base_url=server.url, timeout=5) as client,
+    ):
+        for method, path in (
+            ("POST", "/ofrep/v1/evaluate/flags"),
+            ("POST", "/ofrep/v1/evaluate/flags/ui-improvements"),
+            ("GET", "/v1/evaluate/ui-improvements"),
+            ("GET", "/v1/stream"),
+        ):
+            preflight = client.options(
+                path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": method}
+            )
+            assert not [h for h in preflight.headers if h.startswith("access-control-")], path

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["REPO_ROOT", "SHARED_DIR", "require_path", "require_tool", "strict"]
+__all__ = ["REPO_ROOT", "SHARED_DIR", "require_module", "require_path", "require_tool", "strict"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: ``../shared`` beside the clone (CI lays it there too).
@@ -45,3 +46,13 @@ def require_path(path: Path, what: str) -> Path:
     if not path.exists():
         _missing(f"{what} ({path})")
     return path
+
+
+def require_module(name: str) -> Any:
+    """Import ``name``, or skip (fail under FLAGPORT_STRICT=1) like ``require_tool``."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        _missing(f"the Python module {name!r} ({error})")

@@ -84,6 +84,33 @@ def _check_tls(cert: str | None, key: str | None, uds: str | None) -> None:
         ) from None
 
 
+def _check_cors_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """Each ``--cors-origin`` an origin or ``*``, normalised; exit 2 naming a bad one."""
+    from flagport_server.cors import normalise_origin
+
+    checked = []
+    for origin in origins:
+        try:
+            checked.append(normalise_origin(origin))
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="'--cors-origin'") from None
+    return tuple(dict.fromkeys(checked))
+
+
+def _check_trusted_proxies(proxies: tuple[str, ...], rate_limit: float | None) -> tuple[str, ...]:
+    """Each ``--trusted-proxy`` an address or network; exit 2 naming a bad one."""
+    from flagport_server.rate_limit import parse_network
+
+    if proxies and rate_limit is None:
+        raise click.UsageError("--trusted-proxy is read by --rate-limit: give both or neither")
+    for proxy in proxies:
+        try:
+            parse_network(proxy)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="'--trusted-proxy'") from None
+    return proxies
+
+
 def _no_key_password() -> str:
     raise ValueError("the private key is encrypted")
 
@@ -180,6 +207,24 @@ def _no_key_password() -> str:
     help="Seconds a client has to send a request body (then 408).",
 )
 @click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0.01),
+    help="Requests a second each client (token, else address) may make on the evaluation "
+    "routes, per worker; over it: 429 with Retry-After. Default: no limit.",
+)
+@click.option(
+    "--rate-burst",
+    type=click.IntRange(min=1),
+    help="Requests a client may make at once before --rate-limit applies (default: 2x the rate).",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS",
+    help="A proxy (address or CIDR) whose X-Forwarded-For names the client, for --rate-limit.",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -201,11 +246,13 @@ def serve(
     backlog: int,
     max_streams: int,
     body_timeout: float,
+    rate_limit: float | None,
+    rate_burst: int | None,
+    trusted_proxies: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
     try:
-        from flagport_server.cors import valid_origin
         from flagport_server.errors import InvalidInput
         from flagport_server.host_check import valid_allowed_host
         from flagport_server.serve import serve as run_server
@@ -233,22 +280,16 @@ def serve(
                 param_hint="'--allowed-host'",
             )
         hosts.append(checked)
-    origins = []
-    for origin in cors_origins:
-        checked = valid_origin(origin)
-        if checked is None:
-            raise click.BadParameter(
-                f"{origin!r} is not an origin: give scheme://host[:port] (http or https, no "
-                "path, not even '/'), or * for any origin",
-                param_hint="'--cors-origin'",
-            )
-        origins.append(checked)
     if seed_file is not None:
         from flagport_cli._validate import read_document
 
         # Every worker loads the seed as it starts: a bad one is refused here, once, with
         # the reason, rather than as a worker that fails to start.
         read_document(seed_file, strict=True)
+    origins = _check_cors_origins(cors_origins)
+    proxies = _check_trusted_proxies(trusted_proxies, rate_limit)
+    if rate_burst is not None and rate_limit is None:
+        raise click.UsageError("--rate-burst needs --rate-limit")
     try:
         address = bind_address(host) if uds is None else host
     except ValueError as error:
@@ -275,7 +316,6 @@ def serve(
         snapshot_cache=snapshot_cache,
         open_scope=open_scope,
         allowed_hosts=tuple(hosts),
-        cors_origins=tuple(origins),
         admin_token=token,
         seed_file=seed_file,
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",
@@ -286,6 +326,10 @@ def serve(
         backlog=backlog,
         max_streams=max_streams,
         body_timeout=body_timeout,
+        cors_origins=origins,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
+        trusted_proxies=proxies,
     )
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address

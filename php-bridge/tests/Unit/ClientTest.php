@@ -161,6 +161,19 @@ final class ClientTest extends TestCase
         self::assertSame(Client::SOURCE_LAST_GOOD, $client->status()['source']);
     }
 
+    public function testADamagedCacheEntryIsAMiss(): void
+    {
+        $context = ['targetingKey' => 'u'];
+        (new MemoryStore())->store('flagport:lg:' . hash('xxh128', '{"targetingKey":"u"}'), [
+            'format' => 3, 'body' => '{"flags": not json', 'etag' => '"1-x"', 'at' => time(),
+        ], 0);
+        $transport = new FakeTransport([FakeTransport::bulk(['a' => true], '"2-y"')]);
+        $client = $this->client($transport);
+        self::assertTrue($client->isEnabled('a', $context));
+        self::assertArrayNotHasKey('If-None-Match', $transport->requests[0]['headers'], 'no ETag from a damaged entry');
+        self::assertSame(Client::SOURCE_SERVER, $client->status()['source']);
+    }
+
     public function testFailSafeServesLastGoodThenDefaults(): void
     {
         $transport = new FakeTransport([

@@ -6,6 +6,7 @@ builds its app from them (``granian --factory flagport_server.asgi:app_from_env`
 
 from __future__ import annotations
 
+import math
 import os
 
 import msgspec
@@ -15,6 +16,7 @@ from flagport_server.app import create_app
 from flagport_server.body_deadline import BodyDeadline
 from flagport_server.cors import Cors
 from flagport_server.host_check import HostCheck
+from flagport_server.rate_limit import RateLimit
 from flagport_server.settings import Settings
 
 __all__ = ["SETTINGS_ENV", "app_from_env"]
@@ -29,9 +31,14 @@ def app_from_env() -> ASGIApp:
     # Request timing and the body deadline wrap the whole app rather than being Litestar
     # middlewares: Litestar then runs its exception middleware twice per request (measured:
     # +2 us per request).
-    bounded: ASGIApp = BodyDeadline(app, settings.body_timeout)
+    served: ASGIApp = BodyDeadline(app, settings.body_timeout)
+    if settings.rate_limit is not None:
+        burst = settings.rate_burst or max(1, math.ceil(2 * settings.rate_limit))
+        served = RateLimit(served, settings.rate_limit, burst, settings.trusted_proxies)
     if settings.checks_host:
-        bounded = HostCheck(bounded, app.state.runtime, settings.allowed_hosts)
+        served = HostCheck(served, app.state.runtime, settings.allowed_hosts)
     if settings.cors_origins:
-        bounded = Cors(bounded, settings.cors_origins)
-    return app.state.metrics.latency_middleware(bounded)  # type: ignore[no-any-return]
+        # Outermost but for timing: a preflight is answered before any routing, and a 429
+        # carries the CORS headers, so a page can read its Retry-After (docs/spec.md section 12).
+        served = Cors(served, settings.cors_origins)
+    return app.state.metrics.latency_middleware(served)  # type: ignore[no-any-return]

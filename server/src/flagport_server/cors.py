@@ -1,16 +1,20 @@
-"""CORS for the evaluation surface only (``flags serve --cors-origin``; docs/spec.md section 4).
+"""CORS for the evaluation surface only (pure ASGI, wrapped around the whole app).
 
-Pure ASGI, wrapped around the whole app only when origins are configured, so a server without
-``--cors-origin`` pays nothing. A web page of an allowed origin may call OFREP single and bulk
-(``POST``), ``GET /v1/evaluate/{key}`` and the change stream (``GET /v1/stream``): its
-preflight is answered here (204, no token needed: browsers send none on a preflight), and
-the answers to its requests carry ``Access-Control-Allow-Origin`` and expose ``ETag`` (so the
-web provider's polls can be 304), ``Retry-After`` and ``X-Flagport-Snapshot``.
+Browsers ask Flagport directly with the OpenFeature web provider; the pages live on another
+origin, so the evaluation routes answer cross-origin requests from the origins the operator
+lists (``flags serve --cors-origin``). What may answer cross-origin, and with which headers,
+is docs/spec.md section 12; the decision is docs/adr/0015-cors-for-the-evaluation-surface.md:
 
-Nothing else answers cross-origin: the admin API, ``/v1/snapshot``, ``/v1/exposures`` and
-``/v1/outcomes`` never carry CORS headers, and a preflight for them, or from an origin not
-allowed, is left to the app (its plain ``OPTIONS`` answer, without CORS headers), so the
-browser refuses to send the request or to show its answer.
+- only the evaluation surface (OFREP single and bulk, ``GET /v1/evaluate/{key}``, the change
+  stream). The admin API, ``/v1/snapshot``, ``/v1/exposures`` and ``/v1/outcomes`` never carry
+  a CORS header, whatever the request says, so no page can read a rule or post a statistic;
+- a preflight is answered here, before the app (it costs less than ``GET /healthz``); from an
+  origin not listed, or for a method the route does not take, it is a 403 without any CORS
+  header, which the browser reports as a refused preflight;
+- answers to an allowed origin expose ``ETag`` (so the provider can send ``If-None-Match``
+  and get 304s), ``Retry-After`` and ``X-Flagport-Snapshot``, and carry ``Vary: Origin``.
+
+Without ``--cors-origin`` the wrapper is not installed at all: no cost on the evaluation path.
 """
 
 from __future__ import annotations
@@ -20,133 +24,134 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from flagport_server.surface import evaluation_surface_method, send_answer
 
 __all__ = [
     "ALLOWED_HEADERS",
     "EXPOSED_HEADERS",
-    "PREFLIGHT_MAX_AGE_S",
+    "PREFLIGHT_MAX_AGE",
     "Cors",
-    "evaluation_methods",
-    "valid_origin",
+    "normalise_origin",
 ]
 
-#: Request headers a page may send: the JSON body, a token either way, the bulk ETag.
-ALLOWED_HEADERS: Final = "Content-Type, Authorization, X-API-Key, If-None-Match"
+#: Request headers a page may send (the web provider sends the first two and ``Authorization``
+#: or ``X-API-Key`` when configured with a token; ``If-None-Match`` on every poll).
+ALLOWED_HEADERS: Final = ("Content-Type", "Authorization", "X-API-Key", "If-None-Match")
 #: Answer headers a page may read.
-EXPOSED_HEADERS: Final = "ETag, Retry-After, X-Flagport-Snapshot"
-#: How long a browser may reuse a preflight's answer (Chromium caps it at 2 hours).
-PREFLIGHT_MAX_AGE_S: Final = 7200
+EXPOSED_HEADERS: Final = ("ETag", "Retry-After", "X-Flagport-Snapshot")
+#: Seconds a browser may keep a preflight's answer (Chromium caps it at 7,200).
+PREFLIGHT_MAX_AGE: Final = 7200
 
-_HTTP: Final[str] = ScopeType.HTTP
-_OFREP_BULK: Final = "/ofrep/v1/evaluate/flags"
-_OFREP_SINGLE: Final = "/ofrep/v1/evaluate/flags/"
-_EVALUATE_GET: Final = "/v1/evaluate/"
-_STREAM: Final = "/v1/stream"
+_HTTP: str = ScopeType.HTTP
 
 
-def evaluation_methods(path: str) -> bytes | None:
-    """The method a page may use on ``path`` if it is on the evaluation surface, else
-    ``None`` (the admin API, the SDK feeds, the operations routes)."""
-    if path == _OFREP_BULK or path.startswith(_OFREP_SINGLE):
-        return b"POST"
-    if path.startswith(_EVALUATE_GET) or path == _STREAM:
-        return b"GET"
-    return None
+def normalise_origin(origin: str) -> str:
+    """``*`` or a browser's ``Origin`` (``scheme://host[:port]``), lower-cased; else ValueError.
 
-
-def valid_origin(text: str) -> str | None:
-    """``text`` as browsers send it in ``Origin`` (``https://portal.example``, a port only if
-    not the scheme's default), ``*``, or ``None`` when it is neither (a path, a user, another
-    scheme)."""
-    value = text.strip()
-    if value == "*":
-        return value
+    The message names what is wrong, for ``flags serve --cors-origin``.
+    """
+    if origin == "*":
+        return origin
+    if len(origin) > 253 + 20:
+        raise ValueError(f"{origin[:40]!r}...: too long for an origin")
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{origin!r} is not an origin: give scheme://host[:port], "
+            "for example https://portal.example, or *"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(
+            f"{origin!r} is not an origin: an origin has no path, query, fragment or user "
+            f"(did you mean {parts.scheme}://{parts.netloc.rpartition('@')[2]}?)"
+        )
     try:
-        parts = urlsplit(value)
         port = parts.port
     except ValueError:
-        return None
-    if (
-        parts.scheme.lower() not in ("http", "https")
-        or not parts.hostname
-        or parts.username is not None
-        or parts.path
-        or parts.query
-        or parts.fragment
-        or value.endswith(("?", "#"))
-    ):
-        return None
-    scheme = parts.scheme.lower()
+        raise ValueError(f"{origin!r} has a port that is not a number in 1-65535") from None
     host = parts.hostname
-    host = f"[{host}]" if ":" in host else host
-    default = {"http": 80, "https": 443}[scheme]
-    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 443 if parts.scheme == "https" else 80
+    suffix = f":{port}" if port is not None and port != default_port else ""
+    return f"{parts.scheme}://{host}{suffix}"
 
 
 class Cors:
-    """Answer allowed preflights on the evaluation surface and add the CORS headers to its
-    answers to allowed origins."""
+    """Answer preflights and mark answers for the allowed origins, on the evaluation surface."""
 
     def __init__(self, app: ASGIApp, origins: Iterable[str]) -> None:
         self.app = app
-        allowed = frozenset(origins)
+        allowed = {normalise_origin(origin) for origin in origins}
         self.any_origin = "*" in allowed
-        self.origins = frozenset(origin.encode() for origin in allowed)
+        self.origins = frozenset(origin.encode("latin-1") for origin in allowed - {"*"})
+        self._exposed = ", ".join(EXPOSED_HEADERS).encode()
+        self._allowed_headers = ", ".join(ALLOWED_HEADERS).encode()
+        self._max_age = str(PREFLIGHT_MAX_AGE).encode()
 
     def _allowed(self, origin: bytes) -> bytes | None:
-        """The ``Access-Control-Allow-Origin`` value for ``origin``, if it is allowed."""
+        """The ``Access-Control-Allow-Origin`` value for this origin, or None."""
         if self.any_origin:
             return b"*"
-        return origin if origin in self.origins else None
+        return origin if origin.lower() in self.origins else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != _HTTP:
             await self.app(scope, receive, send)
             return
+        method = evaluation_surface_method(scope["path"])
         origin = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-                break
-        method = evaluation_methods(scope["path"]) if origin is not None else None
-        allow = self._allowed(origin) if origin is not None and method is not None else None
-        if allow is None:  # not cross-origin, not the evaluation surface, or not allowed
+        requested_method = None
+        if method is not None:
+            for name, value in scope["headers"]:
+                if name == b"origin":
+                    origin = value
+                elif name == b"access-control-request-method":
+                    requested_method = value
+        if origin is None or method is None:
+            # Same-origin and server-to-server requests, and every route off the evaluation
+            # surface: untouched (a preflight there reaches the app, which answers 405).
             await self.app(scope, receive, send)
             return
-        cors = [(b"access-control-allow-origin", allow)]
-        if allow != b"*":
-            cors.append((b"vary", b"Origin"))
-        if scope["method"] == "OPTIONS" and _requested_method(scope) is not None:  # type: ignore[typeddict-item]
-            await _preflight(send, cors, method)  # type: ignore[arg-type]
+        allow = self._allowed(origin)
+        if scope["method"] == "OPTIONS" and requested_method is not None:  # type: ignore[typeddict-item]
+            await self._preflight(send, allow, requested_method == method.encode(), method)
             return
-        cors.append((b"access-control-expose-headers", EXPOSED_HEADERS.encode()))
+        if allow is None:
+            await self.app(scope, receive, send)
+            return
+        cors_headers = [
+            (b"access-control-allow-origin", allow),
+            (b"access-control-expose-headers", self._exposed),
+            (b"vary", b"Origin"),
+        ]
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *cors]
+                message["headers"] = [*message.get("headers", ()), *cors_headers]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
 
-
-def _requested_method(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"access-control-request-method":
-            return value
-    return None
-
-
-async def _preflight(send: Send, cors: list[tuple[bytes, bytes]], method: bytes) -> None:
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": 204,
-        "headers": [
-            *cors,
-            (b"access-control-allow-methods", method),
-            (b"access-control-allow-headers", ALLOWED_HEADERS.encode()),
-            (b"access-control-max-age", str(PREFLIGHT_MAX_AGE_S).encode()),
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    async def _preflight(
+        self, send: Send, allow: bytes | None, method_ok: bool, method: str
+    ) -> None:
+        if allow is None or not method_ok:
+            reason = (
+                b"origin not allowed: flags serve --cors-origin lists the origins"
+                if allow is None
+                else f"this route takes {method} only".encode()
+            )
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"vary", b"Origin")]
+            await send_answer(send, 403, headers, reason)
+            return
+        headers = [
+            (b"access-control-allow-origin", allow),
+            (b"access-control-allow-methods", method.encode()),
+            (b"access-control-allow-headers", self._allowed_headers),
+            (b"access-control-max-age", self._max_age),
+            (b"vary", b"Origin"),
+        ]
+        await send_answer(send, 204, headers, b"")

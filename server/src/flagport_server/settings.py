@@ -99,11 +99,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: More names a request without a token may give as ``Host`` on a TCP loopback bind
     #: (besides localhost, 127.0.0.1 and [::1]; ``flags serve --allowed-host``).
     allowed_hosts: tuple[str, ...] = ()
-    #: Web page origins (``https://portal.example``, or ``*``) that may call the evaluation
-    #: surface from a browser (``flags serve --cors-origin``; :mod:`flagport_server.cors`).
-    cors_origins: tuple[str, ...] = ()
     #: Public base URL advertised in ``eventStreams`` (default: relative ``/v1/stream``).
     public_url: str | None = None
+    #: Origins whose pages may call the evaluation surface (``flags serve --cors-origin``;
+    #: ``*`` for any). Empty: no cross-origin answers at all (docs/spec.md section 12).
+    cors_origins: tuple[str, ...] = ()
+    #: Requests a second each client may make on the evaluation surface, per worker
+    #: (``flags serve --rate-limit``); None: no limit (docs/spec.md section 12).
+    rate_limit: float | None = None
+    #: Requests a client may make at once before the rate applies (default: twice the rate).
+    rate_burst: int | None = None
+    #: Peers (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client.
+    trusted_proxies: tuple[str, ...] = ()
     #: Adoption stats (evaluations, unique units, series; docs/spec.md section 7). Off: only the
     #: Prometheus counters are kept (``flags serve --no-stats``).
     stats: bool = True

@@ -16,7 +16,8 @@ import pytest
 
 import flagport
 from flagport import AsyncClient, Client, ClientStatus, ErrorCode, EvaluationContext, Reason
-from flagport._remote import split_url, wire_context
+from flagport._connection import split_url
+from flagport._remote import wire_context
 
 Handler = Callable[[httpx.Request], httpx.Response]
 CTX = {"targetingKey": "42", "company_id": 7}

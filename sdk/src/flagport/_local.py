@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from flagport._connection import KEEPALIVE_EXPIRY, auth_headers, split_url
 from flagport._exceptions import ClientError, FlagportError
-from flagport._remote import KEEPALIVE_EXPIRY, auth_headers, split_url
 from flagport._types import ClientStatus, FlagDetails, details_from_result, served_on
 from flagport.engine import (
     CompiledFlag,

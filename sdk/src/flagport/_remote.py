@@ -10,47 +10,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import msgspec
 
 from flagport._breaker import CircuitBreaker
-from flagport._exceptions import ClientError
 from flagport._types import ClientStatus, FlagDetails, check_type, error_details, type_mismatch
 from flagport.engine import ErrorCode, Reason
 
-__all__ = ["KEEPALIVE_EXPIRY", "RemoteCore", "split_url"]
+__all__ = ["RemoteCore"]
 
 logger = logging.getLogger("flagport")
 _GENERAL = ErrorCode.GENERAL
 _ERROR = Reason.ERROR
 #: Last known values kept per (flag, context); the oldest go first beyond this.
 MAX_REMEMBERED = 10_000
-USER_AGENT = "flagport-python/0.1.0"
-#: Seconds a pooled connection may stay idle. The server closes keep-alive connections idle
-#: for 5 s; dropping them sooner means never sending a request on one it is closing.
-KEEPALIVE_EXPIRY = 4.0
-
-
-def split_url(url: str) -> tuple[str, str | None]:
-    """(base URL for httpx, Unix socket path or None). ``unix:///run/flagport.sock`` talks HTTP
-    over that socket; ``http(s)://host:port/prefix`` keeps its path prefix."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        path = parts.path or parts.netloc
-        if not path:
-            raise ClientError(f"no socket path in {url!r} (use unix:///path/to/flagport.sock)")
-        return "http://flagport", path
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ClientError(f"unsupported server URL {url!r}: use http://, https:// or unix://")
-    return url.rstrip("/"), None
-
-
-def auth_headers(token: str | None) -> dict[str, str]:
-    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
 
 
 class _Answer(msgspec.Struct):

@@ -490,7 +490,7 @@ class LocalClient:
             return
         if response.status_code != 200:
             raise _Failure(f"GET /v1/snapshot answered HTTP {response.status_code}")
-        from flagport._document import decode_snapshot
+        from flagport.document import decode_snapshot
 
         try:
             document = decode_snapshot(response.content)
@@ -505,7 +505,7 @@ class LocalClient:
     def _load_bootstrap(self) -> None:
         if self._bootstrap is None or self._loaded is not None:
             return
-        from flagport._document import read_bootstrap
+        from flagport.document import read_bootstrap
 
         try:
             document, mtime = read_bootstrap(self._bootstrap)

@@ -7,9 +7,13 @@ reads the clock, the network or the disk, and never raises during evaluation.
 from flagport.engine._bucketing import BUCKETS, bucket, hash_unit
 from flagport.engine._common import check_percentage, validate_key
 from flagport.engine._compile import compile_snapshot
-from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
 from flagport.engine._flag import CompiledFlag
+from flagport.engine._from_builtins import (
+    document_from_builtins,
+    flag_from_builtins,
+    split_validation_message,
+)
 from flagport.engine._limits import (
     MAX_CONDITION_VALUES,
     MAX_DOCUMENT_BYTES,
@@ -71,5 +75,6 @@ __all__ = [
     "explain",
     "flag_from_builtins",
     "hash_unit",
+    "split_validation_message",
     "validate_key",
 ]

@@ -287,7 +287,7 @@ def _flags(server: RunningServer | None, *args: str) -> subprocess.CompletedProc
 @pytest.mark.parametrize(
     ("since", "text"),
     [
-        ("soon", "invalid --since 'soon'"),
+        ("soon", "--since must be a duration such as 1h, 24h or 7d, or an ISO-8601 date-time"),
         ("2999-01-01", "is in the future"),
         ("30d", "more than 7 days back"),
     ],

@@ -17,6 +17,15 @@ import msgspec
 from flagport._breaker import CircuitBreaker
 from flagport._types import ClientStatus, FlagDetails, check_type, error_details, type_mismatch
 from flagport.engine import ErrorCode, Reason
+from flagport.ofrep import (
+    BULK_PATH,
+    SINGLE_PATH,
+    Answer,
+    decode_answer,
+    decode_bulk,
+    encode,
+    request_context,
+)
 
 __all__ = ["RemoteCore"]
 
@@ -27,48 +36,11 @@ _ERROR = Reason.ERROR
 MAX_REMEMBERED = 10_000
 
 
-class _Answer(msgspec.Struct):
-    """One OFREP evaluation answer: a success or a failure (``errorCode``)."""
-
-    key: str = ""
-    value: Any = None
-    variant: str | None = None
-    reason: str | None = None
-    errorCode: str | None = None
-    errorDetails: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class _Bulk(msgspec.Struct):
-    flags: list[_Answer]
-
-
-_decode_answer = msgspec.json.Decoder(_Answer).decode
-_decode_bulk = msgspec.json.Decoder(_Bulk).decode
-_encode = msgspec.json.Encoder().encode
 _REASONS = {reason.value: reason for reason in Reason}
 _CODES = {code.value: code for code in ErrorCode}
 
 
-def wire_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
-    """OFREP wants ``targetingKey`` as a string: an integer is sent in decimal (it buckets the
-    same), an absent one as ``""`` (no unit: flags that need none still evaluate, as in
-    process)."""
-    if context is None:
-        return {"targetingKey": ""}
-    data = context if type(context) is dict else dict(context)
-    key = data.get("targetingKey")
-    if type(key) is str:
-        return data
-    data = dict(data)
-    if key is None:
-        data["targetingKey"] = ""
-    elif type(key) is int:
-        data["targetingKey"] = str(key)
-    return data
-
-
-def _raw(answer: _Answer, key: str) -> FlagDetails:
+def _raw(answer: Answer, key: str) -> FlagDetails:
     """The answer as details with the *served* value (type not yet checked)."""
     if answer.errorCode is not None:
         return FlagDetails(
@@ -106,15 +78,15 @@ class RemoteCore:
 
     @staticmethod
     def single_path(key: str) -> str:
-        return "/ofrep/v1/evaluate/flags/" + quote(key, safe="")
+        return SINGLE_PATH + "/" + quote(key, safe="")
 
-    BULK_PATH = "/ofrep/v1/evaluate/flags"
+    BULK_PATH = BULK_PATH
 
     @staticmethod
     def body(context: Mapping[str, Any] | None) -> bytes | None:
         """The request body, or None when the context cannot be encoded (INVALID_CONTEXT)."""
         try:
-            return _encode({"context": wire_context(context)})
+            return encode({"context": request_context(context)})
         except (TypeError, ValueError, OverflowError):
             return None
 
@@ -129,7 +101,7 @@ class RemoteCore:
         against the circuit breaker: unreachable, refused token, overload, garbage."""
         if status in (200, 400, 404, 500):
             try:
-                answer = _decode_answer(content)
+                answer = decode_answer(content)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return f"unreadable answer from the server (HTTP {status})"
             if status == 200 and answer.errorCode is None and answer.variant is None:
@@ -154,7 +126,7 @@ class RemoteCore:
             return "HTTP 304 for an answer this client does not have"
         if status == 200:
             try:
-                bulk = _decode_bulk(content)
+                bulk = decode_bulk(content)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return "unreadable bulk answer from the server"
             results = {answer.key: _raw(answer, answer.key) for answer in bulk.flags}
@@ -167,7 +139,7 @@ class RemoteCore:
             return f"the server refused the token (HTTP {status})"
         if status == 400:
             try:
-                answer = _decode_answer(content)
+                answer = decode_answer(content)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return "unreadable answer from the server (HTTP 400)"
             return _raw(answer, "").error_message or "bad request"

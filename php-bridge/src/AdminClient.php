@@ -11,6 +11,9 @@ namespace Flagport;
  */
 final class AdminClient
 {
+    /** Whole-call timeout of an admin call, milliseconds, when none is given. */
+    public const DEFAULT_TIMEOUT_MS = 5000;
+
     private Transport $transport;
 
     /**
@@ -18,7 +21,7 @@ final class AdminClient
      * @param string|null $token     admin token (FLAGPORT_ADMIN_TOKEN)
      * @param int         $timeoutMs whole-call timeout in milliseconds
      */
-    public function __construct(private string $url, private ?string $token, int $timeoutMs = 5000, ?Transport $transport = null)
+    public function __construct(private string $url, private ?string $token, int $timeoutMs = self::DEFAULT_TIMEOUT_MS, ?Transport $transport = null)
     {
         $this->transport = $transport ?? new CurlTransport($url, min(1000, $timeoutMs), $timeoutMs, $token);
     }

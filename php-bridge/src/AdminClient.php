@@ -63,9 +63,11 @@ final class AdminClient
      * @return array<string, mixed>
      * @throws AdminException
      */
-    public function stats(string $key, string $since = '24h'): array
+    public function stats(string $key, ?string $since = null): array
     {
-        return $this->call('GET', '/admin/v1/flags/' . rawurlencode($key) . '/stats?since=' . rawurlencode($since), null);
+        // No since: the server's default window (the last 24 hours).
+        $query = $since === null ? '' : '?since=' . rawurlencode($since);
+        return $this->call('GET', '/admin/v1/flags/' . rawurlencode($key) . '/stats' . $query, null);
     }
 
     /**

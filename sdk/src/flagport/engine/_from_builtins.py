@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from flagport._exceptions import InvalidDocumentError
+from flagport._exceptions import PATH_MARKER, InvalidDocumentError
 from flagport.engine._tolerant import TolerantDecoder
 from flagport.engine.models import BUCKETING_VERSION, Flag, Segment, SnapshotDocument
 
@@ -30,15 +30,12 @@ _tolerant_flags = TolerantDecoder(Flag)
 _tolerant_segments = TolerantDecoder(Segment)
 
 
-#: How msgspec appends where a value failed validation: ``"Expected `int` - at `$.a[0]`"``.
-_AT = " - at `"
-
-
 def split_validation_message(message: str) -> tuple[str, str | None]:
-    """(problem, JSON path or None) from a msgspec validation message: ``"Expected `int`,
-    got `str` - at `$.flags[0]`"`` gives ``("Expected `int`, got `str`", "$.flags[0]")``.
-    The one reader of msgspec's wording: documents here, request bodies in the server."""
-    problem, found, where = message.partition(_AT)
+    """(problem, JSON path or None) from a msgspec validation message, the two parts split at
+    ``PATH_MARKER`` (``flagport._exceptions``, which shows the wording): ``("Expected `int`,
+    got `str`", "$.flags[0]")``. The one reader of msgspec's wording: documents here, request
+    bodies in the server."""
+    problem, found, where = message.partition(PATH_MARKER)
     if not found:
         return message, None
     return problem, where.rstrip("`")

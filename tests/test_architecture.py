@@ -34,7 +34,7 @@ SIGNATURES: dict[str, tuple[str, set[str]]] = {
     ),
     "seconds in a week": (r"\b604_?800\b", {DURATIONS}),
     "the 7-day stats window": (r"(?:DAYS|HOURS)_KEPT\b[^=\n]*=\s*\d", {DURATIONS}),
-    "the 7-day stats window, spelt out": (r"\b7 \* 24\b|days=7\b|\b168\b", set()),
+    "the 7-day stats window, spelt out": (r"\b7 \* 24\b|days=7\b", set()),
     "msgspec's error path": (r" - at `", {"sdk/src/flagport/_exceptions.py"}),
     "a unit's digest": (r"blake2b:", {TALLY}),
     "the unit rule": (

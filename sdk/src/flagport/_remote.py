@@ -80,6 +80,7 @@ class RemoteCore:
     def single_path(key: str) -> str:
         return SINGLE_PATH + "/" + quote(key, safe="")
 
+    #: Where every flag is evaluated (``flagport.ofrep.BULK_PATH``).
     BULK_PATH = BULK_PATH
 
     @staticmethod

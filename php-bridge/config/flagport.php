@@ -5,9 +5,15 @@
  *   php artisan vendor:publish --provider="Flagport\Laravel\FlagportServiceProvider" --tag=flagport-config
  */
 
+use Flagport\AdminClient;
+use Flagport\Client;
+
+// Every default below is Client::DEFAULT_OPTIONS' (or AdminClient's): one list, in the library.
+$defaults = Client::DEFAULT_OPTIONS;
+
 return [
     // The Flagport sidecar: `http://127.0.0.1:8787`, or its Unix socket `unix:///run/flagport/flagport.sock`.
-    'url' => env('FLAGPORT_URL', 'http://127.0.0.1:8787'),
+    'url' => env('FLAGPORT_URL', $defaults['url']),
 
     // Evaluation token (not needed on a loopback or Unix-socket bind, where evaluation is open).
     'eval_token' => env('FLAGPORT_EVAL_TOKEN'),
@@ -17,9 +23,9 @@ return [
 
     // Milliseconds. Evaluation must stay cheap when the sidecar is in trouble; admin calls may wait.
     'timeouts' => [
-        'connect_ms' => (int) env('FLAGPORT_CONNECT_TIMEOUT_MS', 50),
-        'total_ms' => (int) env('FLAGPORT_TIMEOUT_MS', 250),
-        'admin_ms' => (int) env('FLAGPORT_ADMIN_TIMEOUT_MS', 5000),
+        'connect_ms' => (int) env('FLAGPORT_CONNECT_TIMEOUT_MS', $defaults['connect_timeout_ms']),
+        'total_ms' => (int) env('FLAGPORT_TIMEOUT_MS', $defaults['timeout_ms']),
+        'admin_ms' => (int) env('FLAGPORT_ADMIN_TIMEOUT_MS', AdminClient::DEFAULT_TIMEOUT_MS),
     ],
 
     // Defaults when Flagport cannot answer: the default for `a.b` is config('<defaults_config>.a.b'),
@@ -41,14 +47,14 @@ return [
 
     // Last good answers (APCu when available) and the circuit breaker shared by the FPM pool.
     'cache' => [
-        'enabled' => true,
-        'ttl' => 86400,
-        'max_entries' => 10000,
-        'prefix' => env('FLAGPORT_CACHE_PREFIX', 'flagport'),
+        'enabled' => $defaults['cache'],
+        'ttl' => $defaults['cache_ttl'],
+        'max_entries' => $defaults['cache_max_entries'],
+        'prefix' => env('FLAGPORT_CACHE_PREFIX', $defaults['cache_prefix']),
     ],
     'breaker' => [
-        'threshold' => 3,
-        'window' => 30,
-        'cooldown' => 5.0,
+        'threshold' => $defaults['breaker_threshold'],
+        'window' => $defaults['breaker_window'],
+        'cooldown' => $defaults['breaker_cooldown'],
     ],
 ];

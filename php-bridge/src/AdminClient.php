@@ -11,6 +11,9 @@ namespace Flagport;
  */
 final class AdminClient
 {
+    /** Whole-call timeout of an admin call, milliseconds, when none is given. */
+    public const DEFAULT_TIMEOUT_MS = 5000;
+
     private Transport $transport;
 
     /**
@@ -18,7 +21,7 @@ final class AdminClient
      * @param string|null $token     admin token (FLAGPORT_ADMIN_TOKEN)
      * @param int         $timeoutMs whole-call timeout in milliseconds
      */
-    public function __construct(private string $url, private ?string $token, int $timeoutMs = 5000, ?Transport $transport = null)
+    public function __construct(private string $url, private ?string $token, int $timeoutMs = self::DEFAULT_TIMEOUT_MS, ?Transport $transport = null)
     {
         $this->transport = $transport ?? new CurlTransport($url, min(1000, $timeoutMs), $timeoutMs, $token);
     }
@@ -60,9 +63,11 @@ final class AdminClient
      * @return array<string, mixed>
      * @throws AdminException
      */
-    public function stats(string $key, string $since = '24h'): array
+    public function stats(string $key, ?string $since = null): array
     {
-        return $this->call('GET', '/admin/v1/flags/' . rawurlencode($key) . '/stats?since=' . rawurlencode($since), null);
+        // No since: the server's default window (the last 24 hours).
+        $query = $since === null ? '' : '?since=' . rawurlencode($since);
+        return $this->call('GET', '/admin/v1/flags/' . rawurlencode($key) . '/stats' . $query, null);
     }
 
     /**

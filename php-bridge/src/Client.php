@@ -25,22 +25,22 @@ use Flagport\Store\Store;
  * `breaker_threshold` failures, so an outage costs one APCu read per request. Errors are logged
  * once per cool-down for the whole pool.
  *
- * Options (all optional):
+ * Options (all optional; their defaults are {@see Client::DEFAULT_OPTIONS}):
  *
- * | option               | default                   | meaning                                           |
- * |----------------------|---------------------------|---------------------------------------------------|
- * | `url`                | `http://127.0.0.1:8787`   | server URL, or `unix:///path.sock`                |
- * | `eval_token`         | null                      | evaluation token (Bearer), when required          |
- * | `connect_timeout_ms` | 50                        | connection timeout, milliseconds                  |
- * | `timeout_ms`         | 250                       | whole-call timeout, milliseconds                  |
- * | `defaults`           | []                        | flag => default, or callable(string $key): mixed  |
- * | `cache`              | true                      | keep last good answers (APCu, else process memory)|
- * | `cache_ttl`          | 86400                     | seconds a last good answer may be served          |
- * | `cache_max_entries`  | 10000                     | contexts kept; beyond it the cache starts afresh  |
- * | `cache_prefix`       | `flagport`                | APCu key prefix (one per app sharing a pool)      |
- * | `breaker_threshold`  | 3                         | failures within `breaker_window` s that open it   |
- * | `breaker_window`     | 30                        | seconds over which failures are counted           |
- * | `breaker_cooldown`   | 5.0                       | seconds the circuit stays open before a probe     |
+ * | option               | meaning                                            |
+ * |----------------------|----------------------------------------------------|
+ * | `url`                | server URL, or `unix:///path.sock`                 |
+ * | `eval_token`         | evaluation token (Bearer), when required           |
+ * | `connect_timeout_ms` | connection timeout, milliseconds                   |
+ * | `timeout_ms`         | whole-call timeout, milliseconds                   |
+ * | `defaults`           | flag => default, or callable(string $key): mixed   |
+ * | `cache`              | keep last good answers (APCu, else process memory) |
+ * | `cache_ttl`          | seconds a last good answer may be served           |
+ * | `cache_max_entries`  | contexts kept; beyond it the cache starts afresh   |
+ * | `cache_prefix`       | APCu key prefix (one per app sharing a pool)       |
+ * | `breaker_threshold`  | failures within `breaker_window` s that open it    |
+ * | `breaker_window`     | seconds over which failures are counted            |
+ * | `breaker_cooldown`   | seconds the circuit stays open before a probe      |
  *
  * A context is an array of attributes; `targetingKey` is the bucketing unit (a string; an int
  * is sent as its decimal string, absent means `""`: no unit). Other attributes keep their
@@ -53,6 +53,25 @@ final class Client
     public const SOURCE_NOT_MODIFIED = 'not-modified';
     public const SOURCE_LAST_GOOD = 'last-good';
     public const SOURCE_DEFAULTS = 'defaults';
+
+    /**
+     * Every option and its default: the one list. The Laravel config (config/flagport.php),
+     * its service provider and {@see Flagport::client()} read it rather than repeat a value.
+     */
+    public const DEFAULT_OPTIONS = [
+        'url' => 'http://127.0.0.1:8787',
+        'eval_token' => null,
+        'connect_timeout_ms' => 50,
+        'timeout_ms' => 250,
+        'defaults' => [],
+        'cache' => true,
+        'cache_ttl' => 86400,
+        'cache_max_entries' => 10000,
+        'cache_prefix' => 'flagport',
+        'breaker_threshold' => 3,
+        'breaker_window' => 30,
+        'breaker_cooldown' => 5.0,
+    ];
 
     private const BULK_PATH = '/ofrep/v1/evaluate/flags';
     /**
@@ -102,20 +121,7 @@ final class Client
         ?Transport $transport = null,
         ?callable $logger = null,
     ) {
-        $this->options = $options + [
-            'url' => 'http://127.0.0.1:8787',
-            'eval_token' => null,
-            'connect_timeout_ms' => 50,
-            'timeout_ms' => 250,
-            'defaults' => [],
-            'cache' => true,
-            'cache_ttl' => 86400,
-            'cache_max_entries' => 10000,
-            'cache_prefix' => 'flagport',
-            'breaker_threshold' => 3,
-            'breaker_window' => 30,
-            'breaker_cooldown' => 5.0,
-        ];
+        $this->options = self::options($options);
         $url = (string) $this->options['url'];
         $this->transport = $transport ?? new CurlTransport(
             $url,
@@ -135,6 +141,18 @@ final class Client
         $this->logger = $logger ?? static function (string $message): void {
             error_log($message);
         };
+    }
+
+    /**
+     * The options a client runs with: `$options` over {@see DEFAULT_OPTIONS}, an option given
+     * as null (an unset environment variable, a config entry left out) taking its default.
+     *
+     * @param array<string, mixed> $options
+     * @return array<string, mixed>
+     */
+    public static function options(array $options): array
+    {
+        return array_replace(self::DEFAULT_OPTIONS, array_filter($options, static fn (mixed $value): bool => $value !== null));
     }
 
     /**

@@ -33,8 +33,9 @@ final class Flagport
         }
         $url = getenv('FLAGPORT_URL');
         $token = getenv('FLAGPORT_EVAL_TOKEN');
+        // An unset or empty variable: Client::DEFAULT_OPTIONS.
         return self::$client = new Client([
-            'url' => is_string($url) && $url !== '' ? $url : 'http://127.0.0.1:8787',
+            'url' => is_string($url) && $url !== '' ? $url : null,
             'eval_token' => is_string($token) && $token !== '' ? $token : null,
         ]);
     }

@@ -12,16 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flagport import InvalidDocumentError
+from flagport.durations import parse_duration, since_moment, stats_window_start
 from flagport.engine import validate_key
 from flagport_cli._errors import UsageProblem
-from flagport_cli._validate import (
-    check_key,
-    parse_duration,
-    parse_percentage,
-    parse_since,
-    since_moment,
-)
-from flagport_cli.commands.stats import check_since
+from flagport_cli._validate import check_key, check_stats_since, parse_percentage, since_text
 from tests.support.server import free_port
 
 KEYISH = st.text(alphabet="abcz09_-.A \n", max_size=12) | st.from_regex(
@@ -71,11 +65,11 @@ def test_durations() -> None:
     assert parse_duration("7d") == timedelta(days=7)
     assert parse_duration("1h30m") == timedelta(minutes=90)
     for bad in ("", "h", "1", "1x", "-1h", "1h 2m", "36501d", "9" * 400 + "s"):
-        with pytest.raises(UsageProblem):
+        with pytest.raises(ValueError, match="duration"):
             parse_duration(bad)
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert parse_since("1h", now) == "2026-01-02T02:04:05.000Z"
-    assert parse_since("2026-01-01T00:00:00+01:00") == "2025-12-31T23:00:00.000Z"
+    assert since_text("1h", now) == "2026-01-02T02:04:05.000Z"
+    assert since_text("2026-01-01T00:00:00+01:00") == "2025-12-31T23:00:00.000Z"
 
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -89,15 +83,15 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
         ("9" * 400 + "h", "too long"),
         ("9" * 5000 + "s", "too long"),  # beyond int()'s 4,300-digit limit
         ("1000w" * 100, "too long"),
-        ("1e309h", "invalid --since"),
-        ("inf", "invalid --since"),
-        ("nan", "invalid --since"),
-        ("-1h", "invalid --since"),
-        ("+1h", "invalid --since"),
-        ("", "invalid --since"),
-        ("   ", "invalid --since"),
-        ("1h\n2h", "invalid --since"),
-        ("\x00", "invalid --since"),
+        ("1e309h", "--since must be a duration"),
+        ("inf", "--since must be a duration"),
+        ("nan", "--since must be a duration"),
+        ("-1h", "--since must be a duration"),
+        ("+1h", "--since must be a duration"),
+        ("", "--since must be a duration"),
+        ("   ", "--since must be a duration"),
+        ("1h\n2h", "--since must be a duration"),
+        ("\x00", "--since must be a duration"),
         ("0001-01-01T00:00:00+01:00", "out of range"),
         ("9999-12-31T23:59:59-14:00", "out of range"),
         ("2026-01-02T03:04:06Z", "in the future"),
@@ -105,7 +99,7 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     ],
 )
 def test_absurd_since_values_are_usage_problems(text: str, problem: str) -> None:
-    for parse in (parse_since, check_since):
+    for parse in (since_text, check_stats_since):
         with pytest.raises(UsageProblem, match=problem):
             parse(text, NOW)
 
@@ -118,9 +112,30 @@ def test_since_values() -> None:
     assert since_moment("2026-01-02T03:04:05Z", NOW) == NOW
     assert since_moment("2026-01-02T04:00:00+01:00", NOW) == datetime(2026, 1, 2, 3, tzinfo=UTC)
     assert since_moment("1900-01-01", NOW) == datetime(1900, 1, 1, tzinfo=UTC)
-    assert check_since("7d", NOW) == "7d"
-    with pytest.raises(UsageProblem, match="more than 7 days back"):
-        check_since("8d", NOW)
+    assert check_stats_since("7d", NOW) == "7d"
+    with pytest.raises(UsageProblem, match="--since '8d' is more than 7 days back"):
+        check_stats_since("8d", NOW)
+
+
+def test_the_stats_window_starts_on_the_hour_within_the_days_kept() -> None:
+    """What the server reads from ``?since=`` (the CLI checks ``--since`` with the same
+    function): rounded down to the hour, at most 7 days before the current hour."""
+    now = NOW.timestamp()
+    hour = datetime(2026, 1, 2, 3, tzinfo=UTC).timestamp()
+    assert stats_window_start("90m", now) == hour - 2 * 3600  # 01:34:05 -> 01:00
+    assert stats_window_start("0s", now) == hour
+    assert stats_window_start("7d", now) == hour - 7 * 86400
+    assert stats_window_start("2025-12-26T03:59:59Z", now) == hour - 7 * 86400
+    for text, problem in [
+        ("2025-12-26T02:59:59Z", "since '2025-12-26T02:59:59Z' is more than 7 days back"),
+        ("169h", "more than 7 days back"),
+        ("9" * 400 + "h", "too long"),
+        ("yesterday", "since must be a duration such as 1h, 24h or 7d"),
+        ("2026-01-02T03:04:06Z", "in the future"),
+        ("0001-01-01T00:00:00+01:00", "out of range"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            stats_window_start(text, now)
 
 
 def test_disable_imports_only_what_it_needs() -> None:

@@ -21,7 +21,12 @@ from flagport.document import (
     load_document,
     read_document_file,
 )
-from flagport.engine import compile_snapshot, document_from_builtins, validate_key
+from flagport.engine import (
+    compile_snapshot,
+    document_from_builtins,
+    split_validation_message,
+    validate_key,
+)
 from tests.support.documents import alias_bomb, realistic_flags
 from tests.support.server import free_port
 
@@ -579,3 +584,13 @@ def test_a_bootstrap_file_with_aliases_is_refused(
     ):
         assert client.details("bomb", "default").value == "default"
     assert "aliases and anchors are not supported (&l0)" in caplog.text
+
+
+def test_validation_messages_split_into_the_problem_and_where() -> None:
+    """The one reader of msgspec's wording reads msgspec's own messages and the SDK's."""
+    with pytest.raises(msgspec.ValidationError) as raised:
+        msgspec.convert([["x"]], list[list[int]], strict=True)
+    assert split_validation_message(str(raised.value)) == ("Expected `int`, got `str`", "$[0][0]")
+    problem = InvalidDocumentError("weights must total at least 1", '$.flags["a"].weights')
+    assert split_validation_message(str(problem)) == (problem.problem, problem.path)
+    assert split_validation_message("no path here") == ("no path here", None)

@@ -54,17 +54,26 @@ def _lint_imports(
 def test_import_linter_contract_holds() -> None:
     completed = _lint_imports()
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "1 kept, 0 broken" in completed.stdout
+    contracts = _contract()["contracts"]
+    assert isinstance(contracts, list)
+    assert f"{len(contracts)} kept, 0 broken" in completed.stdout
+
+
+def _contract_of_type(kind: str) -> dict[str, object]:
+    contracts: list[dict[str, object]] = _contract()["contracts"]  # type: ignore[assignment]
+    (contract,) = [c for c in contracts if c["type"] == kind]
+    return contract
 
 
 def test_contract_names_no_single_flagport_module() -> None:
     """The contract forbids ``flagport.*`` rather than a list of today's modules, so it
     neither breaks before a module exists nor misses one added later."""
-    contracts: list[dict[str, list[str]]] = _contract()["contracts"]  # type: ignore[assignment]
-    (contract,) = contracts
-    internal = [m for m in contract["forbidden_modules"] if m.startswith("flagport")]
+    contract = _contract_of_type("forbidden")
+    forbidden = contract["forbidden_modules"]
+    assert isinstance(forbidden, list)
+    internal = [m for m in forbidden if m.startswith("flagport")]
     assert internal == ["flagport.*"]
-    assert {"httpx", "yaml"} <= set(contract["forbidden_modules"])
+    assert {"httpx", "yaml"} <= set(forbidden)
 
 
 def _fake_distribution(root: Path, engine_imports: str, extra: dict[str, str]) -> None:
@@ -78,8 +87,7 @@ def _fake_distribution(root: Path, engine_imports: str, extra: dict[str, str]) -
     )
     for name, text in extra.items():
         (package / f"{name}.py").write_text(text)
-    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    (contract,) = config["contracts"]
+    contract = _contract_of_type("forbidden")
     lines = [
         "[tool.importlinter]",
         'root_packages = ["flagport"]',
@@ -129,6 +137,52 @@ def test_contract_catches_violations(
     else:
         assert completed.returncode == 1, output
         assert "0 kept, 1 broken" in completed.stdout, output
+
+
+@pytest.mark.parametrize(
+    ("server_imports", "kept"),
+    [
+        pytest.param("from flagport.engine import compile_snapshot\n", True, id="public"),
+        pytest.param("from flagport._local import LocalClient\n", False, id="flagport._*"),
+        pytest.param("import flagport.engine._flag\n", False, id="flagport.engine._*"),
+    ],
+)
+def test_the_server_and_the_cli_import_no_private_sdk_module(
+    tmp_path: Path, server_imports: str, kept: bool
+) -> None:
+    """The private-modules contract, run on throwaway packages: a server or CLI module may
+    import the SDK's public modules, never a private one at any depth."""
+    for name, text in {
+        "flagport/__init__.py": "",
+        "flagport/_local.py": "",
+        "flagport/engine/__init__.py": "from flagport.engine import _flag\n",
+        "flagport/engine/_flag.py": "",
+        "flagport_server/__init__.py": "",
+        "flagport_server/app.py": server_imports,
+        "flagport_cli/__init__.py": "",
+        "flagport_cli/main.py": "import flagport\n",
+    }.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    contract = _contract_of_type("private_modules")
+    (tmp_path / "pyproject.toml").write_text(
+        "\n".join(
+            [
+                "[tool.importlinter]",
+                f"root_packages = {_contract()['root_packages']!r}",
+                "[[tool.importlinter.contracts]]",
+                f"name = {contract['name']!r}",
+                f"type = {contract['type']!r}",
+                f"packages_with_private_modules = {contract['packages_with_private_modules']!r}",
+            ]
+        )
+        + "\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
+    completed = _lint_imports(cwd=tmp_path, env=env)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == (0 if kept else 1), output
+    assert ("1 kept, 0 broken" if kept else "0 kept, 1 broken") in completed.stdout, output
 
 
 def _imports(path: Path) -> set[str]:

@@ -16,7 +16,8 @@ import pytest
 
 import flagport
 from flagport import AsyncClient, Client, ClientStatus, ErrorCode, EvaluationContext, Reason
-from flagport._remote import split_url, wire_context
+from flagport._connection import split_url
+from flagport.ofrep import request_context
 
 Handler = Callable[[httpx.Request], httpx.Response]
 CTX = {"targetingKey": "42", "company_id": 7}
@@ -58,7 +59,7 @@ def time_out(request: httpx.Request) -> httpx.Response:
     raise httpx.ReadTimeout("timed out", request=request)
 
 
-def test_success_details_and_wire_context() -> None:
+def test_success_details_and_request_context() -> None:
     switch = Switch(ok())
     with client(switch) as flags:
         details = flags.details("ui-improvements", False, CTX)
@@ -293,4 +294,4 @@ def test_evaluation_context_is_a_mapping() -> None:
     assert context.targeting_key == "42"
     assert context.attributes == {"company_id": 7, "plan": "pro"}
     assert context == {"targetingKey": "42", "company_id": 7, "plan": "pro"}
-    assert wire_context(EvaluationContext(plan="x")) == {"plan": "x", "targetingKey": ""}
+    assert request_context(EvaluationContext(plan="x")) == {"plan": "x", "targetingKey": ""}

@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from flagport import LocalClient
-from flagport._remote import KEEPALIVE_EXPIRY
+from flagport._connection import KEEPALIVE_EXPIRY
 from flagport_cli.main import cli
 from flagport_server.serve import (
     METRICS_DIR_PREFIX,

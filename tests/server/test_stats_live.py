@@ -287,7 +287,7 @@ def _flags(server: RunningServer | None, *args: str) -> subprocess.CompletedProc
 @pytest.mark.parametrize(
     ("since", "text"),
     [
-        ("soon", "invalid --since 'soon'"),
+        ("soon", "--since must be a duration such as 1h, 24h or 7d, or an ISO-8601 date-time"),
         ("2999-01-01", "is in the future"),
         ("30d", "more than 7 days back"),
     ],
@@ -365,3 +365,29 @@ def test_metrics_have_bounded_labels(server: RunningServer) -> None:
         text = client.get("/metrics").text
     assert 'flag="(unknown)"' in text
     assert "whatever-1" not in text
+
+
+WIDE_UNITS_FLAG = "performance-monitoring.enhanced-logging"  # evaluated by no other test here
+
+
+def test_a_report_of_wide_units_is_split_by_bytes_and_counted(server: RunningServer) -> None:
+    """1,000 distinct units of 256 control characters (6 bytes each in JSON) encode to about
+    1.5 MB, more than the server reads of one exposure batch (1 MiB). The client splits its
+    report by encoded bytes, so it is counted now instead of refused (413) at every report."""
+    units = [f"{index:04d}" + "\x01" * 252 for index in range(1000)]
+    client = LocalClient(server.url, report_interval=60.0)
+    try:
+        assert client.wait_ready(5.0)
+        for unit in units:
+            client.is_enabled(WIDE_UNITS_FLAG, {"targetingKey": unit})
+        assert client.report_exposures() == 1000
+    finally:
+        client.close()
+
+    def counted() -> bool:
+        return _stats(server, WIDE_UNITS_FLAG)["total_reported_evaluations"] >= 1000
+
+    assert wait_until(counted, 10.0, 0.2)
+    body = _stats(server, WIDE_UNITS_FLAG)
+    assert body["total_reported_evaluations"] == 1000
+    assert abs(body["units_seen"] - 1000) <= 30  # a HyperLogLog estimate (about 0.8 % error)

@@ -40,20 +40,21 @@ final class FlagportServiceProvider extends ServiceProvider
                     return is_array($value) ? ($value['_value'] ?? null) : $value;
                 }
                 : [];
+            // Left out of the config: Client::DEFAULT_OPTIONS (null means "the default").
             return new Client(
                 [
-                    'url' => (string) ($config['url'] ?? 'http://127.0.0.1:8787'),
+                    'url' => $config['url'] ?? null,
                     'eval_token' => $config['eval_token'] ?? null,
-                    'connect_timeout_ms' => (int) ($config['timeouts']['connect_ms'] ?? 50),
-                    'timeout_ms' => (int) ($config['timeouts']['total_ms'] ?? 250),
+                    'connect_timeout_ms' => $config['timeouts']['connect_ms'] ?? null,
+                    'timeout_ms' => $config['timeouts']['total_ms'] ?? null,
                     'defaults' => $defaults,
-                    'cache' => (bool) ($config['cache']['enabled'] ?? true),
-                    'cache_ttl' => (int) ($config['cache']['ttl'] ?? 86400),
-                    'cache_max_entries' => (int) ($config['cache']['max_entries'] ?? 10000),
-                    'cache_prefix' => (string) ($config['cache']['prefix'] ?? 'flagport'),
-                    'breaker_threshold' => (int) ($config['breaker']['threshold'] ?? 3),
-                    'breaker_window' => (int) ($config['breaker']['window'] ?? 30),
-                    'breaker_cooldown' => (float) ($config['breaker']['cooldown'] ?? 5.0),
+                    'cache' => $config['cache']['enabled'] ?? null,
+                    'cache_ttl' => $config['cache']['ttl'] ?? null,
+                    'cache_max_entries' => $config['cache']['max_entries'] ?? null,
+                    'cache_prefix' => $config['cache']['prefix'] ?? null,
+                    'breaker_threshold' => $config['breaker']['threshold'] ?? null,
+                    'breaker_window' => $config['breaker']['window'] ?? null,
+                    'breaker_cooldown' => $config['breaker']['cooldown'] ?? null,
                 ],
                 static fn (): array => self::context($app),
                 null,
@@ -72,9 +73,9 @@ final class FlagportServiceProvider extends ServiceProvider
         $this->app->singleton(AdminClient::class, static function (Application $app): AdminClient {
             $config = (array) $app['config']->get('flagport', []);
             return new AdminClient(
-                (string) ($config['url'] ?? 'http://127.0.0.1:8787'),
+                (string) ($config['url'] ?? Client::DEFAULT_OPTIONS['url']),
                 isset($config['admin_token']) ? (string) $config['admin_token'] : null,
-                (int) ($config['timeouts']['admin_ms'] ?? 5000),
+                (int) ($config['timeouts']['admin_ms'] ?? AdminClient::DEFAULT_TIMEOUT_MS),
             );
         });
     }

@@ -33,6 +33,21 @@ final class LaravelIntegrationTest extends LaravelTestCase
         return [$code, $kernel->output()];
     }
 
+    public function testThePublishedConfigCarriesTheClientDefaults(): void
+    {
+        $this->boot('http://127.0.0.1:9');
+        $defaults = Client::DEFAULT_OPTIONS;
+        $config = $this->app['config'];
+        self::assertSame(
+            ['connect_ms' => $defaults['connect_timeout_ms'], 'total_ms' => $defaults['timeout_ms'], 'admin_ms' => \Flagport\AdminClient::DEFAULT_TIMEOUT_MS],
+            $config->get('flagport.timeouts'),
+        );
+        self::assertSame(
+            ['threshold' => $defaults['breaker_threshold'], 'window' => $defaults['breaker_window'], 'cooldown' => $defaults['breaker_cooldown']],
+            $config->get('flagport.breaker'),
+        );
+    }
+
     public function testRunbookThroughArtisanFeatureAndBlade(): void
     {
         $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));

@@ -32,6 +32,16 @@ final class ClientTest extends TestCase
         return new Client($options + ['url' => 'http://fake'], $resolver, new MemoryStore(), $transport, $logger);
     }
 
+    public function testOptionsLeftOutOrNullTakeTheOneListOfDefaults(): void
+    {
+        self::assertSame(Client::DEFAULT_OPTIONS, Client::options([]));
+        $options = Client::options(['timeout_ms' => null, 'url' => 'unix:///run/f.sock', 'cache' => false]);
+        self::assertSame(Client::DEFAULT_OPTIONS['timeout_ms'], $options['timeout_ms']);
+        self::assertSame('unix:///run/f.sock', $options['url']);
+        self::assertFalse($options['cache'], 'false is a value, not "left out"');
+        self::assertSame(array_keys(Client::DEFAULT_OPTIONS), array_keys($options));
+    }
+
     public function testOneBulkCallPerContextPerRequest(): void
     {
         $transport = new FakeTransport([FakeTransport::bulk(['a' => true, 'b' => false]), FakeTransport::bulk(['a' => false])]);

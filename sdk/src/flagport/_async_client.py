@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from flagport._breaker import CircuitBreaker
-from flagport._client import DEFAULT_TIMEOUT
+from flagport._connection import DEFAULT_TIMEOUT, KEEPALIVE_EXPIRY, auth_headers, split_url
 from flagport._exceptions import ClientError
-from flagport._remote import KEEPALIVE_EXPIRY, RemoteCore, auth_headers, split_url
+from flagport._remote import RemoteCore
 from flagport._types import ClientStatus, FlagDetails, served_on
 
 __all__ = ["AsyncClient"]

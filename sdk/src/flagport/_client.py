@@ -9,17 +9,15 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from flagport._breaker import CircuitBreaker
+from flagport._connection import DEFAULT_TIMEOUT, KEEPALIVE_EXPIRY, auth_headers, split_url
 from flagport._exceptions import ClientError
-from flagport._remote import KEEPALIVE_EXPIRY, RemoteCore, auth_headers, split_url
+from flagport._remote import RemoteCore
 from flagport._types import ClientStatus, FlagDetails, served_on
 
 if TYPE_CHECKING:
     from flagport._async_client import AsyncClient
 
-__all__ = ["DEFAULT_TIMEOUT", "Client"]
-
-#: Short on purpose: a flag check must never hold a request up for long.
-DEFAULT_TIMEOUT = httpx.Timeout(0.5, connect=0.25)
+__all__ = ["Client"]
 
 
 class Client:

@@ -11,7 +11,12 @@ operations such as loading or validating a snapshot document, or misusing the AP
 
 from __future__ import annotations
 
-__all__ = ["ClientError", "FlagportError", "InvalidDocumentError"]
+__all__ = ["PATH_MARKER", "ClientError", "FlagportError", "InvalidDocumentError"]
+
+#: What separates a problem from where it is, in msgspec's validation messages and in
+#: ``str(InvalidDocumentError)``: ``"Expected `int` - at `$.a[0]`"``
+#: (read back by ``flagport.engine.split_validation_message``).
+PATH_MARKER = " - at `"
 
 
 class FlagportError(Exception):
@@ -28,7 +33,7 @@ class InvalidDocumentError(FlagportError, ValueError):
     def __init__(self, problem: str, path: str = "$") -> None:
         self.problem = problem
         self.path = path
-        super().__init__(f"{problem} - at `{path}`")
+        super().__init__(f"{problem}{PATH_MARKER}{path}`")
 
 
 class ClientError(FlagportError):

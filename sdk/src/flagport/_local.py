@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from flagport._connection import KEEPALIVE_EXPIRY, auth_headers, split_url
 from flagport._exceptions import ClientError, FlagportError
-from flagport._remote import KEEPALIVE_EXPIRY, auth_headers, split_url
 from flagport._types import ClientStatus, FlagDetails, details_from_result, served_on
 from flagport.engine import (
     CompiledFlag,
@@ -41,6 +41,7 @@ from flagport.engine import (
     SnapshotDocument,
     compile_snapshot,
 )
+from flagport.exposures import ExposureItem, encode_batch, exposure_batches, exposure_items
 from flagport.tally import Counted, EvaluationTally
 
 __all__ = ["LocalClient"]
@@ -49,45 +50,11 @@ logger = logging.getLogger("flagport")
 
 _EMPTY: Mapping[str, Any] = {}
 _STREAM_UNSUPPORTED = (404, 405, 501)
-#: The server's bounds of one exposure batch (``flagport_server.wire.stats_v1``): items,
-#: units per item, evaluations per item and per batch.
-_MAX_ITEMS = 1000
-_MAX_UNITS = 1000
-_MAX_COUNT = 1_000_000
-_MAX_BATCH_EVALUATIONS = 10_000_000
 #: Units kept per flag and variant while the server cannot be reached.
 _MAX_HELD_UNITS = 100_000
 StatusListener = Callable[[ClientStatus], None]
 ChangeListener = Callable[[int], None]
 Bootstrap = str | os.PathLike[str] | SnapshotDocument | Mapping[str, Any]
-
-
-def _exposure_items(key: str, variant: str, count: int, units: list[str]) -> list[dict[str, Any]]:
-    """One flag and variant's report, split into items within the server's bounds."""
-    parts = max(-(-count // _MAX_COUNT), -(-len(units) // _MAX_UNITS), 1)
-    return [
-        {
-            "key": key,
-            "variant": variant,
-            "count": min(_MAX_COUNT, max(0, count - part * _MAX_COUNT)),
-            "units": units[part * _MAX_UNITS : (part + 1) * _MAX_UNITS],
-        }
-        for part in range(parts)
-    ]
-
-
-def _exposure_batches(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """``items`` grouped into batches within the server's bounds."""
-    batches: list[list[dict[str, Any]]] = [[]]
-    evaluations = 0
-    for item in items:
-        full = len(batches[-1]) == _MAX_ITEMS
-        if full or evaluations + item["count"] > _MAX_BATCH_EVALUATIONS:
-            batches.append([])
-            evaluations = 0
-        batches[-1].append(item)
-        evaluations += item["count"]
-    return batches
 
 
 def _client_error(key: str, code: ErrorCode, message: str) -> EvaluationResult:
@@ -375,12 +342,12 @@ class LocalClient:
         # Errors are not exposures: their counts are taken and dropped.
         taken = self._tally.take()
         counted = [c for c in taken if c.result.error_code is None and c.result.variant is not None]
-        items: list[dict[str, Any]] = []
+        items: list[ExposureItem] = []
         # items[i] reports (part of) counted[owners[i]].
         owners: list[int] = []
         for index, evaluations_of in enumerate(counted):
             result = evaluations_of.result
-            parts = _exposure_items(
+            parts = exposure_items(
                 result.key, result.variant or "", evaluations_of.evaluations, evaluations_of.units
             )
             items += parts
@@ -389,8 +356,12 @@ class LocalClient:
             return 0
         sent = delivered = 0
         try:
-            for batch in _exposure_batches(items):
-                response = self._http.post("/v1/exposures", json={"exposures": batch})
+            for batch in exposure_batches(items):
+                response = self._http.post(
+                    "/v1/exposures",
+                    content=encode_batch(batch),
+                    headers={"Content-Type": "application/json"},
+                )
                 if response.status_code != 200:
                     raise _Failure(f"POST /v1/exposures answered HTTP {response.status_code}")
                 sent += int(response.json().get("evaluations", 0))
@@ -399,7 +370,7 @@ class LocalClient:
             # What was not acknowledged is kept for the next report (a bounded number of
             # units).
             undelivered = [
-                Counted(counted[owner].tally, item["count"], item["units"])
+                Counted(counted[owner].tally, item.count, [str(unit) for unit in item.units])
                 for owner, item in zip(owners[delivered:], items[delivered:], strict=True)
             ]
             self._tally.give_back(undelivered, _MAX_HELD_UNITS)
@@ -490,7 +461,7 @@ class LocalClient:
             return
         if response.status_code != 200:
             raise _Failure(f"GET /v1/snapshot answered HTTP {response.status_code}")
-        from flagport._document import decode_snapshot
+        from flagport.document import decode_snapshot
 
         try:
             document = decode_snapshot(response.content)
@@ -505,7 +476,7 @@ class LocalClient:
     def _load_bootstrap(self) -> None:
         if self._bootstrap is None or self._loaded is not None:
             return
-        from flagport._document import read_bootstrap
+        from flagport.document import read_bootstrap
 
         try:
             document, mtime = read_bootstrap(self._bootstrap)

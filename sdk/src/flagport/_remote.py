@@ -10,91 +10,37 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import msgspec
 
 from flagport._breaker import CircuitBreaker
-from flagport._exceptions import ClientError
 from flagport._types import ClientStatus, FlagDetails, check_type, error_details, type_mismatch
 from flagport.engine import ErrorCode, Reason
+from flagport.ofrep import (
+    BULK_PATH,
+    SINGLE_PATH,
+    Answer,
+    decode_answer,
+    decode_bulk,
+    encode,
+    request_context,
+)
 
-__all__ = ["KEEPALIVE_EXPIRY", "RemoteCore", "split_url"]
+__all__ = ["RemoteCore"]
 
 logger = logging.getLogger("flagport")
 _GENERAL = ErrorCode.GENERAL
 _ERROR = Reason.ERROR
 #: Last known values kept per (flag, context); the oldest go first beyond this.
 MAX_REMEMBERED = 10_000
-USER_AGENT = "flagport-python/0.1.0"
-#: Seconds a pooled connection may stay idle. The server closes keep-alive connections idle
-#: for 5 s; dropping them sooner means never sending a request on one it is closing.
-KEEPALIVE_EXPIRY = 4.0
 
 
-def split_url(url: str) -> tuple[str, str | None]:
-    """(base URL for httpx, Unix socket path or None). ``unix:///run/flagport.sock`` talks HTTP
-    over that socket; ``http(s)://host:port/prefix`` keeps its path prefix."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        path = parts.path or parts.netloc
-        if not path:
-            raise ClientError(f"no socket path in {url!r} (use unix:///path/to/flagport.sock)")
-        return "http://flagport", path
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ClientError(f"unsupported server URL {url!r}: use http://, https:// or unix://")
-    return url.rstrip("/"), None
-
-
-def auth_headers(token: str | None) -> dict[str, str]:
-    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
-
-
-class _Answer(msgspec.Struct):
-    """One OFREP evaluation answer: a success or a failure (``errorCode``)."""
-
-    key: str = ""
-    value: Any = None
-    variant: str | None = None
-    reason: str | None = None
-    errorCode: str | None = None
-    errorDetails: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class _Bulk(msgspec.Struct):
-    flags: list[_Answer]
-
-
-_decode_answer = msgspec.json.Decoder(_Answer).decode
-_decode_bulk = msgspec.json.Decoder(_Bulk).decode
-_encode = msgspec.json.Encoder().encode
 _REASONS = {reason.value: reason for reason in Reason}
 _CODES = {code.value: code for code in ErrorCode}
 
 
-def wire_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
-    """OFREP wants ``targetingKey`` as a string: an integer is sent in decimal (it buckets the
-    same), an absent one as ``""`` (no unit: flags that need none still evaluate, as in
-    process)."""
-    if context is None:
-        return {"targetingKey": ""}
-    data = context if type(context) is dict else dict(context)
-    key = data.get("targetingKey")
-    if type(key) is str:
-        return data
-    data = dict(data)
-    if key is None:
-        data["targetingKey"] = ""
-    elif type(key) is int:
-        data["targetingKey"] = str(key)
-    return data
-
-
-def _raw(answer: _Answer, key: str) -> FlagDetails:
+def _raw(answer: Answer, key: str) -> FlagDetails:
     """The answer as details with the *served* value (type not yet checked)."""
     if answer.errorCode is not None:
         return FlagDetails(
@@ -132,15 +78,16 @@ class RemoteCore:
 
     @staticmethod
     def single_path(key: str) -> str:
-        return "/ofrep/v1/evaluate/flags/" + quote(key, safe="")
+        return SINGLE_PATH + "/" + quote(key, safe="")
 
-    BULK_PATH = "/ofrep/v1/evaluate/flags"
+    #: Where every flag is evaluated (``flagport.ofrep.BULK_PATH``).
+    BULK_PATH = BULK_PATH
 
     @staticmethod
     def body(context: Mapping[str, Any] | None) -> bytes | None:
         """The request body, or None when the context cannot be encoded (INVALID_CONTEXT)."""
         try:
-            return _encode({"context": wire_context(context)})
+            return encode({"context": request_context(context)})
         except (TypeError, ValueError, OverflowError):
             return None
 
@@ -155,7 +102,7 @@ class RemoteCore:
         against the circuit breaker: unreachable, refused token, overload, garbage."""
         if status in (200, 400, 404, 500):
             try:
-                answer = _decode_answer(content)
+                answer = decode_answer(content)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return f"unreadable answer from the server (HTTP {status})"
             if status == 200 and answer.errorCode is None and answer.variant is None:
@@ -180,7 +127,7 @@ class RemoteCore:
             return "HTTP 304 for an answer this client does not have"
         if status == 200:
             try:
-                bulk = _decode_bulk(content)
+                bulk = decode_bulk(content)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return "unreadable bulk answer from the server"
             results = {answer.key: _raw(answer, answer.key) for answer in bulk.flags}
@@ -193,7 +140,7 @@ class RemoteCore:
             return f"the server refused the token (HTTP {status})"
         if status == 400:
             try:
-                answer = _decode_answer(content)
+                answer = decode_answer(content)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return "unreadable answer from the server (HTTP 400)"
             return _raw(answer, "").error_message or "bad request"

@@ -1,4 +1,7 @@
-"""Read and write snapshot documents as JSON or YAML (config as code).
+"""Snapshot documents, the one home: read and write them as JSON or YAML (config as code),
+read a file within the size limit, decode the server's ``/v1/snapshot`` body and read
+:class:`~flagport.LocalClient`'s bootstrap files. The pure conversion of decoded builtins into
+models is the engine's (``flagport.engine.document_from_builtins``).
 
 ``load_document`` raises only :class:`~flagport.InvalidDocumentError`; its ``path`` names the
 offending field and, for syntax errors, the message names the line.
@@ -11,6 +14,8 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -19,6 +24,7 @@ from flagport._exceptions import InvalidDocumentError
 from flagport.engine import (
     MAX_DOCUMENT_BYTES,
     SnapshotDocument,
+    TolerantDecoder,
     check_document_limits,
     compile_snapshot,
     document_from_builtins,
@@ -27,11 +33,13 @@ from flagport.engine import (
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "Format",
+    "decode_snapshot",
     "dump_document",
     "line_of",
     "load_document",
     "lone_surrogate",
     "parse_json",
+    "read_bootstrap",
     "read_document_file",
     "strip_volatile",
 ]
@@ -345,3 +353,36 @@ def line_of(text: str, path: str) -> int | None:
         else:
             break
     return line
+
+
+#: A newer server's snapshot may carry fields this SDK does not know: they are ignored.
+_decode = TolerantDecoder(SnapshotDocument).decode
+
+
+def decode_snapshot(content: bytes) -> SnapshotDocument:
+    """The document served by ``GET /v1/snapshot``, fields this SDK does not know ignored
+    (they are additive: a newer server's snapshot reads as the one this SDK knows)."""
+    try:
+        return _decode(content)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise InvalidDocumentError(f"unreadable snapshot from the server: {error}") from None
+
+
+def read_bootstrap(
+    source: str | os.PathLike[str] | SnapshotDocument | Mapping[str, Any],
+) -> tuple[SnapshotDocument, float | None]:
+    """(document, file modification time or None) from a JSON/YAML file, a document or a
+    mapping. Read as the server's snapshot is: cross-references are not enforced (a broken
+    flag serves PARSE_ERROR, as it would from the server) and fields this SDK does not know
+    are ignored (a newer server's export)."""
+    if isinstance(source, SnapshotDocument):
+        return source, None
+    if isinstance(source, Mapping):
+        return document_from_builtins(dict(source), ignore_unknown_fields=True), None
+    path = Path(source)
+    try:
+        data = read_document_file(path)
+        mtime = path.stat().st_mtime
+    except OSError as error:
+        raise InvalidDocumentError(f"cannot read bootstrap file {str(path)!r}: {error}") from None
+    return load_document(data, strict=False, ignore_unknown_fields=True), mtime

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from flagport.engine import EvaluationResult
+from flagport.engine import EvaluationResult, unit_text
 
 __all__ = ["MAX_UNIT_LENGTH", "Counted", "EvaluationTally", "ResultTally", "counted_unit"]
 
@@ -35,19 +35,19 @@ _HELD_BY_TALLY_ONLY = 2
 
 
 def counted_unit(value: Any) -> str | None:
-    """The unit a context value (or a reported unit) counts as: a non-empty string, or an
-    integer as its decimal string (the engine buckets nothing else). A string longer than
+    """The unit a context value (or a reported unit) counts as: the unit the engine buckets
+    (:func:`flagport.engine.unit_text`: a non-empty string, or an integer as its decimal
+    string), None for anything the engine does not bucket. A string longer than
     :data:`MAX_UNIT_LENGTH` counts as its digest, so what is held and sent per unit is
     bounded whatever the contexts carry; everyone digests alike, so the unit is still counted
     once."""
-    if value.__class__ is str:
-        if len(value) > MAX_UNIT_LENGTH:
-            digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16)
-            return "blake2b:" + digest.hexdigest()
-        return value or None
-    if value.__class__ is int:
-        return str(value)
-    return None
+    # The common case first (what unit_text returns unchanged), then the engine's rule.
+    unit = value if value.__class__ is str and value.isascii() else unit_text(value)
+    if unit.__class__ is not str or not unit:
+        return None
+    if len(unit) > MAX_UNIT_LENGTH:
+        return "blake2b:" + hashlib.blake2b(unit.encode(), digest_size=16).hexdigest()
+    return unit
 
 
 class ResultTally:

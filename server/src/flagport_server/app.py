@@ -31,7 +31,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from flagport._exceptions import InvalidDocumentError
+from flagport import InvalidDocumentError
 from flagport.engine import SnapshotDocument
 from flagport_server.auth import (
     PUBLIC,

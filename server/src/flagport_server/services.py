@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from flagport._exceptions import InvalidDocumentError
+from flagport import InvalidDocumentError
 from flagport.document import strip_volatile
 from flagport.engine import (
     CompiledSnapshot,

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from flagport._exceptions import InvalidDocumentError
+from flagport import InvalidDocumentError
 from flagport.engine import (
     CompiledSnapshot,
     Flag,

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from flagport.durations import hour_of
 from flagport.engine import ErrorCode, EvaluationResult, Reason
 from flagport.tally import Counted, EvaluationTally, counted_unit
 from flagport_server.stores.base import StatsBatch, Store
@@ -74,10 +75,6 @@ _ERROR = Reason.ERROR
 
 def minute_of(at: float) -> int:
     return int(at // 60) * 60
-
-
-def hour_of(at: float) -> int:
-    return int(at // 3600) * 3600
 
 
 class Drained(NamedTuple):

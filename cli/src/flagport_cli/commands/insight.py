@@ -11,7 +11,7 @@ import click
 from flagport_cli._app import App, json_option, pass_app
 from flagport_cli._errors import NotAuthorized, UsageProblem
 from flagport_cli._output import echo_json, fmt_percentage, fmt_value, printable, table
-from flagport_cli._validate import check_key, parse_since
+from flagport_cli._validate import check_key, since_text
 from flagport_cli.commands.flags import flag_path
 
 __all__ = ["audit", "explain", "status"]
@@ -50,7 +50,7 @@ def audit(app: App, key: str | None, since: str | None, actor: str | None, limit
     params = {
         "flag": key,
         "actor": actor,
-        "since": parse_since(since) if since is not None else None,
+        "since": since_text(since) if since is not None else None,
         "limit": limit,
     }
     body = app.api().call("GET", "/admin/v1/audit", params=params)

@@ -3,33 +3,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
 
 from flagport_cli._app import App, json_option, pass_app
-from flagport_cli._errors import UsageProblem
 from flagport_cli._output import echo_json, fmt_percentage, printable, table
-from flagport_cli._validate import check_key, since_moment
+from flagport_cli._validate import check_key, check_stats_since
 from flagport_cli.commands.flags import flag_path
 
-__all__ = ["check_since", "stale", "stats"]
+__all__ = ["stale", "stats"]
 
-#: How far back stats are kept (the server refuses more).
-MAX_WINDOW = timedelta(days=7)
 _BARS = " ▁▂▃▄▅▆▇█"
-
-
-def check_since(text: str, now: datetime | None = None) -> str:
-    """``text`` if it is a duration or an ISO-8601 date-time within the last 7 days (the
-    server rounds it down to the hour), else :class:`UsageProblem` saying why."""
-    now = now or datetime.now(UTC)
-    moment = since_moment(text, now)
-    hour = moment.replace(minute=0, second=0, microsecond=0)
-    if hour < now.replace(minute=0, second=0, microsecond=0) - MAX_WINDOW:
-        raise UsageProblem(f"--since {text!r} is more than 7 days back: stats are kept 7 days")
-    return text
 
 
 def _number(value: Any) -> str:
@@ -65,18 +51,16 @@ def _sparkline(series: list[dict[str, Any]], since: str, until: str) -> tuple[st
 @click.argument("key")
 @click.option(
     "--since",
-    default="24h",
-    show_default=True,
     help="Window start: 1h, 24h, 7d or an ISO-8601 date-time (rounded down to the hour; "
-    "at most 7 days back).",
+    "at most 7 days back). Default: the server's, the last 24 hours.",
 )
 @json_option
 @pass_app
-def stats(app: App, key: str, since: str) -> None:
+def stats(app: App, key: str, since: str | None) -> None:
     """Adoption of a flag: who saw what (evaluations, unique units, series, changes)."""
     check_key(key)
-    check_since(since)
-    body = app.api().call("GET", flag_path(key, "/stats"), params={"since": since})
+    params = {} if since is None else {"since": check_stats_since(since)}
+    body = app.api().call("GET", flag_path(key, "/stats"), params=params)
     if app.json:
         echo_json(body)
         return

@@ -13,7 +13,7 @@ final class FeatureStatsCommand extends Command
 {
     /** @var string */
     protected $signature = 'feature:stats {key : The flag key, e.g. ui-improvements}
-        {--since=24h : Window start: 1h, 24h, 7d or an ISO-8601 date-time (at most 7 days back)}';
+        {--since= : Window start: 1h, 24h, 7d or an ISO-8601 date-time (at most 7 days back; default: the server\'s, the last 24 hours)}';
 
     /** @var string */
     protected $description = 'Adoption of a Flagport feature flag: evaluations, unique users, changes';
@@ -21,13 +21,15 @@ final class FeatureStatsCommand extends Command
     public function handle(AdminClient $admin): int
     {
         $key = (string) $this->argument('key');
-        $since = (string) ($this->option('since') ?: '24h');
-        if (preg_match('/^(\d+[smhdw])+$/', $since) !== 1 && !self::isIsoDate($since)) {
+        $since = $this->option('since') ?: null;
+        // The form only, for exit code 2 before any request (as `flags stats`); the server reads
+        // the value (flagport.durations in the Python tree) and refuses what it cannot serve.
+        if ($since !== null && preg_match('/^(\d+[smhdw])+$/', (string) $since) !== 1 && !self::isIsoDate((string) $since)) {
             $this->error("invalid --since '$since': use a duration (1h, 24h, 7d) or an ISO-8601 date-time");
             return 2;
         }
         try {
-            $stats = $admin->stats($key, $since);
+            $stats = $admin->stats($key, $since === null ? null : (string) $since);
         } catch (AdminException $error) {
             $this->error($error->getMessage());
             return $error->exitCode();

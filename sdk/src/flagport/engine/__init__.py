@@ -4,12 +4,16 @@ It imports only msgspec, mmh3 and a few stdlib modules (an import-linter contrac
 reads the clock, the network or the disk, and never raises during evaluation.
 """
 
-from flagport.engine._bucketing import BUCKETS, bucket, hash_unit
-from flagport.engine._common import check_percentage, validate_key
+from flagport.engine._bucketing import BUCKETS, bucket, bucket_of_hash, hash_unit, point_of_hash
+from flagport.engine._common import check_percentage, unit_text, validate_key
 from flagport.engine._compile import compile_snapshot
-from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
 from flagport.engine._flag import CompiledFlag
+from flagport.engine._from_builtins import (
+    document_from_builtins,
+    flag_from_builtins,
+    split_validation_message,
+)
 from flagport.engine._limits import (
     MAX_CONDITION_VALUES,
     MAX_DOCUMENT_BYTES,
@@ -59,6 +63,7 @@ __all__ = [
     "SnapshotDocument",
     "TolerantDecoder",
     "bucket",
+    "bucket_of_hash",
     "check_condition_values",
     "check_document_limits",
     "check_flag_limits",
@@ -71,5 +76,8 @@ __all__ = [
     "explain",
     "flag_from_builtins",
     "hash_unit",
+    "point_of_hash",
+    "split_validation_message",
+    "unit_text",
     "validate_key",
 ]

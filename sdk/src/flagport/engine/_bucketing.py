@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import mmh3
 
-__all__ = ["BUCKETS", "bucket", "hash_unit", "threshold"]
+__all__ = [
+    "BUCKETS",
+    "bucket",
+    "bucket_of_hash",
+    "first_hash_at",
+    "hash_unit",
+    "point_of_hash",
+    "threshold",
+]
 
 #: Buckets per flag: 0.001 % resolution.
 BUCKETS = 100_000
@@ -30,7 +38,28 @@ def bucket(salt: str, unit: str | int, seed: int = 0) -> int:
     A unit is included at percentage ``p`` when ``bucket(...) < round(p * 1000)``. An
     integer unit buckets as its decimal string.
     """
-    return (mmh3.hash(_utf8(f"{salt}:{unit}"), seed, False) * BUCKETS) >> 32
+    return point_of_hash(mmh3.hash(_utf8(f"{salt}:{unit}"), seed, False), BUCKETS)
+
+
+def point_of_hash(hashed: int, total: int) -> int:
+    """Where an unsigned 32-bit hash falls among ``total`` equal slots: ``hash * total / 2**32``
+    rounded down, in [0, total). The one expression of bucketing spec v1: a unit's bucket is
+    ``point_of_hash(seed-0 hash, BUCKETS)``, its point among the weights
+    ``point_of_hash(seed-1 hash, total weight)``."""
+    return (hashed * total) >> 32
+
+
+def bucket_of_hash(hashed: int) -> int:
+    """The bucket in [0, 100000) of a unit whose seed-0 hash is ``hashed``."""
+    return point_of_hash(hashed, BUCKETS)
+
+
+def first_hash_at(point: int, total: int = BUCKETS) -> int:
+    """The smallest hash whose :func:`point_of_hash` (of ``total``) is ``point`` or more, so
+    ``point_of_hash(h, total) < point`` exactly when ``h < first_hash_at(point, total)``.
+    The evaluators compare a unit's hash with bounds computed once per flag instead of
+    computing its point per evaluation; ``2**32`` (no hash) for ``point == total``."""
+    return -(-(point << 32) // total)
 
 
 def threshold(percentage: float) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import mmh3
 
-from flagport.engine._bucketing import BUCKETS
+from flagport.engine._bucketing import bucket_of_hash, point_of_hash
 from flagport.engine._common import unit_text
 from flagport.engine._flag import CompiledFlag, Split
 from flagport.engine._snapshot import CompiledSnapshot
@@ -56,7 +56,7 @@ def _split_trace(flag: CompiledFlag, split: Split, context: Mapping[str, Any]) -
         return trace
     hash_input = flag.prefix + unit
     hashed = mmh3.hash(hash_input, 0, False)
-    bucket = (hashed * BUCKETS) >> 32
+    bucket = bucket_of_hash(hashed)
     trace.update(
         unit=unit,
         hash_input=hash_input,
@@ -65,7 +65,7 @@ def _split_trace(flag: CompiledFlag, split: Split, context: Mapping[str, Any]) -
         included=bucket < split.threshold,
     )
     if split.weighted and bucket < split.threshold:
-        point = (mmh3.hash(hash_input, 1, False) * split.total) >> 32
+        point = point_of_hash(mmh3.hash(hash_input, 1, False), split.total)
         trace["weight_point"] = point
         trace["weight_total"] = split.total
     return trace

@@ -13,7 +13,7 @@ from typing import Any
 import mmh3
 
 from flagport._exceptions import InvalidDocumentError
-from flagport.engine._bucketing import BUCKETS
+from flagport.engine._bucketing import BUCKETS, first_hash_at
 from flagport.engine._common import Context, Memo, values_say_on
 from flagport.engine._conditions import Matcher
 from flagport.engine._reference import reference_evaluate
@@ -34,13 +34,25 @@ _ERROR = Reason.ERROR
 class Split:
     """Percentage inclusion plus an optional weighted choice of variant (seed 1)."""
 
-    __slots__ = ("cumulative", "threshold", "total", "variants")
+    __slots__ = (
+        "cumulative",
+        "included_below",
+        "picked_below",
+        "threshold",
+        "total",
+        "variants",
+    )
 
     def __init__(
         self, bound: int, weights: dict[str, int] | None, path: str, variants: Mapping[str, Any]
     ) -> None:
         self.threshold = bound
+        #: A unit is included when its seed-0 hash is below this (its bucket below ``bound``).
+        self.included_below = first_hash_at(bound)
         self.cumulative: list[int] = []
+        #: ``variants[i]`` is picked when the seed-1 hash is below ``picked_below[i]`` (and
+        #: not an earlier bound): its point among the weights is below ``cumulative[i]``.
+        self.picked_below: list[int] = []
         self.variants: list[str] = []
         self.total = 0
         if weights is None:
@@ -67,6 +79,7 @@ class Split:
                 f"{path}.weights",
             )
         self.total = running
+        self.picked_below = [first_hash_at(limit, running) for limit in self.cumulative]
 
     @property
     def weighted(self) -> bool:
@@ -77,16 +90,13 @@ class Split:
 
     def pick(self, prefix: str, unit: str) -> tuple[bool, str | None]:
         """(included, weighted variant or None). ``prefix`` is ``salt + ":"``."""
-        if (
-            self.threshold < BUCKETS
-            and (mmh3.hash(prefix + unit, 0, False) * BUCKETS) >> 32 >= self.threshold
-        ):
+        if self.threshold < BUCKETS and mmh3.hash(prefix + unit, 0, False) >= self.included_below:
             return False, None
         if not self.total:
             return True, None
-        point = (mmh3.hash(prefix + unit, 1, False) * self.total) >> 32
-        for bound, name in zip(self.cumulative, self.variants, strict=True):
-            if point < bound:
+        hashed = mmh3.hash(prefix + unit, 1, False)
+        for below, name in zip(self.picked_below, self.variants, strict=True):
+            if hashed < below:
                 return True, name
         return True, self.variants[-1]  # pragma: no cover - point < total always
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flagport.engine._common import Context, Memo, valid_utf8
+from flagport.engine._common import Context, Memo, unit_text
 from flagport.engine._conditions import int_text
 from flagport.engine.models import EvaluationResult, Reason
 
@@ -93,21 +93,9 @@ def _split(flag: CompiledFlag, split: Split, context: Context, reason: Reason) -
         if split.threshold == 0:
             return flag.result(flag.off_variant, _STATIC if reason is _SPLIT else reason)
         return flag.result(flag.on_variant, _STATIC if reason is _SPLIT else reason)
-    unit = context.get(flag.bucket_by)
-    kind = type(unit)
-    if kind is not str:
-        if kind is int:
-            unit = int_text(unit)  # type: ignore[arg-type]
-            if unit is None:
-                return flag.results.unit_invalid()
-        elif unit is None:
-            return flag.results.unit_missing()
-        else:
-            return flag.results.unit_invalid()
-    elif not unit:
-        return flag.results.unit_missing()
-    elif not unit.isascii() and not valid_utf8(unit):
-        return flag.results.unit_invalid()
+    unit = unit_text(context.get(flag.bucket_by))
+    if type(unit) is not str:
+        return flag.results.unit_missing() if unit is None else flag.results.unit_invalid()
     included, variant = split.pick(flag.prefix, unit)
     if not included:
         return flag.result(flag.off_variant, reason)

@@ -88,12 +88,12 @@ def _split_evaluator(
     off = flag.result(flag.off_variant, reason)
     if not split.weighted:
         on = flag.result(flag.on_variant, reason)
-        return _Rollout(flag, split.threshold, on, off).evaluate
+        return _Rollout(flag, split.included_below, on, off).evaluate
     picks = [
-        (limit, flag.result(name, reason))
-        for limit, name in zip(split.cumulative, split.variants, strict=True)
+        (below, flag.result(name, reason))
+        for below, name in zip(split.picked_below, split.variants, strict=True)
     ]
-    return _Weighted(flag, split.threshold, split.total, picks, off).evaluate
+    return _Weighted(flag, split.threshold, split.included_below, picks, off).evaluate
 
 
 class _GateOutcomes:
@@ -253,15 +253,20 @@ class _Rollout:
     closure holds a cell per captured name, and 10,000 flags' cells make the garbage
     collector walk far more during compilation (bound-method calls cost ~5 % more)."""
 
-    __slots__ = ("bound", "bucket_by", "off", "on", "prefix", "results")
+    __slots__ = ("bucket_by", "included_below", "off", "on", "prefix", "results")
 
     def __init__(
-        self, flag: CompiledFlag, bound: int, on: EvaluationResult, off: EvaluationResult
+        self,
+        flag: CompiledFlag,
+        included_below: int,
+        on: EvaluationResult,
+        off: EvaluationResult,
     ) -> None:
         self.results = flag.results
         self.bucket_by = flag.bucket_by
         self.prefix = flag.prefix
-        self.bound = bound
+        #: The split's hash bound (``Split.included_below``): the bucket is never computed.
+        self.included_below = included_below
         self.on = on
         self.off = off
 
@@ -273,7 +278,7 @@ class _Rollout:
             unit = unit_text(unit)
             if type(unit) is not str:
                 return self.results.unit_missing() if unit is None else self.results.unit_invalid()
-        if (_murmur(self.prefix + unit, 0, False) * BUCKETS) >> 32 < self.bound:
+        if _murmur(self.prefix + unit, 0, False) < self.included_below:
             return self.on
         return self.off
 
@@ -281,13 +286,13 @@ class _Rollout:
 class _Weighted:
     """A split with weights: included units (seed 0) pick a variant with seed 1."""
 
-    __slots__ = ("bound", "bucket_by", "off", "picks", "prefix", "results", "total")
+    __slots__ = ("bound", "bucket_by", "included_below", "off", "picks", "prefix", "results")
 
     def __init__(
         self,
         flag: CompiledFlag,
         bound: int,
-        total: int,
+        included_below: int,
         picks: list[tuple[int, EvaluationResult]],
         off: EvaluationResult,
     ) -> None:
@@ -295,7 +300,8 @@ class _Weighted:
         self.bucket_by = flag.bucket_by
         self.prefix = flag.prefix
         self.bound = bound
-        self.total = total
+        #: Hash bounds computed once (``Split.included_below``, ``Split.picked_below``).
+        self.included_below = included_below
         self.picks = picks
         self.off = off
 
@@ -308,11 +314,10 @@ class _Weighted:
             if type(unit) is not str:
                 return self.results.unit_missing() if unit is None else self.results.unit_invalid()
         text = self.prefix + unit
-        bound = self.bound
-        if bound < BUCKETS and (_murmur(text, 0, False) * BUCKETS) >> 32 >= bound:
+        if self.bound < BUCKETS and _murmur(text, 0, False) >= self.included_below:
             return self.off
-        point = (_murmur(text, 1, False) * self.total) >> 32
-        for limit, result in self.picks:
-            if point < limit:
+        hashed = _murmur(text, 1, False)
+        for below, result in self.picks:
+            if hashed < below:
                 return result
         return self.picks[-1][1]  # pragma: no cover - point < total always

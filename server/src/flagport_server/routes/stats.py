@@ -5,7 +5,6 @@ the admin API's per-flag report and stale-flag list. The counting itself is
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from typing import Annotated, Any
 
@@ -13,13 +12,14 @@ from litestar import Request, Router, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from flagport.durations import DEFAULT_STATS_SINCE, hour_of, stats_window_start
 from flagport.engine import CompiledFlag, Reason
 from flagport.tally import counted_unit
 from flagport_server.auth import SDK, TOKEN_REQUIRED, VIEWER, requires, scope_guard
 from flagport_server.errors import InvalidInput, StoreUnavailable
 from flagport_server.services import AdminService
-from flagport_server.stats import StatsRecorder, hour_of
-from flagport_server.stores.base import STATS_HOURS_KEPT, AuditEntry, AuditQuery
+from flagport_server.stats import StatsRecorder
+from flagport_server.stores.base import AuditEntry, AuditQuery
 from flagport_server.wire.stats_v1 import (
     MAX_EXPOSURE_BODY,
     ExposureBatch,
@@ -35,11 +35,7 @@ from flagport_server.wire.stats_v1 import (
     exposure_item_problem,
 )
 
-__all__ = ["exposures", "parse_since", "stats_router"]
-
-_DURATION = re.compile(r"(\d+)([smhdw])")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-DEFAULT_SINCE = "24h"
+__all__ = ["exposures", "stats_router"]
 
 
 def iso(at: float) -> str:
@@ -47,46 +43,7 @@ def iso(at: float) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def parse_since(text: str, now: float) -> int:
-    """The start of the window: a duration back from ``now`` (``90m``, ``24h``, ``7d``) or
-    an ISO-8601 date-time, rounded down to the hour; at most 7 days back, not in the future.
-    """
-    raw = text.strip().lower()
-    too_far = InvalidInput(
-        f"since {text!r} is more than 7 days back: stats are kept 7 days", "since"
-    )
-    position, seconds = 0, 0
-    for match in _DURATION.finditer(raw):
-        if match.start() != position:
-            break
-        amount = match.group(1).lstrip("0")
-        if len(amount) > 9:  # a billion seconds is 31 years: no need to read 400 digits
-            raise too_far
-        seconds += int(amount or "0") * _SECONDS[match.group(2)]
-        position = match.end()
-    if raw and position == len(raw):
-        since = now - seconds
-    else:
-        try:
-            moment = dt.datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise InvalidInput(
-                f"since must be a duration such as 1h, 24h or 7d, or an ISO-8601 date-time; "
-                f"got {text!r}",
-                "since",
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.UTC)
-        since = moment.timestamp()
-    if since > now:
-        raise InvalidInput(f"since {text!r} is in the future", "since")
-    hour = hour_of(since)
-    if hour < hour_of(now) - STATS_HOURS_KEPT * 3600:
-        raise too_far
-    return hour
-
-
-# -- exposures (sdk scope) -----------------------------------------------------------
+# -- exposures (evaluation scope) -----------------------------------------------------------
 
 
 @post(
@@ -182,12 +139,15 @@ def _serves_everyone(flag: CompiledFlag) -> str | None:
 async def flag_stats(
     key: FromPath[str],
     request: Request[Any, Any, State],
-    since: Annotated[str, QueryParameter(required=False)] = DEFAULT_SINCE,
+    since: Annotated[str, QueryParameter(required=False)] = DEFAULT_STATS_SINCE,
 ) -> FlagStats:
     """``since``: ``1h``, ``24h``, ``7d`` or an ISO-8601 date-time, rounded down to the hour,
     at most 7 days back."""
     now = time.time()
-    start = parse_since(since, now)
+    try:
+        start = stats_window_start(since, now)
+    except ValueError as error:
+        raise InvalidInput(str(error), "since") from None
     service = _service(request)
     flag, _ = await service.get_flag(key)
     until = hour_of(now) + 3600

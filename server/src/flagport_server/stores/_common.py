@@ -10,7 +10,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
-from flagport._exceptions import InvalidDocumentError
+from flagport import InvalidDocumentError
 from flagport.engine import (
     Flag,
     Segment,

@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from flagport.durations import STATS_HOURS_KEPT
 from flagport.engine import Flag, Segment, SnapshotDocument
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
     "migrated_token",
 ]
 
-#: Unique-unit sketches and hourly evaluation counts are kept this many hours (7 days).
-STATS_HOURS_KEPT = 7 * 24
 #: The per-minute series is kept this many minutes (48 hours).
 STATS_MINUTES_KEPT = 48 * 60
 

@@ -1,4 +1,6 @@
-"""Turn decoded JSON/YAML (plain builtins) into validated model objects.
+"""Plain builtins (decoded JSON or YAML) into validated model objects: the pure half of
+reading a document. Every document is read through :mod:`flagport.document` (text, files,
+the server's snapshot, bootstrap files), which calls this; nothing else reads documents.
 
 msgspec validates types and bounds; this module re-roots its error paths so that they name
 the flag (``$.flags["a.b"].percentage``) and turns every failure into
@@ -11,16 +13,32 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from flagport._exceptions import InvalidDocumentError
+from flagport._exceptions import PATH_MARKER, InvalidDocumentError
 from flagport.engine._tolerant import TolerantDecoder
 from flagport.engine.models import BUCKETING_VERSION, Flag, Segment, SnapshotDocument
 
-__all__ = ["document_from_builtins", "flag_from_builtins", "segment_from_builtins"]
+__all__ = [
+    "document_from_builtins",
+    "flag_from_builtins",
+    "segment_from_builtins",
+    "split_validation_message",
+]
 
 T = TypeVar("T")
 
 _tolerant_flags = TolerantDecoder(Flag)
 _tolerant_segments = TolerantDecoder(Segment)
+
+
+def split_validation_message(message: str) -> tuple[str, str | None]:
+    """(problem, JSON path or None) from a msgspec validation message, the two parts split at
+    ``PATH_MARKER`` (``flagport._exceptions``, which shows the wording): ``("Expected `int`,
+    got `str`", "$.flags[0]")``. The one reader of msgspec's wording: documents here, request
+    bodies in the server."""
+    problem, found, where = message.partition(PATH_MARKER)
+    if not found:
+        return message, None
+    return problem, where.rstrip("`")
 
 
 def _convert(obj: Any, kind: type[T], path: str, tolerant: TolerantDecoder[T] | None = None) -> T:
@@ -29,10 +47,9 @@ def _convert(obj: Any, kind: type[T], path: str, tolerant: TolerantDecoder[T] | 
             return tolerant.convert(obj)
         return msgspec.convert(obj, kind, strict=True)
     except msgspec.ValidationError as error:
-        message, _, where = str(error).partition(" - at `")
-        where = where.rstrip("`")
-        where = path + where[1:] if where.startswith("$") else path
-        raise InvalidDocumentError(message, where) from None
+        message, where = split_validation_message(str(error))
+        at = path + where[1:] if where is not None and where.startswith("$") else path
+        raise InvalidDocumentError(message, at) from None
     except (
         TypeError,
         ValueError,

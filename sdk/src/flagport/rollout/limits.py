@@ -23,6 +23,7 @@ __all__ = [
     "MAX_PERIOD_SECONDS",
     "MAX_REQUESTS",
     "MAX_STEPS",
+    "MAX_VARIANT_LENGTH",
     "MAX_WINDOW_SECONDS",
     "MIN_WINDOW_SECONDS",
 ]
@@ -56,6 +57,8 @@ MAX_EVENT_COUNT: Final = 1_000_000
 MAX_PERIOD_SECONDS: Final = 120
 MAX_PERIOD_AGE_SECONDS: Final = 120
 
+#: A variant name, as a flag's (docs/spec.md section 3).
+MAX_VARIANT_LENGTH: Final = 100
 #: Event names and labels, in guards and in outcome events alike.
 MAX_EVENT_NAME_LENGTH: Final = 64
 MAX_LABELS: Final = 8

@@ -188,12 +188,14 @@ def test_bucket_bounds_and_quantiles() -> None:
 def test_a_window_is_the_partial_minute_and_the_whole_minutes_before() -> None:
     assert window_start(300, NOW) == NOW - 20 - 300
     aggregate = OutcomeAggregate()
-    for age in (0, 20, 21, 320, 321):  # the period's end, seconds before NOW
+    for age in (0, 19, 20, 319, 320):  # the period's end, seconds before NOW
         aggregate.add_batch(OutcomeBatch((NOW - age - 1, NOW - age), [item(1, 0)]), NOW - age)
-    # Ages 0 and 20 are in the current minute; 21 and 320 in whole minutes before it;
-    # 321 in the minute before the window.
+    # Ages 0 and 19 are in the current minute. A period is [start, end): the one ending at
+    # age 20, on the current minute's first second, is in the minute before, and the one
+    # ending at age 320 in the minute before the window; 319 is the window's first second.
     assert aggregate.read_window("ui-improvements", 300, NOW).treatment.requests == 4
     assert aggregate.read_window("ui-improvements", 60, NOW).treatment.requests == 3
+    assert aggregate.read_window("ui-improvements", 360, NOW).treatment.requests == 5
     aggregate.prune(NOW, 300)
     assert aggregate.read_window("ui-improvements", 600, NOW).treatment.requests == 4
 

@@ -62,6 +62,7 @@ __all__ = [
     "event_problem",
     "item_problem",
     "minute_of",
+    "period_minute",
     "period_problem",
     "quantile_ms",
     "series_key",
@@ -146,6 +147,16 @@ def bucket_of(duration_ms: float) -> int:
 def minute_of(at: float) -> int:
     """The start of the minute holding ``at`` (seconds since the epoch)."""
     return int(at // 60) * 60
+
+
+def period_minute(period: tuple[float, float], now: float) -> int:
+    """The minute a batch is counted in: the one holding the period's last instant (a
+    period is ``[start, end)``: one ending on a minute's first second belongs to the minute
+    before), at most ``now``'s minute."""
+    start, end = period
+    end = min(end, now)
+    minute = minute_of(end)
+    return minute - 60 if end == minute and start < end else minute
 
 
 def window_start(window: int, now: float) -> int:
@@ -381,10 +392,10 @@ class OutcomeAggregate:
         now: float,
         variants_of: Callable[[str], Collection[str] | None] | None = None,
     ) -> list[OutcomeRejection]:
-        """Count what :func:`accept_batch` accepts, in the minute the period ends (at most
-        ``now``'s minute); the refusals, each with why."""
+        """Count what :func:`accept_batch` accepts, in :func:`period_minute`; the
+        refusals, each with why."""
         items, events, rejected = accept_batch(batch, now, variants_of)
-        minute = minute_of(min(batch.period[1], now))
+        minute = period_minute(batch.period, now)
         for item in items:
             self.totals(item.key, minute, item.cohort).add_item(item)
         for index, event in events:

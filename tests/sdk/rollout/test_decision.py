@@ -136,7 +136,8 @@ def test_each_action_on_breach_with_its_evidence(
     assert evidence is not None
     assert evidence.rule == "error_rate > 5% over 5m"
     assert evidence.window == (T0 + 600 - 300, T0 + 650)
-    assert evidence.treatment is not None and evidence.control is not None
+    assert evidence.treatment is not None
+    assert evidence.control is not None
     assert (evidence.treatment.value, evidence.treatment.requests) == (0.1, 400)
     assert (evidence.control.value, evidence.control.requests) == (0.01, 400)
     assert evidence.threshold == 0.05
@@ -183,7 +184,8 @@ def test_not_enough_data_extends_the_hold_then_pauses_at_max_hold() -> None:
     assert decision.kind is DecisionKind.PAUSE
     assert "not enough data" in decision.reason
     paused = apply_decision(plan, decision, T0 + 1800)
-    assert paused is not None and paused.status is PlanStatus.PAUSED
+    assert paused is not None
+    assert paused.status is PlanStatus.PAUSED
     assert paused.percentage == 10.0  # exposure unchanged
 
 
@@ -197,7 +199,8 @@ def test_min_sample_does_not_apply_to_counts_or_throughput() -> None:
     report(aggregate, T0 + 30, Cohort.TREATMENT, 100)  # 100 in 5.5 minutes: 18/min
     decision = decide(plan, gather_readings(plan, aggregate, T0 + 30), T0 + 30)
     assert decision.kind is DecisionKind.ROLLBACK
-    assert decision.evidence is not None and decision.evidence.treatment is not None
+    assert decision.evidence is not None
+    assert decision.evidence.treatment is not None
     assert decision.evidence.treatment.value == pytest.approx(100 * 60 / 330)
 
 
@@ -208,7 +211,8 @@ def test_latency_guards_read_the_histogram() -> None:
     report(aggregate, T0 + 30, Cohort.TREATMENT, 20, bucket=8)  # (1000, 2000] ms
     decision = decide(plan, gather_readings(plan, aggregate, T0 + 30), T0 + 30)
     p95 = decision.judgements[0].evidence.treatment
-    assert p95 is not None and p95.value == pytest.approx(1000 + 1000 * (285 - 280) / 20)
+    assert p95 is not None
+    assert p95.value == pytest.approx(1000 + 1000 * (285 - 280) / 20)
     assert decision.kind is DecisionKind.HOLD  # 1250 ms and 80 ms: both pass
 
 
@@ -227,7 +231,8 @@ def test_health_failures_and_promql_are_site_wide() -> None:
     readings = gather_readings(plan, aggregate, T0 + 700, health_failures=3)
     decision = decide(plan, readings, T0 + 700)
     assert decision.kind is DecisionKind.ROLLBACK
-    assert decision.evidence is not None and decision.evidence.value == 3.0
+    assert decision.evidence is not None
+    assert decision.evidence.value == 3.0
 
 
 def test_steps_advance_only_inside_the_window() -> None:
@@ -254,7 +259,8 @@ def test_a_scheduled_plan_starts_when_due_and_in_its_window() -> None:
     waiting = make_plan("error_rate > 5%", started=False, window=window)
     decision = decide(waiting, Readings(windows={}), T0)
     assert decision.kind is DecisionKind.NONE
-    assert decision.until is not None and decision.until > T0
+    assert decision.until is not None
+    assert decision.until > T0
 
 
 def test_vs_control_a_site_wide_incident_takes_no_action() -> None:
@@ -266,11 +272,14 @@ def test_vs_control_a_site_wide_incident_takes_no_action() -> None:
     decision = decide(plan, gather_readings(plan, aggregate, T0 + 299), T0 + 299)
     judgement = decision.judgements[0]
     evidence = judgement.evidence
-    assert evidence.treatment is not None and evidence.treatment.value is not None
+    assert evidence.treatment is not None
+    assert evidence.treatment.value is not None
     assert evidence.treatment.value > 0.05  # beyond the threshold ...
     assert judgement.verdict is Verdict.PASS  # ... but no worse than control
-    assert evidence.statistic is not None and evidence.statistic < 20
-    assert evidence.test_treatment is not None and evidence.test_treatment.requests == 598
+    assert evidence.statistic is not None
+    assert evidence.statistic < 20
+    assert evidence.test_treatment is not None
+    assert evidence.test_treatment.requests == 598
     assert decision.kind is DecisionKind.HOLD
 
 
@@ -282,10 +291,13 @@ def test_vs_control_a_treatment_incident_rolls_back_with_the_statistic() -> None
     decision = decide(plan, gather_readings(plan, aggregate, T0 + 60), T0 + 60)
     assert decision.kind is DecisionKind.ROLLBACK
     evidence = decision.evidence
-    assert evidence is not None and evidence.statistic is not None
-    assert evidence.statistic >= 20 and evidence.alpha == 0.05
+    assert evidence is not None
+    assert evidence.statistic is not None
+    assert evidence.statistic >= 20
+    assert evidence.alpha == 0.05
     assert evidence.difference == pytest.approx(0.1 - 0.02)
-    assert evidence.z is not None and evidence.z > 5
+    assert evidence.z is not None
+    assert evidence.z > 5
 
 
 def test_the_mixture_ratio_matches_its_integral() -> None:
@@ -299,7 +311,8 @@ def test_the_mixture_ratio_matches_its_integral() -> None:
         assert log_mixture_ratio(difference, variance, tau) == pytest.approx(
             math.log(integral), abs=1e-3
         )
-    assert rejects(math.log(20)) and not rejects(math.log(19.9))
+    assert rejects(math.log(20))
+    assert not rejects(math.log(19.9))
 
 
 def test_the_simulations_readings_are_the_drivers() -> None:
@@ -324,7 +337,8 @@ def test_the_simulations_readings_are_the_drivers() -> None:
                 (gathered.windows[300], simulated.windows[300]),
                 (gathered.since_hold, simulated.since_hold),
             ):
-                assert got is not None and want is not None
+                assert got is not None
+                assert want is not None
                 assert (got.start, got.now) == (want.start, want.now)
                 for cohort in Cohort:
                     a, b = got.cohort(cohort), want.cohort(cohort)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -236,8 +237,8 @@ def test_health_failures_and_promql_are_site_wide() -> None:
 
 
 def test_steps_advance_only_inside_the_window() -> None:
-    # T0 is 2027-01-15 09:00 in Berlin (CET): a 02:00-04:00 window opens the next night.
-    assert datetime.fromtimestamp(T0).astimezone().tzinfo is not None
+    berlin = ZoneInfo("Europe/Berlin")
+    assert datetime.fromtimestamp(T0, berlin).isoformat() == "2027-01-15T09:00:00+01:00"
     window = DailyWindow("02:00", "04:00", "Europe/Berlin")
     plan = make_plan("error_rate > 5%", window=window)
     decision = decide(plan, _passing(plan, T0 + 600), T0 + 600)
@@ -245,7 +246,8 @@ def test_steps_advance_only_inside_the_window() -> None:
     assert decision.reason == "waiting for the window"
     opens = decision.until
     assert opens is not None
-    assert datetime.fromtimestamp(opens).astimezone().utcoffset() is not None
+    assert datetime.fromtimestamp(opens, berlin).isoformat() == "2027-01-16T02:00:00+01:00"
+    assert decide(plan, _passing(plan, opens - 1), opens - 1).kind is DecisionKind.HOLD
     assert decide(plan, _passing(plan, opens), opens).kind is DecisionKind.ADVANCE
 
 

@@ -14,6 +14,7 @@ import pytest
 from tests.support.tools import REPO_ROOT
 
 ENGINE_DIR = REPO_ROOT / "sdk" / "src" / "flagport" / "engine"
+ROLLOUT_DIR = REPO_ROOT / "sdk" / "src" / "flagport" / "rollout"
 #: What the engine may import: msgspec, mmh3, a few stdlib modules, itself and the
 #: exception hierarchy.
 ALLOWED = {
@@ -31,9 +32,38 @@ ALLOWED = {
 }
 
 
+#: What the guarded-rollout core may import besides itself (docs/spec.md, "Guarded
+#: rollouts"): the engine's models, the exceptions, msgspec and pure stdlib modules
+#: (zoneinfo reads the time zone database, nothing else).
+ROLLOUT_ALLOWED = {
+    "__future__",
+    "collections.abc",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "enum",
+    "itertools",
+    "math",
+    "re",
+    "typing",
+    "urllib.parse",
+    "zoneinfo",
+    "msgspec",
+    "flagport._exceptions",
+    "flagport.engine",
+    "flagport.engine.models",
+}
+
+
 def _contract() -> dict[str, object]:
     config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     return config["tool"]["importlinter"]  # type: ignore[no-any-return]
+
+
+def _engine_contract() -> dict[str, list[str] | str]:
+    contracts: list[dict[str, list[str] | str]] = _contract()["contracts"]  # type: ignore[assignment]
+    (contract,) = [c for c in contracts if c["source_modules"] == ["flagport.engine"]]
+    return contract
 
 
 def _lint_imports(
@@ -54,14 +84,13 @@ def _lint_imports(
 def test_import_linter_contract_holds() -> None:
     completed = _lint_imports()
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "1 kept, 0 broken" in completed.stdout
+    assert "2 kept, 0 broken" in completed.stdout
 
 
 def test_contract_names_no_single_flagport_module() -> None:
     """The contract forbids ``flagport.*`` rather than a list of today's modules, so it
     neither breaks before a module exists nor misses one added later."""
-    contracts: list[dict[str, list[str]]] = _contract()["contracts"]  # type: ignore[assignment]
-    (contract,) = contracts
+    contract = _engine_contract()
     internal = [m for m in contract["forbidden_modules"] if m.startswith("flagport")]
     assert internal == ["flagport.*"]
     assert {"httpx", "yaml"} <= set(contract["forbidden_modules"])
@@ -78,8 +107,7 @@ def _fake_distribution(root: Path, engine_imports: str, extra: dict[str, str]) -
     )
     for name, text in extra.items():
         (package / f"{name}.py").write_text(text)
-    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    (contract,) = config["contracts"]
+    contract = _engine_contract()
     lines = [
         "[tool.importlinter]",
         'root_packages = ["flagport"]',
@@ -150,6 +178,18 @@ def test_engine_imports_only_the_allow_list() -> None:
             name
             for name in _imports(path)
             if name not in ALLOWED and not name.startswith("flagport.engine")
+        }
+        assert not outside, f"{path.name} imports {sorted(outside)}"
+
+
+def test_rollout_imports_only_its_allow_list() -> None:
+    files = sorted(ROLLOUT_DIR.glob("*.py"))
+    assert len(files) >= 8
+    for path in files:
+        outside = {
+            name
+            for name in _imports(path)
+            if name not in ROLLOUT_ALLOWED and not name.startswith("flagport.rollout")
         }
         assert not outside, f"{path.name} imports {sorted(outside)}"
 

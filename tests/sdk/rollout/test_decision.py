@@ -86,9 +86,8 @@ def healthy(aggregate: OutcomeAggregate, at: float) -> None:
     report(aggregate, at, Cohort.CONTROL, 2700, 27)
 
 
-def judged(plan: Plan, aggregate: OutcomeAggregate, now: float, **extra: object) -> DecisionKind:
-    decision = decide(plan, gather_readings(plan, aggregate, now, **extra), now)  # type: ignore[arg-type]
-    return decision.kind
+def judged(plan: Plan, aggregate: OutcomeAggregate, now: float) -> DecisionKind:
+    return decide(plan, gather_readings(plan, aggregate, now), now).kind
 
 
 def test_a_whole_plan_holds_advances_and_completes() -> None:

@@ -333,11 +333,12 @@ def judge(
     span = (window.start, window.now)
     # min-sample does not apply to counts and throughput: their value is the sample.
     sampled = metric is not Metric.COUNT and metric is not Metric.THROUGHPUT
-    enough = treatment.value is not None and (
+    value = treatment.value
+    enough = value is not None and (
         not sampled
         or (treatment.requests >= min_sample and (not vs_control or control.requests >= min_sample))
     )
-    beyond = enough and guard.op.holds(treatment.value, threshold)  # type: ignore[arg-type]
+    beyond = enough and value is not None and guard.op.holds(value, threshold)
     since = readings.since_hold
     tested = (
         _test(check, since)

@@ -144,11 +144,6 @@ class Guard(msgspec.Struct, frozen=True, kw_only=True):
             return float(self.threshold * 1000)
         return float(self.threshold)
 
-    @property
-    def per_cohort(self) -> bool:
-        """Whether readings of this guard are per cohort (not a site-wide figure)."""
-        return self.metric not in _UNWINDOWED
-
     def metric_text(self) -> str:
         if self.metric is Metric.COUNT:
             labels = ",".join(f'{name}="{_quote(value)}"' for name, value in self.labels)

@@ -20,6 +20,7 @@ from flagport.rollout.decision import (
     decide,
     gather_readings,
 )
+from flagport.rollout.limits import LATENCY_BOUNDS_MS
 from flagport.rollout.outcomes import (
     BUCKETS,
     Cohort,
@@ -75,7 +76,9 @@ def report(
 ) -> None:
     buckets = [0] * BUCKETS
     buckets[bucket] = requests
-    item = OutcomeItem(KEY, "on", cohort, requests, failures, requests * 80.0, buckets)
+    lower = LATENCY_BOUNDS_MS[bucket - 1] if bucket else 0.0
+    middle = (lower + LATENCY_BOUNDS_MS[bucket]) / 2  # every request at its bucket's middle
+    item = OutcomeItem(KEY, "on", cohort, requests, failures, requests * middle, buckets)
     reported = [OutcomeEvent(KEY, "on", cohort, "user_report", {"severity": "critical"}, events)]
     rejected = aggregate.add_batch(OutcomeBatch((at - 1, at), [item], reported), at)
     assert rejected == []
@@ -362,3 +365,41 @@ def test_vs_control_false_rollbacks_and_power_200_runs() -> None:
         f"{power.runs}, median {statistics.median(power.treatment_requests_at_breach)} "
         "treatment requests"
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "worse", "same"),
+    [
+        # (bucket, failures, events) per request group for the treatment; control as "same"
+        ("p95_latency > 400ms over 5m", {"bucket": 7}, {"bucket": 4}),
+        ("avg_latency > 200ms over 5m", {"bucket": 7}, {"bucket": 4}),
+        ('count(user_report{severity="critical"}) > 10 over 5m', {"events": 60}, {"events": 1}),
+    ],
+)
+def test_vs_control_tests_each_per_cohort_metric(
+    rule: str, worse: dict[str, int], same: dict[str, int]
+) -> None:
+    """A treatment clearly worse than the control is a breach with the statistic; the same
+    figures in both cohorts are not, however far beyond the threshold."""
+    plan = make_plan(rule, vs_control=True)
+    bad = OutcomeAggregate()
+    report(bad, T0 + 60, Cohort.TREATMENT, 300, **same)
+    report(bad, T0 + 60, Cohort.TREATMENT, 300, **worse)
+    report(bad, T0 + 60, Cohort.CONTROL, 3000, **same)
+    decision = decide(plan, gather_readings(plan, bad, T0 + 60), T0 + 60)
+    assert decision.kind is DecisionKind.ROLLBACK, decision.judgements
+    assert decision.evidence is not None
+    assert decision.evidence.statistic is not None
+    assert decision.evidence.statistic >= 20
+    everywhere = OutcomeAggregate()
+    report(everywhere, T0 + 60, Cohort.TREATMENT, 600, **worse)
+    # Ten times the requests: ten times the events, the same rate per request.
+    scaled = {name: count * 10 if name == "events" else count for name, count in worse.items()}
+    report(everywhere, T0 + 60, Cohort.CONTROL, 6000, **scaled)
+    decision = decide(plan, gather_readings(plan, everywhere, T0 + 60), T0 + 60)
+    (judgement,) = decision.judgements
+    assert judgement.evidence.treatment is not None
+    assert judgement.evidence.treatment.value is not None
+    assert judgement.evidence.treatment.value > judgement.evidence.threshold
+    assert judgement.verdict is Verdict.PASS
+    assert decision.kind is DecisionKind.HOLD

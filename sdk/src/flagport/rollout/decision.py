@@ -244,16 +244,20 @@ def _value(guard: Guard, cohort: CohortReading, seconds: float) -> float | None:
 
 
 def _latency_variance(cohort: CohortReading) -> float:
-    """The variance of a request's latency, estimated from the histogram (bucket
-    midpoints; the +inf bucket at 10 s) around the exact mean."""
+    """The variance of a request's latency, estimated from the histogram around the exact
+    mean: each request spread evenly over its bucket (its midpoint, plus the bucket's
+    width squared over 12); the +inf bucket as 10 s exactly."""
     if cohort.requests == 0:
         return 0.0
     mean = cohort.latency_us_sum / 1000 / cohort.requests
     lower, total = 0.0, 0.0
     for bound, count in zip(LATENCY_BOUNDS_MS, cohort.latency_buckets, strict=True):
-        middle = lower if math.isinf(bound) else (lower + bound) / 2
-        total += count * (middle - mean) ** 2
-        lower = lower if math.isinf(bound) else bound
+        if math.isinf(bound):
+            total += count * (lower - mean) ** 2
+            break
+        width = bound - lower
+        total += count * (((lower + bound) / 2 - mean) ** 2 + width * width / 12)
+        lower = bound
     return total / cohort.requests
 
 
@@ -301,6 +305,8 @@ def _test(check: GuardCheck, since: WindowReading) -> tuple[float, float, float]
     difference, variance = estimate
     if guard.op in (Op.LT, Op.LE):
         difference = -difference
+    if variance <= 0:  # every request alike in both cohorts: no evidence of a difference
+        return -math.inf, difference, variance
     return log_mixture_ratio(difference, variance, check.tau), difference, variance
 
 

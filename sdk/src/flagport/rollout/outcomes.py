@@ -412,10 +412,10 @@ class OutcomeAggregate:
         """Both cohorts of ``key`` over the minutes from ``minute_of(start)`` to ``now``'s."""
         first, last = minute_of(start), minute_of(now)
         sums = {Cohort.TREATMENT: Totals(), Cohort.CONTROL: Totals()}
-        for minute, by_cohort in self.minutes.get(key, {}).items():
-            if first <= minute <= last:
-                for cohort, totals in by_cohort.items():
-                    sums[cohort].merge(totals)
+        by_minute = self.minutes.get(key, {})
+        for minute in range(first, last + 60, 60):  # the window's minutes, not all kept
+            for cohort, totals in by_minute.get(minute, {}).items():
+                sums[cohort].merge(totals)
         return WindowReading(
             float(first),
             now,

@@ -65,13 +65,12 @@ def bernoulli_difference(
     treatment_hits: int, treatment_n: int, control_hits: int, control_n: int
 ) -> tuple[float, float] | None:
     """(D, V) for two proportions, ``V`` with the pooled rate (the rate under H0's
-    boundary, treatment = control); None when either cohort is empty or ``V`` is 0."""
+    boundary, treatment = control; 0 when every request is alike); None when either
+    cohort is empty."""
     if treatment_n <= 0 or control_n <= 0:
         return None
     pooled = (treatment_hits + control_hits) / (treatment_n + control_n)
     variance = pooled * (1.0 - pooled) * (1.0 / treatment_n + 1.0 / control_n)
-    if variance <= 0:
-        return None
     return treatment_hits / treatment_n - control_hits / control_n, variance
 
 
@@ -86,7 +85,7 @@ def mean_difference(
     """(D, V) for two means (Welch's variance of the difference); None without data."""
     if treatment_n <= 0 or control_n <= 0:
         return None
-    variance = treatment_variance / treatment_n + control_variance / control_n
-    if variance <= 0:
-        return None
-    return treatment_mean - control_mean, variance
+    return (
+        treatment_mean - control_mean,
+        treatment_variance / treatment_n + control_variance / control_n,
+    )

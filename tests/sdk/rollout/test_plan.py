@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from flagport.engine.models import Flag
 from flagport.rollout.errors import (
     GuardSyntaxError,
     PlanTransitionError,
@@ -20,6 +21,7 @@ from flagport.rollout.plan import (
     PlanStatus,
     abort,
     advance,
+    check_flag,
     complete,
     decode_plan,
     new_plan,
@@ -191,3 +193,14 @@ def test_the_record_round_trips_and_a_newer_format_is_refused() -> None:
     data["future"] = {"x": 1}
     assert decode_plan(msgspec.json.encode(data)) == plan
     assert OnBreach("step-back") is OnBreach.STEP_BACK
+
+
+def test_which_flags_may_have_a_plan() -> None:
+    assert check_flag("a", Flag(enabled=True, percentage=20.0), has_plan=False) == 20.0
+    assert check_flag("a", Flag(enabled=False, percentage=100.0), has_plan=False) is None
+    with pytest.raises(RolloutError, match="unknown flag 'a'"):
+        check_flag("a", None, has_plan=False)
+    with pytest.raises(RolloutError, match="weights"):
+        check_flag("a", Flag(enabled=True, weights={"on": 1, "off": 1}), has_plan=False)
+    with pytest.raises(RolloutError, match="already has a plan"):
+        check_flag("a", Flag(), has_plan=True)

@@ -27,6 +27,7 @@ import msgspec
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine import validate_key
+from flagport.engine.models import Flag
 from flagport.rollout.errors import PlanTransitionError, RolloutError, ScheduleError
 from flagport.rollout.guards import needs_health_check, parse_guards
 from flagport.rollout.schedule import DailyWindow, check_steps, parse_window
@@ -42,6 +43,7 @@ __all__ = [
     "PlanStatus",
     "abort",
     "advance",
+    "check_flag",
     "check_spec",
     "complete",
     "decode_plan",
@@ -137,6 +139,23 @@ def decode_plan(data: bytes) -> Plan:
             f"up to {PLAN_FORMAT}: upgrade"
         )
     return plan
+
+
+def check_flag(key: str, flag: Flag | None, *, has_plan: bool) -> float | None:
+    """Whether a plan may be put on ``flag`` (None: no such flag): not one with
+    ``weights`` (a split into more than two variants has no control), not one that already
+    has a plan. The answer is the percentage the first step may not be below (the flag's,
+    if it is enabled; None if it is disabled: the plan enables it at the first step)."""
+    if flag is None:
+        raise RolloutError(f"unknown flag {key!r}")
+    if flag.weights:
+        raise RolloutError(
+            f"flag {key!r} splits by weights: a plan needs an on and an off variant "
+            "(treatment and control)"
+        )
+    if has_plan:
+        raise RolloutError(f"flag {key!r} already has a plan (abort it first)")
+    return flag.percentage if flag.enabled else None
 
 
 def check_spec(spec: PlanSpec, now: float, *, enabled_percentage: float | None = None) -> PlanSpec:

@@ -14,6 +14,7 @@ import pytest
 from tests.support.tools import REPO_ROOT
 
 ENGINE_DIR = REPO_ROOT / "sdk" / "src" / "flagport" / "engine"
+ROLLOUT_DIR = REPO_ROOT / "sdk" / "src" / "flagport" / "rollout"
 #: What the engine may import: msgspec, mmh3, a few stdlib modules, itself and the
 #: exception hierarchy.
 ALLOWED = {
@@ -31,9 +32,44 @@ ALLOWED = {
 }
 
 
+#: What the guarded-rollout core may import besides itself (docs/spec.md, "Guarded
+#: rollouts"): the engine's models, the exceptions, msgspec and pure stdlib modules
+#: (zoneinfo reads the time zone database, nothing else).
+ROLLOUT_ALLOWED = {
+    "__future__",
+    "collections.abc",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "enum",
+    "itertools",
+    "math",
+    "re",
+    "typing",
+    "urllib.parse",
+    "zoneinfo",
+    "msgspec",
+    "flagport._exceptions",
+    "flagport.engine",
+    "flagport.engine.models",
+}
+
+
 def _contract() -> dict[str, object]:
     config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     return config["tool"]["importlinter"]  # type: ignore[no-any-return]
+
+
+def _contract_of_type(kind: str) -> dict[str, object]:
+    contracts: list[dict[str, object]] = _contract()["contracts"]  # type: ignore[assignment]
+    (contract,) = [c for c in contracts if c["type"] == kind]
+    return contract
+
+
+def _engine_contract() -> dict[str, list[str] | str]:
+    contracts: list[dict[str, list[str] | str]] = _contract()["contracts"]  # type: ignore[assignment]
+    (contract,) = [c for c in contracts if c["source_modules"] == ["flagport.engine"]]
+    return contract
 
 
 def _lint_imports(
@@ -59,21 +95,13 @@ def test_import_linter_contract_holds() -> None:
     assert f"{len(contracts)} kept, 0 broken" in completed.stdout
 
 
-def _contract_of_type(kind: str) -> dict[str, object]:
-    contracts: list[dict[str, object]] = _contract()["contracts"]  # type: ignore[assignment]
-    (contract,) = [c for c in contracts if c["type"] == kind]
-    return contract
-
-
 def test_contract_names_no_single_flagport_module() -> None:
     """The contract forbids ``flagport.*`` rather than a list of today's modules, so it
     neither breaks before a module exists nor misses one added later."""
-    contract = _contract_of_type("forbidden")
-    forbidden = contract["forbidden_modules"]
-    assert isinstance(forbidden, list)
-    internal = [m for m in forbidden if m.startswith("flagport")]
+    contract = _engine_contract()
+    internal = [m for m in contract["forbidden_modules"] if m.startswith("flagport")]
     assert internal == ["flagport.*"]
-    assert {"httpx", "yaml"} <= set(forbidden)
+    assert {"httpx", "yaml"} <= set(contract["forbidden_modules"])
 
 
 def _fake_distribution(root: Path, engine_imports: str, extra: dict[str, str]) -> None:
@@ -87,7 +115,7 @@ def _fake_distribution(root: Path, engine_imports: str, extra: dict[str, str]) -
     )
     for name, text in extra.items():
         (package / f"{name}.py").write_text(text)
-    contract = _contract_of_type("forbidden")
+    contract = _engine_contract()
     lines = [
         "[tool.importlinter]",
         'root_packages = ["flagport"]',
@@ -204,6 +232,18 @@ def test_engine_imports_only_the_allow_list() -> None:
             name
             for name in _imports(path)
             if name not in ALLOWED and not name.startswith("flagport.engine")
+        }
+        assert not outside, f"{path.name} imports {sorted(outside)}"
+
+
+def test_rollout_imports_only_its_allow_list() -> None:
+    files = sorted(ROLLOUT_DIR.glob("*.py"))
+    assert len(files) >= 8
+    for path in files:
+        outside = {
+            name
+            for name in _imports(path)
+            if name not in ROLLOUT_ALLOWED and not name.startswith("flagport.rollout")
         }
         assert not outside, f"{path.name} imports {sorted(outside)}"
 

@@ -20,18 +20,10 @@ import flagport
 from tests.php.conftest import BRIDGE, require_module
 from tests.php.fpm import fpm_pool
 from tests.php.http_proxy import fastcgi_gateway
+from tests.support.browser import chromium
 from tests.support.server import PORTAL_FLAGS, flags_executable, running_server
-from tests.support.tools import require_path, require_tool
+from tests.support.tools import require_path
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 HOSTILE = "</script><script>window.pwned = 1</script><!--"
 READ = "() => window.features?.['ui-improvements']?.['dropdown-fixes']"
 
@@ -45,20 +37,9 @@ def user_id(in_cohort: bool, percentage: int = 10) -> str:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    sync_api = require_module("playwright.sync_api")
-    executable = require_tool("chromium")
-    # Chromium's singleton socket lives under $TMPDIR: keep the path short (108-byte limit).
-    home = Path(tempfile.mkdtemp(prefix="fp-chr-", dir="/tmp"))
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(home)}
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, env=env, timeout=30_000
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
-            shutil.rmtree(home, ignore_errors=True)
+    require_module("playwright.sync_api")
+    with chromium() as launched:
+        yield launched
 
 
 def test_window_features_in_a_real_browser(browser: Any, tmp_path: Path) -> None:

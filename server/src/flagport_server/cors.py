@@ -92,13 +92,9 @@ class Cors:
         self.app = app
         allowed = frozenset(origins)
         self.any_origin = "*" in allowed
-        self.origins = frozenset(origin.encode() for origin in allowed)
-
-    def _allowed(self, origin: bytes) -> bytes | None:
-        """The ``Access-Control-Allow-Origin`` value for ``origin``, if it is allowed."""
-        if self.any_origin:
-            return b"*"
-        return origin if origin in self.origins else None
+        #: The headers every answer to an allowed origin gets, built once per origin.
+        self._answer_headers = {origin.encode(): _answer_headers(origin) for origin in allowed}
+        self._any = _answer_headers("*")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != _HTTP:
@@ -109,25 +105,40 @@ class Cors:
             if name == b"origin":
                 origin = value
                 break
-        method = evaluation_methods(scope["path"]) if origin is not None else None
-        allow = self._allowed(origin) if origin is not None and method is not None else None
-        if allow is None:  # not cross-origin, not the evaluation surface, or not allowed
+        if origin is None:  # not cross-origin: the server-side clients' requests
             await self.app(scope, receive, send)
             return
-        cors = [(b"access-control-allow-origin", allow)]
-        if allow != b"*":
-            cors.append((b"vary", b"Origin"))
-        if scope["method"] == "OPTIONS" and _requested_method(scope) is not None:  # type: ignore[typeddict-item]
-            await _preflight(send, cors, method)  # type: ignore[arg-type]
+        method = evaluation_methods(scope["path"])
+        headers = (
+            None
+            if method is None
+            else self._any
+            if self.any_origin
+            else self._answer_headers.get(origin)
+        )
+        if headers is None:  # not the evaluation surface, or an origin not allowed
+            await self.app(scope, receive, send)
             return
-        cors.append((b"access-control-expose-headers", EXPOSED_HEADERS.encode()))
+        if scope["method"] == "OPTIONS" and _requested_method(scope) is not None:  # type: ignore[typeddict-item]
+            await _preflight(send, headers[:-1], method)  # type: ignore[arg-type]
+            return
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *cors]
+                message["headers"] = [*message["headers"], *headers]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+def _answer_headers(origin: str) -> list[tuple[bytes, bytes]]:
+    """The CORS headers of an answer to ``origin`` (``*``: any origin, no ``Vary``); the last
+    is ``Access-Control-Expose-Headers``, which a preflight answer leaves out."""
+    headers = [(b"access-control-allow-origin", origin.encode())]
+    if origin != "*":
+        headers.append((b"vary", b"Origin"))
+    headers.append((b"access-control-expose-headers", EXPOSED_HEADERS.encode()))
+    return headers
 
 
 def _requested_method(scope: Scope) -> bytes | None:

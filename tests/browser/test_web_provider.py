@@ -248,3 +248,27 @@ def test_a_disable_reaches_the_page_through_the_stream_within_a_second(
     _no_cors_error(page)
     with flagport.admin(timeout=10.0) as admin:
         assert admin.post(CANARY, json={"percentage": 10}).status_code == 200
+
+
+def test_an_evaluate_token_on_a_server_that_requires_tokens(
+    page: Page, page_server: str, tmp_path: Path
+) -> None:
+    """The README's set-up for a token server until stream tickets exist: the page holds an
+    ``evaluate`` token (preflighted ``Authorization``), polls get 304s, and the same token
+    cannot read the configuration."""
+    extra = ["--require-eval-token", "--cors-origin", page_server]
+    with running_server(tmp_path, seed=PORTAL_FLAGS, extra=extra) as server:
+        with server.admin(timeout=10.0) as admin:
+            made = admin.post("/admin/v1/tokens", json={"name": "portal-page", "scope": "evaluate"})
+            token = made.json()["secret"]
+        started = page.start(
+            server.url, SIGNED_IN, changeDetection="polling", pollInterval=200, token=token
+        )
+        assert started == "READY"
+        page.page.wait_for_timeout(1000)
+        assert page.bulk_statuses[0] == 200, page.bulk_statuses
+        assert set(page.bulk_statuses[1:]) == {304}, page.bulk_statuses
+        with server.client(timeout=5.0) as client:
+            feed = client.get("/v1/snapshot", headers={"Authorization": f"Bearer {token}"})
+            assert feed.status_code == 403
+        _no_cors_error(page)

@@ -33,7 +33,7 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "import": ("import", "{document}"),
     "export": ("export", "-o", "{output}"),
     "diff": ("diff", "{document}"),
-    "token create": ("token", "create", "ci"),
+    "token create": ("token", "create", "ci", "--scope", "sdk"),
     "token list": ("token", "list"),
     "token revoke": ("token", "revoke", "t1"),
     "status": ("status",),

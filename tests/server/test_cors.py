@@ -148,22 +148,26 @@ def test_without_cors_origins_nothing_answers_cross_origin(tmp_path: Path) -> No
             assert _cors_headers(_preflight(client, method, path, PORTAL)) == {}
 
 
-@pytest.mark.parametrize(
-    "origin",
-    [
-        "https://portal.example/",
-        "https://portal.example/app",
-        "portal.example",
-        "ftp://portal.example",
-        "https://user@portal.example",
-        "https://portal.example?x",
-        "https://portal.example:99999",
-        "",
-    ],
-)
-def test_a_cors_origin_that_is_not_an_origin_exits_2(tmp_path: Path, origin: str) -> None:
+NOT_ORIGINS = [
+    "https://portal.example/",
+    "https://portal.example/app",
+    "portal.example",
+    "ftp://portal.example",
+    "https://user@portal.example",
+    "https://portal.example?x",
+    "https://portal.example:99999",
+    "",
+]
+
+
+@pytest.mark.parametrize("origin", NOT_ORIGINS)
+def test_what_is_not_an_origin(origin: str) -> None:
+    assert valid_origin(origin) is None
+
+
+def test_a_cors_origin_that_is_not_an_origin_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(
-        [flags_executable(), "serve", "--port", str(free_port()), "--cors-origin", origin],
+        [flags_executable(), "serve", "--port", str(free_port()), "--cors-origin", NOT_ORIGINS[0]],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -172,6 +176,7 @@ def test_a_cors_origin_that_is_not_an_origin_exits_2(tmp_path: Path, origin: str
     )
     assert result.returncode == 2, result.stderr
     assert "--cors-origin" in result.stderr
+    assert "not an origin" in result.stderr
     assert not (tmp_path / "flagport.db").exists()
 
 

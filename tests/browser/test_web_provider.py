@@ -309,3 +309,35 @@ def test_other_origins_and_routes_get_no_cross_origin_answer(
             "(url) => fetch(url).then(() => 'read', () => 'refused')", server.url + "/v1/snapshot"
         )
         assert outcome == "refused"
+
+
+def test_an_evaluate_token_on_a_server_that_requires_tokens(
+    browser: Any, origin: str, tmp_path: Path
+) -> None:
+    """A page on a token server holds an ``evaluate`` token (sent as ``Authorization``, so
+    preflighted): the provider is READY, polls get 304s, and the same token cannot read the
+    configuration."""
+    extra = ["--require-eval-token", "--cors-origin", origin]
+    with running_server(tmp_path, seed=PORTAL_FLAGS, extra=extra) as server:
+        with server.admin(timeout=10) as admin:
+            made = admin.post("/admin/v1/tokens", json={"name": "portal-page", "scope": "evaluate"})
+            assert made.status_code == 201, made.text
+            token = made.json()["secret"]
+        watch = PageWatch(browser, origin, server)
+        options = {
+            "baseUrl": server.url,
+            "cacheMode": "disabled",
+            "changeDetection": "polling",
+            "pollInterval": 200,
+            "headers": [["Authorization", f"Bearer {token}"]],
+        }
+        assert watch.start(options, SIGNED_IN) == "READY"
+        assert watch.wait_for(lambda: len(watch.bulk_statuses) >= 4), watch.bulk_statuses
+        first, *polls = watch.bulk_statuses
+        assert first[0] == 200
+        assert all(status == 304 for status, _ in polls), polls
+        feed = httpx.get(
+            server.url + "/v1/snapshot", headers={"Authorization": f"Bearer {token}"}, timeout=5
+        )
+        assert feed.status_code == 403
+        assert watch.cors_errors() == []

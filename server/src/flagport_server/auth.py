@@ -231,7 +231,7 @@ def _access(
         return None, None
     runtime: Runtime = connection.app.state.runtime
     open_scope = runtime.settings.open_scope
-    if open_scope is not None and required in _GRANTS[open_scope]:
+    if open_scope is not None and grants(open_scope, required):
         return None, None  # a token, if any, is not even read: the request needs none
     secret = presented_token(connection)
     if secret is None:
@@ -242,7 +242,7 @@ def _access(
     record = token_record(runtime, secret)
     if record is None:
         return _refused(connection, "unknown or revoked token"), None
-    if required not in _GRANTS[record.scope]:
+    if not grants(record.scope, required):
         return Forbidden(
             f"token {record.name!r} has the {record.scope} scope; this path needs the "
             f"{_reaching(required)}"
@@ -253,11 +253,11 @@ def _access(
 def _reaching(required: TokenScope) -> str:
     """``"sdk scope"``, or with the broader scopes that include it: ``"sdk scope (or
     admin)"``."""
-    broader = [scope for scope in SCOPES if scope != required and required in _GRANTS[scope]]
+    broader = [scope for scope in SCOPES if scope != required and grants(scope, required)]
     return f"{required} scope" + (f" (or {' or '.join(broader)})" if broader else "")
 
 
-def grants(scope: TokenScope, required: TokenScope) -> bool:
+def grants(scope: TokenScope, required: RouteScope) -> bool:
     """Whether a token of ``scope`` may use a route that needs ``required``."""
     return required in _GRANTS[scope]
 

@@ -3,7 +3,7 @@
 Browsers ask Flagport directly with the OpenFeature web provider; the pages live on another
 origin, so the evaluation routes answer cross-origin requests from the origins the operator
 lists (``flags serve --cors-origin``). What may answer cross-origin, and with which headers,
-is docs/spec.md section 12; the decision is docs/adr/0015-cors-for-the-evaluation-surface.md:
+is docs/spec.md section 12; the decision is docs/adr/0016-cors-for-the-evaluation-surface.md:
 
 - only the evaluation surface (OFREP single and bulk, ``GET /v1/evaluate/{key}``, the change
   stream). The admin API, ``/v1/snapshot``, ``/v1/exposures`` and ``/v1/outcomes`` never carry

@@ -50,6 +50,7 @@ ROLLOUT_ALLOWED = {
     "zoneinfo",
     "msgspec",
     "flagport._exceptions",
+    "flagport.durations",
     "flagport.engine",
     "flagport.engine.models",
 }
@@ -68,7 +69,7 @@ def _contract_of_type(kind: str) -> dict[str, object]:
 
 def _engine_contract() -> dict[str, list[str] | str]:
     contracts: list[dict[str, list[str] | str]] = _contract()["contracts"]  # type: ignore[assignment]
-    (contract,) = [c for c in contracts if c["source_modules"] == ["flagport.engine"]]
+    (contract,) = [c for c in contracts if c.get("source_modules") == ["flagport.engine"]]
     return contract
 
 

@@ -4,35 +4,32 @@ guard windows, ``--hold``, ``--max-hold`` and ``--health-interval``."""
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
+from flagport.durations import duration_seconds
 from flagport.rollout.errors import DurationError
 
 __all__ = ["MAX_DURATION_SECONDS", "format_duration", "parse_duration"]
 
-_PART = re.compile(r"(\d{1,12})([smhdw])")
-_UNIT_SECONDS: Final = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 #: The longest duration anything in a plan may name: a year.
 MAX_DURATION_SECONDS: Final = 366 * 86400
-#: A duration's text is short; a longer one is refused before any regex runs.
+#: A duration's text is short; a longer one is refused before it is read.
 _MAX_TEXT = 40
+#: The units :func:`format_duration` writes, largest first (weeks are read, never written).
+_WRITTEN_UNITS: Final = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
 def parse_duration(text: str) -> int:
-    """The whole seconds ``text`` spells; :class:`DurationError` if it is no duration or is
-    longer than :data:`MAX_DURATION_SECONDS`. Zero (``0m``) is a duration: callers that
-    need a positive one say so."""
-    raw = text.strip().lower()
-    if not raw or len(raw) > _MAX_TEXT:
-        raise DurationError(f"invalid duration {text[:_MAX_TEXT]!r}: use e.g. 30s, 5m, 1h, 1h30m")
-    position, seconds = 0, 0
-    for match in _PART.finditer(raw):
-        if match.start() != position:
-            break
-        seconds += int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if position != len(raw):
+    """The whole seconds ``text`` spells (read by :func:`flagport.durations.duration_seconds`,
+    the one reading of durations); :class:`DurationError` if it is no duration or is longer
+    than :data:`MAX_DURATION_SECONDS`. Zero (``0m``) is a duration: callers that need a
+    positive one say so."""
+    if len(text) > _MAX_TEXT:
+        raise DurationError(
+            f"invalid duration {text[:_MAX_TEXT]!r}...: use e.g. 30s, 5m, 1h, 1h30m"
+        )
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise DurationError(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h, 1h30m")
     if seconds > MAX_DURATION_SECONDS:
         raise DurationError(f"duration {text!r} is too long: at most 366d")
@@ -47,8 +44,8 @@ def format_duration(seconds: int) -> str:
     if seconds == 0:
         return "0s"
     parts = []
-    for unit in ("d", "h", "m", "s"):
-        amount, seconds = divmod(seconds, _UNIT_SECONDS[unit])
+    for unit, size in _WRITTEN_UNITS:
+        amount, seconds = divmod(seconds, size)
         if amount:
             parts.append(f"{amount}{unit}")
     return "".join(parts)

@@ -51,6 +51,7 @@ ROLLOUT_ALLOWED = {
     "msgspec",
     "flagport._exceptions",
     "flagport.durations",
+    "flagport.exposures",
     "flagport.engine",
     "flagport.engine.models",
 }

@@ -1,11 +1,13 @@
 """Bounds of the guarded-rollout inputs, one home for the grammar, the outcome wire shape
 and the plan record (docs/spec.md, "Guarded rollouts"). Anyone holding an ``sdk`` token can
 post outcomes, so every size is bounded; the batch bounds are those of ``/v1/exposures``
-(``flagport_server.wire.stats_v1``: 1,000 items, 1 MiB)."""
+(:mod:`flagport.exposures`: 1,000 items, 1 MiB), imported from there."""
 
 from __future__ import annotations
 
 from typing import Final
+
+from flagport.exposures import MAX_EXPOSURE_BODY, MAX_EXPOSURE_COUNT, MAX_EXPOSURE_ITEMS
 
 __all__ = [
     "LATENCY_BOUNDS_MS",
@@ -47,12 +49,12 @@ LATENCY_BOUNDS_MS: Final[tuple[float, ...]] = (
 )
 
 #: One outcome batch: items, events, body bytes (as ``/v1/exposures``).
-MAX_OUTCOME_ITEMS: Final = 1000
-MAX_OUTCOME_EVENTS: Final = 1000
-MAX_OUTCOME_BODY: Final = 1024 * 1024
+MAX_OUTCOME_ITEMS: Final = MAX_EXPOSURE_ITEMS
+MAX_OUTCOME_EVENTS: Final = MAX_EXPOSURE_ITEMS
+MAX_OUTCOME_BODY: Final = MAX_EXPOSURE_BODY
 #: Requests one item may report (as an exposure item's count), events one event item may.
-MAX_REQUESTS: Final = 1_000_000
-MAX_EVENT_COUNT: Final = 1_000_000
+MAX_REQUESTS: Final = MAX_EXPOSURE_COUNT
+MAX_EVENT_COUNT: Final = MAX_EXPOSURE_COUNT
 #: A period is at most this long, and must have ended at most this long before ``now``.
 MAX_PERIOD_SECONDS: Final = 120
 MAX_PERIOD_AGE_SECONDS: Final = 120

@@ -26,6 +26,7 @@ from flagport.engine import (
     Flag,
     Segment,
     SnapshotDocument,
+    TolerantDecoder,
     check_condition_values,
     check_flag_limits,
     check_segment_limits,
@@ -51,6 +52,11 @@ class _CacheFile(msgspec.Struct):
     applied_at: float = 0.0
     unreadable_flags: dict[str, str] = {}
     unreadable_segments: dict[str, str] = {}
+
+
+#: A cache a newer release wrote may carry fields this one does not know: they are ignored
+#: (docs/adr/0011-upgrades.md), so a rollback still starts from the cached snapshot.
+_CACHE_DECODER = TolerantDecoder(_CacheFile)
 
 
 def feed_document(state: StoreState) -> SnapshotDocument:
@@ -355,7 +361,7 @@ class Runtime:
         if not path or not Path(path).exists():
             return False
         try:
-            cached = msgspec.json.decode(Path(path).read_bytes(), type=_CacheFile)
+            cached = _CACHE_DECODER.decode(Path(path).read_bytes())
         except (OSError, msgspec.DecodeError) as error:
             log.error("cannot read snapshot cache %s: %s", path, error)
             return False

@@ -16,6 +16,7 @@ __all__ = [
     "TOKEN_NAME_PATTERN",
     "Reason",
     "explain_constraint",
+    "validation_problem",
 ]
 
 # PRINTABLE_PATTERN (text without control characters) and MAX_REASON_LENGTH are the stored
@@ -47,3 +48,11 @@ def explain_constraint(message: str) -> str:
     for pattern, words in _IN_WORDS.items():
         message = message.replace(f"matching regex {pattern!r}", words)
     return message
+
+
+def validation_problem(message: str) -> tuple[str, str | None]:
+    """msgspec's validation message split into what is wrong (in words) and where: msgspec
+    ends it with `` - at `$.path` `` when the problem is inside the value, and the path is
+    the field an HTTP problem names (``None``: the value itself)."""
+    message, _, where = message.partition(" - at `")
+    return explain_constraint(message), where.rstrip("`") or None

@@ -15,8 +15,8 @@ import yaml
 
 from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
 from flagport.tally import MAX_UNIT_LENGTH, counted_unit
-from flagport_server.stats import recorder as stats_recorder
 from flagport_server.stats import EvaluationCounter, StatsRecorder
+from flagport_server.stats import recorder as stats_recorder
 from flagport_server.stores import open_store
 
 H = 3600

@@ -57,12 +57,7 @@ SIGNATURES: dict[str, tuple[str, set[str]]] = {
 
 #: Copies the server's split removes (the integrator empties this when it lands): rule ->
 #: files still holding its signature.
-AWAITING_THE_SERVER_SPLIT: dict[str, set[str]] = {
-    "msgspec's error path": {
-        "server/src/flagport_server/app.py",
-        "server/src/flagport_server/routes/admin.py",
-    },
-}
+AWAITING_THE_SERVER_SPLIT: dict[str, set[str]] = {}
 
 
 def _sources() -> dict[str, str]:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flagport_server.state import hash_secret
+from flagport_server.runtime import hash_secret
 from flagport_server.stores import SQLiteStore
 from flagport_server.stores.base import AuditEntry, TokenRecord
 from tests.server._admin import assert_problem

@@ -15,8 +15,8 @@ import yaml
 
 from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
 from flagport.tally import MAX_UNIT_LENGTH, counted_unit
-from flagport_server import stats
 from flagport_server.stats import EvaluationCounter, StatsRecorder
+from flagport_server.stats import recorder as stats_recorder
 from flagport_server.stores import open_store
 
 H = 3600
@@ -131,7 +131,7 @@ def test_a_new_snapshot_records_returning_units_again(tmp_path: Path) -> None:
 
 
 def test_the_memory_of_units_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stats, "RECENT_UNITS_LIMIT", 10)
+    monkeypatch.setattr(stats_recorder, "RECENT_UNITS_LIMIT", 10)
     harness = Harness(tmp_path)
     harness.serve(users(25))
     harness.drain()

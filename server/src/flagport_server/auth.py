@@ -32,7 +32,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
 
 from flagport_server.errors import Forbidden, ServerError, TooManyRequests, Unauthorized
-from flagport_server.state import Runtime, hash_secret
+from flagport_server.runtime import Runtime, hash_secret
 from flagport_server.stores.base import SCOPE_MODEL, TokenRecord, TokenScope
 
 __all__ = [

@@ -1,15 +1,18 @@
-"""Exceptions of the ``flagport_server`` distribution. Each maps to one HTTP status in
-exactly one place (``flagport_server.app``'s exception handlers).
+"""Exceptions of the ``flagport_server`` distribution. Each is raised where the problem is
+found and carries its HTTP status; :mod:`flagport_server.http_errors` is the one place that
+turns them into answers (a problem document, or an OFREP error on the evaluation routes).
 
     ServerError                      500
     ├── StoreError                   500  the store misbehaved
     │   └── StoreUnavailable         503  cannot reach the store (writes fail fast)
-    ├── VersionConflict              409/412  a compare-and-set guard failed
+    ├── VersionConflict              409  a compare-and-set guard failed
+    │   └── PreconditionFailed       412  the version If-Match named is not the stored one
     ├── NotFound                     404
     ├── AlreadyExists                409
     ├── Conflict                     409  e.g. deleting a parent or a segment in use
     │   └── UnreadableRecord         409  the stored flag/segment cannot be decoded
-    ├── InvalidInput                 400/422  names the field (``path``)
+    ├── InvalidInput                 400  names the field (``path``); an engine
+    │                                     InvalidDocumentError becomes one (from_document)
     ├── UnsupportedMediaType         415  a body that is not JSON (400 INVALID_CONTEXT on OFREP)
     ├── PreconditionRequired         428  PUT without If-Match
     ├── Unauthorized                 401  with WWW-Authenticate
@@ -20,8 +23,11 @@ exactly one place (``flagport_server.app``'s exception handlers).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
+
+from flagport import InvalidDocumentError
 
 __all__ = [
     "AlreadyExists",
@@ -30,6 +36,7 @@ __all__ = [
     "InvalidInput",
     "MisdirectedRequest",
     "NotFound",
+    "PreconditionFailed",
     "PreconditionRequired",
     "RequestTimeout",
     "ServerError",
@@ -40,6 +47,7 @@ __all__ = [
     "UnreadableRecord",
     "UnsupportedMediaType",
     "VersionConflict",
+    "document_errors_as_input",
 ]
 
 
@@ -86,6 +94,12 @@ class VersionConflict(ServerError):
         self.actual = actual
 
 
+class PreconditionFailed(VersionConflict):
+    """A conditional write (``If-Match``) found another version than the one it named."""
+
+    status_code = 412
+
+
 class NotFound(ServerError):
     status_code = 404
     title = "Not found"
@@ -126,6 +140,22 @@ class InvalidInput(ServerError):
     def __init__(self, detail: str, path: str | None = None) -> None:
         super().__init__(detail)
         self.path = path
+
+    @classmethod
+    def from_document(cls, error: InvalidDocumentError) -> InvalidInput:
+        """The engine's refusal of a document, flag or segment, as the input it refuses
+        (its problem and the field it names)."""
+        return cls(error.problem, error.path)
+
+
+@contextlib.contextmanager
+def document_errors_as_input() -> Iterator[None]:
+    """Raise the engine's :class:`InvalidDocumentError` of the block as :class:`InvalidInput`
+    (the one translation of document errors into the server's errors)."""
+    try:
+        yield
+    except InvalidDocumentError as error:
+        raise InvalidInput.from_document(error) from None
 
 
 class UnsupportedMediaType(ServerError):

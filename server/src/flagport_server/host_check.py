@@ -27,7 +27,7 @@ from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
 from flagport_server.auth import presented_token, token_record
 from flagport_server.errors import MisdirectedRequest
-from flagport_server.state import Runtime
+from flagport_server.runtime import Runtime
 from flagport_server.wire import ofrep_v1
 from flagport_server.wire.admin_v1 import Problem
 

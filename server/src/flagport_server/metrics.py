@@ -1,18 +1,18 @@
 """Prometheus metrics, correct with several worker processes.
 
 Evaluation counts are kept by :class:`~flagport_server.stats.EvaluationCounter` on the
-request path (a dict lookup and an increment, no lock, no file I/O) and flushed into
-prometheus_client's counters every second and before each scrape; the same drained counts
-feed the adoption stats (``sink``). With several workers ``flags serve`` sets
-``PROMETHEUS_MULTIPROC_DIR`` before the workers start, and prometheus_client's multiprocess
-collector adds up their files.
+request path (a dict lookup and an increment, no lock, no file I/O); the stats pump
+(:class:`~flagport_server.stats.StatsPump`) drains it every half second and before each
+scrape and hands what it drained to :meth:`Metrics.add_drained`. With several workers
+``flags serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, and
+prometheus_client's multiprocess collector adds up their files.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from bisect import bisect_left
-from collections.abc import Callable
 from time import perf_counter
 
 from litestar.enums import ScopeType
@@ -27,7 +27,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from flagport_server.stats import Drained, EvaluationCounter
+from flagport.engine import CompiledSnapshot, SnapshotDocument
+from flagport_server.stats.counter import Drained
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -43,6 +44,17 @@ def _add_to_histogram(histogram: Histogram, tally: list[float]) -> None:
         if count:
             buckets[index].inc(count)
     histogram._sum.inc(tally[-1])
+
+
+def _last_change(document: SnapshotDocument) -> float:
+    stamps = [f.updated_at for f in document.flags.values() if f.updated_at]
+    stamps += [g.updated_at for g in document.segments.values() if g.updated_at]
+    if not stamps:
+        return 0.0
+    try:
+        return datetime.datetime.fromisoformat(max(stamps)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _route_label(path: str) -> str:
@@ -81,11 +93,7 @@ class Metrics:
     """One per process. In tests several apps may live in one process: each gets its own
     registry unless multiprocess mode is on."""
 
-    def __init__(self, counter: EvaluationCounter | None = None) -> None:
-        #: The request path's counter (see :mod:`flagport_server.stats`).
-        self.counter = counter or EvaluationCounter(lambda key: None, collect_units=False)
-        #: Called with what the counter drained at every flush (the stats recorder).
-        self.sink: Callable[[Drained], None] | None = None
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = None if _MULTIPROCESS else self.registry
         self.evaluations = Counter(
@@ -154,25 +162,41 @@ class Metrics:
         #: (route, status class) -> [count per bucket..., sum of seconds]
         self._latencies: dict[tuple[str, str], list[float]] = {}
         self._pid = str(os.getpid())
+        #: When the last flag or segment change applied was committed (0: none yet).
+        self._last_change = 0.0
+
+    def record_apply(self, snapshot: CompiledSnapshot, applied_at: float) -> None:
+        """A snapshot was applied (``Runtime.on_apply``): its version, and how long this
+        worker took to apply its newest change."""
+        pid = str(os.getpid())
+        self.snapshot_version.labels(pid).set(snapshot.version)
+        # The newest updated_at is when the last flag/segment change was committed (by the
+        # committing host's clock); its distance to now is how long this worker took.
+        changed = _last_change(snapshot.document)
+        if changed > self._last_change:
+            if self._last_change:
+                self.apply_lag.labels(pid).set(max(0.0, applied_at - changed))
+            self._last_change = changed
 
     # -- off the request path -----------------------------------------------------------
 
-    def flush(self) -> None:
-        drained = self.counter.drain()
+    def add_drained(self, drained: Drained, now: float) -> None:
+        """Add the evaluations the stats pump drained to ``flagport_evaluations``."""
         evaluations = self.evaluations
         for evaluations_of in drained.counted:
             result = evaluations_of.result
             labels = evaluations.labels(result.key, result.variant or "", result.reason.value)
             labels.inc(evaluations_of.evaluations)
-        if self.sink is not None and drained.counted:
-            self.sink(drained)
+
+    def flush_latencies(self) -> None:
+        """Add the request latencies tallied since the last call to the histogram."""
         latencies, self._latencies = self._latencies, {}
         for (route, status), tally in latencies.items():
             _add_to_histogram(self.requests.labels(route, status), tally)
 
     def latency_middleware(self, app: ASGIApp) -> ASGIApp:
         """ASGI middleware timing each request. It only bumps a bucket in a local tally;
-        :meth:`flush` adds the tallies to the histogram, a few increments per second (one
+        :meth:`flush_latencies` adds the tallies to the histogram, a few increments per second (one
         ``observe`` per request there blocked the event loop for tens of milliseconds at
         14k requests per second, which showed as p99 latency)."""
         latencies = self  # the list is swapped on flush: always read it through self
@@ -212,7 +236,8 @@ class Metrics:
         self.store_regressed.labels(self._pid).set(1 if regressed else 0)
 
     def render(self) -> bytes:
-        self.flush()
+        """The exposition (the caller drains the stats pump first: :meth:`StatsPump.drain`)."""
+        self.flush_latencies()
         if _MULTIPROCESS:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -2,12 +2,13 @@
 
 Every change bumps the flag's version and the snapshot version and appends an audit entry
 (who: the token's name; when; before; after; why). Read-modify-write operations retry on a
-concurrent change; a ``PUT`` with ``If-Match`` never retries (412 instead).
+concurrent change; a ``PUT`` with ``If-Match`` never retries (PreconditionFailed instead).
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from flagport import InvalidDocumentError
-from flagport.document import strip_volatile
+from flagport.document import load_document, read_document_file, strip_volatile
 from flagport.engine import (
     CompiledSnapshot,
     Flag,
@@ -27,19 +28,24 @@ from flagport.engine import (
     check_new_condition_values,
     check_percentage,
     compile_snapshot,
+    explain,
     validate_key,
 )
-from flagport_server.auth import RESERVED_ACTORS, Actor
+from flagport_server.audit import audit_entry
+from flagport_server.auth import RESERVED_ACTORS, SEED_ACTOR, Actor
 from flagport_server.errors import (
     AlreadyExists,
     Conflict,
     InvalidInput,
     NotFound,
+    PreconditionFailed,
     PreconditionRequired,
+    StoreUnavailable,
     UnreadableRecord,
     VersionConflict,
+    document_errors_as_input,
 )
-from flagport_server.state import Runtime, hash_secret
+from flagport_server.runtime import Runtime, committed_state, hash_secret
 from flagport_server.stores.base import (
     SCOPE_MODEL,
     AuditEntry,
@@ -52,6 +58,8 @@ from flagport_server.stores.base import (
 from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, SnapshotDiff
 
 __all__ = ["AdminService", "flag_view", "utc_now"]
+
+log = logging.getLogger("flagport.server")
 
 _RETRIES = 20
 
@@ -74,10 +82,6 @@ def utc_now() -> str:
 
 def flag_view(key: str, flag: Flag) -> FlagView:
     return FlagView(key=key, **msgspec.structs.asdict(flag))
-
-
-def _body(flag: Flag | Segment | None) -> dict[str, Any] | None:
-    return None if flag is None else msgspec.to_builtins(flag)
 
 
 class AdminService:
@@ -104,63 +108,101 @@ class AdminService:
             raise NotFound(f"flag {key!r} not found")
         return flag, state.document.version
 
+    async def get_segment(self, key: str) -> Segment:
+        segment = (await self.document()).segments.get(key)
+        if segment is None:
+            raise NotFound(f"segment {key!r} not found")
+        return segment
+
+    async def tokens(self) -> list[TokenRecord]:
+        """Every token, revoked ones too."""
+        return await self.store.tokens()
+
+    def explain(self, key: str, context: dict[str, Any]) -> dict[str, Any]:
+        """How the served snapshot evaluates flag ``key`` for ``context``, step by step."""
+        snapshot = self.runtime.snapshot
+        if snapshot is None:
+            raise StoreUnavailable("no snapshot loaded yet")
+        if key not in snapshot:
+            raise NotFound(f"flag {key!r} not found")
+        return explain(snapshot, key, context, time.time())
+
     # -- writes -------------------------------------------------------------------------
 
-    def _validate(self, candidate: SnapshotDocument, state: StoreState) -> None:
+    def _validate(self, committed: StoreState, state: StoreState) -> CompiledSnapshot:
         """Refuse a change that breaks the configuration (unknown variant, segment or
-        prerequisite, a cycle, ...). Only problems the change introduces count: a problem
-        the store already holds (an unreadable segment, say) must not block every other
-        write, least of all one that repairs it."""
-        try:
+        prerequisite, a cycle, ...); else ``committed`` (the store's state once the change
+        is committed onto ``state``) compiled, which the worker then serves as it is: a
+        write compiles once. Only problems the change introduces count: a problem the store
+        already holds (an unreadable segment, say) must not block every other write, least
+        of all one that repairs it."""
+        candidate = committed.document
+        with document_errors_as_input():
             check_new_condition_values(candidate, state.document)
-        except InvalidDocumentError as error:
-            raise InvalidInput(error.problem, error.path) from None
-        try:
-            compile_snapshot(candidate, strict=True)
-            return
-        except InvalidDocumentError:
-            pass
+        compiled = self.runtime.compile(committed)
+        if not compiled.problems:
+            return compiled
+        known = self._known_problems(state)
+        new = [p for p in compiled.problems if (p.path, p.problem) not in known]
+        if not new:
+            return compiled
+        if state.unreadable_flags or state.unreadable_segments:
+            # What cannot be read is served as broken: judge the change without it, then
+            # beside it as the store held it (the rule before a write compiled once).
+            try:
+                compile_snapshot(candidate, strict=True)
+                return compiled
+            except InvalidDocumentError:
+                pass
+            after = _compile_stored(candidate, state)
+            new = [p for p in after.problems if (p.path, p.problem) not in known]
+            if not new:
+                return compiled
+        raise InvalidInput.from_document(new[0])
+
+    def _known_problems(self, state: StoreState) -> set[tuple[str | None, str]]:
+        """The problems the stored configuration already has."""
         before = self.runtime.snapshot
         if before is None or before.version != state.document.version:
             before = _compile_stored(state.document, state)
-        known = {(p.path, p.problem) for p in before.problems}
-        after = _compile_stored(candidate, state)
-        for problem in after.problems:
-            if (problem.path, problem.problem) not in known:
-                raise InvalidInput(problem.problem, problem.path)
+        return {(p.path, p.problem) for p in before.problems}
 
-    async def _commit(self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]) -> int:
+    async def _commit(
+        self,
+        mutations: Sequence[Mutation],
+        audit: Sequence[AuditEntry],
+        committed: StoreState | None = None,
+        compiled: CompiledSnapshot | None = None,
+    ) -> int:
+        """Commit, and serve the change from this worker at once (the others follow via
+        notifications). ``committed``: the state the commit makes if nothing else is
+        committed meanwhile (:func:`committed_state`), served without reading the store
+        back when so; ``compiled``: that state compiled (by :meth:`_validate`)."""
         result = await self.store.commit(mutations, audit)
-        # Serve the change from this worker at once; the others follow via notifications.
-        await self.runtime.reload(at_least=result.snapshot_version)
-        return result.snapshot_version
+        version = result.snapshot_version
+        if committed is not None and version == committed.document.version:
+            await self.runtime.apply_commit(committed, compiled)
+        else:
+            await self.runtime.reload(at_least=version)
+        return version
 
     async def create_flag(
         self, key: str, flag: Flag, actor: Actor, reason: str | None
     ) -> tuple[FlagView, int]:
-        try:
+        with document_errors_as_input():
             validate_key(key, "$.key")
-        except InvalidDocumentError as error:
-            raise InvalidInput(error.problem, error.path) from None
         state = await self.state()
         document = state.document
         if key in document.flags or key in state.unreadable_flags:
             raise AlreadyExists(f"flag {key!r} already exists")
         now = utc_now()
         new = msgspec.structs.replace(flag, version=1, created_at=now, updated_at=now)
-        candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
-        self._validate(candidate, state)
-        entry = AuditEntry(
-            actor=actor.name,
-            token_id=actor.token_id,
-            action="create",
-            key=key,
-            at=now,
-            reason=reason,
-            after=_body(new),
-        )
+        mutations = [Mutation("flag", key, "put", new, None)]
+        committed = _committed(state, mutations, flags={**document.flags, key: new})
+        compiled = self._validate(committed, state)
+        entry = audit_entry(actor, "create", key, now, reason=reason, after=new)
         try:
-            version = await self._commit([Mutation("flag", key, "put", new, None)], [entry])
+            version = await self._commit(mutations, [entry], committed, compiled)
         except VersionConflict:
             raise AlreadyExists(f"flag {key!r} already exists") from None
         return flag_view(key, new), version
@@ -180,24 +222,19 @@ class AdminService:
             _refuse_unreadable(state, "flag", key)
             raise NotFound(f"flag {key!r} not found")
         if current.version != expected:
-            raise VersionConflict("flag", key, expected, current.version)
+            raise PreconditionFailed("flag", key, expected, current.version)
         now = utc_now()
         new = msgspec.structs.replace(
             flag, version=current.version + 1, created_at=current.created_at, updated_at=now
         )
-        candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
-        self._validate(candidate, state)
-        entry = AuditEntry(
-            actor=actor.name,
-            token_id=actor.token_id,
-            action="update",
-            key=key,
-            at=now,
-            reason=reason,
-            before=_body(current),
-            after=_body(new),
-        )
-        version = await self._commit([Mutation("flag", key, "put", new, expected)], [entry])
+        mutations = [Mutation("flag", key, "put", new, expected)]
+        committed = _committed(state, mutations, flags={**document.flags, key: new})
+        compiled = self._validate(committed, state)
+        entry = audit_entry(actor, "update", key, now, reason=reason, before=current, after=new)
+        try:
+            version = await self._commit(mutations, [entry], committed, compiled)
+        except VersionConflict as error:  # changed since it was read: If-Match fails
+            raise PreconditionFailed("flag", key, expected, error.actual) from None
         return flag_view(key, new), version
 
     async def _update(
@@ -235,22 +272,13 @@ class AdminService:
                     Mutation("flag", key, "put", new, current.version, kill_switch=kill_switch)
                 )
                 entries.append(
-                    AuditEntry(
-                        actor=actor.name,
-                        token_id=actor.token_id,
-                        action=action,
-                        key=key,
-                        at=now,
-                        reason=reason,
-                        before=_body(current),
-                        after=_body(new),
-                    )
+                    audit_entry(actor, action, key, now, reason=reason, before=current, after=new)
                 )
                 views.append(flag_view(key, new))
-            if not kill_switch:
-                self._validate(msgspec.structs.replace(document, flags=flags), state)
+            committed = _committed(state, mutations, flags=flags)
+            compiled = None if kill_switch else self._validate(committed, state)
             try:
-                version = await self._commit(mutations, entries)
+                version = await self._commit(mutations, entries, committed, compiled)
             except VersionConflict:
                 continue
             return views, version
@@ -272,10 +300,8 @@ class AdminService:
         self, key: str, percentage: float | None, actor: Actor, reason: str | None
     ) -> tuple[FlagView, int]:
         if percentage is not None:
-            try:
+            with document_errors_as_input():
                 check_percentage(percentage, "$.percentage")
-            except InvalidDocumentError as error:
-                raise InvalidInput(error.problem, error.path) from None
 
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(
@@ -367,19 +393,12 @@ class AdminService:
         now = utc_now()
         mutations = [Mutation("flag", k, "delete", None, _stored_version(state, k)) for k in doomed]
         entries = [
-            AuditEntry(
-                actor=actor.name,
-                token_id=actor.token_id,
-                action="delete",
-                key=k,
-                at=now,
-                reason=reason,
-                before=_body(document.flags.get(k)),
-            )
+            audit_entry(actor, "delete", k, now, reason=reason, before=document.flags.get(k))
             for k in doomed
         ]
+        flags = {k: f for k, f in document.flags.items() if k not in doomed}
         try:
-            version = await self._commit(mutations, entries)
+            version = await self._commit(mutations, entries, _committed(state, mutations, flags))
         except VersionConflict as error:
             raise Conflict(f"concurrent change: {error.detail}; try again") from None
         return doomed, version
@@ -408,10 +427,8 @@ class AdminService:
         self, key: str, segment: Segment, if_match: str | None, actor: Actor, reason: str | None
     ) -> tuple[Segment, int, bool]:
         """Create or replace a segment: (segment, snapshot version, created)."""
-        try:
+        with document_errors_as_input():
             validate_key(key, "$.key")
-        except InvalidDocumentError as error:
-            raise InvalidInput(error.problem, error.path) from None
         state = await self.state()
         document = state.document
         current = document.segments.get(key)
@@ -421,31 +438,24 @@ class AdminService:
             expected = _parse_if_match(if_match)
             actual = None if current is None else current.version
             if actual != expected:
-                raise VersionConflict("segment", key, expected, actual)
+                raise PreconditionFailed("segment", key, expected, actual)
         now = utc_now()
         new = msgspec.structs.replace(
             segment, version=(current.version if current else 0) + 1, updated_at=now
         )
-        candidate = msgspec.structs.replace(document, segments={**document.segments, key: new})
-        self._validate(candidate, state)
         # A PUT over an unreadable segment repairs it.
         guard = _stored_version(state, key, "segment")
-        entry = AuditEntry(
-            actor=actor.name,
-            token_id=actor.token_id,
-            action="segment.put",
-            key=key,
-            at=now,
-            reason=reason,
-            kind="segment",
-            before=_body(current),
-            after=_body(new),
+        mutations = [Mutation("segment", key, "put", new, guard)]
+        committed = _committed(state, mutations, segments={**document.segments, key: new})
+        compiled = self._validate(committed, state)
+        entry = audit_entry(
+            actor, "segment.put", key, now, kind="segment", reason=reason, before=current, after=new
         )
         try:
-            version = await self._commit([Mutation("segment", key, "put", new, guard)], [entry])
+            version = await self._commit(mutations, [entry], committed, compiled)
         except VersionConflict as error:
-            if if_match is not None:
-                raise  # the version If-Match named is gone: 412, as for a flag
+            if if_match is not None:  # the version If-Match named is gone
+                raise PreconditionFailed("segment", key, error.expected, error.actual) from None
             raise Conflict(f"concurrent change: {error.detail}; try again") from None
         return new, version, current is None
 
@@ -458,19 +468,16 @@ class AdminService:
         users = sorted(k for k, f in document.flags.items() if _uses_segment(f, key))
         if users:
             raise Conflict(f"segment {key!r} is used by flag(s) {', '.join(users)}")
-        entry = AuditEntry(
-            actor=actor.name,
-            token_id=actor.token_id,
-            action="segment.delete",
-            key=key,
-            at=utc_now(),
-            reason=reason,
-            kind="segment",
-            before=_body(current),
+        entry = audit_entry(
+            actor, "segment.delete", key, utc_now(), kind="segment", reason=reason, before=current
         )
         guard = _stored_version(state, key, "segment")
+        mutations = [Mutation("segment", key, "delete", None, guard)]
+        segments = {k: g for k, g in document.segments.items() if k != key}
         try:
-            return await self._commit([Mutation("segment", key, "delete", None, guard)], [entry])
+            return await self._commit(
+                mutations, [entry], _committed(state, mutations, segments=segments)
+            )
         except VersionConflict as error:
             raise Conflict(f"concurrent change: {error.detail}; try again") from None
 
@@ -486,17 +493,26 @@ class AdminService:
         reason: str | None,
     ) -> tuple[SnapshotDiff, int]:
         """Make the store match ``incoming`` (all or nothing) and return the diff. With
-        ``prune`` (the default) flags and segments missing from ``incoming`` are deleted."""
-        try:
+        ``prune`` (the default) flags and segments missing from ``incoming`` are deleted.
+
+        ``incoming`` must be valid on its own. With ``prune`` the result of the import *is*
+        ``incoming`` (versions and timestamps aside), so compiling the result checks it and
+        gives what the worker then serves: one compile per import. Without it the result
+        keeps other stored flags and is checked as any other change, after ``incoming``."""
+        with document_errors_as_input():
             check_document_limits(incoming)
-            compile_snapshot(incoming, strict=True)
-        except InvalidDocumentError as error:
-            raise InvalidInput(error.problem, error.path) from None
+            if dry_run or not prune:
+                compile_snapshot(incoming, strict=True)
         for _ in range(_RETRIES):
             state = await self.state()
             document = state.document
             diff = diff_documents(state, incoming, prune=prune)
-            if dry_run or diff.empty:
+            if dry_run:
+                return diff, document.version
+            if diff.empty:
+                if prune:
+                    with document_errors_as_input():
+                        compile_snapshot(incoming, strict=True)
                 return diff, document.version
             now = utc_now()
             mutations: list[Mutation] = []
@@ -531,15 +547,49 @@ class AdminService:
                 record("flag", key, flags.pop(key, None), None)
             for key in diff.segments.removed:
                 record("segment", key, segments.pop(key, None), None)
-            # The merged result (with pruning off it keeps extra flags) must be valid too.
-            merged = msgspec.structs.replace(document, flags=flags, segments=segments)
-            self._validate(merged, state)
+            committed = _committed(state, mutations, flags, segments)
+            if prune:
+                compiled = self.runtime.compile(committed)
+                if compiled.problems:
+                    # Refused as the document it is, by the engine's own first problem.
+                    with document_errors_as_input():
+                        compile_snapshot(incoming, strict=True)
+                    raise InvalidInput.from_document(compiled.problems[0])
+                with document_errors_as_input():
+                    check_new_condition_values(committed.document, document)
+            else:
+                # The merged result (it keeps extra flags) must be valid too.
+                compiled = self._validate(committed, state)
             try:
-                version = await self._commit(mutations, entries)
+                version = await self._commit(mutations, entries, committed, compiled)
             except VersionConflict:
                 continue
             return diff, version
         raise Conflict("too many concurrent changes; try again")
+
+    async def seed(self, path: str) -> None:
+        """Load the document at ``path`` into an empty store (``--seed``: ``make run``'s
+        portal flags); a store that has anything, or another worker seeding first, wins."""
+        snapshot = self.runtime.snapshot
+        if snapshot is None or len(snapshot) or snapshot.document.segments or snapshot.version:
+            return
+        document = load_document(read_document_file(path))
+        now = utc_now()
+        mutations: list[Mutation] = []
+        for key, segment in document.segments.items():
+            stamped_segment = msgspec.structs.replace(segment, version=1, updated_at=now)
+            mutations.append(Mutation("segment", key, "put", stamped_segment, None))
+        for key, flag in document.flags.items():
+            stamped = msgspec.structs.replace(flag, version=1, created_at=now, updated_at=now)
+            mutations.append(Mutation("flag", key, "put", stamped, None))
+        entry = audit_entry(
+            Actor(SEED_ACTOR), "import", "*", now, kind="snapshot", reason=f"seeded from {path}"
+        )
+        try:
+            await self._commit(mutations, [entry])
+        except VersionConflict:
+            return  # another worker seeded first
+        log.info("seeded %d flags from %s", len(document.flags), path)
 
     # -- tokens -------------------------------------------------------------------------
 
@@ -565,12 +615,11 @@ class AdminService:
         )
         await self.store.add_token(record)
         # An empty commit bumps the snapshot version so every worker reloads its tokens.
-        entry = AuditEntry(
-            actor=actor.name,
-            token_id=actor.token_id,
-            action="token.create",
-            key=record.id,
-            at=record.created_at,
+        entry = audit_entry(
+            actor,
+            "token.create",
+            record.id,
+            record.created_at,
             kind="token",
             after={"name": name, "scope": scope},
         )
@@ -584,12 +633,11 @@ class AdminService:
         record = await self.store.revoke_token(token_id, now)
         if record is None:
             raise NotFound(f"token {token_id!r} not found")
-        entry = AuditEntry(
-            actor=actor.name,
-            token_id=actor.token_id,
-            action="token.revoke",
-            key=token_id,
-            at=now,
+        entry = audit_entry(
+            actor,
+            "token.revoke",
+            token_id,
+            now,
             kind="token",
             before={"name": record.name, "scope": record.scope},
         )
@@ -620,18 +668,26 @@ def _import_change(
 ) -> tuple[Mutation, AuditEntry]:
     """The guarded mutation and the audit entry for one key an import changes."""
     mutation = Mutation(kind, key, "delete" if new is None else "put", new, guard)
-    entry = AuditEntry(
-        actor=actor.name,
-        token_id=actor.token_id,
-        action="import",
-        key=key,
-        at=now,
-        kind=kind,
-        reason=reason,
-        before=_body(old),
-        after=_body(new),
-    )
+    entry = audit_entry(actor, "import", key, now, kind=kind, reason=reason, before=old, after=new)
     return mutation, entry
+
+
+def _committed(
+    state: StoreState,
+    mutations: Sequence[Mutation],
+    flags: dict[str, Flag] | None = None,
+    segments: dict[str, Segment] | None = None,
+) -> StoreState:
+    """The store's state once ``mutations`` are committed onto ``state`` (with nothing else
+    committed meanwhile): its configuration with ``flags`` and ``segments`` (``None``: as
+    they are), at the next snapshot version."""
+    document = state.document
+    candidate = msgspec.structs.replace(
+        document,
+        flags=document.flags if flags is None else flags,
+        segments=document.segments if segments is None else segments,
+    )
+    return committed_state(state, mutations, candidate, document.version + 1)
 
 
 def _uses_segment(flag: Flag, segment: str) -> bool:

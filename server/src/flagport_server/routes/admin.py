@@ -6,16 +6,16 @@ Every write answers ``{"flag": {...}, "snapshot_version": N}`` (or the list it c
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.document import dump_document, load_document
-from flagport.engine import Flag, Segment, explain
+from flagport.engine import Flag, Segment
 from flagport_server.auth import ADMIN, TOKEN_REQUIRED, VIEWER, Actor, requires, scope_guard
 from flagport_server.bodies import (
     CONFIGURATION_JSON,
@@ -23,7 +23,7 @@ from flagport_server.bodies import (
     YAML_MEDIA_TYPES,
     require_media_type,
 )
-from flagport_server.errors import InvalidInput, NotFound, StoreUnavailable
+from flagport_server.errors import InvalidInput
 from flagport_server.services import AdminService, flag_view
 from flagport_server.stores.base import AuditQuery, TokenRecord
 from flagport_server.wire.admin_v1 import (
@@ -55,10 +55,13 @@ from flagport_server.wire.fields import (
     MAX_REASON_LENGTH,
     MAX_REQUEST_INT,
     PRINTABLE_PATTERN,
-    explain_constraint,
+    validation_problem,
 )
 
 __all__ = ["admin_router"]
+
+#: The app's AdminService, injected by name (``create_app``'s dependencies).
+Admin = NamedDependency[AdminService]
 
 AdminRequest = Request[Any, Any, State]
 #: ``?reason=``: the rule of the bodies' ``reason`` (wire.fields.Reason).
@@ -83,12 +86,7 @@ async def _strict(request: AdminRequest, kind: type[T], default: T | None = None
     try:
         return msgspec.convert(await request.json(), type=kind, strict=True)
     except msgspec.ValidationError as error:
-        message, _, where = str(error).partition(" - at `")
-        raise InvalidInput(explain_constraint(message), where.rstrip("`") or None) from None
-
-
-def _service(request: AdminRequest) -> AdminService:
-    return request.app.state.service  # type: ignore[no-any-return]
+        raise InvalidInput(*validation_problem(str(error))) from None
 
 
 def _actor(request: AdminRequest) -> Actor:
@@ -97,8 +95,8 @@ def _actor(request: AdminRequest) -> Actor:
 
 
 @get("/flags", opt=requires(VIEWER), summary="List flags")
-async def list_flags(request: AdminRequest) -> FlagList:
-    state = await _service(request).state()
+async def list_flags(admin: Admin) -> FlagList:
+    state = await admin.state()
     return FlagList(
         flags=[flag_view(k, f) for k, f in sorted(state.document.flags.items())],
         snapshot_version=state.document.version,
@@ -107,12 +105,14 @@ async def list_flags(request: AdminRequest) -> FlagList:
 
 
 @post("/flags", status_code=201, summary="Create a flag (409 if it exists)")
-async def create_flag(data: JSONBody[FlagCreate], request: AdminRequest) -> FlagWriteResponse:
+async def create_flag(
+    data: JSONBody[FlagCreate], request: AdminRequest, admin: Admin
+) -> FlagWriteResponse:
     data = await _strict(request, FlagCreate)
     fields = msgspec.structs.asdict(data)
     key, reason = fields.pop("key"), fields.pop("reason")
     flag = Flag(**fields)
-    view, version = await _service(request).create_flag(key, flag, _actor(request), reason)
+    view, version = await admin.create_flag(key, flag, _actor(request), reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
@@ -121,8 +121,8 @@ async def create_flag(data: JSONBody[FlagCreate], request: AdminRequest) -> Flag
     opt=requires(VIEWER),
     summary="Get a flag (ETag is its version, for If-Match)",
 )
-async def get_flag(key: FromPath[str], request: AdminRequest) -> Response[FlagView]:
-    flag, _ = await _service(request).get_flag(key)
+async def get_flag(key: FromPath[str], admin: Admin) -> Response[FlagView]:
+    flag, _ = await admin.get_flag(key)
     return Response(flag_view(key, flag), headers={"ETag": f'"{flag.version}"'})
 
 
@@ -134,6 +134,7 @@ async def replace_flag(
     key: FromPath[str],
     data: JSONBody[FlagReplace],
     request: AdminRequest,
+    admin: Admin,
     if_match: Annotated[str | None, HeaderParameter(name="If-Match", required=False)] = None,
     reason: ReasonQuery = None,
 ) -> FlagWriteResponse:
@@ -142,9 +143,7 @@ async def replace_flag(
     body_key = fields.pop("key")
     if body_key is not None and body_key != key:
         raise InvalidInput(f"the body names flag {body_key!r}, the path {key!r}", "$.key")
-    view, version = await _service(request).replace_flag(
-        key, Flag(**fields), if_match, _actor(request), reason
-    )
+    view, version = await admin.replace_flag(key, Flag(**fields), if_match, _actor(request), reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
@@ -156,37 +155,42 @@ async def replace_flag(
 async def delete_flag(
     key: FromPath[str],
     request: AdminRequest,
+    admin: Admin,
     recursive: Annotated[bool, QueryParameter(required=False)] = False,
     reason: ReasonQuery = None,
 ) -> dict[str, Any]:
-    deleted, version = await _service(request).delete_flag(key, recursive, _actor(request), reason)
+    deleted, version = await admin.delete_flag(key, recursive, _actor(request), reason)
     return {"deleted": deleted, "snapshot_version": version}
 
 
 @post("/flags/{key:str}/enable", status_code=200, summary="Enable (optionally at a percentage)")
 async def enable_flag(
-    key: FromPath[str], request: AdminRequest, data: JSONBody[EnableRequest | None] = None
+    key: FromPath[str],
+    request: AdminRequest,
+    admin: Admin,
+    data: JSONBody[EnableRequest | None] = None,
 ) -> FlagWriteResponse:
     body = await _strict(request, EnableRequest, EnableRequest())
-    view, version = await _service(request).enable(
-        key, body.percentage, _actor(request), body.reason
-    )
+    view, version = await admin.enable(key, body.percentage, _actor(request), body.reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
 @post("/flags/{key:str}/disable", status_code=200, summary="Disable: the kill switch")
 async def disable_flag(
-    key: FromPath[str], request: AdminRequest, data: JSONBody[DisableRequest | None] = None
+    key: FromPath[str],
+    request: AdminRequest,
+    admin: Admin,
+    data: JSONBody[DisableRequest | None] = None,
 ) -> FlagWriteResponse:
     body = await _strict(request, DisableRequest, DisableRequest())
-    views, version = await _service(request).disable([key], _actor(request), body.reason)
+    views, version = await admin.disable([key], _actor(request), body.reason)
     return FlagWriteResponse(flag=views[0], snapshot_version=version)
 
 
 @post("/kill", status_code=200, summary="Disable several flags at once (keys, a tag, or all)")
-async def kill(data: JSONBody[KillRequest], request: AdminRequest) -> KillResponse:
+async def kill(data: JSONBody[KillRequest], request: AdminRequest, admin: Admin) -> KillResponse:
     data = await _strict(request, KillRequest)
-    views, version, unreadable = await _service(request).kill(
+    views, version, unreadable = await admin.kill(
         data.keys, data.tag, data.all, _actor(request), data.reason
     )
     return KillResponse(flags=views, snapshot_version=version, unreadable=unreadable)
@@ -194,7 +198,7 @@ async def kill(data: JSONBody[KillRequest], request: AdminRequest) -> KillRespon
 
 @get("/audit", opt=requires(VIEWER), summary="Audit log, newest first, paginated with before_id")
 async def audit(
-    request: AdminRequest,
+    admin: Admin,
     flag: Annotated[str | None, QueryParameter(required=False)] = None,
     actor: Annotated[str | None, QueryParameter(required=False)] = None,
     since: Annotated[str | None, QueryParameter(required=False)] = None,
@@ -212,7 +216,7 @@ async def audit(
             raise InvalidInput(
                 f"since must be an ISO-8601 date-time, got {since!r}", "since"
             ) from None
-    entries = await _service(request).audit(
+    entries = await admin.audit(
         AuditQuery(key=flag, actor=actor, since=since, before_id=before_id, limit=limit)
     )
     next_id = entries[-1].id if len(entries) == limit else None
@@ -230,17 +234,17 @@ def _token_view(record: TokenRecord) -> TokenView:
 
 
 @get("/tokens", opt=requires(VIEWER), summary="List tokens (never their secrets)")
-async def list_tokens(request: AdminRequest) -> TokenList:
-    records = await _service(request).store.tokens()
+async def list_tokens(admin: Admin) -> TokenList:
+    records = await admin.tokens()
     return TokenList(tokens=[_token_view(r) for r in records])
 
 
 @post("/tokens", status_code=201, summary="Create a token; the secret is shown once")
 async def create_token(
-    data: JSONBody[TokenCreate], request: AdminRequest
+    data: JSONBody[TokenCreate], request: AdminRequest, admin: Admin
 ) -> Response[TokenCreated]:
     data = await _strict(request, TokenCreate)
-    record, secret = await _service(request).create_token(data.name, data.scope, _actor(request))
+    record, secret = await admin.create_token(data.name, data.scope, _actor(request))
     # The secret is in this answer only: no cache (a proxy's, the browser's) may keep it.
     return Response(
         TokenCreated(token=_token_view(record), secret=secret),
@@ -254,8 +258,10 @@ async def create_token(
     status_code=200,
     summary="Revoke a token (wait on /admin/v1/propagation for snapshot_version)",
 )
-async def revoke_token(token_id: FromPath[str], request: AdminRequest) -> TokenRevoked:
-    record, version = await _service(request).revoke_token(token_id, _actor(request))
+async def revoke_token(
+    token_id: FromPath[str], request: AdminRequest, admin: Admin
+) -> TokenRevoked:
+    record, version = await admin.revoke_token(token_id, _actor(request))
     return TokenRevoked(**msgspec.structs.asdict(_token_view(record)), snapshot_version=version)
 
 
@@ -265,28 +271,26 @@ async def revoke_token(token_id: FromPath[str], request: AdminRequest) -> TokenR
     summary="Which live workers have applied a snapshot version",
 )
 async def propagation(
-    request: AdminRequest, version: Annotated[int, QueryParameter(ge=0, le=MAX_REQUEST_INT)]
+    admin: Admin, version: Annotated[int, QueryParameter(ge=0, le=MAX_REQUEST_INT)]
 ) -> PropagationView:
-    return await _service(request).propagation(version)
+    return await admin.propagation(version)
 
 
 @put("/flags/{key:str}/targets", summary="Set the flag's individual targets")
 async def put_targets(
-    key: FromPath[str], data: JSONBody[TargetsRequest], request: AdminRequest
+    key: FromPath[str], data: JSONBody[TargetsRequest], request: AdminRequest, admin: Admin
 ) -> FlagWriteResponse:
     data = await _strict(request, TargetsRequest)
-    view, version = await _service(request).set_targets(
-        key, data.targets, _actor(request), data.reason
-    )
+    view, version = await admin.set_targets(key, data.targets, _actor(request), data.reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
 @put("/flags/{key:str}/rules", summary="Replace the flag's ordered rules")
 async def put_rules(
-    key: FromPath[str], data: JSONBody[RulesRequest], request: AdminRequest
+    key: FromPath[str], data: JSONBody[RulesRequest], request: AdminRequest, admin: Admin
 ) -> FlagWriteResponse:
     data = await _strict(request, RulesRequest)
-    view, version = await _service(request).set_rules(key, data.rules, _actor(request), data.reason)
+    view, version = await admin.set_rules(key, data.rules, _actor(request), data.reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
 
@@ -297,15 +301,10 @@ async def put_rules(
     summary="Explain an evaluation step by step",
 )
 async def explain_flag(
-    key: FromPath[str], data: JSONBody[ExplainRequest], request: AdminRequest
+    key: FromPath[str], data: JSONBody[ExplainRequest], request: AdminRequest, admin: Admin
 ) -> dict[str, Any]:
     data = await _strict(request, ExplainRequest)
-    snapshot = request.app.state.runtime.snapshot
-    if snapshot is None:
-        raise StoreUnavailable("no snapshot loaded yet")
-    if key not in snapshot:
-        raise NotFound(f"flag {key!r} not found")
-    return explain(snapshot, key, data.context, time.time())
+    return admin.explain(key, data.context)
 
 
 def _segment_view(key: str, segment: Segment) -> SegmentView:
@@ -313,8 +312,8 @@ def _segment_view(key: str, segment: Segment) -> SegmentView:
 
 
 @get("/segments", opt=requires(VIEWER), summary="List segments")
-async def list_segments(request: AdminRequest) -> SegmentList:
-    document = await _service(request).document()
+async def list_segments(admin: Admin) -> SegmentList:
+    document = await admin.document()
     return SegmentList(
         segments=[_segment_view(k, s) for k, s in sorted(document.segments.items())],
         snapshot_version=document.version,
@@ -322,11 +321,8 @@ async def list_segments(request: AdminRequest) -> SegmentList:
 
 
 @get("/segments/{key:str}", opt=requires(VIEWER), summary="Get a segment (ETag is its version)")
-async def get_segment(key: FromPath[str], request: AdminRequest) -> Response[SegmentView]:
-    document = await _service(request).document()
-    segment = document.segments.get(key)
-    if segment is None:
-        raise NotFound(f"segment {key!r} not found")
+async def get_segment(key: FromPath[str], admin: Admin) -> Response[SegmentView]:
+    segment = await admin.get_segment(key)
     return Response(_segment_view(key, segment), headers={"ETag": f'"{segment.version}"'})
 
 
@@ -335,11 +331,12 @@ async def put_segment(
     key: FromPath[str],
     data: JSONBody[Segment],
     request: AdminRequest,
+    admin: Admin,
     if_match: Annotated[str | None, HeaderParameter(name="If-Match", required=False)] = None,
     reason: ReasonQuery = None,
 ) -> Response[SegmentWriteResponse]:
     data = await _strict(request, Segment)
-    segment, version, created = await _service(request).put_segment(
+    segment, version, created = await admin.put_segment(
         key, data, if_match, _actor(request), reason
     )
     body = SegmentWriteResponse(segment=_segment_view(key, segment), snapshot_version=version)
@@ -350,19 +347,20 @@ async def put_segment(
 async def delete_segment(
     key: FromPath[str],
     request: AdminRequest,
+    admin: Admin,
     reason: ReasonQuery = None,
 ) -> dict[str, Any]:
-    version = await _service(request).delete_segment(key, _actor(request), reason)
+    version = await admin.delete_segment(key, _actor(request), reason)
     return {"deleted": [key], "snapshot_version": version}
 
 
 @get("/snapshot", opt=requires(VIEWER), summary="Export the configuration (config as code)")
 async def export_snapshot(
-    request: AdminRequest,
+    admin: Admin,
     volatile: Annotated[bool, QueryParameter(required=False)] = False,
     format: Annotated[Literal["json", "yaml"], QueryParameter(required=False)] = "json",
 ) -> Response[bytes]:
-    document = await _service(request).document()
+    document = await admin.document()
     media = "application/json" if format == "json" else "application/yaml"
     return Response(dump_document(document, format, volatile=volatile), media_type=media)
 
@@ -370,14 +368,16 @@ async def export_snapshot(
 @post("/snapshot", status_code=200, summary="Import a configuration: returns the diff; atomic")
 async def import_snapshot(
     request: AdminRequest,
+    admin: Admin,
     dry_run: Annotated[bool, QueryParameter(required=False)] = False,
     prune: Annotated[bool, QueryParameter(required=False)] = True,
     reason: ReasonQuery = None,
 ) -> ImportResponse:
     media = require_media_type(request, JSON_MEDIA_TYPES | YAML_MEDIA_TYPES)
     body = await request.body()
-    document = load_document(body, "json" if media in JSON_MEDIA_TYPES else "yaml")
-    diff, version = await _service(request).import_document(
+    # Read only: the import checks it (limits, then compile) once, beside what is stored.
+    document = load_document(body, "json" if media in JSON_MEDIA_TYPES else "yaml", strict=False)
+    diff, version = await admin.import_document(
         document, dry_run=dry_run, prune=prune, actor=_actor(request), reason=reason
     )
     return ImportResponse(

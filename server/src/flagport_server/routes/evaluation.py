@@ -10,7 +10,10 @@ docs/adr/0003-lean-evaluation-path.md):
 - answers are pre-encoded :class:`RawResponse` objects, not ``Response`` (no per-request
   header and serialisation pipeline);
 - each evaluation item's JSON is encoded once per snapshot and reused, so a bulk answer is a
-  join of cached byte strings.
+  join of cached byte strings (:class:`~flagport_server.served.EncodedAnswers`, beside the
+  snapshot in the runtime's :class:`~flagport_server.served.Served`);
+- the app's objects are read from ``app.state`` (written only by ``create_app`` and the
+  lifespan), not through dependency injection, which resolves per request.
 """
 
 from __future__ import annotations
@@ -26,63 +29,20 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
-from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason
+from flagport.engine import ErrorCode, EvaluationResult, Reason
 from flagport_server.auth import EVALUATE, access_error, declared_scope, requires
 from flagport_server.routes.feeds import streams_available
-from flagport_server.stats import UNKNOWN_FLAG_LABEL, UNKNOWN_RESULT
+from flagport_server.served import Served
+from flagport_server.stats import UNKNOWN_RESULT
 from flagport_server.wire import ofrep_v1 as wire
 
-__all__ = ["UNKNOWN_FLAG_LABEL", "RawResponse", "WireCache", "evaluation_routes"]
+__all__ = ["RawResponse", "evaluation_routes"]
 
 _ERROR = Reason.ERROR
 _NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
 _NOT_READY = wire.encode(
     wire.RequestFailure(errorCode="GENERAL", errorDetails="no snapshot loaded yet; retry shortly")
 )
-
-
-class WireCache:
-    """Encoded OFREP items for one snapshot, keyed by what determines them."""
-
-    __slots__ = ("bulk_tail", "items", "polling_tail", "version", "version_header")
-
-    def __init__(self, snapshot: CompiledSnapshot, event_stream: wire.EventStream) -> None:
-        self.version = snapshot.version
-        self.version_header = str(snapshot.version).encode()
-        self.items: dict[tuple[Any, ...], bytes] = {}
-        metadata = {"snapshotVersion": snapshot.version}
-        tail = wire.encode({"eventStreams": [event_stream], "metadata": metadata})
-        self.bulk_tail = b"]," + tail[1:]  # closes "flags" and continues the object
-        #: The tail while this worker takes no more streams: no ``eventStreams``, so the
-        #: client polls.
-        self.polling_tail = b"]," + wire.encode({"metadata": metadata})[1:]
-
-    def item(self, result: EvaluationResult) -> bytes:
-        metadata = result.metadata
-        cache_key = (
-            result.key,
-            result.variant,
-            result.reason,
-            result.error_code,
-            metadata.get("gatedBy") if metadata else None,
-        )
-        encoded = self.items.get(cache_key)
-        if encoded is None:
-            if result.reason is _ERROR:
-                encoded = wire.encode(wire.failure_from_result(result))
-            else:
-                encoded = wire.encode(wire.success_from_result(result))
-            if result.error_code is not _NOT_FOUND:  # unknown keys are unbounded
-                self.items[cache_key] = encoded
-        return encoded
-
-
-def _cache(state: State, snapshot: CompiledSnapshot) -> WireCache:
-    cache: WireCache | None = state.wire_cache
-    if cache is None or cache.version != snapshot.version:
-        cache = WireCache(snapshot, state.event_stream)
-        state.wire_cache = cache
-    return cache
 
 
 class RawResponse:
@@ -128,7 +88,7 @@ def _gate(request: Request[Any, Any, State], state: State) -> RawResponse | None
         body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=error.detail))
         headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
         return _answer(state, body, error.status_code, extra=headers)
-    if state.runtime.snapshot is None:
+    if state.runtime.served is None:
         return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
     return None
 
@@ -148,12 +108,11 @@ def context_problem(context: Any) -> tuple[str, str] | None:
 
 
 def _single(
-    state: State, snapshot: CompiledSnapshot, result: EvaluationResult, context: dict[str, Any]
+    state: State, served: Served, result: EvaluationResult, context: dict[str, Any]
 ) -> RawResponse:
-    cache = _cache(state, snapshot)
     if result.reason is not _ERROR:
         state.counter.count(result, context)
-        return _answer(state, cache.item(result), 200, cache.version_header)
+        return _answer(state, served.answers.item(result), 200, served.version_header)
     if result.error_code is _NOT_FOUND:
         # Callers choose unknown keys: one label for all of them keeps the metric bounded.
         state.counter.count(UNKNOWN_RESULT, context)
@@ -161,7 +120,7 @@ def _single(
     else:
         state.counter.count(result, context)
         status = 500 if result.error_code is ErrorCode.GENERAL else 400
-    return _answer(state, cache.item(result), status, cache.version_header)
+    return _answer(state, served.answers.item(result), status, served.version_header)
 
 
 _SINGLE_RESPONSES = {
@@ -192,15 +151,15 @@ async def ofrep_single(
     refusal = _gate(request, state)
     if refusal is not None:
         return refusal
-    snapshot: CompiledSnapshot = state.runtime.snapshot
+    served: Served = state.runtime.served
     problem = context_problem(data.context)
     if problem is not None:
         body = wire.encode(
             wire.EvaluationFailure(key=key, errorCode=problem[0], errorDetails=problem[1])
         )
-        return _answer(state, body, 400, _cache(state, snapshot).version_header)
+        return _answer(state, body, 400, served.version_header)
     context = data.context
-    return _single(state, snapshot, snapshot.evaluate(key, context, time.time()), context)
+    return _single(state, served, served.snapshot.evaluate(key, context, time.time()), context)
 
 
 @get(
@@ -216,9 +175,9 @@ async def evaluate_get(key: FromPath[str], request: Request[Any, Any, State]) ->
     refusal = _gate(request, state)
     if refusal is not None:
         return refusal
-    snapshot: CompiledSnapshot = state.runtime.snapshot
+    served: Served = state.runtime.served
     context = dict(request.query_params)
-    return _single(state, snapshot, snapshot.evaluate(key, context, time.time()), context)
+    return _single(state, served, served.snapshot.evaluate(key, context, time.time()), context)
 
 
 def _check_last_modified(value: str | None) -> str | None:
@@ -269,8 +228,9 @@ async def ofrep_bulk(
     refusal = _gate(request, state)
     if refusal is not None:
         return refusal
-    snapshot: CompiledSnapshot = state.runtime.snapshot
-    cache = _cache(state, snapshot)
+    served: Served = state.runtime.served
+    snapshot = served.snapshot
+    answers = served.answers
     problem = context_problem(data.context) or (
         ("INVALID_CONTEXT", bad)
         if (bad := _check_last_modified(flag_config_last_modified))
@@ -278,23 +238,23 @@ async def ofrep_bulk(
     )
     if problem is not None:
         body = wire.encode(wire.RequestFailure(errorCode=problem[0], errorDetails=problem[1]))
-        return _answer(state, body, 400, cache.version_header)
+        return _answer(state, body, 400, served.version_header)
     context = data.context
     digest = hashlib.blake2b(msgspec.json.encode(context, order="sorted"), digest_size=8)
     etag = f'"{snapshot.version}-{digest.hexdigest()}"'.encode()
     if if_none_match is not None and if_none_match.strip().encode() == etag:
         headers = [
             (b"etag", etag),
-            (b"x-flagport-snapshot", cache.version_header),
+            (b"x-flagport-snapshot", served.version_header),
             (b"x-flagport-worker", state.pid_header),
         ]
         return RawResponse(b"", 304, headers)
     results = snapshot.evaluate_all(context, time.time())
     state.counter.count_many(results, context)
-    item = cache.item
-    tail = cache.bulk_tail if streams_available(state) else cache.polling_tail
+    item = answers.item
+    tail = answers.bulk_tail if streams_available(state) else answers.polling_tail
     body = b'{"flags":[' + b",".join([item(r) for r in results.values()]) + tail
-    return _answer(state, body, 200, cache.version_header, [(b"etag", etag)])
+    return _answer(state, body, 200, served.version_header, [(b"etag", etag)])
 
 
 evaluation_routes = [ofrep_single, ofrep_bulk, evaluate_get]

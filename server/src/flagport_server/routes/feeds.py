@@ -20,10 +20,10 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from flagport_server.auth import EVALUATE, SDK, presented_token, requires, scope_guard, token_record
-from flagport_server.state import Runtime
+from flagport_server.runtime import Runtime
 from flagport_server.wire.fields import MAX_REQUEST_INT
 
-__all__ = ["feed_routes", "streams_available"]
+__all__ = ["OpenStreams", "feed_routes", "streams_available"]
 
 #: Seconds between keep-alive comments on an idle stream (proxies drop silent connections).
 KEEPALIVE_SECONDS = 15.0
@@ -34,7 +34,7 @@ _CLOSE = -1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class _OpenStreams:
+class OpenStreams:
     """The app's open change streams, ended as soon as the worker is told to stop.
 
     Granian drains open connections *before* it runs the lifespan shutdown (where
@@ -76,34 +76,11 @@ class _OpenStreams:
             signal.signal(signum, on_stop)
 
 
-def _open_streams(request: Request[Any, Any, State]) -> _OpenStreams:
-    state = request.app.state
-    streams: _OpenStreams | None = state.get("open_streams")
-    if streams is None:
-        streams = state["open_streams"] = _OpenStreams(state.runtime.settings.max_streams)
-        streams.hook_stop_signals()
-    return streams
-
-
 def streams_available(state: State) -> bool:
     """Whether this worker takes another change stream (OFREP bulk answers advertise the
     stream only then, so clients over the cap poll instead)."""
-    streams: _OpenStreams | None = state.get("open_streams")
-    if streams is None:
-        return bool(state.runtime.settings.max_streams)
+    streams: OpenStreams = state.open_streams
     return not streams.full
-
-
-def _snapshot_body(runtime: Runtime) -> bytes:
-    """The feed document (the readable configuration), encoded once per applied version."""
-    snapshot = runtime.snapshot
-    assert snapshot is not None
-    assert runtime.feed is not None
-    cached = runtime.cache.get("snapshot-body")
-    if cached is None or cached[0] != snapshot.version:
-        cached = (snapshot.version, msgspec.json.encode(runtime.feed))
-        runtime.cache["snapshot-body"] = cached
-    return cached[1]
 
 
 @get(
@@ -114,23 +91,23 @@ def _snapshot_body(runtime: Runtime) -> bytes:
     tags=["feeds"],
 )
 async def snapshot_feed(request: Request[Any, Any, State]) -> Response[bytes]:
-    runtime: Runtime = request.app.state.runtime
-    if runtime.snapshot is None:
+    served = request.app.state.runtime.served
+    if served is None:
         return Response(
             b'{"detail":"no snapshot loaded yet"}',
             status_code=503,
             media_type="application/json",
             headers={"Retry-After": "1"},
         )
-    etag = f'"{runtime.version}"'
+    etag = f'"{served.version}"'
     headers = {
         "ETag": etag,
-        "X-Flagport-Snapshot": str(runtime.version),
+        "X-Flagport-Snapshot": str(served.version),
         "X-Flagport-Worker": request.app.state.pid,
     }
     if request.headers.get("if-none-match", "").strip() == etag:
         return Response(b"", status_code=304, headers=headers)
-    return Response(_snapshot_body(runtime), media_type="application/json", headers=headers)
+    return Response(served.feed_body, media_type="application/json", headers=headers)
 
 
 def _event(runtime: Runtime, version: int) -> ServerSentEventMessage:
@@ -170,7 +147,7 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | 
     secret = None if request.app.state.evaluation_open else presented_token(request)
     last_seen = _last_event_id(request.headers.get("last-event-id", ""))
     queue: asyncio.Queue[int] = asyncio.Queue()
-    streams = _open_streams(request)
+    streams: OpenStreams = request.app.state.open_streams
     if streams.full:
         return Response(
             b'{"detail":"too many change streams open on this worker; poll, and retry later"}',

@@ -164,7 +164,7 @@ def check_mutation(mutation: Mutation) -> None:
         elif isinstance(mutation.value, Segment):
             check_segment_limits(mutation.key, mutation.value)
     except InvalidDocumentError as error:
-        raise InvalidInput(error.problem, error.path) from None
+        raise InvalidInput.from_document(error) from None
     if mutation.op == "delete" and mutation.value is not None:
         raise InvalidInput(f"delete of {mutation.kind} {mutation.key!r} takes no value")
     if mutation.expected_version is not None and mutation.expected_version < -1:

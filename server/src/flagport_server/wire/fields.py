@@ -7,7 +7,7 @@ from typing import Annotated, Final
 
 import msgspec
 
-from flagport.engine import MAX_REASON_LENGTH, PRINTABLE_PATTERN
+from flagport.engine import MAX_REASON_LENGTH, PRINTABLE_PATTERN, split_validation_message
 
 __all__ = [
     "MAX_REASON_LENGTH",
@@ -16,6 +16,7 @@ __all__ = [
     "TOKEN_NAME_PATTERN",
     "Reason",
     "explain_constraint",
+    "validation_problem",
 ]
 
 # PRINTABLE_PATTERN (text without control characters) and MAX_REASON_LENGTH are the stored
@@ -47,3 +48,11 @@ def explain_constraint(message: str) -> str:
     for pattern, words in _IN_WORDS.items():
         message = message.replace(f"matching regex {pattern!r}", words)
     return message
+
+
+def validation_problem(message: str) -> tuple[str, str | None]:
+    """msgspec's validation message split into what is wrong (in words) and where (the field
+    an HTTP problem names; ``None``: the value itself), read by the one reader of msgspec's
+    wording, :func:`flagport.engine.split_validation_message`."""
+    problem, where = split_validation_message(message)
+    return explain_constraint(problem), where or None

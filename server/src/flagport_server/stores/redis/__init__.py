@@ -47,7 +47,7 @@ server's periodic version check repairs notifications missed while a subscriber 
 
 A store that disappears (Redis restarted empty, ``FLUSHALL``) is initialised again with a
 new store id on first use; servers notice the different id and keep serving the snapshot they
-have (:mod:`flagport_server.state`), so a wiped Redis never silently wipes the flags.
+have (:mod:`flagport_server.runtime`), so a wiped Redis never silently wipes the flags.
 
 ``schema_version`` in the meta hash is the version of this layout. A server refuses a store
 whose schema is newer than the one it knows (:data:`SCHEMA_VERSION`) when it opens it, at

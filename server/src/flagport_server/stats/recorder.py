@@ -1,25 +1,6 @@
-"""Adoption stats: evaluations and unique units per flag and variant, counted in memory off the
-request path and added to the store every few seconds (docs/spec.md section 7, ADR 0007).
-
-Three stages, each cheaper where it runs more often:
-
-1. :class:`EvaluationCounter`, on the request path: the SDK's evaluation tally
-   (:class:`flagport.tally.EvaluationTally`, which ``LocalClient`` counts with too), one
-   tally per *result object*. The engine shares prepared result objects per
-   flag/variant/reason, so a dict lookup by ``id(result)`` and an atomic increment count an
-   evaluation. With stats on, a single evaluation puts its unit (``context[flag.bucket_by]``)
-   into the tally's set; a bulk evaluation only logs its context and results (two appends,
-   whatever the number of flags). No tuple building, no clock, no I/O.
-2. :meth:`StatsRecorder.add_drained`, every second (and at each minute boundary) on the event
-   loop: what the counter drained becomes Prometheus counters and, with stats on, per-minute
-   counts and per-hour unit sets. Counts are stamped with the minute the drained period
-   started in. The bulk log is expanded into the unit sets here, skipping a unit already
-   recorded this hour with the same results (see :class:`_RecentUnits`): the portal's users
-   come back all day, and a unit already in a sketch changes nothing when added again.
-3. :meth:`StatsRecorder.flush`, every ``stats_flush_interval`` seconds and at shutdown: one
-   :class:`~flagport_server.stores.base.StatsBatch` to the store, which adds it to what every
-   other worker and instance wrote. A failed flush keeps the batch for the next one.
-"""
+"""Stages 2 and 3 of the stats (see :mod:`flagport_server.stats`): what the counter drained
+becomes per-minute counts and per-hour unit sets (:meth:`StatsRecorder.add_drained`), and
+those go to the store (:meth:`StatsRecorder.flush`)."""
 
 from __future__ import annotations
 
@@ -27,22 +8,20 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from flagport.durations import hour_of
 from flagport.engine import ErrorCode, EvaluationResult, Reason
-from flagport.tally import Counted, EvaluationTally, counted_unit
+from flagport.tally import Counted, counted_unit
+from flagport_server.stats.counter import Drained
 from flagport_server.stores.base import StatsBatch, Store
 
 __all__ = [
     "ERROR_VARIANT",
+    "MAX_PENDING_UNITS",
     "RECENT_UNITS_LIMIT",
-    "UNKNOWN_FLAG_LABEL",
-    "UNKNOWN_RESULT",
-    "Drained",
-    "EvaluationCounter",
     "StatsRecorder",
     "hour_of",
     "minute_of",
@@ -50,18 +29,8 @@ __all__ = [
 
 log = logging.getLogger("flagport.server")
 
-#: The ``flag`` label of evaluations of unknown keys (not a valid key, so no clash).
-UNKNOWN_FLAG_LABEL = "(unknown)"
 #: Stats "variant" of evaluations that ended in an error (the caller's default was used).
 ERROR_VARIANT = "(error)"
-#: One shared result for every unknown key: callers choose those, so they are not kept apart.
-UNKNOWN_RESULT = EvaluationResult(
-    key=UNKNOWN_FLAG_LABEL,
-    value=None,
-    variant=None,
-    reason=Reason.ERROR,
-    error_code=ErrorCode.FLAG_NOT_FOUND,
-)
 #: Units per (flag, variant, hour) held in memory between two store flushes; beyond it a
 #: flush is made early (a flood of new units must not grow memory without bound).
 MAX_PENDING_UNITS = 200_000
@@ -75,54 +44,6 @@ _ERROR = Reason.ERROR
 
 def minute_of(at: float) -> int:
     return int(at // 60) * 60
-
-
-class Drained(NamedTuple):
-    """What :meth:`EvaluationCounter.drain` hands over: what was counted per result, and the
-    bulk evaluations whose units are not in ``counted`` yet (``contexts[i]`` was served
-    ``results[i]``)."""
-
-    counted: list[Counted]
-    contexts: list[Mapping[str, Any]]
-    results: list[Mapping[str, EvaluationResult]]
-
-
-class EvaluationCounter(EvaluationTally):
-    """The request path's counter: the evaluation tally (:meth:`count` for a single
-    evaluation), plus a log of bulk evaluations whose units are added at the drain."""
-
-    __slots__ = ("_contexts", "_results")
-
-    def __init__(
-        self, bucket_by: Callable[[str], str | None], *, collect_units: bool = True
-    ) -> None:
-        super().__init__(bucket_by, collect_units=collect_units)
-        self._contexts: list[Mapping[str, Any]] = []
-        self._results: list[Mapping[str, EvaluationResult]] = []
-
-    def count_many(
-        self, results: Mapping[str, EvaluationResult], context: Mapping[str, Any]
-    ) -> None:
-        """Count a bulk evaluation (``results`` by flag key, as ``evaluate_all`` gives them:
-        kept, so not to be changed). Its units are left for the drain: 50 set insertions here
-        cost a bulk request ~6 us; two appends cost ~0.1 us. Both objects are invisible to
-        the garbage collector (strings, numbers, ``gc=False`` results), so holding them
-        until the drain costs no collection time."""
-        by_result = self.by_result
-        for result in results.values():
-            tally = by_result.get(id(result))
-            if tally is None:
-                tally = self.tally_for(result)
-            next(tally.calls)
-        if self.collect_units:
-            self._contexts.append(context)
-            self._results.append(results)
-
-    def drain(self) -> Drained:
-        """What was counted since the last call."""
-        contexts, self._contexts = self._contexts, []
-        results, self._results = self._results, []
-        return Drained(self.take(), contexts, results)
 
 
 def _split_columns(

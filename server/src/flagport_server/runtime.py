@@ -1,8 +1,10 @@
-"""The worker's live state: the immutable compiled snapshot it serves, and the tasks that
-keep it current (change notifications, a periodic version check, registry heartbeats).
+"""The worker's runtime: what it serves (one immutable :class:`~flagport_server.served.Served`
+per applied snapshot) and the tasks that keep it current (change notifications, a periodic
+version check, registry heartbeats).
 
-Requests read ``runtime.snapshot`` (one attribute load: swapping the reference is atomic),
-so evaluation never waits for the store.
+Requests read ``runtime.served`` (one attribute load: swapping the reference is atomic), so
+evaluation never waits for the store. "State" is the store's (:class:`StoreState`); the
+worker's side is the runtime and what it serves.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -26,16 +27,26 @@ from flagport.engine import (
     Flag,
     Segment,
     SnapshotDocument,
+    TolerantDecoder,
     check_condition_values,
     check_flag_limits,
     check_segment_limits,
     compile_snapshot,
 )
 from flagport_server.errors import StoreError
+from flagport_server.served import Served
 from flagport_server.settings import Settings
-from flagport_server.stores.base import AuditQuery, Store, StoreState, TokenRecord, WorkerStatus
+from flagport_server.stores.base import (
+    AuditQuery,
+    Mutation,
+    Store,
+    StoreState,
+    TokenRecord,
+    WorkerStatus,
+)
+from flagport_server.wire import ofrep_v1
 
-__all__ = ["Runtime", "feed_document", "hash_secret"]
+__all__ = ["Runtime", "committed_state", "feed_document", "hash_secret"]
 
 log = logging.getLogger("flagport.server")
 
@@ -51,6 +62,46 @@ class _CacheFile(msgspec.Struct):
     applied_at: float = 0.0
     unreadable_flags: dict[str, str] = {}
     unreadable_segments: dict[str, str] = {}
+
+
+#: A cache a newer release wrote may carry fields this one does not know: they are ignored
+#: (docs/adr/0011-upgrades.md), so a rollback still starts from the cached snapshot.
+_CACHE_DECODER = TolerantDecoder(_CacheFile)
+
+
+def committed_state(
+    before: StoreState, mutations: Sequence[Mutation], document: SnapshotDocument, version: int
+) -> StoreState:
+    """The store's state once ``mutations`` were committed onto ``before`` as the snapshot
+    ``version`` (nothing else committed between), ``document`` being the configuration they
+    make: flags and segments in key order, as a store loads them, and what they repaired
+    (put or deleted) no longer unreadable."""
+    flags = {m.key for m in mutations if m.kind == "flag"}
+    segments = {m.key for m in mutations if m.kind == "segment"}
+    return StoreState(
+        store_id=before.store_id,
+        document=msgspec.structs.replace(
+            document,
+            flags=dict(sorted(document.flags.items())),
+            segments=dict(sorted(document.segments.items())),
+            version=version,
+        ),
+        unreadable_flags=_without(before.unreadable_flags, flags),
+        unreadable_segments=_without(before.unreadable_segments, segments),
+    )
+
+
+def _without(unreadable: Mapping[str, str], keys: Collection[str]) -> dict[str, str]:
+    return {key: why for key, why in unreadable.items() if key not in keys}
+
+
+def event_stream(settings: Settings) -> ofrep_v1.EventStream:
+    """The change stream OFREP bulk answers advertise (``public_url`` makes it absolute)."""
+    if settings.public_url:
+        return ofrep_v1.EventStream(type="sse", url=settings.public_url.rstrip("/") + "/v1/stream")
+    return ofrep_v1.EventStream(
+        type="sse", endpoint=ofrep_v1.EventStreamEndpoint(requestUri="/v1/stream")
+    )
 
 
 def feed_document(state: StoreState) -> SnapshotDocument:
@@ -111,10 +162,9 @@ class Runtime:
         self.settings = settings
         self.store = store
         self.pid = os.getpid()
-        self.snapshot: CompiledSnapshot | None = None
-        self.store_id: str | None = None
-        self.applied_at = 0.0  # time.time() when the snapshot was applied
-        self.tokens: dict[str, TokenRecord] = {}  # secret hash -> record
+        #: What this worker serves (``None`` until the first snapshot is applied).
+        self.served: Served | None = None
+        self._event_stream = event_stream(settings)
         self.store_ok = False
         #: Why the store cannot be reached, if it cannot.
         self.store_down: str | None = None
@@ -125,20 +175,12 @@ class Runtime:
         #: be read: a read-only file, a full disk. ``flags enable/disable`` cannot be
         #: confirmed meanwhile.
         self.writes_failing: str | None = None
-        self.warnings: list[str] = []
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self._applied = asyncio.Event()
         self._listeners: list[Callable[[int], None]] = []
         self.on_apply: list[Callable[[CompiledSnapshot, float], None]] = []
-        #: Per-snapshot derived data (encoded bodies); entries carry the version they are for.
-        self.cache: dict[str, Any] = {}
-        #: What the SDK feed and exports carry (see :func:`feed_document`).
-        self.feed: SnapshotDocument | None = None
-        #: Stored flags and segments that cannot be read (key -> why), from the last apply.
-        self.unreadable_flags: dict[str, str] = {}
-        self.unreadable_segments: dict[str, str] = {}
         self._limits = _LimitWarnings()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -190,13 +232,59 @@ class Runtime:
         problems = [p for p in (self.store_down, self.regression, writes) if p]
         return "; ".join(problems) if problems else None
 
+    # -- what is served (read-only views of ``served``) ------------------------------------
+
+    @property
+    def snapshot(self) -> CompiledSnapshot | None:
+        served = self.served
+        return served.snapshot if served is not None else None
+
     @property
     def version(self) -> int:
-        return self.snapshot.version if self.snapshot is not None else -1
+        served = self.served
+        return served.version if served is not None else -1
+
+    @property
+    def store_id(self) -> str | None:
+        served = self.served
+        return served.store_id if served is not None else None
+
+    @property
+    def applied_at(self) -> float:
+        served = self.served
+        return served.applied_at if served is not None else 0.0
+
+    @property
+    def tokens(self) -> Mapping[str, TokenRecord]:
+        """Secret hash -> token record, as of the served snapshot."""
+        served = self.served
+        return served.tokens if served is not None else {}
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        served = self.served
+        return served.warnings if served is not None else ()
+
+    @property
+    def unreadable_flags(self) -> Mapping[str, str]:
+        served = self.served
+        return served.unreadable_flags if served is not None else {}
+
+    @property
+    def unreadable_segments(self) -> Mapping[str, str]:
+        served = self.served
+        return served.unreadable_segments if served is not None else {}
 
     @property
     def snapshot_age(self) -> float:
-        return max(0.0, time.time() - self.applied_at) if self.snapshot is not None else 0.0
+        served = self.served
+        return max(0.0, time.time() - served.applied_at) if served is not None else 0.0
+
+    def bucket_by(self, key: str) -> str | None:
+        """The attribute flag ``key`` buckets by in the served snapshot (``None``: unknown)."""
+        snapshot = self.snapshot
+        compiled = snapshot.flag(key) if snapshot is not None else None
+        return compiled.bucket_by if compiled is not None else None
 
     # -- applying snapshots -------------------------------------------------------------
 
@@ -218,10 +306,9 @@ class Runtime:
             self.apply(state, tokens, adopt=True)
 
     def _backwards(self, state: StoreState) -> bool:
-        return (
-            self.snapshot is not None
-            and self.store_id is not None
-            and (state.store_id != self.store_id or state.document.version < self.version)
+        served = self.served
+        return served is not None and (
+            state.store_id != served.store_id or state.document.version < served.version
         )
 
     async def _restored(self, state: StoreState) -> bool:
@@ -247,43 +334,81 @@ class Runtime:
         *,
         adopt: bool = False,
         applied_at: float | None = None,
+        compiled: CompiledSnapshot | None = None,
     ) -> None:
-        """Serve ``state``. A store that went backwards is refused unless ``adopt``."""
+        """Serve ``state``: build its :class:`Served` and swap it in. A store that went
+        backwards is refused unless ``adopt``. ``compiled``: ``state`` already compiled by
+        :meth:`compile` (a write validated it so), not compiled again; ``tokens``: ``None``
+        keeps the served ones."""
         version = state.document.version
-        if self.snapshot is not None and self.store_id is not None:
+        served = self.served
+        if served is not None:
             if self._backwards(state) and not adopt:
                 self._refuse_backwards(state)
                 return
-            if version == self.version and tokens is None and state.store_id == self.store_id:
+            if version == served.version and tokens is None and state.store_id == served.store_id:
                 return
         if self.regression is not None:
             log.warning(
                 "store restored: serving store id %s at version %s", state.store_id, version
             )
             self.regression = None
-        snapshot = compile_snapshot(
+        snapshot = compiled if compiled is not None else self._compile(state)
+        for problem in snapshot.problems:
+            log.warning("snapshot %s: %s", version, problem)
+        over_limits = self._limits.problems(state.document)
+        if tokens is not None:
+            token_map: Mapping[str, TokenRecord] = {t.secret_hash: t for t in tokens}
+        else:
+            token_map = served.tokens if served is not None else {}
+        self.served = served = Served(
+            snapshot,
+            feed=feed_document(state),
+            store_id=state.store_id,
+            applied_at=applied_at or time.time(),
+            tokens=token_map,
+            unreadable_flags=state.unreadable_flags,
+            unreadable_segments=state.unreadable_segments,
+            warnings=(*(f"flag problem: {p}" for p in snapshot.problems), *over_limits),
+            event_stream=self._event_stream,
+        )
+        self._write_cache(state)
+        self._applied.set()
+        for apply_listener in self.on_apply:
+            apply_listener(snapshot, served.applied_at)
+        for listener in list(self._listeners):
+            listener(version)
+
+    def compile(self, state: StoreState) -> CompiledSnapshot:
+        """``state`` compiled as :meth:`apply` serves it (what cannot be read is served as
+        ``PARSE_ERROR``). A write compiles its result with this to validate it, and hands
+        the result to :meth:`apply_commit`: one compile per write."""
+        return self._compile(state)
+
+    def _compile(self, state: StoreState) -> CompiledSnapshot:
+        return compile_snapshot(
             state.document,
             unreadable_flags=state.unreadable_flags,
             unreadable_segments=state.unreadable_segments,
         )
-        for problem in snapshot.problems:
-            log.warning("snapshot %s: %s", version, problem)
-        over_limits = self._limits.problems(state.document)
-        self.snapshot = snapshot
-        self.feed = feed_document(state)
-        self.unreadable_flags = dict(state.unreadable_flags)
-        self.unreadable_segments = dict(state.unreadable_segments)
-        self.store_id = state.store_id
-        self.applied_at = applied_at or time.time()
-        if tokens is not None:
-            self.tokens = {t.secret_hash: t for t in tokens}
-        self.warnings = [f"flag problem: {p}" for p in snapshot.problems] + over_limits
-        self._write_cache(state)
-        self._applied.set()
-        for apply_listener in self.on_apply:
-            apply_listener(snapshot, self.applied_at)
-        for listener in list(self._listeners):
-            listener(version)
+
+    async def apply_commit(
+        self, committed: StoreState, compiled: CompiledSnapshot | None = None
+    ) -> None:
+        """Serve what this worker just committed, ``committed`` being the store's state right
+        after its commit (:func:`committed_state`; ``compiled``: that state compiled),
+        without reading the store back. A store this worker does not serve as it is (another
+        store, or one it refuses) is read back instead."""
+        version = committed.document.version
+        if self.regression is not None or committed.store_id != self.store_id:
+            await self.reload(at_least=version)
+            return
+        async with self._reload_lock:  # a reload under way would apply an older state after
+            if self.version >= version:
+                return  # a change notification got there first
+            if compiled is not None and compiled.version != version:
+                compiled = None
+            self.apply(committed, compiled=compiled)
 
     def _refuse_backwards(self, state: StoreState) -> None:
         what = (
@@ -355,7 +480,7 @@ class Runtime:
         if not path or not Path(path).exists():
             return False
         try:
-            cached = msgspec.json.decode(Path(path).read_bytes(), type=_CacheFile)
+            cached = _CACHE_DECODER.decode(Path(path).read_bytes())
         except (OSError, msgspec.DecodeError) as error:
             log.error("cannot read snapshot cache %s: %s", path, error)
             return False

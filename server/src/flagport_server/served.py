@@ -1,0 +1,120 @@
+"""What one applied snapshot serves, built once beside it (docs/adr/0014).
+
+:meth:`Runtime.apply <flagport_server.runtime.Runtime.apply>` builds one :class:`Served` per
+applied snapshot and swaps it in with one reference assignment; the routes read
+``runtime.served`` once per request and never write the app's state. Nothing in it changes
+after it is built, except two memos that only ever hold what the snapshot determines: the
+encoded OFREP answers (one per flag, variant and reason, encoded on first use) and the
+encoded feed document (on the first ``GET /v1/snapshot``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+
+from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason, SnapshotDocument
+from flagport_server.stores.base import TokenRecord
+from flagport_server.wire import ofrep_v1 as wire
+
+__all__ = ["EncodedAnswers", "Served"]
+
+_ERROR = Reason.ERROR
+_NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
+
+
+class EncodedAnswers:
+    """Encoded OFREP items for one snapshot, keyed by what determines them, and the tails
+    that close a bulk answer."""
+
+    __slots__ = ("bulk_tail", "items", "polling_tail")
+
+    def __init__(self, version: int, event_stream: wire.EventStream) -> None:
+        self.items: dict[tuple[Any, ...], bytes] = {}
+        metadata = {"snapshotVersion": version}
+        tail = wire.encode({"eventStreams": [event_stream], "metadata": metadata})
+        self.bulk_tail = b"]," + tail[1:]  # closes "flags" and continues the object
+        #: The tail while this worker takes no more streams: no ``eventStreams``, so the
+        #: client polls.
+        self.polling_tail = b"]," + wire.encode({"metadata": metadata})[1:]
+
+    def item(self, result: EvaluationResult) -> bytes:
+        metadata = result.metadata
+        cache_key = (
+            result.key,
+            result.variant,
+            result.reason,
+            result.error_code,
+            metadata.get("gatedBy") if metadata else None,
+        )
+        encoded = self.items.get(cache_key)
+        if encoded is None:
+            if result.reason is _ERROR:
+                encoded = wire.encode(wire.failure_from_result(result))
+            else:
+                encoded = wire.encode(wire.success_from_result(result))
+            if result.error_code is not _NOT_FOUND:  # unknown keys are unbounded
+                self.items[cache_key] = encoded
+        return encoded
+
+
+class Served:
+    """One applied snapshot and everything derived from it."""
+
+    __slots__ = (
+        "_feed_body",
+        "answers",
+        "applied_at",
+        "feed",
+        "snapshot",
+        "store_id",
+        "tokens",
+        "unreadable_flags",
+        "unreadable_segments",
+        "version",
+        "version_header",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        snapshot: CompiledSnapshot,
+        *,
+        feed: SnapshotDocument,
+        store_id: str,
+        applied_at: float,
+        tokens: Mapping[str, TokenRecord],
+        unreadable_flags: Mapping[str, str],
+        unreadable_segments: Mapping[str, str],
+        warnings: tuple[str, ...],
+        event_stream: wire.EventStream,
+    ) -> None:
+        self.snapshot = snapshot
+        self.version = snapshot.version
+        #: ``X-Flagport-Snapshot``'s value.
+        self.version_header = str(snapshot.version).encode()
+        self.answers = EncodedAnswers(snapshot.version, event_stream)
+        #: What the SDK feed and exports carry (:func:`flagport_server.runtime.feed_document`).
+        self.feed = feed
+        self.store_id = store_id
+        #: ``time.time()`` when the snapshot was applied.
+        self.applied_at = applied_at
+        #: Secret hash -> token record, as of this snapshot.
+        self.tokens: Mapping[str, TokenRecord] = MappingProxyType(dict(tokens))
+        #: Stored flags and segments that cannot be read (key -> why).
+        self.unreadable_flags: Mapping[str, str] = MappingProxyType(dict(unreadable_flags))
+        self.unreadable_segments: Mapping[str, str] = MappingProxyType(dict(unreadable_segments))
+        #: What ``/readyz`` warns about this snapshot (broken flags, limits exceeded).
+        self.warnings = warnings
+        self._feed_body: bytes | None = None
+
+    @property
+    def feed_body(self) -> bytes:
+        """The feed document as JSON, encoded on first use (``GET /v1/snapshot``)."""
+        body = self._feed_body
+        if body is None:
+            body = self._feed_body = msgspec.json.encode(self.feed)
+        return body

@@ -20,8 +20,8 @@ import pytest
 
 from flagport_server.app import create_app
 from flagport_server.auth import PUBLIC, SCOPES, declared_scope, grants, scope_guard
-from flagport_server.settings import Settings
 from flagport_server.runtime import hash_secret
+from flagport_server.settings import Settings
 from flagport_server.stores.base import TokenRecord
 from tests.server._fixtures import create_flags
 from tests.support.server import RunningServer, running_server

@@ -1,6 +1,6 @@
 """The stats pump drains the evaluation counter every half second and hands what it drained
 to every registered sink, with stats kept or not (``--no-stats``): the outcome signals of a
-rollout flow through it (docs/adr/0014-served-snapshot-and-stats-pump.md)."""
+rollout flow through it (docs/adr/0018-served-snapshot-and-stats-pump.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A write reads the store once and compiles the configuration once: the worker serves what
 it just committed (the compile that validated the change) instead of reading the store back
-and compiling it again (docs/adr/0014-served-snapshot-and-stats-pump.md)."""
+and compiling it again (docs/adr/0018-served-snapshot-and-stats-pump.md)."""
 
 from __future__ import annotations
 

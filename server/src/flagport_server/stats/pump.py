@@ -1,5 +1,5 @@
 """The stats pump: one loop carries what the request path counted to everything that reads
-it, each sink at its own interval (docs/adr/0014-served-snapshot-and-stats-pump.md).
+it, each sink at its own interval (docs/adr/0018-served-snapshot-and-stats-pump.md).
 
     count    EvaluationCounter, on the request path (no clock, no I/O)
     drain    every DRAIN_INTERVAL (0.5 s), just after each minute boundary, before each

@@ -341,3 +341,54 @@ def test_an_evaluate_token_on_a_server_that_requires_tokens(
         )
         assert feed.status_code == 403
         assert watch.cors_errors() == []
+
+
+def test_on_a_token_server_the_stream_opens_with_a_server_minted_ticket(
+    browser: Any, origin: str, tmp_path: Path
+) -> None:
+    """The same kill switch on a server that requires tokens: the page holds an ``evaluate``
+    token, the bulk answer's stream URL carries a ticket EventSource can open, and ``flags
+    disable`` reaches the page through it within 1 s."""
+    extra = ["--require-eval-token", "--cors-origin", origin]
+    with running_server(tmp_path, seed=PORTAL_FLAGS, extra=extra) as server:
+        types = add_flags(server)
+        with server.admin(timeout=10) as admin:
+            made = admin.post("/admin/v1/tokens", json={"name": "portal-page", "scope": "evaluate"})
+            assert made.status_code == 201, made.text
+            token = made.json()["secret"]
+        streams: list[tuple[str, int]] = []
+        watch = PageWatch(browser, origin, server)
+        watch.page.on(
+            "response",
+            lambda response: (
+                streams.append((response.url, response.status))
+                if "/v1/stream" in response.url
+                else None
+            ),
+        )
+        options = {
+            "baseUrl": server.url,
+            "cacheMode": "disabled",
+            "headers": [["Authorization", f"Bearer {token}"]],
+        }
+        assert watch.start(options, SIGNED_IN) == "READY"
+        assert watch.wait_for(lambda: bool(streams)), streams
+        url, status = streams[0]
+        assert "ticket=" in url
+        assert token not in url  # the ticket stands in for the token, never carries it
+        assert status == 200
+        before = len(watch.events())
+        disable(server, "ui-improvements")
+        disabled_at = time.monotonic()
+
+        def changed() -> bool:
+            return any(
+                event["event"] == "ConfigurationChanged"
+                and "ui-improvements" in (event["flagsChanged"] or [])
+                for event in watch.events()[before:]
+            )
+
+        assert watch.wait_for(changed), watch.events()
+        assert time.monotonic() - disabled_at <= 1.0
+        assert watch.read(types)["ui-improvements"]["value"] is False
+        assert watch.cors_errors() == []

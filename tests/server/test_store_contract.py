@@ -43,6 +43,7 @@ from flagport_server.errors import (
 from flagport_server.stores import SQLiteStore, open_store, sqlite_path
 from flagport_server.stores.base import (
     SCOPE_MODEL,
+    SERVER_SECRET_BYTES,
     AuditEntry,
     AuditQuery,
     Mutation,
@@ -521,6 +522,49 @@ async def test_a_store_a_newer_flagport_upgraded_is_refused(
     assert await store.snapshot_version() == before
     assert list((await store.load()).document.flags) == ["a"]
     assert await store.tokens() == [token("ci")]
+
+
+async def test_the_server_secret_is_made_once_shared_and_rotated(
+    store: Store, store_backend: Backend
+) -> None:
+    secret = await store.server_secret()
+    assert len(secret) == SERVER_SECRET_BYTES
+    assert await store.server_secret() == secret  # made once
+    other = await opened(store_backend)
+    try:
+        assert await other.server_secret() == secret  # every connection reads the same
+        rotated = await other.rotate_server_secret()
+        assert rotated != secret
+        assert len(rotated) == SERVER_SECRET_BYTES
+        assert await store.server_secret() == rotated
+    finally:
+        await other.close()
+    # Never part of the configuration: not in what a server loads and exports.
+    state = await store.load()
+    assert rotated.hex() not in msgspec.json.encode(state).decode()
+
+
+_SECRET_SCRIPT = """
+    import asyncio, sys
+    from flagport_server.stores import open_store
+
+    async def main(url):
+        store = open_store(url)
+        await store.open()
+        print((await store.server_secret()).hex(), flush=True)
+        await store.close()
+
+    asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_workers_starting_at_once_share_one_server_secret(store_backend: Backend) -> None:
+    processes = [run_script(store_backend, _SECRET_SCRIPT) for _ in range(6)]
+    release(processes)
+    outputs = [process.communicate(timeout=60) for process in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+    assert len({out.strip() for out, _ in outputs}) == 1
 
 
 async def test_token_names_are_unique_whatever_their_case(

@@ -97,6 +97,32 @@ def _check_cors_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(checked))
 
 
+def _check_public_url(url: str | None) -> None:
+    """``--public-url``: an absolute http(s) URL without a query or fragment; exit 2 else."""
+    if url is None:
+        return
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or len(url) > 2000
+    ):
+        raise click.BadParameter(
+            f"{url[:100]!r} is not an absolute http(s) URL (for example "
+            "https://flags.portal.example or https://portal.example/flagport)",
+            param_hint="'--public-url'",
+        )
+
+
 def _check_trusted_proxies(proxies: tuple[str, ...], rate_limit: float | None) -> tuple[str, ...]:
     """Each ``--trusted-proxy`` an address or network; exit 2 naming a bad one."""
     from flagport_server.rate_limit import parse_network
@@ -207,6 +233,12 @@ def _no_key_password() -> str:
     help="Seconds a client has to send a request body (then 408).",
 )
 @click.option(
+    "--public-url",
+    metavar="URL",
+    help="The URL clients reach this server at (behind a proxy or a path prefix), for the "
+    "change stream OFREP bulk answers advertise: an absolute http(s) URL.",
+)
+@click.option(
     "--rate-limit",
     type=click.FloatRange(min=0.01),
     help="Requests a second each client (token, else address) may make on the evaluation "
@@ -246,6 +278,7 @@ def serve(
     backlog: int,
     max_streams: int,
     body_timeout: float,
+    public_url: str | None,
     rate_limit: float | None,
     rate_burst: int | None,
     trusted_proxies: tuple[str, ...],
@@ -287,6 +320,7 @@ def serve(
         # the reason, rather than as a worker that fails to start.
         read_document(seed_file, strict=True)
     origins = _check_cors_origins(cors_origins)
+    _check_public_url(public_url)
     proxies = _check_trusted_proxies(trusted_proxies, rate_limit)
     if rate_burst is not None and rate_limit is None:
         raise click.UsageError("--rate-burst needs --rate-limit")
@@ -327,6 +361,7 @@ def serve(
         max_streams=max_streams,
         body_timeout=body_timeout,
         cors_origins=origins,
+        public_url=public_url,
         rate_limit=rate_limit,
         rate_burst=rate_burst,
         trusted_proxies=proxies,

@@ -34,6 +34,7 @@ from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
 from flagport_server.errors import Forbidden, ServerError, TooManyRequests, Unauthorized
 from flagport_server.runtime import Runtime, hash_secret
 from flagport_server.stores.base import SCOPE_MODEL, TokenRecord, TokenScope
+from flagport_server.tickets import TicketError, day_of, ticket_token_id
 
 __all__ = [
     "ADMIN",
@@ -54,12 +55,15 @@ __all__ = [
     "Actor",
     "FailedLogins",
     "RouteScope",
+    "accepts_stream_ticket",
+    "access",
     "access_error",
     "declared_scope",
     "grants",
     "presented_token",
     "requires",
     "scope_guard",
+    "token_by_id",
     "token_record",
 ]
 
@@ -91,6 +95,8 @@ _GRANTS: Final[dict[str, frozenset[str]]] = {
     ADMIN: frozenset({EVALUATE, SDK, VIEWER, ADMIN}),
 }
 _SCOPE_OPT: Final = "flagport_scope"
+#: A route opt: a stream ticket stands in for a token header (:func:`accepts_stream_ticket`).
+_TICKET_OPT: Final = "flagport_stream_ticket"
 
 
 class Actor(msgspec.Struct, frozen=True):
@@ -221,12 +227,14 @@ def access_error(
     failures), or ``None`` if it may. The hot evaluation routes call this directly (a guard
     would copy the route handler on every request); every other route has
     :func:`scope_guard`."""
-    return _access(connection, required)[0]
+    return access(connection, required)[0]
 
 
-def _access(
+def access(
     connection: ASGIConnection[Any, Any, Any, Any], required: RouteScope
 ) -> tuple[ServerError | None, TokenRecord | None]:
+    """:func:`access_error`, and the valid token the request presented (``None`` when it
+    needs none, or presented none)."""
     if required == PUBLIC:
         return None, None
     runtime: Runtime = connection.app.state.runtime
@@ -257,6 +265,61 @@ def _reaching(required: TokenScope) -> str:
     return f"{required} scope" + (f" (or {' or '.join(broader)})" if broader else "")
 
 
+def accepts_stream_ticket() -> dict[str, bool]:
+    """A route's ``opt`` saying a stream ticket (``?ticket=``, :mod:`flagport_server.tickets`)
+    stands in for a token header: the change stream, which a browser's ``EventSource`` opens
+    without headers."""
+    return {_TICKET_OPT: True}
+
+
+def token_by_id(runtime: Runtime, token_id: str) -> TokenRecord | None:
+    """The valid (known, not revoked) token whose id is ``token_id``, else ``None``."""
+    if token_id == BOOTSTRAP_TOKEN_ID:
+        return _BOOTSTRAP if runtime.settings.admin_token else None
+    for record in runtime.tokens.values():
+        if record.id == token_id:
+            return record if record.revoked_at is None else None
+    return None
+
+
+def _ticket_access(
+    connection: ASGIConnection[Any, Any, Any, Any],
+    required: RouteScope,
+    error: ServerError | None,
+    record: TokenRecord | None,
+) -> tuple[ServerError | None, TokenRecord | None]:
+    """A route that takes stream tickets: a request refused for want of a token is let in
+    by its ticket if it has a valid one; a request let in by a token header may not carry
+    another token's ticket (what :func:`access` decided otherwise stands)."""
+    ticket = connection.query_params.get("ticket")
+    if ticket is None or required == PUBLIC:
+        return error, record
+    if error is None and record is None:
+        return None, None  # the request needs no token: its ticket does not matter
+    if presented_token(connection) is not None:
+        if error is None and record is not None and not ticket.startswith(f"{record.id}."):
+            return Unauthorized("the stream ticket was made for another token"), None
+        return error, record
+    runtime: Runtime = connection.app.state.runtime
+    served = runtime.served
+    key = served.ticket_key if served is not None else None
+    if key is None:
+        return Unauthorized("stream tickets are off on this server: send a token header"), None
+    try:
+        token_id = ticket_token_id(key, ticket, day_of(time.time()))
+    except TicketError as bad:
+        return Unauthorized(str(bad)), None
+    record = token_by_id(runtime, token_id)
+    if record is None:
+        return Unauthorized("the token this stream ticket was made for is unknown or revoked"), None
+    if not grants(record.scope, required):
+        return Forbidden(
+            f"token {record.name!r} has the {record.scope} scope; this path needs the "
+            f"{_reaching(required)}"
+        ), None
+    return None, record
+
+
 def grants(scope: TokenScope, required: RouteScope) -> bool:
     """Whether a token of ``scope`` may use a route that needs ``required``."""
     return required in _GRANTS[scope]
@@ -283,8 +346,12 @@ async def scope_guard(
     required = declared_scope(handler)
     if required is None:  # never served: the route walk test fails first
         raise Forbidden(f"{connection.scope['path']} declares no scope")
-    error, record = _access(connection, required)
+    error, record = access(connection, required)
+    if handler.opt.get(_TICKET_OPT):
+        error, record = _ticket_access(connection, required, error, record)
     if error is not None:
         raise error
     if record is not None:
         connection.state.actor = Actor(record.name, record.id)
+        #: The token the request was let in with (the change stream ends when it is revoked).
+        connection.state.token = record

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -95,13 +96,13 @@ def _without(unreadable: Mapping[str, str], keys: Collection[str]) -> dict[str, 
     return {key: why for key, why in unreadable.items() if key not in keys}
 
 
-def event_stream(settings: Settings) -> ofrep_v1.EventStream:
-    """The change stream OFREP bulk answers advertise (``public_url`` makes it absolute)."""
+def event_stream(settings: Settings, ticket: str | None = None) -> ofrep_v1.EventStream:
+    """The change stream OFREP bulk answers advertise (``public_url`` makes it absolute),
+    with a stream ticket for a browser whose requests carry a token (:mod:`.tickets`)."""
+    path = "/v1/stream" if ticket is None else f"/v1/stream?ticket={ticket}"
     if settings.public_url:
-        return ofrep_v1.EventStream(type="sse", url=settings.public_url.rstrip("/") + "/v1/stream")
-    return ofrep_v1.EventStream(
-        type="sse", endpoint=ofrep_v1.EventStreamEndpoint(requestUri="/v1/stream")
-    )
+        return ofrep_v1.EventStream(type="sse", url=settings.public_url.rstrip("/") + path)
+    return ofrep_v1.EventStream(type="sse", endpoint=ofrep_v1.EventStreamEndpoint(requestUri=path))
 
 
 def feed_document(state: StoreState) -> SnapshotDocument:
@@ -165,6 +166,9 @@ class Runtime:
         #: What this worker serves (``None`` until the first snapshot is applied).
         self.served: Served | None = None
         self._event_stream = event_stream(settings)
+        #: The server secret as of the last reload (``None``: none could be read).
+        self._ticket_key: bytes | None = None
+        self._secret_warned = False
         self.store_ok = False
         #: Why the store cannot be reached, if it cannot.
         self.store_down: str | None = None
@@ -299,11 +303,24 @@ class Runtime:
                 return
             state = await self.store.load()
             tokens = await self.store.tokens()
+            self._ticket_key = await self._server_secret()
             self._mark_store_up()
             if self._backwards(state) and not await self._restored(state):
                 self._refuse_backwards(state)
                 return
             self.apply(state, tokens, adopt=True)
+
+    async def _server_secret(self) -> bytes | None:
+        """The store's server secret, read with every reload (a rotation commits a new
+        snapshot version, so every worker reads the new one). A store that cannot make one
+        (read-only) leaves tickets off: streams then need a token header, as before."""
+        try:
+            return await self.store.server_secret()
+        except StoreError as error:
+            if self._ticket_key is not None or not self._secret_warned:
+                log.warning("no server secret (stream tickets off): %s", error)
+                self._secret_warned = True
+            return None
 
     def _backwards(self, state: StoreState) -> bool:
         served = self.served
@@ -371,6 +388,8 @@ class Runtime:
             unreadable_segments=state.unreadable_segments,
             warnings=(*(f"flag problem: {p}" for p in snapshot.problems), *over_limits),
             event_stream=self._event_stream,
+            ticket_key=self._ticket_key,
+            ticketed_stream=partial(event_stream, self.settings),
         )
         self._write_cache(state)
         self._applied.set()

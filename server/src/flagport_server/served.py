@@ -10,7 +10,7 @@ encoded feed document (on the first ``GET /v1/snapshot``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -18,6 +18,7 @@ import msgspec
 
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason, SnapshotDocument
 from flagport_server.stores.base import TokenRecord
+from flagport_server.tickets import TicketOf, mint_ticket
 from flagport_server.wire import ofrep_v1 as wire
 
 __all__ = ["EncodedAnswers", "Served"]
@@ -26,20 +27,56 @@ _ERROR = Reason.ERROR
 _NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
 
 
+#: Ticketed tails kept per snapshot at most (one per token and day: tokens are few).
+_MAX_TICKETED_TAILS = 10_000
+
+
+def _bulk_tail(event_stream: wire.EventStream | None, version: int) -> bytes:
+    """What closes a bulk answer's ``flags`` and continues the object: the stream to follow
+    (``None``: none, the client polls) and the snapshot version."""
+    metadata = {"snapshotVersion": version}
+    tail = wire.encode(
+        {"eventStreams": [event_stream], "metadata": metadata}
+        if event_stream is not None
+        else {"metadata": metadata}
+    )
+    return b"]," + tail[1:]
+
+
 class EncodedAnswers:
     """Encoded OFREP items for one snapshot, keyed by what determines them, and the tails
-    that close a bulk answer."""
+    that close a bulk answer (a ticketed one per token and day, made on first use)."""
 
-    __slots__ = ("bulk_tail", "items", "polling_tail")
+    __slots__ = ("_ticketed", "_ticketed_stream", "bulk_tail", "items", "polling_tail", "version")
 
-    def __init__(self, version: int, event_stream: wire.EventStream) -> None:
+    def __init__(
+        self,
+        version: int,
+        event_stream: wire.EventStream,
+        ticketed_stream: Callable[[str], wire.EventStream] | None = None,
+    ) -> None:
+        self.version = version
         self.items: dict[tuple[Any, ...], bytes] = {}
-        metadata = {"snapshotVersion": version}
-        tail = wire.encode({"eventStreams": [event_stream], "metadata": metadata})
-        self.bulk_tail = b"]," + tail[1:]  # closes "flags" and continues the object
+        self.bulk_tail = _bulk_tail(event_stream, version)
         #: The tail while this worker takes no more streams: no ``eventStreams``, so the
         #: client polls.
-        self.polling_tail = b"]," + wire.encode({"metadata": metadata})[1:]
+        self.polling_tail = _bulk_tail(None, version)
+        self._ticketed_stream = ticketed_stream
+        self._ticketed: dict[TicketOf, bytes] = {}
+
+    def ticketed_tail(self, ticket: TicketOf) -> bytes:
+        """The tail advertising the stream with the ticket ``ticket`` describes
+        (:mod:`flagport_server.tickets`)."""
+        tail = self._ticketed.get(ticket)
+        if tail is None:
+            if self._ticketed_stream is None:
+                return self.bulk_tail
+            stream = self._ticketed_stream(mint_ticket(ticket.key, ticket.token_id, ticket.day))
+            tail = _bulk_tail(stream, self.version)
+            if len(self._ticketed) >= _MAX_TICKETED_TAILS:
+                self._ticketed.clear()
+            self._ticketed[ticket] = tail
+        return tail
 
     def item(self, result: EvaluationResult) -> bytes:
         metadata = result.metadata
@@ -71,6 +108,7 @@ class Served:
         "feed",
         "snapshot",
         "store_id",
+        "ticket_key",
         "tokens",
         "unreadable_flags",
         "unreadable_segments",
@@ -91,12 +129,17 @@ class Served:
         unreadable_segments: Mapping[str, str],
         warnings: tuple[str, ...],
         event_stream: wire.EventStream,
+        ticket_key: bytes | None = None,
+        ticketed_stream: Callable[[str], wire.EventStream] | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.version = snapshot.version
         #: ``X-Flagport-Snapshot``'s value.
         self.version_header = str(snapshot.version).encode()
-        self.answers = EncodedAnswers(snapshot.version, event_stream)
+        self.answers = EncodedAnswers(snapshot.version, event_stream, ticketed_stream)
+        #: The server secret stream tickets are made and checked with (``None``: the store
+        #: could make none; streams then need a token header).
+        self.ticket_key = ticket_key
         #: What the SDK feed and exports carry (:func:`flagport_server.runtime.feed_document`).
         self.feed = feed
         self.store_id = store_id

@@ -643,6 +643,17 @@ class AdminService:
         )
         return record, await self._commit([], [entry])
 
+    async def rotate_server_secret(self, actor: Actor) -> tuple[str, int]:
+        """Replace the server secret (stream tickets, sessions); when, and the snapshot
+        version every worker reads the new one at (the audit entry records who, never the
+        value)."""
+        now = utc_now()
+        await self.store.rotate_server_secret()
+        # Kind "token": the secret signs what stands in for tokens, and older servers sharing
+        # the store read the entry (a new kind would be unknown to them).
+        entry = audit_entry(actor, "secret.rotate", "server-secret", now, kind="token")
+        return now, await self._commit([], [entry])
+
     # -- history and propagation --------------------------------------------------------
 
     async def audit(self, query: AuditQuery) -> list[AuditEntry]:

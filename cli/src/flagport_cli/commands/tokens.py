@@ -93,3 +93,26 @@ def revoke_token(app: App, token_id: str, no_wait: bool, timeout: float) -> None
     if not app.json:
         workers = confirmation.get("workers") or []
         click.echo(f"refused by all {len(workers)} live worker(s) from snapshot version {version}")
+
+
+@token.command("rotate-secret")
+@wait_options
+@json_option
+@pass_app
+def rotate_secret(app: App, no_wait: bool, timeout: float) -> None:
+    """Replace the server secret that signs browser stream tickets.
+
+    Pages re-fetch their flags for a new ticket when their stream is refused. Exits 0 once
+    every live worker uses the new secret."""
+    body = app.api().call("POST", "/admin/v1/secret/rotate")
+    if app.json:
+        echo_json(body)
+    else:
+        click.echo(f"server secret rotated at {printable(str(body.get('rotated_at')))}")
+    version = body.get("snapshot_version")
+    if no_wait or version is None:
+        return
+    confirmation = wait_for_version(app, int(version), timeout)
+    if not app.json:
+        workers = confirmation.get("workers") or []
+        click.echo(f"used by all {len(workers)} live worker(s) from snapshot version {version}")

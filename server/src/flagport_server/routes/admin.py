@@ -41,6 +41,7 @@ from flagport_server.wire.admin_v1 import (
     KillResponse,
     PropagationView,
     RulesRequest,
+    SecretRotated,
     SegmentList,
     SegmentView,
     SegmentWriteResponse,
@@ -265,6 +266,16 @@ async def revoke_token(
     return TokenRevoked(**msgspec.structs.asdict(_token_view(record)), snapshot_version=version)
 
 
+@post(
+    "/secret/rotate",
+    status_code=200,
+    summary="Replace the server secret: earlier stream tickets stop opening streams",
+)
+async def rotate_secret(request: AdminRequest, admin: Admin) -> SecretRotated:
+    at, version = await admin.rotate_server_secret(_actor(request))
+    return SecretRotated(rotated_at=at, snapshot_version=version)
+
+
 @get(
     "/propagation",
     opt=requires(VIEWER),
@@ -405,6 +416,7 @@ admin_router = Router(
         list_tokens,
         create_token,
         revoke_token,
+        rotate_secret,
         propagation,
         put_targets,
         put_rules,

@@ -30,10 +30,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.engine import ErrorCode, EvaluationResult, Reason
-from flagport_server.auth import EVALUATE, access_error, declared_scope, requires
+from flagport_server.auth import EVALUATE, access, declared_scope, requires
 from flagport_server.routes.feeds import streams_available
 from flagport_server.served import Served
 from flagport_server.stats import UNKNOWN_RESULT
+from flagport_server.stores.base import TokenRecord
+from flagport_server.tickets import TicketOf, day_of
 from flagport_server.wire import ofrep_v1 as wire
 
 __all__ = ["RawResponse", "evaluation_routes"]
@@ -83,14 +85,21 @@ def _answer(
 
 def _gate(request: Request[Any, Any, State], state: State) -> RawResponse | None:
     """The answer to send instead of evaluating (auth failure, not ready), if any."""
-    error = access_error(request, declared_scope(request.route_handler) or EVALUATE)
+    return _gate_with_token(request, state)[0]
+
+
+def _gate_with_token(
+    request: Request[Any, Any, State], state: State
+) -> tuple[RawResponse | None, TokenRecord | None]:
+    """:func:`_gate`, and the token the request was let in with (``None``: it needed none)."""
+    error, record = access(request, declared_scope(request.route_handler) or EVALUATE)
     if error is not None:
         body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=error.detail))
         headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-        return _answer(state, body, error.status_code, extra=headers)
+        return _answer(state, body, error.status_code, extra=headers), None
     if state.runtime.served is None:
-        return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
-    return None
+        return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")]), None
+    return None, record
 
 
 def context_problem(context: Any) -> tuple[str, str] | None:
@@ -225,7 +234,7 @@ async def ofrep_bulk(
     ] = None,
 ) -> RawResponse:
     state = request.app.state
-    refusal = _gate(request, state)
+    refusal, token = _gate_with_token(request, state)
     if refusal is not None:
         return refusal
     served: Served = state.runtime.served
@@ -241,7 +250,17 @@ async def ofrep_bulk(
         return _answer(state, body, 400, served.version_header)
     context = data.context
     digest = hashlib.blake2b(msgspec.json.encode(context, order="sorted"), digest_size=8)
-    etag = f'"{snapshot.version}-{digest.hexdigest()}"'.encode()
+    now = time.time()
+    # A request let in by a token gets a stream URL with a ticket (a browser's EventSource
+    # cannot send the token): the ETag then names the token and the day, so a 304 never
+    # keeps another token's URL or an expired one (docs/spec.md section 12).
+    key = served.ticket_key
+    ticket = TicketOf(key, token.id, day_of(now)) if token is not None and key is not None else None
+    if ticket is not None:
+        digest.update(ticket.token_id.encode())
+        etag = f'"{snapshot.version}-{ticket.day}-{digest.hexdigest()}"'.encode()
+    else:
+        etag = f'"{snapshot.version}-{digest.hexdigest()}"'.encode()
     if if_none_match is not None and if_none_match.strip().encode() == etag:
         headers = [
             (b"etag", etag),
@@ -249,10 +268,15 @@ async def ofrep_bulk(
             (b"x-flagport-worker", state.pid_header),
         ]
         return RawResponse(b"", 304, headers)
-    results = snapshot.evaluate_all(context, time.time())
+    results = snapshot.evaluate_all(context, now)
     state.counter.count_many(results, context)
     item = answers.item
-    tail = answers.bulk_tail if streams_available(state) else answers.polling_tail
+    if not streams_available(state):
+        tail = answers.polling_tail
+    elif ticket is not None:
+        tail = answers.ticketed_tail(ticket)
+    else:
+        tail = answers.bulk_tail
     body = b'{"flags":[' + b",".join([item(r) for r in results.values()]) + tail
     return _answer(state, body, 200, served.version_header, [(b"etag", etag)])
 

@@ -19,8 +19,16 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from flagport_server.auth import EVALUATE, SDK, presented_token, requires, scope_guard, token_record
+from flagport_server.auth import (
+    EVALUATE,
+    SDK,
+    accepts_stream_ticket,
+    requires,
+    scope_guard,
+    token_by_id,
+)
 from flagport_server.runtime import Runtime
+from flagport_server.stores.base import TokenRecord
 from flagport_server.wire.fields import MAX_REQUEST_INT
 
 __all__ = ["OpenStreams", "feed_routes", "streams_available"]
@@ -130,7 +138,7 @@ def _last_event_id(header: str) -> int | None:
 @get(
     "/v1/stream",
     guards=[scope_guard],
-    opt=requires(EVALUATE),
+    opt={**requires(EVALUATE), **accepts_stream_ticket()},
     summary="Change stream (SSE): a refetchEvaluation event after every change",
     tags=["feeds"],
     responses={
@@ -142,9 +150,10 @@ def _last_event_id(header: str) -> int | None:
 )
 async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | Response[bytes]:
     runtime: Runtime = request.app.state.runtime
-    # The token the guard let in: once it is revoked, the stream ends (with the snapshot
-    # that carries the revocation), as every later request with it is refused.
-    secret = None if request.app.state.evaluation_open else presented_token(request)
+    # The token the guard let in (by its header or a stream ticket): once it is revoked, the
+    # stream ends (with the snapshot that carries the revocation), as every later request
+    # with it is refused.
+    token: TokenRecord | None = getattr(request.state, "token", None)
     last_seen = _last_event_id(request.headers.get("last-event-id", ""))
     queue: asyncio.Queue[int] = asyncio.Queue()
     streams: OpenStreams = request.app.state.open_streams
@@ -190,7 +199,7 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | 
                 while not queue.empty():  # coalesce a burst of changes into one event
                     version = queue.get_nowait()
                     closing = closing or version == _CLOSE
-                if closing or (secret is not None and token_record(runtime, secret) is None):
+                if closing or (token is not None and token_by_id(runtime, token.id) is None):
                     return
                 yield _event(runtime, version)
         finally:

@@ -21,6 +21,7 @@ from flagport.engine import Flag, Segment, SnapshotDocument
 
 __all__ = [
     "SCOPE_MODEL",
+    "SERVER_SECRET_BYTES",
     "STATS_HOURS_KEPT",
     "STATS_MINUTES_KEPT",
     "AuditEntry",
@@ -193,6 +194,10 @@ class FlagSeen(msgspec.Struct, frozen=True):
     last_seen: float
 
 
+#: Length of the server secret (HMAC-SHA256 key).
+SERVER_SECRET_BYTES: Final = 32
+
+
 class StoreState(msgspec.Struct, frozen=True):
     """Everything a server needs to build a snapshot, read atomically.
 
@@ -269,6 +274,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def revoke_token(self, token_id: str, at: str) -> TokenRecord | None:
         """Mark revoked; ``None`` if unknown."""
+
+    # -- the server secret ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def server_secret(self) -> bytes:
+        """The server secret (:data:`SERVER_SECRET_BYTES` random bytes), made on first use
+        by whichever process asks first, the same for every worker and instance on this store
+        (docs/spec.md section 12). Never exported, never in the audit log."""
+
+    @abc.abstractmethod
+    async def rotate_server_secret(self) -> bytes:
+        """Replace the server secret with new random bytes and return them: every ticket and
+        session signed with the old one stops being valid."""
 
     # -- propagation registry ---------------------------------------------------------------
 

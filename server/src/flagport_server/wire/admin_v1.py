@@ -133,6 +133,14 @@ class TokenRevoked(TokenView, kw_only=True):
     snapshot_version: int
 
 
+class SecretRotated(msgspec.Struct):
+    """The server secret was replaced (its value is never shown): stream tickets made before
+    stop opening streams once every worker has applied ``snapshot_version``."""
+
+    rotated_at: str
+    snapshot_version: int
+
+
 class TokenCreated(msgspec.Struct):
     token: TokenView
     #: The secret, shown once: only its hash is stored.

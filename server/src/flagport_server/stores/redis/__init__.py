@@ -65,6 +65,7 @@ from __future__ import annotations
 from flagport_server.stores.redis._audit import RedisAudit
 from flagport_server.stores.redis._configuration import RedisConfiguration
 from flagport_server.stores.redis._connection import SCHEMA_VERSION
+from flagport_server.stores.redis._secrets import RedisSecrets
 from flagport_server.stores.redis._stats import RedisStats
 from flagport_server.stores.redis._tokens import RedisTokens
 from flagport_server.stores.redis._url import RedisOptions, parse_redis_url
@@ -73,7 +74,9 @@ from flagport_server.stores.redis._workers import RedisWorkers
 __all__ = ["SCHEMA_VERSION", "RedisOptions", "RedisStore", "parse_redis_url", "store_from_url"]
 
 
-class RedisStore(RedisConfiguration, RedisAudit, RedisTokens, RedisWorkers, RedisStats):
+class RedisStore(
+    RedisConfiguration, RedisAudit, RedisTokens, RedisSecrets, RedisWorkers, RedisStats
+):
     """A :class:`~flagport_server.stores.base.Store` in Redis, shared by every instance.
 
     Connections are made lazily and again after failures, so a store unreachable at

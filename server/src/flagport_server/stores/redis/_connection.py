@@ -145,6 +145,7 @@ class RedisBase(Store):
         self._tokens = f"{tag}:tokens"
         self._token_hashes = f"{tag}:token_hashes"
         self._workers = f"{tag}:workers"
+        self._secrets = f"{tag}:secrets"
         self.channel = f"{tag}:changes"
         self._client: Redis | RedisCluster | None = None
         self._sentinel: Sentinel | None = None

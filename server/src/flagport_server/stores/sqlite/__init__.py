@@ -23,6 +23,7 @@ from __future__ import annotations
 from flagport_server.stores.sqlite._audit import SQLiteAudit
 from flagport_server.stores.sqlite._configuration import SQLiteConfiguration
 from flagport_server.stores.sqlite._schema import SCHEMA_VERSION
+from flagport_server.stores.sqlite._secrets import SQLiteSecrets
 from flagport_server.stores.sqlite._stats import SQLiteStats
 from flagport_server.stores.sqlite._tokens import SQLiteTokens
 from flagport_server.stores.sqlite._workers import SQLiteWorkers
@@ -30,7 +31,9 @@ from flagport_server.stores.sqlite._workers import SQLiteWorkers
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 
-class SQLiteStore(SQLiteConfiguration, SQLiteAudit, SQLiteTokens, SQLiteWorkers, SQLiteStats):
+class SQLiteStore(
+    SQLiteConfiguration, SQLiteAudit, SQLiteTokens, SQLiteSecrets, SQLiteWorkers, SQLiteStats
+):
     """A :class:`~flagport_server.stores.base.Store` in one SQLite file.
 
     Safe for many processes (server workers) and many tasks on the same file. Connections

@@ -102,6 +102,12 @@ CREATE TABLE IF NOT EXISTS stats_reported (
     PRIMARY KEY (flag, hour, variant)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS stats_reported_by_hour ON stats_reported (hour);
+-- The server secret (issue 15: stream tickets, dashboard sessions). A table of its own, like
+-- stats_reported: a store written before it simply has none, and older servers ignore it.
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 """
 
 

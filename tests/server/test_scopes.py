@@ -264,6 +264,11 @@ def test_open_evaluation_opens_the_evaluate_scope_only(tmp_path: Path) -> None:
             assert _request(client, "sdk", page).status_code == 403
             assert _request(client, "sdk", sdk).status_code == 200
             assert _request(client, "sdk-exposures", sdk).status_code == 200
+            # The OpenAPI document says so too: OFREP may go without a token, the feed not.
+            paths = client.get("/schema/openapi.json").json()["paths"]
+        assert {} in paths["/ofrep/v1/evaluate/flags"]["post"]["security"]
+        assert {} not in paths["/v1/snapshot"]["get"]["security"]
+        assert {} not in paths["/v1/exposures"]["post"]["security"]
     assert "evaluation is open to anyone" in running.log()
 
 

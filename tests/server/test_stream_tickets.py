@@ -1,8 +1,8 @@
-"""Stream tickets (docs/spec.md section 12): on a server that needs tokens, the bulk answer
-to a request made with a token advertises the change stream with a ticket a browser's
-``EventSource`` can open without headers (docs/adr/0019-stream-tickets-and-the-server-secret.md); tickets expire, cannot be forged, name their
-token, stop working when it is revoked or the server secret rotates, and work on every
-worker."""
+"""Stream tickets (docs/spec.md section 12; docs/adr/0019-stream-tickets-and-the-server-
+secret.md): on a server that needs tokens, the bulk answer to a request made with a token
+advertises the change stream with a ticket a browser's ``EventSource`` can open without
+headers; tickets expire, cannot be forged, name their token, stop working when it is
+revoked or the server secret rotates, and work on every worker."""
 
 from __future__ import annotations
 

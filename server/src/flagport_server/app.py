@@ -14,15 +14,15 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from flagport_server.auth import TOKEN_OPTIONAL, TOKEN_REQUIRED, FailedLogins
+from flagport_server.auth import EVALUATE, SDK, FailedLogins, openapi_security
 from flagport_server.bodies import FlagportRequest
 from flagport_server.http_errors import EXCEPTION_HANDLERS
 from flagport_server.metrics import Metrics
-from flagport_server.openapi import OPENAPI_CONFIG, correct_openapi
+from flagport_server.openapi import correct_openapi, openapi_config
 from flagport_server.operations import Operations
 from flagport_server.routes.admin import admin_router
 from flagport_server.routes.evaluation import evaluation_routes
-from flagport_server.routes.feeds import OpenStreams, feed_routes
+from flagport_server.routes.feeds import OpenStreams, change_stream, snapshot_feed
 from flagport_server.routes.operations import operations_routes
 from flagport_server.routes.stats import exposures, stats_router
 from flagport_server.runtime import Runtime
@@ -100,11 +100,18 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[
+            # The OpenAPI document says which routes need a token on this bind.
             Router(
                 path="/",
-                route_handlers=[*evaluation_routes, *feed_routes, exposures],
+                route_handlers=[*evaluation_routes, change_stream],
                 request_max_body_size=settings.max_eval_body,
-                security=TOKEN_OPTIONAL if settings.evaluation_open else TOKEN_REQUIRED,
+                security=openapi_security(EVALUATE, settings.open_scope),
+            ),
+            Router(
+                path="/",
+                route_handlers=[snapshot_feed, exposures],
+                request_max_body_size=settings.max_eval_body,
+                security=openapi_security(SDK, settings.open_scope),
             ),
             admin_router,
             stats_router,
@@ -118,7 +125,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         state=state,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=OPENAPI_CONFIG,
+        openapi_config=openapi_config(),
         request_max_body_size=settings.max_admin_body,
         request_class=FlagportRequest,
         debug=False,

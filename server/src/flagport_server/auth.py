@@ -60,6 +60,7 @@ __all__ = [
     "access_error",
     "declared_scope",
     "grants",
+    "openapi_security",
     "presented_token",
     "requires",
     "scope_guard",
@@ -318,6 +319,16 @@ def _ticket_access(
             f"{_reaching(required)}"
         ), None
     return None, record
+
+
+def openapi_security(
+    required: RouteScope, open_scope: TokenScope | None
+) -> list[SecurityRequirement]:
+    """What the OpenAPI document says a route needs: a token, unless the bind's open scope
+    (``flags serve``'s tokenless access) reaches ``required``."""
+    if open_scope is not None and grants(open_scope, required):
+        return TOKEN_OPTIONAL
+    return TOKEN_REQUIRED
 
 
 def grants(scope: TokenScope, required: RouteScope) -> bool:

@@ -15,19 +15,24 @@ from litestar.openapi.spec import (
 
 from flagport_server.auth import PUBLIC, SECURITY_SCHEMES, requires
 
-__all__ = ["OPENAPI_CONFIG", "correct_openapi"]
+__all__ = ["correct_openapi", "openapi_config"]
 
-OPENAPI_CONFIG = OpenAPIConfig(
-    title="Flagport",
-    version="1",
-    description="Feature flags: OFREP evaluation, SDK feeds and the admin API.",
-    # The document's own routes declare their scope like every route (docs/spec.md section 5).
-    openapi_router=Router(
-        "/schema", route_handlers=[], include_in_schema=False, opt=requires(PUBLIC)
-    ),
-    render_plugins=[JsonRenderPlugin()],
-    components=Components(security_schemes=SECURITY_SCHEMES),
-)
+
+def openapi_config() -> OpenAPIConfig:
+    """The OpenAPI configuration of one app (a fresh one each time: its router is mounted in
+    the app, and a router is never shared between apps)."""
+    return OpenAPIConfig(
+        title="Flagport",
+        version="1",
+        description="Feature flags: OFREP evaluation, SDK feeds and the admin API.",
+        # The document's own routes declare their scope like every route (docs/spec.md §5).
+        openapi_router=Router(
+            "/schema", route_handlers=[], include_in_schema=False, opt=requires(PUBLIC)
+        ),
+        render_plugins=[JsonRenderPlugin()],
+        components=Components(security_schemes=SECURITY_SCHEMES),
+    )
+
 
 #: Routes whose JSON body may be left out (Litestar documents every body as required).
 _OPTIONAL_BODIES = ("/admin/v1/flags/{key}/enable", "/admin/v1/flags/{key}/disable")

@@ -1,4 +1,5 @@
-"""What one applied snapshot serves, built once beside it (docs/adr/0018-served-snapshot-and-stats-pump.md).
+"""What one applied snapshot serves, built once beside it
+(docs/adr/0018-served-snapshot-and-stats-pump.md).
 
 :meth:`Runtime.apply <flagport_server.runtime.Runtime.apply>` builds one :class:`Served` per
 applied snapshot and swaps it in with one reference assignment; the routes read

@@ -212,9 +212,10 @@ def gather_readings(
 
 def mixing_scale(guard: Guard) -> float:
     """The mixing scale ``tau`` of the test for ``guard``: the size of a difference the
-    test is tuned to (docs/adr/0017-guarded-rollout-decisions.md): the threshold for rates (at least 1 point), the
-    tail's share for percentiles, half the threshold for average latency, 0.05 events per
-    request for counts. It depends on the rule only, never on the data."""
+    test is tuned to (docs/adr/0017-guarded-rollout-decisions.md): the threshold for rates
+    (at least 1 point), the tail's share for percentiles, half the threshold for average
+    latency, 0.05 events per request for counts. It depends on the rule only, never on the
+    data."""
     if guard.metric is Metric.ERROR_RATE:
         return max(guard.threshold_value, 0.01)
     if guard.metric is Metric.P95_LATENCY:

@@ -31,7 +31,7 @@ from flagport_server.runtime import Runtime
 from flagport_server.stores.base import TokenRecord
 from flagport_server.wire.fields import MAX_REQUEST_INT
 
-__all__ = ["OpenStreams", "feed_routes", "streams_available"]
+__all__ = ["OpenStreams", "change_stream", "snapshot_feed", "streams_available"]
 
 #: Seconds between keep-alive comments on an idle stream (proxies drop silent connections).
 KEEPALIVE_SECONDS = 15.0
@@ -215,6 +215,3 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | 
     # iterated, whose ``finally`` never runs: dropping it must free the slot too.
     weakref.finalize(stream, release)
     return ServerSentEvent(stream, headers=headers)
-
-
-feed_routes = [snapshot_feed, change_stream]

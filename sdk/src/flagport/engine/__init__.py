@@ -6,7 +6,7 @@ reads the clock, the network or the disk, and never raises during evaluation.
 
 from flagport.engine._bucketing import BUCKETS, bucket, hash_unit
 from flagport.engine._common import check_percentage, validate_key
-from flagport.engine._compile import compile_snapshot
+from flagport.engine._compile import DEFAULT_CHUNK_SIZE, SnapshotBuild, compile_snapshot
 from flagport.engine._document import document_from_builtins, flag_from_builtins
 from flagport.engine._explain import explain
 from flagport.engine._flag import CompiledFlag
@@ -22,7 +22,7 @@ from flagport.engine._limits import (
     check_segment_limits,
     check_text,
 )
-from flagport.engine._snapshot import CompiledSnapshot
+from flagport.engine._snapshot import CompiledSegment, CompiledSnapshot
 from flagport.engine._tolerant import TolerantDecoder
 from flagport.engine.models import (
     BUCKETING_VERSION,
@@ -41,11 +41,13 @@ from flagport.engine.models import (
 __all__ = [
     "BUCKETING_VERSION",
     "BUCKETS",
+    "DEFAULT_CHUNK_SIZE",
     "MAX_CONDITION_VALUES",
     "MAX_DOCUMENT_BYTES",
     "MAX_REASON_LENGTH",
     "PRINTABLE_PATTERN",
     "CompiledFlag",
+    "CompiledSegment",
     "CompiledSnapshot",
     "Condition",
     "ErrorCode",
@@ -56,6 +58,7 @@ __all__ = [
     "Reason",
     "Rule",
     "Segment",
+    "SnapshotBuild",
     "SnapshotDocument",
     "TolerantDecoder",
     "bucket",

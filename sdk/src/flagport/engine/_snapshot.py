@@ -3,14 +3,32 @@ the plan that evaluates every flag for one context at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine._common import Context, Memo
+from flagport.engine._conditions import NOW_ATTRIBUTE, Matcher
 from flagport.engine._flag import CompiledFlag
-from flagport.engine.models import ErrorCode, EvaluationResult, Reason, SnapshotDocument
+from flagport.engine.models import ErrorCode, EvaluationResult, Reason, Segment, SnapshotDocument
 
-__all__ = ["CompiledSnapshot"]
+__all__ = ["CompiledSegment", "CompiledSnapshot"]
+
+
+class CompiledSegment:
+    """One segment as compiled: its matcher (one that matches nobody if it failed to
+    compile, ``problem`` saying why). Kept with the snapshot so the next compile reuses it
+    when the segment did not change."""
+
+    __slots__ = ("matcher", "problem", "reads_clock", "segment")
+
+    def __init__(
+        self, segment: Segment, matcher: Matcher, problem: InvalidDocumentError | None
+    ) -> None:
+        self.segment = segment
+        self.matcher = matcher
+        self.problem = problem
+        #: Whether a condition reads ``$now`` (a flag using it then reads the clock).
+        self.reads_clock = any(c.attribute == NOW_ATTRIBUTE for c in segment.conditions)
 
 
 class _Followers:
@@ -73,6 +91,8 @@ class CompiledSnapshot:
         "clock_keys",
         "document",
         "problems",
+        "segments",
+        "unreadable_segments",
         "version",
     )
 
@@ -82,8 +102,15 @@ class CompiledSnapshot:
         flags: dict[str, CompiledFlag],
         order: list[CompiledFlag],
         problems: list[InvalidDocumentError],
+        *,
+        segments: Mapping[str, CompiledSegment] | None = None,
+        unreadable_segments: Mapping[str, str] | None = None,
     ) -> None:
         self.document = document
+        #: What the next compile reuses: the compiled segments, and the stored segments
+        #: that could not be read (name -> why).
+        self.segments = dict(segments or {})
+        self.unreadable_segments = dict(unreadable_segments or {})
         self.version = document.version
         self._flags = flags
         self._order = order

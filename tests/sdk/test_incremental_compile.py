@@ -234,8 +234,8 @@ def test_a_change_compiles_only_the_flags_it_touches(edit: Any, expected: set[st
     assert build.snapshot.flag(untouched) is previous.flag(untouched)
     assert _contents(build.snapshot) == _contents(compile_snapshot(body))
     # Two pauses per 100 flags compiled (compiling, then folding and specialising), and
-    # one or two for the light passes over all 2,000: a full compile pauses 40 times.
-    assert pauses <= 2 * (len(expected) // 100) + 3
+    # one or two for each light pass over all 2,000: a full compile pauses over 40 times.
+    assert pauses <= 2 * (len(expected) // 100) + 8
 
 
 def test_a_full_compile_in_chunks_pauses_every_hundred_flags() -> None:
@@ -243,7 +243,7 @@ def test_a_full_compile_in_chunks_pauses_every_hundred_flags() -> None:
     build = SnapshotBuild(body)
     pauses = sum(1 for _ in build.steps())
     # Compile and fold/specialise, 100 flags each, and the light passes 2,000 flags each.
-    assert 40 <= pauses <= 50
+    assert 40 <= pauses <= 50, pauses
     assert _contents(build.snapshot) == _contents(compile_snapshot(body))
 
 

@@ -24,7 +24,7 @@ from flagport.engine._common import (
 from flagport.engine._conditions import NOW_ATTRIBUTE, Matcher, compile_condition, int_text
 from flagport.engine._flag import CompiledFlag, CompiledRule, Gate, Split
 from flagport.engine._reference import reference_evaluate, reference_own
-from flagport.engine._snapshot import CompiledSegment, CompiledSnapshot
+from flagport.engine._snapshot import CompiledSegment, CompiledSnapshot, plan_evaluation
 from flagport.engine._specialised import specialise
 from flagport.engine.models import (
     BUCKETING_VERSION,
@@ -148,8 +148,7 @@ class SnapshotBuild:
 
     def steps(self) -> Iterator[None]:
         """Compile, pausing (yielding) between chunks; see the class documentation."""
-        heavy = self.chunk_size
-        light = None if heavy is None else heavy * _LIGHT
+        light = None if self.chunk_size is None else self.chunk_size * _LIGHT
         document = self.document
         report = self._report
         previous = self.previous
@@ -205,21 +204,24 @@ class SnapshotBuild:
                 InvalidDocumentError(f"stored flag cannot be read: {why}", flag_path(key)),
                 placeholder,
             )
-        done = 0
+        # Work is counted in light units: a flag compiled costs _LIGHT, one reused 1.
+        work = 0
         for key, flag in document.flags.items():
             if dirty is not None and key not in dirty:
                 flags[key] = previous.flag(key)  # type: ignore[union-attr, assignment]
-                continue
-            compiled = CompiledFlag(key, flag)
-            flags[key] = compiled
-            fresh.append(compiled)
-            try:
-                validate_key(key, flag_path(key))
-                _compile_body(compiled, flag, lookup_segment)
-            except InvalidDocumentError as problem:
-                report(problem, compiled)
-            done += 1
-            if heavy is not None and done % heavy == 0:
+                work += 1
+            else:
+                compiled = CompiledFlag(key, flag)
+                flags[key] = compiled
+                fresh.append(compiled)
+                try:
+                    validate_key(key, flag_path(key))
+                    _compile_body(compiled, flag, lookup_segment)
+                except InvalidDocumentError as problem:
+                    report(problem, compiled)
+                work += _LIGHT
+            if light is not None and work >= light:
+                work = 0
                 yield
         self.compiled = {flag.key for flag in fresh}
 
@@ -237,19 +239,23 @@ class SnapshotBuild:
         order: list[CompiledFlag] = []
         yield from _paced(_topological_order(flags, order, report), light)
 
-        done = 0
+        work = 0
+        compiled_keys = self.compiled
         for compiled in order:
-            if compiled.key not in self.compiled:
-                continue
-            _fold(compiled)
-            compiled.reads_clock = compiled.constant is None and (
-                _rules_read_clock(compiled.flag.rules, timed_segments)
-                or any(gate.flag.reads_clock for gate in compiled.gates)
-            )
-            specialise(compiled)
-            done += 1
-            if heavy is not None and done % heavy == 0:
+            if compiled.key in compiled_keys:
+                _fold(compiled)
+                compiled.reads_clock = compiled.constant is None and (
+                    _rules_read_clock(compiled.flag.rules, timed_segments)
+                    or any(gate.flag.reads_clock for gate in compiled.gates)
+                )
+                specialise(compiled)
+                work += _LIGHT
+            else:
+                work += 1
+            if light is not None and work >= light:
+                work = 0
                 yield
+        plan = yield from _paced(plan_evaluation(order), light)
         self._snapshot = CompiledSnapshot(
             document,
             flags,
@@ -257,6 +263,7 @@ class SnapshotBuild:
             self.problems,
             segments=segments,
             unreadable_segments=unreadable_segments,
+            plan=plan,
         )
 
 

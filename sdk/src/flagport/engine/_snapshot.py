@@ -3,7 +3,7 @@ the plan that evaluates every flag for one context at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 
 from flagport._exceptions import InvalidDocumentError
 from flagport.engine._common import Context, Memo
@@ -11,7 +11,7 @@ from flagport.engine._conditions import NOW_ATTRIBUTE, Matcher
 from flagport.engine._flag import CompiledFlag
 from flagport.engine.models import ErrorCode, EvaluationResult, Reason, Segment, SnapshotDocument
 
-__all__ = ["CompiledSegment", "CompiledSnapshot"]
+__all__ = ["CompiledSegment", "CompiledSnapshot", "EvaluationPlan", "plan_evaluation"]
 
 
 class CompiledSegment:
@@ -68,6 +68,62 @@ class _Followers:
         return scratch
 
 
+class EvaluationPlan:
+    """How ``evaluate_all`` runs over a snapshot's flags (see :func:`plan_evaluation`)."""
+
+    __slots__ = ("clock_keys", "steps", "template")
+
+    def __init__(
+        self,
+        template: dict[str, EvaluationResult | None],
+        steps: list[tuple[str, Callable[..., EvaluationResult]]],
+        clock_keys: frozenset[str],
+    ) -> None:
+        self.template = template
+        self.steps = steps
+        self.clock_keys = clock_keys
+
+
+def plan_evaluation(order: list[CompiledFlag]) -> Generator[int, None, EvaluationPlan]:
+    """The plan of ``evaluate_all`` over the flags of ``order`` (topological); yields a
+    running count of the flags handled, so a chunked compile can pause in between.
+
+    ``evaluate_all`` copies the template (every key in topological order, constant flags
+    already answered) and runs one step per remaining flag, in the same order. Flags whose
+    result follows from one gate's alone (children at 100 % of a split parent) get no step:
+    their gate's step fills them in, see :class:`_Followers`."""
+    template: dict[str, EvaluationResult | None] = {}
+    followers: dict[str, list[CompiledFlag]] = {}
+    clock_keys: list[str] = []
+    for count, flag in enumerate(order, 1):
+        template[flag.key] = flag.constant
+        if flag.constant is None and flag.follows is not None:
+            followers.setdefault(flag.follows, []).append(flag)
+        if flag.reads_clock:
+            clock_keys.append(flag.key)
+        if count % 256 == 0:
+            yield count
+    position = {key: index for index, key in enumerate(template)}
+    steps: list[tuple[str, Callable[..., EvaluationResult]]] = []
+    for count, flag in enumerate(order, len(order)):
+        if count % 256 == 0:
+            yield count
+        if flag.constant is not None or flag.follows is not None:
+            continue
+        step = flag.step
+        if flag.key in followers:
+            chain: list[tuple[str, Callable[..., EvaluationResult]]] = []
+            pending = [flag.key]
+            while pending:
+                for follower in followers.get(pending.pop(), ()):
+                    chain.append((follower.key, follower.step))
+                    pending.append(follower.key)
+            chain.sort(key=lambda item: position[item[0]])
+            step = _Followers(flag.key, step, chain).step
+        steps.append((flag.key, step))
+    return EvaluationPlan(template, steps, frozenset(clock_keys))
+
+
 def _not_found(key: str) -> EvaluationResult:
     return EvaluationResult(
         key=key,
@@ -105,7 +161,10 @@ class CompiledSnapshot:
         *,
         segments: Mapping[str, CompiledSegment] | None = None,
         unreadable_segments: Mapping[str, str] | None = None,
+        plan: EvaluationPlan | None = None,
     ) -> None:
+        """``plan`` is what :func:`plan_evaluation` made of ``order`` (made here if
+        ``None``)."""
         self.document = document
         #: What the next compile reuses: the compiled segments, and the stored segments
         #: that could not be read (name -> why).
@@ -115,36 +174,19 @@ class CompiledSnapshot:
         self._flags = flags
         self._order = order
         self.problems = problems
+        if plan is None:
+            steps = plan_evaluation(order)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as finished:
+                    plan = finished.value
+                    break
         #: Keys of the flags whose result can depend on the evaluation time (see
         #: :attr:`CompiledFlag.reads_clock`): only those need ``now``.
-        self.clock_keys = frozenset(flag.key for flag in order if flag.reads_clock)
-        # evaluate_all copies the template (every key in topological order, constant flags
-        # already answered) and runs one step per remaining flag, in the same order. Flags
-        # whose result follows from one gate's alone (children at 100 % of a split parent)
-        # get no step: their gate's step fills them in, see :class:`_Followers`.
-        self._template: dict[str, EvaluationResult | None] = {
-            flag.key: flag.constant for flag in order
-        }
-        followers: dict[str, list[CompiledFlag]] = {}
-        for flag in order:
-            if flag.constant is None and flag.follows is not None:
-                followers.setdefault(flag.follows, []).append(flag)
-        position = {key: index for index, key in enumerate(self._template)}
-        self._plan: list[tuple[str, Callable[..., EvaluationResult]]] = []
-        for flag in order:
-            if flag.constant is not None or flag.follows is not None:
-                continue
-            step = flag.step
-            if flag.key in followers:
-                chain: list[tuple[str, Callable[..., EvaluationResult]]] = []
-                pending = [flag.key]
-                while pending:
-                    for follower in followers.get(pending.pop(), ()):
-                        chain.append((follower.key, follower.step))
-                        pending.append(follower.key)
-                chain.sort(key=lambda item: position[item[0]])
-                step = _Followers(flag.key, step, chain).step
-            self._plan.append((flag.key, step))
+        self.clock_keys = plan.clock_keys
+        self._template = plan.template
+        self._plan = plan.steps
 
     def __contains__(self, key: object) -> bool:
         return key in self._flags

@@ -159,6 +159,14 @@ def _no_key_password() -> str:
     help="Seconds a client has to send a request body (then 408).",
 )
 @click.option(
+    "--compile-chunk",
+    default=100,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Flags compiled between two pauses for requests when the configuration changes "
+    "(0: all at once, holding requests meanwhile).",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -178,6 +186,7 @@ def serve(
     backlog: int,
     max_streams: int,
     body_timeout: float,
+    compile_chunk: int,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -234,6 +243,7 @@ def serve(
         backlog=backlog,
         max_streams=max_streams,
         body_timeout=body_timeout,
+        compile_chunk=compile_chunk,
     )
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address

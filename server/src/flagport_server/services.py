@@ -26,7 +26,6 @@ from flagport.engine import (
     check_document_limits,
     check_new_condition_values,
     check_percentage,
-    compile_snapshot,
     validate_key,
 )
 from flagport_server.auth import RESERVED_ACTORS, Actor
@@ -39,6 +38,7 @@ from flagport_server.errors import (
     UnreadableRecord,
     VersionConflict,
 )
+from flagport_server.recompile import compile_in_chunks
 from flagport_server.state import Runtime, hash_secret
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, StoreState, TokenRecord
 from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, SnapshotDiff
@@ -90,7 +90,7 @@ class AdminService:
 
     # -- writes -------------------------------------------------------------------------
 
-    def _validate(self, candidate: SnapshotDocument, state: StoreState) -> None:
+    async def _validate(self, candidate: SnapshotDocument, state: StoreState) -> None:
         """Refuse a change that breaks the configuration (unknown variant, segment or
         prerequisite, a cycle, ...). Only problems the change introduces count: a problem
         the store already holds (an unreadable segment, say) must not block every other
@@ -99,16 +99,17 @@ class AdminService:
             check_new_condition_values(candidate, state.document)
         except InvalidDocumentError as error:
             raise InvalidInput(error.problem, error.path) from None
+        served = self.runtime.snapshot
         try:
-            compile_snapshot(candidate, strict=True)
+            await compile_in_chunks(candidate, previous=served, strict=True)
             return
         except InvalidDocumentError:
             pass
-        before = self.runtime.snapshot
+        before = served
         if before is None or before.version != state.document.version:
-            before = _compile_stored(state.document, state)
+            before = await _compile_stored(state.document, state, served)
         known = {(p.path, p.problem) for p in before.problems}
-        after = _compile_stored(candidate, state)
+        after = await _compile_stored(candidate, state, served)
         for problem in after.problems:
             if (problem.path, problem.problem) not in known:
                 raise InvalidInput(problem.problem, problem.path)
@@ -133,7 +134,7 @@ class AdminService:
         now = utc_now()
         new = msgspec.structs.replace(flag, version=1, created_at=now, updated_at=now)
         candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
-        self._validate(candidate, state)
+        await self._validate(candidate, state)
         entry = AuditEntry(
             actor=actor.name,
             token_id=actor.token_id,
@@ -170,7 +171,7 @@ class AdminService:
             flag, version=current.version + 1, created_at=current.created_at, updated_at=now
         )
         candidate = msgspec.structs.replace(document, flags={**document.flags, key: new})
-        self._validate(candidate, state)
+        await self._validate(candidate, state)
         entry = AuditEntry(
             actor=actor.name,
             token_id=actor.token_id,
@@ -232,7 +233,7 @@ class AdminService:
                 )
                 views.append(flag_view(key, new))
             if not kill_switch:
-                self._validate(msgspec.structs.replace(document, flags=flags), state)
+                await self._validate(msgspec.structs.replace(document, flags=flags), state)
             try:
                 version = await self._commit(mutations, entries)
             except VersionConflict:
@@ -411,7 +412,7 @@ class AdminService:
             segment, version=(current.version if current else 0) + 1, updated_at=now
         )
         candidate = msgspec.structs.replace(document, segments={**document.segments, key: new})
-        self._validate(candidate, state)
+        await self._validate(candidate, state)
         # A PUT over an unreadable segment repairs it.
         guard = _stored_version(state, key, "segment")
         entry = AuditEntry(
@@ -473,7 +474,7 @@ class AdminService:
         ``prune`` (the default) flags and segments missing from ``incoming`` are deleted."""
         try:
             check_document_limits(incoming)
-            compile_snapshot(incoming, strict=True)
+            await compile_in_chunks(incoming, previous=self.runtime.snapshot, strict=True)
         except InvalidDocumentError as error:
             raise InvalidInput(error.problem, error.path) from None
         for _ in range(_RETRIES):
@@ -517,7 +518,7 @@ class AdminService:
                 record("segment", key, segments.pop(key, None), None)
             # The merged result (with pruning off it keeps extra flags) must be valid too.
             merged = msgspec.structs.replace(document, flags=flags, segments=segments)
-            self._validate(merged, state)
+            await self._validate(merged, state)
             try:
                 version = await self._commit(mutations, entries)
             except VersionConflict:
@@ -624,10 +625,13 @@ def _uses_segment(flag: Flag, segment: str) -> bool:
     )
 
 
-def _compile_stored(document: SnapshotDocument, state: StoreState) -> CompiledSnapshot:
+async def _compile_stored(
+    document: SnapshotDocument, state: StoreState, previous: CompiledSnapshot | None
+) -> CompiledSnapshot:
     """``document`` compiled beside what ``state`` holds but cannot read."""
-    return compile_snapshot(
+    return await compile_in_chunks(
         document,
+        previous=previous,
         unreadable_flags=state.unreadable_flags,
         unreadable_segments=state.unreadable_segments,
     )

@@ -29,9 +29,9 @@ from flagport.engine import (
     check_condition_values,
     check_flag_limits,
     check_segment_limits,
-    compile_snapshot,
 )
 from flagport_server.errors import StoreError
+from flagport_server.recompile import compile_in_chunks
 from flagport_server.settings import Settings
 from flagport_server.stores.base import AuditQuery, Store, StoreState, TokenRecord, WorkerStatus
 
@@ -146,7 +146,7 @@ class Runtime:
     async def start(self) -> None:
         # The cache first: if the store turns out to have gone backwards (a Redis restarted
         # empty), the cached snapshot is kept instead of the empty store's.
-        cached = self._load_cache()
+        cached = await self._load_cache()
         try:
             await self.store.open()
             await self.reload()
@@ -215,7 +215,7 @@ class Runtime:
             if self._backwards(state) and not await self._restored(state):
                 self._refuse_backwards(state)
                 return
-            self.apply(state, tokens, adopt=True)
+            await self.apply(state, tokens, adopt=True)
 
     def _backwards(self, state: StoreState) -> bool:
         return (
@@ -240,7 +240,7 @@ class Runtime:
             for e in entries
         )
 
-    def apply(
+    async def apply(
         self,
         state: StoreState,
         tokens: list[TokenRecord] | None = None,
@@ -261,10 +261,14 @@ class Runtime:
                 "store restored: serving store id %s at version %s", state.store_id, version
             )
             self.regression = None
-        snapshot = compile_snapshot(
+        # Requests keep reading the snapshot served so far until the assignment below.
+        snapshot = await compile_in_chunks(
             state.document,
+            previous=self.snapshot,
             unreadable_flags=state.unreadable_flags,
             unreadable_segments=state.unreadable_segments,
+            served=True,
+            chunk_size=self.settings.compile_chunk_size,
         )
         for problem in snapshot.problems:
             log.warning("snapshot %s: %s", version, problem)
@@ -350,7 +354,7 @@ class Runtime:
         except OSError as error:
             log.warning("cannot write snapshot cache %s: %s", target, error)
 
-    def _load_cache(self) -> bool:
+    async def _load_cache(self) -> bool:
         path = self.settings.snapshot_cache
         if not path or not Path(path).exists():
             return False
@@ -365,7 +369,7 @@ class Runtime:
             unreadable_flags=cached.unreadable_flags,
             unreadable_segments=cached.unreadable_segments,
         )
-        self.apply(state, applied_at=cached.applied_at or None)
+        await self.apply(state, applied_at=cached.applied_at or None)
         return True
 
     # -- background tasks ---------------------------------------------------------------

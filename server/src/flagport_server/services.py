@@ -7,6 +7,7 @@ concurrent change; a ``PUT`` with ``If-Match`` never retries (412 instead).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import secrets
 import time
@@ -473,51 +474,19 @@ class AdminService:
         """Make the store match ``incoming`` (all or nothing) and return the diff. With
         ``prune`` (the default) flags and segments missing from ``incoming`` are deleted."""
         try:
-            check_document_limits(incoming)
+            await asyncio.to_thread(check_document_limits, incoming)
             await compile_in_chunks(incoming, previous=self.runtime.snapshot, strict=True)
         except InvalidDocumentError as error:
             raise InvalidInput(error.problem, error.path) from None
         for _ in range(_RETRIES):
             state = await self.state()
-            document = state.document
-            diff = diff_documents(state, incoming, prune=prune)
+            # Comparing and stamping 15,000 flags takes a few hundred milliseconds: off the
+            # loop, so evaluations go on meanwhile (docs/adr/0014-incremental-compile.md).
+            diff, mutations, entries, merged = await asyncio.to_thread(
+                _plan_import, state, incoming, prune, actor, reason
+            )
             if dry_run or diff.empty:
-                return diff, document.version
-            now = utc_now()
-            mutations: list[Mutation] = []
-            entries: list[AuditEntry] = []
-            flags = dict(document.flags)
-            segments = dict(document.segments)
-
-            def record(kind: Literal["flag", "segment"], key: str, old: Any, new: Any) -> None:
-                guard = _stored_version(state, key, kind)  # noqa: B023
-                mutation, entry = _import_change(kind, key, guard, old, new, actor, reason, now)  # noqa: B023
-                mutations.append(mutation)  # noqa: B023 - used at once, in this iteration
-                entries.append(entry)  # noqa: B023
-
-            for key in diff.segments.added + diff.segments.changed:
-                old_segment = document.segments.get(key)
-                segments[key] = msgspec.structs.replace(
-                    incoming.segments[key],
-                    version=(old_segment.version if old_segment else 0) + 1,
-                    updated_at=now,
-                )
-                record("segment", key, old_segment, segments[key])
-            for key in diff.flags.added + diff.flags.changed:
-                old = document.flags.get(key)
-                flags[key] = msgspec.structs.replace(
-                    incoming.flags[key],
-                    version=(old.version if old else 0) + 1,
-                    created_at=old.created_at if old else now,
-                    updated_at=now,
-                )
-                record("flag", key, old, flags[key])
-            for key in diff.flags.removed:
-                record("flag", key, flags.pop(key, None), None)
-            for key in diff.segments.removed:
-                record("segment", key, segments.pop(key, None), None)
-            # The merged result (with pruning off it keeps extra flags) must be valid too.
-            merged = msgspec.structs.replace(document, flags=flags, segments=segments)
+                return diff, state.document.version
             await self._validate(merged, state)
             try:
                 version = await self._commit(mutations, entries)
@@ -589,6 +558,53 @@ class AdminService:
         return PropagationView(
             version=version, complete=not stragglers, workers=workers, stragglers=stragglers
         )
+
+
+def _plan_import(
+    state: StoreState, incoming: SnapshotDocument, prune: bool, actor: Actor, reason: str | None
+) -> tuple[SnapshotDiff, list[Mutation], list[AuditEntry], SnapshotDocument]:
+    """What importing ``incoming`` over ``state`` changes: the diff, the guarded mutations
+    and audit entries that make it, and the configuration it leaves."""
+    document = state.document
+    diff = diff_documents(state, incoming, prune=prune)
+    now = utc_now()
+    mutations: list[Mutation] = []
+    entries: list[AuditEntry] = []
+    flags = dict(document.flags)
+    segments = dict(document.segments)
+    if diff.empty:
+        return diff, mutations, entries, document
+
+    def record(kind: Literal["flag", "segment"], key: str, old: Any, new: Any) -> None:
+        guard = _stored_version(state, key, kind)
+        mutation, entry = _import_change(kind, key, guard, old, new, actor, reason, now)
+        mutations.append(mutation)
+        entries.append(entry)
+
+    for key in diff.segments.added + diff.segments.changed:
+        old_segment = document.segments.get(key)
+        segments[key] = msgspec.structs.replace(
+            incoming.segments[key],
+            version=(old_segment.version if old_segment else 0) + 1,
+            updated_at=now,
+        )
+        record("segment", key, old_segment, segments[key])
+    for key in diff.flags.added + diff.flags.changed:
+        old = document.flags.get(key)
+        flags[key] = msgspec.structs.replace(
+            incoming.flags[key],
+            version=(old.version if old else 0) + 1,
+            created_at=old.created_at if old else now,
+            updated_at=now,
+        )
+        record("flag", key, old, flags[key])
+    for key in diff.flags.removed:
+        record("flag", key, flags.pop(key, None), None)
+    for key in diff.segments.removed:
+        record("segment", key, segments.pop(key, None), None)
+    # The merged result (with pruning off it keeps extra flags) must be valid too.
+    merged = msgspec.structs.replace(document, flags=flags, segments=segments)
+    return diff, mutations, entries, merged
 
 
 def _import_change(

@@ -267,12 +267,12 @@ class Runtime:
             previous=self.snapshot,
             unreadable_flags=state.unreadable_flags,
             unreadable_segments=state.unreadable_segments,
-            served=True,
             chunk_size=self.settings.compile_chunk_size,
         )
         for problem in snapshot.problems:
             log.warning("snapshot %s: %s", version, problem)
-        over_limits = self._limits.problems(state.document)
+        # Checked off the loop: every flag of a large import is new to the check.
+        over_limits = await asyncio.to_thread(self._limits.problems, state.document)
         self.snapshot = snapshot
         self.feed = feed_document(state)
         self.unreadable_flags = dict(state.unreadable_flags)

@@ -39,7 +39,7 @@ from flagport_server.errors import (
     UnreadableRecord,
     VersionConflict,
 )
-from flagport_server.recompile import compile_in_chunks
+from flagport_server.recompile import check_in_chunks, compile_in_chunks, discard_in_chunks
 from flagport_server.state import Runtime, hash_secret
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, StoreState, TokenRecord
 from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, SnapshotDiff
@@ -102,15 +102,18 @@ class AdminService:
             raise InvalidInput(error.problem, error.path) from None
         served = self.runtime.snapshot
         try:
-            await compile_in_chunks(candidate, previous=served, strict=True)
+            await check_in_chunks(candidate, previous=served)
             return
         except InvalidDocumentError:
             pass
-        before = served
-        if before is None or before.version != state.document.version:
+        if served is not None and served.version == state.document.version:
+            known = {(p.path, p.problem) for p in served.problems}
+        else:
             before = await _compile_stored(state.document, state, served)
-        known = {(p.path, p.problem) for p in before.problems}
+            known = {(p.path, p.problem) for p in before.problems}
+            await discard_in_chunks(before)
         after = await _compile_stored(candidate, state, served)
+        await discard_in_chunks(after)
         for problem in after.problems:
             if (problem.path, problem.problem) not in known:
                 raise InvalidInput(problem.problem, problem.path)
@@ -475,7 +478,7 @@ class AdminService:
         ``prune`` (the default) flags and segments missing from ``incoming`` are deleted."""
         try:
             await asyncio.to_thread(check_document_limits, incoming)
-            await compile_in_chunks(incoming, previous=self.runtime.snapshot, strict=True)
+            await check_in_chunks(incoming, previous=self.runtime.snapshot)
         except InvalidDocumentError as error:
             raise InvalidInput(error.problem, error.path) from None
         for _ in range(_RETRIES):

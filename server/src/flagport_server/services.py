@@ -97,7 +97,8 @@ class AdminService:
         the store already holds (an unreadable segment, say) must not block every other
         write, least of all one that repairs it."""
         try:
-            check_new_condition_values(candidate, state.document)
+            # Every flag is counted: 30-40 ms for an import of 15,000, off the loop.
+            await asyncio.to_thread(check_new_condition_values, candidate, state.document)
         except InvalidDocumentError as error:
             raise InvalidInput(error.problem, error.path) from None
         served = self.runtime.snapshot

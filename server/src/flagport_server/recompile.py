@@ -23,31 +23,35 @@ from flagport.engine import (
     SnapshotDocument,
 )
 
-__all__ = ["check_in_chunks", "compile_in_chunks", "discard_in_chunks"]
+__all__ = ["check_in_chunks", "collector_paused", "compile_in_chunks", "discard_in_chunks"]
 
 #: A build that compiles at least this many flags afresh makes enough objects for a
 #: collection to stall the loop (about 27 tracked objects per flag: 0.3-0.6 s to walk a
 #: 15,000-flag snapshot); they are moved out of the collector's reach instead.
 FREEZE_AT = 1000
 
-_builds_running = 0
+_paused = 0
 _collector_was_enabled = False
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No automatic garbage collection while a build runs: the allocations of a large one
-    would trigger full collections, each walking the half-built snapshot on the loop."""
-    global _builds_running, _collector_was_enabled
-    if _builds_running == 0:
+def collector_paused() -> Iterator[None]:
+    """No automatic garbage collection meanwhile (nested uses count; the collector resumes
+    when the last ends, if it was on). Applying a large change allocates millions of
+    objects (parsing, decoding, compiling 15,000 flags): each time the collector's
+    thresholds are crossed it would walk them all, on the loop or in a thread holding the
+    GIL, for 0.1-0.6 s; what the change leaves alive is frozen instead (see
+    :func:`compile_in_chunks`), the rest is freed by reference counting."""
+    global _paused, _collector_was_enabled
+    if _paused == 0:
         _collector_was_enabled = gc.isenabled()
         gc.disable()
-    _builds_running += 1
+    _paused += 1
     try:
         yield
     finally:
-        _builds_running -= 1
-        if _builds_running == 0 and _collector_was_enabled:
+        _paused -= 1
+        if _paused == 0 and _collector_was_enabled:
             gc.enable()
 
 
@@ -65,7 +69,7 @@ async def compile_in_chunks(
     which benchmarks compare with). ``previous`` is left as it is and can be served
     meanwhile.
 
-    The collector is paused while the build runs (:func:`_collector_paused`). When it
+    The collector is paused while the build runs (:func:`collector_paused`). When it
     resumes, its first collection would walk every object the build made: after a build
     of many flags they are frozen out of its reach instead (``gc.freeze()``, as at
     start-up). A compiled snapshot holds no reference cycle, so it is still freed, by
@@ -80,7 +84,7 @@ async def compile_in_chunks(
         previous=previous,
         chunk_size=chunk_size,
     )
-    with _collector_paused():
+    with collector_paused():
         for _ in build.steps():
             await asyncio.sleep(0)
         # Frozen before the collector resumes (the ``with`` exit): it would walk them first.

@@ -31,7 +31,7 @@ from flagport.engine import (
     check_segment_limits,
 )
 from flagport_server.errors import StoreError
-from flagport_server.recompile import compile_in_chunks
+from flagport_server.recompile import collector_paused, compile_in_chunks
 from flagport_server.settings import Settings
 from flagport_server.stores.base import AuditQuery, Store, StoreState, TokenRecord, WorkerStatus
 
@@ -209,13 +209,15 @@ class Runtime:
                 and self.version >= at_least > 0
             ):
                 return
-            state = await self.store.load()
-            tokens = await self.store.tokens()
-            self._mark_store_up()
-            if self._backwards(state) and not await self._restored(state):
-                self._refuse_backwards(state)
-                return
-            await self.apply(state, tokens, adopt=True)
+            # Loading and compiling a large configuration allocates millions of objects.
+            with collector_paused():
+                state = await self.store.load()
+                tokens = await self.store.tokens()
+                self._mark_store_up()
+                if self._backwards(state) and not await self._restored(state):
+                    self._refuse_backwards(state)
+                    return
+                await self.apply(state, tokens, adopt=True)
 
     def _backwards(self, state: StoreState) -> bool:
         return (

@@ -21,6 +21,7 @@ from flagport.engine import (
     CompiledSnapshot,
     SnapshotBuild,
     SnapshotDocument,
+    compile_snapshot,
 )
 
 __all__ = ["check_in_chunks", "collector_paused", "compile_in_chunks", "discard_in_chunks"]
@@ -65,9 +66,9 @@ async def compile_in_chunks(
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> CompiledSnapshot:
     """``compile_snapshot(document, previous=previous, ...)``, pausing for the event loop
-    between chunks of at most ``chunk_size`` flags (``None``: compile at once, the old way,
-    which benchmarks compare with). ``previous`` is left as it is and can be served
-    meanwhile.
+    between chunks of at most ``chunk_size`` flags. ``previous`` is left as it is and can
+    be served meanwhile. ``chunk_size=None`` compiles the whole document at once, the way
+    before (``flags serve --compile-chunk 0``, which the benchmark compares with).
 
     The collector is paused while the build runs (:func:`collector_paused`). When it
     resumes, its first collection would walk every object the build made: after a build
@@ -76,6 +77,14 @@ async def compile_in_chunks(
     reference counting, when it is dropped or replaced. What the freeze costs: cyclic
     garbage that the paused collector had not reclaimed yet stays allocated; it happens
     only on large changes (imports)."""
+    if chunk_size is None:
+        # The way before docs/adr/0014-incremental-compile.md: everything, at once.
+        return compile_snapshot(
+            document,
+            strict=strict,
+            unreadable_flags=unreadable_flags,
+            unreadable_segments=unreadable_segments,
+        )
     build = SnapshotBuild(
         document,
         strict=strict,
@@ -100,7 +109,15 @@ async def discard_in_chunks(snapshot: CompiledSnapshot) -> None:
         await asyncio.sleep(0)
 
 
-async def check_in_chunks(document: SnapshotDocument, *, previous: CompiledSnapshot | None) -> None:
+async def check_in_chunks(
+    document: SnapshotDocument,
+    *,
+    previous: CompiledSnapshot | None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+) -> None:
     """Raise what ``compile_snapshot(document, strict=True)`` raises (the first problem, an
     :class:`~flagport.InvalidDocumentError`), compiling in chunks from ``previous``."""
-    await discard_in_chunks(await compile_in_chunks(document, previous=previous, strict=True))
+    checked = await compile_in_chunks(
+        document, previous=previous, strict=True, chunk_size=chunk_size
+    )
+    await discard_in_chunks(checked)

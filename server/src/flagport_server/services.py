@@ -71,6 +71,7 @@ class AdminService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self._chunk = runtime.settings.compile_chunk_size
 
     # -- reads --------------------------------------------------------------------------
 
@@ -103,21 +104,21 @@ class AdminService:
             raise InvalidInput(error.problem, error.path) from None
         served = self.runtime.snapshot
         try:
-            await check_in_chunks(candidate, previous=served)
+            await check_in_chunks(candidate, previous=served, chunk_size=self._chunk)
             return
         except InvalidDocumentError:
             pass
         if served is not None and served.version == state.document.version:
             known = {(p.path, p.problem) for p in served.problems}
         else:
-            before = await _compile_stored(state.document, state, served)
+            before = await _compile_stored(state.document, state, served, self._chunk)
             known = {(p.path, p.problem) for p in before.problems}
             await discard_in_chunks(before)
-        after = await _compile_stored(candidate, state, served)
+        after = await _compile_stored(candidate, state, served, self._chunk)
+        new = [p for p in after.problems if (p.path, p.problem) not in known]
         await discard_in_chunks(after)
-        for problem in after.problems:
-            if (problem.path, problem.problem) not in known:
-                raise InvalidInput(problem.problem, problem.path)
+        if new:
+            raise InvalidInput(new[0].problem, new[0].path)
 
     async def _commit(self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]) -> int:
         result = await self.store.commit(mutations, audit)
@@ -479,7 +480,7 @@ class AdminService:
         ``prune`` (the default) flags and segments missing from ``incoming`` are deleted."""
         try:
             await asyncio.to_thread(check_document_limits, incoming)
-            await check_in_chunks(incoming, previous=self.runtime.snapshot)
+            await check_in_chunks(incoming, previous=self.runtime.snapshot, chunk_size=self._chunk)
         except InvalidDocumentError as error:
             raise InvalidInput(error.problem, error.path) from None
         for _ in range(_RETRIES):
@@ -646,7 +647,10 @@ def _uses_segment(flag: Flag, segment: str) -> bool:
 
 
 async def _compile_stored(
-    document: SnapshotDocument, state: StoreState, previous: CompiledSnapshot | None
+    document: SnapshotDocument,
+    state: StoreState,
+    previous: CompiledSnapshot | None,
+    chunk_size: int | None,
 ) -> CompiledSnapshot:
     """``document`` compiled beside what ``state`` holds but cannot read."""
     return await compile_in_chunks(
@@ -654,6 +658,7 @@ async def _compile_stored(
         previous=previous,
         unreadable_flags=state.unreadable_flags,
         unreadable_segments=state.unreadable_segments,
+        chunk_size=chunk_size,
     )
 
 

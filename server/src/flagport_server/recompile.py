@@ -33,6 +33,7 @@ FREEZE_AT = 1000
 
 _paused = 0
 _collector_was_enabled = False
+_freeze_requested = False
 
 
 @contextlib.contextmanager
@@ -41,9 +42,10 @@ def collector_paused() -> Iterator[None]:
     when the last ends, if it was on). Applying a large change allocates millions of
     objects (parsing, decoding, compiling 15,000 flags): each time the collector's
     thresholds are crossed it would walk them all, on the loop or in a thread holding the
-    GIL, for 0.1-0.6 s; what the change leaves alive is frozen instead (see
-    :func:`compile_in_chunks`), the rest is freed by reference counting."""
-    global _paused, _collector_was_enabled
+    GIL, for 0.1-0.6 s. If a large build ran meanwhile, what is alive when the last use
+    ends is frozen (``gc.freeze()``, as at start-up) rather than walked by the collector's
+    first pass; the rest was freed by reference counting."""
+    global _paused, _collector_was_enabled, _freeze_requested
     if _paused == 0:
         _collector_was_enabled = gc.isenabled()
         gc.disable()
@@ -52,8 +54,12 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         _paused -= 1
-        if _paused == 0 and _collector_was_enabled:
-            gc.enable()
+        if _paused == 0:
+            if _freeze_requested:
+                _freeze_requested = False
+                gc.freeze()
+            if _collector_was_enabled:
+                gc.enable()
 
 
 async def compile_in_chunks(
@@ -73,10 +79,10 @@ async def compile_in_chunks(
     The collector is paused while the build runs (:func:`collector_paused`). When it
     resumes, its first collection would walk every object the build made: after a build
     of many flags they are frozen out of its reach instead (``gc.freeze()``, as at
-    start-up). A compiled snapshot holds no reference cycle, so it is still freed, by
-    reference counting, when it is dropped or replaced. What the freeze costs: cyclic
-    garbage that the paused collector had not reclaimed yet stays allocated; it happens
-    only on large changes (imports)."""
+    start-up, when the outermost pause ends). A compiled snapshot holds no reference
+    cycle, so it is still freed, by reference counting, when it is dropped or replaced.
+    What the freeze costs: cyclic garbage that the paused collector had not reclaimed yet
+    stays allocated; it happens only on large changes (imports)."""
     if chunk_size is None:
         # The way before docs/adr/0014-incremental-compile.md: everything, at once.
         return compile_snapshot(
@@ -93,12 +99,12 @@ async def compile_in_chunks(
         previous=previous,
         chunk_size=chunk_size,
     )
+    global _freeze_requested
     with collector_paused():
         for _ in build.steps():
             await asyncio.sleep(0)
-        # Frozen before the collector resumes (the ``with`` exit): it would walk them first.
         if len(build.compiled) >= FREEZE_AT:
-            gc.freeze()
+            _freeze_requested = True
     return build.snapshot
 
 

@@ -257,6 +257,14 @@ def _no_key_password() -> str:
     help="A proxy (address or CIDR) whose X-Forwarded-For names the client, for --rate-limit.",
 )
 @click.option(
+    "--compile-chunk",
+    default=100,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Flags compiled between two pauses for requests when the configuration changes "
+    "(0: all at once, holding requests meanwhile).",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -282,6 +290,7 @@ def serve(
     rate_limit: float | None,
     rate_burst: int | None,
     trusted_proxies: tuple[str, ...],
+    compile_chunk: int,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -365,6 +374,7 @@ def serve(
         rate_limit=rate_limit,
         rate_burst=rate_burst,
         trusted_proxies=proxies,
+        compile_chunk=compile_chunk,
     )
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address

@@ -32,9 +32,9 @@ from flagport.engine import (
     check_condition_values,
     check_flag_limits,
     check_segment_limits,
-    compile_snapshot,
 )
 from flagport_server.errors import StoreError
+from flagport_server.recompile import collector_paused, compile_in_chunks
 from flagport_server.served import Served
 from flagport_server.settings import Settings
 from flagport_server.stores.base import (
@@ -192,7 +192,7 @@ class Runtime:
     async def start(self) -> None:
         # The cache first: if the store turns out to have gone backwards (a Redis restarted
         # empty), the cached snapshot is kept instead of the empty store's.
-        cached = self._load_cache()
+        cached = await self._load_cache()
         try:
             await self.store.open()
             await self.reload()
@@ -301,14 +301,16 @@ class Runtime:
                 and self.version >= at_least > 0
             ):
                 return
-            state = await self.store.load()
-            tokens = await self.store.tokens()
-            self._ticket_key = await self._server_secret()
-            self._mark_store_up()
-            if self._backwards(state) and not await self._restored(state):
-                self._refuse_backwards(state)
-                return
-            self.apply(state, tokens, adopt=True)
+            # Loading and compiling a large configuration allocates millions of objects.
+            with collector_paused():
+                state = await self.store.load()
+                tokens = await self.store.tokens()
+                self._ticket_key = await self._server_secret()
+                self._mark_store_up()
+                if self._backwards(state) and not await self._restored(state):
+                    self._refuse_backwards(state)
+                    return
+                await self.apply(state, tokens, adopt=True)
 
     async def _server_secret(self) -> bytes | None:
         """The store's server secret, read with every reload (a rotation commits a new
@@ -344,7 +346,7 @@ class Runtime:
             for e in entries
         )
 
-    def apply(
+    async def apply(
         self,
         state: StoreState,
         tokens: list[TokenRecord] | None = None,
@@ -370,10 +372,12 @@ class Runtime:
                 "store restored: serving store id %s at version %s", state.store_id, version
             )
             self.regression = None
-        snapshot = compiled if compiled is not None else self._compile(state)
+        # Requests keep reading the snapshot served so far until the assignment below.
+        snapshot = compiled if compiled is not None else await self.compile(state)
         for problem in snapshot.problems:
             log.warning("snapshot %s: %s", version, problem)
-        over_limits = self._limits.problems(state.document)
+        # Checked off the loop: every flag of a large import is new to the check.
+        over_limits = await asyncio.to_thread(self._limits.problems, state.document)
         if tokens is not None:
             token_map: Mapping[str, TokenRecord] = {t.secret_hash: t for t in tokens}
         else:
@@ -398,17 +402,17 @@ class Runtime:
         for listener in list(self._listeners):
             listener(version)
 
-    def compile(self, state: StoreState) -> CompiledSnapshot:
+    async def compile(self, state: StoreState) -> CompiledSnapshot:
         """``state`` compiled as :meth:`apply` serves it (what cannot be read is served as
-        ``PARSE_ERROR``). A write compiles its result with this to validate it, and hands
-        the result to :meth:`apply_commit`: one compile per write."""
-        return self._compile(state)
-
-    def _compile(self, state: StoreState) -> CompiledSnapshot:
-        return compile_snapshot(
+        ``PARSE_ERROR``), in chunks that yield to the loop and reusing what the served
+        snapshot compiled (docs/spec.md section 6). A write compiles its result with this to
+        validate it, and hands the result to :meth:`apply_commit`: one compile per write."""
+        return await compile_in_chunks(
             state.document,
+            previous=self.snapshot,
             unreadable_flags=state.unreadable_flags,
             unreadable_segments=state.unreadable_segments,
+            chunk_size=self.settings.compile_chunk_size,
         )
 
     async def apply_commit(
@@ -427,7 +431,7 @@ class Runtime:
                 return  # a change notification got there first
             if compiled is not None and compiled.version != version:
                 compiled = None
-            self.apply(committed, compiled=compiled)
+            await self.apply(committed, compiled=compiled)
 
     def _refuse_backwards(self, state: StoreState) -> None:
         what = (
@@ -494,7 +498,7 @@ class Runtime:
         except OSError as error:
             log.warning("cannot write snapshot cache %s: %s", target, error)
 
-    def _load_cache(self) -> bool:
+    async def _load_cache(self) -> bool:
         path = self.settings.snapshot_cache
         if not path or not Path(path).exists():
             return False
@@ -509,7 +513,7 @@ class Runtime:
             unreadable_flags=cached.unreadable_flags,
             unreadable_segments=cached.unreadable_segments,
         )
-        self.apply(state, applied_at=cached.applied_at or None)
+        await self.apply(state, applied_at=cached.applied_at or None)
         return True
 
     # -- background tasks ---------------------------------------------------------------

@@ -128,6 +128,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     header_timeout: float = 5.0
     #: Seconds a client has to send a request's whole body (then 408, connection closed).
     body_timeout: float = 10.0
+    #: Flags a worker compiles between two pauses for the requests it serves when the
+    #: configuration changes; 0 compiles the whole configuration at once, holding every
+    #: request meanwhile (the behaviour before docs/adr/0020-incremental-compile.md, kept for
+    #: the benchmark that compares the two; ``flags serve --compile-chunk``).
+    compile_chunk: int = msgspec.field(default=100)
+
+    @property
+    def compile_chunk_size(self) -> int | None:
+        """``compile_chunk`` for :func:`~flagport_server.recompile.compile_in_chunks`."""
+        return self.compile_chunk or None
 
     def __repr__(self) -> str:
         # The generated repr would print the admin token and the store's password.

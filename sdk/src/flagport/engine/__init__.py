@@ -6,7 +6,7 @@ reads the clock, the network or the disk, and never raises during evaluation.
 
 from flagport.engine._bucketing import BUCKETS, bucket, bucket_of_hash, hash_unit, point_of_hash
 from flagport.engine._common import check_percentage, unit_text, validate_key
-from flagport.engine._compile import compile_snapshot
+from flagport.engine._compile import DEFAULT_CHUNK_SIZE, SnapshotBuild, compile_snapshot
 from flagport.engine._explain import explain
 from flagport.engine._flag import CompiledFlag
 from flagport.engine._from_builtins import (
@@ -26,7 +26,7 @@ from flagport.engine._limits import (
     check_segment_limits,
     check_text,
 )
-from flagport.engine._snapshot import CompiledSnapshot
+from flagport.engine._snapshot import CompiledSegment, CompiledSnapshot
 from flagport.engine._tolerant import TolerantDecoder
 from flagport.engine.models import (
     BUCKETING_VERSION,
@@ -45,11 +45,13 @@ from flagport.engine.models import (
 __all__ = [
     "BUCKETING_VERSION",
     "BUCKETS",
+    "DEFAULT_CHUNK_SIZE",
     "MAX_CONDITION_VALUES",
     "MAX_DOCUMENT_BYTES",
     "MAX_REASON_LENGTH",
     "PRINTABLE_PATTERN",
     "CompiledFlag",
+    "CompiledSegment",
     "CompiledSnapshot",
     "Condition",
     "ErrorCode",
@@ -60,6 +62,7 @@ __all__ = [
     "Reason",
     "Rule",
     "Segment",
+    "SnapshotBuild",
     "SnapshotDocument",
     "TolerantDecoder",
     "bucket",

@@ -10,7 +10,7 @@ way, so bad input never reaches the store).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from flagport._exceptions import InvalidDocumentError
@@ -24,7 +24,7 @@ from flagport.engine._common import (
 from flagport.engine._conditions import NOW_ATTRIBUTE, Matcher, compile_condition, int_text
 from flagport.engine._flag import CompiledFlag, CompiledRule, Gate, Split
 from flagport.engine._reference import reference_evaluate, reference_own
-from flagport.engine._snapshot import CompiledSnapshot
+from flagport.engine._snapshot import CompiledSegment, CompiledSnapshot, plan_evaluation
 from flagport.engine._specialised import specialise
 from flagport.engine.models import (
     BUCKETING_VERSION,
@@ -38,7 +38,7 @@ from flagport.engine.models import (
     SnapshotDocument,
 )
 
-__all__ = ["compile_snapshot"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "SnapshotBuild", "compile_snapshot"]
 
 _STATIC = Reason.STATIC
 
@@ -49,6 +49,7 @@ def compile_snapshot(
     strict: bool = False,
     unreadable_flags: Mapping[str, str] | None = None,
     unreadable_segments: Mapping[str, str] | None = None,
+    previous: CompiledSnapshot | None = None,
 ) -> CompiledSnapshot:
     """Compile ``document``. With ``strict=True`` the first problem raises
     :class:`InvalidDocumentError` (its ``path`` names the field); otherwise a broken flag
@@ -57,82 +58,286 @@ def compile_snapshot(
     ``unreadable_flags`` and ``unreadable_segments`` (key -> why) name what a store holds but
     cannot decode. Such a flag is not in ``document`` but is served, as ``PARSE_ERROR``, so
     that its children and dependants stay gated by it instead of turning into top-level
-    flags; flags that use such a segment are broken too."""
-    if document.bucketing != BUCKETING_VERSION:
-        raise InvalidDocumentError(
-            f"unsupported bucketing version {document.bucketing}; "
-            f"this engine implements {BUCKETING_VERSION}",
-            "$.bucketing",
-        )
-    problems: list[InvalidDocumentError] = []
+    flags; flags that use such a segment are broken too.
 
-    def report(problem: InvalidDocumentError, flag: CompiledFlag | None) -> None:
-        if strict:
+    With ``previous`` (a snapshot compiled earlier), only what changed since is compiled
+    (see :class:`SnapshotBuild`); the result is the same. To compile without holding the
+    caller for the whole document, drive a :class:`SnapshotBuild` instead."""
+    build = SnapshotBuild(
+        document,
+        strict=strict,
+        unreadable_flags=unreadable_flags,
+        unreadable_segments=unreadable_segments,
+        previous=previous,
+        chunk_size=None,
+    )
+    for _ in build.steps():
+        pass
+    return build.snapshot
+
+
+#: Flags compiled, folded or specialised between two pauses of a :class:`SnapshotBuild`.
+DEFAULT_CHUNK_SIZE = 100
+#: How many times more flags the light passes (finding what changed, linking, ordering)
+#: handle between two pauses than the compiling ones (1,000 against 100): each costs a few
+#: dict operations per flag, against ~0.1 ms to compile one.
+_LIGHT = 10
+
+
+class SnapshotBuild:
+    """Compile a snapshot a chunk at a time, reusing what an earlier snapshot compiled.
+
+    ``steps()`` yields after at most ``chunk_size`` flags' worth of work (``None``: never),
+    so a caller serving requests on one thread can let them run in between; once the
+    iteration ends, :attr:`snapshot` is the compiled snapshot, identical to what
+    :func:`compile_snapshot` gives for the same arguments (a property test compares them).
+    Nothing that ``previous`` holds is changed, so it can be served until the new snapshot
+    replaces it.
+
+    With ``previous``, a flag is compiled again only if it is dirty: its record changed
+    (added, changed, unreadable), it was broken, it uses a segment that changed, or it
+    names a dirty flag, a removed flag or an added one as a prerequisite or by a dotted
+    prefix of its key (its parent may be another flag now), and so on transitively. Every
+    other flag's compiled object is reused as it is: its gates are reused too, so they
+    still are the flags it is linked to. Broken flags are always compiled again, so every
+    problem comes from compiling, in the order a full compile reports it.
+    """
+
+    def __init__(
+        self,
+        document: SnapshotDocument,
+        *,
+        strict: bool = False,
+        unreadable_flags: Mapping[str, str] | None = None,
+        unreadable_segments: Mapping[str, str] | None = None,
+        previous: CompiledSnapshot | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        if document.bucketing != BUCKETING_VERSION:
+            raise InvalidDocumentError(
+                f"unsupported bucketing version {document.bucketing}; "
+                f"this engine implements {BUCKETING_VERSION}",
+                "$.bucketing",
+            )
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        self.document = document
+        self.strict = strict
+        self.unreadable_flags = dict(unreadable_flags or {})
+        self.unreadable_segments = dict(unreadable_segments or {})
+        self.previous = previous
+        self.chunk_size = chunk_size
+        self.problems: list[InvalidDocumentError] = []
+        #: Keys of the flags compiled afresh (every flag without ``previous``).
+        self.compiled: set[str] = set()
+        self._snapshot: CompiledSnapshot | None = None
+
+    @property
+    def snapshot(self) -> CompiledSnapshot:
+        """The compiled snapshot, once :meth:`steps` has run to its end."""
+        if self._snapshot is None:
+            raise RuntimeError("the snapshot is not built yet: run steps() to their end")
+        return self._snapshot
+
+    def _report(self, problem: InvalidDocumentError, flag: CompiledFlag | None) -> None:
+        if self.strict:
             raise problem
-        problems.append(problem)
+        self.problems.append(problem)
         if flag is not None and flag.broken is None:
             flag.broken = problem
 
-    segment_matchers: dict[str, Matcher] = {}
-    timed_segments = {
-        name
-        for name, segment in document.segments.items()
-        if any(condition.attribute == NOW_ATTRIBUTE for condition in segment.conditions)
-    }
-    for name, segment in document.segments.items():
+    def steps(self) -> Iterator[None]:
+        """Compile, pausing (yielding) between chunks; see the class documentation."""
+        light = None if self.chunk_size is None else self.chunk_size * _LIGHT
+        document = self.document
+        report = self._report
+        previous = self.previous
+
+        # Segments are few and cheap: compiled (or reused) in one go.
+        old_segments = previous.segments if previous is not None else {}
+        segments: dict[str, CompiledSegment] = {}
+        for name, segment in document.segments.items():
+            reused = old_segments.get(name)
+            if reused is None or reused.segment != segment:
+                try:
+                    reused = CompiledSegment(segment, _compile_segment(name, segment), None)
+                except InvalidDocumentError as problem:
+                    reused = CompiledSegment(segment, _never, problem)
+            if reused.problem is not None:
+                report(reused.problem, None)
+            segments[name] = reused
+        timed_segments = {name for name, segment in segments.items() if segment.reads_clock}
+        unreadable_segments = self.unreadable_segments
+        for name, why in unreadable_segments.items():
+            report(
+                InvalidDocumentError(
+                    f"stored segment cannot be read: {why}", f'$.segments["{name}"]'
+                ),
+                None,
+            )
+
+        def lookup_segment(name: str) -> Matcher:
+            segment = segments.get(name)
+            if segment is None:
+                if name in unreadable_segments:
+                    raise InvalidDocumentError(f"segment {name!r} cannot be read", "$.segments")
+                raise InvalidDocumentError(f"unknown segment {name!r}", "$.segments")
+            return segment.matcher
+
+        dirty: set[str] | None = None
+        if previous is not None:
+            changed_segments = {
+                name
+                for name in segments.keys() | old_segments.keys()
+                if segments.get(name) is not old_segments.get(name)
+            } | (unreadable_segments.keys() ^ previous.unreadable_segments.keys())
+            finding = _dirty_flags(document, self.unreadable_flags, previous, changed_segments)
+            dirty = yield from _paced(finding, light)
+
+        flags: dict[str, CompiledFlag] = {}
+        fresh: list[CompiledFlag] = []
+        for key, why in self.unreadable_flags.items():
+            placeholder = CompiledFlag(key, _UNREADABLE)
+            flags[key] = placeholder
+            fresh.append(placeholder)
+            report(
+                InvalidDocumentError(f"stored flag cannot be read: {why}", flag_path(key)),
+                placeholder,
+            )
+        # Work is counted in light units: a flag compiled costs _LIGHT, one reused 1.
+        work = 0
+        for key, flag in document.flags.items():
+            if dirty is not None and key not in dirty:
+                flags[key] = previous.flag(key)  # type: ignore[union-attr, assignment]
+                work += 1
+            else:
+                compiled = CompiledFlag(key, flag)
+                flags[key] = compiled
+                fresh.append(compiled)
+                try:
+                    validate_key(key, flag_path(key))
+                    _compile_body(compiled, flag, lookup_segment)
+                except InvalidDocumentError as problem:
+                    report(problem, compiled)
+                work += _LIGHT
+            if light is not None and work >= light:
+                work = 0
+                yield
+        self.compiled = {flag.key for flag in fresh}
+
+        for done, compiled in enumerate(fresh, 1):
+            try:
+                _link_gates(compiled, flags)
+            except InvalidDocumentError as problem:
+                report(problem, compiled)
+            # The order is worked out from every flag's declared gates; a fresh flag's are
+            # its gates until folding drops the constant ones.
+            compiled.declared_gates = compiled.gates
+            if light is not None and done % light == 0:
+                yield
+
+        order: list[CompiledFlag] = []
+        yield from _paced(_topological_order(flags, order, report), light)
+
+        work = 0
+        compiled_keys = self.compiled
+        for compiled in order:
+            if compiled.key in compiled_keys:
+                _fold(compiled)
+                compiled.reads_clock = compiled.constant is None and (
+                    _rules_read_clock(compiled.flag.rules, timed_segments)
+                    or any(gate.flag.reads_clock for gate in compiled.gates)
+                )
+                specialise(compiled)
+                work += _LIGHT
+            else:
+                work += 1
+            if light is not None and work >= light:
+                work = 0
+                yield
+        plan = yield from _paced(plan_evaluation(order), light)
+        self._snapshot = CompiledSnapshot(
+            document,
+            flags,
+            order,
+            self.problems,
+            segments=segments,
+            unreadable_segments=unreadable_segments,
+            plan=plan,
+        )
+
+
+def _paced(work: Iterator[int], every: int | None) -> Generator[None, None, Any]:
+    """Run ``work`` (which yields a running count of flags handled), pausing each time
+    another ``every`` flags are done; returns what ``work`` returns."""
+    mark = every
+    while True:
         try:
-            segment_matchers[name] = _compile_segment(name, segment)
-        except InvalidDocumentError as problem:
-            report(problem, None)
-            segment_matchers[name] = _never
+            count = next(work)
+        except StopIteration as finished:
+            return finished.value
+        if mark is not None and count >= mark:
+            mark = count + every  # type: ignore[operator]
+            yield
 
-    unreadable_segments = unreadable_segments or {}
-    for name, why in unreadable_segments.items():
-        report(
-            InvalidDocumentError(f"stored segment cannot be read: {why}", f'$.segments["{name}"]'),
-            None,
-        )
 
-    def lookup_segment(name: str) -> Matcher:
-        matcher = segment_matchers.get(name)
-        if matcher is None:
-            if name in unreadable_segments:
-                raise InvalidDocumentError(f"segment {name!r} cannot be read", "$.segments")
-            raise InvalidDocumentError(f"unknown segment {name!r}", "$.segments")
-        return matcher
-
-    flags: dict[str, CompiledFlag] = {}
-    for key, why in (unreadable_flags or {}).items():
-        placeholder = CompiledFlag(key, _UNREADABLE)
-        flags[key] = placeholder
-        report(
-            InvalidDocumentError(f"stored flag cannot be read: {why}", flag_path(key)), placeholder
-        )
+def _dirty_flags(
+    document: SnapshotDocument,
+    unreadable: Mapping[str, str],
+    previous: CompiledSnapshot,
+    changed_segments: set[str],
+) -> Generator[int, None, set[str]]:
+    """The flags of ``document`` to compile again rather than reuse from ``previous`` (see
+    :class:`SnapshotBuild`); yields how many flags it has looked at so far."""
+    seeds: list[str] = list(unreadable)
+    # Who names whom: a flag names each dotted prefix of its key (a parent now or later),
+    # its prerequisites and the segments it uses.
+    named_by: dict[str, list[str]] = {}
+    count = 0
+    for key in unreadable:
+        _add_prefixes(named_by, key)
     for key, flag in document.flags.items():
-        compiled = CompiledFlag(key, flag)
-        flags[key] = compiled
-        try:
-            validate_key(key, flag_path(key))
-            _compile_body(compiled, flag, lookup_segment)
-        except InvalidDocumentError as problem:
-            report(problem, compiled)
+        before = previous.flag(key)
+        if (
+            before is None
+            or before.broken is not None
+            or before.flag != flag
+            or (changed_segments and _uses_any(flag, changed_segments))
+        ):
+            seeds.append(key)
+        _add_prefixes(named_by, key)
+        for prerequisite in flag.prerequisites:
+            named_by.setdefault(prerequisite.key, []).append(key)
+        count += 1
+        if count % 64 == 0:
+            yield count
+    seeds += [key for key in previous if key not in document.flags and key not in unreadable]
+    dirty: set[str] = set()
+    while seeds:
+        key = seeds.pop()
+        if key in dirty:
+            continue
+        dirty.add(key)
+        seeds.extend(named_by.get(key, ()))
+        count += 1
+        if count % 64 == 0:
+            yield count
+    return dirty
 
-    for compiled in flags.values():
-        try:
-            _link_gates(compiled, flags)
-        except InvalidDocumentError as problem:
-            report(problem, compiled)
 
-    order = _topological_order(flags, report)
-    for compiled in order:
-        _fold(compiled)
-        compiled.reads_clock = compiled.constant is None and (
-            _rules_read_clock(compiled.flag.rules, timed_segments)
-            or any(gate.flag.reads_clock for gate in compiled.gates)
-        )
-    for compiled in order:
-        specialise(compiled)
-    return CompiledSnapshot(document, flags, order, problems)
+def _add_prefixes(named_by: dict[str, list[str]], key: str) -> None:
+    end = key.rfind(".")
+    while end > 0:
+        named_by.setdefault(key[:end], []).append(key)
+        end = key.rfind(".", 0, end)
+
+
+def _uses_any(flag: Flag, segments: set[str]) -> bool:
+    return any(
+        condition.op is Operator.IN_SEGMENT and not segments.isdisjoint(condition.values)
+        for rule in flag.rules
+        for condition in rule.conditions
+    )
 
 
 def _fold(flag: CompiledFlag) -> None:
@@ -314,10 +519,15 @@ def _link_gates(compiled: CompiledFlag, flags: Mapping[str, CompiledFlag]) -> No
 
 def _topological_order(
     flags: dict[str, CompiledFlag],
+    order: list[CompiledFlag],
     report: Callable[[InvalidDocumentError, CompiledFlag | None], None],
-) -> list[CompiledFlag]:
-    """Gates before the flags they gate; a cycle breaks every flag on it (PARSE_ERROR)."""
-    order: list[CompiledFlag] = []
+) -> Iterator[int]:
+    """Append to ``order`` every flag, gates before the flags they gate (by their
+    ``declared_gates``); a cycle breaks every flag on it (PARSE_ERROR). Yields how many flags
+    are ordered so far after each flag whose own gates are ordered.
+
+    Only flags compiled afresh can be on a cycle (a reused flag's gates are reused flags,
+    compiled without one), so cutting a cycle never changes a reused flag."""
     state: dict[str, int] = {}  # 1 visiting, 2 done
     for root in flags.values():
         if state.get(root.key):
@@ -329,9 +539,9 @@ def _topological_order(
             if index == 0:
                 state[node.key] = 1
                 path.append(node.key)
-            if index < len(node.gates):
+            if index < len(node.declared_gates):
                 stack.append((node, index + 1))
-                upstream = node.gates[index].flag
+                upstream = node.declared_gates[index].flag
                 mark = state.get(upstream.key)
                 if mark == 1:
                     cycle = [*path[path.index(upstream.key) :], upstream.key]
@@ -343,6 +553,7 @@ def _topological_order(
                         report(problem, flags[member])
                     # Cut the edge so evaluation terminates; the flags are broken anyway.
                     node.gates = [g for g in node.gates if g.flag is not upstream]
+                    node.declared_gates = node.gates
                     stack[-1] = (node, index)
                 elif mark is None:
                     stack.append((upstream, 0))
@@ -350,4 +561,4 @@ def _topological_order(
             state[node.key] = 2
             path.pop()
             order.append(node)
-    return order
+            yield len(order)

@@ -26,7 +26,7 @@ import time
 __all__ = ["main"]
 
 _HEAD = (
-    "POST /ofrep/v1/evaluate/flags/{flag} HTTP/1.1\r\nHost: flagport\r\n"
+    "POST /ofrep/v1/evaluate/flags/{flag} HTTP/1.1\r\nHost: localhost\r\n"
     "Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
 )
 

@@ -36,6 +36,7 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "token create": ("token", "create", "ci", "--scope", "sdk"),
     "token list": ("token", "list"),
     "token revoke": ("token", "revoke", "t1"),
+    "token rotate-secret": ("token", "rotate-secret", "--timeout", "0.1"),
     "status": ("status",),
     "stats": ("stats", "a", "--since", "1h"),
     "stale": ("stale",),
@@ -54,6 +55,7 @@ CLAIMS = {
     "diff",
     "token create",
     "token revoke",
+    "token rotate-secret",
 }
 #: Answers that are JSON objects of another shape.
 OTHER_OBJECTS = {"empty object", "wrong types"}

@@ -120,6 +120,9 @@ EXAMPLES: dict[str, Example] = {
         path_params={"key": "walker-flag"},
     ),
     "AdminV1KillKill": Example("POST", "/admin/v1/kill", {"tag": "walker", "reason": "walker"}),
+    "AdminV1SecretRotateRotateSecret": Example(
+        "POST", "/admin/v1/secret/rotate", {"reason": "walker"}
+    ),
     "AdminV1TokensCreateToken": Example(
         "POST", "/admin/v1/tokens", {"name": "walker-token", "scope": "evaluate"}
     ),

@@ -35,7 +35,11 @@ def openapi_config() -> OpenAPIConfig:
 
 
 #: Routes whose JSON body may be left out (Litestar documents every body as required).
-_OPTIONAL_BODIES = ("/admin/v1/flags/{key}/enable", "/admin/v1/flags/{key}/disable")
+_OPTIONAL_BODIES = (
+    "/admin/v1/flags/{key}/enable",
+    "/admin/v1/flags/{key}/disable",
+    "/admin/v1/secret/rotate",
+)
 #: The import reads its body itself (JSON or YAML), so Litestar cannot document it.
 _IMPORT_PATH = "/admin/v1/snapshot"
 

@@ -625,7 +625,9 @@ class AdminService:
         )
         return record, await self._commit([], [entry])
 
-    async def rotate_server_secret(self, actor: Actor) -> tuple[str, int]:
+    async def rotate_server_secret(
+        self, actor: Actor, reason: str | None = None
+    ) -> tuple[str, int]:
         """Replace the server secret (stream tickets, sessions); when, and the snapshot
         version every worker reads the new one at (the audit entry records who, never the
         value)."""
@@ -633,7 +635,9 @@ class AdminService:
         await self.store.rotate_server_secret()
         # Kind "token": the secret signs what stands in for tokens, and older servers sharing
         # the store read the entry (a new kind would be unknown to them).
-        entry = audit_entry(actor, "secret.rotate", "server-secret", now, kind="token")
+        entry = audit_entry(
+            actor, "secret.rotate", "server-secret", now, kind="token", reason=reason
+        )
         return now, await self._commit([], [entry])
 
     # -- history and propagation --------------------------------------------------------

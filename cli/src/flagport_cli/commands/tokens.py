@@ -6,7 +6,14 @@ from urllib.parse import quote
 
 import click
 
-from flagport_cli._app import App, json_option, pass_app, wait_for_version, wait_options
+from flagport_cli._app import (
+    App,
+    json_option,
+    pass_app,
+    reason_option,
+    wait_for_version,
+    wait_options,
+)
 from flagport_cli._errors import UsageProblem
 from flagport_cli._output import echo_json, printable, table
 
@@ -96,15 +103,18 @@ def revoke_token(app: App, token_id: str, no_wait: bool, timeout: float) -> None
 
 
 @token.command("rotate-secret")
+@reason_option
 @wait_options
 @json_option
 @pass_app
-def rotate_secret(app: App, no_wait: bool, timeout: float) -> None:
+def rotate_secret(app: App, reason: str | None, no_wait: bool, timeout: float) -> None:
     """Replace the server secret that signs browser stream tickets.
 
     Pages re-fetch their flags for a new ticket when their stream is refused. Exits 0 once
     every live worker uses the new secret."""
-    body = app.api().call("POST", "/admin/v1/secret/rotate")
+    body = app.api().call(
+        "POST", "/admin/v1/secret/rotate", json={"reason": reason} if reason else None
+    )
     if app.json:
         echo_json(body)
     else:

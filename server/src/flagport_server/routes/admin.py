@@ -43,6 +43,7 @@ from flagport_server.wire.admin_v1 import (
     KillResponse,
     PropagationView,
     RulesRequest,
+    SecretRotate,
     SecretRotated,
     SegmentList,
     SegmentView,
@@ -273,8 +274,11 @@ async def revoke_token(
     status_code=200,
     summary="Replace the server secret: earlier stream tickets stop opening streams",
 )
-async def rotate_secret(request: AdminRequest, admin: Admin) -> SecretRotated:
-    at, version = await admin.rotate_server_secret(_actor(request))
+async def rotate_secret(
+    request: AdminRequest, admin: Admin, data: JSONBody[SecretRotate | None] = None
+) -> SecretRotated:
+    body = await _strict(request, SecretRotate, SecretRotate())
+    at, version = await admin.rotate_server_secret(_actor(request), body.reason)
     return SecretRotated(rotated_at=at, snapshot_version=version)
 
 

@@ -133,6 +133,12 @@ class TokenRevoked(TokenView, kw_only=True):
     snapshot_version: int
 
 
+class SecretRotate(msgspec.Struct, forbid_unknown_fields=True):
+    """Why the server secret is replaced (for the audit log); the body may be left out."""
+
+    reason: Reason | None = None
+
+
 class SecretRotated(msgspec.Struct):
     """The server secret was replaced (its value is never shown): stream tickets made before
     stop opening streams once every worker has applied ``snapshot_version``."""

@@ -182,6 +182,14 @@ class PageWatch:
             self.page.wait_for_timeout(10)
         return bool(predicate())
 
+    def heard_change(self, key: str, since: int) -> bool:
+        """Whether a ``PROVIDER_CONFIGURATION_CHANGED`` naming ``key`` fired after the
+        first ``since`` events."""
+        return any(
+            event["event"] == "ConfigurationChanged" and key in (event["flagsChanged"] or [])
+            for event in self.events()[since:]
+        )
+
     def events(self) -> list[dict[str, Any]]:
         return list(self.page.evaluate("() => window.events"))
 
@@ -222,14 +230,7 @@ def test_the_published_web_provider_reads_flags_and_follows_the_kill_switch(
         disable(server, "ui-improvements")
         disabled_at = time.monotonic()
 
-        def changed() -> bool:
-            return any(
-                event["event"] == "ConfigurationChanged"
-                and "ui-improvements" in (event["flagsChanged"] or [])
-                for event in watch.events()[before:]
-            )
-
-        assert watch.wait_for(changed), watch.events()
+        assert watch.wait_for(lambda: watch.heard_change("ui-improvements", before))
         assert time.monotonic() - disabled_at <= 1.0
         after = watch.read(types)
         assert after["ui-improvements"]["value"] is False
@@ -381,14 +382,7 @@ def test_on_a_token_server_the_stream_opens_with_a_server_minted_ticket(
         disable(server, "ui-improvements")
         disabled_at = time.monotonic()
 
-        def changed() -> bool:
-            return any(
-                event["event"] == "ConfigurationChanged"
-                and "ui-improvements" in (event["flagsChanged"] or [])
-                for event in watch.events()[before:]
-            )
-
-        assert watch.wait_for(changed), watch.events()
+        assert watch.wait_for(lambda: watch.heard_change("ui-improvements", before))
         assert time.monotonic() - disabled_at <= 1.0
         assert watch.read(types)["ui-improvements"]["value"] is False
         assert watch.cors_errors() == []

@@ -251,6 +251,13 @@ def access(
     record = token_record(runtime, secret)
     if record is None:
         return _refused(connection, "unknown or revoked token"), None
+    return _within_scope(record, required)
+
+
+def _within_scope(
+    record: TokenRecord, required: TokenScope
+) -> tuple[ServerError | None, TokenRecord | None]:
+    """A valid token let in if its scope reaches ``required``, else 403 naming both."""
     if not grants(record.scope, required):
         return Forbidden(
             f"token {record.name!r} has the {record.scope} scope; this path needs the "
@@ -313,12 +320,7 @@ def _ticket_access(
     record = token_by_id(runtime, token_id)
     if record is None:
         return Unauthorized("the token this stream ticket was made for is unknown or revoked"), None
-    if not grants(record.scope, required):
-        return Forbidden(
-            f"token {record.name!r} has the {record.scope} scope; this path needs the "
-            f"{_reaching(required)}"
-        ), None
-    return None, record
+    return _within_scope(record, required)
 
 
 def openapi_security(

@@ -101,6 +101,7 @@ EXPECTED: dict[str, list[str | None]] = {
     ],
     "PUT /admin/v1/flags/{key}/targets": ["path:key! string", "application/json TargetsRequest!"],
     "POST /admin/v1/kill": ["application/json KillRequest!"],
+    "POST /admin/v1/secret/rotate": ["application/json SecretRotate|null"],
     "GET /admin/v1/propagation": ["query:version! min=0 max=9007199254740991 integer", None],
     "DELETE /admin/v1/segments/{key}": ["path:key! string", "query:reason string|null", None],
     "GET /admin/v1/segments/{key}": ["path:key! string", None],

@@ -88,10 +88,13 @@ def test_the_day_is_the_utc_day() -> None:
 # -- on a real server ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One token server of two workers for the tests below (each makes tokens of its own
+    names; the rotation test runs last)."""
     extra = ["--require-eval-token", "--workers", "2"]
-    with running_server(tmp_path, seed=PORTAL_FLAGS, extra=extra) as running:
+    workdir = tmp_path_factory.mktemp("tickets")
+    with running_server(workdir, seed=PORTAL_FLAGS, extra=extra) as running:
         yield running
 
 
@@ -175,7 +178,7 @@ class Stream:
 def test_a_browser_opens_the_stream_with_the_ticket_its_bulk_answer_gave(
     server: RunningServer,
 ) -> None:
-    token_id, secret = make_token(server, "portal-page")
+    token_id, secret = make_token(server, "first-page")
     path, etag = stream_path(server, secret)
     assert path.startswith(f"/v1/stream?ticket={token_id}.")
     # The ETag names the day, so a 304 never keeps an expired ticket.
@@ -198,7 +201,7 @@ def test_a_browser_opens_the_stream_with_the_ticket_its_bulk_answer_gave(
 
 
 def test_bad_tickets_get_401_naming_why_and_change_nothing(server: RunningServer) -> None:
-    token_id, secret = make_token(server, "portal-page")
+    token_id, secret = make_token(server, "revoked-page")
     other_id, other_secret = make_token(server, "other-page")
     path, _ = stream_path(server, secret)
     ticket = path.split("ticket=", 1)[1]
@@ -243,7 +246,7 @@ def test_bad_tickets_get_401_naming_why_and_change_nothing(server: RunningServer
 
 
 def test_rotating_the_server_secret_retires_every_ticket(server: RunningServer) -> None:
-    _, secret = make_token(server, "portal-page")
+    _, secret = make_token(server, "rotated-page")
     old_path, _ = stream_path(server, secret)
     before = secret_of(server)
     rotated = run_flags("token", "rotate-secret", url=server.url, token=server.admin_token)

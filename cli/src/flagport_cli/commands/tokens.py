@@ -115,14 +115,15 @@ def rotate_secret(app: App, reason: str | None, no_wait: bool, timeout: float) -
     body = app.api().call(
         "POST", "/admin/v1/secret/rotate", json={"reason": reason} if reason else None
     )
+    # Both are in every answer of this route: anything else is not Flagport's answer.
+    rotated_at, version = str(body["rotated_at"]), int(body["snapshot_version"])
     if app.json:
         echo_json(body)
     else:
-        click.echo(f"server secret rotated at {printable(str(body.get('rotated_at')))}")
-    version = body.get("snapshot_version")
-    if no_wait or version is None:
+        click.echo(f"server secret rotated at {printable(rotated_at)}")
+    if no_wait:
         return
-    confirmation = wait_for_version(app, int(version), timeout)
+    confirmation = wait_for_version(app, version, timeout)
     if not app.json:
         workers = confirmation.get("workers") or []
         click.echo(f"used by all {len(workers)} live worker(s) from snapshot version {version}")

@@ -121,6 +121,14 @@ def add_flags(server: RunningServer) -> dict[str, str]:
     return types
 
 
+def evaluate_token(server: RunningServer) -> str:
+    """The secret of a new ``evaluate`` token: what a page may hold."""
+    with server.admin(timeout=10) as admin:
+        made = admin.post("/admin/v1/tokens", json={"name": "portal-page", "scope": "evaluate"})
+    assert made.status_code == 201, made.text
+    return str(made.json()["secret"])
+
+
 def engine_answers(server: RunningServer, types: dict[str, str], context: dict[str, Any]) -> Any:
     """What the engine serves for each flag, as the web SDK reports it (a default on error)."""
     defaults = {"boolean": False, "string": "", "number": 0}
@@ -320,10 +328,7 @@ def test_an_evaluate_token_on_a_server_that_requires_tokens(
     configuration."""
     extra = ["--require-eval-token", "--cors-origin", origin]
     with running_server(tmp_path, seed=PORTAL_FLAGS, extra=extra) as server:
-        with server.admin(timeout=10) as admin:
-            made = admin.post("/admin/v1/tokens", json={"name": "portal-page", "scope": "evaluate"})
-            assert made.status_code == 201, made.text
-            token = made.json()["secret"]
+        token = evaluate_token(server)
         watch = PageWatch(browser, origin, server)
         options = {
             "baseUrl": server.url,
@@ -353,10 +358,7 @@ def test_on_a_token_server_the_stream_opens_with_a_server_minted_ticket(
     extra = ["--require-eval-token", "--cors-origin", origin]
     with running_server(tmp_path, seed=PORTAL_FLAGS, extra=extra) as server:
         types = add_flags(server)
-        with server.admin(timeout=10) as admin:
-            made = admin.post("/admin/v1/tokens", json={"name": "portal-page", "scope": "evaluate"})
-            assert made.status_code == 201, made.text
-            token = made.json()["secret"]
+        token = evaluate_token(server)
         streams: list[tuple[str, int]] = []
         watch = PageWatch(browser, origin, server)
         watch.page.on(

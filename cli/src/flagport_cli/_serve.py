@@ -7,6 +7,7 @@ import os
 import secrets
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -84,17 +85,40 @@ def _check_tls(cert: str | None, key: str | None, uds: str | None) -> None:
         ) from None
 
 
+def _checked_each(
+    values: tuple[str, ...], check: Callable[[str], str], option: str
+) -> tuple[str, ...]:
+    """Each value of a repeatable option as ``check`` reads it (duplicates dropped); exit 2
+    with the message of the first value ``check`` refuses (a :class:`ValueError`)."""
+    checked = []
+    for value in values:
+        try:
+            checked.append(check(value))
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint=f"'{option}'") from None
+    return tuple(dict.fromkeys(checked))
+
+
 def _check_cors_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
     """Each ``--cors-origin`` an origin or ``*``, normalised; exit 2 naming a bad one."""
     from flagport_server.cors import normalise_origin
 
-    checked = []
-    for origin in origins:
-        try:
-            checked.append(normalise_origin(origin))
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="'--cors-origin'") from None
-    return tuple(dict.fromkeys(checked))
+    return _checked_each(origins, normalise_origin, "--cors-origin")
+
+
+def _check_allowed_hosts(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Each ``--allowed-host`` a host name or an IP address; exit 2 naming a bad one."""
+    from flagport_server.host_check import valid_allowed_host
+
+    def check(name: str) -> str:
+        checked = valid_allowed_host(name)
+        if checked is None:
+            raise ValueError(
+                f"{name!r} is not a host name or an IP address (no scheme, port or path)"
+            )
+        return checked
+
+    return _checked_each(names, check, "--allowed-host")
 
 
 def _check_public_url(url: str | None) -> None:
@@ -129,12 +153,7 @@ def _check_trusted_proxies(proxies: tuple[str, ...], rate_limit: float | None) -
 
     if proxies and rate_limit is None:
         raise click.UsageError("--trusted-proxy is read by --rate-limit: give both or neither")
-    for proxy in proxies:
-        try:
-            parse_network(proxy)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="'--trusted-proxy'") from None
-    return proxies
+    return _checked_each(proxies, lambda proxy: str(parse_network(proxy)), "--trusted-proxy")
 
 
 def _no_key_password() -> str:
@@ -296,7 +315,6 @@ def serve(
     """Run the evaluation and admin server."""
     try:
         from flagport_server.errors import InvalidInput
-        from flagport_server.host_check import valid_allowed_host
         from flagport_server.serve import serve as run_server
         from flagport_server.settings import (
             Settings,
@@ -313,15 +331,7 @@ def serve(
     except InvalidInput as error:
         raise click.BadParameter(error.detail, param_hint="'--store'") from None
     _check_tls(tls_cert, tls_key, uds)
-    hosts = []
-    for name in allowed_hosts:
-        checked = valid_allowed_host(name)
-        if checked is None:
-            raise click.BadParameter(
-                f"{name!r} is not a host name or an IP address (no scheme, port or path)",
-                param_hint="'--allowed-host'",
-            )
-        hosts.append(checked)
+    hosts = _check_allowed_hosts(allowed_hosts)
     if seed_file is not None:
         from flagport_cli._validate import read_document
 

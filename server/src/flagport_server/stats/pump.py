@@ -35,7 +35,7 @@ PeriodicSink = Callable[[float], Awaitable[object]]
 
 
 class _Periodic:
-    __slots__ = ("action", "at_stop", "due", "interval", "name", "urgent")
+    __slots__ = ("action", "at_stop", "due", "failing", "interval", "name", "urgent")
 
     def __init__(
         self,
@@ -46,6 +46,8 @@ class _Periodic:
         urgent: Callable[[], bool] | None,
         at_stop: bool,
     ) -> None:
+        #: Whether its last run failed (a streak of failures is logged once).
+        self.failing = False
         self.name = name
         self.interval = interval
         self.action = action
@@ -112,7 +114,12 @@ class StatsPump:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the store may be down: try again next time
-                log.debug("stats pump: %s failed: %s", periodic.name, error)
+                # Said once per streak of failures: what stays unsaved must not go unnoticed.
+                if not periodic.failing:
+                    log.warning("stats pump: %s failed (retrying): %s", periodic.name, error)
+                periodic.failing = True
+            else:
+                periodic.failing = False
 
     async def _loop(self) -> None:
         while True:
@@ -121,8 +128,15 @@ class StatsPump:
             # spans two minutes.
             now = self.clock()
             await asyncio.sleep(min(DRAIN_INTERVAL, 60.0 - now % 60.0 + 0.001))
-            self.drain()
-            await self._run_periodic(self.clock())
+            try:
+                self.drain()
+                await self._run_periodic(self.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug in one drain must not stop every later one (the worker would count
+                # nothing more, silently).
+                log.exception("stats pump: a drain failed; the next one goes on")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="flagport-stats-pump")

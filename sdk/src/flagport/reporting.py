@@ -1,0 +1,620 @@
+"""Outcome signals from Python (docs/spec.md section 13, "Outcome signals" and "Cohort
+metadata"): which plan flags a request read, what became of the request, and the background
+reporter that posts it all to ``POST /v1/outcomes``.
+
+Three parts, one home each:
+
+- **Reads.** Every evaluation a client makes passes the answer's metadata to
+  :func:`note_read` (``RemoteCore`` for :class:`~flagport.Client` and
+  :class:`~flagport.AsyncClient`, ``LocalClient.evaluate``/``is_enabled`` in process). An
+  answer of a flag under a running plan, or gated by one, for a unit in one of the plan's
+  cohorts carries ``rolloutFlag``, ``rolloutCohort`` and ``rolloutVariant``; the read is
+  added to the current request's set (a :mod:`contextvars` variable the middleware opens
+  with :func:`open_reads`). Outside a request nothing is noted.
+- **Aggregation.** :class:`OutcomeRecorder` adds a finished request (status and duration)
+  to every (plan flag, variant, cohort) it read, and ``report(event, **labels)`` calls to
+  the same; thread-safe, one uncontended lock per request that read a plan flag. Counts are
+  integers and durations integer microseconds, so what is sent is exactly the sum of the
+  requests.
+- **Delivery.** :class:`OutcomeReporter` takes the aggregate every second on a daemon
+  thread, splits it within the batch bounds (:mod:`flagport.rollout.limits`) and posts it.
+  A post that fails (unreachable, 5xx, 429) is retried with the next ones while its period
+  is fresh (ended at most 120 s ago, less a margin for the trip), then dropped with a
+  warning. Nothing here raises into the application, and what is held is bounded.
+
+Outside a request, ``report()`` counts nothing (and returns 0): an event is attributed only
+to the plan flags read while serving the request it happened in, never to a cohort read
+earlier, possibly for another unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar, Token
+from typing import Any, Final, NamedTuple
+
+import httpx
+import msgspec
+
+from flagport._exceptions import ClientError
+from flagport.engine.models import KEY_PATTERN, MAX_KEY_LENGTH
+from flagport.rollout.guards import EVENT_NAME_PATTERN
+from flagport.rollout.limits import (
+    MAX_EVENT_COUNT,
+    MAX_EVENT_NAME_LENGTH,
+    MAX_OUTCOME_BODY,
+    MAX_OUTCOME_EVENTS,
+    MAX_OUTCOME_ITEMS,
+    MAX_PERIOD_AGE_SECONDS,
+    MAX_PERIOD_SECONDS,
+    MAX_REQUESTS,
+    MAX_VARIANT_LENGTH,
+)
+from flagport.rollout.outcomes import (
+    BUCKETS,
+    MAX_EVENT_SERIES,
+    Cohort,
+    OutcomeBatch,
+    OutcomeEvent,
+    OutcomeItem,
+    bucket_of,
+    event_problem,
+)
+
+__all__ = [
+    "COHORT_KEY",
+    "FLAG_KEY",
+    "OUTCOMES_PATH",
+    "REPORT_INTERVAL",
+    "VARIANT_KEY",
+    "OutcomeRecorder",
+    "OutcomeReporter",
+    "Read",
+    "ReportsOutcomes",
+    "Taken",
+    "close_reads",
+    "cohort_read",
+    "current_reads",
+    "encode_batches",
+    "note_read",
+    "open_reads",
+]
+
+logger = logging.getLogger("flagport")
+
+#: The answer metadata naming a plan's cohort (flat entries: OFREP metadata values are
+#: strings, numbers or booleans).
+FLAG_KEY: Final = "rolloutFlag"
+COHORT_KEY: Final = "rolloutCohort"
+VARIANT_KEY: Final = "rolloutVariant"
+OUTCOMES_PATH: Final = "/v1/outcomes"
+#: Seconds between two batches.
+REPORT_INTERVAL: Final = 1.0
+#: A batch is not posted once its period ended this long ago: it would arrive stale (the
+#: server refuses periods that ended more than 120 s before its ``now``).
+_FRESH_SECONDS: Final = MAX_PERIOD_AGE_SECONDS - 10
+#: Distinct plan reads one request keeps (a plan per ancestor chain: a handful at most).
+_MAX_READS_PER_REQUEST: Final = 64
+#: Distinct (flag, variant, cohort) items and event series held per period.
+_MAX_ITEMS: Final = 10_000
+_MAX_SERIES: Final = MAX_EVENT_SERIES
+#: Bodies waiting to be (re)posted: more than a fresh period's worth means the server is away.
+_MAX_PENDING: Final = 1_000
+#: A request longer than a day counts as a day (the server's bound per request).
+_MAX_REQUEST_US: Final = 86_400_000_000
+_POST_TIMEOUT: Final = httpx.Timeout(5.0, connect=1.0)
+_COHORTS: Final = {cohort.value: cohort for cohort in Cohort}
+_KEY: Final = re.compile(KEY_PATTERN)
+_EVENT_NAME: Final = re.compile(EVENT_NAME_PATTERN)
+
+
+class Read(NamedTuple):
+    """One plan's cohort as an answer named it: the plan flag, the variant the plan flag
+    served the unit, and the cohort."""
+
+    flag: str
+    variant: str
+    cohort: Cohort
+
+
+def cohort_read(metadata: Mapping[str, Any]) -> Read | None:
+    """The plan cohort an answer's metadata names, or None (no plan, neither cohort, or
+    entries that are not the contract's: wrong types, bad key, unknown cohort)."""
+    flag = metadata.get(FLAG_KEY)
+    if flag is None:
+        return None
+    variant = metadata.get(VARIANT_KEY)
+    cohort = _COHORTS.get(metadata.get(COHORT_KEY))  # type: ignore[arg-type]
+    if (
+        cohort is None
+        or type(flag) is not str
+        or type(variant) is not str
+        or not 0 < len(variant) <= MAX_VARIANT_LENGTH
+        or len(flag) > MAX_KEY_LENGTH
+        or _KEY.match(flag) is None
+    ):
+        return None
+    return Read(flag, variant, cohort)
+
+
+# -- reads of the current request ---------------------------------------------------------
+
+#: The plan reads of the request being served (None: not in a request).
+_READS: ContextVar[set[Read] | None] = ContextVar("flagport_plan_reads", default=None)
+#: Validated reads by the metadata's identity: answers are shared objects (the engine's
+#: results, a remote client's remembered answers), so most reads skip the validation.
+_known: dict[int, tuple[Mapping[str, Any], Read | None]] = {}
+
+
+def note_read(metadata: Mapping[str, Any]) -> None:
+    """Note an evaluation's answer metadata: a plan cohort read while serving a request is
+    added to its set. The one hook of every client's evaluation path."""
+    if FLAG_KEY not in metadata:
+        return
+    reads = _READS.get()
+    if reads is None:
+        return
+    known = _known.get(id(metadata))
+    if known is not None and known[0] is metadata:
+        read = known[1]
+    else:
+        read = cohort_read(metadata)
+        if len(_known) >= 1_000:
+            _known.clear()
+        _known[id(metadata)] = (metadata, read)
+    if read is not None and len(reads) < _MAX_READS_PER_REQUEST:
+        reads.add(read)
+
+
+def open_reads() -> tuple[set[Read], Token[set[Read] | None]]:
+    """Start collecting the plan reads of a request (in this context and those copied from
+    it): the set, and the token :func:`close_reads` takes."""
+    reads: set[Read] = set()
+    return reads, _READS.set(reads)
+
+
+def close_reads(token: Token[set[Read] | None]) -> None:
+    """Stop collecting (the context is as before :func:`open_reads`)."""
+    try:
+        _READS.reset(token)
+    except ValueError:  # closed from another context (a WSGI server's other thread)
+        _READS.set(None)
+
+
+def current_reads() -> frozenset[Read]:
+    """The plan reads of the request being served so far (empty outside a request)."""
+    reads = _READS.get()
+    return frozenset(reads) if reads else frozenset()
+
+
+# -- aggregation ----------------------------------------------------------------------------
+
+
+class _Totals:
+    __slots__ = ("buckets", "failures", "latency_us", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.failures = 0
+        self.latency_us = 0
+        self.buckets = [0] * BUCKETS
+
+
+_Series = tuple[Read, str, tuple[tuple[str, str], ...]]
+
+
+class Taken(NamedTuple):
+    """What one take hands over: the period and its items and events."""
+
+    period: tuple[float, float]
+    items: list[OutcomeItem]
+    events: list[OutcomeEvent]
+
+    @property
+    def requests(self) -> int:
+        return sum(item.requests for item in self.items)
+
+
+class OutcomeRecorder:
+    """Requests and events per (plan flag, variant, cohort) since the last :meth:`take`.
+    Thread-safe. ``clock`` gives seconds since the epoch (the periods' times)."""
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._items: dict[Read, _Totals] = {}
+        self._events: dict[_Series, int] = {}
+        self._since: float | None = None
+        #: Requests and events not counted because a bound was reached (since the start).
+        self.dropped = 0
+
+    def add_request(self, reads: Iterable[Read], failed: bool, seconds: float) -> None:
+        """One finished request that read ``reads``: failed (status >= 500 or an exception
+        escaping the app) or not, and how long it took."""
+        micros = min(max(round(seconds * 1_000_000), 0), _MAX_REQUEST_US)
+        bucket = bucket_of(micros / 1000)
+        with self._lock:
+            if self._since is None:
+                self._since = self._clock()
+            items = self._items
+            for read in reads:
+                totals = items.get(read)
+                if totals is None:
+                    if len(items) >= _MAX_ITEMS:
+                        self.dropped += 1
+                        continue
+                    totals = items[read] = _Totals()
+                totals.requests += 1
+                totals.failures += failed
+                totals.latency_us += micros
+                totals.buckets[bucket] += 1
+
+    def add_event(self, reads: Iterable[Read], name: str, labels: Mapping[str, str]) -> int:
+        """One ``report(name, **labels)`` for each of ``reads``; how many were counted."""
+        pairs = tuple(sorted(labels.items()))
+        counted = 0
+        with self._lock:
+            if self._since is None:
+                self._since = self._clock()
+            events = self._events
+            for read in reads:
+                series = (read, name, pairs)
+                count = events.get(series)
+                if count is None and len(events) >= _MAX_SERIES:
+                    self.dropped += 1
+                    continue
+                events[series] = (count or 0) + 1
+                counted += 1
+        return counted
+
+    def take(self) -> Taken | None:
+        """Everything counted since the last take (None if nothing was), as wire items; the
+        period runs from the first count to now, at most 120 s."""
+        with self._lock:
+            since, items, events = self._since, self._items, self._events
+            if since is None:
+                return None
+            self._since, self._items, self._events = None, {}, {}
+            now = self._clock()
+        end = max(now, since)
+        start = max(since, end - MAX_PERIOD_SECONDS)
+        return Taken(
+            (start, end),
+            [
+                OutcomeItem(
+                    key=read.flag,
+                    variant=read.variant,
+                    cohort=read.cohort,
+                    requests=totals.requests,
+                    failures=totals.failures,
+                    latency_ms_sum=totals.latency_us / 1000,
+                    latency_buckets=totals.buckets,
+                )
+                for read, totals in items.items()
+            ],
+            [
+                OutcomeEvent(
+                    key=read.flag,
+                    variant=read.variant,
+                    cohort=read.cohort,
+                    name=name,
+                    labels=dict(pairs),
+                    count=count,
+                )
+                for (read, name, pairs), count in events.items()
+            ],
+        )
+
+
+def event_input_problem(name: str, labels: Mapping[str, Any]) -> str | None:
+    """Why ``report(name, **labels)`` is refused: a name or labels the wire shape does not
+    take (docs/spec.md section 13: names ``[A-Za-z_][A-Za-z0-9_.:-]*`` of at most 64
+    characters; at most 8 labels, string values of at most 256 characters)."""
+    if (
+        type(name) is not str
+        or len(name) > MAX_EVENT_NAME_LENGTH
+        or not _EVENT_NAME.fullmatch(name)
+    ):
+        return (
+            f"invalid event name {str(name)[:MAX_EVENT_NAME_LENGTH]!r}: "
+            f"{EVENT_NAME_PATTERN}, at most {MAX_EVENT_NAME_LENGTH} characters"
+        )
+    for label, value in labels.items():
+        if type(value) is not str:
+            return f"label {label!r}: a value is a string, got {type(value).__name__}"
+    return event_problem(
+        OutcomeEvent(
+            key="x", variant="x", cohort=Cohort.TREATMENT, name=name, labels=dict(labels), count=1
+        )
+    )
+
+
+# -- splitting within the batch bounds ------------------------------------------------------
+
+_encode = msgspec.json.Encoder().encode
+#: A batch's bytes besides its items and events (the period's numbers at their widest).
+_ENVELOPE_BYTES: Final = len(_encode(OutcomeBatch(period=(1e300, 1e300)))) + 2
+
+
+def _split_item(item: OutcomeItem) -> list[OutcomeItem]:
+    """An item of more than :data:`MAX_REQUESTS` requests as several within it: buckets
+    peeled off in order, failures and the latency sum shared in proportion."""
+    if item.requests <= MAX_REQUESTS:
+        return [item]
+    parts: list[OutcomeItem] = []
+    left = list(item.latency_buckets)
+    failures, latency = item.failures, item.latency_ms_sum
+    remaining = item.requests
+    while remaining:
+        buckets = [0] * BUCKETS
+        room = MAX_REQUESTS
+        for index, count in enumerate(left):
+            take = min(count, room)
+            buckets[index] += take
+            left[index] -= take
+            room -= take
+        requests = MAX_REQUESTS - room
+        share = requests / remaining
+        part_failures = (
+            min(failures, requests) if remaining == requests else round(failures * share)
+        )
+        part_latency = latency if remaining == requests else latency * share
+        parts.append(
+            msgspec.structs.replace(
+                item,
+                requests=requests,
+                failures=min(part_failures, requests),
+                latency_ms_sum=part_latency,
+                latency_buckets=buckets,
+            )
+        )
+        failures -= min(part_failures, requests)
+        latency -= part_latency
+        remaining -= requests
+    return parts
+
+
+def _split_event(event: OutcomeEvent) -> list[OutcomeEvent]:
+    counts = [MAX_EVENT_COUNT] * (event.count // MAX_EVENT_COUNT)
+    if event.count % MAX_EVENT_COUNT or not counts:
+        counts.append(event.count % MAX_EVENT_COUNT)
+    return [msgspec.structs.replace(event, count=count) for count in counts]
+
+
+def encode_batches(taken: Taken) -> list[bytes]:
+    """The bodies of the posts carrying ``taken``, each within the bounds of one batch: at
+    most 1,000 items, 1,000 events and 1 MiB, every count within its bound."""
+    items = [part for item in taken.items for part in _split_item(item)]
+    events = [part for event in taken.events for part in _split_event(event)]
+    bodies: list[bytes] = []
+    batch_items: list[OutcomeItem] = []
+    batch_events: list[OutcomeEvent] = []
+    size = _ENVELOPE_BYTES
+
+    def close() -> None:
+        nonlocal batch_items, batch_events, size
+        bodies.append(_encode(OutcomeBatch(taken.period, batch_items, batch_events)))
+        batch_items, batch_events, size = [], [], _ENVELOPE_BYTES
+
+    for item in items:
+        cost = len(_encode(item)) + 1
+        if len(batch_items) == MAX_OUTCOME_ITEMS or size + cost > MAX_OUTCOME_BODY:
+            close()
+        batch_items.append(item)
+        size += cost
+    for event in events:
+        cost = len(_encode(event)) + 1
+        if len(batch_events) == MAX_OUTCOME_EVENTS or size + cost > MAX_OUTCOME_BODY:
+            close()
+        batch_events.append(event)
+        size += cost
+    if batch_items or batch_events:
+        close()
+    return bodies
+
+
+# -- delivery -------------------------------------------------------------------------------
+
+
+class _Pending(NamedTuple):
+    ends: float
+    body: bytes
+    requests: int
+
+
+class OutcomeReporter:
+    """Counts what a client's requests read and posts it to ``POST /v1/outcomes`` from a
+    daemon thread every ``interval`` seconds (started on the first count), through the
+    client's ``http`` connection pool (its base URL, token and transport). :meth:`flush`
+    sends now; :meth:`close` stops the thread and flushes. Never raises into the app."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        interval: float = REPORT_INTERVAL,
+        clock: Any = time.time,
+        log_interval: float = 30.0,
+    ) -> None:
+        self._http = http
+        self._interval = interval
+        self._clock = clock
+        self.recorder = OutcomeRecorder(clock)
+        self._pending: deque[_Pending] = deque()
+        self._send_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        #: No post before this (monotonic): set for a while after the server could not
+        #: be reached, so an outage costs one attempt per few intervals.
+        self._retry_at = 0.0
+        self._log_interval = log_interval
+        self._last_log = -1e9
+        #: Requests reported (acknowledged by the server) and dropped, since the start.
+        self.delivered = 0
+        self.lost = 0
+
+    # -- the request path ---------------------------------------------------------------
+
+    def record_request(self, reads: Iterable[Read], failed: bool, seconds: float) -> None:
+        """A finished request that read the plan cohorts ``reads`` (the middleware's end)."""
+        self.recorder.add_request(reads, failed, seconds)
+        if self._thread is None:
+            self._start()
+
+    def report(self, event: str, labels: Mapping[str, Any]) -> int:
+        """Count ``event`` with ``labels`` for every plan cohort read in the current
+        request; how many were counted (0 outside a request). A name or labels the wire
+        shape does not take raise :class:`~flagport.ClientError` naming the problem."""
+        problem = event_input_problem(event, labels)
+        if problem is not None:
+            raise ClientError(problem)
+        reads = _READS.get()
+        if not reads:
+            return 0
+        counted = self.recorder.add_event(list(reads), event, labels)
+        if self._thread is None:
+            self._start()
+        return counted
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._closed:
+                return
+            self._thread = threading.Thread(target=self._run, name="flagport-outcomes", daemon=True)
+            self._thread.start()
+
+    # -- the background thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush(now=False)
+            except Exception as error:  # never let the thread die
+                self._log(f"outcomes not reported: {error!r}")
+
+    def flush(self, *, now: bool = True) -> int:
+        """Take what was counted and post every pending batch; the requests the server
+        acknowledged. ``now=False`` (the thread) waits out the pause after a failed
+        attempt."""
+        with self._send_lock:
+            taken = self.recorder.take()
+            if taken is not None:
+                requests = taken.requests
+                for body in encode_batches(taken):
+                    self._pending.append(_Pending(taken.period[1], body, requests))
+                    requests = 0  # counted once, with the first body
+                while len(self._pending) > _MAX_PENDING:
+                    self._drop(self._pending.popleft(), "too many batches waiting")
+            return self._send(now)
+
+    def _send(self, now: bool) -> int:
+        delivered = 0
+        pending = self._pending
+        while pending:
+            first = pending[0]
+            if first.ends < self._clock() - _FRESH_SECONDS:
+                self._drop(pending.popleft(), "its period is stale")
+                continue
+            if not now and time.monotonic() < self._retry_at:
+                break
+            try:
+                response = self._http.post(
+                    OUTCOMES_PATH,
+                    content=first.body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=_POST_TIMEOUT,
+                )
+            except httpx.HTTPError as error:
+                self._retry_at = time.monotonic() + 5 * self._interval
+                self._log(f"outcomes not reported (retrying): {type(error).__name__}: {error}")
+                break
+            status = response.status_code
+            if status < 300:
+                pending.popleft()
+                delivered += first.requests
+                self._note_rejections(response)
+                continue
+            if status == 429 or status >= 500:
+                self._log(f"POST {OUTCOMES_PATH} answered HTTP {status}; retrying")
+                break
+            # Refused as a whole (400, 401, 403, 404, 413): sending it again cannot help.
+            self._drop(pending.popleft(), f"the server refused it (HTTP {status})")
+        self.delivered += delivered
+        return delivered
+
+    def _note_rejections(self, response: httpx.Response) -> None:
+        try:
+            rejected = msgspec.json.decode(response.content).get("rejected")
+        except Exception:
+            return
+        if rejected:
+            self._log(f"POST {OUTCOMES_PATH}: the server refused part of a batch: {rejected[:3]}")
+
+    def _drop(self, pending: _Pending, why: str) -> None:
+        self.lost += pending.requests
+        self._log(f"outcomes of {pending.requests} request(s) dropped: {why}")
+
+    def _log(self, message: str) -> None:
+        """A warning at most once per ``log_interval`` (an outage is one line)."""
+        now = time.monotonic()
+        if now - self._last_log >= self._log_interval:
+            self._last_log = now
+            logger.warning("flagport: %s", message)
+
+    def close(self) -> None:
+        """Stop the thread and post what is left (one attempt)."""
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+        self._stop.set()
+        if thread is not None:
+            thread.join(self._interval + 6.0)
+        try:
+            self.flush()
+        except Exception as error:
+            self._log(f"outcomes not reported: {error!r}")
+
+
+_made = threading.Lock()
+
+
+class ReportsOutcomes:
+    """What the clients share: their :attr:`outcomes` reporter, made on first use over the
+    connection pool :meth:`_outcomes_http` gives, and :meth:`report`."""
+
+    _outcomes: OutcomeReporter | None = None
+
+    def _outcomes_http(self) -> httpx.Client:
+        raise NotImplementedError
+
+    @property
+    def outcomes(self) -> OutcomeReporter:
+        """The reporter of the requests' outcomes for the plan flags they read (its thread
+        starts with the first count): what :class:`~flagport.middleware.OutcomeMiddleware`
+        and :meth:`report` count into."""
+        reporter = self._outcomes
+        if reporter is None:
+            with _made:
+                reporter = self._outcomes
+                if reporter is None:
+                    reporter = self._outcomes = OutcomeReporter(self._outcomes_http())
+        return reporter
+
+    def report(self, event: str, **labels: str) -> int:
+        """Count ``event`` (with ``labels``) for every plan flag read while serving the
+        current request; how many were counted, 0 outside a request (see
+        :mod:`flagport.reporting`). Never does I/O. A name or labels outcome events cannot
+        carry raise :class:`~flagport.ClientError`."""
+        return self.outcomes.report(event, labels)
+
+    def _close_outcomes(self) -> None:
+        """Post what is left (at the client's close)."""
+        if self._outcomes is not None:
+            self._outcomes.close()

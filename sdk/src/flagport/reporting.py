@@ -101,8 +101,8 @@ _FRESH_SECONDS: Final = MAX_PERIOD_AGE_SECONDS - 10
 #: Distinct plan reads one request keeps (a plan per ancestor chain: a handful at most).
 _MAX_READS_PER_REQUEST: Final = 64
 #: Distinct (flag, variant, cohort) items and event series held per period.
-_MAX_ITEMS: Final = 10_000
-_MAX_SERIES: Final = MAX_EVENT_SERIES
+_HELD_ITEMS_LIMIT: Final = 10_000
+_HELD_SERIES_LIMIT: Final = MAX_EVENT_SERIES
 #: Bodies waiting to be (re)posted: more than a fresh period's worth means the server is away.
 _MAX_PENDING: Final = 1_000
 #: A request longer than a day counts as a day (the server's bound per request).
@@ -245,7 +245,7 @@ class OutcomeRecorder:
             for read in reads:
                 totals = items.get(read)
                 if totals is None:
-                    if len(items) >= _MAX_ITEMS:
+                    if len(items) >= _HELD_ITEMS_LIMIT:
                         self.dropped += 1
                         continue
                     totals = items[read] = _Totals()
@@ -265,7 +265,7 @@ class OutcomeRecorder:
             for read in reads:
                 series = (read, name, pairs)
                 count = events.get(series)
-                if count is None and len(events) >= _MAX_SERIES:
+                if count is None and len(events) >= _HELD_SERIES_LIMIT:
                     self.dropped += 1
                     continue
                 events[series] = (count or 0) + 1
@@ -343,38 +343,37 @@ _ENVELOPE_BYTES: Final = len(_encode(OutcomeBatch(period=(1e300, 1e300)))) + 2
 
 def _split_item(item: OutcomeItem) -> list[OutcomeItem]:
     """An item of more than :data:`MAX_REQUESTS` requests as several within it: buckets
-    peeled off in order, failures and the latency sum shared in proportion."""
+    peeled off in order, failures first, the latency sum (integer microseconds, exact)
+    shared in proportion."""
     if item.requests <= MAX_REQUESTS:
         return [item]
     parts: list[OutcomeItem] = []
     left = list(item.latency_buckets)
-    failures, latency = item.failures, item.latency_ms_sum
+    failures = item.failures
+    latency_us = round(item.latency_ms_sum * 1000)
     remaining = item.requests
     while remaining:
         buckets = [0] * BUCKETS
         room = MAX_REQUESTS
         for index, count in enumerate(left):
-            take = min(count, room)
-            buckets[index] += take
-            left[index] -= take
-            room -= take
+            taken = min(count, room)
+            buckets[index] = taken
+            left[index] -= taken
+            room -= taken
         requests = MAX_REQUESTS - room
-        share = requests / remaining
-        part_failures = (
-            min(failures, requests) if remaining == requests else round(failures * share)
-        )
-        part_latency = latency if remaining == requests else latency * share
+        part_failures = min(failures, requests)
+        part_us = latency_us * requests // remaining
         parts.append(
             msgspec.structs.replace(
                 item,
                 requests=requests,
-                failures=min(part_failures, requests),
-                latency_ms_sum=part_latency,
+                failures=part_failures,
+                latency_ms_sum=part_us / 1000,
                 latency_buckets=buckets,
             )
         )
-        failures -= min(part_failures, requests)
-        latency -= part_latency
+        failures -= part_failures
+        latency_us -= part_us
         remaining -= requests
     return parts
 

@@ -7,7 +7,7 @@
     app = OutcomeMiddleware(app, flags)            # ASGI (Starlette, FastAPI, Litestar...)
     app = WSGIOutcomeMiddleware(app, flags)        # WSGI (Flask, Django...)
 
-Per request the middleware opens a set of plan reads (:func:`flagport.reporting.open_reads`);
+Per request the middleware opens a set of plan reads (:data:`flagport.reporting.PLAN_READS`);
 every evaluation the client makes while serving it adds the plan cohort its answer names (a
 plan flag read directly, or through a flag it gates). At the end the request's duration,
 and whether it failed (a status >= 500, or an exception escaping the app, which is re-raised),
@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any, Protocol
 
-from flagport.reporting import OutcomeReporter, Read, close_reads, open_reads
+from flagport.reporting import PLAN_READS, OutcomeReporter, Read
 
 __all__ = ["OutcomeMiddleware", "WSGIOutcomeMiddleware"]
 
@@ -63,14 +63,16 @@ class OutcomeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        reads, token = open_reads()
+        reads: set[Read] = set()
+        token = PLAN_READS.set(reads)
         status = 0
 
-        async def send_status(message: Message) -> None:
+        def send_status(message: Message) -> Awaitable[None]:
+            # A plain function handing back send's own awaitable: no extra coroutine.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         started = _clock()
         try:
@@ -80,7 +82,7 @@ class OutcomeMiddleware:
                 self._record(reads, True, _clock() - started)
             raise
         finally:
-            close_reads(token)
+            PLAN_READS.reset(token)
         if reads:
             # No response started: the server answers 500.
             self._record(reads, status >= 500 or status == 0, _clock() - started)
@@ -96,12 +98,12 @@ class WSGIOutcomeMiddleware:
         self._record = _reporter(client).record_request
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        reads, token = open_reads()
-        status = [0]
+        reads: set[Read] = set()
+        token = PLAN_READS.set(reads)
+        status = [""]
 
         def start_status(line: str, headers: Any, exc_info: Any = None) -> Any:
-            code = line[:3]
-            status[0] = int(code) if code.isdigit() else 0
+            status[0] = line  # read only if the request read a plan flag
             return start_response(line, headers, exc_info)
 
         started = _clock()
@@ -112,10 +114,10 @@ class WSGIOutcomeMiddleware:
                 self._record(reads, True, _clock() - started)
             raise
         finally:
-            close_reads(token)
+            PLAN_READS.reset(token)
         if not reads:
             return body
-        return _Body(body, self._record, frozenset(reads), status, started)
+        return _Body(body, self._record, reads, status, started)
 
 
 class _Body:
@@ -127,8 +129,8 @@ class _Body:
         self,
         body: Iterable[bytes],
         record: Callable[[Iterable[Read], bool, float], None],
-        reads: frozenset[Read],
-        status: list[int],
+        reads: set[Read],
+        status: list[str],
         started: float,
     ) -> None:
         self._body = body
@@ -161,6 +163,6 @@ class _Body:
         finally:
             if not self._done:
                 self._done = True
-                status = self._status[0]
-                failed = self._failed or status >= 500 or status == 0
+                code = self._status[0][:3]
+                failed = self._failed or not code.isdigit() or int(code) >= 500
                 self._record(self._reads, failed, _clock() - self._started)

@@ -9,13 +9,14 @@ Three parts, one home each:
   :class:`~flagport.AsyncClient`, ``LocalClient.evaluate``/``is_enabled`` in process). An
   answer of a flag under a running plan, or gated by one, for a unit in one of the plan's
   cohorts carries ``rolloutFlag``, ``rolloutCohort`` and ``rolloutVariant``; the read is
-  added to the current request's set (a :mod:`contextvars` variable the middleware opens
-  with :func:`open_reads`). Outside a request nothing is noted.
+  added to the current request's set (:data:`PLAN_READS`, a :mod:`contextvars` variable
+  the middleware sets per request; :func:`open_reads` for other scopes, such as a job).
+  Outside one, nothing is noted.
 - **Aggregation.** :class:`OutcomeRecorder` adds a finished request (status and duration)
   to every (plan flag, variant, cohort) it read, and ``report(event, **labels)`` calls to
-  the same; thread-safe, one uncontended lock per request that read a plan flag. Counts are
-  integers and durations integer microseconds, so what is sent is exactly the sum of the
-  requests.
+  the same. The request path only appends to a deque (atomic, no lock); the reporter's
+  thread adds up. Counts are integers and durations integer microseconds, so what is sent
+  is exactly the sum of the requests.
 - **Delivery.** :class:`OutcomeReporter` takes the aggregate every second on a daemon
   thread, splits it within the batch bounds (:mod:`flagport.rollout.limits`) and posts it.
   A post that fails (unreachable, 5xx, 429) is retried with the next ones while its period
@@ -45,6 +46,7 @@ from flagport._exceptions import ClientError
 from flagport.engine.models import KEY_PATTERN, MAX_KEY_LENGTH
 from flagport.rollout.guards import EVENT_NAME_PATTERN
 from flagport.rollout.limits import (
+    LATENCY_BOUNDS_MS,
     MAX_EVENT_COUNT,
     MAX_EVENT_NAME_LENGTH,
     MAX_OUTCOME_BODY,
@@ -70,6 +72,7 @@ __all__ = [
     "COHORT_KEY",
     "FLAG_KEY",
     "OUTCOMES_PATH",
+    "PLAN_READS",
     "REPORT_INTERVAL",
     "VARIANT_KEY",
     "OutcomeRecorder",
@@ -100,7 +103,9 @@ REPORT_INTERVAL: Final = 1.0
 _FRESH_SECONDS: Final = MAX_PERIOD_AGE_SECONDS - 10
 #: Distinct plan reads one request keeps (a plan per ancestor chain: a handful at most).
 _MAX_READS_PER_REQUEST: Final = 64
-#: Distinct (flag, variant, cohort) items and event series held per period.
+#: Requests (and events) waiting for the next take: about a second's worth of a busy process.
+_HELD_REQUESTS_LIMIT: Final = 100_000
+#: Distinct (flag, variant, cohort) items and event series per period.
 _HELD_ITEMS_LIMIT: Final = 10_000
 _HELD_SERIES_LIMIT: Final = MAX_EVENT_SERIES
 #: Bodies waiting to be (re)posted: more than a fresh period's worth means the server is away.
@@ -108,18 +113,19 @@ _MAX_PENDING: Final = 1_000
 #: A request longer than a day counts as a day (the server's bound per request).
 _MAX_REQUEST_US: Final = 86_400_000_000
 _POST_TIMEOUT: Final = httpx.Timeout(5.0, connect=1.0)
-_COHORTS: Final = {cohort.value: cohort for cohort in Cohort}
+_COHORTS: Final = frozenset(cohort.value for cohort in Cohort)
 _KEY: Final = re.compile(KEY_PATTERN)
 _EVENT_NAME: Final = re.compile(EVENT_NAME_PATTERN)
 
 
 class Read(NamedTuple):
     """One plan's cohort as an answer named it: the plan flag, the variant the plan flag
-    served the unit, and the cohort."""
+    served the unit, and the cohort (a :class:`Cohort`'s value: a plain string hashes in C,
+    an enum member in Python, and reads are hashed on the request path)."""
 
     flag: str
     variant: str
-    cohort: Cohort
+    cohort: str
 
 
 def cohort_read(metadata: Mapping[str, Any]) -> Read | None:
@@ -129,9 +135,10 @@ def cohort_read(metadata: Mapping[str, Any]) -> Read | None:
     if flag is None:
         return None
     variant = metadata.get(VARIANT_KEY)
-    cohort = _COHORTS.get(metadata.get(COHORT_KEY))  # type: ignore[arg-type]
+    cohort = metadata.get(COHORT_KEY)
     if (
-        cohort is None
+        cohort not in _COHORTS
+        or type(cohort) is not str
         or type(flag) is not str
         or type(variant) is not str
         or not 0 < len(variant) <= MAX_VARIANT_LENGTH
@@ -144,8 +151,9 @@ def cohort_read(metadata: Mapping[str, Any]) -> Read | None:
 
 # -- reads of the current request ---------------------------------------------------------
 
-#: The plan reads of the request being served (None: not in a request).
-_READS: ContextVar[set[Read] | None] = ContextVar("flagport_plan_reads", default=None)
+#: The plan reads of the request being served (None: not in a request). The middleware sets
+#: and resets it directly (the request path); others use :func:`open_reads`.
+PLAN_READS: ContextVar[set[Read] | None] = ContextVar("flagport_plan_reads", default=None)
 #: Validated reads by the metadata's identity: answers are shared objects (the engine's
 #: results, a remote client's remembered answers), so most reads skip the validation.
 _known: dict[int, tuple[Mapping[str, Any], Read | None]] = {}
@@ -156,7 +164,7 @@ def note_read(metadata: Mapping[str, Any]) -> None:
     added to its set. The one hook of every client's evaluation path."""
     if FLAG_KEY not in metadata:
         return
-    reads = _READS.get()
+    reads = PLAN_READS.get()
     if reads is None:
         return
     known = _known.get(id(metadata))
@@ -175,34 +183,36 @@ def open_reads() -> tuple[set[Read], Token[set[Read] | None]]:
     """Start collecting the plan reads of a request (in this context and those copied from
     it): the set, and the token :func:`close_reads` takes."""
     reads: set[Read] = set()
-    return reads, _READS.set(reads)
+    return reads, PLAN_READS.set(reads)
 
 
 def close_reads(token: Token[set[Read] | None]) -> None:
     """Stop collecting (the context is as before :func:`open_reads`)."""
     try:
-        _READS.reset(token)
+        PLAN_READS.reset(token)
     except ValueError:  # closed from another context (a WSGI server's other thread)
-        _READS.set(None)
+        PLAN_READS.set(None)
 
 
 def current_reads() -> frozenset[Read]:
     """The plan reads of the request being served so far (empty outside a request)."""
-    reads = _READS.get()
+    reads = PLAN_READS.get()
     return frozenset(reads) if reads else frozenset()
 
 
 # -- aggregation ----------------------------------------------------------------------------
 
 
-class _Totals:
-    __slots__ = ("buckets", "failures", "latency_us", "requests")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.failures = 0
-        self.latency_us = 0
-        self.buckets = [0] * BUCKETS
+#: Per (flag, variant, cohort): requests, failures, latency in microseconds, then the
+#: histogram's counts (a list: the cheapest thing to add to).
+_REQUESTS, _FAILURES, _LATENCY, _FIRST_BUCKET = 0, 1, 2, 3
+#: The bucket of a duration of ``ms`` ms rounded up, for ``ms`` up to just past the last
+#: finite bound, from :func:`bucket_of` itself. Every finite bound is a whole number of ms, so
+#: ``d <= bound`` exactly when ``ceil(d) <= bound``: the rounded-up duration falls in the same
+#: bucket as the duration.
+_LAST_FINITE_MS: Final = int(LATENCY_BOUNDS_MS[-2])
+assert all(bound == int(bound) for bound in LATENCY_BOUNDS_MS[:-1])
+_BUCKET_BY_MS: Final = tuple(bucket_of(ms) for ms in range(_LAST_FINITE_MS + 2))
 
 
 _Series = tuple[Read, str, tuple[tuple[str, str], ...]]
@@ -222,78 +232,66 @@ class Taken(NamedTuple):
 
 class OutcomeRecorder:
     """Requests and events per (plan flag, variant, cohort) since the last :meth:`take`.
-    Thread-safe. ``clock`` gives seconds since the epoch (the periods' times)."""
+    Thread-safe, and cheap where it is called: the request path appends one tuple to a
+    deque (atomic, no lock); :meth:`take`, on the reporter's thread, adds them up.
+    ``clock`` gives seconds since the epoch (the periods' times)."""
 
     def __init__(self, clock: Any = time.time) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._items: dict[Read, _Totals] = {}
-        self._events: dict[_Series, int] = {}
-        self._since: float | None = None
+        #: (reads, failed, seconds) per request; (reads, name, label pairs) per event.
+        self._requests: deque[tuple[tuple[Read, ...], bool, float]] = deque()
+        self._events: deque[tuple[tuple[Read, ...], str, tuple[tuple[str, str], ...]]] = deque()
+        self._take_lock = threading.Lock()
+        self._since: float = clock()
         #: Requests and events not counted because a bound was reached (since the start).
         self.dropped = 0
 
     def add_request(self, reads: Iterable[Read], failed: bool, seconds: float) -> None:
         """One finished request that read ``reads``: failed (status >= 500 or an exception
         escaping the app) or not, and how long it took."""
-        micros = min(max(round(seconds * 1_000_000), 0), _MAX_REQUEST_US)
-        bucket = bucket_of(micros / 1000)
-        with self._lock:
-            if self._since is None:
-                self._since = self._clock()
-            items = self._items
-            for read in reads:
-                totals = items.get(read)
-                if totals is None:
-                    if len(items) >= _HELD_ITEMS_LIMIT:
-                        self.dropped += 1
-                        continue
-                    totals = items[read] = _Totals()
-                totals.requests += 1
-                totals.failures += failed
-                totals.latency_us += micros
-                totals.buckets[bucket] += 1
+        queue = self._requests
+        if len(queue) < _HELD_REQUESTS_LIMIT:
+            queue.append((tuple(reads), failed, seconds))
+        else:
+            self.dropped += 1
 
     def add_event(self, reads: Iterable[Read], name: str, labels: Mapping[str, str]) -> int:
-        """One ``report(name, **labels)`` for each of ``reads``; how many were counted."""
-        pairs = tuple(sorted(labels.items()))
-        counted = 0
-        with self._lock:
-            if self._since is None:
-                self._since = self._clock()
-            events = self._events
-            for read in reads:
-                series = (read, name, pairs)
-                count = events.get(series)
-                if count is None and len(events) >= _HELD_SERIES_LIMIT:
-                    self.dropped += 1
-                    continue
-                events[series] = (count or 0) + 1
-                counted += 1
-        return counted
+        """One ``report(name, **labels)`` for each of ``reads``; how many were noted."""
+        reads = tuple(reads)
+        queue = self._events
+        if len(queue) >= _HELD_REQUESTS_LIMIT:
+            self.dropped += 1
+            return 0
+        queue.append((reads, name, tuple(sorted(labels.items()))))
+        return len(reads)
+
+    def restart_period(self) -> None:
+        """The next period starts now (nothing was counted since the last take)."""
+        self._since = self._clock()
 
     def take(self) -> Taken | None:
         """Everything counted since the last take (None if nothing was), as wire items; the
-        period runs from the first count to now, at most 120 s."""
-        with self._lock:
-            since, items, events = self._since, self._items, self._events
-            if since is None:
-                return None
-            self._since, self._items, self._events = None, {}, {}
+        period runs from the last take to now, at most 120 s."""
+        with self._take_lock:
             now = self._clock()
-        end = max(now, since)
-        start = max(since, end - MAX_PERIOD_SECONDS)
+            end = max(now, self._since)
+            start = max(self._since, end - MAX_PERIOD_SECONDS)
+            self._since = end
+            items = self._add_requests()
+            events = self._add_events()
+        if not items and not events:
+            return None
         return Taken(
             (start, end),
             [
                 OutcomeItem(
                     key=read.flag,
                     variant=read.variant,
-                    cohort=read.cohort,
-                    requests=totals.requests,
-                    failures=totals.failures,
-                    latency_ms_sum=totals.latency_us / 1000,
-                    latency_buckets=totals.buckets,
+                    cohort=Cohort(read.cohort),
+                    requests=totals[_REQUESTS],
+                    failures=totals[_FAILURES],
+                    latency_ms_sum=totals[_LATENCY] / 1000,
+                    latency_buckets=totals[_FIRST_BUCKET:],
                 )
                 for read, totals in items.items()
             ],
@@ -301,7 +299,7 @@ class OutcomeRecorder:
                 OutcomeEvent(
                     key=read.flag,
                     variant=read.variant,
-                    cohort=read.cohort,
+                    cohort=Cohort(read.cohort),
                     name=name,
                     labels=dict(pairs),
                     count=count,
@@ -309,6 +307,40 @@ class OutcomeRecorder:
                 for (read, name, pairs), count in events.items()
             ],
         )
+
+    def _add_requests(self) -> dict[Read, list[int]]:
+        items: dict[Read, list[int]] = {}
+        queue = self._requests
+        for _ in range(len(queue)):  # what is there now; later ones wait for the next take
+            reads, failed, seconds = queue.popleft()
+            micros = min(max(round(seconds * 1_000_000), 0), _MAX_REQUEST_US)
+            slot = _FIRST_BUCKET + _BUCKET_BY_MS[min(-(-micros // 1000), _LAST_FINITE_MS + 1)]
+            for read in reads:
+                totals = items.get(read)
+                if totals is None:
+                    if len(items) >= _HELD_ITEMS_LIMIT:
+                        self.dropped += 1
+                        continue
+                    totals = items[read] = [0] * (_FIRST_BUCKET + BUCKETS)
+                totals[_REQUESTS] += 1
+                totals[_FAILURES] += failed
+                totals[_LATENCY] += micros
+                totals[slot] += 1
+        return items
+
+    def _add_events(self) -> dict[_Series, int]:
+        events: dict[_Series, int] = {}
+        queue = self._events
+        for _ in range(len(queue)):
+            reads, name, pairs = queue.popleft()
+            for read in reads:
+                series = (read, name, pairs)
+                count = events.get(series)
+                if count is None and len(events) >= _HELD_SERIES_LIMIT:
+                    self.dropped += 1
+                    continue
+                events[series] = (count or 0) + 1
+        return events
 
 
 def event_input_problem(name: str, labels: Mapping[str, Any]) -> str | None:
@@ -474,7 +506,7 @@ class OutcomeReporter:
         problem = event_input_problem(event, labels)
         if problem is not None:
             raise ClientError(problem)
-        reads = _READS.get()
+        reads = PLAN_READS.get()
         if not reads:
             return 0
         counted = self.recorder.add_event(list(reads), event, labels)

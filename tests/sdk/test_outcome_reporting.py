@@ -358,7 +358,7 @@ def test_report_counts_for_the_reads_of_the_current_request_only(sink: Sink) -> 
         try:
             flags.is_enabled(CHILD, ctx("t1"))
             flags.is_enabled(PLAN, ctx("t1"))  # the same cohort once
-            assert reads == {Read(PLAN, "on", Cohort.TREATMENT)}
+            assert reads == {Read(PLAN, "on", "treatment")}
             assert flags.report("checkout", step="2") == 1
         finally:
             close_reads(token)
@@ -422,7 +422,7 @@ class Clock:
         return self.now
 
 
-READ = Read(PLAN, "on", Cohort.TREATMENT)
+READ = Read(PLAN, "on", "treatment")
 
 
 def test_the_thread_posts_every_interval_and_close_flushes(sink: Sink) -> None:
@@ -542,7 +542,7 @@ def test_cohort_metadata_that_is_not_the_contracts_is_ignored() -> None:
             note_read(metadata)
         assert reads == set()
         note_read({"rolloutFlag": PLAN, "rolloutCohort": "control", "rolloutVariant": "off"})
-        assert reads == {Read(PLAN, "off", Cohort.CONTROL)}
+        assert reads == {Read(PLAN, "off", "control")}
     finally:
         close_reads(token)
 
@@ -551,9 +551,9 @@ def test_cohort_metadata_that_is_not_the_contracts_is_ignored() -> None:
 
 _reads = st.sampled_from(
     [
-        Read(PLAN, "on", Cohort.TREATMENT),
-        Read(PLAN, "off", Cohort.CONTROL),
-        Read("checkout", "v2", Cohort.TREATMENT),
+        Read(PLAN, "on", "treatment"),
+        Read(PLAN, "off", "control"),
+        Read("checkout", "v2", "treatment"),
     ]
 )
 _requests = st.lists(
@@ -595,6 +595,44 @@ def test_merged_totals_equal_the_per_request_sums(requests: list[Any]) -> None:
     take()
     assert recorder.take() is None
     for read, sums in expected.items():
-        got = aggregate.read(read.flag, now - 60, now + 1).cohort(read.cohort)
+        got = aggregate.read(read.flag, now - 60, now + 1).cohort(Cohort(read.cohort))
         assert [got.requests, got.failures, got.latency_us_sum, *got.latency_buckets] == sums
     assert len(LATENCY_BOUNDS_MS) == BUCKETS
+
+
+def test_no_count_is_lost_between_threads_and_takes() -> None:
+    """Eight threads record while another takes again and again: every request is in
+    exactly one take."""
+    recorder = OutcomeRecorder()
+    per_thread = 3000
+    reads = [Read(PLAN, "on", "treatment"), Read(PLAN, "off", "control")]
+    done = threading.Event()
+    taken: list[Taken] = []
+
+    def taker() -> None:
+        while not done.is_set():
+            got = recorder.take()
+            if got is not None:
+                taken.append(got)
+
+    def worker(n: int) -> None:
+        for i in range(per_thread):
+            recorder.add_request([reads[(n + i) % 2]], i % 7 == 0, 0.001)
+
+    take_thread = threading.Thread(target=taker)
+    take_thread.start()
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    done.set()
+    take_thread.join()
+    last = recorder.take()
+    if last is not None:
+        taken.append(last)
+    requests = sum(item.requests for got in taken for item in got.items)
+    failures = sum(item.failures for got in taken for item in got.items)
+    assert requests == 8 * per_thread
+    assert failures == 8 * sum(1 for i in range(per_thread) if i % 7 == 0)
+    assert all(got.period[0] <= got.period[1] for got in taken)

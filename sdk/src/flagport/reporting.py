@@ -120,8 +120,7 @@ _EVENT_NAME: Final = re.compile(EVENT_NAME_PATTERN)
 
 class Read(NamedTuple):
     """One plan's cohort as an answer named it: the plan flag, the variant the plan flag
-    served the unit, and the cohort (a :class:`Cohort`'s value: a plain string hashes in C,
-    an enum member in Python, and reads are hashed on the request path)."""
+    served the unit, and the cohort (a :class:`Cohort`'s value, as the answer gives it)."""
 
     flag: str
     variant: str

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 import wsgiref.simple_server
@@ -534,6 +535,8 @@ def test_cohort_metadata_that_is_not_the_contracts_is_ignored() -> None:
         for metadata in [
             {"rolloutFlag": PLAN, "rolloutCohort": "treatment"},  # no variant
             {"rolloutFlag": PLAN, "rolloutCohort": "both", "rolloutVariant": "on"},
+            {"rolloutFlag": PLAN, "rolloutCohort": ["control"], "rolloutVariant": "on"},
+            {"rolloutFlag": PLAN, "rolloutCohort": "control", "rolloutVariant": {"a": 1}},
             {"rolloutFlag": "Not A Key", "rolloutCohort": "control", "rolloutVariant": "on"},
             {"rolloutFlag": 7, "rolloutCohort": "control", "rolloutVariant": "on"},
             {"rolloutFlag": PLAN, "rolloutCohort": "control", "rolloutVariant": ""},
@@ -636,3 +639,29 @@ def test_no_count_is_lost_between_threads_and_takes() -> None:
     assert requests == 8 * per_thread
     assert failures == 8 * sum(1 for i in range(per_thread) if i % 7 == 0)
     assert all(got.period[0] <= got.period[1] for got in taken)
+
+
+def test_a_forked_worker_starts_afresh(sink: Sink) -> None:
+    """A pre-forking server forks workers from a process that may have reported: in the
+    child the thread is started again on the first count, and the parent's counts stay the
+    parent's."""
+    with httpx.Client(base_url=sink.url) as http:
+        reporter = OutcomeReporter(http, interval=3600)
+        reporter.record_request([READ], False, 0.01)  # the parent's: its thread runs
+        assert reporter._thread is not None
+        pid = os.fork()
+        if pid == 0:  # the child: report exactly its own request, then leave at once
+            code = 1
+            try:
+                fresh = reporter._thread is None and reporter.recorder.take() is None
+                reporter.record_request([READ], True, 0.02)
+                started = reporter._thread is not None and reporter._thread.is_alive()
+                code = 0 if fresh and started and reporter.flush() == 1 else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert reporter.flush() == 1
+        reporter.close()
+    child, parent = sink.batches
+    assert (child.items[0].failures, parent.items[0].failures) == (1, 0)

@@ -31,9 +31,11 @@ earlier, possibly for another unit.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
@@ -136,8 +138,8 @@ def cohort_read(metadata: Mapping[str, Any]) -> Read | None:
     variant = metadata.get(VARIANT_KEY)
     cohort = metadata.get(COHORT_KEY)
     if (
-        cohort not in _COHORTS
-        or type(cohort) is not str
+        type(cohort) is not str
+        or cohort not in _COHORTS
         or type(flag) is not str
         or type(variant) is not str
         or not 0 < len(variant) <= MAX_VARIANT_LENGTH
@@ -189,7 +191,7 @@ def close_reads(token: Token[set[Read] | None]) -> None:
     """Stop collecting (the context is as before :func:`open_reads`)."""
     try:
         PLAN_READS.reset(token)
-    except ValueError:  # closed from another context (a WSGI server's other thread)
+    except ValueError:  # closed from another context than it was opened in
         PLAN_READS.set(None)
 
 
@@ -489,6 +491,11 @@ class OutcomeReporter:
         #: Requests reported (acknowledged by the server) and dropped, since the start.
         self.delivered = 0
         self.lost = 0
+        # A worker forked from a process that reported (a pre-forking server) starts afresh:
+        # the parent's thread does not exist in the child, and the parent's counts are the
+        # parent's to send.
+        forget = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
 
     # -- the request path ---------------------------------------------------------------
 
@@ -512,6 +519,14 @@ class OutcomeReporter:
         if self._thread is None:
             self._start()
         return counted
+
+    def _after_fork(self) -> None:
+        self._thread = None
+        self._stop = threading.Event()
+        self._send_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._pending.clear()
+        self.recorder = OutcomeRecorder(self._clock)
 
     def _start(self) -> None:
         with self._start_lock:

@@ -4,10 +4,10 @@
  * The page the FPM tests and benchmarks request (tests/php/test_fpm.py, benchmarks/test_php_bridge.py).
  *
  * FastCGI params: FLAGPORT_URL. Query: `mode` (bridge | bare), `user`, `company`, `keys`
- * (comma-separated: ask those flags; empty: all), `prefix` (APCu namespace), `timeout_ms`,
- * `threshold`, `cooldown`, `defaults` (JSON object). Answers JSON with the values, the
- * client's status, the PHP Bucketing predictions for `predict` (key:percentage,...), and the
- * time spent in the bridge.
+ * (comma-separated: ask those flags; empty: all), `prefix` (APCu namespace), `transport`
+ * (`auto` or `curl`), `timeout_ms`, `threshold`, `cooldown`, `defaults` (JSON object).
+ * Answers JSON with the values, the client's status, the PHP Bucketing predictions for
+ * `predict` (key:percentage,...), and the time spent in the bridge.
  */
 
 declare(strict_types=1);
@@ -29,6 +29,7 @@ $client = new Flagport\Client([
     'url' => (string) ($_SERVER['FLAGPORT_URL'] ?? ''),
     'cache_prefix' => (string) ($q['prefix'] ?? 'flagport'),
     'timeout_ms' => (int) ($q['timeout_ms'] ?? 250),
+    'transport' => (string) ($q['transport'] ?? 'auto'),
     'breaker_threshold' => (int) ($q['threshold'] ?? 3),
     'breaker_cooldown' => (float) ($q['cooldown'] ?? 5),
     'defaults' => json_decode((string) ($q['defaults'] ?? '{}'), true) ?: [],

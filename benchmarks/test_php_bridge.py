@@ -94,7 +94,8 @@ class Runner:
         self.user = 0
 
     def request(self, variant: str, user: str | None = None) -> tuple[float, float, dict[str, Any]]:
-        """One FPM request: (end-to-end ms, bridge ms inside PHP, answer)."""
+        """One FPM request: (end-to-end ms, bridge ms inside PHP, answer); the answer's
+        ``cpu_us`` is the worker's CPU time in the bridge."""
         self.user += 1
         query = {"user": user or f"bench-{self.user}", "company": "7", "keys": self.keys}
         if variant == "bare":
@@ -142,6 +143,7 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
     rounds, per_round = (1, 5) if smoke else (7, 200)
     wall: dict[str, list[float]] = {v: [] for v in variants}
     inside: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     round_medians: dict[str, list[float]] = {v: [] for v in variants}
     failed: dict[str, list[str]] = {v: [] for v in variants}
     for _ in range(rounds):
@@ -153,6 +155,7 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
                     failed[variant].append(str(answer["status"]["error"]))
                 this_round.append(total)
                 inside[variant].append(bridge)
+                cpu[variant].append(answer.get("cpu_us", 0) / 1000)
             wall[variant] += this_round
             round_medians[variant].append(statistics.median(this_round))
     runner.client.close()
@@ -170,6 +173,7 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
             "p50": statistics.median(inside[variant]),
             "p99": quantile(inside[variant], 0.99),
             "wall_added": added,
+            "cpu": statistics.median(cpu[variant]),
         }
     labels = {
         "uds": "bulk of 50 flags over a Unix socket (persistent connection)",
@@ -191,7 +195,7 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
         )
         rows.append(
             f"| {labels[variant]} | {f['p50'] * 1000:.0f} µs | {f['p99'] * 1000:.0f} µs "
-            f"| {f['wall_added'] * 1000:+.0f} µs | {budget or 'report'} "
+            f"| {f['wall_added'] * 1000:+.0f} µs | {f['cpu'] * 1000:.0f} µs | {budget or 'report'} "
             f"| {', '.join(status) or '-'} |"
         )
     ratio = figures["uds"]["p50"] / figures["uds-curl"]["p50"]
@@ -208,11 +212,13 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
             f"- Baseline: the same page without the bridge, end-to-end median {bare * 1000:.0f} "
             "µs per request (FastCGI round trip included).",
             f"- Persistent socket vs curl on the same socket, in-PHP p50: {ratio:.2f}x "
-            f"({figures['uds']['p50'] * 1000:.0f} vs {figures['uds-curl']['p50'] * 1000:.0f} µs).",
+            f"({figures['uds']['p50'] * 1000:.0f} vs {figures['uds-curl']['p50'] * 1000:.0f} µs); "
+            "PHP CPU p50 is the FPM worker's own CPU time in the bridge (getrusage), without "
+            "the wait for the server.",
             "",
             "| variant | added p50 (in PHP) | added p99 (in PHP) | end-to-end median "
-            "vs bare | budget | status |",
-            "|---|---|---|---|---|---|",
+            "vs bare | PHP CPU p50 | budget | status |",
+            "|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]

@@ -382,7 +382,7 @@ final class Client
                     'HTTP %d from %s: %s',
                     $response->status,
                     $this->options['url'],
-                    substr($response->body, 0, 200),
+                    TransportException::excerpt($response->body, 200),
                 ));
             }
             $flags = self::parseBulk($response->body);
@@ -412,7 +412,7 @@ final class Client
         $data = json_decode($body, true, 64);
         if (!is_array($data) || !isset($data['flags']) || !is_array($data['flags'])) {
             throw new TransportException('the server answered something that is not an OFREP bulk answer: '
-                . substr($body, 0, 120));
+                . TransportException::excerpt($body, 120));
         }
         $flags = [];
         foreach ($data['flags'] as $item) {

@@ -167,7 +167,7 @@ final class SocketTransport implements Transport
         $head = substr($buffer, 0, $end);
         $buffer = (string) substr($buffer, $end + 4);
         if (preg_match('~^HTTP/1\.([01]) ([1-5][0-9]{2})(?: [^\r\n]*)?(?:\r\n|$)~', $head, $status) !== 1) {
-            throw new TransportException('the server answered something that is not HTTP/1.x: ' . substr($head, 0, 60));
+            throw new TransportException('the server answered something that is not HTTP/1.x: ' . TransportException::excerpt($head, 60));
         }
         $code = (int) $status[2];
         $fields = [];
@@ -177,7 +177,7 @@ final class SocketTransport implements Transport
             }
             $colon = strpos($line, ':');
             if ($colon === false || $colon === 0) {
-                throw new TransportException('malformed header line in the answer: ' . substr($line, 0, 60));
+                throw new TransportException('malformed header line in the answer: ' . TransportException::excerpt($line, 60));
             }
             $fields[strtolower(substr($line, 0, $colon))] = trim(substr($line, $colon + 1));
         }
@@ -190,13 +190,13 @@ final class SocketTransport implements Transport
             $content = '';
         } elseif (isset($fields['transfer-encoding'])) {
             if (strtolower($fields['transfer-encoding']) !== 'chunked') {
-                throw new TransportException('unsupported Transfer-Encoding: ' . substr($fields['transfer-encoding'], 0, 40));
+                throw new TransportException('unsupported Transfer-Encoding: ' . TransportException::excerpt($fields['transfer-encoding'], 40));
             }
             $content = $this->chunked($stream, $buffer, $deadline);
         } elseif (isset($fields['content-length'])) {
             $length = $fields['content-length'];
             if (preg_match('/^[0-9]{1,9}$/', $length) !== 1 || (int) $length > self::MAX_BODY) {
-                throw new TransportException('bad Content-Length in the answer: ' . substr($length, 0, 20));
+                throw new TransportException('bad Content-Length in the answer: ' . TransportException::excerpt($length, 20));
             }
             $content = $this->exactly($stream, $buffer, (int) $length, $deadline);
         } else {
@@ -296,7 +296,7 @@ final class SocketTransport implements Transport
             }
             $size = strtolower(trim(explode(';', substr($buffer, 0, $eol), 2)[0]));
             if (preg_match('/^[0-9a-f]{1,7}$/', $size) !== 1) {
-                throw new TransportException('malformed chunk size in the answer: ' . substr($size, 0, 20));
+                throw new TransportException('malformed chunk size in the answer: ' . TransportException::excerpt($size, 20));
             }
             $length = (int) hexdec($size);
             $buffer = (string) substr($buffer, $eol + 2);

@@ -254,6 +254,20 @@ final class ClientTest extends TestCase
         self::assertSame(['ok' => true], $client->all());
     }
 
+    public function testErrorsQuoteWhatTheServerSentAsValidUtf8(): void
+    {
+        $answers = [new HttpResponse(200, "\x00\xff{not json"), new HttpResponse(502, "\xfe\xffbad gateway")];
+        $client = $this->client(new FakeTransport($answers), ['breaker_threshold' => 5]);
+        $errors = [];
+        foreach (['a', 'b'] as $unit) {
+            $client->isEnabled('x', ['targetingKey' => $unit]);
+            $errors[] = (string) $client->status()['error'];
+        }
+        self::assertStringEndsWith('OFREP bulk answer: \000\377{not json', $errors[0]);
+        self::assertStringEndsWith(': \376\377bad gateway', $errors[1]);
+        self::assertNotFalse(json_encode([$errors, $this->logged]), 'messages are valid UTF-8');
+    }
+
     public function testUnencodableContextIsFailSafe(): void
     {
         $client = $this->client(new FakeTransport([]));

@@ -28,6 +28,9 @@ DRIVER = """
 require $argv[1];
 $out = [];
 for ($i = 0; $i < (int) $argv[3]; $i++) {
+    if (($argv[5] ?? '') === 'close-between' && $i > 0) {
+        Flagport\\SocketTransport::closePersistent($argv[2]);
+    }
     $transport = new Flagport\\SocketTransport($argv[2], 50, (int) $argv[4]);
     $started = hrtime(true);
     try {
@@ -52,9 +55,12 @@ def sock_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def drive(php: str, socket_path: str, count: int, timeout_ms: int = 250) -> list[dict[str, Any]]:
+def drive(
+    php: str, socket_path: str, count: int, timeout_ms: int = 250, mode: str = ""
+) -> list[dict[str, Any]]:
+    args = [str(BRIDGE / "autoload.php"), socket_path, str(count), str(timeout_ms), mode]
     result = subprocess.run(
-        [php, "-r", DRIVER, str(BRIDGE / "autoload.php"), socket_path, str(count), str(timeout_ms)],
+        [php, "-r", DRIVER, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -89,6 +95,12 @@ def test_answers_over_reused_or_replaced_connections(
         assert good(answers) == [GOOD] * 4
         assert peer.connections == connections
         assert peer.requests == (7 if script == "drop-second" else 4)
+
+
+def test_close_persistent_drops_the_kept_connection(php: str, sock_dir: Path) -> None:
+    with scripted_peer("keep", sock_dir / "peer.sock") as peer:
+        assert good(drive(php, peer.path, 3, mode="close-between")) == [GOOD] * 3
+        assert (peer.connections, peer.requests) == (3, 3)
 
 
 def test_chunked_and_not_modified_answers(php: str, sock_dir: Path) -> None:

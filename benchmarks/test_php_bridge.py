@@ -20,6 +20,7 @@ import datetime
 import json
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -243,3 +244,40 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
     assert figures["uds"]["p50"] <= 3.0, figures
     assert ratio <= 1.1, figures
     assert figures["open"]["p50"] <= 0.15, figures
+
+
+def test_transports_paired_on_one_socket(setup: dict[str, Any], request: Any) -> None:
+    """The persistent connection against curl's new connection per FPM request, the same
+    bulk call sent both ways in alternating order (``benchmarks/php_transport_ab.php``): the
+    paired difference survives a noisy machine better than two medians do."""
+    smoke = bool(request.config.getoption("benchmark_disable"))
+    pairs = 10 if smoke else 3000
+    script = REPO_ROOT / "benchmarks" / "php_transport_ab.php"
+    autoload = REPO_ROOT / "php-bridge" / "autoload.php"
+    socket_path = setup["urls"]["uds"].removeprefix("unix://")
+    result = subprocess.run(
+        [require_tool("php"), str(script), str(autoload), socket_path, str(pairs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["pairs"] == pairs
+    if smoke:
+        return
+    line = (
+        f"\n### Paired transport A/B, run of {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
+        " UTC\n\n"
+        "- Command: `uv run --frozen pytest benchmarks/test_php_bridge.py --benchmark-only "
+        "-p no:randomly` (`benchmarks/php_transport_ab.php`, PHP CLI)\n"
+        f"- {pairs} pairs, a new user each: persistent socket p50 {figures['socket_p50']:.0f} µs "
+        f"(p90 {figures['socket_p90']:.0f}), curl with a new connection p50 "
+        f"{figures['curl_p50']:.0f} µs (p90 {figures['curl_p90']:.0f}); paired difference p50 "
+        f"{figures['saved_p50']:.0f} µs saved per request by the persistent connection.\n"
+    )
+    print(line)
+    RESULTS.write_text(RESULTS.read_text().rstrip("\n") + "\n" + line)
+    # The persistent connection must not be slower than a new one (loose: noisy machines).
+    assert figures["saved_p50"] > -50, figures

@@ -152,6 +152,7 @@ class ScriptedPeer:
         self.connections = 0
         self.requests = 0
         self._threads: list[threading.Thread] = []
+        self._open: list[socket.socket] = []
         self._closed = threading.Event()
         self._accepter = threading.Thread(target=self._accept, daemon=True)
         self._accepter.start()
@@ -163,6 +164,7 @@ class ScriptedPeer:
             except OSError:
                 return
             self.connections += 1
+            self._open.append(connection)
             thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -204,11 +206,17 @@ class ScriptedPeer:
                     return
 
     def close(self) -> None:
+        """Stop as a server process dies: the listener and every open connection closed."""
         self._closed.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        for connection in self._open:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         self._accepter.join(2)
+        for thread in self._threads:
+            thread.join(2)
 
 
 @contextlib.contextmanager

@@ -179,7 +179,14 @@ final class SocketTransport implements Transport
             if ($colon === false || $colon === 0) {
                 throw new TransportException('malformed header line in the answer: ' . TransportException::excerpt($line, 60));
             }
-            $fields[strtolower(substr($line, 0, $colon))] = trim(substr($line, $colon + 1));
+            $name = strtolower(substr($line, 0, $colon));
+            if (isset($fields[$name]) && ($name === 'content-length' || $name === 'transfer-encoding')) {
+                throw new TransportException("the answer has more than one $name header");
+            }
+            $fields[$name] = trim(substr($line, $colon + 1));
+        }
+        if (isset($fields['content-length'], $fields['transfer-encoding'])) {
+            throw new TransportException('the answer has both Content-Length and Transfer-Encoding');
         }
         if ($code < 200) {
             throw new TransportException("unexpected interim answer $code");

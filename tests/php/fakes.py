@@ -127,6 +127,9 @@ SCRIPTS: dict[str, Callable[[int], Action]] = {
     "huge-headers": lambda n: _answer(b"x-filler: " + b"a" * 20_000 + b"\r\n"),
     # a body announced beyond the client's limit
     "huge-body": lambda n: b"HTTP/1.1 200 OK\r\ncontent-length: 9000000\r\n\r\n{",
+    # two framings at once
+    "two-lengths": lambda n: _answer(b"content-length: 3\r\n"),
+    "length-and-chunked": lambda n: _answer(b"transfer-encoding: chunked\r\n"),
     # a body shorter than announced, then the close
     "short-body": lambda n: (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}", "close"),
     # a 304 (no body) kept alive, then a 200 on the same connection

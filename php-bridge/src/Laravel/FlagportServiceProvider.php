@@ -44,6 +44,7 @@ final class FlagportServiceProvider extends ServiceProvider
             return new Client(
                 [
                     'url' => $config['url'] ?? null,
+                    'transport' => $config['transport'] ?? null,
                     'eval_token' => $config['eval_token'] ?? null,
                     'connect_timeout_ms' => $config['timeouts']['connect_ms'] ?? null,
                     'timeout_ms' => $config['timeouts']['total_ms'] ?? null,

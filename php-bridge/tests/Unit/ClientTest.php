@@ -6,7 +6,9 @@ namespace Flagport\Tests\Unit;
 
 use Flagport\CircuitBreaker;
 use Flagport\Client;
+use Flagport\CurlTransport;
 use Flagport\HttpResponse;
+use Flagport\SocketTransport;
 use Flagport\Store\MemoryStore;
 use Flagport\TransportException;
 use PHPUnit\Framework\TestCase;
@@ -40,6 +42,22 @@ final class ClientTest extends TestCase
         self::assertSame('unix:///run/f.sock', $options['url']);
         self::assertFalse($options['cache'], 'false is a value, not "left out"');
         self::assertSame(array_keys(Client::DEFAULT_OPTIONS), array_keys($options));
+    }
+
+    public function testTransportFollowsTheUrlAndTheOption(): void
+    {
+        self::assertInstanceOf(SocketTransport::class, SocketTransport::forUrl('unix:///run/f.sock', 'auto', 50, 250, null));
+        self::assertInstanceOf(CurlTransport::class, SocketTransport::forUrl('unix:///run/f.sock', 'curl', 50, 250, null));
+        self::assertInstanceOf(CurlTransport::class, SocketTransport::forUrl('http://127.0.0.1:8787', 'auto', 50, 250, null));
+        self::assertInstanceOf(CurlTransport::class, SocketTransport::forUrl('https://flags.example', 'auto', 50, 250, 't'));
+        // A misspelt option is named in the log and the client still works (over curl).
+        $logger = function (string $message): void {
+            $this->logged[] = $message;
+        };
+        $client = new Client(['url' => 'unix:///nonexistent/f.sock', 'transport' => 'socket'], null, new MemoryStore(), null, $logger);
+        self::assertSame(["flagport: the transport option must be 'auto' or 'curl', got 'socket'; using curl"], $this->logged);
+        self::assertTrue($client->isEnabled('a', ['targetingKey' => '1'], true));
+        self::assertStringContainsString('(curl 7)', (string) $client->status()['error']);
     }
 
     public function testOneBulkCallPerContextPerRequest(): void
@@ -234,6 +252,20 @@ final class ClientTest extends TestCase
         $body = '{"flags":[1,"x",{"value":true},{"key":7},{"key":"ok","value":true,"variant":"on","reason":"STATIC"}]}';
         $client = $this->client(new FakeTransport([new HttpResponse(200, $body)]));
         self::assertSame(['ok' => true], $client->all());
+    }
+
+    public function testErrorsQuoteWhatTheServerSentAsValidUtf8(): void
+    {
+        $answers = [new HttpResponse(200, "\x00\xff{not json"), new HttpResponse(502, "\xfe\xffbad gateway")];
+        $client = $this->client(new FakeTransport($answers), ['breaker_threshold' => 5]);
+        $errors = [];
+        foreach (['a', 'b'] as $unit) {
+            $client->isEnabled('x', ['targetingKey' => $unit]);
+            $errors[] = (string) $client->status()['error'];
+        }
+        self::assertStringEndsWith('OFREP bulk answer: \000\377{not json', $errors[0]);
+        self::assertStringEndsWith(': \376\377bad gateway', $errors[1]);
+        self::assertNotFalse(json_encode([$errors, $this->logged]), 'messages are valid UTF-8');
     }
 
     public function testUnencodableContextIsFailSafe(): void

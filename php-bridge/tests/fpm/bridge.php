@@ -4,10 +4,11 @@
  * The page the FPM tests and benchmarks request (tests/php/test_fpm.py, benchmarks/test_php_bridge.py).
  *
  * FastCGI params: FLAGPORT_URL. Query: `mode` (bridge | bare), `user`, `company`, `keys`
- * (comma-separated: ask those flags; empty: all), `prefix` (APCu namespace), `timeout_ms`,
- * `threshold`, `cooldown`, `defaults` (JSON object). Answers JSON with the values, the
- * client's status, the PHP Bucketing predictions for `predict` (key:percentage,...), and the
- * time spent in the bridge.
+ * (comma-separated: ask those flags; empty: all), `prefix` (APCu namespace), `transport`
+ * (`auto` or `curl`), `timeout_ms`, `threshold`, `cooldown`, `defaults` (JSON object).
+ * Answers JSON with the values, the client's status, the PHP Bucketing predictions for
+ * `predict` (key:percentage,...), and the time spent in the bridge (wall clock, and the worker's
+ * CPU time: what the bridge costs PHP itself, without the wait for the server).
  */
 
 declare(strict_types=1);
@@ -24,11 +25,20 @@ if (($q['mode'] ?? 'bridge') === 'bare') {
     return;
 }
 
+/** CPU seconds this worker has used (user + system), in microseconds. */
+function cpu_us(): float
+{
+    $usage = getrusage();
+    return ($usage['ru_utime.tv_sec'] + $usage['ru_stime.tv_sec']) * 1e6 + $usage['ru_utime.tv_usec'] + $usage['ru_stime.tv_usec'];
+}
+
+$cpuStarted = cpu_us();
 $started = hrtime(true);
 $client = new Flagport\Client([
     'url' => (string) ($_SERVER['FLAGPORT_URL'] ?? ''),
     'cache_prefix' => (string) ($q['prefix'] ?? 'flagport'),
     'timeout_ms' => (int) ($q['timeout_ms'] ?? 250),
+    'transport' => (string) ($q['transport'] ?? 'auto'),
     'breaker_threshold' => (int) ($q['threshold'] ?? 3),
     'breaker_cooldown' => (float) ($q['cooldown'] ?? 5),
     'defaults' => json_decode((string) ($q['defaults'] ?? '{}'), true) ?: [],
@@ -43,6 +53,7 @@ if ($keys === []) {
     }
 }
 $elapsed = (hrtime(true) - $started) / 1000;
+$cpu = cpu_us() - $cpuStarted;
 
 $predicted = [];
 foreach (array_filter(explode(',', (string) ($q['predict'] ?? ''))) as $spec) {
@@ -54,5 +65,6 @@ echo json_encode([
     'predicted' => $predicted,
     'status' => $client->status(),
     'elapsed_us' => $elapsed,
+    'cpu_us' => $cpu,
     'pid' => getmypid(),
 ], JSON_PRESERVE_ZERO_FRACTION);

@@ -66,9 +66,11 @@ async def test_a_plan_transition_commits_with_its_flag_change_and_audit_entry(
     )
     state = await store.load()
     assert state.document.version == result.snapshot_version == 2
-    assert state.plans["checkout"] == running and state.document.flags["checkout"] == enabled
+    assert state.plans["checkout"] == running
+    assert state.document.flags["checkout"] == enabled
     (logged,) = await store.audit(AuditQuery(key="checkout", limit=1))
-    assert logged.plan == as_json(running) and logged.evidence == evidence
+    assert logged.plan == as_json(running)
+    assert logged.evidence == evidence
     assert logged.snapshot_version == 2
 
 
@@ -93,7 +95,8 @@ async def test_a_stale_plan_version_applies_nothing_of_the_commit(store: Store) 
         )
     assert (caught.value.expected, caught.value.actual) == (1, 2)
     state = await store.load()
-    assert state.document.flags["checkout"] == flag and state.document.version == 2
+    assert state.document.flags["checkout"] == flag
+    assert state.document.version == 2
     assert await store.audit(AuditQuery(key="checkout")) == []
     paused = pause(running, "by hand", NOW + 2, actor="alice")
     await store.commit([plan_put(paused, expected=2)], [])
@@ -132,7 +135,8 @@ async def test_one_lease_holder_at_a_time_renewal_release_and_expiry(
         assert not await other.acquire_lease("driver", "b", 5.0, NOW + 1)
         assert await store.acquire_lease("driver", "a", 5.0, NOW + 2)  # renewal
         held = await other.lease("driver", NOW + 2)
-        assert held is not None and held.holder == "a"
+        assert held is not None
+        assert held.holder == "a"
         assert await other.lease_seen("driver") == NOW + 2
         await other.release_lease("driver", "b")  # not b's: nothing happens
         assert not await other.acquire_lease("driver", "b", 5.0, NOW + 3)
@@ -210,5 +214,7 @@ async def test_event_series_beyond_the_cap_are_left_out(store: Store) -> None:
         == 1
     )
     (row,) = await store.outcomes("k", minute, minute)
-    assert row[3].events["e0"] == 3 and "new" not in row[3].events
-    assert len(row[3].events) == MAX_EVENT_SERIES and row[3].requests == 2
+    assert row[3].events["e0"] == 3
+    assert "new" not in row[3].events
+    assert len(row[3].events) == MAX_EVENT_SERIES
+    assert row[3].requests == 2

@@ -22,6 +22,7 @@ from flagport.rollout.outcomes import Cohort, Totals
 from flagport.rollout.plan import Plan
 
 __all__ = [
+    "OUTCOME_MINUTES_KEPT",
     "SCOPE_MODEL",
     "SERVER_SECRET_BYTES",
     "STATS_HOURS_KEPT",
@@ -32,7 +33,6 @@ __all__ = [
     "FlagSeen",
     "Lease",
     "Mutation",
-    "OUTCOME_MINUTES_KEPT",
     "OutcomeRow",
     "StatsBatch",
     "StatsView",

@@ -68,8 +68,8 @@ from __future__ import annotations
 
 from flagport_server.stores.redis._audit import RedisAudit
 from flagport_server.stores.redis._configuration import RedisConfiguration
-from flagport_server.stores.redis._rollout import RedisRollout
 from flagport_server.stores.redis._connection import SCHEMA_VERSION
+from flagport_server.stores.redis._rollout import RedisRollout
 from flagport_server.stores.redis._secrets import RedisSecrets
 from flagport_server.stores.redis._stats import RedisStats
 from flagport_server.stores.redis._tokens import RedisTokens

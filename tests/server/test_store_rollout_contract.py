@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from flagport.engine import Flag
-from flagport.rollout.outcomes import MAX_EVENT_SERIES, Cohort, Totals
+from flagport.rollout.outcomes import MAX_EVENT_SERIES, Cohort, Totals, series_key
 from flagport.rollout.plan import PlanSpec, new_plan, pause, start
 from flagport_server.errors import InvalidInput, VersionConflict
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, Store
@@ -19,6 +19,7 @@ from tests.support.stores import Backend
 pytestmark = pytest.mark.anyio
 
 NOW = 1_800_000_000.0
+CRITICAL = series_key("user_report", {"severity": "critical"})
 
 
 def plan_put(plan: object, key: str = "checkout", expected: int | None = -1) -> Mutation:
@@ -175,7 +176,7 @@ async def test_outcomes_sum_exactly_across_workers_and_read_by_window(
                 "checkout",
                 minute,
                 Cohort.TREATMENT,
-                totals(10, 1, {'user_report{severity="critical"}': 2}),
+                totals(10, 1, {CRITICAL: 2}),
             ),
             ("checkout", minute, Cohort.CONTROL, totals(12, 0)),
             ("checkout", minute - 60, Cohort.TREATMENT, totals(5, 5)),
@@ -191,7 +192,7 @@ async def test_outcomes_sum_exactly_across_workers_and_read_by_window(
         treated = read[2][3]
         assert (treated.requests, treated.failures, treated.latency_us_sum) == (20, 2, 800_000)
         assert treated.latency_buckets[3] == 20
-        assert treated.events == {'user_report{severity="critical"}': 4}
+        assert treated.events == {CRITICAL: 4}
         assert [r[1] for r in await store.outcomes("checkout", minute, minute)] == [minute] * 2
         if store_backend.name == "sqlite":  # Redis expires the keys by its own clock
             later = NOW + 48 * 3600 + 120

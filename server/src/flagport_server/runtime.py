@@ -397,6 +397,7 @@ class Runtime:
             event_stream=self._event_stream,
             ticket_key=self._ticket_key,
             ticketed_stream=partial(event_stream, self.settings),
+            plans=state.plans,
         )
         self._write_cache(state)
         self._applied.set()

@@ -62,7 +62,7 @@ def service(store: Store, clock: Clock) -> PlanService:
     async def commit(mutations: Any, entries: Any) -> int:
         return (await store.commit(mutations, entries)).snapshot_version
 
-    return PlanService(store.load, commit, clock)
+    return PlanService(store, commit, clock)
 
 
 async def new_plan(store: Store, clock: Clock, **fields: Any) -> None:

@@ -41,18 +41,20 @@ import msgspec
 from flagport.rollout.decision import (
     Decision,
     DecisionKind,
-    Readings,
     apply_decision,
     decide,
-    gather_readings,
     guard_checks,
 )
-from flagport.rollout.guards import Metric, parse_guard
-from flagport.rollout.outcomes import OutcomeAggregate, minute_of, window_start
 from flagport.rollout.plan import Plan, PlanStatus, restart_hold
 from flagport_server.errors import StoreError, VersionConflict
-from flagport_server.plans import DRIVER_ACTOR, Exposure, transition_commit
-from flagport_server.stores.base import OUTCOME_MINUTES_KEPT, Store, StoreState
+from flagport_server.plans import (
+    DRIVER_ACTOR,
+    Exposure,
+    needs_health,
+    plan_readings,
+    transition_commit,
+)
+from flagport_server.stores.base import Store, StoreState
 
 __all__ = [
     "LEASE_NAME",
@@ -62,7 +64,6 @@ __all__ = [
     "Driver",
     "HealthPolls",
     "health_failed",
-    "plan_readings",
 ]
 
 log = logging.getLogger("flagport.server.driver")
@@ -79,6 +80,7 @@ HEALTH_TIMEOUT: Final = 5.0
 #: the driver's N-th commit (the fencing test). Never set in production.
 KILL_HOOK_ENV: Final = "FLAGPORT_TEST_DRIVER_KILL"
 
+_DRIVEN: Final = (PlanStatus.SCHEDULED, PlanStatus.RUNNING)
 _EXPOSURES: Final = {
     DecisionKind.START: Exposure.EXPOSE,
     DecisionKind.ADVANCE: Exposure.EXPOSE,
@@ -153,32 +155,6 @@ class HealthPolls:
             self._client = None
 
 
-async def plan_readings(
-    store: Store, plan: Plan, now: float, health_failures: int | None = None
-) -> Readings:
-    """What :func:`~flagport.rollout.decision.decide` judges ``plan`` on at ``now``: the
-    outcome totals of every minute its guards' windows and its hold cover (at most the
-    48 hours kept), and the health polls' count."""
-    starts: list[float] = [
-        window_start(guard.window, now)
-        for guard in map(parse_guard, plan.spec.guards)
-        if guard.window is not None
-    ]
-    if plan.hold_started_at is not None:
-        starts.append(plan.hold_started_at)
-    aggregate = OutcomeAggregate()
-    if starts:
-        last = minute_of(now)
-        first = max(minute_of(min(starts)), last - OUTCOME_MINUTES_KEPT * 60)
-        for key, minute, cohort, totals in await store.outcomes(plan.spec.key, first, last):
-            aggregate.totals(key, minute, cohort).merge(totals)
-    return gather_readings(plan, aggregate, now, health_failures=health_failures)
-
-
-def _needs_health(plan: Plan) -> bool:
-    return any(parse_guard(rule).metric is Metric.HEALTH_FAILURES for rule in plan.spec.guards)
-
-
 class Driver:
     """One worker's rollout driver (``enabled``: ``--driver``) and its watch of the lease.
 
@@ -194,8 +170,12 @@ class Driver:
         clock: Callable[[], float] = time.time,
         after_commit: Callable[[int], Awaitable[None]] | None = None,
         health: HealthPolls | None = None,
+        served_plans: Callable[[], Mapping[str, Plan]] | None = None,
     ) -> None:
         self.store = store
+        #: The plans the worker serves (its snapshot's): with none live, a round does no
+        #: store I/O at all (and gives the lease up).
+        self.served_plans = served_plans
         self.enabled = enabled
         self.holder = holder or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.clock = clock
@@ -242,8 +222,10 @@ class Driver:
                 await self.store.release_lease(LEASE_NAME, self.holder)
 
     def missing_for(self, now: float) -> float | None:
-        """Seconds the store has been without a driver (None: it has one, as far as this
-        worker saw); ``math.inf`` if none ever drove it."""
+        """Seconds a running plan has been without a driver (None: it has one as far as
+        this worker saw, or no plan runs); ``math.inf`` if none ever drove the store."""
+        if not any(p.status is PlanStatus.RUNNING for p in self.live_plans()):
+            return None
         seen = self.lease_seen
         if seen is None:
             return math.inf
@@ -252,9 +234,20 @@ class Driver:
 
     # -- decisions ------------------------------------------------------------------------
 
+    def live_plans(self) -> list[Plan]:
+        """The served plans a driver has work with (scheduled or running)."""
+        if self.served_plans is None:
+            return []
+        return [p for p in self.served_plans().values() if p.status in _DRIVEN]
+
     async def step(self) -> list[Decision]:
-        """One round: keep the lease and, holding it, decide for every plan."""
+        """One round: keep the lease and, holding it, decide for every plan. Without live
+        plans in the served snapshot (when the worker knows it), nothing is read or kept."""
         now = self.clock()
+        if self.served_plans is not None and not self.live_plans():
+            await self.release()
+            self.decisions.clear()
+            return []
         if not await self.keep_lease(now):
             return []
         return await self.drive(now)
@@ -266,12 +259,12 @@ class Driver:
         taken: list[Decision] = []
         urls: set[str] = set()
         for key, plan in state.plans.items():
-            if plan.status not in (PlanStatus.SCHEDULED, PlanStatus.RUNNING):
+            if plan.status not in _DRIVEN:
                 self.decisions.pop(key, None)
                 continue
             failures = None
             url = plan.spec.health_url
-            if url is not None and _needs_health(plan):
+            if url is not None and needs_health(plan):
                 urls.add(url)
                 self.health.due(url, plan.spec.health_interval, now)
                 failures = self.health.failures_of(url)

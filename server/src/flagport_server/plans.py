@@ -23,7 +23,20 @@ from typing import Any, Final
 import msgspec
 
 from flagport.engine import Flag
-from flagport.rollout.decision import DRIVER, Evidence
+from flagport.rollout.decision import (
+    DRIVER,
+    DecisionKind,
+    Evidence,
+    Judgement,
+    Readings,
+    decide,
+    gather_readings,
+    guard_checks,
+    judge,
+)
+from flagport.rollout.guards import Metric, parse_guard
+from flagport.rollout.options import PlanOptions, plan_spec
+from flagport.rollout.outcomes import OutcomeAggregate, minute_of, window_start
 from flagport.rollout.plan import (
     Plan,
     PlanSpec,
@@ -37,7 +50,14 @@ from flagport.rollout.plan import (
 from flagport_server.audit import audit_entry
 from flagport_server.auth import Actor
 from flagport_server.errors import Conflict, NotFound, VersionConflict
-from flagport_server.stores.base import AuditEntry, Mutation, StoreState
+from flagport_server.stores.base import (
+    OUTCOME_MINUTES_KEPT,
+    AuditEntry,
+    Mutation,
+    Store,
+    StoreState,
+)
+from flagport_server.wire.admin_v1 import PlanCreate, PlanGuard, PlanList, PlanView
 
 __all__ = [
     "DRIVER_ACTOR",
@@ -46,6 +66,9 @@ __all__ = [
     "active_plan",
     "human_wins",
     "iso",
+    "needs_health",
+    "plan_readings",
+    "plan_view",
     "transition_commit",
     "uses_segment",
 ]
@@ -215,6 +238,74 @@ def uses_segment(flag: Flag, segment: str) -> bool:
     )
 
 
+async def plan_readings(
+    store: Store, plan: Plan, now: float, health_failures: int | None = None
+) -> Readings:
+    """What :func:`~flagport.rollout.decision.decide` judges ``plan`` on at ``now``: the
+    outcome totals of every minute its guards' windows and its hold cover (at most the
+    48 hours kept), and the health polls' count."""
+    starts: list[float] = [
+        window_start(guard.window, now)
+        for guard in map(parse_guard, plan.spec.guards)
+        if guard.window is not None
+    ]
+    if plan.hold_started_at is not None:
+        starts.append(plan.hold_started_at)
+    aggregate = OutcomeAggregate()
+    if starts:
+        last = minute_of(now)
+        first = max(minute_of(min(starts)), last - OUTCOME_MINUTES_KEPT * 60)
+        for key, minute, cohort, totals in await store.outcomes(plan.spec.key, first, last):
+            aggregate.totals(key, minute, cohort).merge(totals)
+    return gather_readings(plan, aggregate, now, health_failures=health_failures)
+
+
+def needs_health(plan: Plan) -> bool:
+    """Whether a guard of ``plan`` reads its health polls."""
+    return any(parse_guard(rule).metric is Metric.HEALTH_FAILURES for rule in plan.spec.guards)
+
+
+def plan_view(plan: Plan, readings: Readings, now: float) -> PlanView:
+    """Where ``plan`` stands at ``now``: the driver's decision (for a running or scheduled
+    plan) and every guard's reading, judged as the driver judges it."""
+    checks = guard_checks(plan)
+    decision = decide(plan, readings, now, checks)
+    judged = decision.judgements
+    if not judged:  # not running: judge anyway, for the status
+        judged = tuple(
+            Judgement(
+                index,
+                *judge(
+                    check,
+                    readings,
+                    min_sample=plan.spec.min_sample,
+                    vs_control=plan.spec.vs_control,
+                ),
+            )
+            for index, check in enumerate(checks)
+        )
+    next_at = decision.until
+    if next_at is None and decision.kind in (
+        DecisionKind.ADVANCE,
+        DecisionKind.COMPLETE,
+        DecisionKind.START,
+    ):
+        next_at = now
+    return PlanView(
+        key=plan.spec.key,
+        status=plan.status.value,
+        step=plan.step + 1,
+        steps=list(plan.spec.steps),
+        percentage=plan.percentage,
+        now=now,
+        next_at=next_at,
+        decision=decision.kind.value,
+        reason=plan.reason if plan.status is not PlanStatus.RUNNING else decision.reason,
+        guards=[PlanGuard(j.guard, j.verdict.value, j.evidence) for j in judged],
+        plan=plan,
+    )
+
+
 Committer = Callable[[Sequence[Mutation], Sequence[AuditEntry]], Any]
 
 
@@ -227,27 +318,51 @@ class PlanService:
 
     def __init__(
         self,
-        load: Callable[[], Any],
+        store: Store,
         commit: Committer,
         clock: Callable[[], float],
+        health: Callable[[str], int | None] | None = None,
     ) -> None:
-        self._load = load
+        self._store = store
+        self._load = store.load
         self._commit = commit
         self._clock = clock
+        #: Consecutive failed polls of a health URL, as this worker's driver counted them
+        #: (None: this worker does not poll it).
+        self._health = health or (lambda _url: None)
 
-    async def plans(self) -> list[Plan]:
+    async def _view(self, plan: Plan, now: float) -> PlanView:
+        url = plan.spec.health_url
+        failures = self._health(url) if url is not None else None
+        readings = await plan_readings(self._store, plan, now, failures)
+        return plan_view(plan, readings, now)
+
+    async def list(self) -> PlanList:
+        """Every plan (finished ones too), with its readings now."""
         state: StoreState = await self._load()
-        return list(state.plans.values())
+        now = self._clock()
+        views = [await self._view(plan, now) for plan in state.plans.values()]
+        return PlanList(plans=views, unreadable=dict(state.unreadable_plans))
 
-    async def plan(self, key: str) -> Plan:
+    async def status(self, key: str) -> PlanView:
+        """``key``'s plan and its readings now."""
         state: StoreState = await self._load()
         found = state.plans.get(key)
         if found is None:
             why = state.unreadable_plans.get(key)
             if why is not None:
                 raise Conflict(f"the stored plan of {key!r} cannot be read ({why})")
+            if key not in state.document.flags:
+                raise NotFound(f"flag {key!r} not found")
             raise NotFound(f"flag {key!r} has no plan")
-        return found
+        return await self._view(found, self._clock())
+
+    async def start(self, options: PlanCreate, actor: Actor) -> tuple[Plan, int]:
+        """``flags rollout start``: the options read (:func:`plan_spec`), then :meth:`create`."""
+        fields = msgspec.structs.asdict(options)
+        reason = fields.pop("reason")
+        spec = plan_spec(PlanOptions(**fields), self._clock())
+        return await self.create(spec, actor, reason)
 
     async def create(self, spec: PlanSpec, actor: Actor, reason: str | None) -> tuple[Plan, int]:
         """A scheduled plan (the driver starts it): refused on an unknown flag, one with
@@ -257,9 +372,12 @@ class PlanService:
             key = spec.key
             if key in state.unreadable_plans:
                 raise Conflict(f"the stored plan of {key!r} cannot be read: abort it first")
-            floor = check_flag(
-                key, state.document.flags.get(key), has_plan=active_plan(state.plans.get(key))
-            )
+            flag = state.document.flags.get(key)
+            if flag is None:
+                if key in state.unreadable_flags:
+                    raise Conflict(f"stored flag {key!r} cannot be read: repair it first")
+                raise NotFound(f"flag {key!r} not found")
+            floor = check_flag(key, flag, has_plan=active_plan(state.plans.get(key)))
             now = self._clock()
             plan = new_plan(spec, now, enabled_percentage=floor)
             mutations, entries = transition_commit(

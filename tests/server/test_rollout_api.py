@@ -191,4 +191,5 @@ async def test_readyz_and_metrics_warn_of_a_running_plan_without_a_driver(
     missing = [
         line for line in metrics.splitlines() if line.startswith("flagport_rollout_driver_missing{")
     ]
-    assert missing and all(line.endswith(" 1.0") for line in missing), missing
+    assert missing
+    assert all(line.endswith(" 1.0") for line in missing), missing

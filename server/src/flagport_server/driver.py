@@ -57,6 +57,7 @@ from flagport_server.plans import (
 from flagport_server.stores.base import Store, StoreState
 
 __all__ = [
+    "KILL_HOOK_ENV",
     "LEASE_NAME",
     "LEASE_TTL",
     "NO_DRIVER_AFTER",

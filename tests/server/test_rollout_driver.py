@@ -495,3 +495,37 @@ async def test_a_driver_killed_just_before_or_after_each_commit_leaves_one_entry
                 os.waitpid(pid, 0)
         for store in stores:
             await store.close()
+
+
+async def test_vs_control_rides_out_a_site_wide_incident_and_catches_a_real_one(
+    store: Store,
+) -> None:
+    clock = Clock(T0)
+    await new_plan(
+        store,
+        clock,
+        guards=("error_rate > 5% over 5m",),
+        min_sample=100,
+        vs_control=True,
+        hold=3600,
+    )
+    driver = Driver(store, clock=clock)
+    await driver.step()
+    for _ in range(5):  # both cohorts at 8 %: the whole site is bad, not the flag
+        clock.now += 30
+        await report(store, clock.now, totals(300, 24), totals(300, 24))
+        await driver.step()
+    assert (await plan_status(store))[0] is PlanStatus.RUNNING
+    (judgement,) = driver.decisions[KEY].judgements
+    assert judgement.verdict.value == "pass"
+    assert judgement.evidence.treatment is not None
+    assert judgement.evidence.treatment.value is not None
+    assert judgement.evidence.treatment.value > 0.05  # beyond the threshold, yet no breach
+    for _ in range(5):  # now the treatment alone fails
+        clock.now += 30
+        await report(store, clock.now, totals(300, 60), totals(300, 6))
+        await driver.step()
+    assert (await plan_status(store)) == (PlanStatus.PAUSED, -1, None)
+    (entry,) = [e for e in await store.audit(AuditQuery(key=KEY)) if e.evidence]
+    assert entry.evidence is not None
+    assert entry.evidence["statistic"] >= 20

@@ -49,7 +49,7 @@ class Backend(Protocol):
         ...
 
     def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
-        """Write ``body`` as the stored ``kind`` (``flag``/``segment``) ``key`` behind the
+        """Write ``body`` as the stored ``kind`` (``flag``/``segment``/``plan``) ``key`` behind the
         store's back, as a bug, an old release or a hand edit could, and bump the snapshot
         version so that servers reload. The store must be initialised (opened once)."""
         ...
@@ -69,7 +69,7 @@ class SQLiteBackend:
     """A fresh SQLite file in a temporary directory."""
 
     def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
-        table = {"flag": "flags", "segment": "segments"}[kind]
+        table = {"flag": "flags", "segment": "segments", "plan": "plans"}[kind]
         with contextlib.closing(sqlite3.connect(self.path)) as conn, conn:
             conn.execute(
                 f"INSERT INTO {table} (key, version, body) VALUES (?, ?, ?) "

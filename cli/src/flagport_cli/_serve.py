@@ -221,6 +221,12 @@ def _no_key_password() -> str:
     help="Keep no adoption stats (flags stats, flags stale); Prometheus counters stay.",
 )
 @click.option(
+    "--driver/--no-driver",
+    default=None,
+    help="Drive rollout plans (the worker holding the store's lease does); "
+    "default on, off with --uds (a sidecar may reach none of the URLs a driver polls).",
+)
+@click.option(
     "--tls-cert",
     type=click.Path(exists=True, dir_okay=False),
     help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.",
@@ -300,6 +306,7 @@ def serve(
     seed_file: str | None,
     instance_id: str | None,
     no_stats: bool,
+    driver: bool | None,
     tls_cert: str | None,
     tls_key: str | None,
     backlog: int,
@@ -374,6 +381,7 @@ def serve(
         instance_id=instance_id or f"{socket.gethostname()}:{uds or port}",
         open_evaluation_warning=open_evaluation and not loopback,
         stats=not no_stats,
+        driver=driver if driver is not None else uds is None,
         tls_cert=tls_cert,
         tls_key=tls_key,
         backlog=backlog,

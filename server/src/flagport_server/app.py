@@ -4,6 +4,7 @@ routes (errors: :mod:`flagport_server.http_errors`; what is served:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -16,6 +17,7 @@ from litestar.di import Provide
 
 from flagport_server.auth import EVALUATE, SDK, FailedLogins, openapi_security
 from flagport_server.bodies import FlagportRequest
+from flagport_server.driver import Driver
 from flagport_server.http_errors import EXCEPTION_HANDLERS
 from flagport_server.metrics import Metrics
 from flagport_server.openapi import correct_openapi, openapi_config
@@ -24,6 +26,7 @@ from flagport_server.routes.admin import admin_router
 from flagport_server.routes.evaluation import evaluation_routes
 from flagport_server.routes.feeds import OpenStreams, change_stream, snapshot_feed
 from flagport_server.routes.operations import operations_routes
+from flagport_server.routes.rollouts import rollouts_router
 from flagport_server.routes.stats import exposures, stats_router
 from flagport_server.runtime import Runtime
 from flagport_server.services import AdminService
@@ -52,7 +55,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     metrics = Metrics()
     runtime.on_apply.append(metrics.record_apply)
     stats = Stats(settings, runtime, metrics)
-    admin = AdminService(runtime)
+    driver = Driver(
+        store,
+        enabled=settings.driver,
+        after_commit=lambda version: runtime.reload(at_least=version),
+        served_plans=lambda: runtime.served.plans if runtime.served is not None else {},
+    )
+    admin = AdminService(runtime, health=driver.health.failures_of)
     streams = OpenStreams(settings.max_streams)
 
     @contextlib.asynccontextmanager
@@ -76,9 +85,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         # 70x less often.
         gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         stats.pump.start()
+        driving = asyncio.get_running_loop().create_task(driver.run())
         try:
             yield
         finally:
+            driving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await driving  # gives the lease up: another worker takes over at once
             # Nothing counted is lost on a graceful stop: the last counts go to the store
             # before it is closed.
             await stats.pump.stop()
@@ -114,13 +127,15 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
                 security=openapi_security(SDK, settings.open_scope),
             ),
             admin_router,
+            rollouts_router,
             stats_router,
             *operations_routes,
         ],
         dependencies={
             "admin": _provide(admin),
             "stats": _provide(StatsService(admin, metrics, stats.recorder)),
-            "operations": _provide(Operations(runtime, metrics, stats.pump)),
+            "operations": _provide(Operations(runtime, metrics, stats.pump, driver)),
+            "plans": _provide(admin.plans),
         },
         state=state,
         lifespan=[lifespan],

@@ -22,8 +22,10 @@ from litestar.exceptions import (
 from litestar.types import ExceptionHandlersMap
 
 from flagport import InvalidDocumentError
+from flagport.rollout import PlanTransitionError, RolloutError
 from flagport_server.bodies import EMPTY_BODY
 from flagport_server.errors import (
+    Conflict,
     InvalidInput,
     ServerError,
     StoreError,
@@ -97,6 +99,15 @@ def _handle_domain(request: Request[Any, Any, Any], error: Exception) -> Respons
 def _handle_invalid_document(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     assert isinstance(error, InvalidDocumentError)
     return _handle_domain(request, InvalidInput.from_document(error))
+
+
+def _handle_rollout(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """The rollout core's refusals: a transition the plan's state does not allow is a
+    conflict (409); bad options, guards or schedules are invalid input (400)."""
+    assert isinstance(error, RolloutError)
+    if isinstance(error, PlanTransitionError):
+        return _handle_domain(request, Conflict(str(error)))
+    return _handle_domain(request, InvalidInput(str(error)))
 
 
 def _validation_detail(error: ValidationException) -> tuple[str, str | None]:
@@ -174,6 +185,7 @@ def _handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Res
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ServerError: _handle_domain,
     InvalidDocumentError: _handle_invalid_document,
+    RolloutError: _handle_rollout,
     HTTPException: _handle_http,
     Exception: _handle_unexpected,
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from time import perf_counter
 
 from litestar.enums import ScopeType
@@ -28,6 +29,7 @@ from prometheus_client import (
 )
 
 from flagport.engine import CompiledSnapshot, SnapshotDocument
+from flagport.rollout.plan import Plan
 from flagport_server.stats.counter import Drained
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -116,6 +118,35 @@ class Metrics:
             multiprocess_mode="all",
             registry=registry,
         )
+        self.rollout_step = Gauge(
+            "flagport_rollout_step",
+            "The step a rollout plan is at (1-based; 0: no step exposed).",
+            ["flag"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
+        self.rollout_guard = Gauge(
+            "flagport_rollout_guard_value",
+            "A rollout guard's last value in its window (treatment cohort; site-wide for "
+            "health and promql), by plan flag and the guard's index in the plan.",
+            ["flag", "guard"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
+        self.rollout_breaches = Counter(
+            "flagport_rollout_breaches",
+            "Automatic actions a rollout driver took on a guard's breach, by plan flag.",
+            ["flag"],
+            registry=registry,
+        )
+        self.rollout_driver_missing = Gauge(
+            "flagport_rollout_driver_missing",
+            "1 while a running rollout plan has had no driver for 10 s (as each worker sees).",
+            ["pid"],
+            multiprocess_mode="all",
+            registry=registry,
+        )
+        self._breaches_seen: dict[str, int] = {}
         self.apply_lag = Gauge(
             "flagport_snapshot_apply_lag_seconds",
             "Seconds between a change's commit and this worker applying it (last change).",
@@ -234,6 +265,29 @@ class Metrics:
         self.snapshot_age.labels(self._pid).set(age)
         self.store_up.labels(self._pid).set(1 if store_up else 0)
         self.store_regressed.labels(self._pid).set(1 if regressed else 0)
+
+    def observe_rollouts(
+        self,
+        plans: Mapping[str, Plan],
+        guard_values: Mapping[str, Sequence[float | None]],
+        breaches: Mapping[str, int],
+        driver_missing: bool,
+    ) -> None:
+        """The rollout gauges: each plan's step (1-based; 0: no step exposed), each guard's
+        last value on the driving worker (labelled by its index in the plan), the automatic
+        actions on breaches, and whether a running plan has had no driver for 10 s."""
+        for key, plan in plans.items():
+            self.rollout_step.labels(key).set(plan.step + 1)
+        for key, values in guard_values.items():
+            for index, value in enumerate(values):
+                if value is not None:
+                    self.rollout_guard.labels(key, str(index)).set(value)
+        for key, count in breaches.items():
+            added = count - self._breaches_seen.get(key, 0)
+            if added > 0:
+                self.rollout_breaches.labels(key).inc(added)
+                self._breaches_seen[key] = count
+        self.rollout_driver_missing.labels(self._pid).set(1 if driver_missing else 0)
 
     def render(self) -> bytes:
         """The exposition (the caller drains the stats pump first: :meth:`StatsPump.drain`)."""

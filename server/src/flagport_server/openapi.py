@@ -39,6 +39,9 @@ _OPTIONAL_BODIES = (
     "/admin/v1/flags/{key}/enable",
     "/admin/v1/flags/{key}/disable",
     "/admin/v1/secret/rotate",
+    "/admin/v1/rollouts/{key}/pause",
+    "/admin/v1/rollouts/{key}/resume",
+    "/admin/v1/rollouts/{key}/abort",
 )
 #: The import reads its body itself (JSON or YAML), so Litestar cannot document it.
 _IMPORT_PATH = "/admin/v1/snapshot"

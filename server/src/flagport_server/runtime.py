@@ -34,6 +34,7 @@ from flagport.engine import (
     check_segment_limits,
 )
 from flagport_server.errors import StoreError
+from flagport_server.plan_state import committed_plans, plan_keys
 from flagport_server.recompile import collector_paused, compile_in_chunks
 from flagport_server.served import Served
 from flagport_server.settings import Settings
@@ -89,6 +90,8 @@ def committed_state(
         ),
         unreadable_flags=_without(before.unreadable_flags, flags),
         unreadable_segments=_without(before.unreadable_segments, segments),
+        plans=committed_plans(before.plans, mutations),
+        unreadable_plans=_without(before.unreadable_plans, plan_keys(mutations)),
     )
 
 
@@ -394,6 +397,7 @@ class Runtime:
             event_stream=self._event_stream,
             ticket_key=self._ticket_key,
             ticketed_stream=partial(event_stream, self.settings),
+            plans=state.plans,
         )
         self._write_cache(state)
         self._applied.set()

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason, SnapshotDocument
+from flagport.rollout.plan import Plan
 from flagport_server.stores.base import TokenRecord
 from flagport_server.tickets import TicketOf, mint_ticket
 from flagport_server.wire import ofrep_v1 as wire
@@ -107,6 +108,7 @@ class Served:
         "answers",
         "applied_at",
         "feed",
+        "plans",
         "snapshot",
         "store_id",
         "ticket_key",
@@ -132,6 +134,7 @@ class Served:
         event_stream: wire.EventStream,
         ticket_key: bytes | None = None,
         ticketed_stream: Callable[[str], wire.EventStream] | None = None,
+        plans: Mapping[str, Plan] | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.version = snapshot.version
@@ -151,6 +154,9 @@ class Served:
         #: Stored flags and segments that cannot be read (key -> why).
         self.unreadable_flags: Mapping[str, str] = MappingProxyType(dict(unreadable_flags))
         self.unreadable_segments: Mapping[str, str] = MappingProxyType(dict(unreadable_segments))
+        #: Rollout plans by flag key, as of this snapshot (every plan transition commits a
+        #: new snapshot version): what ``/readyz``, ``/metrics`` and cohorts read.
+        self.plans: Mapping[str, Plan] = MappingProxyType(dict(plans or {}))
         #: What ``/readyz`` warns about this snapshot (broken flags, limits exceeded).
         self.warnings = warnings
         self._feed_body: bytes | None = None

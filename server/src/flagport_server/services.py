@@ -45,6 +45,8 @@ from flagport_server.errors import (
     VersionConflict,
     document_errors_as_input,
 )
+from flagport_server.plan_state import committed_plans
+from flagport_server.plans import PlanService, human_wins, uses_segment
 from flagport_server.recompile import check_in_chunks, compile_in_chunks, discard_in_chunks
 from flagport_server.runtime import Runtime, committed_state, hash_secret
 from flagport_server.stores.base import (
@@ -88,10 +90,14 @@ def flag_view(key: str, flag: Flag) -> FlagView:
 class AdminService:
     """The admin API's operations; one per app, sharing the worker's :class:`Runtime`."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, *, health: Callable[[str], int | None] | None = None
+    ) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self._chunk = runtime.settings.compile_chunk_size
+        #: Rollout plans: a person's operations, committed (and served) like every write.
+        self.plans = PlanService(self.store, self._commit, time.time, health)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -185,7 +191,21 @@ class AdminService:
         """Commit, and serve the change from this worker at once (the others follow via
         notifications). ``committed``: the state the commit makes if nothing else is
         committed meanwhile (:func:`committed_state`), served without reading the store
-        back when so; ``compiled``: that state compiled (by :meth:`_validate`)."""
+        back when so; ``compiled``: that state compiled (by :meth:`_validate`).
+
+        A person always wins over a rollout plan: a write that touches a plan's flag, an
+        ancestor, a prerequisite or a segment it uses pauses the plan (deleting the flag
+        aborts it) in this same commit (:func:`~flagport_server.plans.human_wins`); the
+        person is the author of the write's audit entries."""
+        if committed is not None and audit and committed.plans:
+            author = Actor(audit[0].actor, audit[0].token_id)
+            added, entries = human_wins(committed, mutations, author, time.time())
+            if added:
+                mutations = [*mutations, *added]
+                audit = [*audit, *entries]
+                committed = msgspec.structs.replace(
+                    committed, plans=committed_plans(committed.plans, added)
+                )
         result = await self.store.commit(mutations, audit)
         version = result.snapshot_version
         if committed is not None and version == committed.document.version:
@@ -473,7 +493,7 @@ class AdminService:
         current = document.segments.get(key)
         if current is None and key not in state.unreadable_segments:
             raise NotFound(f"segment {key!r} not found")
-        users = sorted(k for k, f in document.flags.items() if _uses_segment(f, key))
+        users = sorted(k for k, f in document.flags.items() if uses_segment(f, key))
         if users:
             raise Conflict(f"segment {key!r} is used by flag(s) {', '.join(users)}")
         entry = audit_entry(
@@ -732,14 +752,6 @@ def _committed(
         segments=document.segments if segments is None else segments,
     )
     return committed_state(state, mutations, candidate, document.version + 1)
-
-
-def _uses_segment(flag: Flag, segment: str) -> bool:
-    return any(
-        condition.op == "in_segment" and segment in condition.values
-        for rule in flag.rules
-        for condition in rule.conditions
-    )
 
 
 async def _compile_stored(

@@ -114,6 +114,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Adoption stats (evaluations, unique units, series; docs/spec.md section 7). Off: only the
     #: Prometheus counters are kept (``flags serve --no-stats``).
     stats: bool = True
+    #: Run a rollout driver in each worker (``flags serve --driver/--no-driver``; off by
+    #: default on a Unix-socket sidecar): the one holding the store's lease drives the
+    #: plans (docs/spec.md, "Guarded rollouts").
+    driver: bool = True
     #: Seconds between two writes of a worker's stats to the store (also written at stop).
     stats_flush_interval: float = 2.0
     #: Seconds between two refreshes of the ``flagport_unique_units`` gauges from the store.

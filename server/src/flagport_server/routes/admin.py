@@ -62,7 +62,7 @@ from flagport_server.wire.fields import (
     validation_problem,
 )
 
-__all__ = ["admin_router"]
+__all__ = ["admin_router", "strict_body"]
 
 #: The app's AdminService, injected by name (``create_app``'s dependencies).
 Admin = NamedDependency[AdminService]
@@ -78,7 +78,7 @@ ReasonQuery = Annotated[
 T = TypeVar("T")
 
 
-async def _strict(request: AdminRequest, kind: type[T], default: T | None = None) -> T:
+async def strict_body(request: AdminRequest, kind: type[T], default: T | None = None) -> T:
     """The body (parsed by the configuration's JSON rule: the router's ``CONFIGURATION_JSON``
     opt) converted with msgspec's strict rules. Litestar converts bodies leniently (``"10"``
     becomes ``10.0``, ``1`` becomes ``true``); the admin API refuses wrong JSON types
@@ -112,7 +112,7 @@ async def list_flags(admin: Admin) -> FlagList:
 async def create_flag(
     data: JSONBody[FlagCreate], request: AdminRequest, admin: Admin
 ) -> FlagWriteResponse:
-    data = await _strict(request, FlagCreate)
+    data = await strict_body(request, FlagCreate)
     fields = msgspec.structs.asdict(data)
     key, reason = fields.pop("key"), fields.pop("reason")
     flag = Flag(**fields)
@@ -142,7 +142,7 @@ async def replace_flag(
     if_match: Annotated[str | None, HeaderParameter(name="If-Match", required=False)] = None,
     reason: ReasonQuery = None,
 ) -> FlagWriteResponse:
-    data = await _strict(request, FlagReplace)
+    data = await strict_body(request, FlagReplace)
     fields = msgspec.structs.asdict(data)
     body_key = fields.pop("key")
     if body_key is not None and body_key != key:
@@ -174,7 +174,7 @@ async def enable_flag(
     admin: Admin,
     data: JSONBody[EnableRequest | None] = None,
 ) -> FlagWriteResponse:
-    body = await _strict(request, EnableRequest, EnableRequest())
+    body = await strict_body(request, EnableRequest, EnableRequest())
     view, version = await admin.enable(key, body.percentage, _actor(request), body.reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
@@ -186,14 +186,14 @@ async def disable_flag(
     admin: Admin,
     data: JSONBody[DisableRequest | None] = None,
 ) -> FlagWriteResponse:
-    body = await _strict(request, DisableRequest, DisableRequest())
+    body = await strict_body(request, DisableRequest, DisableRequest())
     views, version = await admin.disable([key], _actor(request), body.reason)
     return FlagWriteResponse(flag=views[0], snapshot_version=version)
 
 
 @post("/kill", status_code=200, summary="Disable several flags at once (keys, a tag, or all)")
 async def kill(data: JSONBody[KillRequest], request: AdminRequest, admin: Admin) -> KillResponse:
-    data = await _strict(request, KillRequest)
+    data = await strict_body(request, KillRequest)
     views, version, unreadable = await admin.kill(
         data.keys, data.tag, data.all, _actor(request), data.reason
     )
@@ -247,7 +247,7 @@ async def list_tokens(admin: Admin) -> TokenList:
 async def create_token(
     data: JSONBody[TokenCreate], request: AdminRequest, admin: Admin
 ) -> Response[TokenCreated]:
-    data = await _strict(request, TokenCreate)
+    data = await strict_body(request, TokenCreate)
     record, secret = await admin.create_token(data.name, data.scope, _actor(request))
     # The secret is in this answer only: no cache (a proxy's, the browser's) may keep it.
     return Response(
@@ -277,7 +277,7 @@ async def revoke_token(
 async def rotate_secret(
     request: AdminRequest, admin: Admin, data: JSONBody[SecretRotate | None] = None
 ) -> SecretRotated:
-    body = await _strict(request, SecretRotate, SecretRotate())
+    body = await strict_body(request, SecretRotate, SecretRotate())
     at, version = await admin.rotate_server_secret(_actor(request), body.reason)
     return SecretRotated(rotated_at=at, snapshot_version=version)
 
@@ -297,7 +297,7 @@ async def propagation(
 async def put_targets(
     key: FromPath[str], data: JSONBody[TargetsRequest], request: AdminRequest, admin: Admin
 ) -> FlagWriteResponse:
-    data = await _strict(request, TargetsRequest)
+    data = await strict_body(request, TargetsRequest)
     view, version = await admin.set_targets(key, data.targets, _actor(request), data.reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
@@ -306,7 +306,7 @@ async def put_targets(
 async def put_rules(
     key: FromPath[str], data: JSONBody[RulesRequest], request: AdminRequest, admin: Admin
 ) -> FlagWriteResponse:
-    data = await _strict(request, RulesRequest)
+    data = await strict_body(request, RulesRequest)
     view, version = await admin.set_rules(key, data.rules, _actor(request), data.reason)
     return FlagWriteResponse(flag=view, snapshot_version=version)
 
@@ -320,7 +320,7 @@ async def put_rules(
 async def explain_flag(
     key: FromPath[str], data: JSONBody[ExplainRequest], request: AdminRequest, admin: Admin
 ) -> dict[str, Any]:
-    data = await _strict(request, ExplainRequest)
+    data = await strict_body(request, ExplainRequest)
     return admin.explain(key, data.context)
 
 
@@ -352,7 +352,7 @@ async def put_segment(
     if_match: Annotated[str | None, HeaderParameter(name="If-Match", required=False)] = None,
     reason: ReasonQuery = None,
 ) -> Response[SegmentWriteResponse]:
-    data = await _strict(request, Segment)
+    data = await strict_body(request, Segment)
     segment, version, created = await admin.put_segment(
         key, data, if_match, _actor(request), reason
     )

@@ -20,6 +20,9 @@ from flagport.engine import (
     check_segment_limits,
     validate_key,
 )
+from flagport.rollout import RolloutError
+from flagport.rollout.outcomes import Totals
+from flagport.rollout.plan import Plan, decode_plan
 from flagport_server.errors import InvalidInput, StoreError, VersionConflict
 from flagport_server.stores.base import (
     AuditEntry,
@@ -38,7 +41,9 @@ __all__ = [
     "check_schema_version",
     "decode_audit",
     "decode_token",
+    "decode_totals",
     "encode",
+    "mutation_version",
     "parse_timestamp",
     "read_state",
     "token_taken",
@@ -81,11 +86,26 @@ def _decode_record(decoder: msgspec.json.Decoder[_T], body: str | bytes, what: s
         raise StoreError(f"stored {what} {key!r} cannot be read: {error}") from error
 
 
+_totals_decoder = msgspec.json.Decoder(Totals)
+
+
+def decode_totals(body: str | bytes, where: str) -> Totals:
+    """Stored outcome totals. :raises StoreError: naming the row when they cannot be read."""
+    return _decode_record(_totals_decoder, body, "outcome totals", where)
+
+
+def mutation_version(mutation: Mutation) -> int:
+    """The version a put stores (its value's; 0 for a delete)."""
+    value = mutation.value
+    return value.version if isinstance(value, Flag | Segment | Plan) else 0
+
+
 def read_state(
     store_id: str,
     version: int,
     flags: Iterable[tuple[str, str | bytes]],
     segments: Iterable[tuple[str, str | bytes]],
+    plans: Iterable[tuple[str, str | bytes]] = (),
 ) -> StoreState:
     """The stored configuration from ``(key, body)`` rows, read leniently: a body that
     cannot be decoded is named in the state's ``unreadable_*`` instead of failing the load
@@ -94,13 +114,31 @@ def read_state(
     here: they apply when something is committed."""
     good_flags, bad_flags = _decode_each(flags, _flag_decoder)
     good_segments, bad_segments = _decode_each(segments, _segment_decoder)
+    good_plans, bad_plans = _decode_plans(plans)
     document = SnapshotDocument(flags=good_flags, segments=good_segments, version=version)
     return StoreState(
         store_id=store_id,
         document=document,
         unreadable_flags=bad_flags,
         unreadable_segments=bad_segments,
+        plans=good_plans,
+        unreadable_plans=bad_plans,
     )
+
+
+def _decode_plans(
+    rows: Iterable[tuple[str, str | bytes]],
+) -> tuple[dict[str, Plan], dict[str, str]]:
+    """Plans by flag key; one that cannot be read (or of a newer format) is named instead:
+    its flag keeps being served, the plan is not driven."""
+    good: dict[str, Plan] = {}
+    bad: dict[str, str] = {}
+    for key, body in sorted(rows):
+        try:
+            good[key] = decode_plan(body if isinstance(body, bytes) else body.encode())
+        except (msgspec.DecodeError, RolloutError) as error:
+            bad[key] = str(error)
+    return good, bad
 
 
 def _decode_each(
@@ -145,7 +183,7 @@ def token_taken(token: TokenRecord, what: Literal["id", "name"]) -> str:
 
 def check_mutation(mutation: Mutation) -> None:
     """Reject a malformed mutation, or a value over a limit, before anything is written."""
-    expected_type = Flag if mutation.kind == "flag" else Segment
+    expected_type = {"flag": Flag, "segment": Segment, "plan": Plan}[mutation.kind]
     if mutation.op == "put" and not isinstance(mutation.value, expected_type):
         raise InvalidInput(
             f"put of {mutation.kind} {mutation.key!r} needs a {expected_type.__name__} value",
@@ -163,6 +201,11 @@ def check_mutation(mutation: Mutation) -> None:
                 check_flag_limits(mutation.key, mutation.value)
         elif isinstance(mutation.value, Segment):
             check_segment_limits(mutation.key, mutation.value)
+        elif isinstance(mutation.value, Plan) and mutation.value.spec.key != mutation.key:
+            raise InvalidDocumentError(
+                f"the plan of {mutation.value.spec.key!r} cannot be stored as {mutation.key!r}",
+                "$.key",
+            )
     except InvalidDocumentError as error:
         raise InvalidInput.from_document(error) from None
     if mutation.op == "delete" and mutation.value is not None:

@@ -18,8 +18,11 @@ import msgspec
 
 from flagport.durations import STATS_HOURS_KEPT
 from flagport.engine import Flag, Segment, SnapshotDocument
+from flagport.rollout.outcomes import Cohort, Totals
+from flagport.rollout.plan import Plan
 
 __all__ = [
+    "OUTCOME_MINUTES_KEPT",
     "SCOPE_MODEL",
     "SERVER_SECRET_BYTES",
     "STATS_HOURS_KEPT",
@@ -28,7 +31,9 @@ __all__ = [
     "AuditQuery",
     "CommitResult",
     "FlagSeen",
+    "Lease",
     "Mutation",
+    "OutcomeRow",
     "StatsBatch",
     "StatsView",
     "Store",
@@ -41,14 +46,21 @@ __all__ = [
 
 #: The per-minute series is kept this many minutes (48 hours).
 STATS_MINUTES_KEPT = 48 * 60
+#: Outcome signals are kept per minute for this many minutes (48 hours; docs/spec.md,
+#: "Guarded rollouts").
+OUTCOME_MINUTES_KEPT: Final = 48 * 60
 
 
 class Mutation(msgspec.Struct, frozen=True):
     """One change inside an atomic commit.
 
-    ``expected_version`` is the compare-and-set guard: the flag's (or segment's) current
-    version must equal it; ``None`` means "must not exist yet"; ``-1`` means "don't check".
-    ``value`` is the new Flag/Segment for ``put``, ``None`` for ``delete``.
+    ``expected_version`` is the compare-and-set guard: the flag's (segment's, plan's)
+    current version must equal it; ``None`` means "must not exist yet"; ``-1`` means "don't
+    check". ``value`` is the new Flag/Segment/Plan for ``put``, ``None`` for ``delete``.
+
+    A ``plan`` mutation writes the rollout plan of flag ``key`` (one per flag; a finished
+    plan is replaced by the next one): every plan transition is one, committed with the
+    flag change it makes and its audit entry (docs/adr/0023-rollout-plans-driver-lease.md).
 
     A put is refused if its value is over a limit (``flagport.engine.check_flag_limits``),
     except a ``kill_switch`` put: one that only turns a flag off. The kill switch must work
@@ -56,10 +68,10 @@ class Mutation(msgspec.Struct, frozen=True):
     make it any larger.
     """
 
-    kind: Literal["flag", "segment"]
+    kind: Literal["flag", "segment", "plan"]
     key: str
     op: Literal["put", "delete"]
-    value: Flag | Segment | None = None
+    value: Flag | Segment | Plan | None = None
     expected_version: int | None = -1
     kill_switch: bool = False
 
@@ -81,6 +93,11 @@ class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     #: The id of the token that made the change (``actor`` is its name); ``None`` for
     #: changes made without one (``--seed``) and in entries written before it was kept.
     token_id: str | None = None
+    #: A rollout plan's transition (``kind`` stays ``flag``: older servers read the entry):
+    #: the plan record after it, and for an automatic action its evidence (the rule, the
+    #: window, samples per cohort, the values, the test statistic).
+    plan: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None
 
 
 class AuditQuery(msgspec.Struct, frozen=True):
@@ -198,6 +215,21 @@ class FlagSeen(msgspec.Struct, frozen=True):
 SERVER_SECRET_BYTES: Final = 32
 
 
+class Lease(msgspec.Struct, frozen=True):
+    """Who holds a named lease (the rollout driver's: one per store) and until when, in
+    seconds since the epoch; ``renewed_at`` is the holder's last renewal."""
+
+    name: str
+    holder: str
+    expires_at: float
+    renewed_at: float
+
+
+#: One flag's outcome totals in one minute for one cohort: ``(flag, minute, cohort,
+#: totals)``, ``minute`` the epoch second it starts at (a multiple of 60).
+OutcomeRow = tuple[str, int, Cohort, Totals]
+
+
 class StoreState(msgspec.Struct, frozen=True):
     """Everything a server needs to build a snapshot, read atomically.
 
@@ -211,6 +243,10 @@ class StoreState(msgspec.Struct, frozen=True):
     document: SnapshotDocument  # document.version is the snapshot version
     unreadable_flags: dict[str, str] = {}
     unreadable_segments: dict[str, str] = {}
+    #: Rollout plans by flag key (finished ones too, until a new plan replaces them); a
+    #: stored plan that cannot be read is named in ``unreadable_plans`` instead.
+    plans: dict[str, Plan] = {}
+    unreadable_plans: dict[str, str] = {}
 
 
 class Store(abc.ABC):
@@ -320,3 +356,38 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def last_seen(self) -> dict[str, FlagSeen]:
         """First and last evaluation of every flag ever counted."""
+
+    # -- rollout: the driver's lease and the outcome signals ----------------------------
+
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Take the lease ``name`` for ``holder`` until ``now + ttl``, or renew it if
+        ``holder`` has it; False (nothing changed) while another holder's lease has not
+        expired. Atomic across processes and instances."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` has it (a clean shutdown: another takes over at
+        once); nothing otherwise."""
+
+    @abc.abstractmethod
+    async def lease(self, name: str, now: float) -> Lease | None:
+        """The lease's holder if it has not expired at ``now``, else None."""
+
+    @abc.abstractmethod
+    async def lease_seen(self, name: str) -> float | None:
+        """When the lease was last taken or renewed by anyone (None: never), kept after it
+        expires: how long a store has been without a driver."""
+
+    @abc.abstractmethod
+    async def record_outcomes(self, rows: Sequence[OutcomeRow], now: float) -> int:
+        """Add each row's totals to the stored ones of its flag, minute and cohort (exact
+        integer sums, any order, from every worker and instance); drop minutes older than
+        :data:`OUTCOME_MINUTES_KEPT` before ``now``. An event series beyond
+        ``MAX_EVENT_SERIES`` of one flag, cohort and minute is not counted; the answer is
+        how many were left out that way."""
+
+    @abc.abstractmethod
+    async def outcomes(self, key: str, first_minute: int, last_minute: int) -> list[OutcomeRow]:
+        """``key``'s stored totals of the minutes ``first_minute`` to ``last_minute``
+        (inclusive; multiples of 60), oldest first."""

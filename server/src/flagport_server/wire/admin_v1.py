@@ -8,6 +8,9 @@ import msgspec
 
 from flagport.engine import Flag, Rule, Segment
 from flagport.engine.models import MAX_KEY_LENGTH
+from flagport.rollout.decision import Evidence
+from flagport.rollout.options import PlanOptions
+from flagport.rollout.plan import Plan
 from flagport_server.stores.base import AuditEntry, TokenScope, WorkerStatus
 from flagport_server.wire.fields import TOKEN_NAME_PATTERN, Reason
 
@@ -21,6 +24,13 @@ __all__ = [
     "FlagWriteResponse",
     "KillRequest",
     "KillResponse",
+    "PlanAbort",
+    "PlanChange",
+    "PlanCreate",
+    "PlanGuard",
+    "PlanList",
+    "PlanView",
+    "PlanWriteResponse",
     "Problem",
     "PropagationView",
     "TokenCreate",
@@ -225,3 +235,62 @@ class Problem(msgspec.Struct, omit_defaults=True):
     #: JSONPath of the offending field, when one is to blame.
     field: str | None = None
     extra: dict[str, Any] | None = None
+
+
+# -- rollout plans (docs/spec.md, "Guarded rollouts") -----------------------------------------
+
+
+class PlanCreate(PlanOptions, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A new plan, its options as ``flags rollout start`` takes them (durations as text:
+    ``30m``; ``start_at`` ISO-8601 with its offset, or ``HH:MM`` with ``tz``; ``window``
+    ``HH:MM-HH:MM`` with ``tz``; ``guards`` in the guard grammar)."""
+
+    reason: Reason | None = None
+
+
+class PlanChange(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Reason | None = None
+
+
+class PlanAbort(msgspec.Struct, forbid_unknown_fields=True):
+    """``rollback``: disable the flag in the same commit (``flags rollout abort --rollback``)."""
+
+    reason: Reason | None = None
+    rollback: bool = False
+
+
+class PlanGuard(msgspec.Struct):
+    """One guard's reading now: ``verdict`` is ``pass``, ``breach`` or ``not enough data``;
+    ``evidence`` its rule, window, threshold, value and sample per cohort (and the test's)."""
+
+    index: int
+    verdict: str
+    evidence: Evidence
+
+
+class PlanView(msgspec.Struct):
+    """A plan and where it stands at ``now``: ``step`` is 1-based (0: no step exposed),
+    ``next_at`` when the next step (or the start, or the completion) may come, if known;
+    ``decision`` what the driver would do now and why; every guard's reading."""
+
+    key: str
+    status: str
+    step: int
+    steps: list[float]
+    percentage: float | None
+    now: float
+    next_at: float | None
+    decision: str
+    reason: str | None
+    guards: list[PlanGuard]
+    plan: Plan
+
+
+class PlanList(msgspec.Struct):
+    plans: list[PlanView]
+    unreadable: dict[str, str] = {}
+
+
+class PlanWriteResponse(msgspec.Struct):
+    plan: Plan
+    snapshot_version: int

@@ -40,6 +40,10 @@ lost its script cache)::
     {p}:st:r:<flag>|<hour>            hash: variant -> of those evaluations, the ones
                                       in-process clients reported (7 days)
     {p}:st:first, {p}:st:last         sorted sets: flag -> first / last seen (epoch seconds)
+    {p}:plans, {p}:plan_versions      hash: flag key -> JSON rollout plan / its version
+                                      (written by the commit script, like flags)
+    {p}:lease:<name>, {p}:leases, {p}:oc:...   the rollout driver's lease and the outcome
+                                      totals per minute (``_rollout``)
 
 A commit publishes the new snapshot version on the channel ``{p}:changes`` from inside its
 script, so a notification can never be lost between the commit and the publish; the
@@ -65,6 +69,7 @@ from __future__ import annotations
 from flagport_server.stores.redis._audit import RedisAudit
 from flagport_server.stores.redis._configuration import RedisConfiguration
 from flagport_server.stores.redis._connection import SCHEMA_VERSION
+from flagport_server.stores.redis._rollout import RedisRollout
 from flagport_server.stores.redis._secrets import RedisSecrets
 from flagport_server.stores.redis._stats import RedisStats
 from flagport_server.stores.redis._tokens import RedisTokens
@@ -75,7 +80,13 @@ __all__ = ["SCHEMA_VERSION", "RedisOptions", "RedisStore", "parse_redis_url", "s
 
 
 class RedisStore(
-    RedisConfiguration, RedisAudit, RedisTokens, RedisSecrets, RedisWorkers, RedisStats
+    RedisConfiguration,
+    RedisAudit,
+    RedisTokens,
+    RedisSecrets,
+    RedisWorkers,
+    RedisStats,
+    RedisRollout,
 ):
     """A :class:`~flagport_server.stores.base.Store` in Redis, shared by every instance.
 

@@ -14,7 +14,6 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 
-from flagport.engine import Flag, Segment
 from flagport_server.errors import StoreError, VersionConflict
 from flagport_server.stores import _common
 from flagport_server.stores.base import AuditEntry, CommitResult, Mutation, StoreState
@@ -37,7 +36,8 @@ log = logging.getLogger(__name__)
 _COMMIT_REPLY_TTL_S: Final = 300
 
 # KEYS: meta, flags, flag_versions, segments, segment_versions, audit, audit:ids, audit:seq,
-#       commit reply, audit:time, then per audit entry its key index and actor index.
+#       commit reply, audit:time, plans, plan_versions, then per audit entry its key index
+#       and actor index.
 # ARGV: schema version, new store id, channel, reply ttl, number of mutations, then six per
 #       mutation (kind, key, op, expected: '*' any / '' absent / n, version, body), then the
 #       number of audit entries and two per entry (at as epoch seconds, body).
@@ -56,7 +56,7 @@ for m = 1, n do
   local actual = seen[slot]
   if actual == nil then
     local versions = KEYS[3]
-    if kind == 'segment' then versions = KEYS[5] end
+    if kind == 'segment' then versions = KEYS[5] elseif kind == 'plan' then versions = KEYS[12] end
     local stored = redis.call('HGET', versions, key)
     if stored then actual = tonumber(stored) else actual = false end
   end
@@ -76,7 +76,11 @@ i = 6
 for m = 1, n do
   local kind, key, op = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local bodies, versions = KEYS[2], KEYS[3]
-  if kind == 'segment' then bodies, versions = KEYS[4], KEYS[5] end
+  if kind == 'segment' then
+    bodies, versions = KEYS[4], KEYS[5]
+  elseif kind == 'plan' then
+    bodies, versions = KEYS[11], KEYS[12]
+  end
   if op == 'put' then
     redis.call('HSET', bodies, key, ARGV[i + 5])
     redis.call('HSET', versions, key, ARGV[i + 4])
@@ -96,8 +100,8 @@ for a = 1, na do
   redis.call('HSET', KEYS[6], id, version .. ' ' .. at .. ' ' .. ARGV[i + 1])
   redis.call('ZADD', KEYS[7], id, id)
   redis.call('ZADD', KEYS[10], at, id)
-  redis.call('ZADD', KEYS[9 + 2 * a], id, id)
-  redis.call('ZADD', KEYS[10 + 2 * a], id, id)
+  redis.call('ZADD', KEYS[11 + 2 * a], id, id)
+  redis.call('ZADD', KEYS[12 + 2 * a], id, id)
   reply = reply .. ' ' .. id
   i = i + 2
 end
@@ -124,6 +128,7 @@ class RedisConfiguration(RedisBase):
             int(reply[1]),
             pairs(reply[2]).items(),
             pairs(reply[3]).items(),
+            pairs(reply[4]).items(),
         )
 
     async def snapshot_version(self) -> tuple[str, int]:
@@ -155,6 +160,8 @@ class RedisConfiguration(RedisBase):
             self._audit_seq,
             f"{self._tag}:commit:{uuid.uuid4().hex}",
             self._audit_time,
+            self._plans,
+            self._plan_versions,
         ]
         args: list[Any] = [
             SCHEMA_VERSION,
@@ -171,7 +178,7 @@ class RedisConfiguration(RedisBase):
                 mutation.key,
                 mutation.op,
                 "*" if expected == -1 else "" if expected is None else str(expected),
-                str(value.version) if isinstance(value, Flag | Segment) else "0",
+                str(_common.mutation_version(mutation)),
                 _common.encode(value) if value is not None else "",
             ]
         args.append(len(audit))

@@ -63,14 +63,15 @@ local schema = tonumber(redis.call('HGET', KEYS[1], 'schema_version') or '0')
 if schema > tonumber(ARGV[1]) then return {'schema', tostring(schema)} end
 """
 
-# KEYS: meta, flags, segments. ARGV: schema version, new store id, 'all' or 'meta'.
+# KEYS: meta, flags, segments, plans. ARGV: schema version, new store id, 'all' or 'meta'.
 _META_SCRIPT: Final = (
     INIT_LUA
     + SCHEMA_CHECK_LUA
     + """
 local meta = redis.call('HMGET', KEYS[1], 'store_id', 'version')
 if ARGV[3] == 'all' then
-  return {meta[1], meta[2], redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+  return {meta[1], meta[2], redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]),
+          redis.call('HGETALL', KEYS[4])}
 end
 return {meta[1], meta[2]}
 """
@@ -146,6 +147,9 @@ class RedisBase(Store):
         self._token_hashes = f"{tag}:token_hashes"
         self._workers = f"{tag}:workers"
         self._secrets = f"{tag}:secrets"
+        self._plans = f"{tag}:plans"
+        self._plan_versions = f"{tag}:plan_versions"
+        self._leases = f"{tag}:leases"
         self.channel = f"{tag}:changes"
         self._client: Redis | RedisCluster | None = None
         self._sentinel: Sentinel | None = None
@@ -279,7 +283,7 @@ class RedisBase(Store):
     async def _meta_call(self, *, full: bool) -> list[Any]:
         """``[store_id, version]`` (and with ``full`` the flags' and segments' hashes, flat),
         read in one script: the meta hash is created if missing, a newer schema refused."""
-        keys = [self._meta, self._flags, self._segments]
+        keys = [self._meta, self._flags, self._segments, self._plans]
         args = [SCHEMA_VERSION, uuid.uuid4().hex, "all" if full else "meta"]
         reply: list[Any] = await self._script(_META, keys, args)
         return reply
@@ -301,6 +305,12 @@ class RedisBase(Store):
 
     def _audit_actor_index(self, actor: str) -> str:
         return f"{self._tag}:audit:actor:{actor}"
+
+    def _lease_key(self, name: str) -> str:
+        return f"{self._tag}:lease:{name}"
+
+    def _outcome_key(self, key: str, minute: int, cohort: str) -> str:
+        return f"{self._tag}:oc:{key}|{minute}|{cohort}"
 
 
 def as_dict(reply: Any) -> dict[str, str]:

@@ -15,13 +15,15 @@ Durability and concurrency come from SQLite itself:
 :class:`SQLiteStore` is one class made of one part per concern, each in its own module over
 the shared connections (``_connection``) and table layout (``_schema``): the configuration
 (``_configuration``), the audit log (``_audit``), the tokens (``_tokens``), the propagation
-registry (``_workers``) and the stats (``_stats``).
+registry (``_workers``), the stats (``_stats``) and the rollout driver's lease and
+outcome signals (``_rollout``).
 """
 
 from __future__ import annotations
 
 from flagport_server.stores.sqlite._audit import SQLiteAudit
 from flagport_server.stores.sqlite._configuration import SQLiteConfiguration
+from flagport_server.stores.sqlite._rollout import SQLiteRollout
 from flagport_server.stores.sqlite._schema import SCHEMA_VERSION
 from flagport_server.stores.sqlite._secrets import SQLiteSecrets
 from flagport_server.stores.sqlite._stats import SQLiteStats
@@ -32,7 +34,13 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 
 class SQLiteStore(
-    SQLiteConfiguration, SQLiteAudit, SQLiteTokens, SQLiteSecrets, SQLiteWorkers, SQLiteStats
+    SQLiteConfiguration,
+    SQLiteAudit,
+    SQLiteTokens,
+    SQLiteSecrets,
+    SQLiteWorkers,
+    SQLiteStats,
+    SQLiteRollout,
 ):
     """A :class:`~flagport_server.stores.base.Store` in one SQLite file.
 

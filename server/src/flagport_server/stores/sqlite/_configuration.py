@@ -8,14 +8,13 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
-from flagport.engine import Flag, Segment
 from flagport_server.stores import _common
 from flagport_server.stores.base import AuditEntry, CommitResult, Mutation, StoreState
 from flagport_server.stores.sqlite._connection import SQLiteBase
 
 __all__ = ["SQLiteConfiguration"]
 
-_TABLES: Final = {"flag": "flags", "segment": "segments"}
+_TABLES: Final = {"flag": "flags", "segment": "segments", "plan": "plans"}
 
 
 class SQLiteConfiguration(SQLiteBase):
@@ -32,6 +31,7 @@ class SQLiteConfiguration(SQLiteBase):
                 version,
                 conn.execute("SELECT key, body FROM flags").fetchall(),
                 conn.execute("SELECT key, body FROM segments").fetchall(),
+                conn.execute("SELECT key, body FROM plans").fetchall(),
             )
 
         return await self._read(load)
@@ -70,13 +70,15 @@ class SQLiteConfiguration(SQLiteBase):
                 ).fetchone()
                 _common.check_guard(mutation, None if row is None else row[0])
                 if mutation.op == "put":
-                    value = mutation.value
-                    assert isinstance(value, Flag | Segment)  # check_mutation made sure
                     conn.execute(
                         f"INSERT INTO {table} (key, version, body) VALUES (?, ?, ?) "
                         "ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
                         "body = excluded.body",
-                        (mutation.key, value.version, _common.encode(value)),
+                        (
+                            mutation.key,
+                            _common.mutation_version(mutation),
+                            _common.encode(mutation.value),
+                        ),
                     )
                 else:
                     conn.execute(f"DELETE FROM {table} WHERE key = ?", (mutation.key,))

@@ -108,6 +108,29 @@ CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
 ) WITHOUT ROWID;
+-- Guarded rollouts (issue 17), tables of their own like secrets: older servers ignore them.
+-- One versioned plan record per flag (the compare-and-set guard of every transition).
+CREATE TABLE IF NOT EXISTS plans (
+    key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+-- Renewable leases (the rollout driver's): one holder until expires_at (renewed_at stays).
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    renewed_at REAL NOT NULL
+) WITHOUT ROWID;
+-- Outcome signals per flag, minute and cohort (48 hours): JSON totals, integers only.
+CREATE TABLE IF NOT EXISTS outcome_minutes (
+    flag TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    cohort TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (flag, minute, cohort)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outcome_minutes_by_minute ON outcome_minutes (minute);
 """
 
 

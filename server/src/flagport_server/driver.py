@@ -1,0 +1,378 @@
+"""The rollout driver: one per store, holding a renewable lease, it takes every plan's
+decision after every drain and commits the transitions (docs/spec.md, "Guarded rollouts";
+docs/adr/0023-rollout-plans-driver-lease.md).
+
+- **Lease.** Every worker started with ``--driver`` runs a :class:`Driver`; the one that
+  holds the store's lease (:data:`LEASE_NAME`, :data:`LEASE_TTL` seconds, renewed every
+  :data:`RENEW_EVERY`) drives, the others try to take it every :data:`RENEW_EVERY`: when
+  the holder dies another takes over within ``LEASE_TTL + RENEW_EVERY`` (< 5 s). A driver
+  taking over restarts the hold of every running plan (no catch-up).
+- **Fencing.** The lease only keeps the work in one place; correctness comes from the
+  commits: each transition is a ``plan`` mutation guarded by the record's version
+  (:func:`~flagport_server.plans.transition_commit`), so a driver that lost its lease
+  without knowing it (paused, partitioned) has its commit refused: no step is skipped or
+  repeated, no action taken twice.
+- **Readings.** Per plan, the outcome totals of the minutes its guards and its hold need
+  (:meth:`~flagport_server.stores.base.Store.outcomes`), and the consecutive failed polls
+  of its health URL (:class:`HealthPolls`).
+- **Watch.** Every worker (with or without ``--driver``) notes when the lease was last
+  renewed, so ``/readyz`` and ``/metrics`` warn when a running plan has had no driver for
+  :data:`NO_DRIVER_AFTER` seconds.
+
+Time comes from ``clock`` (injected in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+
+from flagport.rollout.decision import (
+    Decision,
+    DecisionKind,
+    apply_decision,
+    decide,
+    guard_checks,
+)
+from flagport.rollout.plan import Plan, PlanStatus, restart_hold
+from flagport_server.errors import StoreError, VersionConflict
+from flagport_server.plans import (
+    DRIVER_ACTOR,
+    Exposure,
+    needs_health,
+    plan_readings,
+    transition_commit,
+)
+from flagport_server.stores.base import Store, StoreState
+
+if TYPE_CHECKING:  # httpx takes a while to import: only a worker that polls a URL loads it
+    import httpx
+
+__all__ = [
+    "KILL_HOOK_ENV",
+    "LEASE_NAME",
+    "LEASE_TTL",
+    "NO_DRIVER_AFTER",
+    "RENEW_EVERY",
+    "Driver",
+    "HealthPolls",
+    "health_failed",
+]
+
+log = logging.getLogger("flagport.server.driver")
+
+LEASE_NAME: Final = "rollout-driver"
+LEASE_TTL: Final = 3.0
+RENEW_EVERY: Final = 1.0
+#: Decisions are re-taken this often (the stats pump drains outcomes every 0.5 s).
+TICK: Final = 0.5
+#: ``/readyz`` and ``/metrics`` warn when a running plan has had no driver this long.
+NO_DRIVER_AFTER: Final = 10.0
+HEALTH_TIMEOUT: Final = 5.0
+#: A test-only hook: ``before:N`` / ``after:N`` SIGKILLs this process just before / after
+#: the driver's N-th commit (the fencing test). Never set in production.
+KILL_HOOK_ENV: Final = "FLAGPORT_TEST_DRIVER_KILL"
+
+_DRIVEN: Final = (PlanStatus.SCHEDULED, PlanStatus.RUNNING)
+_EXPOSURES: Final = {
+    DecisionKind.START: Exposure.EXPOSE,
+    DecisionKind.ADVANCE: Exposure.EXPOSE,
+    DecisionKind.ROLLBACK: Exposure.DISABLE,
+}
+
+
+def health_failed(status: int | None, body: bytes) -> bool:
+    """Whether one health poll failed: no answer (``status`` None: a timeout or a
+    connection error), a status that is not 2xx, or a JSON object whose ``"status"`` is
+    other than ``ok`` / ``healthy`` (any case). A 2xx answer that is not JSON passes."""
+    if status is None or not 200 <= status < 300:
+        return True
+    try:
+        document = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    if isinstance(document, dict) and "status" in document:
+        value = document["status"]
+        return not (isinstance(value, str) and value.lower() in ("ok", "healthy"))
+    return False
+
+
+class HealthPolls:
+    """Consecutive failed polls per health URL, each polled at its interval in a task of
+    its own (a slow URL never holds the decisions up)."""
+
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self._client = client
+        self.failures: dict[str, int] = {}
+        self._next: dict[str, float] = {}
+        self._tasks: dict[str, asyncio.Task[bool]] = {}
+
+    def failures_of(self, url: str) -> int | None:
+        """Consecutive failed polls of ``url`` (None: not polled yet)."""
+        return self.failures.get(url)
+
+    def due(self, url: str, interval: float, now: float) -> None:
+        """Start a poll of ``url`` if its interval has passed and none is under way."""
+        if now < self._next.get(url, -math.inf) or url in self._tasks:
+            return
+        self._next[url] = now + interval
+        task = asyncio.get_running_loop().create_task(self.poll(url))
+        self._tasks[url] = task
+        task.add_done_callback(lambda _: self._tasks.pop(url, None))
+
+    async def poll(self, url: str) -> bool:
+        """Poll ``url`` once and count the result; whether it failed."""
+        import httpx
+
+        client = self._client
+        if client is None:
+            client = self._client = httpx.AsyncClient(
+                timeout=HEALTH_TIMEOUT, follow_redirects=False
+            )
+        try:
+            response = await client.get(url)
+            failed = health_failed(response.status_code, response.content)
+        except (httpx.HTTPError, OSError):
+            failed = True
+        self.failures[url] = self.failures.get(url, 0) + 1 if failed else 0
+        return failed
+
+    def forget(self, keep: set[str]) -> None:
+        for url in [u for u in self.failures if u not in keep]:
+            self.failures.pop(url, None)
+            self._next.pop(url, None)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class Driver:
+    """One worker's rollout driver (``enabled``: ``--driver``) and its watch of the lease.
+
+    ``after_commit(version)`` serves a committed transition from this worker at once (the
+    runtime's reload); ``clock`` is the time."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        enabled: bool = True,
+        holder: str | None = None,
+        clock: Callable[[], float] = time.time,
+        after_commit: Callable[[int], Awaitable[None]] | None = None,
+        health: HealthPolls | None = None,
+        served_plans: Callable[[], Mapping[str, Plan]] | None = None,
+    ) -> None:
+        self.store = store
+        #: The plans the worker serves (its snapshot's): with none live, a round does no
+        #: store I/O at all (and gives the lease up).
+        self.served_plans = served_plans
+        self.enabled = enabled
+        self.holder = holder or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.clock = clock
+        self.after_commit = after_commit
+        self.health = health or HealthPolls()
+        self.holding = False
+        #: When the lease was last renewed by anyone (this worker's last look at it).
+        self.lease_seen: float | None = None
+        #: The last decision per plan flag (what ``/metrics`` exports).
+        self.decisions: dict[str, Decision] = {}
+        #: Automatic actions on a breach, per plan flag.
+        self.breaches: dict[str, int] = {}
+        self._renewed_at = -math.inf
+        self._commits = 0
+        self._kill = _kill_hook()
+
+    # -- the lease ------------------------------------------------------------------------
+
+    async def keep_lease(self, now: float) -> bool:
+        """Take or renew the lease when due; whether this worker drives now. A driver that
+        just took over restarts the hold of every running plan."""
+        if not self.enabled:
+            self.lease_seen = await self.store.lease_seen(LEASE_NAME)
+            return False
+        if now - self._renewed_at < RENEW_EVERY:  # renewed, or tried, within the second
+            return self.holding
+        self._renewed_at = now
+        held = await self.store.acquire_lease(LEASE_NAME, self.holder, LEASE_TTL, now)
+        took_over = held and not self.holding
+        self.holding = held
+        if held:
+            self.lease_seen = now
+        else:
+            self.lease_seen = await self.store.lease_seen(LEASE_NAME)
+        if took_over:
+            log.info("rollout driver %s took the lease", self.holder)
+            await self._restart_holds(now)
+        return held
+
+    async def release(self) -> None:
+        if self.holding:
+            self.holding = False
+            with contextlib.suppress(StoreError):
+                await self.store.release_lease(LEASE_NAME, self.holder)
+
+    def missing_for(self, now: float) -> float | None:
+        """Seconds a running plan has been without a driver (None: it has one as far as
+        this worker saw, or no plan runs); ``math.inf`` if none ever drove the store."""
+        if not any(p.status is PlanStatus.RUNNING for p in self.live_plans()):
+            return None
+        seen = self.lease_seen
+        if seen is None:
+            return math.inf
+        gone = now - seen - LEASE_TTL
+        return gone if gone > 0 else None
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def live_plans(self) -> list[Plan]:
+        """The served plans a driver has work with (scheduled or running)."""
+        if self.served_plans is None:
+            return []
+        return [p for p in self.served_plans().values() if p.status in _DRIVEN]
+
+    async def step(self) -> list[Decision]:
+        """One round: keep the lease and, holding it, decide for every plan. Without live
+        plans in the served snapshot (when the worker knows it), nothing is read or kept."""
+        now = self.clock()
+        if self.served_plans is not None and not self.live_plans():
+            await self.release()
+            self.decisions.clear()
+            return []
+        if not await self.keep_lease(now):
+            return []
+        return await self.drive(now)
+
+    async def drive(self, now: float) -> list[Decision]:
+        """Take every live plan's decision at ``now`` and commit what changes a record; the
+        decisions that did."""
+        state = await self.store.load()
+        taken: list[Decision] = []
+        urls: set[str] = set()
+        for key, plan in state.plans.items():
+            if plan.status not in _DRIVEN:
+                self.decisions.pop(key, None)
+                continue
+            failures = None
+            url = plan.spec.health_url
+            if url is not None and needs_health(plan):
+                urls.add(url)
+                self.health.due(url, plan.spec.health_interval, now)
+                failures = self.health.failures_of(url)
+            readings = await plan_readings(self.store, plan, now, failures)
+            decision = decide(plan, readings, now, guard_checks(plan))
+            self.decisions[key] = decision
+            after = apply_decision(plan, decision, now)
+            if after is None:
+                continue
+            exposure = _EXPOSURES.get(decision.kind, Exposure.KEEP)
+            if decision.kind is DecisionKind.STEP_BACK:
+                exposure = Exposure.EXPOSE if after.percentage is not None else Exposure.DISABLE
+            if await self._commit(state, plan, after, exposure, decision):
+                taken.append(decision)
+                if decision.evidence is not None and decision.kind in (
+                    DecisionKind.ROLLBACK,
+                    DecisionKind.STEP_BACK,
+                    DecisionKind.BREACH_PAUSE,
+                ):
+                    self.breaches[key] = self.breaches.get(key, 0) + 1
+        self.health.forget(urls)
+        return taken
+
+    async def _commit(
+        self,
+        state: StoreState,
+        plan: Plan,
+        after: Plan,
+        exposure: Exposure,
+        decision: Decision | None,
+    ) -> bool:
+        action = "plan-" + (decision.kind.value if decision is not None else "hold-restart")
+        mutations, entries = transition_commit(
+            state,
+            plan,
+            after,
+            exposure,
+            action,
+            DRIVER_ACTOR,
+            reason=decision.reason if decision is not None else "a driver took over",
+            evidence=decision.evidence if decision is not None else None,
+        )
+        self._commits += 1
+        self._maybe_kill("before")
+        try:
+            result = await self.store.commit(mutations, entries)
+        except VersionConflict:
+            # Someone else moved the plan (a person, or a driver that still thinks it holds
+            # the lease): the next round decides on the new record.
+            return False
+        self._maybe_kill("after")
+        log.info("rollout %s: %s (%s)", plan.spec.key, action, entries[0].reason)
+        if self.after_commit is not None:
+            await self.after_commit(result.snapshot_version)
+        return True
+
+    async def _restart_holds(self, now: float) -> None:
+        state = await self.store.load()
+        for plan in state.plans.values():
+            if plan.status is PlanStatus.RUNNING:
+                await self._commit(state, plan, restart_hold(plan, now), Exposure.KEEP, None)
+
+    def _maybe_kill(self, when: str) -> None:
+        if self._kill == (when, self._commits):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drive (or watch) until cancelled; a failed round is logged and the next one goes
+        on. The lease is released on the way out."""
+        try:
+            while True:
+                try:
+                    await self.step()
+                except (StoreError, OSError) as error:
+                    log.warning("rollout driver round failed: %s", error)
+                    self.holding = False
+                except Exception:
+                    log.exception("rollout driver round failed")
+                await asyncio.sleep(TICK if self.enabled else RENEW_EVERY * 2)
+        finally:
+            await self.release()
+            await self.health.close()
+
+    def guard_values(self) -> Mapping[str, list[float | None]]:
+        """Per plan flag, each guard's last treatment value (site-wide ones: their value)."""
+        values: dict[str, list[float | None]] = {}
+        for key, decision in self.decisions.items():
+            row: list[float | None] = []
+            for judgement in decision.judgements:
+                evidence = judgement.evidence
+                if evidence.treatment is not None:
+                    row.append(evidence.treatment.value)
+                else:
+                    row.append(evidence.value)
+            values[key] = row
+        return values
+
+
+def _kill_hook() -> tuple[str, int] | None:
+    value = os.environ.get(KILL_HOOK_ENV)
+    if not value:
+        return None
+    when, _, count = value.partition(":")
+    return (when, int(count)) if when in ("before", "after") and count.isdigit() else None

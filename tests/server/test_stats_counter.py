@@ -246,7 +246,8 @@ def test_long_units_do_not_grow_a_worker(tmp_path: Path) -> None:
         before = tracemalloc.take_snapshot()
         serve_long_units()
         harness.now += 1
-        harness.recorder.add_drained(harness.counter.drain())  # units now pending for the store
+        harness.recorder.add_drained(harness.counter.drain())
+        harness.recorder.expand_units_now()  # units now pending for the store
         gc.collect()
         grown = sum(
             stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename")

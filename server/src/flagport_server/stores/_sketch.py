@@ -19,24 +19,23 @@ __all__ = ["LG_K", "add", "estimate", "unit_hashes"]
 
 LG_K: Final = 14
 #: Units handled in one C call (a set update, a run of hashes or of sketch updates) before
-#: the GIL is handed to other threads. These functions run in worker threads, beside the
-#: event loop; a C call holds the GIL throughout, and one over a whole flush (hundreds of
-#: thousands of units) held every request in flight for tens of milliseconds.
-GIL_CHUNK: Final = 1024
-#: How long hashing pauses between two chunks (it runs before the store's write lock is
-#: taken): long enough for the event loop to take the GIL, which ``time.sleep(0)`` would
-#: not leave it (the thread takes the GIL straight back).
+#: the GIL can change hands. These functions run in worker threads, beside the event loop;
+#: a C call holds the GIL throughout, and one over a whole flush (hundreds of thousands of
+#: units) held every request in flight for tens of milliseconds.
+GIL_CHUNK: Final = 4096
+#: Hashing pauses after this many units (~1-2 ms of work on a quiet core), for long enough
+#: that the event loop takes the GIL (``time.sleep(0)`` lets the thread take it straight
+#: back). A pause costs a context switch, so not one per chunk. Hashing runs before the
+#: store's write lock is taken; the sketch updates, under it, do not pause.
+PAUSE_EVERY: Final = 16 * GIL_CHUNK
 _PAUSE: Final = 0.0001
 
 
-def _chunks(items: Iterable[Any], pause: float = 0.0) -> Iterable[list[Any]]:
-    """``items`` in lists of :data:`GIL_CHUNK`; between two, the GIL can change hands (at
-    the next switch interval, or at once with a ``pause``)."""
+def _chunks(items: Iterable[Any]) -> Iterable[list[Any]]:
+    """``items`` in lists of at most :data:`GIL_CHUNK`."""
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, GIL_CHUNK)):
         yield chunk
-        if pause:
-            time.sleep(pause)
 
 
 def _datasketches() -> Any:
@@ -52,12 +51,21 @@ def unit_hashes(unit_lists: Iterable[Iterable[str]]) -> dict[str, int]:
     flags it was counted for; the sketches then take integers, which cost DataSketches a
     third of what strings do."""
     distinct: set[str] = set()
+    done = 0
     for units in unit_lists:
-        for chunk in _chunks(units, _PAUSE):
+        for chunk in _chunks(units):
             distinct.update(chunk)
+            done += len(chunk)
+            if done >= PAUSE_EVERY:
+                time.sleep(_PAUSE)
+                done = 0
     hashes: dict[str, int] = {}
-    for chunk in _chunks(distinct, _PAUSE):
+    for chunk in _chunks(distinct):
         hashes.update({unit: mmh3.hash64(unit, signed=True)[0] for unit in chunk})
+        done += 4 * len(chunk)  # a hash costs about four set insertions
+        if done >= PAUSE_EVERY:
+            time.sleep(_PAUSE)
+            done = 0
     return hashes
 
 

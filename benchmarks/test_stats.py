@@ -5,6 +5,9 @@
   interleaved rounds, medians. The two unit mixes of benchmarks/_load.py: returning users
   (each request one of 10,000 users, drawn at random: users come back all day), which the
   budget is checked on, and new users (every request a never-seen unit), reported beside it;
+- latency with stats on, each server loaded alone (issue 16): p99 <= 2x p50 on every shape
+  and unit mix at 64 connections, and the p99 with stats close to the p99 without (<= 1.25x);
+  server CPU per request on and off reported beside it;
 - flushing 100,000 units to Redis in batched pipelines (PFADD of 1,000 ids): time reported.
 
 ``make test`` (``--benchmark-disable``) runs tiny versions for correctness only.
@@ -22,7 +25,15 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks._load import UNIT_MIXES, group_cpu_seconds, pin_process_group, unit_script, wrk
+from benchmarks._load import (
+    UNIT_MIXES,
+    WrkResult,
+    cpu_us_per_request,
+    group_cpu_seconds,
+    pin_process_group,
+    unit_script,
+    wrk,
+)
 from benchmarks.test_server_throughput import SINGLE_FLAG, fifty_flag_document
 from flagport_server.stores import open_store
 from flagport_server.stores.base import StatsBatch
@@ -153,6 +164,62 @@ def test_throughput_with_stats_on_and_off(
         for (traffic, shape), ratio in summary.items():
             if traffic == "returning":
                 assert ratio >= 0.95, f"{shape}: stats on {ratio:.3f}x of stats off"
+
+
+def test_latency_with_stats_on_and_off(
+    servers: dict[str, Any], timed: bool, benchmark: Any
+) -> None:
+    """The latency budget of issue 16, stats on: each server loaded alone (one ``wrk -c64``
+    on core 1, the server alone on core 0: sharing the core, as the throughput comparison
+    does, would put the scheduler's slices into the percentiles), stats on and off
+    interleaved round by round; medians of the rounds' p50 and p99. A stall of the event
+    loop (a drain or a flush done in one step) shows here, not in the throughput."""
+    cases = [
+        (traffic, shape, mode)
+        for traffic in servers["traffic"]
+        for shape in SHAPES
+        for mode in ("on", "off")
+    ]
+    rounds, seconds = (5, 3) if timed else (1, 1)
+    runs: dict[tuple[str, str, str], list[WrkResult]] = {case: [] for case in cases}
+    cpu_us: dict[tuple[str, str, str], list[float]] = {case: [] for case in cases}
+
+    def run() -> None:
+        for round_ in range(rounds):
+            for traffic, shape, mode in cases if round_ % 2 == 0 else cases[::-1]:
+                server = servers["servers"][traffic, shape, mode]
+                before = group_cpu_seconds(server.process.pid)
+                result = wrk(server.url + SHAPES[shape], seconds, servers["scripts"][traffic])
+                cpu = group_cpu_seconds(server.process.pid) - before
+                assert result.non_2xx == 0, (traffic, shape, mode)
+                runs[traffic, shape, mode].append(result)
+                cpu_us[traffic, shape, mode].append(cpu_us_per_request(cpu, result))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    print(
+        f"\n{rounds} interleaved rounds of {seconds} s, each server alone: 1 worker on core 0, "
+        "wrk -c64 on core 1; medians"
+    )
+    p50 = {case: statistics.median(r.p50_ms for r in results) for case, results in runs.items()}
+    p99 = {case: statistics.median(r.p99_ms for r in results) for case, results in runs.items()}
+    for traffic, shape, mode in cases:
+        case = (traffic, shape, mode)
+        print(
+            f"  {traffic:9} {shape:8} stats {mode:3} "
+            f"{statistics.median(r.rps for r in runs[case]):7.0f} req/s  p50 {p50[case]:6.2f} ms"
+            f"  p99 {p99[case]:6.2f} ms ({p99[case] / p50[case]:.2f}x p50)  server CPU "
+            f"{statistics.median(cpu_us[case]):6.1f} us/request"
+        )
+        print("    p99 by round: " + " ".join(f"{r.p99_ms:.2f}" for r in runs[case]))
+    benchmark.extra_info.update(
+        p50_ms={"/".join(c): v for c, v in p50.items()},
+        p99_ms={"/".join(c): v for c, v in p99.items()},
+    )
+    if timed:
+        for traffic, shape, _ in cases[::2]:
+            on, off = (traffic, shape, "on"), (traffic, shape, "off")
+            assert p99[on] <= 2 * p50[on], f"{on}: p99 {p99[on]} ms > 2x p50 {p50[on]} ms"
+            assert p99[on] <= 1.25 * p99[off], f"{on}: p99 {p99[on]} ms, {p99[off]} ms off"
 
 
 def test_flush_100k_units_to_redis(timed: bool, benchmark: Any) -> None:

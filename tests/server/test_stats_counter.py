@@ -3,6 +3,7 @@ sets exactly once per unit, hour and set of served results, and never go missing
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 import time
@@ -246,7 +247,8 @@ def test_long_units_do_not_grow_a_worker(tmp_path: Path) -> None:
         before = tracemalloc.take_snapshot()
         serve_long_units()
         harness.now += 1
-        harness.recorder.add_drained(harness.counter.drain())  # units now pending for the store
+        harness.recorder.add_drained(harness.counter.drain())
+        harness.recorder.expand_units_now()  # units now pending for the store
         gc.collect()
         grown = sum(
             stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename")
@@ -255,3 +257,52 @@ def test_long_units_do_not_grow_a_worker(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert harness.recorder.pending_units >= 300
     assert grown < 2_000_000, grown
+
+
+def test_bulk_units_are_expanded_in_steps_the_event_loop_runs_between(tmp_path: Path) -> None:
+    """A drain adds the counts at once and leaves the bulk units to ``expand_units``, which
+    works in bounded steps and lets the event loop run between two (one step per period
+    once held every request in flight for tens of milliseconds); what it finds is what one
+    expansion in one go finds."""
+    stepped, at_once = Harness(tmp_path / "a"), Harness(tmp_path / "b")
+    contexts = users(3 * stats_recorder.ROWS_PER_STEP)
+    for harness in (stepped, at_once):
+        harness.serve(contexts)
+        harness.now += 1
+        harness.recorder.add_drained(harness.counter.drain())
+    assert stepped.recorder.pending_units == 0  # no bulk unit expanded at the drain
+    ticks = 0
+
+    async def expand() -> None:
+        nonlocal ticks
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        before = ticks
+        await stepped.recorder.expand_units()
+        ticks -= before
+        ticker.cancel()
+
+    asyncio.run(expand())
+    assert ticks >= 3  # the loop ran between the steps
+    assert stepped.recorder.pending_units >= len(contexts)
+
+    def taken(recorder: StatsRecorder) -> tuple[dict[Any, int], dict[Any, set[str]]]:
+        batch = recorder.take()
+        units: dict[Any, set[str]] = {}
+        for key, variant, _, listed in batch.units:
+            units.setdefault((key, variant), set()).update(listed)
+        return {(k, v): n for k, v, _, n in batch.counts}, units
+
+    counts, units = taken(stepped.recorder)
+    assert (counts, units) == taken(at_once.recorder)
+    assert sum(n for (key, _), n in counts.items() if key == "rollout") == len(contexts)
+    assert set().union(*[units[k] for k in units if k[0] == "rollout"]) == {
+        c["targetingKey"] for c in contexts
+    }

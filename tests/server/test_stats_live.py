@@ -152,6 +152,7 @@ def test_counts_equal_the_requests_wrk_completed(tmp_path: Path, shape: str) -> 
             output = load.communicate(timeout=30)[0]
         completed = _wrk_requests(output)
         assert completed == WRK_RESPONSES, output
+        assert "Non-2xx" not in output, output
         time.sleep(3)  # one more flush: anything beyond wrk's count would show up now
         body = _stats(server)
     assert body["total_evaluations"] == completed, output

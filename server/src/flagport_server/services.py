@@ -590,7 +590,11 @@ class AdminService:
         try:
             await self._commit(mutations, [entry])
         except VersionConflict:
-            return  # another worker seeded first
+            # Another worker seeded first: serve what it seeded now, not the empty store this
+            # worker loaded until the next poll (up to a second of empty answers, which a
+            # client's first requests got: tests/server/test_stats_live.py once counted 0).
+            await self.runtime.reload()
+            return
         log.info("seeded %d flags from %s", len(document.flags), path)
 
     # -- tokens -------------------------------------------------------------------------

@@ -15,9 +15,10 @@ Three stages, each cheaper where it runs more often:
    outcome signals other features register, and, with stats on,
    :meth:`StatsRecorder.add_drained`, which makes it per-minute counts and per-hour unit
    sets. Counts are stamped with the minute the drained period started in. The bulk log is
-   expanded into the unit sets there, skipping a unit already recorded this hour with the
-   same results: the portal's users come back all day, and a unit already in a sketch
-   changes nothing when added again.
+   expanded into the unit lists right after (:meth:`StatsRecorder.expand_units`, in bounded
+   steps with the event loop free between two), skipping a unit already recorded this hour
+   with the same results: the portal's users come back all day, and a unit already in a
+   sketch changes nothing when added again.
 3. :meth:`StatsRecorder.flush`, a periodic sink of the pump, every ``stats_flush_interval``
    seconds and at shutdown: one
    :class:`~flagport_server.stores.base.StatsBatch` to the store, which adds it to what every

@@ -38,6 +38,9 @@ class Stats:
         recorder = self.recorder
         if recorder is not None:
             pump.add_drained_sink("stats recorder", recorder.add_drained)
+            # After every drain: the bulk evaluations' units, in slices (the loop serves
+            # requests between two).
+            pump.add_periodic_sink("bulk units", 0.0, recorder.expand_units)
             pump.add_periodic_sink(
                 "stats to the store",
                 settings.stats_flush_interval,

@@ -7,6 +7,8 @@ Redis's HyperLogLog, so both stores answer alike; ``HLL_4`` keeps a dense sketch
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
@@ -16,6 +18,24 @@ import mmh3
 __all__ = ["LG_K", "add", "estimate", "unit_hashes"]
 
 LG_K: Final = 14
+#: Units handled in one C call (a set update, a run of hashes or of sketch updates) before
+#: the GIL can change hands. These functions run in worker threads, beside the event loop;
+#: a C call holds the GIL throughout, and one over a whole flush (hundreds of thousands of
+#: units) held every request in flight for tens of milliseconds.
+GIL_CHUNK: Final = 4096
+#: Hashing pauses after this many units (~1-2 ms of work on a quiet core), for long enough
+#: that the event loop takes the GIL (``time.sleep(0)`` lets the thread take it straight
+#: back). A pause costs a context switch, so not one per chunk. Hashing runs before the
+#: store's write lock is taken; the sketch updates, under it, do not pause.
+PAUSE_EVERY: Final = 16 * GIL_CHUNK
+_PAUSE: Final = 0.0001
+
+
+def _chunks(items: Iterable[Any]) -> Iterable[list[Any]]:
+    """``items`` in lists of at most :data:`GIL_CHUNK`."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, GIL_CHUNK)):
+        yield chunk
 
 
 def _datasketches() -> Any:
@@ -30,8 +50,23 @@ def unit_hashes(unit_lists: Iterable[Iterable[str]]) -> dict[str, int]:
     """Each distinct unit's 64-bit MurmurHash3. A unit is hashed once per batch, however many
     flags it was counted for; the sketches then take integers, which cost DataSketches a
     third of what strings do."""
-    distinct: set[str] = set().union(*unit_lists)
-    return {unit: mmh3.hash64(unit, signed=True)[0] for unit in distinct}
+    distinct: set[str] = set()
+    done = 0
+    for units in unit_lists:
+        for chunk in _chunks(units):
+            distinct.update(chunk)
+            done += len(chunk)
+            if done >= PAUSE_EVERY:
+                time.sleep(_PAUSE)
+                done = 0
+    hashes: dict[str, int] = {}
+    for chunk in _chunks(distinct):
+        hashes.update({unit: mmh3.hash64(unit, signed=True)[0] for unit in chunk})
+        done += 4 * len(chunk)  # a hash costs about four set insertions
+        if done >= PAUSE_EVERY:
+            time.sleep(_PAUSE)
+            done = 0
+    return hashes
 
 
 def add(stored: bytes | None, hashes: Iterable[int]) -> bytes:
@@ -46,7 +81,8 @@ def add(stored: bytes | None, hashes: Iterable[int]) -> bytes:
         else datasketches.hll_sketch(LG_K, datasketches.tgt_hll_type.HLL_4)
     )
     # One update per unit and flag is the stats' largest cost: loop in C, not in bytecode.
-    deque(map(sketch.update, hashes), maxlen=0)
+    for chunk in _chunks(hashes):
+        deque(map(sketch.update, chunk), maxlen=0)
     return bytes(sketch.serialize_compact())
 
 

@@ -126,6 +126,11 @@ def read_state(
     )
 
 
+def read_plans(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, Plan]:
+    """The plans of ``(key, body)`` rows that can be read (see :func:`read_state`)."""
+    return _decode_plans(rows)[0]
+
+
 def _decode_plans(
     rows: Iterable[tuple[str, str | bytes]],
 ) -> tuple[dict[str, Plan], dict[str, str]]:

@@ -273,6 +273,11 @@ class Store(abc.ABC):
         """The whole configuration at one snapshot version."""
 
     @abc.abstractmethod
+    async def load_plans(self) -> dict[str, Plan]:
+        """The readable rollout plans by flag key, without the flags: the driver's read every
+        half second (a whole :meth:`load` of 15,000 flags costs ~100 ms of decoding)."""
+
+    @abc.abstractmethod
     async def snapshot_version(self) -> tuple[str, int]:
         """(store_id, version): cheap, for the periodic check that repairs missed messages."""
 

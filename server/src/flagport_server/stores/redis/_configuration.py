@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 
+from flagport.rollout.plan import Plan
 from flagport_server.errors import StoreError, VersionConflict
 from flagport_server.stores import _common
 from flagport_server.stores.base import AuditEntry, CommitResult, Mutation, StoreState
@@ -23,6 +24,7 @@ from flagport_server.stores.redis._connection import (
     SCHEMA_VERSION,
     RedisBase,
     Script,
+    as_dict,
     error_text,
     pairs,
 )
@@ -130,6 +132,10 @@ class RedisConfiguration(RedisBase):
             pairs(reply[3]).items(),
             pairs(reply[4]).items(),
         )
+
+    async def load_plans(self) -> dict[str, Plan]:
+        reply = await self._command("HGETALL", self._plans)
+        return _common.read_plans(as_dict(reply).items())
 
     async def snapshot_version(self) -> tuple[str, int]:
         """``(store_id, version)``: one small script."""

@@ -8,6 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
+from flagport.rollout.plan import Plan
 from flagport_server.stores import _common
 from flagport_server.stores.base import AuditEntry, CommitResult, Mutation, StoreState
 from flagport_server.stores.sqlite._connection import SQLiteBase
@@ -33,6 +34,12 @@ class SQLiteConfiguration(SQLiteBase):
                 conn.execute("SELECT key, body FROM segments").fetchall(),
                 conn.execute("SELECT key, body FROM plans").fetchall(),
             )
+
+        return await self._read(load)
+
+    async def load_plans(self) -> dict[str, Plan]:
+        def load(conn: sqlite3.Connection) -> dict[str, Plan]:
+            return _common.read_plans(conn.execute("SELECT key, body FROM plans").fetchall())
 
         return await self._read(load)
 

@@ -516,11 +516,13 @@ class AdminService:
         the loop or in chunks, so evaluations go on meanwhile (docs/spec.md section 6); so
         is freeing what it made and replaced, ``incoming`` included: the import consumes
         it (its flags are gone once it is applied)."""
-        served = self.runtime.snapshot
+        # Compiled from the snapshot served at each step, never a name kept for it: the one
+        # an import replaces is freed in chunks once nothing refers to it (Runtime.apply).
+        runtime = self.runtime
         with document_errors_as_input():
             await asyncio.to_thread(check_document_limits, incoming)
             if dry_run or not prune:
-                await check_in_chunks(incoming, previous=served, chunk_size=self._chunk)
+                await check_in_chunks(incoming, previous=runtime.snapshot, chunk_size=self._chunk)
         for _ in range(_RETRIES):
             state = await self.state()
             document = state.document
@@ -534,14 +536,18 @@ class AdminService:
             if committed is None:  # nothing to change
                 if prune:
                     with document_errors_as_input():
-                        await check_in_chunks(incoming, previous=served, chunk_size=self._chunk)
+                        await check_in_chunks(
+                            incoming, previous=runtime.snapshot, chunk_size=self._chunk
+                        )
                 return diff, document.version
             if prune:
                 compiled = await self.runtime.compile(committed)
                 if compiled.problems:
                     # Refused as the document it is, by the engine's own first problem.
                     with document_errors_as_input():
-                        await check_in_chunks(incoming, previous=served, chunk_size=self._chunk)
+                        await check_in_chunks(
+                            incoming, previous=runtime.snapshot, chunk_size=self._chunk
+                        )
                     raise InvalidInput.from_document(compiled.problems[0])
                 with document_errors_as_input():
                     await asyncio.to_thread(

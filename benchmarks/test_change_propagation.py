@@ -38,7 +38,7 @@ import yaml
 
 from benchmarks._load import pin_process_group, quantile
 from tests.support.documents import realistic_flags
-from tests.support.server import RunningServer, running_server
+from tests.support.server import RunningServer, running_server, wait_ready
 from tests.support.tools import REPO_ROOT
 
 DISABLE_BUDGET_MS = 20.0
@@ -119,8 +119,10 @@ def _round(
     chosen = [key for key in served if key.startswith(disabled)][:20]
     chosen += list(served)[:: max(1, len(served) // 40)]
     with running_server(
-        workdir, workers=1, seed=seed, extra=["--compile-chunk", str(chunk)]
+        workdir, workers=1, seed=seed, extra=["--compile-chunk", str(chunk)], wait=False
     ) as server:
+        # Seeding 2,000 flags from YAML takes seconds, more on a busy machine: not measured.
+        wait_ready(server, timeout=120)
         pin_process_group(server.process.pid, 0)
         load = Load(server, chosen, workdir / "latencies.json")
         try:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
-from flagport_server.recompile import compile_in_chunks, release_in_chunks
+from flagport_server.recompile import compile_in_chunks, release_in_chunks, release_replaced
 from tests.support.server import running_server
 
 FLAGS = 1500
@@ -110,6 +110,18 @@ async def test_what_a_change_leaves_behind_is_freed_between_pauses() -> None:
     holder = {"kept": shared}
     await release_in_chunks(shared)
     assert holder["kept"] == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_a_replaced_snapshot_is_dismantled_only_once_nothing_evaluates_from_it() -> None:
+    in_use = compile_snapshot(document_from_builtins(_document("v1", 1)))
+    request = [in_use]  # a request still evaluating from it
+    await release_replaced(in_use)
+    assert len(request[0]) == FLAGS
+    assert request[0].evaluate("team-1", {"targetingKey": "user-1"}).value == "v1"
+    del request
+    await release_replaced(in_use)
+    assert len(in_use) == 0
 
 
 def test_a_served_change_is_never_half_built(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from flagport.engine import CompiledSnapshot, compile_snapshot, document_from_builtins
-from flagport_server.recompile import compile_in_chunks
+from flagport_server.recompile import compile_in_chunks, release_in_chunks, release_replaced
 from tests.support.server import running_server
 
 FLAGS = 1500
@@ -76,6 +76,52 @@ async def test_evaluations_run_between_chunks_and_see_a_whole_snapshot() -> None
     assert len(during) <= 1
     building = False
     await requests
+
+
+@pytest.mark.anyio
+async def test_what_a_change_leaves_behind_is_freed_between_pauses() -> None:
+    """An import's leftovers (audit entries, the document it was sent, the configuration it
+    replaced) are freed a chunk at a time, the loop serving in between; a container someone
+    else still holds is left whole."""
+    ticks = 0
+    running = True
+
+    async def requests() -> None:
+        nonlocal ticks
+        while running:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(requests())
+    await asyncio.sleep(0)
+    entries = [{"key": f"flag-{index}", "after": {"enabled": True}} for index in range(2500)]
+    flags = {f"flag-{index}": [index] for index in range(2500)}
+    await release_in_chunks(entries, chunk_size=1000)
+    after_list = ticks
+    await release_in_chunks(flags, chunk_size=1000)
+    running = False
+    await task
+    assert entries == []
+    assert flags == {}
+    # 2,500 items in chunks of 1,000: three chunks, each followed by a pause.
+    assert after_list >= 3
+    assert ticks - after_list >= 3
+    shared = [1, 2, 3]
+    holder = {"kept": shared}
+    await release_in_chunks(shared)
+    assert holder["kept"] == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_a_replaced_snapshot_is_dismantled_only_once_nothing_evaluates_from_it() -> None:
+    in_use = compile_snapshot(document_from_builtins(_document("v1", 1)))
+    request = [in_use]  # a request still evaluating from it
+    await release_replaced(in_use)
+    assert len(request[0]) == FLAGS
+    assert request[0].evaluate("team-1", {"targetingKey": "user-1"}).value == "v1"
+    del request
+    await release_replaced(in_use)
+    assert len(in_use) == 0
 
 
 def test_a_served_change_is_never_half_built(tmp_path: Path) -> None:

@@ -35,7 +35,12 @@ from flagport.engine import (
 )
 from flagport_server.errors import StoreError
 from flagport_server.plan_state import committed_plans, plan_keys
-from flagport_server.recompile import collector_paused, compile_in_chunks
+from flagport_server.recompile import (
+    collector_paused,
+    compile_in_chunks,
+    release_in_chunks,
+    release_replaced,
+)
 from flagport_server.served import Served
 from flagport_server.settings import Settings
 from flagport_server.stores.base import (
@@ -385,6 +390,7 @@ class Runtime:
             token_map: Mapping[str, TokenRecord] = {t.secret_hash: t for t in tokens}
         else:
             token_map = served.tokens if served is not None else {}
+        replaced = served
         self.served = served = Served(
             snapshot,
             feed=feed_document(state),
@@ -405,6 +411,13 @@ class Runtime:
             apply_listener(snapshot, served.applied_at)
         for listener in list(self._listeners):
             listener(version)
+        if replaced is not None and replaced.snapshot is not snapshot:
+            # What it served, freed at once, would hold the loop for tens of ms after an
+            # import of 15,000 flags (docs/adr/0020-incremental-compile.md).
+            old = replaced.snapshot
+            await release_in_chunks(replaced.answers.items)
+            del replaced  # the snapshot's last holder but ``old``, unless a request has it
+            await release_replaced(old)
 
     async def compile(self, state: StoreState) -> CompiledSnapshot:
         """``state`` compiled as :meth:`apply` serves it (what cannot be read is served as

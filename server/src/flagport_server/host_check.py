@@ -28,6 +28,7 @@ from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 from flagport_server.auth import presented_token, token_record
 from flagport_server.errors import MisdirectedRequest
 from flagport_server.runtime import Runtime
+from flagport_server.surface import cors_headers
 from flagport_server.wire import ofrep_v1
 from flagport_server.wire.admin_v1 import Problem
 
@@ -118,7 +119,11 @@ async def _answer(scope: Scope, send: Send, error: MisdirectedRequest) -> None:
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": error.status_code,
-        "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"content-type", media),
+            (b"content-length", str(len(body)).encode()),
+            *cors_headers(scope),
+        ],
     }
     await send(start)
     await send({"type": "http.response.body", "body": body, "more_body": False})

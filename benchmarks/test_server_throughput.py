@@ -14,7 +14,10 @@ judged on requests/s and on server CPU microseconds per request. The baselines a
 
 Budgets (issue 3), on both mixes: OFREP single POST >= 0.70x the bare POST; ``GET
 /v1/evaluate`` >= 0.80x the bare GET; bulk over 50 flags >= 0.50x the bare POST; p99 <= 2x
-p50; two workers >= 1.6x one.
+p50; two workers >= 1.6x one. Issue 16 (the evaluation dispatch,
+docs/adr/0021-evaluation-dispatch.md), against the framework-free app: OFREP single POST >=
+0.85x its POST, ``GET /v1/evaluate`` >= 0.85x its GET, bulk of the 10 portal flags (a second
+server, seeded with the portal's flags only) >= 0.6x its POST.
 ``make test`` (``--benchmark-disable``) runs one 1-second round of each, correctness only.
 """
 
@@ -154,14 +157,16 @@ def servers(tmp_path_factory: pytest.TempPathFactory, seed: Path) -> Iterator[di
     require_tool("wrk")
     workdir = tmp_path_factory.mktemp("throughput")
     ours = start_server(workdir / "flagport", workers=1, seed=seed)
+    portal = start_server(workdir / "portal", workers=1, seed=PORTAL_FLAGS)
     bare = Baseline("benchmarks.bare_app:app", workdir)
     raw = Baseline("benchmarks.bare_app:raw_app", workdir)
     try:
-        for group in (ours.process.pid, bare.process.pid, raw.process.pid):
+        for group in (ours.process.pid, portal.process.pid, bare.process.pid, raw.process.pid):
             pin_process_group(group, 0)
-        yield {"ours": ours, "bare": bare, "raw": raw, "workdir": workdir}
+        yield {"ours": ours, "portal": portal, "bare": bare, "raw": raw, "workdir": workdir}
     finally:
         ours.stop()
+        portal.stop()
         bare.stop()
         raw.stop()
 
@@ -194,6 +199,7 @@ def test_ofrep_throughput_against_bare_litestar(
     servers: dict[str, Any], timed: bool, benchmark: Any
 ) -> None:
     ours: RunningServer = servers["ours"]
+    portal: RunningServer = servers["portal"]
     _check_answers(ours)
     workdir: Path = servers["workdir"]
     single_get = f"/v1/evaluate/{SINGLE_FLAG}"
@@ -215,7 +221,13 @@ def test_ofrep_throughput_against_bare_litestar(
                 post,
                 ours.process.pid,
             ),
+            f"OFREP bulk (10 flags) [{mix}]": (
+                f"{portal.url}/ofrep/v1/evaluate/flags",
+                post,
+                portal.process.pid,
+            ),
             f"bare GET [{mix}]": (servers["bare"].url, get_bare, servers["bare"].pid),
+            f"raw ASGI GET [{mix}]": (servers["raw"].url, get_bare, servers["raw"].pid),
             f"GET /v1/evaluate [{mix}]": (ours.url, get_ours, ours.process.pid),
         }
     rounds, seconds = (5, 5) if timed else (1, 1)
@@ -247,6 +259,8 @@ def test_ofrep_throughput_against_bare_litestar(
             ("GET /v1/evaluate", "bare GET"),
             ("OFREP bulk (50 flags)", "bare POST"),
             ("OFREP single POST", "raw ASGI POST"),
+            ("GET /v1/evaluate", "raw ASGI GET"),
+            ("OFREP bulk (10 flags)", "raw ASGI POST"),
         ):
             a, b = f"{ours_name} [{mix}]", f"{base_name} [{mix}]"
             ratios[f"{ours_name} / {base_name} [{mix}]"] = rps[a] / rps[b]
@@ -266,7 +280,16 @@ def test_ofrep_throughput_against_bare_litestar(
             assert ratios[f"OFREP single POST / bare POST [{mix}]"] >= 0.70
             assert ratios[f"GET /v1/evaluate / bare GET [{mix}]"] >= 0.80
             assert ratios[f"OFREP bulk (50 flags) / bare POST [{mix}]"] >= 0.50
-            for shape in ("OFREP single POST", "OFREP bulk (50 flags)", "GET /v1/evaluate"):
+            assert ratios[f"OFREP single POST / raw ASGI POST [{mix}]"] >= 0.85
+            assert ratios[f"GET /v1/evaluate / raw ASGI GET [{mix}]"] >= 0.85
+            assert ratios[f"OFREP bulk (10 flags) / raw ASGI POST [{mix}]"] >= 0.60
+            shapes = (
+                "OFREP single POST",
+                "OFREP bulk (50 flags)",
+                "OFREP bulk (10 flags)",
+                "GET /v1/evaluate",
+            )
+            for shape in shapes:
                 name = f"{shape} [{mix}]"
                 assert p99[name] <= 2 * p50[name], f"{name}: p99 {p99[name]} > 2x p50 {p50[name]}"
 

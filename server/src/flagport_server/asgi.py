@@ -15,11 +15,13 @@ from litestar.types import ASGIApp
 from flagport_server.app import create_app
 from flagport_server.body_deadline import BodyDeadline
 from flagport_server.cors import Cors
+from flagport_server.dispatch import EvaluationDispatch
 from flagport_server.host_check import HostCheck
 from flagport_server.rate_limit import RateLimit
 from flagport_server.settings import Settings
+from flagport_server.stores.base import Store
 
-__all__ = ["SETTINGS_ENV", "app_from_env"]
+__all__ = ["SETTINGS_ENV", "app_from_env", "serving_app"]
 
 SETTINGS_ENV = "FLAGPORT_SETTINGS_JSON"
 
@@ -27,11 +29,21 @@ SETTINGS_ENV = "FLAGPORT_SETTINGS_JSON"
 def app_from_env() -> ASGIApp:
     raw = os.environ.get(SETTINGS_ENV)
     settings = msgspec.json.decode(raw, type=Settings) if raw else Settings.from_env()
-    app = create_app(settings)
+    return serving_app(settings)
+
+
+def serving_app(settings: Settings, store: Store | None = None) -> ASGIApp:
+    """What a worker serves: the Litestar app behind the evaluation dispatch and the
+    wrappers every request passes (``store``: as for :func:`create_app`)."""
+    app = create_app(settings, store)
+    # The evaluation routes are served by the dispatch, not by Litestar's pipeline
+    # (docs/adr/0021-evaluation-dispatch.md); it is innermost so that every wrapper below
+    # applies to it as to the app.
+    served: ASGIApp = EvaluationDispatch(app, settings.max_eval_body)
     # Request timing and the body deadline wrap the whole app rather than being Litestar
     # middlewares: Litestar then runs its exception middleware twice per request (measured:
     # +2 us per request).
-    served: ASGIApp = BodyDeadline(app, settings.body_timeout)
+    served = BodyDeadline(served, settings.body_timeout)
     if settings.rate_limit is not None:
         burst = settings.rate_burst or max(1, math.ceil(2 * settings.rate_limit))
         served = RateLimit(served, settings.rate_limit, burst, settings.trusted_proxies)

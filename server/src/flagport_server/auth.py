@@ -61,6 +61,7 @@ __all__ = [
     "access_error",
     "declared_scope",
     "grants",
+    "needs_token",
     "openapi_security",
     "presented_token",
     "requires",
@@ -241,8 +242,7 @@ def access(
     if required == PUBLIC:
         return None, None
     runtime: Runtime = connection.app.state.runtime
-    open_scope = runtime.settings.open_scope
-    if open_scope is not None and grants(open_scope, required):
+    if not needs_token(runtime, required):
         return None, None  # a token, if any, is not even read: the request needs none
     secret = presented_token(connection)
     if secret is None:
@@ -254,6 +254,14 @@ def access(
     if record is None:
         return _refused(connection, "unknown or revoked token"), None
     return _within_scope(record, required)
+
+
+def needs_token(runtime: Runtime, required: RouteScope) -> bool:
+    """Whether a route that needs ``required`` needs a token on this bind (the bind's open
+    scope does not reach it). :func:`access` asks this first; the evaluation dispatch asks it
+    to skip building a connection for a request that needs no token."""
+    open_scope = runtime.settings.open_scope
+    return required != PUBLIC and (open_scope is None or not grants(open_scope, required))
 
 
 def _within_scope(

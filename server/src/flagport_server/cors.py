@@ -14,6 +14,13 @@ is docs/spec.md section 12; the decision is docs/adr/0016-cors-for-the-evaluatio
 - answers to an allowed origin expose ``ETag`` (so the provider can send ``If-None-Match``
   and get 304s), ``Retry-After`` and ``X-Flagport-Snapshot``, and carry ``Vary: Origin``.
 
+The headers are made once per allowed origin, here. For a route the evaluation dispatch
+serves they are left in the request's scope (:data:`~flagport_server.surface.CORS_HEADERS`)
+and whoever answers adds them (the dispatch in its own answer, the rate limit and the host
+check in their refusals): a dict lookup per request instead of a wrapped ``send``
+(docs/adr/0021-evaluation-dispatch.md). Other answers on the surface (the change stream, a
+405) get them through a wrapped ``send``.
+
 Without ``--cors-origin`` the wrapper is not installed at all: no cost on the evaluation path.
 """
 
@@ -24,9 +31,15 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from flagport_server.surface import evaluation_surface_method, send_answer
+from flagport_server.surface import (
+    CORS_HEADERS,
+    dispatched_route,
+    evaluation_surface_method,
+    send_answer,
+    send_with,
+)
 
 __all__ = [
     "ALLOWED_HEADERS",
@@ -90,12 +103,31 @@ class Cors:
         self._exposed = ", ".join(EXPOSED_HEADERS).encode()
         self._allowed_headers = ", ".join(ALLOWED_HEADERS).encode()
         self._max_age = str(PREFLIGHT_MAX_AGE).encode()
+        #: An answer's CORS headers per allowed origin as browsers send it, made once.
+        self._answer_headers = {origin: self._headers_for(origin) for origin in self.origins}
+        self._any_headers = self._headers_for(b"*")
+
+    def _headers_for(self, allow: bytes) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"access-control-allow-origin", allow),
+            (b"access-control-expose-headers", self._exposed),
+            (b"vary", b"Origin"),
+        ]
 
     def _allowed(self, origin: bytes) -> bytes | None:
         """The ``Access-Control-Allow-Origin`` value for this origin, or None."""
         if self.any_origin:
             return b"*"
         return origin if origin.lower() in self.origins else None
+
+    def _answer_headers_for(self, origin: bytes) -> list[tuple[bytes, bytes]] | None:
+        """The CORS headers of an answer to ``origin``, or None: not allowed."""
+        if self.any_origin:
+            return self._any_headers
+        headers = self._answer_headers.get(origin)
+        if headers is None and origin.lower() in self.origins:  # sent in another case
+            headers = self._headers_for(origin)
+        return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != _HTTP:
@@ -115,25 +147,19 @@ class Cors:
             # surface: untouched (a preflight there reaches the app, which answers 405).
             await self.app(scope, receive, send)
             return
-        allow = self._allowed(origin)
-        if scope["method"] == "OPTIONS" and requested_method is not None:  # type: ignore[typeddict-item]
+        request_method: str = scope["method"]  # type: ignore[typeddict-item]
+        if request_method == "OPTIONS" and requested_method is not None:
+            allow = self._allowed(origin)
             await self._preflight(send, allow, requested_method == method.encode(), method)
             return
-        if allow is None:
+        cors_headers = self._answer_headers_for(origin)
+        if cors_headers is None:
             await self.app(scope, receive, send)
-            return
-        cors_headers = [
-            (b"access-control-allow-origin", allow),
-            (b"access-control-expose-headers", self._exposed),
-            (b"vary", b"Origin"),
-        ]
-
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *cors_headers]
-            await send(message)
-
-        await self.app(scope, receive, send_with_cors)
+        elif dispatched_route(scope["path"], request_method) is not None:
+            scope[CORS_HEADERS] = cors_headers  # type: ignore[typeddict-unknown-key]
+            await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send_with(send, cors_headers))
 
     async def _preflight(
         self, send: Send, allow: bytes | None, method_ok: bool, method: str

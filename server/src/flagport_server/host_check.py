@@ -28,6 +28,7 @@ from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 from flagport_server.auth import presented_token, token_record
 from flagport_server.errors import MisdirectedRequest
 from flagport_server.runtime import Runtime
+from flagport_server.surface import cors_headers
 from flagport_server.wire import ofrep_v1
 from flagport_server.wire.admin_v1 import Problem
 
@@ -36,6 +37,9 @@ __all__ = ["LOOPBACK_NAMES", "HostCheck", "host_name", "valid_allowed_host"]
 #: The names a tokenless request to a loopback bind may use.
 LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "[::1]"})
 _HTTP: Final[str] = ScopeType.HTTP
+#: Allowed ``Host`` values remembered at most (``localhost:8787``, ``127.0.0.1:8787``...):
+#: memory stays bounded whatever clients send.
+_REMEMBERED_VALUES: Final = 64
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 
 
@@ -76,17 +80,26 @@ class HostCheck:
         self.app = app
         self.runtime = runtime
         self.allowed = LOOPBACK_NAMES | {host_name(name) for name in allowed}
+        #: ``Host`` values (as sent) already found allowed: a set lookup instead of parsing
+        #: the header on every request (a client sends the same one each time).
+        self._allowed_values: set[bytes] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != _HTTP:  # lifespan (Flagport serves no websockets)
             await self.app(scope, receive, send)
             return
-        host = None
+        raw = None
         for name, value in scope["headers"]:
             if name == b"host":
-                host = value.decode("latin-1")
+                raw = value
                 break
-        if host is None or host_name(host) in self.allowed:
+        if raw is None or raw in self._allowed_values:
+            await self.app(scope, receive, send)
+            return
+        host = raw.decode("latin-1")
+        if host_name(host) in self.allowed:
+            if len(self._allowed_values) < _REMEMBERED_VALUES:
+                self._allowed_values.add(raw)
             await self.app(scope, receive, send)
             return
         secret = presented_token(ASGIConnection(scope))
@@ -118,7 +131,11 @@ async def _answer(scope: Scope, send: Send, error: MisdirectedRequest) -> None:
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": error.status_code,
-        "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"content-type", media),
+            (b"content-length", str(len(body)).encode()),
+            *cors_headers(scope),
+        ],
     }
     await send(start)
     await send({"type": "http.response.body", "body": body, "more_body": False})

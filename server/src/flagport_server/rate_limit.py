@@ -177,4 +177,4 @@ class RateLimit:
             + b'"}'
         )
         headers = [(b"content-type", b"application/json"), (b"retry-after", str(wait).encode())]
-        await send_answer(send, 429, headers, body)
+        await send_answer(send, 429, headers, body, scope)

@@ -1,15 +1,31 @@
 """The evaluation surface: the routes a browser, or anyone holding an ``evaluate`` token, may
-call (docs/spec.md sections 5 and 12). One list, read by CORS and by the rate limits; both
-are wrappers outside the app, so they match paths rather than Litestar routes, and answer
-some requests themselves (:func:`send_answer`)."""
+call (docs/spec.md sections 5 and 12). One list, read by CORS, the rate limits and the
+evaluation dispatch; all are ASGI layers outside the Litestar app, so they match paths rather
+than Litestar routes, and answer some requests themselves (:func:`send_answer`).
+
+:data:`DISPATCHED` is the table of the routes the evaluation dispatch serves
+(docs/adr/0021-evaluation-dispatch.md): each names its Litestar route declaration, which stays
+the one source of the OpenAPI document and of the route's scope."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
-from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Send
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Scope, Send
 
-__all__ = ["evaluation_surface_method", "send_answer"]
+__all__ = [
+    "CORS_HEADERS",
+    "DISPATCHED",
+    "EVALUATE_GET",
+    "OFREP_BULK",
+    "OFREP_SINGLE",
+    "DispatchedRoute",
+    "cors_headers",
+    "dispatched_route",
+    "evaluation_surface_method",
+    "send_answer",
+    "send_with",
+]
 
 _OFREP_BULK: Final = "/ofrep/v1/evaluate/flags"
 _OFREP_SINGLE: Final = "/ofrep/v1/evaluate/flags/"
@@ -29,14 +45,81 @@ def evaluation_surface_method(path: str) -> str | None:
     return None
 
 
+class DispatchedRoute(NamedTuple):
+    """A route the evaluation dispatch serves without the framework."""
+
+    #: The Litestar route declaration's ``name`` (its path, OpenAPI entry and scope).
+    name: str
+    method: str
+    #: The declaration's path, as Litestar names it.
+    path: str
+
+
+OFREP_SINGLE: Final = DispatchedRoute("ofrep-single", "POST", _OFREP_SINGLE + "{key:str}")
+OFREP_BULK: Final = DispatchedRoute("ofrep-bulk", "POST", _OFREP_BULK)
+EVALUATE_GET: Final = DispatchedRoute("evaluate-get", "GET", _GET_EVALUATE + "{key:str}")
+#: Every route the dispatch serves (the change stream stays with Litestar: it is long-lived,
+#: so the framework's cost per request does not matter there).
+DISPATCHED: Final = (OFREP_SINGLE, OFREP_BULK, EVALUATE_GET)
+
+
+def dispatched_route(path: str, method: str) -> tuple[DispatchedRoute, str] | None:
+    """The dispatched route a request goes to, with its flag key (``""`` for bulk), or None:
+    the framework's (another path or method, or a key Litestar's ``{key:str}`` would not
+    take: empty or with a ``/``)."""
+    if method == "POST":
+        if path == _OFREP_BULK:
+            return OFREP_BULK, ""
+        if path.startswith(_OFREP_SINGLE):
+            key = path[len(_OFREP_SINGLE) :]
+            return (OFREP_SINGLE, key) if key and "/" not in key else None
+    elif method == "GET" and path.startswith(_GET_EVALUATE):
+        key = path[len(_GET_EVALUATE) :]
+        return (EVALUATE_GET, key) if key and "/" not in key else None
+    return None
+
+
+#: The scope key under which the CORS layer leaves the headers an answer to an allowed
+#: cross-origin request carries (whoever answers adds them: :func:`cors_headers`).
+CORS_HEADERS: Final = "flagport.cors_headers"
+_NONE: Final[tuple[tuple[bytes, bytes], ...]] = ()
+
+
+def cors_headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]]:
+    """The CORS headers the answer to this request carries (none: not cross-origin from an
+    allowed origin, or CORS not configured)."""
+    headers: list[tuple[bytes, bytes]] | None = scope.get(CORS_HEADERS)  # type: ignore[assignment]
+    return headers if headers is not None else _NONE
+
+
+def send_with(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """``send``, adding ``headers`` to the answer's start."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *headers]
+        await send(message)
+
+    return sending
+
+
 async def send_answer(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    scope: Scope | None = None,
 ) -> None:
-    """Send a whole answer from a wrapper, before the app (``Content-Length`` added)."""
+    """Send a whole answer from a wrapper, before the app (``Content-Length`` added, and the
+    CORS headers of ``scope``'s request)."""
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,
-        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        "headers": [
+            *headers,
+            (b"content-length", str(len(body)).encode()),
+            *(cors_headers(scope) if scope is not None else ()),
+        ],
     }
     await send(start)
     end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}

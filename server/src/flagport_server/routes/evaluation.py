@@ -1,8 +1,13 @@
 """Evaluation scope: OFREP single and bulk, and the convenience GET.
 
-These are the hot routes: the PHP portal calls them on every request. They never touch the
-store, and they skip the costlier parts of Litestar's pipeline on purpose (measured in
-docs/adr/0003-lean-evaluation-path.md):
+These are the hot routes: the PHP portal calls them on every request. The evaluation dispatch
+(:mod:`flagport_server.dispatch`, docs/adr/0021-evaluation-dispatch.md) serves them in front of
+Litestar with the answer functions here (:func:`gate`, :func:`answer_single`,
+:func:`answer_context`, :func:`answer_bulk`); the route declarations below stay the one source
+of their paths (with :data:`flagport_server.surface.DISPATCHED`), scopes and OpenAPI entries,
+and serve what the dispatch hands on (a body it cannot decode, a query on a POST). They never
+touch the store, and they skip the costlier parts of Litestar's pipeline on purpose (measured
+in docs/adr/0003-lean-evaluation-path.md):
 
 - the token check is a plain call of :func:`~flagport_server.auth.access_error` with the
   route's declared scope, not a Litestar guard (guards copy the route handler on every
@@ -22,6 +27,7 @@ import datetime
 import hashlib
 import time
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Request, get, post
@@ -29,16 +35,27 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
-from flagport.engine import ErrorCode, EvaluationResult, Reason
-from flagport_server.auth import EVALUATE, access, declared_scope, requires
+from flagport.engine import ErrorCode, Reason
+from flagport_server.auth import EVALUATE, access, access_error, declared_scope, requires
+from flagport_server.errors import ServerError
 from flagport_server.routes.feeds import streams_available
 from flagport_server.served import Served
 from flagport_server.stats import UNKNOWN_RESULT
 from flagport_server.stores.base import TokenRecord
+from flagport_server.surface import EVALUATE_GET, OFREP_BULK, OFREP_SINGLE
 from flagport_server.tickets import TicketOf, day_of
 from flagport_server.wire import ofrep_v1 as wire
 
-__all__ = ["RawResponse", "evaluation_routes"]
+__all__ = [
+    "RawResponse",
+    "answer_bulk",
+    "answer_context",
+    "answer_single",
+    "context_problem",
+    "evaluation_routes",
+    "gate",
+    "query_context",
+]
 
 _ERROR = Reason.ERROR
 _NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
@@ -83,23 +100,16 @@ def _answer(
     return RawResponse(body, status, headers)
 
 
-def _gate(request: Request[Any, Any, State], state: State) -> RawResponse | None:
-    """The answer to send instead of evaluating (auth failure, not ready), if any."""
-    return _gate_with_token(request, state)[0]
-
-
-def _gate_with_token(
-    request: Request[Any, Any, State], state: State
-) -> tuple[RawResponse | None, TokenRecord | None]:
-    """:func:`_gate`, and the token the request was let in with (``None``: it needed none)."""
-    error, record = access(request, declared_scope(request.route_handler) or EVALUATE)
+def gate(state: State, error: ServerError | None) -> RawResponse | None:
+    """The answer to send instead of evaluating, if any: the refusal of :func:`access`
+    (``error``), or 503 while no snapshot is loaded."""
     if error is not None:
         body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=error.detail))
         headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-        return _answer(state, body, error.status_code, extra=headers), None
+        return _answer(state, body, error.status_code, extra=headers)
     if state.runtime.served is None:
-        return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")]), None
-    return None, record
+        return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
+    return None
 
 
 def context_problem(context: Any) -> tuple[str, str] | None:
@@ -116,9 +126,31 @@ def context_problem(context: Any) -> tuple[str, str] | None:
     return None
 
 
-def _single(
-    state: State, served: Served, result: EvaluationResult, context: dict[str, Any]
-) -> RawResponse:
+def answer_single(state: State, served: Served, key: str, context: Any) -> RawResponse:
+    """OFREP single's answer for a decoded body's ``context`` (the request let in)."""
+    problem = context_problem(context)
+    if problem is not None:
+        body = wire.encode(
+            wire.EvaluationFailure(key=key, errorCode=problem[0], errorDetails=problem[1])
+        )
+        return _answer(state, body, 400, served.version_header)
+    return answer_context(state, served, key, context)
+
+
+def query_context(query_string: bytes) -> dict[str, str]:
+    """``GET /v1/evaluate``'s context: the query's parameters, the first value of a repeated
+    one, blank values kept (as Litestar's query parser reads them)."""
+    context: dict[str, str] = {}
+    if query_string:
+        pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, separator="&")
+        for name, value in pairs:
+            context.setdefault(name, value)
+    return context
+
+
+def answer_context(state: State, served: Served, key: str, context: dict[str, Any]) -> RawResponse:
+    """One flag's answer for a valid context (``GET /v1/evaluate``'s query is one)."""
+    result = served.snapshot.evaluate(key, context, time.time())
     if result.reason is not _ERROR:
         state.counter.count(result, context)
         return _answer(state, served.answers.item(result), 200, served.version_header)
@@ -145,9 +177,9 @@ _SINGLE_RESPONSES = {
 
 
 @post(
-    "/ofrep/v1/evaluate/flags/{key:str}",
+    OFREP_SINGLE.path,
     status_code=200,
-    name="ofrep-single",
+    name=OFREP_SINGLE.name,
     opt=requires(EVALUATE),
     summary="Evaluate one flag (OFREP)",
     tags=["evaluation"],
@@ -157,23 +189,15 @@ async def ofrep_single(
     key: FromPath[str], data: JSONBody[wire.EvaluationRequest], request: Request[Any, Any, State]
 ) -> RawResponse:
     state = request.app.state
-    refusal = _gate(request, state)
+    refusal = gate(state, access_error(request, declared_scope(request.route_handler) or EVALUATE))
     if refusal is not None:
         return refusal
-    served: Served = state.runtime.served
-    problem = context_problem(data.context)
-    if problem is not None:
-        body = wire.encode(
-            wire.EvaluationFailure(key=key, errorCode=problem[0], errorDetails=problem[1])
-        )
-        return _answer(state, body, 400, served.version_header)
-    context = data.context
-    return _single(state, served, served.snapshot.evaluate(key, context, time.time()), context)
+    return answer_single(state, state.runtime.served, key, data.context)
 
 
 @get(
-    "/v1/evaluate/{key:str}",
-    name="evaluate-get",
+    EVALUATE_GET.path,
+    name=EVALUATE_GET.name,
     opt=requires(EVALUATE),
     summary="Evaluate one flag from query parameters (values are strings)",
     tags=["evaluation"],
@@ -181,12 +205,11 @@ async def ofrep_single(
 )
 async def evaluate_get(key: FromPath[str], request: Request[Any, Any, State]) -> RawResponse:
     state = request.app.state
-    refusal = _gate(request, state)
+    refusal = gate(state, access_error(request, declared_scope(request.route_handler) or EVALUATE))
     if refusal is not None:
         return refusal
-    served: Served = state.runtime.served
-    context = dict(request.query_params)
-    return _single(state, served, served.snapshot.evaluate(key, context, time.time()), context)
+    context = query_context(request.scope.get("query_string", b""))
+    return answer_context(state, state.runtime.served, key, context)
 
 
 def _check_last_modified(value: str | None) -> str | None:
@@ -203,9 +226,9 @@ def _check_last_modified(value: str | None) -> str | None:
 
 
 @post(
-    "/ofrep/v1/evaluate/flags",
+    OFREP_BULK.path,
     status_code=200,
-    name="ofrep-bulk",
+    name=OFREP_BULK.name,
     opt=requires(EVALUATE),
     summary="Evaluate every flag (OFREP bulk)",
     tags=["evaluation"],
@@ -234,21 +257,38 @@ async def ofrep_bulk(
     ] = None,
 ) -> RawResponse:
     state = request.app.state
-    refusal, token = _gate_with_token(request, state)
+    error, token = access(request, declared_scope(request.route_handler) or EVALUATE)
+    refusal = gate(state, error)
     if refusal is not None:
         return refusal
-    served: Served = state.runtime.served
+    return answer_bulk(
+        state,
+        state.runtime.served,
+        data.context,
+        token,
+        if_none_match.encode() if if_none_match is not None else None,
+        flag_config_last_modified,
+    )
+
+
+def answer_bulk(
+    state: State,
+    served: Served,
+    context: Any,
+    token: TokenRecord | None,
+    if_none_match: bytes | None,
+    last_modified: str | None = None,
+) -> RawResponse:
+    """OFREP bulk's answer for a decoded body's ``context`` (the request let in by ``token``,
+    ``None``: it needed none)."""
     snapshot = served.snapshot
     answers = served.answers
-    problem = context_problem(data.context) or (
-        ("INVALID_CONTEXT", bad)
-        if (bad := _check_last_modified(flag_config_last_modified))
-        else None
+    problem = context_problem(context) or (
+        ("INVALID_CONTEXT", bad) if (bad := _check_last_modified(last_modified)) else None
     )
     if problem is not None:
         body = wire.encode(wire.RequestFailure(errorCode=problem[0], errorDetails=problem[1]))
         return _answer(state, body, 400, served.version_header)
-    context = data.context
     digest = hashlib.blake2b(msgspec.json.encode(context, order="sorted"), digest_size=8)
     now = time.time()
     # A request let in by a token gets a stream URL with a ticket (a browser's EventSource
@@ -261,7 +301,7 @@ async def ofrep_bulk(
         etag = f'"{snapshot.version}-{ticket.day}-{digest.hexdigest()}"'.encode()
     else:
         etag = f'"{snapshot.version}-{digest.hexdigest()}"'.encode()
-    if if_none_match is not None and if_none_match.strip().encode() == etag:
+    if if_none_match is not None and if_none_match.strip() == etag:
         headers = [
             (b"etag", etag),
             (b"x-flagport-snapshot", served.version_header),

@@ -1,0 +1,213 @@
+"""The evaluation dispatch: OFREP single and bulk and ``GET /v1/evaluate`` served in front of
+Litestar, on the same listener, without the framework's routing, parameter and exception
+layers (docs/adr/0021-evaluation-dispatch.md).
+
+It serves what the framework would answer the same way, with the same functions:
+
+- which requests: :func:`~flagport_server.surface.dispatched_route` (the table the Litestar
+  route declarations name their paths from); every other request, and every request it does
+  not take to the end, goes to the Litestar app unchanged;
+- who may: the scope each route declares (read from the Litestar declaration once, here) and
+  :func:`~flagport_server.auth.access`;
+- what is answered: :mod:`flagport_server.routes.evaluation`'s answer functions, which the
+  Litestar handlers call too;
+- CORS: the headers the CORS layer left in the scope
+  (:func:`~flagport_server.surface.cors_headers`), added to the answer.
+
+A request it cannot read, it never answers itself: a ``Content-Type`` other than
+``application/json``, a body over the route's limit or that does not decode as an OFREP
+request, a body read that failed (the deadline, a disconnect), a query string on a POST
+(``flagConfigLastModified``...). Those go to Litestar with the body it has read so far
+replayed, so their errors keep the one shape :mod:`flagport_server.http_errors` gives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Final
+
+import msgspec
+from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
+
+from flagport_server.auth import RouteScope, access, declared_scope, needs_token
+from flagport_server.routes.evaluation import (
+    RawResponse,
+    answer_bulk,
+    answer_context,
+    answer_single,
+    gate,
+    query_context,
+)
+from flagport_server.surface import (
+    DISPATCHED,
+    EVALUATE_GET,
+    OFREP_BULK,
+    cors_headers,
+    dispatched_route,
+    send_with,
+)
+from flagport_server.wire import ofrep_v1 as wire
+
+__all__ = ["EvaluationDispatch"]
+
+_decode_request: Final = msgspec.json.Decoder(wire.EvaluationRequest).decode
+_JSON: Final = b"application/json"
+_HTTP: str = ScopeType.HTTP
+
+
+def _replaying(
+    messages: list[ReceiveMessage], receive: Receive, error: BaseException | None = None
+) -> Receive:
+    """``receive`` that first gives back what the dispatch already read (then ``error``, if
+    reading failed)."""
+    pending = list(messages)
+
+    async def replayed() -> ReceiveMessage:
+        if pending:
+            return pending.pop(0)
+        if error is not None:
+            raise error
+        return await receive()
+
+    return replayed
+
+
+class EvaluationDispatch:
+    """Serve the dispatched evaluation routes of ``app``; hand everything else to ``app``."""
+
+    def __init__(self, app: Litestar, max_body: int) -> None:
+        #: Where every other request goes.
+        self.app: ASGIApp = app
+        self.litestar = app
+        self.state = app.state
+        self.runtime = app.state.runtime
+        self.max_body = max_body
+        #: Route name -> the scope its Litestar declaration needs (declared once, there).
+        self.scopes: dict[str, RouteScope] = {}
+        for route in DISPATCHED:
+            handler = app.get_handler_index_by_name(route.name)
+            if handler is None or route.path not in handler["paths"]:
+                raise RuntimeError(f"the app declares no route {route.name!r} at {route.path}")
+            scope = declared_scope(handler["handler"])
+            if scope is None:
+                raise RuntimeError(f"route {route.name!r} declares no scope")
+            self.scopes[route.name] = scope
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == _HTTP:
+            found = dispatched_route(scope["path"], scope["method"])  # type: ignore[typeddict-item]
+            if found is not None:
+                await self._serve(scope, receive, send, *found)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, route: Any, key: str
+    ) -> None:
+        content_type = None
+        if_none_match = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"if-none-match":
+                if_none_match = value
+        if route is EVALUATE_GET:
+            answer = self._answer_get(scope, key)
+            if answer is not None:
+                await self._send(scope, send, answer)
+            return
+        if content_type != _JSON or scope["query_string"]:
+            await self._hand_on(scope, receive, send, [])
+            return
+        messages: list[ReceiveMessage] = []
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        try:
+            while more:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request":
+                    await self._hand_on(scope, receive, send, messages)
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    await self._hand_on(scope, receive, send, messages)
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        except Exception as failure:  # the body deadline: the framework answers it
+            await self._hand_on(scope, receive, send, messages, failure)
+            return
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            context = _decode_request(body).context
+        except (msgspec.DecodeError, RecursionError):
+            await self._hand_on(scope, receive, send, messages)
+            return
+        error, token = self._access(scope, route.name)
+        answer = gate(self.state, error)
+        if answer is None:
+            served = self.runtime.served
+            if route is OFREP_BULK:
+                answer = answer_bulk(self.state, served, context, token, if_none_match)
+            else:
+                answer = answer_single(self.state, served, key, context)
+        await self._send(scope, send, answer)
+
+    def _answer_get(self, scope: Scope, key: str) -> RawResponse | None:
+        error, _ = self._access(scope, EVALUATE_GET.name)
+        answer = gate(self.state, error)
+        if answer is not None:
+            return answer
+        context = query_context(scope["query_string"])
+        return answer_context(self.state, self.runtime.served, key, context)
+
+    def _access(self, scope: Scope, route: str) -> tuple[Any, Any]:
+        required = self.scopes[route]
+        if not needs_token(self.runtime, required):
+            return None, None
+        # What Litestar sets on entry: the connection reads the app's state from it.
+        scope["litestar_app"] = self.litestar
+        return access(ASGIConnection(scope), required)
+
+    async def _send(self, scope: Scope, send: Send, answer: RawResponse) -> None:
+        cors = cors_headers(scope)
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [*answer.headers, *cors] if cors else answer.headers,
+        }
+        await send(start)
+        end: HTTPResponseBodyEvent = {
+            "type": "http.response.body",
+            "body": answer.body,
+            "more_body": False,
+        }
+        await send(end)
+
+    def _hand_on(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        messages: list[ReceiveMessage],
+        error: BaseException | None = None,
+    ) -> Awaitable[None]:
+        """Litestar answers, reading the body from where the dispatch stopped."""
+        if messages or error is not None:
+            receive = _replaying(messages, receive, error)
+        cors = cors_headers(scope)
+        return self.app(scope, receive, send_with(send, list(cors)) if cors else send)

@@ -46,6 +46,7 @@ import msgspec
 
 from flagport._exceptions import ClientError
 from flagport.engine.models import KEY_PATTERN, MAX_KEY_LENGTH
+from flagport.rollout.cohorts import COHORT_KEY, FLAG_KEY, VARIANT_KEY
 from flagport.rollout.guards import EVENT_NAME_PATTERN
 from flagport.rollout.limits import (
     LATENCY_BOUNDS_MS,
@@ -92,11 +93,6 @@ __all__ = [
 
 logger = logging.getLogger("flagport")
 
-#: The answer metadata naming a plan's cohort (flat entries: OFREP metadata values are
-#: strings, numbers or booleans).
-FLAG_KEY: Final = "rolloutFlag"
-COHORT_KEY: Final = "rolloutCohort"
-VARIANT_KEY: Final = "rolloutVariant"
 OUTCOMES_PATH: Final = "/v1/outcomes"
 #: Seconds between two batches.
 REPORT_INTERVAL: Final = 1.0

@@ -18,12 +18,13 @@ from typing import Any
 import msgspec
 
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason, SnapshotDocument
-from flagport.rollout.plan import Plan
+from flagport.rollout.cohorts import cohort_metadata, cohort_of, plan_flag_of
+from flagport.rollout.plan import Plan, PlanStatus
 from flagport_server.stores.base import TokenRecord
 from flagport_server.tickets import TicketOf, mint_ticket
 from flagport_server.wire import ofrep_v1 as wire
 
-__all__ = ["EncodedAnswers", "Served"]
+__all__ = ["CohortAnswers", "EncodedAnswers", "Served"]
 
 _ERROR = Reason.ERROR
 _NOT_FOUND = ErrorCode.FLAG_NOT_FOUND
@@ -100,6 +101,54 @@ class EncodedAnswers:
         return encoded
 
 
+class CohortAnswers:
+    """The encoded answers of the flags that report for a running plan (docs/spec.md
+    section 13, "Cohort metadata"): each carries the unit's cohort of its plan flag, so it
+    depends on two results, the flag's and the plan flag's. Results are shared per snapshot
+    (one object per flag, variant and reason), so the pair of their ids is a stable key, and
+    the memo holds a handful of entries per flag."""
+
+    __slots__ = ("_answers", "_cohorts", "_document", "_items", "plan_of")
+
+    def __init__(self, answers: EncodedAnswers, document: SnapshotDocument, plans: frozenset[str]):
+        self._answers = answers
+        self._document = document
+        #: Flag key -> the plan flag it reports for.
+        self.plan_of: Mapping[str, str] = MappingProxyType(plan_flag_of(document.flags, plans))
+        self._cohorts: dict[int, dict[str, str] | None] = {}
+        self._items: dict[tuple[int, int], bytes] = {}
+
+    def _metadata(self, plan_result: EvaluationResult) -> dict[str, str] | None:
+        found = self._cohorts.get(id(plan_result), False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        plan_key = plan_result.key
+        cohort = cohort_of(plan_result, self._document.flags[plan_key])
+        metadata = (
+            None
+            if cohort is None or plan_result.variant is None
+            else cohort_metadata(plan_key, cohort, plan_result.variant)
+        )
+        self._cohorts[id(plan_result)] = metadata
+        return metadata
+
+    def item(self, result: EvaluationResult, plan_result: EvaluationResult) -> bytes:
+        """``result``'s encoded answer, with the cohort ``plan_result`` puts the unit in."""
+        memo_key = (id(result), id(plan_result))
+        encoded = self._items.get(memo_key)
+        if encoded is None:
+            metadata = self._metadata(plan_result)
+            if metadata is None or result.reason is _ERROR:
+                encoded = self._answers.item(result)
+            else:
+                merged = {**(result.metadata or {}), **metadata}
+                encoded = wire.encode(
+                    wire.success_from_result(msgspec.structs.replace(result, metadata=merged))
+                )
+            self._items[memo_key] = encoded
+        return encoded
+
+
 class Served:
     """One applied snapshot and everything derived from it."""
 
@@ -107,6 +156,7 @@ class Served:
         "_feed_body",
         "answers",
         "applied_at",
+        "cohorts",
         "feed",
         "plans",
         "snapshot",
@@ -157,6 +207,9 @@ class Served:
         #: Rollout plans by flag key, as of this snapshot (every plan transition commits a
         #: new snapshot version): what ``/readyz``, ``/metrics`` and cohorts read.
         self.plans: Mapping[str, Plan] = MappingProxyType(dict(plans or {}))
+        running = frozenset(k for k, p in self.plans.items() if p.status is PlanStatus.RUNNING)
+        #: The answers that report for a running plan (``None``: no plan runs).
+        self.cohorts = CohortAnswers(self.answers, feed, running) if running else None
         #: What ``/readyz`` warns about this snapshot (broken flags, limits exceeded).
         self.warnings = warnings
         self._feed_body: bytes | None = None

@@ -150,9 +150,16 @@ def query_context(query_string: bytes) -> dict[str, str]:
 
 def answer_context(state: State, served: Served, key: str, context: dict[str, Any]) -> RawResponse:
     """One flag's answer for a valid context (``GET /v1/evaluate``'s query is one)."""
-    result = served.snapshot.evaluate(key, context, time.time())
+    now = time.time()
+    result = served.snapshot.evaluate(key, context, now)
     if result.reason is not _ERROR:
         state.counter.count(result, context)
+        cohorts = served.cohorts
+        if cohorts is not None and (plan_key := cohorts.plan_of.get(key)) is not None:
+            plan_result = (
+                result if plan_key == key else served.snapshot.evaluate(plan_key, context, now)
+            )
+            return _answer(state, cohorts.item(result, plan_result), 200, served.version_header)
         return _answer(state, served.answers.item(result), 200, served.version_header)
     if result.error_code is _NOT_FOUND:
         # Callers choose unknown keys: one label for all of them keeps the metric bounded.
@@ -317,7 +324,17 @@ def answer_bulk(
         tail = answers.ticketed_tail(ticket)
     else:
         tail = answers.bulk_tail
-    body = b'{"flags":[' + b",".join([item(r) for r in results.values()]) + tail
+    cohorts = served.cohorts
+    if cohorts is None:
+        items = [item(r) for r in results.values()]
+    else:
+        # Flags under a running plan (or gated by one) carry the unit's cohort of it.
+        plan_of = cohorts.plan_of.get
+        items = [
+            item(r) if (plan := plan_of(k)) is None else cohorts.item(r, results[plan])
+            for k, r in results.items()
+        ]
+    body = b'{"flags":[' + b",".join(items) + tail
     return _answer(state, body, 200, served.version_header, [(b"etag", etag)])
 
 

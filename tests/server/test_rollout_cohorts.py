@@ -1,0 +1,144 @@
+"""Cohort metadata on OFREP answers (docs/spec.md section 13, "Cohort metadata"), from a real
+server (subprocess, SQLite, ``--no-driver``) whose store holds a running plan on the portal's
+``ui-improvements`` at 50 %: the plan flag's answers and its children's carry the unit's
+cohort of the plan, single and bulk alike; flags outside the plan carry none; a unit decided
+by targets is in neither cohort."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from flagport.engine import EvaluationResult, Flag, Prerequisite, Reason
+from flagport.rollout.cohorts import cohort_of, plan_flag_of
+from flagport.rollout.outcomes import Cohort
+from flagport.rollout.plan import PlanSpec, new_plan, start
+from flagport_server.stores import SQLiteStore
+from flagport_server.stores.base import Mutation
+from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
+
+PLAN = "ui-improvements"
+CHILD = "ui-improvements.dropdown-fixes"
+ROLLOUT_KEYS = {"rolloutFlag", "rolloutCohort", "rolloutVariant"}
+
+
+def test_cohort_rule() -> None:
+    flag = Flag(enabled=True, percentage=50)
+
+    def result(variant: str, reason: Reason, **metadata: Any) -> EvaluationResult:
+        return EvaluationResult(PLAN, variant == "on", variant, reason, metadata=metadata or None)
+
+    assert cohort_of(result("on", Reason.SPLIT), flag) is Cohort.TREATMENT
+    assert cohort_of(result("off", Reason.SPLIT), flag) is Cohort.CONTROL
+    assert cohort_of(result("on", Reason.STATIC), flag) is Cohort.TREATMENT
+    # Decided by targets or rules, a gate, or the kill switch: in neither.
+    assert cohort_of(result("on", Reason.TARGETING_MATCH), flag) is None
+    assert cohort_of(result("off", Reason.SPLIT, gatedBy="parent"), flag) is None
+    assert cohort_of(result("off", Reason.DISABLED), flag) is None
+
+
+def test_which_flags_report_for_a_plan() -> None:
+    flags = {
+        "a": Flag(),
+        "a.b": Flag(),
+        "a.b.c": Flag(),
+        "a.b.c.d": Flag(),
+        "ab": Flag(),
+        "x": Flag(prerequisites=[Prerequisite(key="a.b")]),
+        "y": Flag(),
+    }
+    assert plan_flag_of(flags, {"a", "a.b.c", "gone"}) == {
+        "a": "a",
+        "a.b": "a",
+        "a.b.c": "a.b.c",  # the nearest plan wins
+        "a.b.c.d": "a.b.c",
+    }
+    assert plan_flag_of(flags, {"a.b"}) == {
+        "a.b": "a.b",
+        "a.b.c": "a.b",
+        "a.b.c.d": "a.b",
+        "x": "a.b",
+    }
+    assert plan_flag_of(flags, set()) == {}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with running_server(
+        tmp_path_factory.mktemp("server"), seed=PORTAL_FLAGS, workers=1, extra=["--no-driver"]
+    ) as live:
+        yield live
+
+
+async def _start_plan_in_store(server: RunningServer) -> None:
+    store = SQLiteStore(server.workdir / "flagport.db")
+    await store.open()
+    try:
+        state = await store.load()
+        now = time.time()
+        plan = start(new_plan(PlanSpec(key=PLAN, steps=(50.0,), hold=3600), now), now)
+        flag = state.document.flags[PLAN]
+        exposed = msgspec.structs.replace(
+            flag, enabled=True, percentage=50.0, targets={"on": ["vip"]}, version=flag.version + 1
+        )
+        await store.commit(
+            [
+                Mutation("plan", PLAN, "put", plan, None),
+                Mutation("flag", PLAN, "put", exposed, flag.version),
+            ],
+            [],
+        )
+    finally:
+        await store.close()
+
+
+def _metadata(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.get("metadata", {}).items() if k in ROLLOUT_KEYS}
+
+
+@pytest.mark.anyio
+async def test_answers_carry_the_units_cohort_of_the_plan(server: RunningServer) -> None:
+    await _start_plan_in_store(server)
+    users = [f"user-{n}" for n in range(60)]
+    with server.client() as client:
+        deadline = time.monotonic() + 15
+        while True:
+            answer = client.post(
+                f"/ofrep/v1/evaluate/flags/{PLAN}", json={"context": {"targetingKey": "user-0"}}
+            ).json()
+            if _metadata(answer) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        seen = set()
+        for user in users:
+            context = {"context": {"targetingKey": user}}
+            plan = client.post(f"/ofrep/v1/evaluate/flags/{PLAN}", json=context).json()
+            child = client.post(f"/ofrep/v1/evaluate/flags/{CHILD}", json=context).json()
+            bulk = {
+                item["key"]: item
+                for item in client.post("/ofrep/v1/evaluate/flags", json=context).json()["flags"]
+            }
+            expected = {
+                "rolloutFlag": PLAN,
+                "rolloutCohort": "treatment" if plan["variant"] == "on" else "control",
+                "rolloutVariant": plan["variant"],
+            }
+            seen.add(expected["rolloutCohort"])
+            assert _metadata(plan) == expected, plan
+            assert _metadata(child) == expected, child  # a child reports for its parent
+            assert _metadata(bulk[PLAN]) == expected
+            assert _metadata(bulk[CHILD]) == expected
+            assert _metadata(bulk["enhanced-mobile-nav"]) == {}  # no plan there
+            # The child's value follows its parent, as without a plan.
+            assert child["value"] is (plan["variant"] == "on")
+        assert seen == {"treatment", "control"}
+        # A targeted unit is decided by targets, not the split: in neither cohort.
+        vip = client.post(
+            f"/ofrep/v1/evaluate/flags/{PLAN}", json={"context": {"targetingKey": "vip"}}
+        ).json()
+        assert vip["reason"] == "TARGETING_MATCH"
+        assert _metadata(vip) == {}

@@ -1,0 +1,327 @@
+"""Outcome signals through a real server (``flags serve --no-stats``: they flow without
+stats): ``POST /v1/outcomes`` refuses bad batches as a whole (nothing counted) and bad
+items one by one (each with why), counts the rest into the store's per-minute rows, keeps
+what a graceful stop has not yet written, and a plan whose outcomes turn bad is rolled
+back by the driver (docs/spec.md, "Guarded rollouts"). The worker's buffer is tested on a
+real Redis server taken down and brought back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from flagport.rollout.outcomes import (
+    Cohort,
+    OutcomeBatch,
+    Totals,
+    minute_of,
+    series_key,
+)
+from flagport_server.errors import StoreError, StoreUnavailable
+from flagport_server.outcomes import OutcomeBuffer
+from flagport_server.stores import open_store
+from flagport_server.stores.base import OutcomeRow
+from tests.server._fixtures import create_flags, raw_post
+from tests.support.redis import redis_server, unique_prefix
+from tests.support.server import RunningServer, running_server, wait_until
+
+KEY = "checkout"
+QUIET = "quiet-flag"
+#: Counted after what a test checks was not counted: once it is in the store, so would the
+#: rest be (one worker, one buffer, drained in one write).
+MARKER = "marker-flag"
+CRITICAL = series_key("user_report", {"severity": "critical"})
+
+
+def item(
+    requests: int = 10,
+    failures: int = 1,
+    *,
+    key: str = KEY,
+    variant: str = "on",
+    cohort: str = "treatment",
+    buckets: list[int] | None = None,
+    latency_ms_sum: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "variant": variant,
+        "cohort": cohort,
+        "requests": requests,
+        "failures": failures,
+        "latency_ms_sum": 40.0 * requests if latency_ms_sum is None else latency_ms_sum,
+        "latency_buckets": buckets if buckets is not None else [0, 0, 0, requests] + [0] * 9,
+    }
+
+
+def event(count: int = 1, **labels: str) -> dict[str, Any]:
+    return {
+        "key": KEY,
+        "variant": "on",
+        "cohort": "treatment",
+        "name": "user_report",
+        "labels": labels or {"severity": "critical"},
+        "count": count,
+    }
+
+
+def batch(
+    *items: dict[str, Any],
+    events: tuple[dict[str, Any], ...] = (),
+    period: list[float] | None = None,
+) -> dict[str, Any]:
+    """A batch of ``items`` and ``events``, over the last second unless ``period``."""
+    now = time.time()
+    return {"period": period or [now - 1, now], "items": list(items), "events": list(events)}
+
+
+def stored(server: RunningServer, key: str) -> dict[Cohort, Totals]:
+    """``key``'s outcome totals in the server's store, summed over the last hour."""
+
+    async def read() -> list[OutcomeRow]:
+        store = open_store(f"sqlite:///{server.workdir / 'flagport.db'}")
+        await store.open()
+        try:
+            now = minute_of(time.time())
+            return await store.outcomes(key, now - 3600, now + 60)
+        finally:
+            await store.close()
+
+    sums = {Cohort.TREATMENT: Totals(), Cohort.CONTROL: Totals()}
+    for _, _, cohort, totals in asyncio.run(read()):
+        sums[cohort].merge(totals)
+    return sums
+
+
+def settled(server: RunningServer, key: str, requests: int) -> dict[Cohort, Totals]:
+    """``key``'s stored totals once ``requests`` treatment requests reached the store."""
+    found: dict[Cohort, Totals] = {}
+
+    def there() -> bool:
+        found.update(stored(server, key))
+        return found[Cohort.TREATMENT].requests >= requests
+
+    assert wait_until(there, timeout=10.0), found
+    return found
+
+
+def after_a_drain(server: RunningServer, client: httpx.Client) -> None:
+    """Wait until what was posted before has been drained into the store."""
+    before = stored(server, MARKER)[Cohort.CONTROL].requests
+    marker = item(1, 0, key=MARKER, variant="off", cohort="control")
+    assert client.post("/v1/outcomes", json=batch(marker)).json()["counted"] == 1
+    assert wait_until(lambda: stored(server, MARKER)[Cohort.CONTROL].requests > before)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    workdir = tmp_path_factory.mktemp("outcomes")
+    with running_server(workdir, extra=["--no-stats"]) as running:
+        create_flags(running, {KEY: {"enabled": True, "percentage": 50}, QUIET: {}, MARKER: {}})
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[httpx.Client]:
+    with server.client(timeout=10.0) as opened:
+        yield opened
+
+
+def test_counted_outcomes_reach_the_store_exactly_without_stats(
+    server: RunningServer, client: httpx.Client
+) -> None:
+    before = stored(server, KEY)[Cohort.TREATMENT]
+    control = item(20, 0, variant="off", cohort="control", latency_ms_sum=123.456)
+    answer = client.post(
+        "/v1/outcomes",
+        json=batch(item(10, 1), item(5, 5), control, events=(event(2), event(3))),
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"counted": 5, "requests": 35, "events": 5, "rejected": []}
+    found = settled(server, KEY, before.requests + 15)
+    treatment = found[Cohort.TREATMENT]
+    assert treatment.requests - before.requests == 15
+    assert treatment.failures - before.failures == 6
+    assert treatment.latency_us_sum - before.latency_us_sum == 600_000
+    assert treatment.events[CRITICAL] - before.events.get(CRITICAL, 0) == 5
+    assert found[Cohort.CONTROL].latency_us_sum >= 123_456
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (item(10, 11), "failures (11) exceed requests (10)"),
+        (item(10, 1, buckets=[10] * 12), "latency_buckets must have 13 counts, got 12"),
+        (item(10, 1, buckets=[9] + [0] * 12), "latency_buckets count 9 requests"),
+        (item(key="no-such-flag"), "unknown flag 'no-such-flag'"),
+        (item(variant="purple"), "has no variant 'purple'"),
+        (item(2_000_000, 0), "requests must be at most 1,000,000"),
+        (item(1, 0, latency_ms_sum=86_400_001.0), "a day per request"),
+    ],
+)
+def test_a_bad_item_is_refused_with_why_and_the_rest_counted(
+    client: httpx.Client, bad: dict[str, Any], words: str
+) -> None:
+    good = item(3, 0, key=QUIET, variant="off", cohort="control")
+    answer = client.post("/v1/outcomes", json=batch(good, bad))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["counted"], body["requests"]) == (1, 3)
+    [rejected] = body["rejected"]
+    assert (rejected["kind"], rejected["index"], rejected["key"]) == ("item", 1, bad["key"])
+    assert words in rejected["error"], rejected
+
+
+@pytest.mark.parametrize(
+    ("period", "words"),
+    [
+        (lambda now: [now - 300, now - 200], "stale: the period ended 200 s ago"),
+        (lambda now: [now, now + 60], "in the future"),
+        (lambda now: [now - 1, now - 2], "start <= end"),
+        (lambda now: [now - 200, now], "at most 120 s long"),
+    ],
+)
+def test_a_bad_period_refuses_every_item_and_event(
+    server: RunningServer, client: httpx.Client, period: Any, words: str
+) -> None:
+    after_a_drain(server, client)  # what other tests counted
+    before = stored(server, QUIET)
+    body = batch(
+        item(key=QUIET, variant="off", cohort="control"),
+        events=({**event(), "key": QUIET, "variant": "off", "cohort": "control"},),
+        period=period(time.time()),
+    )
+    answer = client.post("/v1/outcomes", json=body)
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    assert (found["counted"], found["requests"], found["events"]) == (0, 0, 0)
+    assert [(r["kind"], r["index"]) for r in found["rejected"]] == [("item", 0), ("event", 0)]
+    assert all(words in r["error"] for r in found["rejected"]), found
+    after_a_drain(server, client)
+    assert stored(server, QUIET) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words", "field"),
+    [
+        (batch(*[item()] * 1001), 400, "1001 items: at most 1000 per batch", None),
+        (batch(events=(event(),) * 1001), 400, "1001 events: at most 1000 per batch", None),
+        (batch(item(-1, 0)), 400, "Expected `int` >= 0", "$.items[0].requests"),
+        (batch({**item(), "cohort": "both"}), 400, "Invalid enum value 'both'", None),
+        (batch({**item(), "extra": 1}), 400, "unknown field `extra`", None),
+        ({"items": [item()]}, 400, "missing required field `period`", None),
+        (batch(event()), 400, "unknown field `name`", "$.items[0]"),
+    ],
+)
+def test_a_bad_batch_is_refused_as_a_whole_and_nothing_counted(
+    server: RunningServer,
+    client: httpx.Client,
+    body: dict[str, Any],
+    status: int,
+    words: str,
+    field: str | None,
+) -> None:
+    after_a_drain(server, client)
+    before = stored(server, KEY)
+    answer = client.post("/v1/outcomes", json=body)
+    assert answer.status_code == status, answer.text
+    problem = answer.json()
+    assert words in problem["detail"], problem
+    if field is not None:
+        assert problem["field"] == field, problem
+    after_a_drain(server, client)
+    assert stored(server, KEY) == before
+
+
+def test_a_body_over_one_mebibyte_is_refused(client: httpx.Client) -> None:
+    padding = " " * (1024 * 1024)
+    answer = raw_post(client, "/v1/outcomes", b'{"period": [1, 2]' + padding.encode() + b"}")
+    assert answer.status_code == 413, answer.text
+
+
+def test_outcomes_are_never_answered_cross_origin(client: httpx.Client) -> None:
+    origin = {"Origin": "https://portal.example"}
+    answer = client.post("/v1/outcomes", json=batch(), headers=origin)
+    assert answer.status_code == 200, answer.text
+    assert "access-control-allow-origin" not in answer.headers
+    preflight = client.options(
+        "/v1/outcomes", headers={**origin, "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_a_graceful_stop_writes_what_was_acknowledged(tmp_path: Path) -> None:
+    with running_server(tmp_path, extra=["--no-stats"]) as running:
+        create_flags(running, {KEY: {"enabled": True}})
+        with running.client(timeout=10.0) as client:
+            for _ in range(20):
+                answer = client.post("/v1/outcomes", json=batch(item(7, 1)))
+                assert answer.json()["counted"] == 1, answer.text
+        running.stop()  # SIGTERM just after: some batches are still in the worker's buffer
+        assert running.process.returncode == 0, running.log()
+        treatment = stored(running, KEY)[Cohort.TREATMENT]
+        assert (treatment.requests, treatment.failures) == (140, 20)
+
+
+# -- the worker's buffer on a real Redis server that goes away ----------------------------------
+
+
+def _batch(requests: int, now: float, **labels: str) -> OutcomeBatch:
+    body = batch(item(requests, 0), events=(event(1, **labels),) if labels else ())
+    body["period"] = [now - 1, now]
+    return msgspec.convert(body, OutcomeBatch)
+
+
+def _variants(key: str) -> list[str] | None:
+    return ["on", "off"] if key == KEY else None
+
+
+def test_a_failed_write_keeps_the_rows_for_the_next_drain(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with redis_server(tmp_path) as redis:
+            store = open_store(f"{redis.url}?prefix={unique_prefix()}&socket_timeout=0.5")
+            await store.open()
+            recorded: list[int] = []
+            buffer = OutcomeBuffer(store, on_recorded=lambda: recorded.append(1))
+            now = time.time()
+            buffer.add(_batch(10, now), now, _variants)
+            redis.kill()
+            with pytest.raises(StoreError):
+                await buffer.drain(now)
+            assert (buffer.rows, recorded) == (1, [])
+            buffer.add(_batch(5, now), now, _variants)  # counted while the store is down
+            redis.start()
+            await buffer.drain(now)
+            assert (buffer.rows, recorded) == (0, [1])
+            minute = minute_of(now)
+            rows = await store.outcomes(KEY, minute - 60, minute)
+            assert [(c, t.requests) for _, _, c, t in rows] == [(Cohort.TREATMENT, 15)]
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_buffer_refuses_batches_and_counts_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'flagport.db'}")
+        buffer = OutcomeBuffer(store, max_rows=1, max_series=3)
+        now = time.time()
+        buffer.add(_batch(1, now), now, _variants)
+        with pytest.raises(StoreUnavailable, match="wait for the store"):
+            buffer.add(_batch(1, now), now, _variants)
+        assert buffer.aggregate.totals(KEY, minute_of(now), Cohort.TREATMENT).requests == 1
+        series = OutcomeBuffer(store, max_series=2)
+        for severity in ("critical", "minor"):
+            series.add(_batch(1, now, severity=severity), now, _variants)
+        assert series.series == 2
+        with pytest.raises(StoreUnavailable):
+            series.add(_batch(1, now, severity="major"), now, _variants)
+
+    asyncio.run(scenario())

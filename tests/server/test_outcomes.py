@@ -153,6 +153,13 @@ def test_counted_outcomes_reach_the_store_exactly_without_stats(
     assert treatment.latency_us_sum - before.latency_us_sum == 600_000
     assert treatment.events[CRITICAL] - before.events.get(CRITICAL, 0) == 5
     assert found[Cohort.CONTROL].latency_us_sum >= 123_456
+    metrics = client.get("/metrics").text.splitlines()
+    assert any(
+        line.startswith("flagport_outcome_requests_total{")
+        and f'flag="{KEY}"' in line
+        and 'cohort="control"' in line
+        for line in metrics
+    ), [line for line in metrics if "outcome" in line]
 
 
 @pytest.mark.parametrize(
@@ -258,19 +265,6 @@ def test_outcomes_are_never_answered_cross_origin(client: httpx.Client) -> None:
     assert "access-control-allow-origin" not in preflight.headers
 
 
-def test_a_graceful_stop_writes_what_was_acknowledged(tmp_path: Path) -> None:
-    with running_server(tmp_path, extra=["--no-stats"]) as running:
-        create_flags(running, {KEY: {"enabled": True}})
-        with running.client(timeout=10.0) as client:
-            for _ in range(20):
-                answer = client.post("/v1/outcomes", json=batch(item(7, 1)))
-                assert answer.json()["counted"] == 1, answer.text
-        running.stop()  # SIGTERM just after: some batches are still in the worker's buffer
-        assert running.process.returncode == 0, running.log()
-        treatment = stored(running, KEY)[Cohort.TREATMENT]
-        assert (treatment.requests, treatment.failures) == (140, 20)
-
-
 # -- the worker's buffer on a real Redis server that goes away ----------------------------------
 
 
@@ -342,7 +336,8 @@ def test_a_live_plan_reads_outcomes_over_http_and_rolls_back_when_they_turn_bad(
     tmp_path: Path,
 ) -> None:
     """issue 17 item 5: ``--hold 3s``, outcomes sent over HTTP pass the guard, the plan
-    advances, they turn bad, the driver rolls the flag back by itself."""
+    advances, they turn bad, the driver rolls the flag back by itself. Then a graceful
+    stop loses none of the batches it acknowledged."""
     with running_server(tmp_path, extra=["--no-stats"]) as running:
         create_flags(running, {KEY: {"enabled": False}})
         with running.admin(timeout=10.0) as admin, running.client(timeout=10.0) as client:
@@ -384,7 +379,20 @@ def test_a_live_plan_reads_outcomes_over_http_and_rolls_back_when_they_turn_bad(
             assert flag["enabled"] is False, flag
             entries = admin.get("/admin/v1/audit", params={"key": KEY}).json()["entries"]
             rollback = next(e for e in entries if e["action"] == "plan-rollback")
-            assert rollback["actor"] == DRIVER_ACTOR, rollback
+            assert rollback["actor"] == DRIVER_ACTOR.name, rollback
             assert "error_rate > 5% over 1m" in str(rollback), rollback
-        # The issue's budget is 2 s (p99 over 20 runs, in benchmarks); here, a loaded machine.
+            # A graceful stop writes what was acknowledged: SIGINT just after these batches,
+            # most of them still in the worker's buffer.
+            before = stored(running, KEY)[Cohort.CONTROL]
+            for _ in range(20):
+                answer = client.post("/v1/outcomes", json=batch(item(7, 1, cohort="control")))
+                assert answer.json()["counted"] == 1, answer.text
+        running.stop()
+        assert running.process.returncode == 0, running.log()
+        control = stored(running, KEY)[Cohort.CONTROL]
+        assert (control.requests - before.requests, control.failures - before.failures) == (
+            140,
+            20,
+        )
+        # The issue's budget is 2 s (p99 over 20 runs); here, one run on a loaded machine.
         assert acted_after < 5.0, acted_after

@@ -145,7 +145,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             "stats": _provide(StatsService(admin, metrics, stats.recorder)),
             "operations": _provide(Operations(runtime, metrics, stats.pump, driver)),
             "plans": _provide(admin.plans),
-            "outcome_signals": _provide(OutcomeService(runtime, outcome_buffer)),
+            "outcome_signals": _provide(OutcomeService(runtime, outcome_buffer, metrics)),
         },
         state=state,
         lifespan=[lifespan],

@@ -32,6 +32,7 @@ from flagport.rollout.outcomes import (
     period_minute,
 )
 from flagport_server.errors import StoreUnavailable
+from flagport_server.metrics import Metrics
 from flagport_server.runtime import Runtime
 from flagport_server.stores.base import OUTCOME_MINUTES_KEPT, OutcomeRow, Store
 from flagport_server.wire.outcomes_v1 import OutcomeResponse
@@ -173,10 +174,15 @@ class OutcomeService:
     worker's buffer."""
 
     def __init__(
-        self, runtime: Runtime, buffer: OutcomeBuffer, clock: Callable[[], float] = time.time
+        self,
+        runtime: Runtime,
+        buffer: OutcomeBuffer,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.runtime = runtime
         self.buffer = buffer
+        self.metrics = metrics
         self.clock = clock
 
     async def record(self, batch: OutcomeBatch) -> OutcomeResponse:
@@ -193,9 +199,14 @@ class OutcomeService:
             return None if compiled is None else compiled.flag.variants
 
         items, events, rejected = self.buffer.add(batch, self.clock(), variants_of)
+        requests = 0
+        for index in items:
+            item = batch.items[index]
+            self.metrics.outcome_requests.labels(item.key, item.cohort.value).inc(item.requests)
+            requests += item.requests
         return OutcomeResponse(
             counted=len(items) + len(events),
-            requests=sum(batch.items[i].requests for i in items),
+            requests=requests,
             events=sum(batch.events[i].count for i in events),
             rejected=rejected,
         )

@@ -8,6 +8,7 @@ real Redis server taken down and brought back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from flagport.rollout.outcomes import (
     minute_of,
     series_key,
 )
+from flagport_server.driver import Driver
 from flagport_server.errors import StoreError, StoreUnavailable
 from flagport_server.outcomes import OutcomeBuffer
 from flagport_server.plans import DRIVER_ACTOR
@@ -396,3 +398,37 @@ def test_a_live_plan_reads_outcomes_over_http_and_rolls_back_when_they_turn_bad(
         )
         # The issue's budget is 2 s (p99 over 20 runs); here, one run on a loaded machine.
         assert acted_after < 5.0, acted_after
+
+
+def test_a_drain_wakes_the_driver_at_once(tmp_path: Path) -> None:
+    """After each write of outcomes the driver re-judges at once, not at its next tick."""
+
+    class Rounds(Driver):
+        rounds = 0
+
+        async def step(self) -> list[Any]:
+            self.rounds += 1
+            return await super().step()
+
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'flagport.db'}")
+        await store.open()
+        driver = Rounds(store, served_plans=dict)  # no plan: a round does no store I/O
+        buffer = OutcomeBuffer(store, on_recorded=driver.wake)
+        running = asyncio.get_running_loop().create_task(driver.run())
+        try:
+            await asyncio.sleep(0.05)
+            before = driver.rounds
+            for _ in range(5):  # five drains within 0.3 s: five rounds (a tick is 0.5 s)
+                now = time.time()
+                buffer.add(_batch(1, now), now, _variants)
+                await buffer.drain(now)
+                await asyncio.sleep(0.06)
+            assert driver.rounds - before >= 5, (before, driver.rounds)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            await store.close()
+
+    asyncio.run(scenario())

@@ -6,7 +6,10 @@
   provider on a local file is reported);
 - ``FlagportProvider`` through OpenFeature's client <= 1.1x OpenFeature's ``InMemoryProvider``;
 - ``Client`` per call <= 1.2x a bare ``httpx.Client`` call to the same endpoint;
-- a kill switch reaching a ``LocalClient``: p99 <= 100 ms over 100 toggles.
+- a kill switch reaching a ``LocalClient``: p99 <= 100 ms over 100 toggles;
+- the outcome middleware (issue 17, ASGI and WSGI): its added cost per request, with and
+  without a plan flag read, as ratios to the bare app in the same run (reported; a loose
+  bound catches a regression).
 
 ``make bench`` asserts them; ``make test`` (``--benchmark-disable``) runs each a few times and
 asserts correctness only. Method (docs/spec.md section 11): timeit loops, interleaved rounds,
@@ -32,8 +35,10 @@ from openfeature.evaluation_context import EvaluationContext as OFContext
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from benchmarks.test_engine import REF_FLAGS, UNITS, reference
-from flagport import Client, ClientStatus, LocalClient
+from flagport import Client, ClientStatus, LocalClient, bucket
+from flagport.middleware import OutcomeMiddleware, WSGIOutcomeMiddleware
 from flagport.openfeature import FlagportProvider
+from flagport.reporting import OutcomeReporter, note_read
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
 
 KEY = "ui-improvements"
@@ -403,3 +408,163 @@ def test_kill_switch_reaches_local_client(
             f"max {delays[-1] * 1000:.1f} ms (budget p99 <= 100 ms; admin write included)",
         )
         assert p99 <= 0.100
+
+
+# -- The outcome middleware's cost per request ------------------------------------------------
+
+
+def _plan_answers() -> list[dict[str, str]]:
+    """Each unit's answer metadata for a plan at 50 % on ``KEY`` (half treatment, half
+    control, by the unit's bucket), as the client's evaluation hook sees it."""
+    return [
+        {
+            "rolloutFlag": KEY,
+            "rolloutCohort": "treatment" if bucket(KEY, unit) < 50_000 else "control",
+            "rolloutVariant": "on" if bucket(KEY, unit) < 50_000 else "off",
+        }
+        for unit in UNITS
+    ]
+
+
+#: Requests per timed sample of the middleware benchmark.
+_CHUNK = 100
+
+
+def _run(coroutine: Any) -> None:
+    """Drive an ASGI call that never suspends (no event loop: the loop's cost would drown
+    the middleware's)."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    raise AssertionError("the ASGI app suspended")
+
+
+def test_outcome_middleware_cost(benchmark: Any, timed: bool) -> None:
+    answers = _plan_answers()
+    start = {"type": "http.response.start", "status": 200, "headers": []}
+    body = {"type": "http.response.body", "body": b"ok"}
+    scopes = [
+        {"type": "http", "method": "GET", "path": "/", "headers": [], "unit": i}
+        for i in range(len(UNITS))
+    ]
+
+    def make_asgi(reads_plan: bool) -> Any:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if reads_plan:
+                note_read(answers[scope["unit"]])  # what every client evaluation calls
+            await send(start)
+            await send(body)
+
+        return app
+
+    def make_wsgi(reads_plan: bool) -> Any:
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            if reads_plan:
+                note_read(answers[environ["unit"]])
+            start_response("200 OK", [])
+            return [b"ok"]
+
+        return app
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        pass
+
+    environs = [{"REQUEST_METHOD": "GET", "PATH_INFO": "/", "unit": i} for i in range(len(UNITS))]
+    with httpx.Client(base_url="http://127.0.0.1:9") as nowhere:
+        # Counts only: nothing is posted during the run (the thread's interval is an hour).
+        reporter = OutcomeReporter(nowhere, interval=3600)
+
+        takes: list[Any] = []
+
+        def drain(wrapped: bool) -> None:
+            # What the reporter's thread does every second, timed with the requests it adds
+            # up (an honest per-request cost; and the queue does not grow through the run).
+            if wrapped:
+                got = reporter.recorder.take()
+                if got is not None:
+                    takes.append(got)
+
+        def asgi_loop(app: Any, wrapped: bool) -> Callable[[range], None]:
+            def loop(units: range) -> None:
+                for i in units:
+                    _run(app(scopes[i], receive, send))
+                drain(wrapped)
+
+            return loop
+
+        def wsgi_loop(app: Any, wrapped: bool) -> Callable[[range], None]:
+            def loop(units: range) -> None:
+                for i in units:
+                    result = app(environs[i], start_response)
+                    for _ in result:
+                        pass
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
+                drain(wrapped)
+
+            return loop
+
+        loops = {}
+        for reads_plan, tag in ((False, "plain"), (True, "plan")):
+            loops[f"asgi bare {tag}"] = asgi_loop(make_asgi(reads_plan), False)
+            loops[f"asgi wrapped {tag}"] = asgi_loop(
+                OutcomeMiddleware(make_asgi(reads_plan), reporter), True
+            )
+            loops[f"wsgi bare {tag}"] = wsgi_loop(make_wsgi(reads_plan), False)
+            loops[f"wsgi wrapped {tag}"] = wsgi_loop(
+                WSGIOutcomeMiddleware(make_wsgi(reads_plan), reporter), True
+            )
+        # Short samples (100 requests, some 100 us), many interleaved rounds, medians: on a
+        # shared machine a long sample nearly always includes being descheduled, a short
+        # one seldom; each round takes the next 100 units.
+        chunks = [range(at, at + _CHUNK) for at in range(0, len(UNITS), _CHUNK)]
+        rounds = 30 * len(chunks) if timed else len(chunks)
+        samples: dict[str, list[float]] = {name: [] for name in loops}
+        for index in range(rounds):
+            chunk = chunks[index % len(chunks)]
+            for name, loop in loops.items():
+                started = time.perf_counter()
+                loop(chunk)
+                samples[name].append((time.perf_counter() - started) / _CHUNK)
+        medians = {name: statistics.median(values) for name, values in samples.items()}
+        every_unit = range(len(UNITS))
+        benchmark.pedantic(
+            lambda: loops["asgi wrapped plan"](every_unit), rounds=5 if timed else 1, iterations=1
+        )
+        reporter.close()
+    # Correctness: every wrapped request that read the plan was counted, once, in its
+    # cohort; none of the others.
+    # Each unit: once per pass over the chunks in each wrapped loop, and under pedantic.
+    passes = 2 * rounds // len(chunks) + (5 if timed else 1)
+    treatment = sum(1 for a in answers if a["rolloutCohort"] == "treatment")
+    counted: dict[str, int] = {}
+    for got in takes:
+        for item in got.items:
+            counted[item.cohort.value] = counted.get(item.cohort.value, 0) + item.requests
+    assert counted == {
+        "treatment": passes * treatment,
+        "control": passes * (len(UNITS) - treatment),
+    }
+    if timed:
+        lines = []
+        for kind in ("asgi", "wsgi"):
+            for tag in ("plain", "plan"):
+                bare = medians[f"{kind} bare {tag}"]
+                wrapped = medians[f"{kind} wrapped {tag}"]
+                lines.append(
+                    f"{kind.upper()} {'a plan flag read' if tag == 'plan' else 'no plan flag'}: "
+                    f"bare {bare * 1e9:.0f} ns, wrapped {wrapped * 1e9:.0f} ns, added "
+                    f"{(wrapped - bare) * 1e9:.0f} ns, ratio {wrapped / bare:.2f}x"
+                )
+                # Loose, for a shared machine: a regression, not noise (a framework's own
+                # request costs 30-100 us).
+                assert wrapped - bare < (20e-6 if tag == "plan" else 10e-6)
+        note("outcome middleware per request", "; ".join(lines))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from openfeature.provider import ProviderStatus
 import flagport
 from flagport import AsyncClient, Client, ClientStatus, ErrorCode, LocalClient, Reason
 from flagport.openfeature import FlagportProvider
+from flagport.reporting import Read, close_reads, open_reads
 from tests.support.server import (
     PORTAL_FLAGS,
     RunningServer,
@@ -498,3 +500,31 @@ def test_long_units_are_reported_as_the_servers_digest(server: RunningServer) ->
     body = reported_stats(server, key, 21)
     assert body["total_reported_evaluations"] == 20
     assert body["units_seen"] == 20
+
+
+def test_outcomes_reach_the_server_or_are_dropped_with_a_warning(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Against a real server, with or without ``POST /v1/outcomes`` (an older server
+    answers 404): ``report`` and the reporter never raise, a batch is either acknowledged or
+    dropped with a warning (never left to retry for ever), and evaluations are undisturbed.
+    No plan runs here, so answers name no cohort: nothing is noted by the evaluations."""
+    with Client(server.url) as flags, LocalClient(server.url) as local:
+        for client in (flags, local):
+            reads, token = open_reads()
+            try:
+                assert client.is_enabled(CHILD, {"targetingKey": "42"}) in (True, False)
+                assert reads == set()  # no plan: nothing noted
+                reads.add(Read(KEY, "on", "treatment"))  # as a plan's answer would
+                assert client.report("user_report", severity="critical") == 1
+            finally:
+                close_reads(token)
+            client.outcomes.record_request([Read(KEY, "on", "treatment")], False, 0.01)
+            with caplog.at_level(logging.WARNING, logger="flagport"):
+                client.outcomes.flush()
+            reporter = client.outcomes
+            assert (reporter.delivered, reporter.lost) in ((1, 0), (0, 1))
+            assert reporter.lost == 0 or "refused it (HTTP 4" in caplog.text
+            assert not reporter._pending
+            caplog.clear()
+        assert flags.is_enabled(KEY, {"targetingKey": "42"}) == expected("42")

@@ -87,13 +87,49 @@ class Example:
     free_form: tuple[str, ...] = ()
     #: JSON paths judged item by item: 200 with the item in ``rejected``, nothing counted.
     per_item: tuple[str, ...] = ()
+    #: Requests (method, path, body) that make the example valid, sent after the reset.
+    setup: tuple[tuple[str, str, Any], ...] = ()
 
     @property
     def path(self) -> str:
         return self.template.format(**self.path_params)
 
 
+_PLAN = {
+    "key": "walker-flag",
+    "steps": "50,100",
+    "hold": "1h",
+    "guards": ["error_rate > 5% over 5m"],
+}
+_START_PLAN = (("POST", "/admin/v1/rollouts", _PLAN),)
+
 EXAMPLES: dict[str, Example] = {
+    "AdminV1RolloutsStartPlan": Example(
+        "POST",
+        "/admin/v1/rollouts",
+        {**_PLAN, "window": "02:00-04:00", "tz": "UTC", "reason": "walker"},
+    ),
+    "AdminV1RolloutsKeyPausePausePlan": Example(
+        "POST",
+        "/admin/v1/rollouts/{key}/pause",
+        {"reason": "walker"},
+        path_params={"key": "walker-flag"},
+        setup=_START_PLAN,
+    ),
+    "AdminV1RolloutsKeyResumeResumePlan": Example(
+        "POST",
+        "/admin/v1/rollouts/{key}/resume",
+        {"reason": "walker"},
+        path_params={"key": "walker-flag"},
+        setup=(*_START_PLAN, ("POST", "/admin/v1/rollouts/walker-flag/pause", {})),
+    ),
+    "AdminV1RolloutsKeyAbortAbortPlan": Example(
+        "POST",
+        "/admin/v1/rollouts/{key}/abort",
+        {"reason": "walker", "rollback": True},
+        path_params={"key": "walker-flag"},
+        setup=_START_PLAN,
+    ),
     "AdminV1FlagsCreateFlag": Example(
         "POST",
         "/admin/v1/flags",
@@ -192,11 +228,21 @@ class Walker:
     client: TestClient[Litestar]
 
     def reset(self) -> None:
-        """Back to :data:`BASELINE` (a no-op, no commit, when nothing changed)."""
+        """Back to :data:`BASELINE` (a no-op, no commit, when nothing changed), with no
+        live rollout plan."""
         answer = self.client.post(
             "/admin/v1/snapshot", json=BASELINE, params={"reason": "walker reset"}
         )
         assert answer.status_code == 200, answer.text
+        for plan in self.client.get("/admin/v1/rollouts").json()["plans"]:
+            if plan["status"] in ("scheduled", "running", "paused"):
+                aborted = self.client.post(f"/admin/v1/rollouts/{plan['key']}/abort", json={})
+                assert aborted.status_code == 200, aborted.text
+
+    def prepare(self, example: Example) -> None:
+        for method, path, body in example.setup:
+            answer = self.client.request(method, path, json=body)
+            assert 200 <= answer.status_code < 300, answer.text
 
     def state(self) -> dict[str, Any]:
         """What a refused request must leave as it was."""
@@ -349,6 +395,7 @@ def _body_limit(app: TestClient[Litestar], method: str, template: str) -> int:
 @pytest.mark.parametrize("case", list(_cases()))
 def test_bad_bodies_are_refused_and_change_nothing(walker: Walker, case: Case) -> None:
     example = EXAMPLES[case.operation]
+    walker.prepare(example)
     before = walker.state()
     if case.kind == "valid":
         answer = walker.send(example, content_type="application/json; charset=utf-8")

@@ -6,7 +6,10 @@ hold, the window across a DST change, the lease's takeover and the fencing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -21,7 +24,7 @@ from flagport.rollout.outcomes import Cohort, Totals, bucket_of, minute_of, seri
 from flagport.rollout.plan import PlanSpec, PlanStatus
 from flagport.rollout.schedule import parse_window
 from flagport_server.auth import Actor
-from flagport_server.driver import LEASE_NAME, Driver, HealthPolls, health_failed
+from flagport_server.driver import KILL_HOOK_ENV, LEASE_NAME, Driver, HealthPolls, health_failed
 from flagport_server.errors import NotFound
 from flagport_server.plans import PlanService
 from flagport_server.stores import SQLiteStore
@@ -417,3 +420,112 @@ async def test_a_person_pauses_resumes_and_aborts(store: Store) -> None:
     # A finished plan is replaced by a new one.
     await new_plan(store, clock, guards=())
     assert (await plan_status(store))[0] is PlanStatus.SCHEDULED
+
+
+async def victim(path: Path) -> None:
+    """A driver on its own store object, on a clock of its own, until the hook kills it."""
+    store = SQLiteStore(path)
+    await store.open()
+    clock = Clock(T0)
+    driver = Driver(store, clock=clock, holder="victim")
+    for _ in range(100):
+        await driver.step()
+        clock.now += 10
+
+
+def fork_victim(path: Path, kill: str) -> int:
+    """A real process (forked: no interpreter start, no imports) running :func:`victim`
+    with the kill hook set; its pid."""
+    pid = os.fork()
+    if pid == 0:  # the child: its own thread and event loop, never back into pytest
+        try:
+            os.environ[KILL_HOOK_ENV] = kill
+            thread = threading.Thread(target=lambda: asyncio.run(victim(path)))
+            thread.start()
+            thread.join()
+        finally:
+            os._exit(0)
+    return pid
+
+
+#: The plan's commits: start, advance, advance, complete.
+COMMITS = 4
+
+
+async def test_a_driver_killed_just_before_or_after_each_commit_leaves_one_entry_per_transition(
+    tmp_path: Path,
+) -> None:
+    """The test-only hook SIGKILLs a real driver process just before / just after its N-th
+    commit; another driver takes over. The audit log then holds every transition exactly
+    once (the restarted hold after the takeover aside), in order."""
+    cases = [(when, n) for n in range(1, COMMITS + 1) for when in ("before", "after")]
+    stores: list[Store] = []
+    pids: list[int] = []
+    for when, n in cases:
+        path = tmp_path / f"{when}-{n}.db"
+        store = SQLiteStore(path)
+        await store.open()
+        stores.append(store)
+        await store.commit([Mutation("flag", KEY, "put", Flag(version=1, enabled=False), None)], [])
+        await new_plan(store, Clock(T0), guards=(), hold=30)
+        pids.append(fork_victim(path, f"{when}:{n}"))
+    try:
+        for (when, n), pid, store in zip(cases, pids, stores, strict=True):
+            _, status = os.waitpid(pid, 0)
+            assert os.WIFSIGNALED(status), (when, n, status)
+            assert os.WTERMSIG(status) == signal.SIGKILL, (when, n, status)
+            done = (await actions(store))[1:]  # after plan-create
+            assert len(done) == (n if when == "after" else n - 1), (when, n, done)
+            clock = Clock(T0 + 3600)  # the victim's lease has long expired
+            survivor = Driver(store, clock=clock, holder="survivor")
+            for _ in range(10):
+                await survivor.step()
+                clock.now += 31
+            taken = [a for a in (await actions(store))[1:] if a != "plan-hold-restart"]
+            assert taken == ["plan-start", "plan-advance", "plan-advance", "plan-complete"], (
+                when,
+                n,
+                taken,
+            )
+            assert (await flag(store)).percentage == 100.0
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError, ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        for store in stores:
+            await store.close()
+
+
+async def test_vs_control_rides_out_a_site_wide_incident_and_catches_a_real_one(
+    store: Store,
+) -> None:
+    clock = Clock(T0)
+    await new_plan(
+        store,
+        clock,
+        guards=("error_rate > 5% over 5m",),
+        min_sample=100,
+        vs_control=True,
+        hold=3600,
+    )
+    driver = Driver(store, clock=clock)
+    await driver.step()
+    for _ in range(5):  # both cohorts at 8 %: the whole site is bad, not the flag
+        clock.now += 30
+        await report(store, clock.now, totals(300, 24), totals(300, 24))
+        await driver.step()
+    assert (await plan_status(store))[0] is PlanStatus.RUNNING
+    (judgement,) = driver.decisions[KEY].judgements
+    assert judgement.verdict.value == "pass"
+    assert judgement.evidence.treatment is not None
+    assert judgement.evidence.treatment.value is not None
+    assert judgement.evidence.treatment.value > 0.05  # beyond the threshold, yet no breach
+    for _ in range(5):  # now the treatment alone fails
+        clock.now += 30
+        await report(store, clock.now, totals(300, 60), totals(300, 6))
+        await driver.step()
+    assert (await plan_status(store)) == (PlanStatus.PAUSED, -1, None)
+    (entry,) = [e for e in await store.audit(AuditQuery(key=KEY)) if e.evidence]
+    assert entry.evidence is not None
+    assert entry.evidence["statistic"] >= 20

@@ -19,6 +19,7 @@ from flagport_cli._serve import serve
 from flagport_cli.commands.config import diff, export, import_
 from flagport_cli.commands.flags import create, delete, list_flags, show, target
 from flagport_cli.commands.insight import audit, explain, status
+from flagport_cli.commands.rollout import rollout
 from flagport_cli.commands.state import disable, enable
 from flagport_cli.commands.stats import stale, stats
 from flagport_cli.commands.tokens import token
@@ -93,6 +94,7 @@ for command in (
     status,
     stats,
     stale,
+    rollout,
     serve,
 ):
     cli.add_command(command)

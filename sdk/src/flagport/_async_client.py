@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -9,15 +10,22 @@ from typing import Any
 import httpx
 
 from flagport._breaker import CircuitBreaker
-from flagport._connection import DEFAULT_TIMEOUT, KEEPALIVE_EXPIRY, auth_headers, split_url
+from flagport._connection import (
+    DEFAULT_TIMEOUT,
+    KEEPALIVE_EXPIRY,
+    auth_headers,
+    background_client,
+    split_url,
+)
 from flagport._exceptions import ClientError
 from flagport._remote import RemoteCore
 from flagport._types import ClientStatus, FlagDetails, served_on
+from flagport.reporting import ReportsOutcomes
 
 __all__ = ["AsyncClient"]
 
 
-class AsyncClient:
+class AsyncClient(ReportsOutcomes):
     """Evaluate flags on a Flagport server over OFREP, from asyncio code.
 
     ::
@@ -26,7 +34,8 @@ class AsyncClient:
             on = await flags.is_enabled("ui-improvements", {"targetingKey": "42"})
 
     Same behaviour as :class:`~flagport.Client` (never raises, last known values while the
-    server is unreachable, circuit breaker), with ``await``.
+    server is unreachable, circuit breaker), with ``await``. :meth:`report` is a plain call
+    (no I/O); outcomes are posted from a thread over a small synchronous pool of their own.
     """
 
     def __init__(
@@ -53,6 +62,8 @@ class AsyncClient:
                 ),
             )
         self.url = url
+        self._token = token
+        self._background: httpx.Client | None = None
         self._core = RemoteCore(CircuitBreaker(failure_threshold, cooldown))
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -133,6 +144,10 @@ class AsyncClient:
         core.answered()
         return outcome
 
+    def _outcomes_http(self) -> httpx.Client:
+        self._background = background_client(self.url, self._token)
+        return self._background
+
     @property
     def status(self) -> ClientStatus:
         """READY, or ERROR while the circuit is open."""
@@ -143,8 +158,13 @@ class AsyncClient:
         self._core.listeners.append(listener)
 
     async def aclose(self) -> None:
-        """Close the connection pool. Later evaluations return defaults."""
+        """Post the outcomes counted so far and close the connection pools. Later
+        evaluations return defaults."""
         self._closed = True
+        if self._outcomes is not None:
+            await asyncio.to_thread(self._close_outcomes)
+        if self._background is not None:
+            self._background.close()
         await self._http.aclose()
 
     close = aclose

@@ -13,6 +13,7 @@ from flagport._connection import DEFAULT_TIMEOUT, KEEPALIVE_EXPIRY, auth_headers
 from flagport._exceptions import ClientError
 from flagport._remote import RemoteCore
 from flagport._types import ClientStatus, FlagDetails, served_on
+from flagport.reporting import ReportsOutcomes
 
 if TYPE_CHECKING:
     from flagport._async_client import AsyncClient
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 
-class Client:
+class Client(ReportsOutcomes):
     """Evaluate flags on a Flagport server over OFREP.
 
     ::
@@ -177,6 +178,9 @@ class Client:
         twin._core = self._core
         return twin
 
+    def _outcomes_http(self) -> httpx.Client:
+        return self._http
+
     # -- lifecycle --------------------------------------------------------------------
 
     @property
@@ -189,8 +193,10 @@ class Client:
         self._core.listeners.append(listener)
 
     def close(self) -> None:
-        """Close the connection pool. Later evaluations return defaults."""
+        """Post the outcomes counted so far and close the connection pool. Later
+        evaluations return defaults."""
         self._closed = True
+        self._close_outcomes()
         self._http.close()
 
     def __enter__(self) -> Client:

@@ -11,7 +11,14 @@ import httpx
 
 from flagport._exceptions import ClientError
 
-__all__ = ["DEFAULT_TIMEOUT", "KEEPALIVE_EXPIRY", "USER_AGENT", "auth_headers", "split_url"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "KEEPALIVE_EXPIRY",
+    "USER_AGENT",
+    "auth_headers",
+    "background_client",
+    "split_url",
+]
 
 USER_AGENT = "flagport-python/0.1.0"
 #: Short on purpose: a flag check must never hold a request up for long.
@@ -40,3 +47,19 @@ def auth_headers(token: str | None) -> dict[str, str]:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
+
+
+def background_client(url: str, token: str | None) -> httpx.Client:
+    """A small synchronous pool to ``url`` for a background thread's posts (an async
+    client's outcome reports: its own pool belongs to an event loop)."""
+    base_url, uds = split_url(url)
+    return httpx.Client(
+        base_url=base_url,
+        headers=auth_headers(token),
+        timeout=DEFAULT_TIMEOUT,
+        transport=httpx.HTTPTransport(
+            uds=uds,
+            verify=not base_url.startswith("http://"),
+            limits=httpx.Limits(max_connections=2, keepalive_expiry=KEEPALIVE_EXPIRY),
+        ),
+    )

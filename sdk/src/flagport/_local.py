@@ -42,6 +42,7 @@ from flagport.engine import (
     compile_snapshot,
 )
 from flagport.exposures import ExposureItem, encode_batch, exposure_batches, exposure_items
+from flagport.reporting import ReportsOutcomes, note_read
 from flagport.tally import Counted, EvaluationTally
 
 __all__ = ["LocalClient"]
@@ -89,7 +90,7 @@ class _Failure(Exception):
     pass
 
 
-class LocalClient:
+class LocalClient(ReportsOutcomes):
     """Evaluate flags in process, from a snapshot kept current by the server's change stream.
 
     ::
@@ -200,8 +201,11 @@ class LocalClient:
         if result.error_code is None:
             value = result.value
             metadata = result.metadata
-            if metadata is None and (value is True or value is False):
-                return value  # a plain on/off flag, not gated: served_on, inlined
+            if metadata is None:
+                if value is True or value is False:
+                    return value  # a plain on/off flag, not gated: served_on, inlined
+            else:
+                note_read(metadata)
             return served_on(value, metadata, default)
         return default
 
@@ -230,6 +234,8 @@ class LocalClient:
             return _client_error(key, ErrorCode.INVALID_CONTEXT, repr(error))
         if result.error_code is not ErrorCode.FLAG_NOT_FOUND:
             self._tally.count(result, context)
+            if result.metadata is not None:
+                note_read(result.metadata)
         return result
 
     def details(
@@ -307,15 +313,19 @@ class LocalClient:
         self._change_listeners.append(listener)
 
     def close(self) -> None:
-        """Stop the background threads, report the last exposures and close the
-        connections."""
+        """Stop the background threads, report the last exposures and outcomes and close
+        the connections."""
         self._stop.set()
         self._interrupt_stream()
         self._thread.join(2.0)
         if self._reporter is not None:
             self._reporter.join(2.0)
             self.report_exposures()
+        self._close_outcomes()
         self._http.close()
+
+    def _outcomes_http(self) -> httpx.Client:
+        return self._http
 
     # -- exposures (counted on the evaluation path, reported from a background thread) ---
 

@@ -26,6 +26,7 @@ from flagport.ofrep import (
     encode,
     request_context,
 )
+from flagport.reporting import note_read
 
 __all__ = ["RemoteCore"]
 
@@ -168,9 +169,13 @@ class RemoteCore:
                 logger.exception("flagport: a status listener failed")
 
     def finish(self, raw: FlagDetails, default: Any) -> FlagDetails:
-        """The caller's view: the default on an error or a value of the wrong type."""
+        """The caller's view: the default on an error or a value of the wrong type. A
+        served answer's plan cohort is noted for the request being served (whatever the
+        caller's type: the unit was served it)."""
         if raw.error_code is not None:
             return msgspec.structs.replace(raw, value=default)
+        if raw.metadata is not None:
+            note_read(raw.metadata)
         ok, value = check_type(raw.value, default)
         if not ok:
             return type_mismatch(raw.key, raw.value, default, raw.stale)
@@ -195,6 +200,8 @@ class RemoteCore:
         return error_details(key, default, _GENERAL, error)
 
     def finish_stale(self, stale: FlagDetails, default: Any) -> FlagDetails:
+        if stale.metadata is not None:
+            note_read(stale.metadata)
         ok, value = check_type(stale.value, default)
         if not ok:
             return type_mismatch(stale.key, stale.value, default, stale=True)

@@ -15,6 +15,13 @@ and error codes are OpenFeature's; a value served while the server is unreachabl
 ``PROVIDER_STALE``, ERROR -> ``PROVIDER_ERROR``, and every new snapshot of a local client ->
 ``PROVIDER_CONFIGURATION_CHANGED``.
 
+OpenFeature's ``track(name, context, details)`` is the client's ``report(name, **labels)``
+(docs/spec.md section 13): the event counts for every plan flag read while serving the current
+request. The details' attributes become the labels: strings as they are, booleans as
+``true``/``false``, numbers as their decimal text; lists, objects and ``value`` are not
+carried. An event the wire shape cannot take is logged (a warning) and not counted: ``track``
+never raises into the application.
+
 OpenFeature's async API (``await client.get_boolean_value_async(...)``) never blocks the event
 loop. Remote, the provider's ``resolve_*_details_async`` methods await a
 :class:`flagport.AsyncClient` that shares the :class:`flagport.Client`'s core (one circuit
@@ -25,6 +32,7 @@ call with no I/O and runs inline.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,7 +44,9 @@ from openfeature.exception import ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
+from openfeature.track import TrackingEventDetails
 
+from flagport._exceptions import ClientError
 from flagport._types import ClientStatus, FlagDetails, details_from_result
 from flagport.engine import EvaluationResult
 
@@ -45,6 +55,8 @@ if TYPE_CHECKING:
     from flagport._local import LocalClient
 
 __all__ = ["FlagportProvider"]
+
+logger = logging.getLogger("flagport")
 
 _ERROR_CODES = {code.value: code for code in OFErrorCode}
 _STALE = OFReason.STALE.value
@@ -63,6 +75,8 @@ class _Evaluator(Protocol):
 
     def close(self) -> None: ...
 
+    def report(self, event: str, **labels: str) -> int: ...
+
 
 def _context(context: OFContext | None) -> dict[str, Any]:
     if context is None:
@@ -71,6 +85,27 @@ def _context(context: OFContext | None) -> dict[str, Any]:
     if key is None:
         return dict(context.attributes)
     return {**context.attributes, "targetingKey": key}
+
+
+def _label(value: object) -> str | None:
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _labels(details: TrackingEventDetails | None) -> dict[str, str]:
+    """A tracking event's attributes as outcome-event labels (see the module docstring)."""
+    if details is None:
+        return {}
+    return {
+        name: label
+        for name, value in details.attributes.items()
+        if (label := _label(value)) is not None
+    }
 
 
 def _resolution(details: FlagDetails) -> FlagResolutionDetails[Any]:
@@ -208,6 +243,19 @@ class FlagportProvider(AbstractProvider):
                     pass
         if self._owns_client:
             self.client.close()
+
+    def track(
+        self,
+        tracking_event_name: str,
+        evaluation_context: OFContext | None = None,
+        tracking_event_details: TrackingEventDetails | None = None,
+    ) -> None:
+        """The client's ``report(tracking_event_name, **labels)`` (see the module
+        docstring); never raises."""
+        try:
+            self.client.report(tracking_event_name, **_labels(tracking_event_details))
+        except ClientError as error:
+            logger.warning("flagport: tracking event not counted: %s", error)
 
     def _on_status(self, status: ClientStatus) -> None:
         self._local_ready = self._local is not None and status is _READY

@@ -31,6 +31,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
 
+from flagport.rollout.decision import DRIVER
 from flagport_server.errors import Forbidden, ServerError, TooManyRequests, Unauthorized
 from flagport_server.runtime import Runtime, hash_secret
 from flagport_server.stores.base import SCOPE_MODEL, TokenRecord, TokenScope
@@ -73,8 +74,9 @@ BOOTSTRAP_ACTOR: Final = "admin"
 BOOTSTRAP_TOKEN_ID: Final = "bootstrap"
 #: The audit actor of ``--seed``.
 SEED_ACTOR: Final = "seed"
-#: Names no new token may take (in any case): an audit entry by them must be what it says.
-RESERVED_ACTORS: Final = frozenset({BOOTSTRAP_ACTOR, SEED_ACTOR})
+#: Names no new token may take (in any case): an audit entry by them must be what it says
+#: (``driver``: the rollout driver's automatic transitions).
+RESERVED_ACTORS: Final = frozenset({BOOTSTRAP_ACTOR, SEED_ACTOR, DRIVER})
 
 EVALUATE: Final = "evaluate"
 SDK: Final = "sdk"

@@ -33,9 +33,8 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import httpx
 import msgspec
 
 from flagport.rollout.decision import (
@@ -56,7 +55,11 @@ from flagport_server.plans import (
 )
 from flagport_server.stores.base import Store, StoreState
 
+if TYPE_CHECKING:  # httpx takes a while to import: only a worker that polls a URL loads it
+    import httpx
+
 __all__ = [
+    "KILL_HOOK_ENV",
     "LEASE_NAME",
     "LEASE_TTL",
     "NO_DRIVER_AFTER",
@@ -129,6 +132,8 @@ class HealthPolls:
 
     async def poll(self, url: str) -> bool:
         """Poll ``url`` once and count the result; whether it failed."""
+        import httpx
+
         client = self._client
         if client is None:
             client = self._client = httpx.AsyncClient(
@@ -202,13 +207,13 @@ class Driver:
         if not self.enabled:
             self.lease_seen = await self.store.lease_seen(LEASE_NAME)
             return False
-        if now - self._renewed_at < RENEW_EVERY and self.holding:
-            return True
+        if now - self._renewed_at < RENEW_EVERY:  # renewed, or tried, within the second
+            return self.holding
+        self._renewed_at = now
         held = await self.store.acquire_lease(LEASE_NAME, self.holder, LEASE_TTL, now)
         took_over = held and not self.holding
         self.holding = held
         if held:
-            self._renewed_at = now
             self.lease_seen = now
         else:
             self.lease_seen = await self.store.lease_seen(LEASE_NAME)

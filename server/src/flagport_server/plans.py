@@ -377,7 +377,9 @@ class PlanService:
                 if key in state.unreadable_flags:
                     raise Conflict(f"stored flag {key!r} cannot be read: repair it first")
                 raise NotFound(f"flag {key!r} not found")
-            floor = check_flag(key, flag, has_plan=active_plan(state.plans.get(key)))
+            if active_plan(state.plans.get(key)):
+                raise Conflict(f"flag {key!r} already has a plan (abort it first)")
+            floor = check_flag(key, flag, has_plan=False)
             now = self._clock()
             plan = new_plan(spec, now, enabled_percentage=floor)
             mutations, entries = transition_commit(

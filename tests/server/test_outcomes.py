@@ -18,6 +18,7 @@ import httpx
 import msgspec
 import pytest
 
+from flagport.reporting import OutcomeReporter, Read
 from flagport.rollout.outcomes import (
     Cohort,
     OutcomeBatch,
@@ -432,3 +433,17 @@ def test_a_drain_wakes_the_driver_at_once(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_the_sdk_reporter_posts_to_the_server(server: RunningServer) -> None:
+    """The Python SDK's reporter (flagport.reporting) and this route speak one wire shape."""
+    before = stored(server, QUIET)[Cohort.TREATMENT].requests
+    with server.client(timeout=10.0) as http:
+        reporter = OutcomeReporter(http, interval=3600)
+        read = Read(QUIET, "on", "treatment")
+        for index in range(30):
+            reporter.record_request([read], failed=index % 10 == 0, seconds=0.02)
+        assert reporter.flush() == 30
+        reporter.close()
+    found = settled(server, QUIET, before + 30)[Cohort.TREATMENT]
+    assert found.requests - before == 30

@@ -447,3 +447,23 @@ def test_the_sdk_reporter_posts_to_the_server(server: RunningServer) -> None:
         reporter.close()
     found = settled(server, QUIET, before + 30)[Cohort.TREATMENT]
     assert found.requests - before == 30
+
+
+def test_a_bad_event_is_refused_with_why(client: httpx.Client) -> None:
+    good = {**event(), "key": QUIET, "variant": "off", "cohort": "control"}
+    bad = [
+        ({**good, "labels": {"severity": "a\r\nforged: b"}}, "a value has a control character"),
+        ({**good, "labels": {f"l{i}": "v" for i in range(9)}}, "9 labels: at most 8"),
+        ({**good, "labels": {"9bad": "v"}}, "invalid label name '9bad'"),
+        ({**good, "count": 2_000_000}, "count must be at most 1,000,000"),
+        ({**good, "variant": "purple"}, "has no variant 'purple'"),
+    ]
+    answer = client.post("/v1/outcomes", json=batch(events=(good, *(b for b, _ in bad))))
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    assert (found["counted"], found["events"]) == (1, 1)
+    assert [(r["kind"], r["index"]) for r in found["rejected"]] == [
+        ("event", index) for index in range(1, len(bad) + 1)
+    ]
+    for rejected, (_, words) in zip(found["rejected"], bad, strict=True):
+        assert words in rejected["error"], rejected

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ _FLAG_FIELDS = {
     "tags": ["walker"],
     "owner": "team-walker",
 }
+#: An outcome batch's period, replaced by the last second when the batch is sent.
+_PERIOD: list[float] = [0.0, 0.0]
 _SEGMENT_FIELDS = {
     "description": "made by the walker",
     "included": ["u1"],
@@ -217,7 +220,44 @@ EXAMPLES: dict[str, Example] = {
         free_form=("$.exposures[0].units",),
         per_item=("$.exposures[0].variant",),
     ),
+    "V1OutcomesOutcomes": Example(
+        "POST",
+        "/v1/outcomes",
+        {
+            "period": _PERIOD,  # made fresh when sent (a stale period refuses every item)
+            "items": [
+                {
+                    "key": "walker-flag",
+                    "variant": "on",
+                    "cohort": "treatment",
+                    "requests": 2,
+                    "failures": 1,
+                    "latency_ms_sum": 30.5,
+                    "latency_buckets": [0, 0, 2] + [0] * 10,
+                }
+            ],
+            "events": [
+                {
+                    "key": "walker-flag",
+                    "variant": "off",
+                    "cohort": "control",
+                    "name": "user_report",
+                    "labels": {"severity": "critical"},
+                    "count": 1,
+                }
+            ],
+        },
+        per_item=("$.items[0].variant", "$.events[0].variant", "$.events[0].labels"),
+    ),
 }
+
+
+def _fresh(body: Any) -> Any:
+    """``body`` with an outcome batch's period set to the last second."""
+    if isinstance(body, dict) and body.get("period") is _PERIOD:
+        now = time.time()
+        return {**body, "period": [now - 1, now]}
+    return body
 
 
 # -- the app ---------------------------------------------------------------------------------
@@ -256,6 +296,7 @@ class Walker:
             "tokens": len(tokens),
             "evaluations": _metric_total(metrics, "flagport_evaluations_total"),
             "exposures": _metric_total(metrics, "flagport_exposures_total"),
+            "outcomes": _metric_total(metrics, "flagport_outcome_requests_total"),
         }
 
     def send(
@@ -273,7 +314,7 @@ class Walker:
         return self.client.request(
             example.method,
             example.path,
-            content=json.dumps(example.body).encode() if content is None else content,
+            content=json.dumps(_fresh(example.body)).encode() if content is None else content,
             headers=headers,
             params=example.params if params is None else params,
         )
@@ -400,7 +441,7 @@ def test_bad_bodies_are_refused_and_change_nothing(walker: Walker, case: Case) -
     if case.kind == "valid":
         answer = walker.send(example, content_type="application/json; charset=utf-8")
         assert 200 <= answer.status_code < 300, answer.text
-        if case.operation == "V1ExposuresExposures":
+        if case.operation in ("V1ExposuresExposures", "V1OutcomesOutcomes"):
             assert answer.json()["rejected"] == []
         return
     if case.kind == "text/plain":
@@ -416,12 +457,15 @@ def test_bad_bodies_are_refused_and_change_nothing(walker: Walker, case: Case) -
         answer = walker.send(example, params=params)
     else:
         value = dict(_strings(example.body))[case.where]
-        body = _replaced(example.body, case.where, _forged(value))
+        body = _replaced(_fresh(example.body), case.where, _forged(value))
         answer = walker.send(example, content=json.dumps(body).encode())
         if _under(case.where, example.per_item):
             assert answer.status_code == 200, answer.text
-            assert [r["index"] for r in answer.json()["rejected"]] == [0], answer.text
-            assert walker.state() == before
+            found = answer.json()
+            assert [r["index"] for r in found["rejected"]] == [0], answer.text
+            # An outcome batch's other item is counted (its requests); nothing else changes.
+            counted = found.get("requests", 0)
+            assert walker.state() == {**before, "outcomes": before["outcomes"] + counted}
             return
     assert 400 <= answer.status_code < 500, answer.text
     assert walker.state() == before

@@ -145,6 +145,7 @@ EXPECTED: dict[str, list[str | None]] = {
     ],
     "GET /v1/evaluate/{key}": ["path:key! string", None],
     "POST /v1/exposures": ["application/json ExposureBatch!"],
+    "POST /v1/outcomes": ["application/json OutcomeBatch!"],
 }
 
 

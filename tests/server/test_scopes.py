@@ -11,6 +11,7 @@ scopes migrate (``evaluate`` -> ``sdk``) on both stores.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def test_every_route_declares_a_scope_and_is_guarded(tmp_path: Path) -> None:
                 assert scope_guard not in handler.resolve_guards(), label
             else:
                 assert scope_guard in handler.resolve_guards(), f"{label} is not guarded"
-    assert seen["sdk"] == {"GET /v1/snapshot", "POST /v1/exposures"}
+    assert seen["sdk"] == {"GET /v1/snapshot", "POST /v1/exposures", "POST /v1/outcomes"}
     assert seen["evaluate"] == {
         "POST /ofrep/v1/evaluate/flags/{key:str}",
         "POST /ofrep/v1/evaluate/flags",
@@ -100,6 +101,9 @@ def _request(client: httpx.Client, route: str, secret: str | None) -> httpx.Resp
         return client.get("/v1/snapshot", headers=headers)
     if route == "sdk-exposures":
         return client.post("/v1/exposures", json={"exposures": []}, headers=headers)
+    if route == "sdk-outcomes":
+        now = time.time()
+        return client.post("/v1/outcomes", json={"period": [now - 1, now]}, headers=headers)
     if route == "viewer":
         return client.get("/admin/v1/audit", headers=headers)
     if route == "viewer-explain":
@@ -120,6 +124,7 @@ ROUTES = [
     "evaluate-stream",
     "sdk",
     "sdk-exposures",
+    "sdk-outcomes",
     "viewer",
     "viewer-explain",
     "admin",
@@ -264,11 +269,14 @@ def test_open_evaluation_opens_the_evaluate_scope_only(tmp_path: Path) -> None:
             assert _request(client, "sdk", page).status_code == 403
             assert _request(client, "sdk", sdk).status_code == 200
             assert _request(client, "sdk-exposures", sdk).status_code == 200
+            assert _request(client, "sdk-outcomes", page).status_code == 403
+            assert _request(client, "sdk-outcomes", sdk).status_code == 200
             # The OpenAPI document says so too: OFREP may go without a token, the feed not.
             paths = client.get("/schema/openapi.json").json()["paths"]
         assert {} in paths["/ofrep/v1/evaluate/flags"]["post"]["security"]
         assert {} not in paths["/v1/snapshot"]["get"]["security"]
         assert {} not in paths["/v1/exposures"]["post"]["security"]
+        assert {} not in paths["/v1/outcomes"]["post"]["security"]
     assert "evaluation is open to anyone" in running.log()
 
 

@@ -22,10 +22,12 @@ from flagport_server.http_errors import EXCEPTION_HANDLERS
 from flagport_server.metrics import Metrics
 from flagport_server.openapi import correct_openapi, openapi_config
 from flagport_server.operations import Operations
+from flagport_server.outcomes import OutcomeBuffer, OutcomeService
 from flagport_server.routes.admin import admin_router
 from flagport_server.routes.evaluation import evaluation_routes
 from flagport_server.routes.feeds import OpenStreams, change_stream, snapshot_feed
 from flagport_server.routes.operations import operations_routes
+from flagport_server.routes.outcomes import outcomes
 from flagport_server.routes.rollouts import rollouts_router
 from flagport_server.routes.stats import exposures, stats_router
 from flagport_server.runtime import Runtime
@@ -60,6 +62,13 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         enabled=settings.driver,
         after_commit=lambda version: runtime.reload(at_least=version),
         served_plans=lambda: runtime.served.plans if runtime.served is not None else {},
+    )
+    # Outcome signals go to the store at every drain (interval 0: each time the pump drains,
+    # every DRAIN_INTERVAL, with or without --no-stats) and at a graceful stop; the driver
+    # re-judges the guards right after each write.
+    outcome_buffer = OutcomeBuffer(store, on_recorded=driver.wake)
+    stats.pump.add_periodic_sink(
+        "outcome signals to the store", 0.0, outcome_buffer.drain, at_stop=True
     )
     admin = AdminService(runtime, health=driver.health.failures_of)
     streams = OpenStreams(settings.max_streams)
@@ -122,7 +131,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             ),
             Router(
                 path="/",
-                route_handlers=[snapshot_feed, exposures],
+                route_handlers=[snapshot_feed, exposures, outcomes],
                 request_max_body_size=settings.max_eval_body,
                 security=openapi_security(SDK, settings.open_scope),
             ),
@@ -136,6 +145,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             "stats": _provide(StatsService(admin, metrics, stats.recorder)),
             "operations": _provide(Operations(runtime, metrics, stats.pump, driver)),
             "plans": _provide(admin.plans),
+            "outcome_signals": _provide(OutcomeService(runtime, outcome_buffer, metrics)),
         },
         state=state,
         lifespan=[lifespan],

@@ -196,6 +196,8 @@ class Driver:
         self._renewed_at = -math.inf
         self._commits = 0
         self._kill = _kill_hook()
+        #: Set by :meth:`wake`: the next round starts at once.
+        self._woken = asyncio.Event()
 
     # -- the lease ------------------------------------------------------------------------
 
@@ -344,6 +346,14 @@ class Driver:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def wake(self) -> None:
+        """Start the next round now: called after each drain of outcome signals into the
+        store, so the guards are re-judged on them at once (docs/spec.md: decisions are
+        re-taken after every drain). A worker that does not drive ignores it; the driving
+        worker sees other workers' drains at its next round (every :data:`TICK`)."""
+        if self.enabled:
+            self._woken.set()
+
     async def run(self) -> None:
         """Drive (or watch) until cancelled; a failed round is logged and the next one goes
         on. The lease is released on the way out."""
@@ -356,7 +366,11 @@ class Driver:
                     self.holding = False
                 except Exception:
                     log.exception("rollout driver round failed")
-                await asyncio.sleep(TICK if self.enabled else RENEW_EVERY * 2)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._woken.wait(), TICK if self.enabled else RENEW_EVERY * 2
+                    )
+                self._woken.clear()
         finally:
             await self.release()
             await self.health.close()

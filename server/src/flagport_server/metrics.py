@@ -182,6 +182,13 @@ class Metrics:
             ["flag", "variant"],
             registry=registry,
         )
+        self.outcome_requests = Counter(
+            "flagport_outcome_requests",
+            "Requests reported per rollout cohort (POST /v1/outcomes, counted), by flag and "
+            "cohort: flat while a plan runs means its outcomes stopped arriving.",
+            ["flag", "cohort"],
+            registry=registry,
+        )
         self.unique_units = Gauge(
             "flagport_unique_units",
             "Distinct units (bucket_by values) served each variant over the last 24 hours, "

@@ -80,6 +80,7 @@ MAX_EVENT_SERIES: Final = 1000
 _MAX_REQUEST_MS: Final = 86_400_000.0
 
 _LABEL_NAME: Final = re.compile(LABEL_NAME_PATTERN)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN, max_length=MAX_KEY_LENGTH)]
 _Variant = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_VARIANT_LENGTH)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -234,6 +235,10 @@ def event_problem(event: OutcomeEvent) -> str | None:
             return f"invalid label name {name[:MAX_LABEL_NAME_LENGTH]!r}"
         if len(value) > MAX_LABEL_VALUE_LENGTH:
             return f"label {name!r}: a value is at most {MAX_LABEL_VALUE_LENGTH} characters"
+        if _CONTROL.search(value) is not None:
+            # No guard can name it (the grammar's only escapes are \" and \\), and it would
+            # forge lines wherever a series is shown.
+            return f"label {name!r}: a value has a control character"
     return None
 
 

@@ -40,6 +40,12 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "status": ("status",),
     "stats": ("stats", "a", "--since", "1h"),
     "stale": ("stale",),
+    "rollout start": ("rollout", "start", "a"),
+    "rollout status": ("rollout", "status", "a"),
+    "rollout list": ("rollout", "list"),
+    "rollout pause": ("rollout", "pause", "a"),
+    "rollout resume": ("rollout", "resume", "a"),
+    "rollout abort": ("rollout", "abort", "a"),
 }
 
 #: Commands that report a change or a comparison: an answer that is not Flagport's must
@@ -56,6 +62,10 @@ CLAIMS = {
     "token create",
     "token revoke",
     "token rotate-secret",
+    "rollout start",
+    "rollout pause",
+    "rollout resume",
+    "rollout abort",
 }
 #: Answers that are JSON objects of another shape.
 OTHER_OBJECTS = {"empty object", "wrong types"}

@@ -3,14 +3,19 @@ and what a bad ``--cors-origin`` gets. The real browser's view is tests/browser/
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from litestar.testing import TestClient
 
+from flagport_server.asgi import serving_app
 from flagport_server.cors import EXPOSED_HEADERS, normalise_origin
+from flagport_server.settings import Settings
 from flagport_server.surface import evaluation_surface_method
 from tests.cli.conftest import run_flags
 from tests.support.server import PORTAL_FLAGS, free_port, running_server
@@ -180,3 +185,79 @@ def test_without_cors_origins_nothing_answers_cross_origin(tmp_path: Path) -> No
                 path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": method}
             )
             assert not [h for h in preflight.headers if h.startswith("access-control-")], path
+
+
+def _client(app: Any) -> TestClient[Any]:
+    with warnings.catch_warnings():  # "localhost might cause issues": a loopback bind wants it
+        warnings.simplefilter("ignore")
+        return TestClient(app, base_url="http://localhost")
+
+
+def test_every_answer_on_the_surface_carries_the_headers_whoever_makes_it(tmp_path: Path) -> None:
+    """The dispatch's own answers, what it hands on to Litestar (behind the CORS layer), a 405,
+    a preflight, and the refusals made before the dispatch (host check, rate limit): each
+    carries the CORS headers for an allowed origin, and none does for another origin."""
+    settings = Settings(
+        store_url=f"sqlite:///{tmp_path / 'flagport.db'}",
+        seed_file=str(PORTAL_FLAGS),
+        cors_origins=(ORIGIN,),
+        rate_limit=1000.0,
+        rate_burst=1000,
+        stats_flush_interval=60.0,
+    )
+    assert settings.checks_host  # the default bind is loopback: the host check is on
+    json_type = {"Content-Type": "application/json"}
+    body = b'{"context":{"targetingKey":"user-1"}}'
+    single = "/ofrep/v1/evaluate/flags/ui-improvements"
+    with _client(serving_app(settings)) as client:
+        client.headers["Origin"] = ORIGIN
+        answers = {
+            "dispatched": client.post(single, content=body, headers=json_type),
+            "handed on (media type)": client.post(
+                single, content=body, headers={"Content-Type": "a/b"}
+            ),
+            "handed on (bad JSON)": client.post(single, content=b"{", headers=json_type),
+            "405": client.put(single, content=body, headers=json_type),
+            "GET": client.get("/v1/evaluate/ui-improvements?targetingKey=u"),
+            "host check (421)": client.post(
+                single, content=body, headers={**json_type, "Host": "rebound.example"}
+            ),
+        }
+        statuses = {name: answer.status_code for name, answer in answers.items()}
+        assert statuses == {
+            "dispatched": 200,
+            "handed on (media type)": 400,
+            "handed on (bad JSON)": 400,
+            "405": 405,
+            "GET": 200,
+            "host check (421)": 421,
+        }
+        for name, answer in answers.items():
+            assert answer.request.headers["origin"] == ORIGIN, name
+            assert answer.headers["access-control-allow-origin"] == ORIGIN, name
+            assert answer.headers["vary"] == "Origin", name
+        preflight = client.options(
+            single, headers={"Access-Control-Request-Method": "POST", "Origin": ORIGIN}
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-methods"] == "POST"
+        other = client.post(single, content=body, headers={**json_type, "Origin": "http://x.test"})
+        assert "access-control-allow-origin" not in other.headers
+        # Off the surface: never, whatever layer answers.
+        assert "access-control-allow-origin" not in client.get("/v1/snapshot").headers
+    limited = Settings(
+        store_url=f"sqlite:///{tmp_path / 'flagport.db'}",
+        cors_origins=(ORIGIN,),
+        rate_limit=1.0,
+        rate_burst=1,
+        stats_flush_interval=60.0,
+    )
+    with _client(serving_app(limited)) as client:
+        limited_answers = [
+            client.post(single, content=body, headers={**json_type, "Origin": ORIGIN})
+            for _ in range(3)
+        ]
+        refused = limited_answers[-1]
+        assert refused.status_code == 429
+        assert refused.headers["access-control-allow-origin"] == ORIGIN
+        assert "retry-after" in refused.headers

@@ -1,4 +1,4 @@
-"""CORS for the evaluation surface only (pure ASGI, wrapped around the whole app).
+"""CORS for the evaluation surface only.
 
 Browsers ask Flagport directly with the OpenFeature web provider; the pages live on another
 origin, so the evaluation routes answer cross-origin requests from the origins the operator
@@ -8,20 +8,24 @@ is docs/spec.md section 12; the decision is docs/adr/0016-cors-for-the-evaluatio
 - only the evaluation surface (OFREP single and bulk, ``GET /v1/evaluate/{key}``, the change
   stream). The admin API, ``/v1/snapshot``, ``/v1/exposures`` and ``/v1/outcomes`` never carry
   a CORS header, whatever the request says, so no page can read a rule or post a statistic;
-- a preflight is answered here, before the app (it costs less than ``GET /healthz``); from an
-  origin not listed, or for a method the route does not take, it is a 403 without any CORS
-  header, which the browser reports as a refused preflight;
+- a preflight is answered by :class:`Cors`, before Litestar routes it (it costs no more than
+  ``GET /healthz``); from an origin not listed, or for a method the route does not take, it is
+  a 403 without any CORS header, which the browser reports as a refused preflight;
 - answers to an allowed origin expose ``ETag`` (so the provider can send ``If-None-Match``
   and get 304s), ``Retry-After`` and ``X-Flagport-Snapshot``, and carry ``Vary: Origin``.
 
-The headers are made once per allowed origin, here. For a route the evaluation dispatch
-serves they are left in the request's scope (:data:`~flagport_server.surface.CORS_HEADERS`)
-and whoever answers adds them (the dispatch in its own answer, the rate limit and the host
-check in their refusals): a dict lookup per request instead of a wrapped ``send``
-(docs/adr/0021-evaluation-dispatch.md). Other answers on the surface (the change stream, a
-405) get them through a wrapped ``send``.
+One :class:`CorsPolicy` per worker holds the allowed origins and the answer headers, made once
+per origin. Who adds them (docs/adr/0024-cors-where-the-answer-is-made.md):
 
-Without ``--cors-origin`` the wrapper is not installed at all: no cost on the evaluation path.
+- the evaluation dispatch, to its own answers: it looks the ``Origin`` up in the header scan it
+  makes anyway (:meth:`CorsPolicy.answer_headers`), so a dispatched request pays a dict lookup
+  and no layer of its own;
+- :class:`Cors`, the layer between the dispatch and Litestar: preflights, and every answer
+  Litestar gives on the surface (the change stream, a 405, a request the dispatch handed on);
+- the wrappers that refuse before the dispatch (the rate limit's 429, the host check's 421):
+  :meth:`CorsPolicy.headers_for`, on their refusal path only.
+
+Without ``--cors-origin`` there is no policy and no layer: no cost on the evaluation path.
 """
 
 from __future__ import annotations
@@ -33,19 +37,15 @@ from urllib.parse import urlsplit
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from flagport_server.surface import (
-    CORS_HEADERS,
-    dispatched_route,
-    evaluation_surface_method,
-    send_answer,
-    send_with,
-)
+from flagport_server.surface import evaluation_surface_method, send_answer, send_with
 
 __all__ = [
     "ALLOWED_HEADERS",
     "EXPOSED_HEADERS",
     "PREFLIGHT_MAX_AGE",
     "Cors",
+    "CorsHeaders",
+    "CorsPolicy",
     "normalise_origin",
 ]
 
@@ -56,6 +56,9 @@ ALLOWED_HEADERS: Final = ("Content-Type", "Authorization", "X-API-Key", "If-None
 EXPOSED_HEADERS: Final = ("ETag", "Retry-After", "X-Flagport-Snapshot")
 #: Seconds a browser may keep a preflight's answer (Chromium caps it at 7,200).
 PREFLIGHT_MAX_AGE: Final = 7200
+
+#: The CORS headers of one answer.
+CorsHeaders = list[tuple[bytes, bytes]]
 
 _HTTP: str = ScopeType.HTTP
 
@@ -92,42 +95,64 @@ def normalise_origin(origin: str) -> str:
     return f"{parts.scheme}://{host}{suffix}"
 
 
-class Cors:
-    """Answer preflights and mark answers for the allowed origins, on the evaluation surface."""
+class CorsPolicy:
+    """The allowed origins of one worker, and the headers an answer to each carries."""
 
-    def __init__(self, app: ASGIApp, origins: Iterable[str]) -> None:
-        self.app = app
+    def __init__(self, origins: Iterable[str]) -> None:
         allowed = {normalise_origin(origin) for origin in origins}
+        if not allowed:
+            raise ValueError("a CORS policy needs at least one origin")
         self.any_origin = "*" in allowed
         self.origins = frozenset(origin.encode("latin-1") for origin in allowed - {"*"})
+        self.allowed_headers = ", ".join(ALLOWED_HEADERS).encode()
+        self.max_age = str(PREFLIGHT_MAX_AGE).encode()
         self._exposed = ", ".join(EXPOSED_HEADERS).encode()
-        self._allowed_headers = ", ".join(ALLOWED_HEADERS).encode()
-        self._max_age = str(PREFLIGHT_MAX_AGE).encode()
         #: An answer's CORS headers per allowed origin as browsers send it, made once.
         self._answer_headers = {origin: self._headers_for(origin) for origin in self.origins}
         self._any_headers = self._headers_for(b"*")
 
-    def _headers_for(self, allow: bytes) -> list[tuple[bytes, bytes]]:
+    def _headers_for(self, allow: bytes) -> CorsHeaders:
         return [
             (b"access-control-allow-origin", allow),
             (b"access-control-expose-headers", self._exposed),
             (b"vary", b"Origin"),
         ]
 
-    def _allowed(self, origin: bytes) -> bytes | None:
-        """The ``Access-Control-Allow-Origin`` value for this origin, or None."""
+    def allow_origin(self, origin: bytes) -> bytes | None:
+        """The ``Access-Control-Allow-Origin`` value for this origin, or None: not allowed."""
         if self.any_origin:
             return b"*"
         return origin if origin.lower() in self.origins else None
 
-    def _answer_headers_for(self, origin: bytes) -> list[tuple[bytes, bytes]] | None:
-        """The CORS headers of an answer to ``origin``, or None: not allowed."""
+    def answer_headers(self, origin: bytes) -> CorsHeaders | None:
+        """The CORS headers of an answer on the evaluation surface to a request from
+        ``origin``, or None: not allowed."""
         if self.any_origin:
             return self._any_headers
         headers = self._answer_headers.get(origin)
         if headers is None and origin.lower() in self.origins:  # sent in another case
             headers = self._headers_for(origin)
         return headers
+
+    def headers_for(self, scope: Scope) -> CorsHeaders:
+        """The CORS headers of any answer to this request (none: off the evaluation surface,
+        not cross-origin, or from an origin not allowed). For the answers made before the
+        dispatch (refusals): it scans the request's headers."""
+        if evaluation_surface_method(scope["path"]) is None:
+            return []
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                return self.answer_headers(value) or []
+        return []
+
+
+class Cors:
+    """Answer preflights, and mark Litestar's answers on the evaluation surface for the allowed
+    origins (the layer between the evaluation dispatch and Litestar)."""
+
+    def __init__(self, app: ASGIApp, policy: CorsPolicy) -> None:
+        self.app = app
+        self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != _HTTP:
@@ -147,19 +172,12 @@ class Cors:
             # surface: untouched (a preflight there reaches the app, which answers 405).
             await self.app(scope, receive, send)
             return
-        request_method: str = scope["method"]  # type: ignore[typeddict-item]
-        if request_method == "OPTIONS" and requested_method is not None:
-            allow = self._allowed(origin)
+        if scope["method"] == "OPTIONS" and requested_method is not None:  # type: ignore[typeddict-item]
+            allow = self.policy.allow_origin(origin)
             await self._preflight(send, allow, requested_method == method.encode(), method)
             return
-        cors_headers = self._answer_headers_for(origin)
-        if cors_headers is None:
-            await self.app(scope, receive, send)
-        elif dispatched_route(scope["path"], request_method) is not None:
-            scope[CORS_HEADERS] = cors_headers  # type: ignore[typeddict-unknown-key]
-            await self.app(scope, receive, send)
-        else:
-            await self.app(scope, receive, send_with(send, cors_headers))
+        headers = self.policy.answer_headers(origin)
+        await self.app(scope, receive, send_with(send, headers) if headers else send)
 
     async def _preflight(
         self, send: Send, allow: bytes | None, method_ok: bool, method: str
@@ -176,8 +194,8 @@ class Cors:
         headers = [
             (b"access-control-allow-origin", allow),
             (b"access-control-allow-methods", method.encode()),
-            (b"access-control-allow-headers", self._allowed_headers),
-            (b"access-control-max-age", self._max_age),
+            (b"access-control-allow-headers", self.policy.allowed_headers),
+            (b"access-control-max-age", self.policy.max_age),
             (b"vary", b"Origin"),
         ]
         await send_answer(send, 204, headers, b"")

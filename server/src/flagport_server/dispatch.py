@@ -11,8 +11,10 @@ It serves what the framework would answer the same way, with the same functions:
   :func:`~flagport_server.auth.access`;
 - what is answered: :mod:`flagport_server.routes.evaluation`'s answer functions, which the
   Litestar handlers call too;
-- CORS: the headers the CORS layer left in the scope
-  (:func:`~flagport_server.surface.cors_headers`), added to the answer.
+- CORS: the ``Origin`` is read in the dispatch's own header scan and looked up in the
+  worker's :class:`~flagport_server.cors.CorsPolicy`; the headers are added to the answer.
+  The :class:`~flagport_server.cors.Cors` layer (preflights, Litestar's answers) sits behind
+  the dispatch, in front of Litestar, so a dispatched request never passes it.
 
 A request it cannot read, it never answers itself: a ``Content-Type`` other than
 ``application/json``, a body over the route's limit or that does not decode as an OFREP
@@ -41,6 +43,7 @@ from litestar.types import (
 )
 
 from flagport_server.auth import RouteScope, access, declared_scope, needs_token
+from flagport_server.cors import Cors, CorsHeaders, CorsPolicy
 from flagport_server.routes.evaluation import (
     RawResponse,
     answer_bulk,
@@ -53,9 +56,7 @@ from flagport_server.surface import (
     DISPATCHED,
     EVALUATE_GET,
     OFREP_BULK,
-    cors_headers,
     dispatched_route,
-    send_with,
 )
 from flagport_server.wire import ofrep_v1 as wire
 
@@ -86,9 +87,10 @@ def _replaying(
 class EvaluationDispatch:
     """Serve the dispatched evaluation routes of ``app``; hand everything else to ``app``."""
 
-    def __init__(self, app: Litestar, max_body: int) -> None:
-        #: Where every other request goes.
-        self.app: ASGIApp = app
+    def __init__(self, app: Litestar, max_body: int, cors: CorsPolicy | None = None) -> None:
+        #: Where every other request goes (through the CORS layer when there is a policy).
+        self.app: ASGIApp = app if cors is None else Cors(app, cors)
+        self.cors = cors
         self.litestar = app
         self.state = app.state
         self.runtime = app.state.runtime
@@ -117,15 +119,19 @@ class EvaluationDispatch:
     ) -> None:
         content_type = None
         if_none_match = None
+        origin = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
             elif name == b"if-none-match":
                 if_none_match = value
+            elif name == b"origin":
+                origin = value
+        cors = None
+        if origin is not None and self.cors is not None:
+            cors = self.cors.answer_headers(origin)
         if route is EVALUATE_GET:
-            answer = self._answer_get(scope, key)
-            if answer is not None:
-                await self._send(scope, send, answer)
+            await self._send(send, self._answer_get(scope, key), cors)
             return
         if content_type != _JSON or scope["query_string"]:
             await self._hand_on(scope, receive, send, [])
@@ -167,9 +173,9 @@ class EvaluationDispatch:
                 answer = answer_bulk(self.state, served, context, token, if_none_match)
             else:
                 answer = answer_single(self.state, served, key, context)
-        await self._send(scope, send, answer)
+        await self._send(send, answer, cors)
 
-    def _answer_get(self, scope: Scope, key: str) -> RawResponse | None:
+    def _answer_get(self, scope: Scope, key: str) -> RawResponse:
         error, _ = self._access(scope, EVALUATE_GET.name)
         answer = gate(self.state, error)
         if answer is not None:
@@ -185,8 +191,7 @@ class EvaluationDispatch:
         scope["litestar_app"] = self.litestar
         return access(ASGIConnection(scope), required)
 
-    async def _send(self, scope: Scope, send: Send, answer: RawResponse) -> None:
-        cors = cors_headers(scope)
+    async def _send(self, send: Send, answer: RawResponse, cors: CorsHeaders | None) -> None:
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": answer.status,
@@ -208,8 +213,8 @@ class EvaluationDispatch:
         messages: list[ReceiveMessage],
         error: BaseException | None = None,
     ) -> Awaitable[None]:
-        """Litestar answers, reading the body from where the dispatch stopped."""
+        """Litestar answers (behind the CORS layer), reading the body from where the dispatch
+        stopped."""
         if messages or error is not None:
             receive = _replaying(messages, receive, error)
-        cors = cors_headers(scope)
-        return self.app(scope, receive, send_with(send, list(cors)) if cors else send)
+        return self.app(scope, receive, send)

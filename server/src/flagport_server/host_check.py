@@ -17,7 +17,7 @@ browser.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import msgspec
@@ -26,9 +26,9 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
 from flagport_server.auth import presented_token, token_record
+from flagport_server.cors import CorsPolicy
 from flagport_server.errors import MisdirectedRequest
 from flagport_server.runtime import Runtime
-from flagport_server.surface import cors_headers
 from flagport_server.wire import ofrep_v1
 from flagport_server.wire.admin_v1 import Problem
 
@@ -76,8 +76,16 @@ class HostCheck:
     """Answer 421 to a request whose ``Host`` is not an allowed name unless it carries a
     valid token."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime, allowed: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: Runtime,
+        allowed: Iterable[str] = (),
+        cors: CorsPolicy | None = None,
+    ) -> None:
         self.app = app
+        #: Whose headers a refusal on the evaluation surface carries.
+        self.cors = cors
         self.runtime = runtime
         self.allowed = LOOPBACK_NAMES | {host_name(name) for name in allowed}
         #: ``Host`` values (as sent) already found allowed: a set lookup instead of parsing
@@ -111,10 +119,13 @@ class HostCheck:
             "a loopback bind must name localhost, 127.0.0.1 or [::1] (or a name given with "
             "flags serve --allowed-host); other names are refused against DNS rebinding"
         )
-        await _answer(scope, send, error)
+        cors = self.cors.headers_for(scope) if self.cors is not None else ()
+        await _answer(scope, send, error, cors)
 
 
-async def _answer(scope: Scope, send: Send, error: MisdirectedRequest) -> None:
+async def _answer(
+    scope: Scope, send: Send, error: MisdirectedRequest, cors: Sequence[tuple[bytes, bytes]]
+) -> None:
     """The refusal in the shape the path's clients read: OFREP's on the evaluation routes,
     problem details elsewhere."""
     path: str = scope.get("path", "")
@@ -134,7 +145,7 @@ async def _answer(scope: Scope, send: Send, error: MisdirectedRequest) -> None:
         "headers": [
             (b"content-type", media),
             (b"content-length", str(len(body)).encode()),
-            *cors_headers(scope),
+            *cors,
         ],
     }
     await send(start)

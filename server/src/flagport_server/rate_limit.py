@@ -28,6 +28,7 @@ from typing import Final
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from flagport_server.cors import CorsPolicy
 from flagport_server.surface import evaluation_surface_method, send_answer
 
 __all__ = ["MAX_CLIENTS", "ClientBuckets", "RateLimit", "TrustedProxies", "parse_network"]
@@ -138,8 +139,11 @@ class RateLimit:
         burst: int,
         trusted_proxies: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self.app = app
+        #: Whose headers a 429 carries, so that a page can read its Retry-After.
+        self.cors = cors
         self.buckets = ClientBuckets(rate, burst)
         self.proxies = TrustedProxies(trusted_proxies)
         self.rate = rate
@@ -177,4 +181,5 @@ class RateLimit:
             + b'"}'
         )
         headers = [(b"content-type", b"application/json"), (b"retry-after", str(wait).encode())]
-        await send_answer(send, 429, headers, body, scope)
+        cors = self.cors.headers_for(scope) if self.cors is not None else ()
+        await send_answer(send, 429, headers, body, cors)

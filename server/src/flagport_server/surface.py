@@ -9,18 +9,17 @@ the one source of the OpenAPI document and of the route's scope."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, NamedTuple
 
-from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Scope, Send
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Send
 
 __all__ = [
-    "CORS_HEADERS",
     "DISPATCHED",
     "EVALUATE_GET",
     "OFREP_BULK",
     "OFREP_SINGLE",
     "DispatchedRoute",
-    "cors_headers",
     "dispatched_route",
     "evaluation_surface_method",
     "send_answer",
@@ -79,19 +78,6 @@ def dispatched_route(path: str, method: str) -> tuple[DispatchedRoute, str] | No
     return None
 
 
-#: The scope key under which the CORS layer leaves the headers an answer to an allowed
-#: cross-origin request carries (whoever answers adds them: :func:`cors_headers`).
-CORS_HEADERS: Final = "flagport.cors_headers"
-_NONE: Final[tuple[tuple[bytes, bytes], ...]] = ()
-
-
-def cors_headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]]:
-    """The CORS headers the answer to this request carries (none: not cross-origin from an
-    allowed origin, or CORS not configured)."""
-    headers: list[tuple[bytes, bytes]] | None = scope.get(CORS_HEADERS)  # type: ignore[assignment]
-    return headers if headers is not None else _NONE
-
-
 def send_with(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
     """``send``, adding ``headers`` to the answer's start."""
 
@@ -108,17 +94,17 @@ async def send_answer(
     status: int,
     headers: list[tuple[bytes, bytes]],
     body: bytes,
-    scope: Scope | None = None,
+    cors: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    """Send a whole answer from a wrapper, before the app (``Content-Length`` added, and the
-    CORS headers of ``scope``'s request)."""
+    """Send a whole answer from a wrapper, before the app (``Content-Length`` added, then the
+    ``cors`` headers: :meth:`~flagport_server.cors.CorsPolicy.headers_for`)."""
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,
         "headers": [
             *headers,
             (b"content-length", str(len(body)).encode()),
-            *(cors_headers(scope) if scope is not None else ()),
+            *cors,
         ],
     }
     await send(start)

@@ -11,7 +11,7 @@ from typing import Final
 from flagport.rollout.plan import Plan
 from flagport_server.stores import _common
 from flagport_server.stores.base import AuditEntry, CommitResult, Mutation, StoreState
-from flagport_server.stores.sqlite._connection import SQLiteBase
+from flagport_server.stores.sqlite._connection import SQLiteBase, fetch_rows
 
 __all__ = ["SQLiteConfiguration"]
 
@@ -30,16 +30,16 @@ class SQLiteConfiguration(SQLiteBase):
             return _common.read_state(
                 store_id,
                 version,
-                conn.execute("SELECT key, body FROM flags").fetchall(),
-                conn.execute("SELECT key, body FROM segments").fetchall(),
-                conn.execute("SELECT key, body FROM plans").fetchall(),
+                fetch_rows(conn.execute("SELECT key, body FROM flags")),
+                fetch_rows(conn.execute("SELECT key, body FROM segments")),
+                fetch_rows(conn.execute("SELECT key, body FROM plans")),
             )
 
         return await self._read(load)
 
     async def load_plans(self) -> dict[str, Plan]:
         def load(conn: sqlite3.Connection) -> dict[str, Plan]:
-            return _common.read_plans(conn.execute("SELECT key, body FROM plans").fetchall())
+            return _common.read_plans(fetch_rows(conn.execute("SELECT key, body FROM plans")))
 
         return await self._read(load)
 

@@ -128,6 +128,12 @@ def test_a_plan_runs_a_person_pauses_it_resume_and_abort(flags: Flags) -> None:
     assert shown["percentage"] == 10.0
     human = flags.ok("rollout", "status", key)
     assert "running, step 1/2 (10 %)" in human.out
+    # ``flags stats`` shows the plan, and the step in the changes.
+    stats = flags.ok("stats", key).out
+    assert "rollout     running, step 1/2 (10 %), next in " in stats, stats
+    assert "plan" in flags.ok("audit", "--key", key).out
+    other = flags.ok("stats", "ui-improvements.dropdown-fixes").out
+    assert "rollout " not in other
     # A child's change does not touch the parent's plan; the parent's own change pauses it.
     with flags.server.admin() as admin:
         admin.post("/admin/v1/flags/ui-improvements.dropdown-fixes/enable", json={})

@@ -18,7 +18,7 @@ from flagport_cli._errors import UsageProblem
 from flagport_cli._output import echo_json, fmt_percentage, printable, table
 from flagport_cli._validate import check_key
 
-__all__ = ["rollout"]
+__all__ = ["plan_path", "plan_summary", "rollout"]
 
 _ROOT = "/admin/v1/rollouts"
 
@@ -254,14 +254,26 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else "-"
 
 
-def _print_view(view: dict[str, Any]) -> None:
+def plan_summary(view: dict[str, Any]) -> str:
+    """One line for a plan's view (``GET /admin/v1/rollouts/{key}``): status, step,
+    percentage, time to the next step and the last decision (``flags rollout status`` and
+    ``flags stats``)."""
     percentage = view["percentage"]
     shown = fmt_percentage(percentage) if percentage is not None else "off"
-    click.echo(
-        f"{printable(view['key'])}: {view['status']}, step {view['step']}/{len(view['steps'])} "
-        f"({shown}), next {_next(view)}; {printable(view['decision'])}"
-        + (f": {printable(view['reason'])}" if view.get("reason") else "")
+    return printable(
+        f"{view['status']}, step {view['step']}/{len(view['steps'])} ({shown}), "
+        f"next {_next(view)}; {view['decision']}"
+        + (f": {view['reason']}" if view.get("reason") else "")
     )
+
+
+def plan_path(key: str) -> str:
+    """The admin API path of the plan on ``key``."""
+    return _path(key)
+
+
+def _print_view(view: dict[str, Any]) -> None:
+    click.echo(f"{printable(view['key'])}: {plan_summary(view)}")
     rows = []
     for guard in view["guards"]:
         evidence = guard["evidence"]

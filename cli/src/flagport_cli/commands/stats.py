@@ -12,6 +12,7 @@ from flagport_cli._app import App, json_option, pass_app
 from flagport_cli._output import echo_json, fmt_percentage, printable, table
 from flagport_cli._validate import check_key, check_stats_since
 from flagport_cli.commands.flags import flag_path
+from flagport_cli.commands.rollout import plan_path, plan_summary
 
 __all__ = ["stale", "stats"]
 
@@ -47,6 +48,13 @@ def _sparkline(series: list[dict[str, Any]], since: str, until: str) -> tuple[st
     return bars, label
 
 
+def _plan(app: App, key: str) -> dict[str, Any] | None:
+    """The view of the flag's rollout plan, or None: it has none (or the server predates
+    plans)."""
+    response = app.api().send("GET", plan_path(key), ok=(404,))
+    return None if response.status_code == 404 else app.api().json_object(response)
+
+
 @click.command()
 @click.argument("key")
 @click.option(
@@ -68,6 +76,9 @@ def stats(app: App, key: str, since: str | None) -> None:
     served = "on" if state.get("enabled") else "off (kill switch)"
     click.echo(f"{key}: {served} at {fmt_percentage(body.get('percentage'))}")
     click.echo(f"window      {_time(body.get('since'))} -> {_time(body.get('until'))}")
+    plan = _plan(app, key)
+    if plan is not None:
+        click.echo(f"rollout     {plan_summary(plan)}")
     adoption = body.get("adoption")
     shown = f"{adoption * 100:.1f} %" if isinstance(adoption, int | float) else "-"
     click.echo(

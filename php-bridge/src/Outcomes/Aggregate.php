@@ -21,9 +21,13 @@ namespace Flagport\Outcomes;
  *   under the generations before `g + 1`, which nobody writes any more.
  *
  * APCu operations are atomic, so a writer either is seen by the taker's wait or sees the new
- * generation and writes there: a count is taken exactly once, never lost, never split. A
- * writer killed between its counts (20 ms of wait) is taken as it is.
- *
+ * generation and writes there: a count is taken exactly once, and whole. A writer stalled
+ * longer than the wait (50 ms: a loaded machine) is still not lost: the taker subtracts what
+ * it read (`apcu_dec`) rather than deleting, so a late addition stays for the next take, and
+ * a writer adds a request's failure and latency before its bucket, so a failure or latency
+ * whose request is not there yet is left for the next take too. A counter is deleted once a
+ * later take finds it at 0 (a writer would have to stall a whole take interval to race it).
+
  * Without APCu (`$shared` false) the counters are this object's array: the reporter posts
  * them at the end of each request.
  *
@@ -38,7 +42,7 @@ final class Aggregate
     /** Seconds a counter outlives its minute if nobody takes it (stale by then anyway). */
     private const TTL = 300;
     /** How long a take waits for writers still adding to the closed generation. */
-    private const WRITER_WAIT_US = 20000;
+    private const WRITER_WAIT_US = 50000;
     /** A take lock left by a killed worker expires after this many seconds. */
     private const LOCK_TTL = 10;
 
@@ -76,13 +80,14 @@ final class Aggregate
         try {
             $base = $this->keys . $generation . ':' . self::minuteOf($now) . ':';
             foreach ($series as $one) {
-                $this->add($base . $bucket . $one, 1);
-                if ($failed) {
-                    $this->add($base . 'f:' . $one, 1);
-                }
+                // The bucket last: a taker that sees the request sees its failure and latency.
                 if ($micros > 0) {
                     $this->add($base . 'l:' . $one, $micros);
                 }
+                if ($failed) {
+                    $this->add($base . 'f:' . $one, 1);
+                }
+                $this->add($base . $bucket . $one, 1);
             }
         } finally {
             $this->leave($generation);
@@ -153,21 +158,37 @@ final class Aggregate
             while ((int) apcu_fetch($writers) > 0 && hrtime(true) < $deadline) {
                 usleep(20);
             }
-            $counters = [];
-            $taken = [];
-            $pattern = '/^' . preg_quote($this->keys, '/') . '(\d+):(\d+:.*)$/s';
+            $read = [];
+            $requested = [];
+            $empty = [];
+            $pattern = '/^' . preg_quote($this->keys, '/') . '(\d+):((\d+):(\w+):(.*))$/s';
             foreach (new \APCUIterator($pattern, APC_ITER_KEY | APC_ITER_VALUE) as $key => $entry) {
                 if (preg_match($pattern, (string) $key, $match) !== 1 || (int) $match[1] > $closed) {
                     continue;
                 }
                 $value = $entry['value'];
-                if (is_int($value) && $value > 0) {
-                    $counters[$match[2]] = ($counters[$match[2]] ?? 0) + $value;
+                if (!is_int($value) || $value <= 0) {
+                    if ((int) $match[1] < $closed) {
+                        $empty[] = (string) $key; // taken by an earlier take, nothing added since
+                    }
+                    continue;
                 }
-                $taken[] = (string) $key;
+                $read[(string) $key] = [$match[2], $value];
+                if ($match[4][0] === 'b') {
+                    $requested[$match[3] . ':' . $match[5]] = true;
+                }
             }
-            if ($taken !== []) {
-                apcu_delete($taken);
+            $counters = [];
+            foreach ($read as $key => [$counter, $value]) {
+                [$minute, $kind, $series] = explode(':', $counter, 3);
+                if (($kind === 'f' || $kind === 'l') && !isset($requested[$minute . ':' . $series])) {
+                    continue; // its request is not counted yet (a writer midway): next take
+                }
+                apcu_dec($key, $value);
+                $counters[$counter] = ($counters[$counter] ?? 0) + $value;
+            }
+            if ($empty !== []) {
+                apcu_delete($empty);
             }
             apcu_delete($writers);
             return ['counters' => $counters, 'since' => is_float($last) ? $last : null];

@@ -70,12 +70,16 @@ $router->get('/', static fn () => view('features'));
 $router->get('/bare', static fn () => view('bare'));
 // The portal page of the guarded rollout (tests/php/test_php_outcomes.py): it reads only
 // `ui-improvements.dropdown-fixes`; `status` sets the answer's status, `report` reports a
-// `user_report` event with that severity after the page was rendered.
+// `user_report` event with that severity after the page was rendered, `fatal=1` ends the
+// request in a PHP fatal error (memory exhausted) after it.
 $router->get('/portal', static function (Request $request) {
     $html = view('portal', ['broken' => ($_SERVER['PORTAL_NEW_UI_BROKEN'] ?? '') === '1'])->render();
     $severity = $request->query('report');
     if (is_string($severity) && $severity !== '') {
         Flagport\Flagport::report('user_report', ['severity' => $severity]);
+    }
+    if ($request->query('fatal') === '1') {
+        $hog = str_repeat('x', 1024 * 1024 * 1024); // beyond any memory_limit the tests set
     }
     return response($html, (int) $request->query('status', '200'));
 });

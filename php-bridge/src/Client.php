@@ -234,9 +234,6 @@ final class Client
         try {
             $values = [];
             foreach ($this->answers($context) as $key => $flag) {
-                if (isset($flag['metadata']['rolloutFlag']) && $this->reporter !== null) {
-                    $this->reporter->note($flag['metadata']); // every value reaches the page
-                }
                 $values[$key] = isset($flag['errorCode']) ? $this->configuredDefault((string) $key) : ($flag['value'] ?? null);
             }
             $defaults = $this->options['defaults'];

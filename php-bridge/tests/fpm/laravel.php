@@ -6,12 +6,15 @@
  * parameter, and Blade pages from views/. FastCGI params: FLAGPORT_URL, FLAGPORT_APP_DIR
  * (writable dir for compiled views), FLAGPORT_OUTCOMES=1 (the global ReportOutcomes
  * middleware, as an app's Kernel would list it), PORTAL_NEW_UI_BROKEN=1 (the portal page's
- * new dropdown throws: the release gone bad).
+ * new dropdown throws: the release gone bad), FLAGPORT_BENCH_SEQ (benchmarks: the request's
+ * busy time in this script, terminate() included, is left in APCu under `fp-bench:busy`
+ * with that number, for busy.php to read from another worker).
  */
 
 declare(strict_types=1);
 
 define('LARAVEL_START', microtime(true)); // as Laravel's public/index.php
+$benchStarted = hrtime(true);
 
 require_once 'Illuminate/autoload.php';
 require __DIR__ . '/../../autoload.php';
@@ -93,3 +96,6 @@ $request = Request::capture();
 $response = $kernel->handle($request);
 $response->send();
 $kernel->terminate($request, $response);
+if (($_SERVER['FLAGPORT_BENCH_SEQ'] ?? '') !== '' && function_exists('apcu_store')) {
+    apcu_store('fp-bench:busy', [(string) $_SERVER['FLAGPORT_BENCH_SEQ'], hrtime(true) - $benchStarted]);
+}

@@ -2,9 +2,7 @@
 
 The pool uses the distribution's FPM php.ini (so curl, APCu and OPcache load as in
 production); ``-R`` lets it run as root in containers. APCu is shared by the pool's workers,
-which is what the bridge's last-good values and circuit breaker rely on. The status page is
-at ``/fpm-status`` (``?json&full``: each worker's state and the duration of its last
-request, the benchmarks' FPM busy time).
+which is what the bridge's last-good values and circuit breaker rely on.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ listen.mode = 0666
 pm = static
 pm.max_children = {children}
 pm.max_requests = 0
-pm.status_path = /fpm-status
 clear_env = no
 catch_workers_output = yes
 decorate_workers_output = no

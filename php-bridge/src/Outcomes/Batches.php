@@ -56,7 +56,10 @@ final class Batches
     {
         $end = min($now, (float) ($minute + 60));
         $start = max((float) $minute, $since ?? (float) $minute, $end - Limits::MAX_PERIOD_SECONDS);
-        $start = min($start, $end);
+        // Counts put back after a failed post may be older than the last take: their period
+        // still ends in their minute, and is not empty (an empty period ending on a minute's
+        // first second would count in the next minute).
+        $start = min($start, $end - 0.001);
         [$items, $events] = self::parts($counters);
         $requests = 0;
         foreach ($items as $item) {

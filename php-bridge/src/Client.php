@@ -4,6 +4,8 @@ declare(strict_types=1);
 
 namespace Flagport;
 
+use Flagport\Outcomes\Aggregate;
+use Flagport\Outcomes\Reporter;
 use Flagport\Store\ApcuStore;
 use Flagport\Store\MemoryStore;
 use Flagport\Store\Store;
@@ -108,6 +110,8 @@ final class Client
     /** @var array{source: string, error: ?string, context: ?string} */
     private array $last = ['source' => self::SOURCE_DEFAULTS, 'error' => null, 'context' => null];
     private int $calls = 0;
+    /** The outcome reporter (made by {@see outcomes()}; null: nothing to note). */
+    private ?Reporter $reporter = null;
 
     /**
      * @param array<string, mixed> $options see the class docblock
@@ -180,6 +184,9 @@ final class Client
     {
         try {
             $flag = $this->answers($context)[$key] ?? null;
+            if (isset($flag['metadata']['rolloutFlag']) && $this->reporter !== null) {
+                $this->reporter->note($flag['metadata']);
+            }
             $on = $flag === null ? null : self::isOn($flag);
             if ($on !== null) {
                 return $on;
@@ -187,7 +194,7 @@ final class Client
             $configured = $this->configuredDefault($key);
             return $configured === null ? $default : (bool) $configured;
         } catch (\Throwable $error) {
-            $this->report($error);
+            $this->logError($error);
             return $default;
         }
     }
@@ -201,12 +208,15 @@ final class Client
     {
         try {
             $flag = $this->answers($context)[$key] ?? null;
+            if (isset($flag['metadata']['rolloutFlag']) && $this->reporter !== null) {
+                $this->reporter->note($flag['metadata']);
+            }
             if ($flag !== null && !isset($flag['errorCode'])) {
                 return $flag['value'] ?? null;
             }
             return $this->configuredDefault($key) ?? $default;
         } catch (\Throwable $error) {
-            $this->report($error);
+            $this->logError($error);
             return $default;
         }
     }
@@ -235,7 +245,7 @@ final class Client
             ksort($values, SORT_STRING);
             return $values;
         } catch (\Throwable $error) {
-            $this->report($error);
+            $this->logError($error);
             return [];
         }
     }
@@ -252,11 +262,14 @@ final class Client
         try {
             $flag = $this->answers($context)[$key] ?? null;
         } catch (\Throwable $error) {
-            $this->report($error);
+            $this->logError($error);
             return null;
         }
         if ($flag === null) {
             return null;
+        }
+        if (isset($flag['metadata']['rolloutFlag']) && $this->reporter !== null) {
+            $this->reporter->note($flag['metadata']);
         }
         $failed = isset($flag['errorCode']);
         return [
@@ -283,6 +296,41 @@ final class Client
             'calls' => $this->calls,
             'shared_store' => $this->store->isShared(),
         ];
+    }
+
+    /**
+     * The reporter of outcome signals for the plan cohorts this client's answers name
+     * (docs/spec.md section 13): {@see \Flagport\Laravel\ReportOutcomes} opens and closes
+     * a request on it; it posts through this client's transport (URL, token, timeouts) and
+     * shares the pool's counts through APCu (`cache_prefix`), per request without APCu.
+     */
+    public function outcomes(): Reporter
+    {
+        return $this->reporter ??= new Reporter(
+            new Aggregate((string) $this->options['cache_prefix'], $this->store->isShared() && ApcuStore::available()),
+            $this->transport,
+            $this->logger,
+        );
+    }
+
+    /**
+     * Count the event `$name` with `$labels` (strings) for every plan cohort read so far in
+     * the current request (see {@see Reporter::event()}); how many were counted: 0 outside a
+     * request or when the name or labels are not ones the wire shape takes (logged). Never
+     * throws, never does I/O.
+     *
+     *     Flagport::report('user_report', ['severity' => 'critical']);
+     *
+     * @param array<string, string> $labels
+     */
+    public function report(string $name, array $labels = []): int
+    {
+        try {
+            return $this->outcomes()->event($name, $labels);
+        } catch (\Throwable $error) {
+            $this->logError($error);
+            return 0;
+        }
     }
 
     /** Forget this request's answers (Laravel calls it per request and per queued job). */
@@ -502,7 +550,7 @@ final class Client
         return is_array($defaults) ? ($defaults[$key] ?? null) : null;
     }
 
-    private function report(\Throwable $error): void
+    private function logError(\Throwable $error): void
     {
         try {
             if ($this->breaker->shouldLog()) {

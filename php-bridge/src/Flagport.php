@@ -20,6 +20,22 @@ final class Flagport
         self::$client = $client;
     }
 
+    /**
+     * `Flagport::report('user_report', ['severity' => 'critical'])`: an event counted for the
+     * plan cohorts read in the current request ({@see Client::report()}). Never throws.
+     *
+     * @param array<string, string> $labels
+     */
+    public static function report(string $name, array $labels = []): int
+    {
+        try {
+            return self::client()->report($name, $labels);
+        } catch (\Throwable $error) {
+            error_log('flagport: report(): ' . $error->getMessage());
+            return 0;
+        }
+    }
+
     public static function client(): Client
     {
         if (self::$client !== null) {

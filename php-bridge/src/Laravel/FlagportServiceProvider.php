@@ -22,6 +22,9 @@ use Illuminate\Support\ServiceProvider;
  * - the `feature()` helper (src/helpers.php), Blade `@feature('key') ... @else ... @endfeature`
  *   and `@flagportScript` (`window.features`);
  * - route middleware `feature:<key>` (404 when off);
+ * - the terminable middleware {@see ReportOutcomes} (alias `flagport.outcomes`; add it to the
+ *   Kernel's global `$middleware`) reporting requests' outcomes for guarded rollouts, and
+ *   `Flagport::report('user_report', ['severity' => 'critical'])`;
  * - artisan `feature:enable {key} {--percentage=}`, `feature:disable {key}` and
  *   `feature:stats {key} {--since=}`.
  */
@@ -70,6 +73,8 @@ final class FlagportServiceProvider extends ServiceProvider
             );
         });
         $this->app->alias(Client::class, 'flagport');
+        // One instance: Laravel calls terminate() on the instance it resolves then.
+        $this->app->singleton(ReportOutcomes::class);
 
         $this->app->singleton(AdminClient::class, static function (Application $app): AdminClient {
             $config = (array) $app['config']->get('flagport', []);
@@ -94,6 +99,7 @@ final class FlagportServiceProvider extends ServiceProvider
         $this->callAfterResolving('router', static function ($router): void {
             /** @var \Illuminate\Routing\Router $router */
             $router->aliasMiddleware('feature', EnsureFeatureEnabled::class);
+            $router->aliasMiddleware('flagport.outcomes', ReportOutcomes::class);
         });
 
         if ($this->app->runningInConsole()) {

@@ -6,6 +6,8 @@ namespace Flagport\Tests\Laravel;
 
 use Flagport\Bucketing;
 use Flagport\Client;
+use Flagport\Flagport;
+use Flagport\Laravel\ReportOutcomes;
 use Illuminate\Contracts\Console\Kernel as ConsoleKernel;
 use Illuminate\Contracts\Http\Kernel as HttpKernel;
 use Illuminate\Http\Request;
@@ -114,6 +116,28 @@ final class LaravelIntegrationTest extends LaravelTestCase
         [$code, $output] = $this->artisan('feature:stats', ['key' => 'ui-improvements', '--since' => '30d']);
         self::assertSame(1, $code, $output);
         self::assertStringContainsString('more than 7 days back', $output);
+    }
+
+    public function testTheOutcomeMiddlewareIsRegisteredAndOpensAndClosesTheRequest(): void
+    {
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));
+        self::assertSame($this->app->make(ReportOutcomes::class), $this->app->make(ReportOutcomes::class), 'terminate() on the instance handle() ran on');
+        $outcomes = $this->app->make(Client::class)->outcomes();
+        $seen = [];
+        $this->app['router']->get('/page', static function () use ($outcomes, &$seen): string {
+            $seen[] = $outcomes->isOpen();
+            $seen[] = Flagport::report('user_report', ['severity' => 'critical']); // no plan read: 0
+            return feature('ui-improvements.dropdown-fixes') ? 'new' : 'old';
+        })->middleware('flagport.outcomes');
+        $kernel = $this->app->make(HttpKernel::class);
+        $this->actingAs(['id' => 5]);
+        $request = Request::create('/page');
+        $response = $kernel->handle($request);
+        self::assertSame(200, $response->getStatusCode());
+        self::assertSame([true, 0], $seen);
+        $kernel->terminate($request, $response);
+        self::assertFalse($outcomes->isOpen());
+        self::assertSame(0, Flagport::report('user_report'), 'outside a request');
     }
 
     public function testMiddlewareReturns404WhenOff(): void

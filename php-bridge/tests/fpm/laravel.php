@@ -1,13 +1,20 @@
 <?php
 
 /**
- * A minimal Laravel front controller for FPM (the browser test and benchmarks): Debian's
- * Laravel 8, the Flagport provider, a guard whose user id is the `user` query parameter, and
- * Blade pages from views/. FastCGI params: FLAGPORT_URL, FLAGPORT_APP_DIR (writable dir for
- * compiled views).
+ * A minimal Laravel front controller for FPM (the browser and outcome tests, benchmarks):
+ * Debian's Laravel 8, the Flagport provider, a guard whose user id is the `user` query
+ * parameter, and Blade pages from views/. FastCGI params: FLAGPORT_URL, FLAGPORT_APP_DIR
+ * (writable dir for compiled views), FLAGPORT_OUTCOMES=1 (the global ReportOutcomes
+ * middleware, as an app's Kernel would list it), PORTAL_NEW_UI_BROKEN=1 (the portal page's
+ * new dropdown throws: the release gone bad), FLAGPORT_BENCH_SEQ (benchmarks: the request's
+ * busy time in this script, terminate() included, is left in APCu under `fp-bench:busy`
+ * with that number, for busy.php to read from another worker).
  */
 
 declare(strict_types=1);
+
+define('LARAVEL_START', microtime(true)); // as Laravel's public/index.php
+$benchStarted = hrtime(true);
 
 require_once 'Illuminate/autoload.php';
 require __DIR__ . '/../../autoload.php';
@@ -64,10 +71,31 @@ $app['auth']->viaRequest('query-user', static function (Request $request): ?User
 $router = $app['router'];
 $router->get('/', static fn () => view('features'));
 $router->get('/bare', static fn () => view('bare'));
+// The portal page of the guarded rollout (tests/php/test_php_outcomes.py): it reads only
+// `ui-improvements.dropdown-fixes`; `status` sets the answer's status, `report` reports a
+// `user_report` event with that severity after the page was rendered, `fatal=1` ends the
+// request in a PHP fatal error (memory exhausted) after it.
+$router->get('/portal', static function (Request $request) {
+    $html = view('portal', ['broken' => ($_SERVER['PORTAL_NEW_UI_BROKEN'] ?? '') === '1'])->render();
+    $severity = $request->query('report');
+    if (is_string($severity) && $severity !== '') {
+        Flagport\Flagport::report('user_report', ['severity' => $severity]);
+    }
+    if ($request->query('fatal') === '1') {
+        $hog = str_repeat('x', 1024 * 1024 * 1024); // beyond any memory_limit the tests set
+    }
+    return response($html, (int) $request->query('status', '200'));
+});
 $router->get('/beta', static fn () => 'beta')->middleware('feature:ui-improvements.dropdown-fixes');
 
 $kernel = $app->make(Illuminate\Contracts\Http\Kernel::class);
+if (($_SERVER['FLAGPORT_OUTCOMES'] ?? '') === '1') {
+    $kernel->pushMiddleware(Flagport\Laravel\ReportOutcomes::class);
+}
 $request = Request::capture();
 $response = $kernel->handle($request);
 $response->send();
 $kernel->terminate($request, $response);
+if (($_SERVER['FLAGPORT_BENCH_SEQ'] ?? '') !== '' && function_exists('apcu_store')) {
+    apcu_store('fp-bench:busy', [(string) $_SERVER['FLAGPORT_BENCH_SEQ'], hrtime(true) - $benchStarted]);
+}

@@ -131,7 +131,7 @@ def test_a_plan_runs_a_person_pauses_it_resume_and_abort(flags: Flags) -> None:
     # ``flags stats`` shows the plan, and the step in the changes.
     stats = flags.ok("stats", key).out
     assert "rollout     running, step 1/2 (10 %), next in " in stats, stats
-    assert "plan" in flags.ok("audit", "--key", key).out
+    assert "plan-start" in flags.ok("audit", key).out
     other = flags.ok("stats", "ui-improvements.dropdown-fixes").out
     assert "rollout " not in other
     # A child's change does not touch the parent's plan; the parent's own change pauses it.

@@ -113,7 +113,8 @@ def _one_run(server: RunningServer, admin: httpx.Client, number: int) -> dict[st
     with server.client(timeout=5.0) as client:
         answer = client.post("/v1/outcomes", json=breach)
     acknowledged = time.monotonic()
-    assert answer.status_code == 200 and answer.json()["counted"] == 2, answer.text
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["counted"] == 2, answer.text
     assert wait_until(lambda: plan()["status"] == "paused", timeout=15.0, interval=0.005)
     acted = time.monotonic()
     rollback_reached = _time_until_off(server, key, acted)

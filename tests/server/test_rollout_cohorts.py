@@ -6,6 +6,7 @@ by targets is in neither cohort."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,13 +14,15 @@ from typing import Any
 import msgspec
 import pytest
 
+from flagport import LocalClient
 from flagport.engine import EvaluationResult, Flag, Prerequisite, Reason
+from flagport.reporting import Read, close_reads, open_reads
 from flagport.rollout.cohorts import cohort_of, plan_flag_of
 from flagport.rollout.outcomes import Cohort
 from flagport.rollout.plan import PlanSpec, new_plan, start
 from flagport_server.stores import SQLiteStore
 from flagport_server.stores.base import Mutation
-from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
+from tests.support.server import PORTAL_FLAGS, RunningServer, running_server, wait_until
 
 PLAN = "ui-improvements"
 CHILD = "ui-improvements.dropdown-fixes"
@@ -68,9 +71,11 @@ def test_which_flags_report_for_a_plan() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The server, its store holding the running plan (the driver is off: it stays as set)."""
     with running_server(
         tmp_path_factory.mktemp("server"), seed=PORTAL_FLAGS, workers=1, extra=["--no-driver"]
     ) as live:
+        asyncio.run(_start_plan_in_store(live))
         yield live
 
 
@@ -100,9 +105,7 @@ def _metadata(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.get("metadata", {}).items() if k in ROLLOUT_KEYS}
 
 
-@pytest.mark.anyio
-async def test_answers_carry_the_units_cohort_of_the_plan(server: RunningServer) -> None:
-    await _start_plan_in_store(server)
+def test_answers_carry_the_units_cohort_of_the_plan(server: RunningServer) -> None:
     users = [f"user-{n}" for n in range(60)]
     with server.client() as client:
         deadline = time.monotonic() + 15
@@ -142,3 +145,35 @@ async def test_answers_carry_the_units_cohort_of_the_plan(server: RunningServer)
         ).json()
         assert vip["reason"] == "TARGETING_MATCH"
         assert _metadata(vip) == {}
+
+
+def test_a_local_client_reads_the_same_cohorts_and_reports_them(server: RunningServer) -> None:
+    """In process, the same metadata on the same answers (the snapshot feed names the running
+    plans), and a request's reads collected for the outcome middleware."""
+    context = {"targetingKey": "user-0"}
+    with LocalClient(server.url, report_exposures=False) as local, server.client() as client:
+        assert wait_until(lambda: bool(_metadata(_local(local, PLAN, context))), timeout=15.0)
+        for user in [f"user-{n}" for n in range(40)] + ["vip"]:
+            context = {"targetingKey": user}
+            for key in (PLAN, CHILD, "enhanced-mobile-nav"):
+                remote = client.post(
+                    f"/ofrep/v1/evaluate/flags/{key}", json={"context": context}
+                ).json()
+                assert _metadata(_local(local, key, context)) == _metadata(remote), (key, user)
+        treated = next(
+            f"user-{n}"
+            for n in range(100)
+            if local.evaluate(PLAN, {"targetingKey": f"user-{n}"}).variant == "on"
+        )
+        reads, token = open_reads()
+        try:
+            assert local.is_enabled(CHILD, {"targetingKey": treated}) is True
+            local.is_enabled("enhanced-mobile-nav", {"targetingKey": treated})
+        finally:
+            close_reads(token)
+        assert reads == {Read(PLAN, "on", "treatment")}
+
+
+def _local(local: LocalClient, key: str, context: dict[str, Any]) -> dict[str, Any]:
+    """The local answer as OFREP shapes it (metadata only)."""
+    return {"metadata": local.evaluate(key, context).metadata or {}}

@@ -43,6 +43,7 @@ from flagport.engine import (
 )
 from flagport.exposures import ExposureItem, encode_batch, exposure_batches, exposure_items
 from flagport.reporting import ReportsOutcomes, note_read
+from flagport.rollout.cohorts import cohort_metadata, cohort_of, plan_flag_of
 from flagport.tally import Counted, EvaluationTally
 
 __all__ = ["LocalClient"]
@@ -71,15 +72,50 @@ def _client_error(key: str, code: ErrorCode, message: str) -> EvaluationResult:
 
 
 class _Loaded:
-    """One compiled snapshot and what the client derived from it (immutable)."""
+    """One compiled snapshot and what the client derived from it (immutable but for the
+    memo of cohort results, which only grows, a handful of entries per flag)."""
 
-    __slots__ = ("etag", "snapshot", "source", "timed")
+    __slots__ = ("_cohort_results", "etag", "plan_of", "snapshot", "source", "timed")
 
-    def __init__(self, snapshot: CompiledSnapshot, etag: str | None, source: str) -> None:
+    def __init__(
+        self,
+        snapshot: CompiledSnapshot,
+        etag: str | None,
+        source: str,
+        rollouts: list[str] | None = None,
+    ) -> None:
         self.snapshot = snapshot
         self.etag = etag
         self.source = source  # "server" | "bootstrap"
         self.timed = snapshot.clock_keys
+        #: Flag key -> the plan flag its answers report for (docs/spec.md section 13,
+        #: "Cohort metadata"): empty unless the server's snapshot names running plans.
+        self.plan_of: Mapping[str, str] = (
+            plan_flag_of(snapshot.document.flags, rollouts) if rollouts else {}
+        )
+        self._cohort_results: dict[tuple[int, int], EvaluationResult] = {}
+
+    def with_cohort(self, result: EvaluationResult, context: Mapping[str, Any]) -> EvaluationResult:
+        """``result`` (of a flag that reports for a plan) with the cohort its plan flag puts
+        the unit in, in its metadata, as the server's answer carries it; ``result`` itself
+        when the unit is in neither cohort. Shared per (result, plan result), as results are."""
+        plan_key = self.plan_of[result.key]
+        if result.error_code is not None or plan_key not in self.snapshot:
+            return result
+        plan_result = self.snapshot.evaluate(plan_key, context, time.time())
+        memo_key = (id(result), id(plan_result))
+        found = self._cohort_results.get(memo_key)
+        if found is None:
+            cohort = cohort_of(plan_result, self.snapshot.document.flags[plan_key])
+            if cohort is None or plan_result.variant is None:
+                found = result
+            else:
+                metadata = cohort_metadata(plan_key, cohort, plan_result.variant)
+                found = msgspec.structs.replace(
+                    result, metadata={**(result.metadata or {}), **metadata}
+                )
+            self._cohort_results[memo_key] = found
+        return found
 
 
 class _StreamUnsupported(Exception):
@@ -232,6 +268,8 @@ class LocalClient(ReportsOutcomes):
                 result = loaded.snapshot.evaluate(key, context, time.time())
         except Exception as error:  # the engine never raises; a bad context type might
             return _client_error(key, ErrorCode.INVALID_CONTEXT, repr(error))
+        if key in loaded.plan_of:
+            result = loaded.with_cohort(result, context)
         if result.error_code is not ErrorCode.FLAG_NOT_FOUND:
             self._tally.count(result, context)
             if result.metadata is not None:
@@ -436,8 +474,9 @@ class LocalClient(ReportsOutcomes):
         self._loaded = loaded
         snapshot = loaded.snapshot
         flags: dict[str, CompiledFlag] = {}
+        # Flags that read the clock, or report for a running plan, take the full path.
         for key in snapshot:
-            if key not in loaded.timed:
+            if key not in loaded.timed and key not in loaded.plan_of:
                 compiled = snapshot.flag(key)
                 if compiled is not None:
                     flags[key] = compiled
@@ -478,7 +517,8 @@ class LocalClient(ReportsOutcomes):
             snapshot = compile_snapshot(document)
         except FlagportError as error:
             raise _Failure(str(error)) from None
-        self._install(_Loaded(snapshot, response.headers.get("etag"), "server"))
+        etag = response.headers.get("etag")
+        self._install(_Loaded(snapshot, etag, "server", document.rollouts))
         self._confirmed_at = time.time()
         if snapshot.problems:
             self._log(f"snapshot {snapshot.version}: {len(snapshot.problems)} invalid flag(s)")

@@ -33,6 +33,7 @@ from flagport.engine import (
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "Format",
+    "SnapshotFeed",
     "decode_snapshot",
     "dump_document",
     "line_of",
@@ -355,11 +356,23 @@ def line_of(text: str, path: str) -> int | None:
     return line
 
 
+class SnapshotFeed(SnapshotDocument):
+    """What ``GET /v1/snapshot`` serves: the configuration, and the flags under a running
+    rollout plan (docs/spec.md section 13, "Cohort metadata"), so that an in-process client
+    reports its requests for the plan's cohorts as the server's answers let a remote one.
+
+    ``rollouts`` is sent only while a plan runs: an SDK that predates it reads every other
+    snapshot as it always did."""
+
+    #: The plan flags of the running plans, sorted.
+    rollouts: list[str] = msgspec.field(default_factory=list)
+
+
 #: A newer server's snapshot may carry fields this SDK does not know: they are ignored.
-_decode = TolerantDecoder(SnapshotDocument).decode
+_decode = TolerantDecoder(SnapshotFeed).decode
 
 
-def decode_snapshot(content: bytes) -> SnapshotDocument:
+def decode_snapshot(content: bytes) -> SnapshotFeed:
     """The document served by ``GET /v1/snapshot``, fields this SDK does not know ignored
     (they are additive: a newer server's snapshot reads as the one this SDK knows)."""
     try:

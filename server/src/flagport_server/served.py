@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from flagport.document import SnapshotFeed
 from flagport.engine import CompiledSnapshot, ErrorCode, EvaluationResult, Reason, SnapshotDocument
 from flagport.rollout.cohorts import cohort_metadata, cohort_of, plan_flag_of
 from flagport.rollout.plan import Plan, PlanStatus
@@ -159,6 +160,7 @@ class Served:
         "cohorts",
         "feed",
         "plans",
+        "running_plans",
         "snapshot",
         "store_id",
         "ticket_key",
@@ -208,6 +210,8 @@ class Served:
         #: new snapshot version): what ``/readyz``, ``/metrics`` and cohorts read.
         self.plans: Mapping[str, Plan] = MappingProxyType(dict(plans or {}))
         running = frozenset(k for k, p in self.plans.items() if p.status is PlanStatus.RUNNING)
+        #: The plan flags of the running plans that this snapshot serves.
+        self.running_plans = running & feed.flags.keys()
         #: The answers that report for a running plan (``None``: no plan runs).
         self.cohorts = CohortAnswers(self.answers, feed, running) if running else None
         #: What ``/readyz`` warns about this snapshot (broken flags, limits exceeded).
@@ -216,8 +220,18 @@ class Served:
 
     @property
     def feed_body(self) -> bytes:
-        """The feed document as JSON, encoded on first use (``GET /v1/snapshot``)."""
+        """The feed document as JSON, encoded on first use (``GET /v1/snapshot``): with the
+        running plans' flags while a plan runs (in-process clients report for its cohorts)."""
         body = self._feed_body
         if body is None:
-            body = self._feed_body = msgspec.json.encode(self.feed)
+            feed = self.feed
+            if self.running_plans:
+                feed = SnapshotFeed(
+                    bucketing=feed.bucketing,
+                    flags=feed.flags,
+                    segments=feed.segments,
+                    version=feed.version,
+                    rollouts=sorted(self.running_plans),
+                )
+            body = self._feed_body = msgspec.json.encode(feed)
         return body

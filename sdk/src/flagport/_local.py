@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import msgspec
@@ -71,6 +71,17 @@ def _client_error(key: str, code: ErrorCode, message: str) -> EvaluationResult:
     )
 
 
+#: Memoised cohort answers per snapshot: a handful per flag, as results are shared; the bound
+#: holds whatever an engine change might make of that.
+_MAX_COHORT_RESULTS = 100_000
+
+
+class _CohortResult(NamedTuple):
+    answer: EvaluationResult
+    result: EvaluationResult
+    plan_result: EvaluationResult
+
+
 class _Loaded:
     """One compiled snapshot and what the client derived from it (immutable but for the
     memo of cohort results, which only grows, a handful of entries per flag)."""
@@ -93,7 +104,7 @@ class _Loaded:
         self.plan_of: Mapping[str, str] = (
             plan_flag_of(snapshot.document.flags, rollouts) if rollouts else {}
         )
-        self._cohort_results: dict[tuple[int, int], EvaluationResult] = {}
+        self._cohort_results: dict[tuple[int, int], _CohortResult] = {}
 
     def with_cohort(self, result: EvaluationResult, context: Mapping[str, Any]) -> EvaluationResult:
         """``result`` (of a flag that reports for a plan) with the cohort its plan flag puts
@@ -104,18 +115,22 @@ class _Loaded:
             return result
         plan_result = self.snapshot.evaluate(plan_key, context, time.time())
         memo_key = (id(result), id(plan_result))
-        found = self._cohort_results.get(memo_key)
-        if found is None:
-            cohort = cohort_of(plan_result, self.snapshot.document.flags[plan_key])
-            if cohort is None or plan_result.variant is None:
-                found = result
-            else:
-                metadata = cohort_metadata(plan_key, cohort, plan_result.variant)
-                found = msgspec.structs.replace(
-                    result, metadata={**(result.metadata or {}), **metadata}
-                )
-            self._cohort_results[memo_key] = found
-        return found
+        memo = self._cohort_results.get(memo_key)
+        if memo is not None:
+            return memo.answer
+        cohort = cohort_of(plan_result, self.snapshot.document.flags[plan_key])
+        if cohort is None or plan_result.variant is None:
+            answer = result
+        else:
+            metadata = cohort_metadata(plan_key, cohort, plan_result.variant)
+            answer = msgspec.structs.replace(
+                result, metadata={**(result.metadata or {}), **metadata}
+            )
+        if len(self._cohort_results) < _MAX_COHORT_RESULTS:
+            # The pair is kept alive with its answer: an id is only unique while its object
+            # lives.
+            self._cohort_results[memo_key] = _CohortResult(answer, result, plan_result)
+        return answer
 
 
 class _StreamUnsupported(Exception):

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -190,6 +190,11 @@ class Runtime:
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        #: Set while no commit of this worker's is between the store and the runtime
+        #: (:meth:`committing`).
+        self._own_commits = 0
+        self._commits_settled = asyncio.Event()
+        self._commits_settled.set()
         self._applied = asyncio.Event()
         self._listeners: list[Callable[[int], None]] = []
         self.on_apply: list[Callable[[CompiledSnapshot, float], None]] = []
@@ -299,6 +304,22 @@ class Runtime:
         return compiled.bucket_by if compiled is not None else None
 
     # -- applying snapshots -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def committing(self) -> AsyncIterator[None]:
+        """Around a commit this worker serves itself (:meth:`apply_commit`): meanwhile the
+        change watcher does not reload the version it sees, which is most often this very
+        commit, read back from the store and compiled again (a 15,000-flag import: seconds
+        of CPU and a full read of the store, for nothing). It waits, then reloads only what
+        the commit did not bring."""
+        self._own_commits += 1
+        self._commits_settled.clear()
+        try:
+            yield
+        finally:
+            self._own_commits -= 1
+            if self._own_commits == 0:
+                self._commits_settled.set()
 
     async def reload(self, *, at_least: int = 0) -> None:
         """Load the store's state and apply it if it is newer (or the store was replaced)."""
@@ -539,6 +560,8 @@ class Runtime:
         while True:
             try:
                 async for version in self.store.changes():
+                    if version > self.version and self.regression is None:
+                        await self._commits_settled.wait()  # see committing()
                     if version > self.version or self.regression is not None:
                         await self.reload(at_least=version)
             except asyncio.CancelledError:

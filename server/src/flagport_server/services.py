@@ -211,12 +211,13 @@ class AdminService:
                 committed = msgspec.structs.replace(
                     committed, plans=committed_plans(committed.plans, added)
                 )
-        result = await self.store.commit(mutations, audit)
-        version = result.snapshot_version
-        if committed is not None and version == committed.document.version:
-            await self.runtime.apply_commit(committed, compiled)
-        else:
-            await self.runtime.reload(at_least=version)
+        async with self.runtime.committing():
+            result = await self.store.commit(mutations, audit)
+            version = result.snapshot_version
+            if committed is not None and version == committed.document.version:
+                await self.runtime.apply_commit(committed, compiled)
+            else:
+                await self.runtime.reload(at_least=version)
         return version
 
     async def create_flag(

@@ -60,7 +60,8 @@ def instant(prometheus: str, query: str) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prometheus_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus and its target, started (not waited for: the server starts meanwhile)."""
     binary = require_tool("prometheus")
     target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
     threading.Thread(target=target.serve_forever, daemon=True).start()
@@ -83,12 +84,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=(workdir / "prometheus.log").open("wb"),
     )
-    url = f"http://127.0.0.1:{port}"
+    Target.values[("up-check", "x")] = 1.0
     try:
-        Target.values[("up-check", "x")] = 1.0
-        scraped = wait_until(lambda: _answers(url, GAUGE), timeout=15, interval=0.2)
-        assert scraped, (workdir / "prometheus.log").read_text()
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(10)
@@ -104,9 +102,18 @@ def _answers(url: str, query: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_started: str
+) -> Iterator[RunningServer]:
     with running_server(tmp_path_factory.mktemp("server"), seed=PORTAL_FLAGS, workers=1) as live:
         yield live
+
+
+@pytest.fixture(scope="module")
+def prometheus(server: RunningServer, prometheus_started: str) -> str:
+    """Prometheus once it has scraped its target."""
+    assert wait_until(lambda: _answers(prometheus_started, GAUGE), timeout=15, interval=0.1)
+    return prometheus_started
 
 
 def view(flags: Flags, key: str) -> dict[str, Any]:
@@ -164,7 +171,7 @@ def test_a_promql_guard_passes_then_breaches_and_the_plan_rolls_back(
 def test_no_data_is_not_enough_data_with_the_reason(flags: Flags, prometheus: str) -> None:
     key = "enhanced-mobile-nav"
     guard = 'promql(sum(no_such_metric_total{flag="$flag"})) > 1'
-    flags.ok("rollout", "start", key, "--hold", "2s", "--guard", guard, "--prometheus", prometheus)
+    flags.ok("rollout", "start", key, "--hold", "1s", "--guard", guard, "--prometheus", prometheus)
 
     def extended() -> bool:
         found = view(flags, key)

@@ -78,6 +78,7 @@ def test_prometheus_refusals_carry_its_words() -> None:
         ("http://prom:9090/?x=1", "no query or fragment"),
         ("http://prom:99999", "invalid Prometheus URL"),
         ("http://p/" + "a" * 2048, "at most 2048"),
+        ("http://admin:secret@prom:9090", "may not carry credentials"),
     ],
 )
 def test_bad_prometheus_urls(url: str, message: str) -> None:

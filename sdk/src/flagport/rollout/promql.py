@@ -49,7 +49,7 @@ class PromqlReading(msgspec.Struct, frozen=True):
 def check_prometheus_url(url: str) -> str:
     """``url`` (``--prometheus``) without a trailing ``/``, or a :class:`RolloutError`: an
     http(s) URL with a host, at most :data:`MAX_PROMETHEUS_URL` characters, no query or
-    fragment (the API path ``/api/v1/query`` is appended to it)."""
+    fragment (the API path ``/api/v1/query`` is appended to it), no credentials."""
     if len(url) > MAX_PROMETHEUS_URL:
         raise RolloutError(f"the Prometheus URL is at most {MAX_PROMETHEUS_URL} characters")
     try:
@@ -61,6 +61,12 @@ def check_prometheus_url(url: str) -> str:
         raise RolloutError(f"the Prometheus URL must be http(s)://host[:port][/path], got {url!r}")
     if parts.query or parts.fragment:
         raise RolloutError(f"the Prometheus URL takes no query or fragment, got {url!r}")
+    if parts.username is not None or parts.password is not None:
+        # The URL is stored in the plan, shown by ``rollout status`` and in the audit log.
+        raise RolloutError(
+            "the Prometheus URL may not carry credentials (user:password@): it is shown in "
+            "the plan and the audit log"
+        )
     return url.rstrip("/")
 
 

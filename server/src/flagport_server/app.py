@@ -70,7 +70,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     stats.pump.add_periodic_sink(
         "outcome signals to the store", 0.0, outcome_buffer.drain, at_stop=True
     )
-    admin = AdminService(runtime, health=driver.health.failures_of)
+    admin = AdminService(runtime, health=driver.health.failures_of, promql=driver.promql.reading_of)
     streams = OpenStreams(settings.max_streams)
 
     @contextlib.asynccontextmanager

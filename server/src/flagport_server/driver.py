@@ -13,8 +13,9 @@ docs/adr/0023-rollout-plans-driver-lease.md).
   without knowing it (paused, partitioned) has its commit refused: no step is skipped or
   repeated, no action taken twice.
 - **Readings.** Per plan, the outcome totals of the minutes its guards and its hold need
-  (:meth:`~flagport_server.stores.base.Store.outcomes`), and the consecutive failed polls
-  of its health URL (:class:`HealthPolls`).
+  (:meth:`~flagport_server.stores.base.Store.outcomes`), the consecutive failed polls
+  of its health URL (:class:`HealthPolls`) and its promql guards' last answers
+  (:class:`~flagport_server.prometheus.PromqlQueries`), both queried in tasks of their own.
 - **Watch.** Every worker (with or without ``--driver``) notes when the lease was last
   renewed, so ``/readyz`` and ``/metrics`` warn when a running plan has had no driver for
   :data:`NO_DRIVER_AFTER` seconds.
@@ -51,8 +52,10 @@ from flagport_server.plans import (
     Exposure,
     needs_health,
     plan_readings,
+    promql_queries,
     transition_commit,
 )
+from flagport_server.prometheus import PromqlQueries
 from flagport_server.stores.base import Store, StoreState
 
 if TYPE_CHECKING:  # httpx takes a while to import: only a worker that polls a URL loads it
@@ -175,6 +178,7 @@ class Driver:
         clock: Callable[[], float] = time.time,
         after_commit: Callable[[int], Awaitable[None]] | None = None,
         health: HealthPolls | None = None,
+        promql: PromqlQueries | None = None,
         served_plans: Callable[[], Mapping[str, Plan]] | None = None,
     ) -> None:
         self.store = store
@@ -186,6 +190,7 @@ class Driver:
         self.clock = clock
         self.after_commit = after_commit
         self.health = health or HealthPolls()
+        self.promql = promql or PromqlQueries()
         self.holding = False
         #: When the lease was last renewed by anyone (this worker's last look at it).
         self.lease_seen: float | None = None
@@ -269,6 +274,7 @@ class Driver:
         state: StoreState | None = None
         taken: list[Decision] = []
         urls: set[str] = set()
+        queried: set[tuple[str, str]] = set()
         for key, plan in plans.items():
             if plan.status not in _DRIVEN:
                 self.decisions.pop(key, None)
@@ -279,7 +285,12 @@ class Driver:
                 urls.add(url)
                 self.health.due(url, plan.spec.health_interval, now)
                 failures = self.health.failures_of(url)
-            readings = await plan_readings(self.store, plan, now, failures)
+            prometheus = plan.spec.prometheus_url
+            if prometheus is not None and plan.status is PlanStatus.RUNNING:
+                for _, sent in promql_queries(plan):
+                    queried.add((prometheus, sent))
+                    self.promql.due(prometheus, sent, now)
+            readings = await plan_readings(self.store, plan, now, failures, self.promql.reading_of)
             decision = decide(plan, readings, now, guard_checks(plan))
             self.decisions[key] = decision
             after = apply_decision(plan, decision, now)
@@ -299,6 +310,7 @@ class Driver:
                 ):
                     self.breaches[key] = self.breaches.get(key, 0) + 1
         self.health.forget(urls)
+        self.promql.forget(queried)
         return taken
 
     async def _commit(
@@ -374,6 +386,7 @@ class Driver:
         finally:
             await self.release()
             await self.health.close()
+            await self.promql.close()
 
     def guard_values(self) -> Mapping[str, list[float | None]]:
         """Per plan flag, each guard's last treatment value (site-wide ones: their value)."""

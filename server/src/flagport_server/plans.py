@@ -47,9 +47,11 @@ from flagport.rollout.plan import (
     pause,
     resume,
 )
+from flagport.rollout.promql import PromqlReading, substitute
 from flagport_server.audit import audit_entry
 from flagport_server.auth import Actor
 from flagport_server.errors import Conflict, NotFound, VersionConflict
+from flagport_server.prometheus import check_queries
 from flagport_server.stores.base import (
     OUTCOME_MINUTES_KEPT,
     AuditEntry,
@@ -63,12 +65,14 @@ __all__ = [
     "DRIVER_ACTOR",
     "Exposure",
     "PlanService",
+    "PromqlLookup",
     "active_plan",
     "human_wins",
     "iso",
     "needs_health",
     "plan_readings",
     "plan_view",
+    "promql_queries",
     "transition_commit",
     "uses_segment",
 ]
@@ -238,12 +242,32 @@ def uses_segment(flag: Flag, segment: str) -> bool:
     )
 
 
+#: A promql query's last reading at a Prometheus URL (None: not queried yet).
+PromqlLookup = Callable[[str, str], PromqlReading | None]
+
+
+def promql_queries(plan: Plan) -> list[tuple[str, str]]:
+    """Each promql guard's query as written and as sent (``$flag`` and ``$variant``
+    substituted: :func:`flagport.rollout.promql.substitute`)."""
+    spec = plan.spec
+    variant = spec.treatment_variant or "on"
+    return [
+        (guard.query, substitute(guard.query, flag=spec.key, variant=variant))
+        for guard in map(parse_guard, spec.guards)
+        if guard.metric is Metric.PROMQL and guard.query is not None
+    ]
+
+
 async def plan_readings(
-    store: Store, plan: Plan, now: float, health_failures: int | None = None
+    store: Store,
+    plan: Plan,
+    now: float,
+    health_failures: int | None = None,
+    promql: PromqlLookup | None = None,
 ) -> Readings:
     """What :func:`~flagport.rollout.decision.decide` judges ``plan`` on at ``now``: the
     outcome totals of every minute its guards' windows and its hold cover (at most the
-    48 hours kept), and the health polls' count."""
+    48 hours kept), the health polls' count and each promql query's last reading."""
     starts: list[float] = [
         window_start(guard.window, now)
         for guard in map(parse_guard, plan.spec.guards)
@@ -257,7 +281,18 @@ async def plan_readings(
         first = max(minute_of(min(starts)), last - OUTCOME_MINUTES_KEPT * 60)
         for key, minute, cohort, totals in await store.outcomes(plan.spec.key, first, last):
             aggregate.totals(key, minute, cohort).merge(totals)
-    return gather_readings(plan, aggregate, now, health_failures=health_failures)
+    values: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    url = plan.spec.prometheus_url
+    if promql is not None and url is not None:
+        for written, sent in promql_queries(plan):
+            reading = promql(url, sent)
+            values[written] = None if reading is None else reading.value
+            if reading is not None and reading.note is not None:
+                notes[written] = reading.note
+    return gather_readings(
+        plan, aggregate, now, health_failures=health_failures, promql=values, promql_notes=notes
+    )
 
 
 def needs_health(plan: Plan) -> bool:
@@ -322,6 +357,7 @@ class PlanService:
         commit: Committer,
         clock: Callable[[], float],
         health: Callable[[str], int | None] | None = None,
+        promql: PromqlLookup | None = None,
     ) -> None:
         self._store = store
         self._load = store.load
@@ -330,11 +366,13 @@ class PlanService:
         #: Consecutive failed polls of a health URL, as this worker's driver counted them
         #: (None: this worker does not poll it).
         self._health = health or (lambda _url: None)
+        #: A promql query's last reading, as this worker's driver queried it.
+        self._promql = promql
 
     async def _view(self, plan: Plan, now: float) -> PlanView:
         url = plan.spec.health_url
         failures = self._health(url) if url is not None else None
-        readings = await plan_readings(self._store, plan, now, failures)
+        readings = await plan_readings(self._store, plan, now, failures, self._promql)
         return plan_view(plan, readings, now)
 
     async def list(self) -> PlanList:
@@ -366,7 +404,9 @@ class PlanService:
 
     async def create(self, spec: PlanSpec, actor: Actor, reason: str | None) -> tuple[Plan, int]:
         """A scheduled plan (the driver starts it): refused on an unknown flag, one with
-        weights, one that already has a plan, and on a spec :func:`check_spec` refuses."""
+        weights, one that already has a plan, on a spec :func:`check_spec` refuses, and on a
+        promql query Prometheus refuses (or Prometheus unreachable)."""
+        checked = False
         for _ in range(_RETRIES):
             state: StoreState = await self._load()
             key = spec.key
@@ -381,7 +421,17 @@ class PlanService:
                 raise Conflict(f"flag {key!r} already has a plan (abort it first)")
             floor = check_flag(key, flag, has_plan=False)
             now = self._clock()
-            plan = new_plan(spec, now, enabled_percentage=floor)
+            plan = new_plan(
+                msgspec.structs.replace(spec, treatment_variant=flag.on_variant),
+                now,
+                enabled_percentage=floor,
+            )
+            url = plan.spec.prometheus_url
+            if url is not None and not checked:
+                # Once, before anything is written: a query Prometheus rejects is refused
+                # now with its message, not discovered by the driver at 02:00.
+                await check_queries(url, [sent for _, sent in promql_queries(plan)])
+                checked = True
             mutations, entries = transition_commit(
                 state, None, plan, Exposure.KEEP, "plan-create", actor, reason=reason
             )

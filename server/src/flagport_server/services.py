@@ -46,7 +46,7 @@ from flagport_server.errors import (
     document_errors_as_input,
 )
 from flagport_server.plan_state import committed_plans
-from flagport_server.plans import PlanService, human_wins, uses_segment
+from flagport_server.plans import PlanService, PromqlLookup, human_wins, uses_segment
 from flagport_server.recompile import (
     check_in_chunks,
     compile_in_chunks,
@@ -96,13 +96,17 @@ class AdminService:
     """The admin API's operations; one per app, sharing the worker's :class:`Runtime`."""
 
     def __init__(
-        self, runtime: Runtime, *, health: Callable[[str], int | None] | None = None
+        self,
+        runtime: Runtime,
+        *,
+        health: Callable[[str], int | None] | None = None,
+        promql: PromqlLookup | None = None,
     ) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self._chunk = runtime.settings.compile_chunk_size
         #: Rollout plans: a person's operations, committed (and served) like every write.
-        self.plans = PlanService(self.store, self._commit, time.time, health)
+        self.plans = PlanService(self.store, self._commit, time.time, health, promql)
 
     # -- reads --------------------------------------------------------------------------
 

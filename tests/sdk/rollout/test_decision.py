@@ -59,6 +59,8 @@ def make_plan(
         vs_control=vs_control,
         window=window,
         health_url=health_url,
+        # A promql guard needs a Prometheus URL (never queried here: readings are given).
+        prometheus_url="http://prom:9090" if any("promql(" in g for g in guards) else None,
     )
     plan = new_plan(spec, T0 - 60)
     return start(plan, T0) if started else plan
@@ -227,6 +229,11 @@ def test_health_failures_and_promql_are_site_wide() -> None:
     decision = decide(plan, gather_readings(plan, aggregate, T0 + 700), T0 + 700)
     assert [j.verdict for j in decision.judgements] == [Verdict.NOT_ENOUGH_DATA] * 2
     assert decision.kind is DecisionKind.EXTEND_HOLD
+    assert decision.judgements[1].evidence.note == "not queried yet"
+    readings = gather_readings(
+        plan, aggregate, T0 + 700, promql={"sum(up)": None}, promql_notes={"sum(up)": "no data"}
+    )
+    assert decide(plan, readings, T0 + 700).judgements[1].evidence.note == "no data"
     readings = gather_readings(
         plan, aggregate, T0 + 700, health_failures=2, promql={"sum(up)": 3.0}
     )

@@ -64,6 +64,10 @@ def rollout() -> None:
 )
 @click.option("--health-url", help="Polled by the driver (http/https); for health_failures.")
 @click.option("--health-interval", help="Between two health polls (default 30s).")
+@click.option(
+    "--prometheus",
+    help="Prometheus HTTP API base URL (http/https) that promql(...) guards query.",
+)
 @reason_option
 @json_option
 @pass_app
@@ -82,6 +86,7 @@ def start(
     max_hold: str | None,
     health_url: str | None,
     health_interval: str | None,
+    prometheus: str | None,
     reason: str | None,
 ) -> None:
     """Start a plan on flag KEY: the server's driver enables it at the first step (at
@@ -105,6 +110,7 @@ def start(
         vs_control=vs_control,
         health_url=health_url,
         health_interval=health_interval,
+        prometheus=prometheus,
     )
     try:
         check_spec(plan_spec(options, time.time()), time.time())
@@ -126,6 +132,7 @@ def start(
             "vs_control": vs_control,
             "health_url": health_url,
             "health_interval": health_interval,
+            "prometheus": prometheus,
             "reason": reason,
         }.items()
         if value is not None
@@ -282,6 +289,9 @@ def _print_view(view: dict[str, Any]) -> None:
         span = evidence.get("window")
         window = f"{round((span[1] - span[0]) / 60)}m" if span else "-"
         value = evidence.get("value") if not treatment else treatment.get("value")
+        # Why a promql guard has no value (no data, Prometheus's error, a timeout).
+        note = evidence.get("note")
+        verdict = guard["verdict"] + (f" ({printable(note)})" if note else "")
         rows.append(
             [
                 guard["index"],
@@ -290,7 +300,7 @@ def _print_view(view: dict[str, Any]) -> None:
                 window,
                 f"{treatment.get('requests', '-')}/{control.get('requests', '-')}",
                 _number(evidence["threshold"]),
-                guard["verdict"],
+                verdict,
             ]
         )
     if rows:

@@ -132,6 +132,9 @@ class Evidence(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     difference: float | None = None
     z: float | None = None
     alpha: float | None = None
+    #: Why a site-wide guard has no value (a promql query: ``no data``, Prometheus's error,
+    #: a timeout).
+    note: str | None = None
 
 
 class Judgement(msgspec.Struct, frozen=True):
@@ -177,12 +180,13 @@ class Readings(msgspec.Struct, frozen=True, kw_only=True):
     """What the guards are judged on: per guard window (seconds) the window's reading of
     the plan's flag; the reading since the hold started (for ``vs_control``); consecutive
     failed health polls (None: none polled yet); each promql query's value (None or
-    absent: no answer)."""
+    absent: no answer), keyed by the guard's query as written, and why one has none."""
 
     windows: Mapping[int, WindowReading]
     since_hold: WindowReading | None = None
     health_failures: int | None = None
     promql: Mapping[str, float | None] = {}
+    promql_notes: Mapping[str, str] = {}
 
 
 def gather_readings(
@@ -192,6 +196,7 @@ def gather_readings(
     *,
     health_failures: int | None = None,
     promql: Mapping[str, float | None] | None = None,
+    promql_notes: Mapping[str, str] | None = None,
 ) -> Readings:
     """The readings :func:`decide` needs for ``plan``, from the outcome aggregate."""
     guards = [parse_guard(rule) for rule in plan.spec.guards]
@@ -207,6 +212,7 @@ def gather_readings(
         since_hold=aggregate.read(key, since, now) if since is not None else None,
         health_failures=health_failures,
         promql=promql or {},
+        promql_notes=promql_notes or {},
     )
 
 
@@ -322,12 +328,16 @@ def judge(
     guard, rule, threshold = check.guard, check.rule, check.threshold
     metric = guard.metric
     if metric is Metric.HEALTH_FAILURES or metric is Metric.PROMQL:
+        note = None
         if metric is Metric.HEALTH_FAILURES:
             failed = readings.health_failures
             site = None if failed is None else float(failed)
         else:
-            site = readings.promql.get(guard.query or "")
-        evidence = Evidence(rule=rule, threshold=threshold, value=site)
+            query = guard.query or ""
+            site = readings.promql.get(query)
+            if site is None:
+                note = readings.promql_notes.get(query, "not queried yet")
+        evidence = Evidence(rule=rule, threshold=threshold, value=site, note=note)
         if site is None:
             return Verdict.NOT_ENOUGH_DATA, evidence
         return (Verdict.BREACH if guard.op.holds(site, threshold) else Verdict.PASS), evidence

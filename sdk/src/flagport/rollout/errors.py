@@ -55,3 +55,8 @@ class ScheduleError(RolloutError):
 class PlanTransitionError(RolloutError):
     """A plan transition that its current state does not allow (resume a running plan,
     advance a paused one, anything after completed or aborted)."""
+
+
+class PrometheusError(RolloutError):
+    """A promql guard that cannot be used: Prometheus refused its query (its own message
+    follows), answered something that is not its HTTP API, or could not be reached."""

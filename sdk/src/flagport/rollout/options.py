@@ -34,7 +34,7 @@ class PlanOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """``flags rollout start KEY [--steps 10,25,50,100] [--hold 30m] [--start-at ...]
     [--tz ZONE] [--window 02:00-04:00] [--guard RULE ...] [--on-breach ...]
     [--min-sample N] [--vs-control] [--max-hold 4h] [--health-url URL]
-    [--health-interval 30s]``, as text."""
+    [--health-interval 30s] [--prometheus URL]``, as text."""
 
     key: Annotated[str, msgspec.Meta(max_length=512)]
     steps: _Text | None = None
@@ -49,6 +49,7 @@ class PlanOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     vs_control: bool = False
     health_url: _Text | None = None
     health_interval: _Text | None = None
+    prometheus: _Text | None = None
 
 
 def plan_spec(options: PlanOptions, now: float) -> PlanSpec:
@@ -92,6 +93,7 @@ def plan_spec(options: PlanOptions, now: float) -> PlanSpec:
         window=window,
         health_url=options.health_url,
         health_interval=interval,
+        prometheus_url=options.prometheus,
     )
     if max_hold is not None:
         spec = msgspec.structs.replace(spec, max_hold=max_hold)

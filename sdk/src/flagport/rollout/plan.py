@@ -29,7 +29,8 @@ from flagport._exceptions import InvalidDocumentError
 from flagport.engine import validate_key
 from flagport.engine.models import Flag
 from flagport.rollout.errors import PlanTransitionError, RolloutError, ScheduleError
-from flagport.rollout.guards import needs_health_check, parse_guards
+from flagport.rollout.guards import Metric, needs_health_check, parse_guards
+from flagport.rollout.promql import check_prometheus_url, substitute
 from flagport.rollout.schedule import DailyWindow, check_steps, parse_window
 
 __all__ = [
@@ -97,6 +98,11 @@ class PlanSpec(msgspec.Struct, frozen=True, kw_only=True):
     window: DailyWindow | None = None
     health_url: str | None = None
     health_interval: int = DEFAULT_HEALTH_INTERVAL
+    #: The Prometheus HTTP API base URL promql guards query (``--prometheus``).
+    prometheus_url: str | None = None
+    #: The flag's on variant when the plan was made (``$variant`` in promql guards); set
+    #: by the server, which knows the flag.
+    treatment_variant: str | None = None
 
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,7 +191,20 @@ def check_spec(spec: PlanSpec, now: float, *, enabled_percentage: float | None =
         raise RolloutError("health_failures (in the runbook) needs a health URL (--health-url)")
     if not 1 <= spec.health_interval <= 3600:
         raise ScheduleError(f"the health interval is 1 s to 1 h, got {spec.health_interval} s")
-    return msgspec.structs.replace(spec, steps=steps, guards=tuple(str(guard) for guard in guards))
+    prometheus = spec.prometheus_url
+    if prometheus is not None:
+        prometheus = check_prometheus_url(prometheus)
+    queries = [guard.query or "" for guard in guards if guard.metric is Metric.PROMQL]
+    if queries and prometheus is None:
+        raise RolloutError("a promql(...) guard needs a Prometheus URL (--prometheus)")
+    for query in queries:  # refuses a variant name that cannot be substituted safely
+        substitute(query, flag=spec.key, variant=spec.treatment_variant or "on")
+    return msgspec.structs.replace(
+        spec,
+        steps=steps,
+        guards=tuple(str(guard) for guard in guards),
+        prometheus_url=prometheus,
+    )
 
 
 def _check_health_url(url: str) -> None:

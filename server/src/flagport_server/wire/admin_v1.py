@@ -243,7 +243,9 @@ class Problem(msgspec.Struct, omit_defaults=True):
 class PlanCreate(PlanOptions, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A new plan, its options as ``flags rollout start`` takes them (durations as text:
     ``30m``; ``start_at`` ISO-8601 with its offset, or ``HH:MM`` with ``tz``; ``window``
-    ``HH:MM-HH:MM`` with ``tz``; ``guards`` in the guard grammar)."""
+    ``HH:MM-HH:MM`` with ``tz``; ``guards`` in the guard grammar; ``prometheus`` the
+    Prometheus HTTP API base URL that ``promql(...)`` guards query, each query evaluated
+    once before the plan is made)."""
 
     reason: Reason | None = None
 

@@ -328,7 +328,11 @@ def _metric_total(text: str, name: str) -> float:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient[Litestar]]:
     directory: Path = tmp_path_factory.mktemp("walker")
-    settings = Settings(store_url=f"sqlite:///{directory / 'flagport.db'}", admin_token=ADMIN_TOKEN)
+    # No rollout driver: a plan a case starts would otherwise take its first step on its own,
+    # a commit that may land between a refused request's before and after.
+    settings = Settings(
+        store_url=f"sqlite:///{directory / 'flagport.db'}", admin_token=ADMIN_TOKEN, driver=False
+    )
     with TestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
         yield client

@@ -290,6 +290,11 @@ def _no_key_password() -> str:
     "(0: all at once, holding requests meanwhile).",
 )
 @click.option(
+    "--no-ui",
+    is_flag=True,
+    help="Do not serve the admin UI under /ui/ (sign-in with an admin or viewer token).",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -317,6 +322,7 @@ def serve(
     rate_burst: int | None,
     trusted_proxies: tuple[str, ...],
     compile_chunk: int,
+    no_ui: bool,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -393,6 +399,7 @@ def serve(
         rate_burst=rate_burst,
         trusted_proxies=proxies,
         compile_chunk=compile_chunk,
+        ui=not no_ui,
     )
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address

@@ -10,8 +10,10 @@ cookie (its guard reads token headers only). Every POST carries a CSRF token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -41,6 +43,7 @@ from flagport_server.auth import (
 from flagport_server.errors import Forbidden, InvalidInput, ServerError, SignInNeeded
 from flagport_server.http_errors import UI_EXCEPTION_HANDLERS
 from flagport_server.operations import Operations
+from flagport_server.routes.feeds import STREAM_RETRY_AFTER, OpenStreams
 from flagport_server.runtime import Runtime
 from flagport_server.services import AdminService
 from flagport_server.settings import Settings, is_loopback
@@ -70,8 +73,6 @@ UI_BODY_LIMIT: Final = 8 * 1024
 #: Seconds between two monitor fragments when nothing changed (the page's heartbeat: a page
 #: that hears nothing for three of them says it lost the server).
 MONITOR_HEARTBEAT_S: Final = 5.0
-#: How often a monitor stream looks at the served snapshot version (in memory: no store read).
-_MONITOR_TICK_S: Final = 0.5
 #: The UI's role opt (``viewer``: any signed-in token, ``admin``: admin tokens only).
 _UI_ROLE_OPT: Final = "flagport_ui_role"
 _STATIC: Final = {
@@ -345,33 +346,56 @@ async def monitor_page(request: UiRequest, admin: Admin, operations: Operation) 
 @get("/deployment-monitor/events", opt=_ui(VIEWER), include_in_schema=False)
 async def monitor_events(
     request: UiRequest, admin: Admin, operations: Operation
-) -> ServerSentEvent:
-    """The monitor's body as HTML fragments: one when the served snapshot changes, else one
-    every :data:`MONITOR_HEARTBEAT_S` (the readings move without a change). The session is
-    checked again before each: a revoked token ends the stream."""
+) -> ServerSentEvent | Response[bytes]:
+    """The monitor's body as HTML fragments: one as soon as the served snapshot changes
+    (the runtime's change notification, as the change stream's), else one every
+    :data:`MONITOR_HEARTBEAT_S` (guard readings move without a change). A monitor is one of
+    the worker's open streams (``--max-streams``; ended when the worker is told to stop, or
+    a graceful stop would wait for it). The session is checked before each fragment: a
+    revoked token ends the stream."""
     runtime: Runtime = request.app.state.runtime
+    streams: OpenStreams = request.app.state.open_streams
+    if streams.full:
+        return Response(
+            b"too many streams open on this worker; the page retries",
+            status_code=503,
+            media_type="text/plain",
+            headers={"Retry-After": STREAM_RETRY_AFTER},
+        )
     engine = request.app.template_engine
     assert engine is not None
     template = engine.get_template("_monitor_body.html")
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    unsubscribe = runtime.subscribe(queue.put_nowait)
+    streams.queues.add(queue)
+
+    def release() -> None:
+        streams.queues.discard(queue)
+        with contextlib.suppress(ValueError):
+            unsubscribe()
 
     async def fragments() -> AsyncIterator[str]:
-        last_version = -1
-        last_sent = 0.0
-        while True:
-            try:
-                user = _signed_in(request)
-            except SignInNeeded:
-                return  # the page's stream ends; its next page load signs in again
-            served = runtime.served
-            version = served.version if served is not None else -1
-            now = time.monotonic()
-            if version != last_version or now - last_sent >= MONITOR_HEARTBEAT_S:
+        try:
+            while not streams.stopping:
+                try:
+                    user = _signed_in(request)
+                except SignInNeeded:
+                    return  # the page's next load signs in again
                 view = await monitor_view(admin, operations)
                 yield template.render(view=view, user=user, path="/ui/deployment-monitor")
-                last_version, last_sent = version, now
-            await asyncio.sleep(_MONITOR_TICK_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(queue.get(), MONITOR_HEARTBEAT_S)
+                while not queue.empty():  # a burst of changes is one fragment
+                    queue.get_nowait()
+        finally:
+            release()
 
-    return ServerSentEvent(fragments(), event_type="monitor")
+    stream = fragments()
+    # A client gone before the stream starts leaves a generator never iterated.
+    weakref.finalize(stream, release)
+    return ServerSentEvent(
+        stream, event_type="monitor", headers={"X-Accel-Buffering": "no"}, retry_duration=2000
+    )
 
 
 def _security_headers(response: Response[Any]) -> Response[Any]:

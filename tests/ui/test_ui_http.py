@@ -283,3 +283,25 @@ def test_sign_in_off_loopback_over_plain_http_is_refused(tmp_path: Path) -> None
         Settings(store_url=f"sqlite:///{tmp_path / 'other.db'}", admin_token="t" * 32, ui=False)
     )
     assert not [route for route in no_ui.routes if route.path.startswith("/ui")]
+
+
+def test_the_monitor_shows_a_plan_with_each_guard_reading_per_cohort(
+    server: RunningServer,
+) -> None:
+    with server.admin() as admin:
+        created = admin.post("/admin/v1/flags", json={"key": "guarded-checkout"})
+        assert created.status_code == 201, created.text
+        started = admin.post(
+            "/admin/v1/rollouts",
+            json={"key": "guarded-checkout", "guards": ["error_rate > 5% over 5m"], "hold": "1h"},
+        )
+        assert started.status_code == 201, started.text
+    with _signed_in(server, server.admin_token) as client:
+        page = client.get("/ui/deployment-monitor")
+        assert page.status_code == 200
+        section = page.text.split('id="monitor-guarded-checkout"', 1)[1].split("</section>")[0]
+        assert re.search(r"Plan (scheduled|running), step \d of 4", section), section
+        assert "error_rate &gt; 5% over 5m" in section
+        assert "<th>Treatment (n)</th>" in section
+        assert "not enough data" in section
+        assert "admin: plan-create" in section

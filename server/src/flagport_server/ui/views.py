@@ -23,6 +23,8 @@ RECENT_S: Final = 24 * 3600
 #: Audit entries the monitor reads (the last day's, newest first) and shows per flag.
 _AUDIT_READ: Final = 500
 _ACTIONS_SHOWN: Final = 5
+#: Plans shown whenever their flag changed: those not finished.
+_LIVE_PLANS: Final = frozenset({"scheduled", "running", "paused"})
 
 
 @dataclass
@@ -76,9 +78,9 @@ def _iso(moment: float) -> str:
 
 
 async def monitor_view(admin: AdminService, operations: Operations) -> MonitorView:
-    """The flags under a plan or changed in the last :data:`RECENT_S`, each with its plan's
-    readings (cohort sizes and values per guard) and last actions; the store's, the
-    workers' and the driver's health."""
+    """The flags under a plan not finished or changed in the last :data:`RECENT_S`, each
+    with its plan's readings (cohort sizes and values per guard) and last actions; the
+    store's, the workers' and the driver's health."""
     now = time.time()
     since = _iso(now - RECENT_S)
     state = await admin.state()
@@ -90,7 +92,7 @@ async def monitor_view(admin: AdminService, operations: Operations) -> MonitorVi
             shown = actions.setdefault(entry.key, [])
             if len(shown) < _ACTIONS_SHOWN:
                 shown.append(entry)
-    keys = {k for k, view in plans.items() if view.status in ("running", "paused")}
+    keys = {k for k, view in plans.items() if view.status in _LIVE_PLANS}
     keys |= set(actions)
     keys |= {k for k, f in state.document.flags.items() if (f.updated_at or "") >= since}
     monitored = [

@@ -29,6 +29,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.template import TemplateConfig
+from markupsafe import escape
 
 from flagport_server.auth import (
     ADMIN,
@@ -381,8 +382,12 @@ async def monitor_events(
                     user = _signed_in(request)
                 except SignInNeeded:
                     return  # the page's next load signs in again
-                view = await monitor_view(admin, operations)
-                yield template.render(view=view, user=user, path="/ui/deployment-monitor")
+                try:
+                    view = await monitor_view(admin, operations)
+                except ServerError as error:  # the store is down: say so, keep the stream
+                    yield f'<p class="problem" role="alert">{escape(error.detail)}</p>'
+                else:
+                    yield template.render(view=view, user=user, path="/ui/deployment-monitor")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.get(), MONITOR_HEARTBEAT_S)
                 while not queue.empty():  # a burst of changes is one fragment

@@ -3,7 +3,8 @@ one server and one browser for the module (docs/adr/0026-admin-ui.md).
 
 - An admin signs in on a phone-sized screen (390x844), pulls the kill switch on the
   deployment monitor and OFREP evaluations of the flag turn off; the monitor's stream shows it.
-- A viewer sees no buttons, and the server refuses the POST it makes anyway (403).
+- A viewer sees no buttons, and the server refuses the POST it makes anyway (403); revoking
+  its token sends the open monitor back to sign-in.
 - No page scrolls horizontally, a very long key included; any request to another origin fails
   the test (a route handler records and aborts it); stopping the server makes the monitor say
   plainly that it lost it.
@@ -95,6 +96,7 @@ def test_a_viewer_sees_no_buttons_and_its_post_is_refused(
     with server.admin() as admin:
         created = admin.post("/admin/v1/tokens", json={"name": "watcher", "scope": "viewer"})
         secret = created.json()["secret"]
+        token_id = created.json()["token"]["id"]
     tab = Page(browser, server)
     try:
         tab.sign_in(secret, "/ui/flags")
@@ -107,6 +109,12 @@ def test_a_viewer_sees_no_buttons_and_its_post_is_refused(
         )
         assert refused.status == 403
         assert _value(server, KEY) is True
+        # Revoking the token ends the session: the open monitor goes back to sign-in.
+        tab.page.goto(f"{server.url}/ui/deployment-monitor")
+        tab.page.wait_for_selector("#live:has-text('Live')")
+        with server.admin() as admin:
+            assert admin.delete(f"/admin/v1/tokens/{token_id}").status_code == 200
+        tab.page.wait_for_url(re.compile(r".*/ui/sign-in\?next=.*"), timeout=10_000)
     finally:
         tab.close()
 

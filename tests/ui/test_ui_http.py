@@ -305,3 +305,13 @@ def test_the_monitor_shows_a_plan_with_each_guard_reading_per_cohort(
         assert "<th>Treatment (n)</th>" in section
         assert "not enough data" in section
         assert "admin: plan-create" in section
+
+
+def test_sign_out_ends_the_session(server: RunningServer) -> None:
+    with _signed_in(server, server.admin_token) as client:
+        page = client.get("/ui/flags")
+        answer = client.post("/ui/sign-out", data={"csrf": _csrf(page.text)})
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ui/sign-in"
+        assert "fp_session" not in client.cookies
+        assert client.get("/ui/flags").status_code == 303

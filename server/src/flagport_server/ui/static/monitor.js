@@ -23,7 +23,13 @@
     heard();
   });
   source.onopen = heard;
-  source.onerror = function () { lost("the stream was cut"); };
+  source.onerror = function () {
+    lost("the stream was cut");
+    // A session that ended (expired, token revoked) is not a lost server: go sign in again.
+    fetch(location.pathname, { redirect: "manual", cache: "no-store" }).then(function (r) {
+      if (r.type === "opaqueredirect") location.reload();
+    }, function () {});
+  };
   setInterval(function () {
     if (Date.now() - lastHeard > 3 * heartbeat) lost("nothing heard for " +
       Math.round((Date.now() - lastHeard) / 1000) + " s");

@@ -305,6 +305,45 @@ def test_the_monitor_shows_a_plan_with_each_guard_reading_per_cohort(
         assert "<th>Treatment (n)</th>" in section
         assert "not enough data" in section
         assert "admin: plan-create" in section
+    # Once the driver runs the plan, the outcome signals fill the cohort table.
+    with server.admin() as admin:
+
+        def running() -> bool:
+            status = admin.get("/admin/v1/rollouts/guarded-checkout").json()["status"]
+            return bool(status == "running")
+
+        assert wait_until(running, 10.0)
+    now = time.time()
+    items = [
+        _outcome("on", "treatment", requests=40, failures=4),
+        _outcome("off", "control", requests=60, failures=0),
+    ]
+    with server.client() as sdk:
+        posted = sdk.post("/v1/outcomes", json={"period": [now - 1, now], "items": items})
+        assert posted.status_code in (200, 202), posted.text
+    with _signed_in(server, server.admin_token) as client:
+
+        def table() -> str:
+            text = client.get("/ui/deployment-monitor").text
+            return text.split('id="monitor-guarded-checkout"', 1)[1].split("</section>")[0]
+
+        assert wait_until(lambda: "10.00 %" in table(), 10.0), table()
+        rows = re.findall(r'<tr class="(treatment|control)"><td>\w+</td><td>(\d+)</td>', table())
+        assert rows == [("treatment", "40"), ("control", "60")]
+        assert "0.00 %" in table()
+
+
+def _outcome(variant: str, cohort: str, *, requests: int, failures: int) -> dict[str, object]:
+    """Requests served in ``cohort``, all in the 25-50 ms latency bucket."""
+    return {
+        "key": "guarded-checkout",
+        "variant": variant,
+        "cohort": cohort,
+        "requests": requests,
+        "failures": failures,
+        "latency_ms_sum": 40.0 * requests,
+        "latency_buckets": [0, 0, 0, requests] + [0] * 9,
+    }
 
 
 def test_sign_out_ends_the_session(server: RunningServer) -> None:

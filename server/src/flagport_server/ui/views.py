@@ -11,18 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from flagport.engine import Flag
+from flagport.rollout.outcomes import WindowReading
 from flagport_server.operations import Operations
 from flagport_server.services import AdminService
 from flagport_server.stores.base import AuditEntry, AuditQuery
 from flagport_server.wire.admin_v1 import PlanView
 
-__all__ = ["FlagNode", "MonitorView", "flag_tree", "monitor_view"]
+__all__ = ["COHORT_WINDOW_S", "FlagNode", "MonitorView", "flag_tree", "monitor_view"]
 
 #: The monitor shows the flags changed this long ago at most (besides those under a plan).
 RECENT_S: Final = 24 * 3600
 #: Audit entries the monitor reads (the last day's, newest first) and shows per flag.
 _AUDIT_READ: Final = 500
 _ACTIONS_SHOWN: Final = 5
+#: The window of the monitor's cohort table (the guards' usual window).
+COHORT_WINDOW_S: Final = 300
 #: Plans shown whenever their flag changed: those not finished.
 _LIVE_PLANS: Final = frozenset({"scheduled", "running", "paused"})
 
@@ -56,6 +59,8 @@ class MonitoredFlag:
     flag: Flag
     plan: PlanView | None
     actions: list[AuditEntry]
+    #: Treatment and control over the last :data:`COHORT_WINDOW_S` (a plan not finished).
+    cohorts: WindowReading | None = None
 
 
 @dataclass
@@ -67,6 +72,7 @@ class MonitorView:
     driver_holding: bool
     workers: list[Any]
     at: str
+    cohort_window: int = COHORT_WINDOW_S
 
 
 def _iso(moment: float) -> str:
@@ -95,11 +101,16 @@ async def monitor_view(admin: AdminService, operations: Operations) -> MonitorVi
     keys = {k for k, view in plans.items() if view.status in _LIVE_PLANS}
     keys |= set(actions)
     keys |= {k for k, f in state.document.flags.items() if (f.updated_at or "") >= since}
-    monitored = [
-        MonitoredFlag(key, state.document.flags[key], plans.get(key), actions.get(key, []))
-        for key in sorted(keys)
-        if key in state.document.flags
-    ]
+    monitored = []
+    for key in sorted(keys):
+        if key not in state.document.flags:
+            continue
+        plan = plans.get(key)
+        live = plan is not None and plan.status in _LIVE_PLANS
+        cohorts = await admin.plans.cohorts(key, COHORT_WINDOW_S) if live else None
+        monitored.append(
+            MonitoredFlag(key, state.document.flags[key], plan, actions.get(key, []), cohorts)
+        )
     readiness, status = operations.readiness()
     version = readiness.get("snapshot", {}).get("version", 0)
     propagation = await admin.propagation(version)

@@ -23,7 +23,10 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with running_server(tmp_path_factory.mktemp("ui"), seed=PORTAL_FLAGS) as running:
+    workdir = tmp_path_factory.mktemp("ui")
+    # The test client is the trusted proxy (X-Forwarded-Proto) of the Secure cookie's test.
+    extra = ["--trusted-proxy", "127.0.0.1"]
+    with running_server(workdir, seed=PORTAL_FLAGS, extra=extra) as running:
         yield running
 
 
@@ -354,3 +357,25 @@ def test_sign_out_ends_the_session(server: RunningServer) -> None:
         assert answer.headers["location"] == "/ui/sign-in"
         assert "fp_session" not in client.cookies
         assert client.get("/ui/flags").status_code == 303
+
+
+@pytest.mark.parametrize(("forwarded", "secure"), [(None, False), ("https", True)])
+def test_the_cookie_is_secure_when_a_trusted_proxy_terminated_tls(
+    server: RunningServer, forwarded: str | None, secure: bool
+) -> None:
+    headers = {"X-Forwarded-Proto": forwarded} if forwarded else {}
+    with server.client(headers=headers) as client:
+        page = client.get("/ui/sign-in")
+        # httpx sends no Secure cookie over plain HTTP: sent by hand, as the browser would
+        # over the proxy's HTTPS.
+        nonce = page.cookies["fp_presession"]
+        answer = client.post(
+            "/ui/sign-in",
+            data={"token": server.admin_token, "csrf": _csrf(page.text)},
+            headers={"Cookie": f"fp_presession={nonce}"},
+        )
+        assert answer.status_code == 303, answer.text
+        cookie = next(
+            c for c in answer.headers.get_list("set-cookie") if c.startswith("fp_session=")
+        )
+        assert ("secure" in cookie.lower().split("; ")) is secure

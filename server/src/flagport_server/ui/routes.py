@@ -44,6 +44,7 @@ from flagport_server.auth import (
 from flagport_server.errors import Forbidden, InvalidInput, ServerError, SignInNeeded
 from flagport_server.http_errors import UI_EXCEPTION_HANDLERS
 from flagport_server.operations import Operations
+from flagport_server.rate_limit import TrustedProxies
 from flagport_server.routes.feeds import STREAM_RETRY_AFTER, OpenStreams
 from flagport_server.runtime import Runtime
 from flagport_server.services import AdminService
@@ -170,9 +171,21 @@ def _user(request: UiRequest) -> UiUser:
     return user
 
 
-def _plain_http_refusal(settings: Settings, scheme: str) -> str | None:
+def _over_https(request: UiRequest) -> bool:
+    """Whether the browser's connection is HTTPS: this server's TLS, or a trusted proxy
+    (``--trusted-proxy``) that terminated it and says so in ``X-Forwarded-Proto``."""
+    if request.url.scheme == "https":
+        return True
+    runtime: Runtime = request.app.state.runtime
+    proxies = TrustedProxies(runtime.settings.trusted_proxies)
+    peer = request.client.host if request.client is not None else ""
+    forwarded = request.headers.get("x-forwarded-proto", "")
+    return forwarded.strip().lower() == "https" and proxies.trusts(peer)
+
+
+def _plain_http_refusal(settings: Settings, https: bool) -> str | None:
     """Why a sign-in may not be made here: a token over plain HTTP off loopback."""
-    if scheme == "https" or settings.uds is not None or is_loopback(settings.host):
+    if https or settings.uds is not None or is_loopback(settings.host):
         return None
     return (
         f"sign-in is refused over plain HTTP on {settings.host}: the token would cross the "
@@ -262,7 +275,7 @@ async def sign_in_page(
         request,
         csrf=csrf_token(_secret(request), nonce),
         next=_safe_next(next_path),
-        problem=_plain_http_refusal(runtime.settings, request.url.scheme),
+        problem=_plain_http_refusal(runtime.settings, _over_https(request)),
     )
     template.cookies.append(_cookie(request, PRESESSION_COOKIE, nonce, 3600))
     return template
@@ -275,7 +288,7 @@ def _cookie(request: UiRequest, name: str, value: str, max_age: int) -> Cookie:
         value=value,
         max_age=max_age,
         path="/ui",
-        secure=request.url.scheme == "https" or runtime.settings.tls_cert is not None,
+        secure=_over_https(request) or runtime.settings.tls_cert is not None,
         httponly=True,
         samesite="strict",
     )
@@ -284,7 +297,7 @@ def _cookie(request: UiRequest, name: str, value: str, max_age: int) -> Cookie:
 @post("/sign-in", opt=_ui(None), include_in_schema=False)
 async def sign_in(request: UiRequest) -> Response[Any]:
     runtime: Runtime = request.app.state.runtime
-    refusal = _plain_http_refusal(runtime.settings, request.url.scheme)
+    refusal = _plain_http_refusal(runtime.settings, _over_https(request))
     if refusal is not None:
         raise Forbidden(refusal)
     form: SignInForm = await _form(request, SignInForm)

@@ -35,6 +35,7 @@ from flagport_server.errors import (
     UnsupportedMediaType,
 )
 from flagport_server.ui.policy import SECURITY_HEADERS
+from flagport_server.ui.session import PRESESSION_COOKIE, csrf_token
 from flagport_server.wire import ofrep_v1
 from flagport_server.wire.admin_v1 import Problem
 from flagport_server.wire.fields import validation_problem
@@ -204,6 +205,12 @@ def _ui_page(
     """An error as an HTML page of the UI (the sign-in page for a failed sign-in), with the
     UI's security headers; the detail is escaped like every other text on the page."""
     signing_in = request.url.path == "/ui/sign-in"
+    csrf = ""
+    if signing_in:  # the form again, ready for the next try
+        served = request.app.state.runtime.served
+        nonce = request.cookies.get(PRESESSION_COOKIE)
+        if served is not None and served.ticket_key is not None and nonce:
+            csrf = csrf_token(served.ticket_key, nonce)
     return Template(
         template_name="sign_in.html" if signing_in else "error.html",
         context={
@@ -212,7 +219,7 @@ def _ui_page(
             "title": title,
             "problem": detail,
             "status": status,
-            "csrf": "",
+            "csrf": csrf,
             "next": "/ui/flags",
         },
         status_code=status,

@@ -52,6 +52,8 @@ from flagport_server.settings import Settings, is_loopback
 from flagport_server.stores.base import TokenRecord
 from flagport_server.ui.policy import SECURITY_HEADERS
 from flagport_server.ui.session import (
+    PRESESSION_COOKIE,
+    SESSION_COOKIE,
     SESSION_SECONDS,
     SessionError,
     csrf_matches,
@@ -68,8 +70,6 @@ __all__ = ["UI_BODY_LIMIT", "ui_router", "ui_template_config"]
 log = logging.getLogger("flagport.server")
 
 HERE = Path(__file__).resolve().parent
-SESSION_COOKIE: Final = "fp_session"
-PRESESSION_COOKIE: Final = "fp_presession"
 #: A UI form is a few short fields.
 UI_BODY_LIMIT: Final = 8 * 1024
 #: Seconds between two monitor fragments when nothing changed (the page's heartbeat: a page

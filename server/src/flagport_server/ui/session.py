@@ -23,6 +23,8 @@ from typing import Final
 
 __all__ = [
     "MAX_COOKIE_LENGTH",
+    "PRESESSION_COOKIE",
+    "SESSION_COOKIE",
     "SESSION_SECONDS",
     "SessionError",
     "csrf_matches",
@@ -32,6 +34,9 @@ __all__ = [
     "session_token_id",
 ]
 
+#: The session cookie, and the sign-in form's pre-session nonce cookie.
+SESSION_COOKIE: Final = "fp_session"
+PRESESSION_COOKIE: Final = "fp_presession"
 #: How long a sign-in lasts (a night's release and then some).
 SESSION_SECONDS: Final = 12 * 3600
 #: A cookie value is short; a longer one is refused before anything is computed.

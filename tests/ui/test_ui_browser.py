@@ -1,5 +1,5 @@
 """The admin UI in Debian's Chromium (Playwright, pinned; never ``playwright install``):
-one server and one browser for the module (docs/adr/0026-admin-ui.md).
+one server and one browser, one test (docs/adr/0026-admin-ui.md).
 
 - An admin signs in on a phone-sized screen (390x844), pulls the kill switch on the
   deployment monitor and OFREP evaluations of the flag turn off; the monitor's stream shows it.
@@ -7,13 +7,17 @@ one server and one browser for the module (docs/adr/0026-admin-ui.md).
   its token sends the open monitor back to sign-in.
 - No page scrolls horizontally, a very long key included; any request to another origin fails
   the test (a route handler records and aborts it); stopping the server makes the monitor say
-  plainly that it lost it.
+  plainly that it lost it. A failure keeps a screenshot of the page in the server's
+  work directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +32,7 @@ LONG_KEY = "checkout." + "very-long-segment-" * 6 + "end"
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with running_server(tmp_path_factory.mktemp("ui-browser"), seed=PORTAL_FLAGS) as running:
         with running.admin() as admin:
@@ -41,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser() -> Iterator[Any]:
     with launched_chromium() as launched:
         yield launched
@@ -77,7 +81,13 @@ class Page:
         width = self.page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{self.page.url} is {width} px wide"
 
-    def close(self) -> None:
+    def close(self, artifacts: Path) -> None:
+        """Close the page; while a failure propagates, keep a screenshot of it first (in
+        the server's work directory, which pytest keeps)."""
+        if sys.exc_info()[0] is not None:
+            name = urlsplit(self.page.url).path.strip("/").replace("/", "-") or "page"
+            with contextlib.suppress(Exception):
+                self.page.screenshot(path=str(artifacts / f"failed-{name}.png"), full_page=True)
         self.context.close()
         assert not self.foreign, f"requests to another origin: {self.foreign}"
 
@@ -90,9 +100,7 @@ def _value(server: RunningServer, key: str) -> Any:
         return answer.json().get("value")
 
 
-def test_a_viewer_sees_no_buttons_and_its_post_is_refused(
-    server: RunningServer, browser: Any
-) -> None:
+def _viewer_sees_no_buttons_and_its_post_is_refused(server: RunningServer, browser: Any) -> None:
     with server.admin() as admin:
         created = admin.post("/admin/v1/tokens", json={"name": "watcher", "scope": "viewer"})
         secret = created.json()["secret"]
@@ -116,10 +124,16 @@ def test_a_viewer_sees_no_buttons_and_its_post_is_refused(
             assert admin.delete(f"/admin/v1/tokens/{token_id}").status_code == 200
         tab.page.wait_for_url(re.compile(r".*/ui/sign-in\?next=.*"), timeout=10_000)
     finally:
-        tab.close()
+        tab.close(server.workdir)
 
 
-def test_an_admin_pulls_the_kill_switch_and_evaluations_turn_off(
+def test_a_viewer_then_an_admin_on_a_phone(server: RunningServer, browser: Any) -> None:
+    """One test, in this order (the end stops the server; tests run in random order)."""
+    _viewer_sees_no_buttons_and_its_post_is_refused(server, browser)
+    _admin_pulls_the_kill_switch_and_evaluations_turn_off(server, browser)
+
+
+def _admin_pulls_the_kill_switch_and_evaluations_turn_off(
     server: RunningServer, browser: Any
 ) -> None:
     assert _value(server, KEY) is True
@@ -144,6 +158,6 @@ def test_an_admin_pulls_the_kill_switch_and_evaluations_turn_off(
         page.wait_for_selector("#live.lost", timeout=10_000)
         assert re.search("Lost the server", page.inner_text("#live"))
     finally:
-        tab.close()
+        tab.close(server.workdir)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{server.url}/healthz", timeout=1.0)

@@ -84,7 +84,7 @@ def test_a_bad_trusted_proxy_is_refused(bad: str) -> None:
         (["--rate-limit", "0"], "--rate-limit"),
         (["--rate-limit", "5", "--rate-burst", "0"], "--rate-burst"),
         (["--rate-burst", "5"], "--rate-burst needs --rate-limit"),
-        (["--trusted-proxy", "10.0.0.1"], "--trusted-proxy is read by --rate-limit"),
+        (["--no-ui", "--trusted-proxy", "10.0.0.1"], "--trusted-proxy is read by --rate-limit"),
         (["--rate-limit", "5", "--trusted-proxy", "proxy.example"], "is not an IP address"),
     ],
 )

@@ -147,12 +147,17 @@ def _check_public_url(url: str | None) -> None:
         )
 
 
-def _check_trusted_proxies(proxies: tuple[str, ...], rate_limit: float | None) -> tuple[str, ...]:
+def _check_trusted_proxies(
+    proxies: tuple[str, ...], rate_limit: float | None, ui: bool
+) -> tuple[str, ...]:
     """Each ``--trusted-proxy`` an address or network; exit 2 naming a bad one."""
     from flagport_server.rate_limit import parse_network
 
-    if proxies and rate_limit is None:
-        raise click.UsageError("--trusted-proxy is read by --rate-limit: give both or neither")
+    if proxies and rate_limit is None and not ui:
+        raise click.UsageError(
+            "--trusted-proxy is read by --rate-limit and the admin UI: with --no-ui, give "
+            "--rate-limit too"
+        )
     return _checked_each(proxies, lambda proxy: str(parse_network(proxy)), "--trusted-proxy")
 
 
@@ -279,7 +284,8 @@ def _no_key_password() -> str:
     "trusted_proxies",
     multiple=True,
     metavar="ADDRESS",
-    help="A proxy (address or CIDR) whose X-Forwarded-For names the client, for --rate-limit.",
+    help="A proxy (address or CIDR) whose X-Forwarded-For names the client, for --rate-limit, "
+    "and whose X-Forwarded-Proto says the admin UI is served over HTTPS.",
 )
 @click.option(
     "--compile-chunk",
@@ -288,6 +294,11 @@ def _no_key_password() -> str:
     type=click.IntRange(0),
     help="Flags compiled between two pauses for requests when the configuration changes "
     "(0: all at once, holding requests meanwhile).",
+)
+@click.option(
+    "--no-ui",
+    is_flag=True,
+    help="Do not serve the admin UI under /ui/ (sign-in with an admin or viewer token).",
 )
 @click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
@@ -317,6 +328,7 @@ def serve(
     rate_burst: int | None,
     trusted_proxies: tuple[str, ...],
     compile_chunk: int,
+    no_ui: bool,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -347,7 +359,7 @@ def serve(
         read_document(seed_file, strict=True)
     origins = _check_cors_origins(cors_origins)
     _check_public_url(public_url)
-    proxies = _check_trusted_proxies(trusted_proxies, rate_limit)
+    proxies = _check_trusted_proxies(trusted_proxies, rate_limit, not no_ui)
     if rate_burst is not None and rate_limit is None:
         raise click.UsageError("--rate-burst needs --rate-limit")
     try:
@@ -393,6 +405,7 @@ def serve(
         rate_burst=rate_burst,
         trusted_proxies=proxies,
         compile_chunk=compile_chunk,
+        ui=not no_ui,
     )
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address

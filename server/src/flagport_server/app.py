@@ -37,6 +37,7 @@ from flagport_server.stats import Stats, StatsPump
 from flagport_server.stats.reports import StatsService
 from flagport_server.stores import open_store
 from flagport_server.stores.base import Store
+from flagport_server.ui.routes import ui_router, ui_template_config
 
 __all__ = ["create_app", "stats_pump"]
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         "outcome signals to the store", 0.0, outcome_buffer.drain, at_stop=True
     )
     admin = AdminService(runtime, health=driver.health.failures_of, promql=driver.promql.reading_of)
+    operations = Operations(runtime, metrics, stats.pump, driver)
     streams = OpenStreams(settings.max_streams)
 
     @contextlib.asynccontextmanager
@@ -139,11 +141,12 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             rollouts_router,
             stats_router,
             *operations_routes,
+            *([ui_router] if settings.ui else []),
         ],
         dependencies={
             "admin": _provide(admin),
             "stats": _provide(StatsService(admin, metrics, stats.recorder)),
-            "operations": _provide(Operations(runtime, metrics, stats.pump, driver)),
+            "operations": _provide(operations),
             "plans": _provide(admin.plans),
             "outcome_signals": _provide(OutcomeService(runtime, outcome_buffer, metrics)),
         },
@@ -151,6 +154,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
+        template_config=ui_template_config() if settings.ui else None,
         request_max_body_size=settings.max_admin_body,
         request_class=FlagportRequest,
         debug=False,

@@ -64,6 +64,7 @@ __all__ = [
     "needs_token",
     "openapi_security",
     "presented_token",
+    "refused_login",
     "requires",
     "scope_guard",
     "token_by_id",
@@ -157,7 +158,7 @@ class FailedLogins:
         return count, max(1, math.ceil(start + FAILED_LOGIN_WINDOW_S - now))
 
 
-def _refused(connection: ASGIConnection[Any, Any, Any, Any], problem: str) -> ServerError:
+def refused_login(connection: ASGIConnection[Any, Any, Any, Any], problem: str) -> ServerError:
     """The error for a token that is not (or no longer) valid, counted and logged."""
     state = connection.app.state
     failures: FailedLogins | None = state.get("failed_logins")
@@ -252,7 +253,7 @@ def access(
         ), None
     record = token_record(runtime, secret)
     if record is None:
-        return _refused(connection, "unknown or revoked token"), None
+        return refused_login(connection, "unknown or revoked token"), None
     return _within_scope(record, required)
 
 

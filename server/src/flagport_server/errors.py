@@ -16,6 +16,7 @@ turns them into answers (a problem document, or an OFREP error on the evaluation
     ├── UnsupportedMediaType         415  a body that is not JSON (400 INVALID_CONTEXT on OFREP)
     ├── PreconditionRequired         428  PUT without If-Match
     ├── Unauthorized                 401  with WWW-Authenticate
+    │   └── SignInNeeded             (the admin UI: its sign-in page)
     ├── Forbidden                    403
     ├── RequestTimeout               408  the request body did not arrive in time (closes)
     └── TooManyRequests              429  with Retry-After
@@ -40,6 +41,7 @@ __all__ = [
     "PreconditionRequired",
     "RequestTimeout",
     "ServerError",
+    "SignInNeeded",
     "StoreError",
     "StoreUnavailable",
     "TooManyRequests",
@@ -180,6 +182,15 @@ class Unauthorized(ServerError):
 class Forbidden(ServerError):
     status_code = 403
     title = "Forbidden"
+
+
+class SignInNeeded(Unauthorized):
+    """An admin UI page asked for without a valid session (none, expired, forged, or its token
+    revoked): the UI answers with the sign-in page, which then returns to ``next_path``."""
+
+    def __init__(self, detail: str, next_path: str) -> None:
+        super().__init__(detail)
+        self.next_path = next_path
 
 
 class MisdirectedRequest(ServerError):

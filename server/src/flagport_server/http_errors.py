@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -19,6 +20,7 @@ from litestar.exceptions import (
     SerializationException,
     ValidationException,
 )
+from litestar.response import Redirect, Template
 from litestar.types import ExceptionHandlersMap
 
 from flagport import InvalidDocumentError
@@ -28,14 +30,17 @@ from flagport_server.errors import (
     Conflict,
     InvalidInput,
     ServerError,
+    SignInNeeded,
     StoreError,
     UnsupportedMediaType,
 )
+from flagport_server.ui.policy import SECURITY_HEADERS
+from flagport_server.ui.session import PRESESSION_COOKIE, csrf_token
 from flagport_server.wire import ofrep_v1
 from flagport_server.wire.admin_v1 import Problem
 from flagport_server.wire.fields import validation_problem
 
-__all__ = ["EXCEPTION_HANDLERS"]
+__all__ = ["EXCEPTION_HANDLERS", "UI_EXCEPTION_HANDLERS"]
 
 log = logging.getLogger("flagport.server")
 _EVALUATION_PREFIXES = ("/ofrep/", "/v1/evaluate")
@@ -189,3 +194,54 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _handle_http,
     Exception: _handle_unexpected,
 }
+
+
+# -- the admin UI: pages, not problem documents ---------------------------------------------
+
+
+def _ui_page(
+    request: Request[Any, Any, Any], status: int, title: str, detail: str
+) -> Response[Any]:
+    """An error as an HTML page of the UI (the sign-in page for a failed sign-in), with the
+    UI's security headers; the detail is escaped like every other text on the page."""
+    signing_in = request.url.path == "/ui/sign-in"
+    csrf = ""
+    if signing_in:  # the form again, ready for the next try
+        served = request.app.state.runtime.served
+        nonce = request.cookies.get(PRESESSION_COOKIE)
+        if served is not None and served.ticket_key is not None and nonce:
+            csrf = csrf_token(served.ticket_key, nonce)
+    return Template(
+        template_name="sign_in.html" if signing_in else "error.html",
+        context={
+            "user": getattr(request.state, "ui_user", None),
+            "path": request.url.path,
+            "title": title,
+            "problem": detail,
+            "status": status,
+            "csrf": csrf,
+            "next": "/ui/flags",
+        },
+        status_code=status,
+        headers={**SECURITY_HEADERS},
+    )
+
+
+def _handle_ui(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    if isinstance(error, SignInNeeded):
+        target = "/ui/sign-in?" + urlencode({"next": error.next_path})
+        return Redirect(target, status_code=303, headers={**SECURITY_HEADERS})
+    if isinstance(error, ServerError):
+        response = _ui_page(request, error.status_code, error.title, error.detail)
+        response.headers.update(error.headers)
+        return response
+    if isinstance(error, HTTPException):
+        return _ui_page(request, error.status_code, "Refused", str(error.detail))
+    log.exception("unexpected error in the admin UI at %s", request.url.path)
+    return _ui_page(request, 500, "Internal error", "see the server log")
+
+
+#: Every class the API's handlers answer, so none of them wins over the UI's on a UI route.
+UI_EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(
+    [*EXCEPTION_HANDLERS, Exception], _handle_ui
+)

@@ -36,7 +36,7 @@ from flagport.rollout.decision import (
 )
 from flagport.rollout.guards import Metric, parse_guard
 from flagport.rollout.options import PlanOptions, plan_spec
-from flagport.rollout.outcomes import OutcomeAggregate, minute_of, window_start
+from flagport.rollout.outcomes import OutcomeAggregate, WindowReading, minute_of, window_start
 from flagport.rollout.plan import (
     Plan,
     PlanSpec,
@@ -70,6 +70,7 @@ __all__ = [
     "human_wins",
     "iso",
     "needs_health",
+    "outcome_window",
     "plan_readings",
     "plan_view",
     "promql_queries",
@@ -277,10 +278,7 @@ async def plan_readings(
         starts.append(plan.hold_started_at)
     aggregate = OutcomeAggregate()
     if starts:
-        last = minute_of(now)
-        first = max(minute_of(min(starts)), last - OUTCOME_MINUTES_KEPT * 60)
-        for key, minute, cohort, totals in await store.outcomes(plan.spec.key, first, last):
-            aggregate.totals(key, minute, cohort).merge(totals)
+        aggregate = await _stored_outcomes(store, plan.spec.key, min(starts), now)
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}
     url = plan.spec.prometheus_url
@@ -293,6 +291,24 @@ async def plan_readings(
     return gather_readings(
         plan, aggregate, now, health_failures=health_failures, promql=values, promql_notes=notes
     )
+
+
+async def _stored_outcomes(store: Store, key: str, start: float, now: float) -> OutcomeAggregate:
+    """``key``'s stored outcome totals of every minute from ``start`` to ``now`` (at most
+    the 48 hours kept)."""
+    aggregate = OutcomeAggregate()
+    last = minute_of(now)
+    first = max(minute_of(start), last - OUTCOME_MINUTES_KEPT * 60)
+    for found, minute, cohort, totals in await store.outcomes(key, first, last):
+        aggregate.totals(found, minute, cohort).merge(totals)
+    return aggregate
+
+
+async def outcome_window(store: Store, key: str, seconds: int, now: float) -> WindowReading:
+    """Each cohort's outcome figures for ``key`` over the last ``seconds`` (the deployment
+    monitor's cohort table, whatever guards the plan has)."""
+    aggregate = await _stored_outcomes(store, key, window_start(seconds, now), now)
+    return aggregate.read_window(key, seconds, now)
 
 
 def needs_health(plan: Plan) -> bool:
@@ -374,6 +390,11 @@ class PlanService:
         failures = self._health(url) if url is not None else None
         readings = await plan_readings(self._store, plan, now, failures, self._promql)
         return plan_view(plan, readings, now)
+
+    async def cohorts(self, key: str, seconds: int) -> WindowReading:
+        """``key``'s treatment and control over the last ``seconds``: requests, failures,
+        latency (:func:`outcome_window`)."""
+        return await outcome_window(self._store, key, seconds, self._clock())
 
     async def list(self) -> PlanList:
         """Every plan (finished ones too), with its readings now."""

@@ -137,6 +137,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: request meanwhile (the behaviour before docs/adr/0020-incremental-compile.md, kept for
     #: the benchmark that compares the two; ``flags serve --compile-chunk``).
     compile_chunk: int = msgspec.field(default=100)
+    #: Serve the admin UI under ``/ui/`` (``flags serve --no-ui``: off; docs/adr/0026).
+    ui: bool = True
 
     @property
     def compile_chunk_size(self) -> int | None:

@@ -1,0 +1,442 @@
+"""The admin UI (``/ui/``; docs/adr/0026-admin-ui.md): server-rendered pages over the admin
+services, so nothing is done here that is not validated, audited and propagated exactly as
+through the admin API. Each handler decodes the form, calls one service, renders.
+
+Who is signed in comes from the session cookie (:mod:`flagport_server.ui.session`), checked
+by :func:`ui_guard` against the live tokens on every request; the admin API never reads that
+cookie (its guard reads token headers only). Every POST carries a CSRF token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from litestar import Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie, State
+from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, QueryParameter
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, ServerSentEvent, Template
+from litestar.template import TemplateConfig
+from markupsafe import escape
+
+from flagport_server.auth import (
+    ADMIN,
+    PUBLIC,
+    VIEWER,
+    Actor,
+    refused_login,
+    requires,
+    token_by_id,
+    token_record,
+)
+from flagport_server.errors import Forbidden, InvalidInput, ServerError, SignInNeeded
+from flagport_server.http_errors import UI_EXCEPTION_HANDLERS
+from flagport_server.operations import Operations
+from flagport_server.rate_limit import TrustedProxies
+from flagport_server.routes.feeds import STREAM_RETRY_AFTER, OpenStreams
+from flagport_server.runtime import Runtime
+from flagport_server.services import AdminService
+from flagport_server.settings import Settings, is_loopback
+from flagport_server.stores.base import TokenRecord
+from flagport_server.ui.policy import SECURITY_HEADERS
+from flagport_server.ui.session import (
+    PRESESSION_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    SessionError,
+    csrf_matches,
+    csrf_token,
+    mint_session,
+    new_nonce,
+    session_token_id,
+)
+from flagport_server.ui.views import flag_tree, monitor_view
+from flagport_server.wire.fields import Reason, validation_problem
+
+__all__ = ["UI_BODY_LIMIT", "ui_router", "ui_template_config"]
+
+log = logging.getLogger("flagport.server")
+
+HERE = Path(__file__).resolve().parent
+#: A UI form is a few short fields.
+UI_BODY_LIMIT: Final = 8 * 1024
+#: Seconds between two monitor fragments when nothing changed (the page's heartbeat: a page
+#: that hears nothing for three of them says it lost the server).
+MONITOR_HEARTBEAT_S: Final = 5.0
+#: The UI's role opt (``viewer``: any signed-in token, ``admin``: admin tokens only).
+_UI_ROLE_OPT: Final = "flagport_ui_role"
+_STATIC: Final = {
+    "ui.css": ((HERE / "static" / "ui.css").read_bytes(), "text/css; charset=utf-8"),
+    "monitor.js": ((HERE / "static" / "monitor.js").read_bytes(), "text/javascript"),
+}
+
+Admin = NamedDependency[AdminService]
+Operation = NamedDependency[Operations]
+UiRequest = Request[Any, Any, State]
+
+
+def ui_template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    """Jinja2 with autoescaping on for every template (keys, descriptions and reasons are
+    untrusted text) and undefined names an error, not an empty string."""
+    environment = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+    )
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
+
+
+class UiUser(msgspec.Struct, frozen=True):
+    """Who is signed in: the live token, the session and its forms' CSRF token."""
+
+    token: TokenRecord
+    session: str
+    csrf: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.token.scope == ADMIN
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.token.name, self.token.id)
+
+
+def _secret(connection: ASGIConnection[Any, Any, Any, Any]) -> bytes:
+    runtime: Runtime = connection.app.state.runtime
+    served = runtime.served
+    if served is None or served.ticket_key is None:
+        raise ServerError(
+            "the admin UI needs the store's server secret, which this worker could not read: "
+            "see /readyz"
+        )
+    return served.ticket_key
+
+
+def _signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> UiUser:
+    """The signed-in user, re-checked against the live tokens; :class:`SignInNeeded`."""
+    path = connection.scope["path"]
+    value = connection.cookies.get(SESSION_COOKIE)
+    if not value:
+        raise SignInNeeded("sign in to continue", path)
+    secret = _secret(connection)
+    try:
+        token_id = session_token_id(secret, value, time.time())
+    except SessionError as bad:
+        raise SignInNeeded(f"{bad}: sign in again", path) from None
+    runtime: Runtime = connection.app.state.runtime
+    record = token_by_id(runtime, token_id)
+    if record is None or record.scope not in (ADMIN, VIEWER):
+        raise SignInNeeded("the token of this session was revoked: sign in again", path)
+    return UiUser(record, value, csrf_token(secret, value))
+
+
+async def ui_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """The UI pages' guard: a valid session, and an admin token for the routes that change
+    something (a viewer's POST is refused with 403, nothing changed)."""
+    role = handler.opt.get(_UI_ROLE_OPT)
+    if role is None:
+        return
+    user = _signed_in(connection)
+    if role == ADMIN and not user.is_admin:
+        raise Forbidden(
+            f"token {user.token.name!r} has the {user.token.scope} scope: only an admin "
+            "token may change flags"
+        )
+    connection.state.ui_user = user
+
+
+def _ui(role: Literal["viewer", "admin"] | None) -> dict[str, Any]:
+    """A UI route's opts: the admin API's scope model sees it as public (it takes no token
+    header: :func:`ui_guard` reads the session), the UI's own role says who may use it."""
+    return {**requires(PUBLIC), _UI_ROLE_OPT: role}
+
+
+def _user(request: UiRequest) -> UiUser:
+    user: UiUser = request.state.ui_user
+    return user
+
+
+def _over_https(request: UiRequest) -> bool:
+    """Whether the browser's connection is HTTPS: this server's TLS, or a trusted proxy
+    (``--trusted-proxy``) that terminated it and says so in ``X-Forwarded-Proto``."""
+    if request.url.scheme == "https":
+        return True
+    runtime: Runtime = request.app.state.runtime
+    proxies = TrustedProxies(runtime.settings.trusted_proxies)
+    peer = request.client.host if request.client is not None else ""
+    forwarded = request.headers.get("x-forwarded-proto", "")
+    return forwarded.strip().lower() == "https" and proxies.trusts(peer)
+
+
+def _plain_http_refusal(settings: Settings, https: bool) -> str | None:
+    """Why a sign-in may not be made here: a token over plain HTTP off loopback."""
+    if https or settings.uds is not None or is_loopback(settings.host):
+        return None
+    return (
+        f"sign-in is refused over plain HTTP on {settings.host}: the token would cross the "
+        "network in cleartext. Serve HTTPS (flags serve --tls-cert/--tls-key), or bind to "
+        "127.0.0.1 behind a TLS-terminating proxy (README: the admin UI behind Nginx)"
+    )
+
+
+def _safe_next(value: str | None) -> str:
+    """Where to go after signing in: a UI path of this server, else the flags page."""
+    if value and value.startswith("/ui/") and "//" not in value and "\\" not in value:
+        return value[:512]
+    return "/ui/flags"
+
+
+async def _form(request: UiRequest, kind: type[Any]) -> Any:
+    """The form's fields converted strictly to ``kind`` (unknown fields refused, each field
+    bounded), :class:`InvalidInput` naming the field."""
+    form = await request.form()
+    fields = {name: form.get(name) for name in form}
+    try:
+        return msgspec.convert(fields, type=kind, strict=True)
+    except msgspec.ValidationError as error:
+        raise InvalidInput(*validation_problem(str(error))) from None
+
+
+Csrf = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class SignInForm(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    csrf: Csrf
+    next: Annotated[str, msgspec.Meta(max_length=512)] = "/ui/flags"
+
+
+class PostForm(msgspec.Struct, forbid_unknown_fields=True):
+    csrf: Csrf
+
+
+class KillForm(msgspec.Struct, forbid_unknown_fields=True):
+    csrf: Csrf
+    reason: Reason | None = None
+    back: Literal["flags", "deployment-monitor"] = "flags"
+
+
+def _check_csrf(request: UiRequest, binding: str | None, presented: str) -> None:
+    if not csrf_matches(_secret(request), binding, presented):
+        raise Forbidden(
+            "the form's CSRF token is missing or wrong (the page is stale, or another site "
+            "sent it): nothing was changed; reload the page and try again"
+        )
+
+
+def _page(name: str, request: UiRequest, status: int = 200, **context: Any) -> Template:
+    user = getattr(request.state, "ui_user", None)
+    return Template(
+        template_name=name,
+        context={"user": user, "path": request.url.path, **context},
+        status_code=status,
+    )
+
+
+@get("/", opt=_ui(None), include_in_schema=False)
+async def ui_home() -> Redirect:
+    return Redirect("/ui/deployment-monitor", status_code=303)
+
+
+@get("/static/{name:str}", opt=_ui(None), include_in_schema=False)
+async def ui_static(name: FromPath[str]) -> Response[bytes]:
+    found = _STATIC.get(name)
+    if found is None:
+        return Response(b"not found", status_code=404, media_type="text/plain")
+    return Response(found[0], media_type=found[1], headers={"Cache-Control": "max-age=300"})
+
+
+@get("/sign-in", opt=_ui(None), include_in_schema=False)
+async def sign_in_page(
+    request: UiRequest,
+    next_path: Annotated[
+        str | None, QueryParameter(name="next", required=False, max_length=512)
+    ] = None,
+) -> Template:
+    nonce = request.cookies.get(PRESESSION_COOKIE) or new_nonce()
+    runtime: Runtime = request.app.state.runtime
+    template = _page(
+        "sign_in.html",
+        request,
+        csrf=csrf_token(_secret(request), nonce),
+        next=_safe_next(next_path),
+        problem=_plain_http_refusal(runtime.settings, _over_https(request)),
+    )
+    template.cookies.append(_cookie(request, PRESESSION_COOKIE, nonce, 3600))
+    return template
+
+
+def _cookie(request: UiRequest, name: str, value: str, max_age: int) -> Cookie:
+    runtime: Runtime = request.app.state.runtime
+    return Cookie(
+        key=name,
+        value=value,
+        max_age=max_age,
+        path="/ui",
+        secure=_over_https(request) or runtime.settings.tls_cert is not None,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+@post("/sign-in", opt=_ui(None), include_in_schema=False)
+async def sign_in(request: UiRequest) -> Response[Any]:
+    runtime: Runtime = request.app.state.runtime
+    refusal = _plain_http_refusal(runtime.settings, _over_https(request))
+    if refusal is not None:
+        raise Forbidden(refusal)
+    form: SignInForm = await _form(request, SignInForm)
+    _check_csrf(request, request.cookies.get(PRESESSION_COOKIE), form.csrf)
+    record = token_record(runtime, form.token)
+    if record is None:
+        raise refused_login(request, "unknown or revoked token (admin UI sign-in)")
+    if record.scope not in (ADMIN, VIEWER):
+        raise Forbidden(
+            f"token {record.name!r} has the {record.scope} scope: the admin UI takes an admin "
+            "or a viewer token"
+        )
+    expires = int(time.time()) + SESSION_SECONDS
+    session = mint_session(_secret(request), record.id, expires)
+    log.info("admin UI: %s signed in (token %s)", record.name, record.id)
+    response: Response[Any] = Redirect(_safe_next(form.next), status_code=303)
+    response.cookies.append(_cookie(request, SESSION_COOKIE, session, SESSION_SECONDS))
+    response.cookies.append(_cookie(request, PRESESSION_COOKIE, "", 0))
+    return response
+
+
+@post("/sign-out", opt=_ui(VIEWER), include_in_schema=False)
+async def sign_out(request: UiRequest) -> Response[Any]:
+    form: PostForm = await _form(request, PostForm)
+    user = _user(request)
+    _check_csrf(request, user.session, form.csrf)
+    response: Response[Any] = Redirect("/ui/sign-in", status_code=303)
+    response.cookies.append(_cookie(request, SESSION_COOKIE, "", 0))
+    return response
+
+
+@get("/flags", opt=_ui(VIEWER), include_in_schema=False)
+async def flags_page(request: UiRequest, admin: Admin) -> Template:
+    state = await admin.state()
+    return _page(
+        "flags.html",
+        request,
+        tree=flag_tree(state.document.flags),
+        count=len(state.document.flags),
+        unreadable=state.unreadable_flags,
+    )
+
+
+@post("/flags/{key:str}/disable", opt=_ui(ADMIN), include_in_schema=False)
+async def kill_switch(key: FromPath[str], request: UiRequest, admin: Admin) -> Redirect:
+    """The kill switch: the admin service's disable (validated, audited, propagated)."""
+    user = _user(request)
+    form: KillForm = await _form(request, KillForm)
+    _check_csrf(request, user.session, form.csrf)
+    await admin.disable([key], user.actor, form.reason)
+    return Redirect(f"/ui/{form.back}", status_code=303)
+
+
+@get("/deployment-monitor", opt=_ui(VIEWER), include_in_schema=False)
+async def monitor_page(request: UiRequest, admin: Admin, operations: Operation) -> Template:
+    view = await monitor_view(admin, operations)
+    return _page("monitor.html", request, view=view, heartbeat=MONITOR_HEARTBEAT_S)
+
+
+@get("/deployment-monitor/events", opt=_ui(VIEWER), include_in_schema=False)
+async def monitor_events(
+    request: UiRequest, admin: Admin, operations: Operation
+) -> ServerSentEvent | Response[bytes]:
+    """The monitor's body as HTML fragments: one as soon as the served snapshot changes
+    (the runtime's change notification, as the change stream's), else one every
+    :data:`MONITOR_HEARTBEAT_S` (guard readings move without a change). A monitor is one of
+    the worker's open streams (``--max-streams``; ended when the worker is told to stop, or
+    a graceful stop would wait for it). The session is checked before each fragment: a
+    revoked token ends the stream."""
+    runtime: Runtime = request.app.state.runtime
+    streams: OpenStreams = request.app.state.open_streams
+    if streams.full:
+        return Response(
+            b"too many streams open on this worker; the page retries",
+            status_code=503,
+            media_type="text/plain",
+            headers={"Retry-After": STREAM_RETRY_AFTER},
+        )
+    engine = request.app.template_engine
+    assert engine is not None
+    template = engine.get_template("_monitor_body.html")
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    unsubscribe = runtime.subscribe(queue.put_nowait)
+    streams.queues.add(queue)
+
+    def release() -> None:
+        streams.queues.discard(queue)
+        with contextlib.suppress(ValueError):
+            unsubscribe()
+
+    async def fragments() -> AsyncIterator[str]:
+        try:
+            while not streams.stopping:
+                try:
+                    user = _signed_in(request)
+                except SignInNeeded:
+                    return  # the page's next load signs in again
+                try:
+                    view = await monitor_view(admin, operations)
+                except ServerError as error:  # the store is down: say so, keep the stream
+                    yield f'<p class="problem" role="alert">{escape(error.detail)}</p>'
+                else:
+                    yield template.render(view=view, user=user, path="/ui/deployment-monitor")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(queue.get(), MONITOR_HEARTBEAT_S)
+                while not queue.empty():  # a burst of changes is one fragment
+                    queue.get_nowait()
+        finally:
+            release()
+
+    stream = fragments()
+    # A client gone before the stream starts leaves a generator never iterated.
+    weakref.finalize(stream, release)
+    return ServerSentEvent(
+        stream, event_type="monitor", headers={"X-Accel-Buffering": "no"}, retry_duration=2000
+    )
+
+
+def _security_headers(response: Response[Any]) -> Response[Any]:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+ui_router = Router(
+    path="/ui",
+    guards=[ui_guard],
+    after_request=_security_headers,
+    exception_handlers=UI_EXCEPTION_HANDLERS,
+    request_max_body_size=UI_BODY_LIMIT,
+    include_in_schema=False,
+    route_handlers=[
+        ui_home,
+        ui_static,
+        sign_in_page,
+        sign_in,
+        sign_out,
+        flags_page,
+        kill_switch,
+        monitor_page,
+        monitor_events,
+    ],
+)

@@ -1,0 +1,126 @@
+"""What the admin UI's pages show, built from the admin services (no rule of its own: the
+flags come from :class:`~flagport_server.services.AdminService`, the plans and their guard
+readings from :class:`~flagport_server.plans.PlanService`, health from
+:class:`~flagport_server.operations.Operations`)."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from flagport.engine import Flag
+from flagport.rollout.outcomes import WindowReading
+from flagport_server.operations import Operations
+from flagport_server.services import AdminService
+from flagport_server.stores.base import AuditEntry, AuditQuery
+from flagport_server.wire.admin_v1 import PlanView
+
+__all__ = ["COHORT_WINDOW_S", "FlagNode", "MonitorView", "flag_tree", "monitor_view"]
+
+#: The monitor shows the flags changed this long ago at most (besides those under a plan).
+RECENT_S: Final = 24 * 3600
+#: Audit entries the monitor reads (the last day's, newest first) and shows per flag.
+_AUDIT_READ: Final = 500
+_ACTIONS_SHOWN: Final = 5
+#: The window of the monitor's cohort table (the guards' usual window).
+COHORT_WINDOW_S: Final = 300
+#: Plans shown whenever their flag changed: those not finished.
+_LIVE_PLANS: Final = frozenset({"scheduled", "running", "paused"})
+
+
+@dataclass
+class FlagNode:
+    """One segment of a dotted key: its flag, if one has that key, and its children."""
+
+    name: str
+    key: str
+    flag: Flag | None = None
+    children: dict[str, FlagNode] = field(default_factory=dict)
+
+
+def flag_tree(flags: dict[str, Flag]) -> list[FlagNode]:
+    """The flags as a tree by their dotted keys (``a.b`` under ``a``), sorted by key."""
+    root = FlagNode("", "")
+    for key in sorted(flags):
+        node = root
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            child_key = ".".join(parts[: depth + 1])
+            node = node.children.setdefault(part, FlagNode(part, child_key))
+        node.flag = flags[key]
+    return list(root.children.values())
+
+
+@dataclass
+class MonitoredFlag:
+    key: str
+    flag: Flag
+    plan: PlanView | None
+    actions: list[AuditEntry]
+    #: Treatment and control over the last :data:`COHORT_WINDOW_S` (a plan not finished).
+    cohorts: WindowReading | None = None
+
+
+@dataclass
+class MonitorView:
+    flags: list[MonitoredFlag]
+    readiness: dict[str, Any]
+    ready: bool
+    driver_missing_s: float | None
+    driver_holding: bool
+    workers: list[Any]
+    at: str
+    cohort_window: int = COHORT_WINDOW_S
+
+
+def _iso(moment: float) -> str:
+    return (
+        datetime.datetime.fromtimestamp(moment, datetime.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
+
+
+async def monitor_view(admin: AdminService, operations: Operations) -> MonitorView:
+    """The flags under a plan not finished or changed in the last :data:`RECENT_S`, each
+    with its plan's readings (cohort sizes and values per guard) and last actions; the
+    store's, the workers' and the driver's health."""
+    now = time.time()
+    since = _iso(now - RECENT_S)
+    state = await admin.state()
+    plans = {view.key: view for view in (await admin.plans.list()).plans}
+    entries = await admin.audit(AuditQuery(since=since, limit=_AUDIT_READ))
+    actions: dict[str, list[AuditEntry]] = {}
+    for entry in entries:
+        if entry.kind == "flag":
+            shown = actions.setdefault(entry.key, [])
+            if len(shown) < _ACTIONS_SHOWN:
+                shown.append(entry)
+    keys = {k for k, view in plans.items() if view.status in _LIVE_PLANS}
+    keys |= set(actions)
+    keys |= {k for k, f in state.document.flags.items() if (f.updated_at or "") >= since}
+    monitored = []
+    for key in sorted(keys):
+        if key not in state.document.flags:
+            continue
+        plan = plans.get(key)
+        live = plan is not None and plan.status in _LIVE_PLANS
+        cohorts = await admin.plans.cohorts(key, COHORT_WINDOW_S) if live else None
+        monitored.append(
+            MonitoredFlag(key, state.document.flags[key], plan, actions.get(key, []), cohorts)
+        )
+    readiness, status = operations.readiness()
+    version = readiness.get("snapshot", {}).get("version", 0)
+    propagation = await admin.propagation(version)
+    driver = operations.driver
+    return MonitorView(
+        flags=monitored,
+        readiness=readiness,
+        ready=status == 200,
+        driver_missing_s=operations.driver_missing(),
+        driver_holding=bool(driver is not None and driver.holding),
+        workers=list(propagation.workers),
+        at=_iso(now),
+    )

@@ -24,10 +24,14 @@ sync: $(UV)
 run: sync
 	$(RUN) flags serve --seed examples/portal-flags.yaml $(ARGS)
 
-## make test: every test (benchmarks run once for correctness)
+## make test: every test (benchmarks run once for correctness), in TEST_WORKERS processes: most
+## tests wait on the servers, Redis, PHP-FPM and browsers they start, so three share two cores
+## well; a test file runs in one process (its module fixtures are shared). TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 3
+TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 test: sync
 	$(COMPILE_OWN)
-	$(RUN) pytest --benchmark-disable $(ARGS)
+	$(RUN) pytest --benchmark-disable $(TEST_PARALLEL) --durations=15 $(ARGS)
 
 lint: sync
 	$(RUN) ruff check .

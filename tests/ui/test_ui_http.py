@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -383,3 +384,50 @@ def test_the_cookie_is_secure_when_a_trusted_proxy_terminated_tls(
             c for c in answer.headers.get_list("set-cookie") if c.startswith("fp_session=")
         )
         assert ("secure" in cookie.lower().split("; ")) is secure
+
+
+#: The UI routes anyone may open: the sign-in form, its redirect and the stylesheet/script.
+PUBLIC_UI = {"GET /ui", "GET /ui/static/{name:str}", "GET /ui/sign-in", "POST /ui/sign-in"}
+
+
+def test_every_other_ui_route_needs_a_session(tmp_path: Path) -> None:
+    """Whatever route a later change adds under /ui, without a session it is sent to sign-in
+    (a page) or refused (a change), and nothing changes."""
+    admin_token = "ui-routes-admin-token-0123456789abcdef"
+    settings = Settings(
+        store_url=f"sqlite:///{tmp_path / 'flagport.db'}",
+        seed_file=str(PORTAL_FLAGS),
+        admin_token=admin_token,
+        driver=False,
+    )
+    app = create_app(settings)
+    routes = {
+        f"{method} {route.path}"
+        for route in app.routes
+        if route.path == "/ui" or route.path.startswith("/ui/")
+        for method in route.methods - {"HEAD", "OPTIONS"}
+    }
+    assert routes >= PUBLIC_UI, routes
+    guarded = sorted(routes - PUBLIC_UI)
+    assert "POST /ui/flags/{key:str}/disable" in guarded
+    with _in_process(app) as client:
+        for label in guarded:
+            method, path = label.split(" ")
+            answer = client.request(method, path.replace("{key:str}", KEY), follow_redirects=False)
+            if method == "GET":
+                assert answer.status_code == 303, (label, answer.status_code)
+                assert answer.headers["location"].startswith("/ui/sign-in"), label
+            else:
+                assert answer.status_code in (303, 403), (label, answer.status_code)
+        flag = client.get(
+            f"/admin/v1/flags/{KEY}", headers={"Authorization": f"Bearer {admin_token}"}
+        )
+        assert flag.json()["enabled"] is True  # the disable above changed nothing
+
+
+@contextmanager
+def _in_process(app: Any) -> Iterator[Any]:
+    from litestar.testing import TestClient
+
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.tools import require_tool
+from tests.support.tools import REPO_ROOT, require_tool
 
 __all__ = [
     "RETURNING_USERS",
@@ -179,3 +179,16 @@ def wrk(
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+#: Where the benchmarks that keep a log of their runs append them.
+RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
+
+
+def append_to_results(heading: str, introduction: str, report: str) -> None:
+    """Append ``report`` to benchmarks/RESULTS.md, first adding ``heading`` and its
+    ``introduction`` at the end when the file has no such section yet."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if heading not in text:
+        text = text.rstrip("\n") + "\n\n" + heading + "\n\n" + introduction + "\n"
+    RESULTS.write_text(text.rstrip("\n") + "\n" + report)

@@ -29,13 +29,13 @@ from typing import Any
 
 import pytest
 
+from benchmarks._load import append_to_results
 from tests.php.fcgi import FastCGIClient
 from tests.php.fpm import FpmPool, fpm_pool
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server
 from tests.support.tools import REPO_ROOT, require_tool
 
 PAGE = str(REPO_ROOT / "php-bridge" / "tests" / "fpm" / "bridge.php")
-RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
 HEADING = "## PHP bridge (issue 7)"
 #: Budgets (p50, p99) in ms: issue 16 for the Unix socket, issue 7 for the open circuit.
 BUDGETS: dict[str, tuple[float | None, float | None]] = {
@@ -225,20 +225,13 @@ def test_bridge_cost_per_fpm_request(setup: dict[str, Any], request: Any, benchm
         ]
     )
     print(report)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if HEADING not in text:
-        text = (
-            text.rstrip("\n")
-            + "\n\n"
-            + HEADING
-            + "\n\n"
-            + (
-                "Added time per PHP-FPM request (docs/spec.md section 11, issue 7 budgets: Unix "
-                "socket p50 <= 1 ms, p99 <= 2 ms; circuit open p50 <= 0.05 ms). Command and "
-                "method in each run below; `benchmarks/test_php_bridge.py` writes them.\n"
-            )
-        )
-    RESULTS.write_text(text.rstrip("\n") + "\n" + report)
+    append_to_results(
+        HEADING,
+        "Added time per PHP-FPM request (docs/spec.md section 11, issue 7 budgets: Unix "
+        "socket p50 <= 1 ms, p99 <= 2 ms; circuit open p50 <= 0.05 ms). Command and "
+        "method in each run below; `benchmarks/test_php_bridge.py` writes them.",
+        report,
+    )
     # Loose regression guards (shared, noisy machines): 3x the issue-7 budgets, and the persistent
     # connection not clearly slower than curl in the same run (medians of a noisy server; the
     # paired test below is the sharper check).
@@ -280,6 +273,6 @@ def test_transports_paired_on_one_socket(
         f"{figures['saved_p50']:.0f} µs saved per request by the persistent connection.\n"
     )
     print(line)
-    RESULTS.write_text(RESULTS.read_text().rstrip("\n") + "\n" + line)
+    append_to_results(HEADING, "", line)
     # The persistent connection must not be slower than a new one (loose: noisy machines).
     assert figures["saved_p50"] > -50, figures

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks._load import append_to_results
 from tests.php.fcgi import FastCGIClient
 from tests.php.fpm import FpmPool, fpm_pool
 from tests.support.server import PORTAL_FLAGS, running_server, wait_until
@@ -42,7 +43,6 @@ from tests.support.tools import REPO_ROOT, require_path, require_tool
 FPM_DIR = REPO_ROOT / "php-bridge" / "tests" / "fpm"
 APP = str(FPM_DIR / "laravel.php")
 BUSY = str(FPM_DIR / "busy.php")
-RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
 HEADING = "## PHP outcome reporting (issue 17)"
 #: Budgets (ms): client wait added (medians), FPM busy time added (p50).
 WAIT_BUDGET = 0.05
@@ -209,18 +209,13 @@ def test_outcome_middleware_cost_per_fpm_request(
         ]
     )
     print(report)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if HEADING not in text:
-        text = (
-            text.rstrip("\n")
-            + "\n\n"
-            + HEADING
-            + "\n\n"
-            + "What the Laravel outcome middleware adds per PHP-FPM request (issue 17: client "
-            "wait <= 0.05 ms, FPM busy time <= 0.1 ms p50, the batch post amortised). "
-            "`benchmarks/test_php_outcomes.py` writes each run.\n"
-        )
-    RESULTS.write_text(text.rstrip("\n") + "\n" + report)
+    append_to_results(
+        HEADING,
+        "What the Laravel outcome middleware adds per PHP-FPM request (issue 17: client "
+        "wait <= 0.05 ms, FPM busy time <= 0.1 ms p50, the batch post amortised). "
+        "`benchmarks/test_php_outcomes.py` writes each run.",
+        report,
+    )
     # Loose regression guards (shared, noisy machines): 3x the budgets.
     assert wait_added <= 3 * WAIT_BUDGET, rows
     assert busy_added <= 3 * BUSY_BUDGET, rows

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def flags(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Flags:
     return Flags(server, tmp_path_factory.mktemp("cwd"))
+
+
+def plan_view(flags: Flags, key: str) -> dict[str, Any]:
+    """The rollout plan on ``key`` as the admin API shows it (``flags rollout status``'s)."""
+    with flags.server.admin() as admin:
+        answer = admin.get(f"/admin/v1/rollouts/{key}")
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found

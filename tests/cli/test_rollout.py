@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from flagport_cli._errors import UsageProblem
 from flagport_cli.main import cli
-from tests.cli.conftest import Flags
+from tests.cli.conftest import Flags, plan_view
 from tests.support.server import ADMIN_TOKEN, PORTAL_FLAGS, RunningServer, running_server
 
 
@@ -33,14 +33,6 @@ def plans(flags: Flags) -> list[dict[str, Any]]:
     return body
 
 
-def view(flags: Flags, key: str) -> dict[str, Any]:
-    with flags.server.admin() as admin:
-        answer = admin.get(f"/admin/v1/rollouts/{key}")
-    assert answer.status_code == 200, answer.text
-    found: dict[str, Any] = answer.json()
-    return found
-
-
 def flag(flags: Flags, key: str) -> dict[str, Any]:
     with flags.server.admin() as admin:
         found: dict[str, Any] = admin.get(f"/admin/v1/flags/{key}").json()
@@ -50,7 +42,7 @@ def flag(flags: Flags, key: str) -> dict[str, Any]:
 def wait_for(flags: Flags, key: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        found = view(flags, key)
+        found = plan_view(flags, key)
         if found["status"] == status or time.monotonic() > deadline:
             assert found["status"] == status, found
             return found
@@ -137,9 +129,9 @@ def test_a_plan_runs_a_person_pauses_it_resume_and_abort(flags: Flags) -> None:
     # A child's change does not touch the parent's plan; the parent's own change pauses it.
     with flags.server.admin() as admin:
         admin.post("/admin/v1/flags/ui-improvements.dropdown-fixes/enable", json={})
-    assert view(flags, key)["status"] == "running"
+    assert plan_view(flags, key)["status"] == "running"
     flags.ok("enable", key, "--percentage", "20")
-    paused = view(flags, key)
+    paused = plan_view(flags, key)
     assert paused["status"] == "paused"
     assert paused["plan"]["reason"] == f"flag {key!r} changed by admin"
     with flags.server.admin() as admin:
@@ -153,7 +145,7 @@ def test_a_plan_runs_a_person_pauses_it_resume_and_abort(flags: Flags) -> None:
     wrong = flags("rollout", "resume", key)
     assert (wrong.code, "running" in wrong.err) == (1, True), str(wrong)
     flags.ok("rollout", "abort", key, "--rollback", "--reason", "not today")
-    assert view(flags, key)["status"] == "aborted"
+    assert plan_view(flags, key)["status"] == "aborted"
     assert not flag(flags, key)["enabled"]
 
 
@@ -162,7 +154,7 @@ def test_a_change_to_a_prerequisite_or_ancestor_pauses_the_plan(flags: Flags) ->
     flags.ok("rollout", "start", key, "--steps", "100", "--hold", "1h")
     wait_for(flags, key, "running")
     flags.ok("disable", "performance-monitoring")
-    paused = view(flags, key)
+    paused = plan_view(flags, key)
     assert paused["status"] == "paused"
     assert "ancestor 'performance-monitoring'" in paused["plan"]["reason"]
     # Deleting the plan's flag aborts the plan.

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.cli.conftest import Flags
+from tests.cli.conftest import Flags, plan_view
 from tests.support.server import (
     PORTAL_FLAGS,
     RunningServer,
@@ -116,14 +116,6 @@ def prometheus(server: RunningServer, prometheus_started: str) -> str:
     return prometheus_started
 
 
-def view(flags: Flags, key: str) -> dict[str, Any]:
-    with flags.server.admin() as admin:
-        answer = admin.get(f"/admin/v1/rollouts/{key}")
-    assert answer.status_code == 200, answer.text
-    found: dict[str, Any] = answer.json()
-    return found
-
-
 def no_plan(flags: Flags, key: str) -> bool:
     with flags.server.admin() as admin:
         return admin.get(f"/admin/v1/rollouts/{key}").status_code == 404
@@ -145,8 +137,8 @@ def test_a_promql_guard_passes_then_breaches_and_the_plan_rolls_back(
         "--guard", GUARD, "--prometheus", prometheus + "/",
     )  # fmt: skip
     # The guard passes (Prometheus answers 0.01): the plan advances past its first step.
-    assert wait_until(lambda: view(flags, key)["step"] >= 2, timeout=10, interval=0.2)
-    passing = view(flags, key)
+    assert wait_until(lambda: plan_view(flags, key)["step"] >= 2, timeout=10, interval=0.2)
+    passing = plan_view(flags, key)
     assert passing["plan"]["spec"]["prometheus_url"] == prometheus
     assert passing["guards"][0]["verdict"] == "pass", passing["guards"]
     assert passing["guards"][0]["evidence"]["value"] == pytest.approx(0.01)
@@ -155,8 +147,8 @@ def test_a_promql_guard_passes_then_breaches_and_the_plan_rolls_back(
     assert "pass" in shown
     # The target turns bad: the driver rolls back by itself (the kill switch).
     Target.values[(key, variant)] = 0.5
-    assert wait_until(lambda: view(flags, key)["status"] == "paused", timeout=10, interval=0.2)
-    after = view(flags, key)
+    assert wait_until(lambda: plan_view(flags, key)["status"] == "paused", timeout=10, interval=0.2)
+    after = plan_view(flags, key)
     assert after["percentage"] is None
     assert after["plan"]["actor"] == "driver"
     with flags.server.admin() as admin:
@@ -174,7 +166,7 @@ def test_no_data_is_not_enough_data_with_the_reason(flags: Flags, prometheus: st
     flags.ok("rollout", "start", key, "--hold", "1s", "--guard", guard, "--prometheus", prometheus)
 
     def extended() -> bool:
-        found = view(flags, key)
+        found = plan_view(flags, key)
         return (
             found["decision"] == "extend-hold"
             and found["guards"][0]["evidence"].get("note") == "no data"
@@ -182,7 +174,7 @@ def test_no_data_is_not_enough_data_with_the_reason(flags: Flags, prometheus: st
 
     # Past its hold, the plan stays at its first step: no data is not a pass.
     assert wait_until(extended, timeout=10, interval=0.2)
-    found = view(flags, key)
+    found = plan_view(flags, key)
     assert found["guards"][0]["verdict"] == "not enough data"
     assert found["step"] == 1
     assert "not enough data (no data)" in flags.ok("rollout", "status", key).out

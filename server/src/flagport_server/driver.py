@@ -55,6 +55,7 @@ from flagport_server.plans import (
     promql_queries,
     transition_commit,
 )
+from flagport_server.probes import Probes
 from flagport_server.prometheus import PromqlQueries
 from flagport_server.stores.base import Store, StoreState
 
@@ -110,57 +111,42 @@ def health_failed(status: int | None, body: bytes) -> bool:
     return False
 
 
-class HealthPolls:
+class HealthPolls(Probes[str, int]):
     """Consecutive failed polls per health URL, each polled at its interval in a task of
     its own (a slow URL never holds the decisions up)."""
 
     def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self._client = client
-        self.failures: dict[str, int] = {}
-        self._next: dict[str, float] = {}
-        self._tasks: dict[str, asyncio.Task[bool]] = {}
+        super().__init__(client, _health_client)
+
+    @property
+    def failures(self) -> dict[str, int]:
+        return self.results
 
     def failures_of(self, url: str) -> int | None:
         """Consecutive failed polls of ``url`` (None: not polled yet)."""
-        return self.failures.get(url)
+        return self.result_of(url)
 
     def due(self, url: str, interval: float, now: float) -> None:
         """Start a poll of ``url`` if its interval has passed and none is under way."""
-        if now < self._next.get(url, -math.inf) or url in self._tasks:
-            return
-        self._next[url] = now + interval
-        task = asyncio.get_running_loop().create_task(self.poll(url))
-        self._tasks[url] = task
-        task.add_done_callback(lambda _: self._tasks.pop(url, None))
+        self.start_if_due(url, interval, now, lambda: self.poll(url))
 
     async def poll(self, url: str) -> bool:
         """Poll ``url`` once and count the result; whether it failed."""
         import httpx
 
-        client = self._client
-        if client is None:
-            client = self._client = httpx.AsyncClient(
-                timeout=HEALTH_TIMEOUT, follow_redirects=False
-            )
         try:
-            response = await client.get(url)
+            response = await self.client.get(url)
             failed = health_failed(response.status_code, response.content)
         except (httpx.HTTPError, OSError):
             failed = True
-        self.failures[url] = self.failures.get(url, 0) + 1 if failed else 0
+        self.results[url] = self.results.get(url, 0) + 1 if failed else 0
         return failed
 
-    def forget(self, keep: set[str]) -> None:
-        for url in [u for u in self.failures if u not in keep]:
-            self.failures.pop(url, None)
-            self._next.pop(url, None)
 
-    async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+def _health_client() -> httpx.AsyncClient:
+    import httpx
+
+    return httpx.AsyncClient(timeout=HEALTH_TIMEOUT, follow_redirects=False)
 
 
 class Driver:

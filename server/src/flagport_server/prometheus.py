@@ -8,12 +8,12 @@ core's (:mod:`flagport.rollout.promql`)."""
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from flagport.rollout.errors import PrometheusError
 from flagport.rollout.promql import PromqlReading, query_url, read_answer
+from flagport_server.probes import Probes
 
 if TYPE_CHECKING:  # httpx takes a while to import: only a worker that queries loads it
     import httpx
@@ -58,50 +58,31 @@ async def check_queries(base: str, queries: Iterable[str]) -> None:
         await asyncio.gather(*(ask(client, base, query) for query in queries))
 
 
-class PromqlQueries:
+class PromqlQueries(Probes[tuple[str, str], PromqlReading]):
     """The last reading of each (Prometheus URL, substituted query), each queried in a task
     of its own every :data:`QUERY_EVERY` seconds at most, one in flight at a time. An error
     or a timeout is a reading without a value, its reason in the note."""
 
     def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self._client = client
-        self.readings: dict[tuple[str, str], PromqlReading] = {}
-        self._next: dict[tuple[str, str], float] = {}
-        self._tasks: dict[tuple[str, str], asyncio.Task[PromqlReading]] = {}
+        super().__init__(client, _client)
+
+    @property
+    def readings(self) -> dict[tuple[str, str], PromqlReading]:
+        return self.results
 
     def reading_of(self, base: str, query: str) -> PromqlReading | None:
         """The last reading of ``query`` (None: this worker has not queried it yet)."""
-        return self.readings.get((base, query))
+        return self.result_of((base, query))
 
     def due(self, base: str, query: str, now: float) -> None:
         """Start a query if its interval has passed and none is under way."""
-        key = (base, query)
-        if now < self._next.get(key, -math.inf) or key in self._tasks:
-            return
-        self._next[key] = now + QUERY_EVERY
-        task = asyncio.get_running_loop().create_task(self.query(base, query))
-        self._tasks[key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(key, None))
+        self.start_if_due((base, query), QUERY_EVERY, now, lambda: self.query(base, query))
 
     async def query(self, base: str, query: str) -> PromqlReading:
         """Query once and keep the reading."""
-        if self._client is None:
-            self._client = _client()
         try:
-            reading = await ask(self._client, base, query)
+            reading = await ask(self.client, base, query)
         except PrometheusError as error:
             reading = PromqlReading(None, str(error))
-        self.readings[(base, query)] = reading
+        self.results[(base, query)] = reading
         return reading
-
-    def forget(self, keep: set[tuple[str, str]]) -> None:
-        for key in [k for k in self.readings if k not in keep]:
-            self.readings.pop(key, None)
-            self._next.pop(key, None)
-
-    async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None

@@ -16,7 +16,6 @@ unit suite.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -33,12 +32,12 @@ import httpx
 import pytest
 
 from flagport.rollout import limits
-from flagport.rollout.outcomes import Cohort, Totals, bucket_of, minute_of, series_key
+from flagport.rollout.outcomes import Cohort, bucket_of, series_key
 from flagport_server.plans import DRIVER_ACTOR
-from flagport_server.stores import open_store
 from tests.php.conftest import BRIDGE
 from tests.php.fcgi import FastCGIClient
 from tests.php.fpm import FpmPool, fpm_pool
+from tests.support.outcomes import stored_outcomes
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server, wait_until
 from tests.support.tools import require_path, require_tool
 
@@ -155,24 +154,6 @@ def test_the_bridge_bounds_and_buckets_are_pythons() -> None:
 # -- the live cases --------------------------------------------------------------------------
 
 
-def stored(server: RunningServer, key: str) -> dict[Cohort, Totals]:
-    """``key``'s outcome totals in the server's store over the last hour, per cohort."""
-
-    async def read() -> list[Any]:
-        store = open_store(f"sqlite:///{server.workdir / 'flagport.db'}")
-        await store.open()
-        try:
-            now = minute_of(time.time())
-            return list(await store.outcomes(key, now - 3600, now + 60))
-        finally:
-            await store.close()
-
-    sums = {Cohort.TREATMENT: Totals(), Cohort.CONTROL: Totals()}
-    for _, _, cohort, totals in asyncio.run(read()):
-        sums[cohort].merge(totals)
-    return sums
-
-
 def start_plan(admin: httpx.Client, **spec: Any) -> None:
     """A new plan on PLAN: any earlier one aborted first (the tests run in any order)."""
     admin.post(f"/admin/v1/rollouts/{PLAN}/abort", json={"reason": "next test"})
@@ -223,7 +204,7 @@ def test_the_servers_totals_are_what_the_fpm_pool_served(portal: Portal) -> None
     users = range(1000, 1160)
     cohort_of = cohorts(server, users)
     assert set(cohort_of.values()) == {"treatment", "control"}, cohort_of
-    before = stored(server, PLAN)
+    before = stored_outcomes(server, PLAN)
 
     def status_for(user: int) -> int:
         # Failures for the control only: the treatment's error rate stays 0, so the portal
@@ -267,7 +248,7 @@ def test_the_servers_totals_are_what_the_fpm_pool_served(portal: Portal) -> None
     post_the_pools_batch(portal)
 
     def counted() -> dict[str, tuple[int, int, int]]:
-        now = stored(server, PLAN)
+        now = stored_outcomes(server, PLAN)
         out = {}
         for cohort in (Cohort.TREATMENT, Cohort.CONTROL):
             totals, earlier = now[cohort], before[cohort]
@@ -291,7 +272,7 @@ def test_the_servers_totals_are_what_the_fpm_pool_served(portal: Portal) -> None
     post_the_pools_batch(portal)
     time.sleep(1.0)
     assert counted() == want
-    after = stored(server, PLAN)[Cohort.TREATMENT]
+    after = stored_outcomes(server, PLAN)[Cohort.TREATMENT]
     assert sum(after.latency_buckets) == after.requests
     assert after.latency_us_sum > 0
     assert fatals > 0

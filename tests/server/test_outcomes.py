@@ -31,8 +31,8 @@ from flagport_server.errors import StoreError, StoreUnavailable
 from flagport_server.outcomes import OutcomeBuffer
 from flagport_server.plans import DRIVER_ACTOR
 from flagport_server.stores import open_store
-from flagport_server.stores.base import OutcomeRow
 from tests.server._fixtures import create_flags, raw_post
+from tests.support.outcomes import stored_outcomes
 from tests.support.redis import redis_server, unique_prefix
 from tests.support.server import RunningServer, running_server, wait_until
 
@@ -86,30 +86,12 @@ def batch(
     return {"period": period or [now - 1, now], "items": list(items), "events": list(events)}
 
 
-def stored(server: RunningServer, key: str) -> dict[Cohort, Totals]:
-    """``key``'s outcome totals in the server's store, summed over the last hour."""
-
-    async def read() -> list[OutcomeRow]:
-        store = open_store(f"sqlite:///{server.workdir / 'flagport.db'}")
-        await store.open()
-        try:
-            now = minute_of(time.time())
-            return await store.outcomes(key, now - 3600, now + 60)
-        finally:
-            await store.close()
-
-    sums = {Cohort.TREATMENT: Totals(), Cohort.CONTROL: Totals()}
-    for _, _, cohort, totals in asyncio.run(read()):
-        sums[cohort].merge(totals)
-    return sums
-
-
 def settled(server: RunningServer, key: str, requests: int) -> dict[Cohort, Totals]:
     """``key``'s stored totals once ``requests`` treatment requests reached the store."""
     found: dict[Cohort, Totals] = {}
 
     def there() -> bool:
-        found.update(stored(server, key))
+        found.update(stored_outcomes(server, key))
         return found[Cohort.TREATMENT].requests >= requests
 
     assert wait_until(there, timeout=10.0), found
@@ -118,10 +100,10 @@ def settled(server: RunningServer, key: str, requests: int) -> dict[Cohort, Tota
 
 def after_a_drain(server: RunningServer, client: httpx.Client) -> None:
     """Wait until what was posted before has been drained into the store."""
-    before = stored(server, MARKER)[Cohort.CONTROL].requests
+    before = stored_outcomes(server, MARKER)[Cohort.CONTROL].requests
     marker = item(1, 0, key=MARKER, variant="off", cohort="control")
     assert client.post("/v1/outcomes", json=batch(marker)).json()["counted"] == 1
-    assert wait_until(lambda: stored(server, MARKER)[Cohort.CONTROL].requests > before)
+    assert wait_until(lambda: stored_outcomes(server, MARKER)[Cohort.CONTROL].requests > before)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +123,7 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
 def test_counted_outcomes_reach_the_store_exactly_without_stats(
     server: RunningServer, client: httpx.Client
 ) -> None:
-    before = stored(server, KEY)[Cohort.TREATMENT]
+    before = stored_outcomes(server, KEY)[Cohort.TREATMENT]
     control = item(20, 0, variant="off", cohort="control", latency_ms_sum=123.456)
     answer = client.post(
         "/v1/outcomes",
@@ -203,7 +185,7 @@ def test_a_bad_period_refuses_every_item_and_event(
     server: RunningServer, client: httpx.Client, period: Any, words: str
 ) -> None:
     after_a_drain(server, client)  # what other tests counted
-    before = stored(server, QUIET)
+    before = stored_outcomes(server, QUIET)
     body = batch(
         item(key=QUIET, variant="off", cohort="control"),
         events=({**event(), "key": QUIET, "variant": "off", "cohort": "control"},),
@@ -216,7 +198,7 @@ def test_a_bad_period_refuses_every_item_and_event(
     assert [(r["kind"], r["index"]) for r in found["rejected"]] == [("item", 0), ("event", 0)]
     assert all(words in r["error"] for r in found["rejected"]), found
     after_a_drain(server, client)
-    assert stored(server, QUIET) == before
+    assert stored_outcomes(server, QUIET) == before
 
 
 @pytest.mark.parametrize(
@@ -240,7 +222,7 @@ def test_a_bad_batch_is_refused_as_a_whole_and_nothing_counted(
     field: str | None,
 ) -> None:
     after_a_drain(server, client)
-    before = stored(server, KEY)
+    before = stored_outcomes(server, KEY)
     answer = client.post("/v1/outcomes", json=body)
     assert answer.status_code == status, answer.text
     problem = answer.json()
@@ -248,7 +230,7 @@ def test_a_bad_batch_is_refused_as_a_whole_and_nothing_counted(
     if field is not None:
         assert problem["field"] == field, problem
     after_a_drain(server, client)
-    assert stored(server, KEY) == before
+    assert stored_outcomes(server, KEY) == before
 
 
 def test_a_body_over_one_mebibyte_is_refused(client: httpx.Client) -> None:
@@ -386,13 +368,13 @@ def test_a_live_plan_reads_outcomes_over_http_and_rolls_back_when_they_turn_bad(
             assert "error_rate > 5% over 1m" in str(rollback), rollback
             # A graceful stop writes what was acknowledged: SIGINT just after these batches,
             # most of them still in the worker's buffer.
-            before = stored(running, KEY)[Cohort.CONTROL]
+            before = stored_outcomes(running, KEY)[Cohort.CONTROL]
             for _ in range(20):
                 answer = client.post("/v1/outcomes", json=batch(item(7, 1, cohort="control")))
                 assert answer.json()["counted"] == 1, answer.text
         running.stop()
         assert running.process.returncode == 0, running.log()
-        control = stored(running, KEY)[Cohort.CONTROL]
+        control = stored_outcomes(running, KEY)[Cohort.CONTROL]
         assert (control.requests - before.requests, control.failures - before.failures) == (
             140,
             20,
@@ -437,7 +419,7 @@ def test_a_drain_wakes_the_driver_at_once(tmp_path: Path) -> None:
 
 def test_the_sdk_reporter_posts_to_the_server(server: RunningServer) -> None:
     """The Python SDK's reporter (flagport.reporting) and this route speak one wire shape."""
-    before = stored(server, QUIET)[Cohort.TREATMENT].requests
+    before = stored_outcomes(server, QUIET)[Cohort.TREATMENT].requests
     with server.client(timeout=10.0) as http:
         reporter = OutcomeReporter(http, interval=3600)
         read = Read(QUIET, "on", "treatment")

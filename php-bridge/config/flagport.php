@@ -49,6 +49,16 @@ return [
         'except' => [],
     ],
 
+    // The runbook's deployment monitor: `path` redirects to Flagport's page (`flags serve` serves
+    // it at /ui/deployment-monitor; put the address your people reach, behind TLS), behind the
+    // app's own `middleware`, so only those who may see the admin area are sent there.
+    // url null: no route.
+    'monitor' => [
+        'url' => env('FLAGPORT_MONITOR_URL'),
+        'path' => '/admin/deployment-monitor',
+        'middleware' => ['web', 'auth'],
+    ],
+
     // Last good answers (APCu when available) and the circuit breaker shared by the FPM pool.
     'cache' => [
         'enabled' => $defaults['cache'],

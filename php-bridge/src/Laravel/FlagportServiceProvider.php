@@ -101,6 +101,7 @@ final class FlagportServiceProvider extends ServiceProvider
             $router->aliasMiddleware('feature', EnsureFeatureEnabled::class);
             $router->aliasMiddleware('flagport.outcomes', ReportOutcomes::class);
         });
+        $this->registerMonitorRoute();
 
         if ($this->app->runningInConsole()) {
             $this->commands([FeatureEnableCommand::class, FeatureDisableCommand::class, FeatureStatsCommand::class]);
@@ -112,6 +113,35 @@ final class FlagportServiceProvider extends ServiceProvider
         $events = $this->app['events'];
         $events->listen(\Illuminate\Foundation\Http\Events\RequestHandled::class, $reset);
         $events->listen(\Illuminate\Queue\Events\JobProcessing::class, $reset);
+    }
+
+    /**
+     * `flagport.monitor.path` (the runbook's /admin/deployment-monitor) redirects to Flagport's
+     * deployment monitor, behind `flagport.monitor.middleware`. A URL that is not an absolute
+     * http(s) URL registers no route and is logged: a misconfigured link must not break the app.
+     */
+    private function registerMonitorRoute(): void
+    {
+        $config = $this->app['config'];
+        $url = $config->get('flagport.monitor.url');
+        if ($url === null || $url === '') {
+            return;
+        }
+        $scheme = is_string($url) ? parse_url($url, PHP_URL_SCHEME) : null;
+        $host = is_string($url) ? parse_url($url, PHP_URL_HOST) : null;
+        if (!in_array($scheme, ['http', 'https'], true) || !is_string($host) || $host === '') {
+            error_log('flagport: flagport.monitor.url must be an absolute http(s) URL; no '
+                . 'deployment-monitor route registered');
+            return;
+        }
+        $path = (string) $config->get('flagport.monitor.path', '/admin/deployment-monitor');
+        $middleware = (array) $config->get('flagport.monitor.middleware', []);
+        $this->callAfterResolving('router', static function ($router) use ($url, $path, $middleware): void {
+            /** @var \Illuminate\Routing\Router $router */
+            $router->get($path, static fn () => new \Illuminate\Http\RedirectResponse($url, 302))
+                ->middleware($middleware)
+                ->name('flagport.monitor');
+        });
     }
 
     /**

@@ -140,6 +140,37 @@ final class LaravelIntegrationTest extends LaravelTestCase
         self::assertSame(0, Flagport::report('user_report'), 'outside a request');
     }
 
+    public function testTheDeploymentMonitorRouteRedirectsBehindTheAppsMiddleware(): void
+    {
+        $monitor = 'https://flags.portal.example/ui/deployment-monitor';
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'), [], [
+            'monitor' => ['url' => $monitor, 'path' => '/admin/deployment-monitor', 'middleware' => ['portal-admin']],
+        ]);
+        // The app's own gate (the portal's is `auth` plus its admin check): no user, no redirect.
+        $this->app['router']->aliasMiddleware('portal-admin', PortalAdminOnly::class);
+        $kernel = $this->app->make(HttpKernel::class);
+        $refused = $kernel->handle(Request::create('/admin/deployment-monitor'));
+        self::assertSame(403, $refused->getStatusCode());
+        $this->actingAs(['id' => 1]);
+        $sent = $kernel->handle(Request::create('/admin/deployment-monitor'));
+        self::assertSame(302, $sent->getStatusCode());
+        self::assertSame($monitor, $sent->headers->get('Location'));
+    }
+
+    public function testAMonitorUrlThatIsNotHttpRegistersNoRoute(): void
+    {
+        $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'), [], [
+            'monitor' => ['url' => 'javascript:alert(1)', 'path' => '/admin/deployment-monitor', 'middleware' => []],
+        ]);
+        $previous = ini_set('error_log', '/dev/null');
+        try {
+            $answer = $this->app->make(HttpKernel::class)->handle(Request::create('/admin/deployment-monitor'));
+        } finally {
+            ini_set('error_log', (string) $previous);
+        }
+        self::assertSame(404, $answer->getStatusCode());
+    }
+
     public function testMiddlewareReturns404WhenOff(): void
     {
         $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'));
@@ -204,5 +235,17 @@ final class LaravelIntegrationTest extends LaravelTestCase
             '<script nonce="n1">window.features = {"auth-improvements":false};</script>',
             $this->view('script2', "@flagportScript(['only' => ['auth-improvements'], 'nonce' => 'n1'])"),
         );
+    }
+}
+
+/** The portal's own admin gate, as a test stands it in: a signed-in user, else 403. */
+final class PortalAdminOnly
+{
+    public function handle(Request $request, \Closure $next): mixed
+    {
+        if (app('auth')->user() === null) {
+            return new \Illuminate\Http\Response('forbidden', 403);
+        }
+        return $next($request);
     }
 }

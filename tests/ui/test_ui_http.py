@@ -431,3 +431,22 @@ def _in_process(app: Any) -> Iterator[Any]:
 
     with TestClient(app, base_url="http://127.0.0.1") as client:
         yield client
+
+
+def test_the_flags_page_filters_by_text_and_tag_keeping_the_tree(server: RunningServer) -> None:
+    with _signed_in(server, server.admin_token) as client:
+        everything = client.get("/ui/flags").text
+        assert 'id="flag-performance-monitoring"' in everything
+        dropdown = client.get("/ui/flags", params={"q": "DROPDOWN"}).text
+        assert 'id="flag-ui-improvements.dropdown-fixes"' in dropdown
+        assert 'id="flag-ui-improvements"' in dropdown  # its parent, to keep its place
+        assert 'id="flag-ui-improvements.mobile-navigation-fix"' not in dropdown
+        assert 'id="flag-performance-monitoring"' not in dropdown
+        tagged = client.get("/ui/flags", params={"tag": "release-2026-12"}).text
+        assert 'id="flag-ui-improvements"' in tagged
+        assert 'id="flag-ui-improvements.dropdown-fixes"' not in tagged
+        # The filter is shown back escaped, and anything too long is cut, never an error.
+        hostile = client.get("/ui/flags", params={"q": HOSTILE + "x" * 500, "tag": "<b>"})
+        assert hostile.status_code == 200
+        assert "<script>alert" not in hostile.text
+        assert "&lt;script&gt;" in hostile.text

@@ -62,7 +62,13 @@ from flagport_server.ui.session import (
     new_nonce,
     session_token_id,
 )
-from flagport_server.ui.views import flag_tree, monitor_view
+from flagport_server.ui.views import (
+    MAX_FILTER_TAG,
+    MAX_FILTER_TEXT,
+    flag_tree,
+    matching_flags,
+    monitor_view,
+)
 from flagport_server.wire.fields import Reason, validation_problem
 
 __all__ = ["UI_BODY_LIMIT", "ui_router", "ui_template_config"]
@@ -330,13 +336,25 @@ async def sign_out(request: UiRequest) -> Response[Any]:
 
 
 @get("/flags", opt=_ui(VIEWER), include_in_schema=False)
-async def flags_page(request: UiRequest, admin: Admin) -> Template:
+async def flags_page(
+    request: UiRequest,
+    admin: Admin,
+    q: Annotated[str, QueryParameter(required=False)] = "",
+    tag: Annotated[str, QueryParameter(required=False)] = "",
+) -> Template:
+    """Every flag as a tree, or those matching the filter (``q``: text in the key,
+    description or owner; ``tag``) with their ancestors."""
     state = await admin.state()
+    shown = matching_flags(state.document.flags, q, tag)
     return _page(
         "flags.html",
         request,
-        tree=flag_tree(state.document.flags),
+        tree=flag_tree(shown),
         count=len(state.document.flags),
+        shown=len(shown),
+        q=q[:MAX_FILTER_TEXT],
+        tag=tag[:MAX_FILTER_TAG],
+        tags=sorted({t for flag in state.document.flags.values() for t in flag.tags}),
         unreadable=state.unreadable_flags,
     )
 

@@ -17,7 +17,16 @@ from flagport_server.services import AdminService
 from flagport_server.stores.base import AuditEntry, AuditQuery
 from flagport_server.wire.admin_v1 import PlanView
 
-__all__ = ["COHORT_WINDOW_S", "FlagNode", "MonitorView", "flag_tree", "monitor_view"]
+__all__ = [
+    "COHORT_WINDOW_S",
+    "MAX_FILTER_TAG",
+    "MAX_FILTER_TEXT",
+    "FlagNode",
+    "MonitorView",
+    "flag_tree",
+    "matching_flags",
+    "monitor_view",
+]
 
 #: The monitor shows the flags changed this long ago at most (besides those under a plan).
 RECENT_S: Final = 24 * 3600
@@ -38,6 +47,36 @@ class FlagNode:
     key: str
     flag: Flag | None = None
     children: dict[str, FlagNode] = field(default_factory=dict)
+
+
+#: Longest filter text and tag the flags page takes (longer is cut, never an error: a
+#: filter only narrows what is shown).
+MAX_FILTER_TEXT: Final = 100
+MAX_FILTER_TAG: Final = 64
+
+
+def matching_flags(flags: dict[str, Flag], text: str = "", tag: str = "") -> dict[str, Flag]:
+    """The flags whose key, description or owner holds ``text`` (any case) and that carry
+    ``tag``, with their ancestors (so each match stays in its place in the tree)."""
+    text = text.strip()[:MAX_FILTER_TEXT].casefold()
+    tag = tag.strip()[:MAX_FILTER_TAG]
+    if not text and not tag:
+        return flags
+    found = {
+        key
+        for key, flag in flags.items()
+        if (not tag or tag in flag.tags)
+        and (
+            not text
+            or text in key.casefold()
+            or text in (flag.description or "").casefold()
+            or text in (flag.owner or "").casefold()
+        )
+    }
+    for key in list(found):
+        parts = key.split(".")
+        found.update(".".join(parts[:end]) for end in range(1, len(parts)))
+    return {key: flag for key, flag in flags.items() if key in found}
 
 
 def flag_tree(flags: dict[str, Flag]) -> list[FlagNode]:

@@ -304,9 +304,15 @@ def test_the_monitor_shows_a_plan_with_each_guard_reading_per_cohort(
             json={"key": "guarded-checkout", "guards": ["error_rate > 5% over 5m"], "hold": "1h"},
         )
         assert started.status_code == 201, started.text
+        # A flag changed after the plan started: still below the plan's flag.
+        changed = admin.post("/admin/v1/flags", json={"key": "changed-later"})
+        assert changed.status_code == 201, changed.text
     with _signed_in(server, server.admin_token) as client:
         page = client.get("/ui/deployment-monitor")
         assert page.status_code == 200
+        order = re.findall(r'id="monitor-([^"]+)"', page.text)
+        assert order[0] == "guarded-checkout", order  # flags under a plan first
+        assert order.index("changed-later") < order.index("ui-improvements"), order
         section = page.text.split('id="monitor-guarded-checkout"', 1)[1].split("</section>")[0]
         assert re.search(r"Plan (scheduled|running), step \d of 4", section), section
         assert "error_rate &gt; 5% over 5m" in section

@@ -140,10 +140,14 @@ async def monitor_view(admin: AdminService, operations: Operations) -> MonitorVi
     keys = {k for k, view in plans.items() if view.status in _LIVE_PLANS}
     keys |= set(actions)
     keys |= {k for k, f in state.document.flags.items() if (f.updated_at or "") >= since}
+    flags = state.document.flags
+    # The flags under a plan first, then the most recently changed: what the people watching
+    # a release look for, at the top of a phone's screen.
+    ordered = sorted((k for k in keys if k in flags), key=lambda k: flags[k].updated_at or "")
+    ordered.reverse()
+    ordered.sort(key=lambda k: not (k in plans and plans[k].status in _LIVE_PLANS))
     monitored = []
-    for key in sorted(keys):
-        if key not in state.document.flags:
-            continue
+    for key in ordered:
         plan = plans.get(key)
         live = plan is not None and plan.status in _LIVE_PLANS
         cohorts = await admin.plans.cohorts(key, COHORT_WINDOW_S) if live else None

@@ -345,6 +345,31 @@ def test_the_monitor_shows_a_plan_with_each_guard_reading_per_cohort(
         rows = re.findall(r'<tr class="(treatment|control)"><td>\w+</td><td>(\d+)</td>', table())
         assert rows == [("treatment", "40"), ("control", "60")]
         assert "0.00 %" in table()
+        # Pause and resume from the card: the plan service's transitions, audited.
+        action = 'action="/ui/rollouts/guarded-checkout/pause"'
+        assert action in table()
+        paused = client.post("/ui/rollouts/guarded-checkout/pause", data={"csrf": _csrf(table())})
+        assert paused.status_code == 303, paused.text
+        assert _plan_status(server, "guarded-checkout") == "paused"
+        assert 'action="/ui/rollouts/guarded-checkout/resume"' in table()
+        wrong = client.post("/ui/rollouts/guarded-checkout/launch", data={"csrf": _csrf(table())})
+        assert wrong.status_code == 404
+        resumed = client.post("/ui/rollouts/guarded-checkout/resume", data={"csrf": _csrf(table())})
+        assert resumed.status_code == 303, resumed.text
+        assert _plan_status(server, "guarded-checkout") == "running"
+    viewer, _ = _token(server, "plan-viewer", "viewer")
+    with _signed_in(server, viewer) as client:
+        page = client.get("/ui/deployment-monitor").text
+        assert "/ui/rollouts/guarded-checkout/" not in page  # no buttons for a viewer
+        refused = client.post("/ui/rollouts/guarded-checkout/pause", data={"csrf": _csrf(page)})
+        assert refused.status_code == 403
+        assert _plan_status(server, "guarded-checkout") == "running"
+
+
+def _plan_status(server: RunningServer, key: str) -> str:
+    with server.admin() as admin:
+        status: str = admin.get(f"/admin/v1/rollouts/{key}").json()["status"]
+        return status
 
 
 def _outcome(variant: str, cohort: str, *, requests: int, failures: int) -> dict[str, object]:

@@ -41,7 +41,7 @@ from flagport_server.auth import (
     token_by_id,
     token_record,
 )
-from flagport_server.errors import Forbidden, InvalidInput, ServerError, SignInNeeded
+from flagport_server.errors import Forbidden, InvalidInput, NotFound, ServerError, SignInNeeded
 from flagport_server.http_errors import UI_EXCEPTION_HANDLERS
 from flagport_server.operations import Operations
 from flagport_server.rate_limit import TrustedProxies
@@ -369,6 +369,32 @@ async def kill_switch(key: FromPath[str], request: UiRequest, admin: Admin) -> R
     return Redirect(f"/ui/{form.back}", status_code=303)
 
 
+class PlanForm(msgspec.Struct, forbid_unknown_fields=True):
+    csrf: Csrf
+    reason: Reason | None = None
+
+
+@post("/rollouts/{key:str}/{action:str}", opt=_ui(ADMIN), include_in_schema=False)
+async def plan_action(
+    key: FromPath[str], action: FromPath[str], request: UiRequest, admin: Admin
+) -> Redirect:
+    """Pause, resume or abort a plan from the monitor: the admin API's plan service
+    (validated, audited under the token's name, one commit). Abort leaves the flag as it is
+    (the kill switch beside it rolls back)."""
+    user = _user(request)
+    form: PlanForm = await _form(request, PlanForm)
+    _check_csrf(request, user.session, form.csrf)
+    if action == "pause":
+        await admin.plans.pause(key, user.actor, form.reason)
+    elif action == "resume":
+        await admin.plans.resume(key, user.actor, form.reason)
+    elif action == "abort":
+        await admin.plans.abort(key, user.actor, form.reason, rollback=False)
+    else:
+        raise NotFound(f"no plan action {action[:40]!r}: pause, resume or abort")
+    return Redirect("/ui/deployment-monitor", status_code=303)
+
+
 @get("/deployment-monitor", opt=_ui(VIEWER), include_in_schema=False)
 async def monitor_page(request: UiRequest, admin: Admin, operations: Operation) -> Template:
     view = await monitor_view(admin, operations)
@@ -454,6 +480,7 @@ ui_router = Router(
         sign_out,
         flags_page,
         kill_switch,
+        plan_action,
         monitor_page,
         monitor_events,
     ],

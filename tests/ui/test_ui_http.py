@@ -481,3 +481,40 @@ def test_the_flags_page_filters_by_text_and_tag_keeping_the_tree(server: Running
         assert hostile.status_code == 200
         assert "<script>alert" not in hostile.text
         assert "&lt;script&gt;" in hostile.text
+
+
+def test_an_automatic_rollback_shows_its_evidence(server: RunningServer) -> None:
+    key = "guarded-rollback"
+    with server.admin() as admin:
+        assert admin.post("/admin/v1/flags", json={"key": key}).status_code == 201
+        started = admin.post(
+            "/admin/v1/rollouts",
+            json={
+                "key": key,
+                "steps": "10,100",
+                "hold": "1h",
+                "guards": ["error_rate > 5% over 1m"],
+                "min_sample": 20,
+            },
+        )
+        assert started.status_code == 201, started.text
+        assert wait_until(lambda: _plan_status(server, key) == "running", 10.0)
+    now = time.time()
+    bad = {
+        "period": [now - 1, now],
+        "items": [
+            {**_outcome("on", "treatment", requests=50, failures=25), "key": key},
+            {**_outcome("off", "control", requests=50, failures=0), "key": key},
+        ],
+        "events": [],
+    }
+    with server.client() as client:
+        assert client.post("/v1/outcomes", json=bad).json()["counted"] == 2
+    assert wait_until(lambda: _plan_status(server, key) == "paused", 10.0)
+    with _signed_in(server, server.admin_token) as client:
+        page = client.get("/ui/deployment-monitor").text
+        card = page.split(f'id="monitor-{key}"', 1)[1].split("</section>")[0]
+        assert "plan-rollback" in card, card
+        evidence = card.split('<details class="evidence">', 1)[1].split("</details>")[0]
+        assert "error_rate &gt; 5% over 1m" in evidence, evidence
+        assert "treatment" in evidence

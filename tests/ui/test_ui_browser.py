@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,56 @@ def _viewer_sees_no_buttons_and_its_post_is_refused(server: RunningServer, brows
 def test_a_viewer_then_an_admin_on_a_phone(server: RunningServer, browser: Any) -> None:
     """One test, in this order (the end stops the server; tests run in random order)."""
     _viewer_sees_no_buttons_and_its_post_is_refused(server, browser)
+    _the_monitor_shows_a_guarded_plan_roll_back_live(server, browser)
     _admin_pulls_the_kill_switch_and_evaluations_turn_off(server, browser)
+
+
+def _the_monitor_shows_a_guarded_plan_roll_back_live(server: RunningServer, browser: Any) -> None:
+    """The page stays open; outcomes turn bad; the driver rolls the plan back and the card
+    shows it, with its evidence, without a reload."""
+    key = "guarded-night"
+    tab = Page(browser, server)
+    try:
+        tab.sign_in(server.admin_token, "/ui/deployment-monitor")
+        page = tab.page
+        page.wait_for_selector("#live:has-text('Live')")
+        with server.admin() as admin:
+            assert admin.post("/admin/v1/flags", json={"key": key}).status_code == 201
+            started = admin.post(
+                "/admin/v1/rollouts",
+                json={
+                    "key": key,
+                    "steps": "10,100",
+                    "hold": "1h",
+                    "guards": ["error_rate > 5% over 1m"],
+                    "min_sample": 20,
+                },
+            )
+            assert started.status_code == 201, started.text
+        page.wait_for_selector(f"#monitor-{key} :text('Plan running')", timeout=15_000)
+        now = time.time()
+        items = [
+            {
+                "key": key,
+                "variant": variant,
+                "cohort": cohort,
+                "requests": 50,
+                "failures": failures,
+                "latency_ms_sum": 2000.0,
+                "latency_buckets": [0, 0, 0, 50] + [0] * 9,
+            }
+            for variant, cohort, failures in (("on", "treatment", 25), ("off", "control", 0))
+        ]
+        with server.client() as client:
+            answer = client.post(
+                "/v1/outcomes", json={"period": [now - 1, now], "items": items, "events": []}
+            )
+            assert answer.json()["counted"] == 2, answer.text
+        page.wait_for_selector(f"#monitor-{key} :text('plan-rollback')", timeout=15_000)
+        assert page.locator(f"#monitor-{key} details.evidence").count() >= 1
+        tab.no_horizontal_scroll()
+    finally:
+        tab.close(server.workdir)
 
 
 def _admin_pulls_the_kill_switch_and_evaluations_turn_off(

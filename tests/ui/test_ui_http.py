@@ -518,3 +518,13 @@ def test_an_automatic_rollback_shows_its_evidence(server: RunningServer) -> None
         evidence = card.split('<details class="evidence">', 1)[1].split("</details>")[0]
         assert "error_rate &gt; 5% over 1m" in evidence, evidence
         assert "treatment" in evidence
+
+
+def test_children_are_collapsed_under_their_parent_unless_a_filter_narrows(
+    server: RunningServer,
+) -> None:
+    with _signed_in(server, server.admin_token) as client:
+        page = client.get("/ui/flags").text
+        assert re.search(r'<details class="children">\s*<summary>\d+ under ui-improvements<', page)
+        narrowed = client.get("/ui/flags", params={"q": "dropdown"}).text
+        assert '<details class="children" open>' in narrowed

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pytest
 
 from tests.support.browser import launched_chromium
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server, wait_until
+from tests.ui._plans import send_breach, start_guarded_plan
 
 KEY = "night-release"
 LONG_KEY = "checkout." + "very-long-segment-" * 6 + "end"
@@ -144,38 +144,9 @@ def _the_monitor_shows_a_guarded_plan_roll_back_live(server: RunningServer, brow
         tab.sign_in(server.admin_token, "/ui/deployment-monitor")
         page = tab.page
         page.wait_for_selector("#live:has-text('Live')")
-        with server.admin() as admin:
-            assert admin.post("/admin/v1/flags", json={"key": key}).status_code == 201
-            started = admin.post(
-                "/admin/v1/rollouts",
-                json={
-                    "key": key,
-                    "steps": "10,100",
-                    "hold": "1h",
-                    "guards": ["error_rate > 5% over 1m"],
-                    "min_sample": 20,
-                },
-            )
-            assert started.status_code == 201, started.text
+        start_guarded_plan(server, key)
         page.wait_for_selector(f"#monitor-{key} :text('Plan running')", timeout=15_000)
-        now = time.time()
-        items = [
-            {
-                "key": key,
-                "variant": variant,
-                "cohort": cohort,
-                "requests": 50,
-                "failures": failures,
-                "latency_ms_sum": 2000.0,
-                "latency_buckets": [0, 0, 0, 50] + [0] * 9,
-            }
-            for variant, cohort, failures in (("on", "treatment", 25), ("off", "control", 0))
-        ]
-        with server.client() as client:
-            answer = client.post(
-                "/v1/outcomes", json={"period": [now - 1, now], "items": items, "events": []}
-            )
-            assert answer.json()["counted"] == 2, answer.text
+        send_breach(server, key)
         page.wait_for_selector(f"#monitor-{key} :text('plan-rollback')", timeout=15_000)
         assert page.locator(f"#monitor-{key} details.evidence").count() >= 1
         tab.no_horizontal_scroll()

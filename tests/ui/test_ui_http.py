@@ -4,6 +4,7 @@ escaping, and the monitor's stream. The browser test is tests/ui/test_ui_browser
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from flagport_server.app import create_app
 from flagport_server.settings import Settings
 from tests.support.server import PORTAL_FLAGS, RunningServer, running_server, wait_until
+from tests.ui._plans import GUARD, send_breach, start_guarded_plan
 
 KEY = "ui-improvements.dropdown-fixes"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -485,38 +487,16 @@ def test_the_flags_page_filters_by_text_and_tag_keeping_the_tree(server: Running
 
 def test_an_automatic_rollback_shows_its_evidence(server: RunningServer) -> None:
     key = "guarded-rollback"
-    with server.admin() as admin:
-        assert admin.post("/admin/v1/flags", json={"key": key}).status_code == 201
-        started = admin.post(
-            "/admin/v1/rollouts",
-            json={
-                "key": key,
-                "steps": "10,100",
-                "hold": "1h",
-                "guards": ["error_rate > 5% over 1m"],
-                "min_sample": 20,
-            },
-        )
-        assert started.status_code == 201, started.text
-        assert wait_until(lambda: _plan_status(server, key) == "running", 10.0)
-    now = time.time()
-    bad = {
-        "period": [now - 1, now],
-        "items": [
-            {**_outcome("on", "treatment", requests=50, failures=25), "key": key},
-            {**_outcome("off", "control", requests=50, failures=0), "key": key},
-        ],
-        "events": [],
-    }
-    with server.client() as client:
-        assert client.post("/v1/outcomes", json=bad).json()["counted"] == 2
+    start_guarded_plan(server, key)
+    assert wait_until(lambda: _plan_status(server, key) == "running", 10.0)
+    send_breach(server, key)
     assert wait_until(lambda: _plan_status(server, key) == "paused", 10.0)
     with _signed_in(server, server.admin_token) as client:
         page = client.get("/ui/deployment-monitor").text
         card = page.split(f'id="monitor-{key}"', 1)[1].split("</section>")[0]
         assert "plan-rollback" in card, card
         evidence = card.split('<details class="evidence">', 1)[1].split("</details>")[0]
-        assert "error_rate &gt; 5% over 1m" in evidence, evidence
+        assert html.escape(GUARD) in evidence, evidence
         assert "treatment" in evidence
 
 

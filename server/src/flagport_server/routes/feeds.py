@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import math
 import random
 import signal
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator
 from types import FrameType
@@ -40,6 +43,8 @@ KEEPALIVE_SECONDS = 15.0
 STREAM_RETRY_AFTER = "5"
 _CLOSE = -1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds between two collections a full worker runs to reclaim abandoned stream slots.
+_RECLAIM_INTERVAL = 1.0
 
 
 class OpenStreams:
@@ -58,10 +63,26 @@ class OpenStreams:
         #: At most this many streams per worker: each holds a connection for as long as the
         #: client stays, and connections are the worker's scarcest resource.
         self.limit = limit
+        self._reclaimed_at = -math.inf
 
     @property
     def full(self) -> bool:
         return len(self.queues) >= self.limit
+
+    def full_after_reclaiming(self) -> bool:
+        """Whether a new stream must be refused, once the slots of clients that left before
+        their stream started are reclaimed. Such a slot is freed when its never-started
+        generator is (``weakref.finalize``); when an aborted send left it in a reference
+        cycle, that waits for the cyclic collector, which this worker runs rarely (seconds,
+        under load). So at the cap the young generations are collected first: at most once
+        a second, so that clients knocking at a full worker cannot make it collect more."""
+        if not self.full:
+            return False
+        now = time.monotonic()
+        if now - self._reclaimed_at >= _RECLAIM_INTERVAL:
+            self._reclaimed_at = now
+            gc.collect(1)
+        return self.full
 
     def close_all(self) -> None:
         self.stopping = True
@@ -157,7 +178,7 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | 
     last_seen = _last_event_id(request.headers.get("last-event-id", ""))
     queue: asyncio.Queue[int] = asyncio.Queue()
     streams: OpenStreams = request.app.state.open_streams
-    if streams.full:
+    if streams.full_after_reclaiming():
         return Response(
             b'{"detail":"too many change streams open on this worker; poll, and retry later"}',
             status_code=503,

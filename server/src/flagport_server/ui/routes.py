@@ -413,7 +413,7 @@ async def monitor_events(
     revoked token ends the stream."""
     runtime: Runtime = request.app.state.runtime
     streams: OpenStreams = request.app.state.open_streams
-    if streams.full:
+    if streams.full_after_reclaiming():
         return Response(
             b"too many streams open on this worker; the page retries",
             status_code=503,

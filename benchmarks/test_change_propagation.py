@@ -46,11 +46,6 @@ IMPORT_BUDGET_MS = 50.0
 
 
 @pytest.fixture(scope="module")
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
-@pytest.fixture(scope="module")
 def shape(timed: bool) -> dict[str, Any]:
     if timed:
         return {"served": 2000, "imported": 15000, "window": 10.0, "rounds": 3}

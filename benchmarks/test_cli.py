@@ -27,11 +27,6 @@ KEY = "ui-improvements"
 ROUNDS = 15
 
 
-@pytest.fixture
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
 @pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

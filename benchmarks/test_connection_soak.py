@@ -34,11 +34,6 @@ P99_BUDGET_MS = 20.0
 
 
 @pytest.fixture(scope="module")
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
-@pytest.fixture(scope="module")
 def shape(timed: bool) -> dict[str, Any]:
     if timed:
         return {

@@ -41,11 +41,6 @@ SHAPES = {
 }
 
 
-@pytest.fixture(scope="module")
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
 def _script(directory: Path, name: str, lines: list[str]) -> Path:
     path = directory / f"{name}.lua"
     path.write_text("\n".join(lines) + "\n")

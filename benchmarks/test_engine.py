@@ -140,11 +140,6 @@ def portal() -> CompiledSnapshot:
     return compile_snapshot(document_from_builtins(portal_document()), strict=True)
 
 
-@pytest.fixture
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
 def per_call(loop: Callable[[], object], calls: int, rounds: int) -> list[float]:
     return [timeit.timeit(loop, number=1) / calls for _ in range(rounds)]
 

@@ -40,11 +40,6 @@ ITEMS_PER_BATCH = 5
 SEVERITIES = ("critical", "major", "minor", "low", "info")
 
 
-@pytest.fixture(scope="module")
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
 def outcome_batch(n: int, now: float) -> dict[str, Any]:
     """The ``n``-th batch: :data:`ITEMS_PER_BATCH` items (cohort, variant, failures and
     latency bucket varying) and as many events (labels drawn from five severities), over

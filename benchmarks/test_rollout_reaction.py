@@ -38,11 +38,6 @@ PROBES = 8
 
 
 @pytest.fixture(scope="module")
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with running_server(tmp_path_factory.mktemp("reaction"), workers=2) as running:
         yield running

@@ -48,11 +48,6 @@ EXPECTED = [reference(REF_FLAGS, KEY, unit) for unit in UNITS]
 FIGURES: dict[str, str] = {}
 
 
-@pytest.fixture
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with running_server(tmp_path_factory.mktemp("bench-sdk"), seed=PORTAL_FLAGS) as running:

@@ -97,11 +97,6 @@ def fifty_flag_document() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
-@pytest.fixture(scope="module")
 def seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("seed") / "fifty.yaml"
     path.write_text(yaml.safe_dump(fifty_flag_document()))

@@ -41,12 +41,6 @@ from tests.support.redis import shared_redis, unique_prefix
 from tests.support.server import RunningServer, start_server
 from tests.support.tools import require_tool
 
-
-@pytest.fixture(scope="module")
-def timed(request: pytest.FixtureRequest) -> bool:
-    return not request.config.getoption("benchmark_disable")
-
-
 #: The traffic, by unit mix (benchmarks/_load.py): "returning" is the portal's (users come
 #: back all day), which the budget is checked on; "new" (every request a unit never seen
 #: before, every unit new to every sketch) is the worst case, reported beside it.

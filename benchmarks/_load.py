@@ -29,6 +29,7 @@ __all__ = [
     "pin_process_group",
     "post_script",
     "quantile",
+    "request_script",
     "unit_script",
     "wrk",
 ]
@@ -64,25 +65,48 @@ def unit_script(
 ) -> Path:
     """A wrk script whose every request carries a unit of ``mix`` (:data:`UNIT_MIXES`): an
     OFREP POST body, or with ``get_path`` a ``GET get_path?targetingKey=...``."""
-    unit = UNIT_MIXES[mix]
-    extra = "".join(f"['{k}'] = '{v}', " for k, v in (headers or {}).items())
     if get_path is None:
-        request = (
-            f"  return wrk.format('POST', nil, {{{extra}['Content-Type'] = 'application/json'}}, "
-            f'\'{{"context":{{"targetingKey":"user-\' .. {unit} .. '
-            '\'","company_id":7,"role":"member"}}\')\n'
-        )
-    else:
-        request = (
-            f"  return wrk.format('GET', '{get_path}?targetingKey=user-' .. {unit} .. "
-            f"'&company_id=7&role=member', {{{extra}}})\n"
-        )
-    path = directory / f"{name}.lua"
-    path.write_text(
+        body = '{"context":{"targetingKey":"user-{unit}","company_id":7,"role":"member"}}'
+        return request_script(directory, name, mix, body=body, headers=headers)
+    path = f"{get_path}?targetingKey=user-{{unit}}&company_id=7&role=member"
+    return request_script(directory, name, mix, method="GET", path=path, headers=headers)
+
+
+def _lua_text(template: str, unit: str) -> str:
+    """A Lua expression for ``template`` with every ``{unit}`` replaced by ``unit`` (a Lua
+    expression), as single-quoted Lua strings joined with ``..``."""
+    parts = [part.replace("\\", "\\\\").replace("'", "\\'") for part in template.split("{unit}")]
+    return f" .. {unit} .. ".join(f"'{part}'" for part in parts)
+
+
+def request_script(
+    directory: Path,
+    name: str,
+    mix: str,
+    *,
+    method: str = "POST",
+    path: str | None = None,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Path:
+    """A wrk script sending ``method`` to ``path`` (``None``: the URL's own path) with
+    ``body`` (a JSON POST), where every ``{unit}`` in ``path`` and ``body`` is a unit of
+    ``mix`` (:data:`UNIT_MIXES`), new for each request."""
+    unit = UNIT_MIXES[mix]
+    all_headers = dict(headers or {})
+    if body is not None:
+        all_headers.setdefault("Content-Type", "application/json")
+    table = "".join(f"['{k}'] = '{v}', " for k, v in all_headers.items())
+    lua_path = "nil" if path is None else _lua_text(path, unit)
+    lua_body = "nil" if body is None else _lua_text(body, unit)
+    script = directory / f"{name}.lua"
+    script.write_text(
         "local started = os.time()\nlocal n = 0\n"
-        "request = function()\n  n = n + 1\n" + request + "end\n"
+        "request = function()\n  n = n + 1\n"
+        f"  return wrk.format('{method}', {lua_path}, {{{table}}}, {lua_body})\n"
+        "end\n"
     )
-    return path
+    return script
 
 
 def cpu_us_per_request(cpu_seconds: float, result: WrkResult) -> float:

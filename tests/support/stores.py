@@ -43,6 +43,11 @@ class Backend(Protocol):
         server process would have."""
         ...
 
+    def sibling(self) -> Store:
+        """A new, unopened store object on other, empty data of the same kind (another file,
+        another key prefix): where a backup is restored."""
+        ...
+
     def unreachable(self) -> list[tuple[str, str]]:
         """``(url, text)`` pairs: opening ``url`` must raise ``StoreUnavailable`` whose
         message contains ``text`` (the location an operator has to fix)."""
@@ -98,6 +103,9 @@ class SQLiteBackend:
     def make(self) -> Store:
         return open_store(self.url)
 
+    def sibling(self) -> Store:
+        return open_store(f"sqlite:///{self.directory / f'sibling-{unique_prefix()}.db'}")
+
     def unreachable(self) -> list[tuple[str, str]]:
         missing = self.directory / "missing" / "flagport.db"
         # A regular file where a directory should be fails even for root.
@@ -136,11 +144,18 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, base_url: str) -> None:
-        separator = "&" if "?" in base_url else "?"
-        self.url = f"{base_url}{separator}prefix={unique_prefix()}"
+        self._base_url = base_url
+        self.url = self._with_prefix(unique_prefix())
+
+    def _with_prefix(self, prefix: str) -> str:
+        separator = "&" if "?" in self._base_url else "?"
+        return f"{self._base_url}{separator}prefix={prefix}"
 
     def make(self) -> Store:
         return open_store(self.url)
+
+    def sibling(self) -> Store:
+        return open_store(self._with_prefix(unique_prefix()))
 
     def _client(self) -> Any:
         import redis

@@ -16,6 +16,7 @@ import click
 from flagport_cli._app import App
 from flagport_cli._errors import CliError, UnexpectedAnswer
 from flagport_cli._serve import serve
+from flagport_cli.commands.backup import backup, restore
 from flagport_cli.commands.config import diff, export, import_
 from flagport_cli.commands.flags import create, delete, list_flags, show, target
 from flagport_cli.commands.insight import audit, explain, status
@@ -95,6 +96,8 @@ for command in (
     stats,
     stale,
     rollout,
+    backup,
+    restore,
     serve,
 ):
     cli.add_command(command)

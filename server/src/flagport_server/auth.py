@@ -46,6 +46,7 @@ __all__ = [
     "FAILED_LOGIN_WINDOW_S",
     "PUBLIC",
     "RESERVED_ACTORS",
+    "RESTORE_ACTOR",
     "SCOPES",
     "SDK",
     "SECURITY_SCHEMES",
@@ -76,9 +77,11 @@ BOOTSTRAP_ACTOR: Final = "admin"
 BOOTSTRAP_TOKEN_ID: Final = "bootstrap"
 #: The audit actor of ``--seed``.
 SEED_ACTOR: Final = "seed"
+#: The audit actor of ``flags restore`` (made on the store directly, with no token).
+RESTORE_ACTOR: Final = "restore"
 #: Names no new token may take (in any case): an audit entry by them must be what it says
 #: (``driver``: the rollout driver's automatic transitions).
-RESERVED_ACTORS: Final = frozenset({BOOTSTRAP_ACTOR, SEED_ACTOR, DRIVER})
+RESERVED_ACTORS: Final = frozenset({BOOTSTRAP_ACTOR, SEED_ACTOR, RESTORE_ACTOR, DRIVER})
 
 EVALUATE: Final = "evaluate"
 SDK: Final = "sdk"

@@ -43,6 +43,7 @@ __all__ = [
     "ServerError",
     "SignInNeeded",
     "StoreError",
+    "StoreNotEmpty",
     "StoreUnavailable",
     "TooManyRequests",
     "Unauthorized",
@@ -133,6 +134,18 @@ class UnreadableRecord(Conflict):
         )
         self.kind = kind
         self.key = key
+
+
+class StoreNotEmpty(Conflict):
+    """A restore into a store that already holds a configuration, without ``--replace``."""
+
+    title = "Store not empty"
+
+    def __init__(self, held: str) -> None:
+        super().__init__(
+            f"the store is not empty ({held}): restore into an empty store, or pass "
+            "--replace to overwrite everything it holds"
+        )
 
 
 class InvalidInput(ServerError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
@@ -20,6 +20,9 @@ from flagport.durations import STATS_HOURS_KEPT
 from flagport.engine import Flag, Segment, SnapshotDocument
 from flagport.rollout.outcomes import Cohort, Totals
 from flagport.rollout.plan import Plan
+
+if TYPE_CHECKING:
+    from flagport_server.stores.backup import StoreBackup
 
 __all__ = [
     "OUTCOME_MINUTES_KEPT",
@@ -396,3 +399,22 @@ class Store(abc.ABC):
     async def outcomes(self, key: str, first_minute: int, last_minute: int) -> list[OutcomeRow]:
         """``key``'s stored totals of the minutes ``first_minute`` to ``last_minute``
         (inclusive; multiples of 60), oldest first."""
+
+    # -- backup and restore (docs/adr/0031-whole-store-backup.md) ----------------------
+
+    @abc.abstractmethod
+    async def backup(self) -> StoreBackup:
+        """Every long-lived record, read at one snapshot version (one transaction or one
+        script), bodies as stored."""
+
+    @abc.abstractmethod
+    async def restore(self, backup: StoreBackup, entry: AuditEntry, *, replace: bool) -> int:
+        """Make the store hold exactly what ``backup`` holds, atomically, then append
+        ``entry`` (the restore's own audit entry) after the restored log. The store keeps
+        the backup's store id and takes a snapshot version above both its own and the
+        backup's, so running servers adopt the restored state as a newer version. Returns
+        that version.
+
+        :raises StoreNotEmpty: the store holds flags, segments, plans, tokens or audit
+            entries and ``replace`` is false (nothing written).
+        """

@@ -61,12 +61,14 @@ tokens, so an instance left behind by a rolling upgrade stops rather than misrea
 :class:`RedisStore` is one class made of one part per concern, each in its own module over
 the shared connections, scripts and key names (``_connection``): the configuration
 (``_configuration``), the audit log (``_audit``), the tokens (``_tokens``), the propagation
-registry (``_workers``) and the stats (``_stats``); URLs are parsed in ``_url``.
+registry (``_workers``), the stats (``_stats``), the rollout driver's lease and outcomes
+(``_rollout``) and whole-store backups (``_backup``); URLs are parsed in ``_url``.
 """
 
 from __future__ import annotations
 
 from flagport_server.stores.redis._audit import RedisAudit
+from flagport_server.stores.redis._backup import RedisBackup
 from flagport_server.stores.redis._configuration import RedisConfiguration
 from flagport_server.stores.redis._connection import SCHEMA_VERSION
 from flagport_server.stores.redis._rollout import RedisRollout
@@ -87,6 +89,7 @@ class RedisStore(
     RedisWorkers,
     RedisStats,
     RedisRollout,
+    RedisBackup,
 ):
     """A :class:`~flagport_server.stores.base.Store` in Redis, shared by every instance.
 

@@ -9,9 +9,9 @@ from flagport_server.errors import StoreError
 from flagport_server.stores.base import SERVER_SECRET_BYTES
 from flagport_server.stores.redis._connection import RedisBase
 
-__all__ = ["RedisSecrets"]
+__all__ = ["SERVER_SECRET_FIELD", "RedisSecrets"]
 
-_FIELD = "server"
+SERVER_SECRET_FIELD = "server"
 
 
 class RedisSecrets(RedisBase):
@@ -19,17 +19,17 @@ class RedisSecrets(RedisBase):
     worker and instance, rotated on demand."""
 
     async def server_secret(self) -> bytes:
-        found = await self._command("HGET", self._secrets, _FIELD)
+        found = await self._command("HGET", self._secrets, SERVER_SECRET_FIELD)
         if found is None:
             await self._command(
-                "HSETNX", self._secrets, _FIELD, secrets.token_hex(SERVER_SECRET_BYTES)
+                "HSETNX", self._secrets, SERVER_SECRET_FIELD, secrets.token_hex(SERVER_SECRET_BYTES)
             )
-            found = await self._command("HGET", self._secrets, _FIELD)
+            found = await self._command("HGET", self._secrets, SERVER_SECRET_FIELD)
         return _secret(found)
 
     async def rotate_server_secret(self) -> bytes:
         fresh = secrets.token_hex(SERVER_SECRET_BYTES)
-        await self._command("HSET", self._secrets, _FIELD, fresh)
+        await self._command("HSET", self._secrets, SERVER_SECRET_FIELD, fresh)
         return bytes.fromhex(fresh)
 
 

@@ -15,13 +15,14 @@ Durability and concurrency come from SQLite itself:
 :class:`SQLiteStore` is one class made of one part per concern, each in its own module over
 the shared connections (``_connection``) and table layout (``_schema``): the configuration
 (``_configuration``), the audit log (``_audit``), the tokens (``_tokens``), the propagation
-registry (``_workers``), the stats (``_stats``) and the rollout driver's lease and
-outcome signals (``_rollout``).
+registry (``_workers``), the stats (``_stats``), the rollout driver's lease and
+outcome signals (``_rollout``) and whole-store backups (``_backup``).
 """
 
 from __future__ import annotations
 
 from flagport_server.stores.sqlite._audit import SQLiteAudit
+from flagport_server.stores.sqlite._backup import SQLiteBackup
 from flagport_server.stores.sqlite._configuration import SQLiteConfiguration
 from flagport_server.stores.sqlite._rollout import SQLiteRollout
 from flagport_server.stores.sqlite._schema import SCHEMA_VERSION
@@ -41,6 +42,7 @@ class SQLiteStore(
     SQLiteWorkers,
     SQLiteStats,
     SQLiteRollout,
+    SQLiteBackup,
 ):
     """A :class:`~flagport_server.stores.base.Store` in one SQLite file.
 

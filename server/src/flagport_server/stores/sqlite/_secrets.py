@@ -8,9 +8,9 @@ import sqlite3
 from flagport_server.stores.base import SERVER_SECRET_BYTES
 from flagport_server.stores.sqlite._connection import SQLiteBase
 
-__all__ = ["SQLiteSecrets"]
+__all__ = ["SERVER_SECRET_NAME", "SQLiteSecrets"]
 
-_NAME = "server"
+SERVER_SECRET_NAME = "server"
 
 
 class SQLiteSecrets(SQLiteBase):
@@ -18,7 +18,9 @@ class SQLiteSecrets(SQLiteBase):
 
     async def server_secret(self) -> bytes:
         def read(conn: sqlite3.Connection) -> bytes | None:
-            row = conn.execute("SELECT value FROM secrets WHERE name = ?", (_NAME,)).fetchone()
+            row = conn.execute(
+                "SELECT value FROM secrets WHERE name = ?", (SERVER_SECRET_NAME,)
+            ).fetchone()
             return bytes(row[0]) if row is not None else None
 
         found = await self._read(read)
@@ -30,9 +32,11 @@ class SQLiteSecrets(SQLiteBase):
             # Several workers starting at once: the first insert wins, the others read it.
             conn.execute(
                 "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)",
-                (_NAME, secrets.token_bytes(SERVER_SECRET_BYTES)),
+                (SERVER_SECRET_NAME, secrets.token_bytes(SERVER_SECRET_BYTES)),
             )
-            row = conn.execute("SELECT value FROM secrets WHERE name = ?", (_NAME,)).fetchone()
+            row = conn.execute(
+                "SELECT value FROM secrets WHERE name = ?", (SERVER_SECRET_NAME,)
+            ).fetchone()
             return bytes(row[0])
 
         return await self._write(make)
@@ -45,7 +49,7 @@ class SQLiteSecrets(SQLiteBase):
             conn.execute(
                 "INSERT INTO secrets (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (_NAME, fresh),
+                (SERVER_SECRET_NAME, fresh),
             )
             return fresh
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -162,6 +163,10 @@ class _LimitWarnings:
                 seen[slot] = None
         self._seen = seen
         return [problem for problem in seen.values() if problem]
+
+
+#: Audit actions that replace the whole configuration on purpose (docs/spec.md section 6).
+_WHOLE_STORE_ACTIONS: Final = frozenset({"import", "restore"})
 
 
 class Runtime:
@@ -361,15 +366,16 @@ class Runtime:
 
     async def _restored(self, state: StoreState) -> bool:
         """Whether a whole configuration was imported into the store (``flags import``,
-        ``POST /admin/v1/snapshot``) after this worker applied the snapshot it serves: the
-        deliberate restore of a store that went backwards, which every instance adopts."""
+        ``POST /admin/v1/snapshot``) or a backup restored into it (``flags restore``) after
+        this worker applied the snapshot it serves: the deliberate restore of a store that
+        went backwards or was replaced, which every instance adopts."""
         since = datetime.datetime.fromtimestamp(self.applied_at, datetime.UTC).isoformat()
         try:
             entries = await self.store.audit(AuditQuery(since=since, limit=1000))
         except StoreError:
             return False
         return any(
-            e.action == "import"
+            e.action in _WHOLE_STORE_ACTIONS
             and e.actor != "seed"
             and e.snapshot_version <= state.document.version
             for e in entries

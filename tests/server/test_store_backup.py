@@ -4,6 +4,7 @@ the refusals (a non-empty store without ``replace``; a file that is not a backup
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -227,3 +228,26 @@ def test_a_file_that_is_not_a_backup_is_refused_with_its_problem(
 ) -> None:
     with pytest.raises(InvalidInput, match=problem):
         read_backup(_file(tmp_path, document))
+
+
+# -- audit retention -----------------------------------------------------------------------
+
+
+async def test_pruning_the_audit_log_deletes_the_oldest_entries_and_their_filters(
+    store: Store,
+) -> None:
+    days = ["2026-01-01", "2026-02-01", "2026-03-01", "2026-04-01"]
+    for day, actor in zip(days, ["old", "old", "mid", "new"], strict=True):
+        await store.commit(
+            [], [AuditEntry(actor=actor, action="note", key="k", at=f"{day}T00:00:00+00:00")]
+        )
+    march = datetime.datetime.fromisoformat("2026-03-01T00:00:00+00:00").timestamp()
+    assert await store.prune_audit(march, limit=1) == 1
+    assert await store.prune_audit(march) == 1
+    assert await store.prune_audit(march) == 0
+    left = await store.audit(AuditQuery(limit=100))
+    assert [e.actor for e in left] == ["new", "mid"]
+    assert await store.audit(AuditQuery(actor="old")) == []
+    assert len(await store.audit(AuditQuery(key="k"))) == 2
+    committed = await store.commit([], [_entry("k", "note")])
+    assert committed.audit_ids == [5]  # ids are never reused

@@ -301,6 +301,13 @@ def _no_key_password() -> str:
     help="Do not serve the admin UI under /ui/ (sign-in with an admin or viewer token).",
 )
 @click.option(
+    "--audit-retention",
+    "audit_retention_days",
+    type=click.IntRange(1, 36_500),
+    metavar="DAYS",
+    help="Delete audit entries older than DAYS (default: keep them all).",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -329,6 +336,7 @@ def serve(
     trusted_proxies: tuple[str, ...],
     compile_chunk: int,
     no_ui: bool,
+    audit_retention_days: int | None,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -386,6 +394,7 @@ def serve(
         uds=uds,
         workers=workers,
         snapshot_cache=snapshot_cache,
+        audit_retention_days=audit_retention_days,
         open_scope=open_scope,
         allowed_hosts=tuple(hosts),
         admin_token=token,

@@ -165,6 +165,8 @@ class _LimitWarnings:
         return [problem for problem in seen.values() if problem]
 
 
+#: Audit entries deleted per store call by the retention (one short write each).
+_PRUNE_BATCH: Final = 1000
 #: Audit actions that replace the whole configuration on purpose (docs/spec.md section 6).
 _WHOLE_STORE_ACTIONS: Final = frozenset({"import", "restore"})
 
@@ -227,6 +229,10 @@ class Runtime:
             asyncio.create_task(self._poll(), name="flagport-poll"),
             asyncio.create_task(self._heartbeat_loop(), name="flagport-heartbeat"),
         ]
+        if self.settings.audit_retention_days is not None:
+            self._tasks.append(
+                asyncio.create_task(self._audit_retention(), name="flagport-audit-retention")
+            )
 
     async def stop(self) -> None:
         for listener in list(self._listeners):
@@ -605,6 +611,28 @@ class Runtime:
                 self._mark_writes_ok()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._applied.wait(), self.settings.heartbeat_interval)
+
+    async def _audit_retention(self) -> None:
+        """Delete the audit entries older than the retention, at start and then every
+        ``audit_prune_interval`` (every worker does: a prune that finds nothing is one cheap
+        query, and no worker is special)."""
+        days = self.settings.audit_retention_days
+        assert days is not None
+        while True:
+            try:
+                before = time.time() - days * 86_400
+                pruned = 0
+                while (batch := await self.store.prune_audit(before, _PRUNE_BATCH)) > 0:
+                    pruned += batch
+                    if batch < _PRUNE_BATCH:
+                        break
+                if pruned:
+                    log.info("audit retention: deleted %d entries older than %d days", pruned, days)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the store is down: the next round tries again
+                log.warning("audit retention: %s", error)
+            await asyncio.sleep(self.settings.audit_prune_interval)
 
     async def heartbeat(self) -> None:
         if self.snapshot is None:

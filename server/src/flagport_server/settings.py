@@ -85,6 +85,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     instance_id: str = msgspec.field(default_factory=socket.gethostname)
     #: Document loaded when the store has no flags at all (``make run``'s portal flags).
     seed_file: str | None = None
+    #: Audit entries older than this many days are deleted (``None``: kept for ever); each
+    #: worker prunes at start and every ``audit_prune_interval`` seconds.
+    audit_retention_days: int | None = None
+    audit_prune_interval: float = 3600.0
     #: Periodic store version check that repairs missed change notifications (seconds).
     poll_interval: float = 1.0
     heartbeat_interval: float = 1.0

@@ -400,6 +400,12 @@ class Store(abc.ABC):
         """``key``'s stored totals of the minutes ``first_minute`` to ``last_minute``
         (inclusive; multiples of 60), oldest first."""
 
+    @abc.abstractmethod
+    async def prune_audit(self, before: float, limit: int = 1000) -> int:
+        """Delete at most ``limit`` of the oldest audit entries made before ``before``
+        (seconds since the epoch), filters included; how many were deleted. Ids are never
+        reused. (Audit retention: docs/spec.md, "Backup and restore".)"""
+
     # -- backup and restore (docs/adr/0031-whole-store-backup.md) ----------------------
 
     @abc.abstractmethod

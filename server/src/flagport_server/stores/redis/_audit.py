@@ -10,12 +10,34 @@ from redis.asyncio.cluster import RedisCluster
 
 from flagport_server.stores import _common
 from flagport_server.stores.base import AuditEntry, AuditQuery
-from flagport_server.stores.redis._connection import RedisBase
+from flagport_server.stores.redis._connection import RedisBase, Script
 
-__all__ = ["RedisAudit"]
+__all__ = ["RedisAudit", "split_stored_entry"]
 
 #: Ids read per round trip when paging an audit index.
 _AUDIT_CHUNK: Final = 500
+
+# KEYS: audit, audit:ids, audit:time, then two filter indexes per entry (its key's, its
+# actor's). ARGV: the ids of the entries to delete.
+_PRUNE: Final = Script(
+    """
+for i, id in ipairs(ARGV) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[2 + 2 * i], id)
+  redis.call('ZREM', KEYS[3 + 2 * i], id)
+end
+return #ARGV
+"""
+)
+
+
+def split_stored_entry(value: str) -> tuple[int, float, str]:
+    """An audit hash value, ``"<snapshot version> <at as epoch seconds> <JSON body>"``, as
+    its three parts."""
+    version_text, at_text, body = value.split(" ", 2)
+    return int(version_text), float(at_text), body
 
 
 class RedisAudit(RedisBase):
@@ -79,15 +101,35 @@ class RedisAudit(RedisBase):
         for id_, value in zip(ids, values, strict=True):
             if value is None:
                 continue
-            version_text, at_text, body = str(value).split(" ", 2)
-            if since is not None and float(at_text) < since:
+            version, at_ts, body = split_stored_entry(str(value))
+            if since is not None and at_ts < since:
                 continue
             entry = _common.decode_audit(body, str(id_))
             if query.key is not None and entry.key != query.key:
                 continue
             if query.actor is not None and entry.actor != query.actor:
                 continue
-            entries.append(
-                msgspec.structs.replace(entry, id=id_, snapshot_version=int(version_text))
-            )
+            entries.append(msgspec.structs.replace(entry, id=id_, snapshot_version=version))
         return entries
+
+    async def prune_audit(self, before: float, limit: int = 1000) -> int:
+        """The oldest entries before ``before`` (the time index), read with their bodies to
+        name their filter indexes, then deleted in one script. Commits meanwhile only add
+        newer entries, so what was read is what is deleted."""
+        ids = [
+            str(i)
+            for i in await self._command(
+                "ZRANGEBYSCORE", self._audit_time, "-inf", f"({before!r}", "LIMIT", 0, limit
+            )
+        ]
+        if not ids:
+            return 0
+        values = await self._command("HMGET", self._audit, *ids)
+        keys = [self._audit, self._audit_ids, self._audit_time]
+        for id_, value in zip(ids, values, strict=True):
+            if value is None:  # no body: its indexes cannot be named; the id entries go
+                keys += [self._audit_ids, self._audit_time]
+                continue
+            entry = _common.decode_audit(split_stored_entry(str(value))[2], id_)
+            keys += [self._audit_key_index(entry.key), self._audit_actor_index(entry.actor)]
+        return int(await self._script(_PRUNE, keys, ids))

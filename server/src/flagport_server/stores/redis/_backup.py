@@ -19,6 +19,7 @@ from flagport_server.stores.backup import (
     utc_now_text,
 )
 from flagport_server.stores.base import AuditEntry
+from flagport_server.stores.redis._audit import split_stored_entry
 from flagport_server.stores.redis._connection import (
     INIT_LUA,
     SCHEMA_CHECK_LUA,
@@ -140,13 +141,12 @@ def _records(bodies: dict[str, str], versions: dict[str, str]) -> list[BackupRec
 def _audit_entries(stored: dict[str, str]) -> list[BackupAuditEntry]:
     entries: list[BackupAuditEntry] = []
     for id_text in sorted(stored, key=int):
-        version, _, rest = stored[id_text].partition(" ")
-        _, _, body = rest.partition(" ")
+        version, _, body = split_stored_entry(stored[id_text])
         entry = _common.decode_audit(body, id_text)
         entries.append(
             BackupAuditEntry(
                 id=int(id_text),
-                snapshot_version=int(version),
+                snapshot_version=version,
                 key=entry.key,
                 actor=entry.actor,
                 at=entry.at,

@@ -49,3 +49,14 @@ class SQLiteAudit(SQLiteBase):
             ]
 
         return await self._read(read)
+
+    async def prune_audit(self, before: float, limit: int = 1000) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM audit WHERE id IN "
+                "(SELECT id FROM audit WHERE at_ts < ? ORDER BY id LIMIT ?)",
+                (before, limit),
+            )
+            return cursor.rowcount
+
+        return await self._write(prune)

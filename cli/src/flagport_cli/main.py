@@ -15,11 +15,13 @@ import click
 
 from flagport_cli._app import App
 from flagport_cli._errors import CliError, UnexpectedAnswer
+from flagport_cli._profiles import load_profile
 from flagport_cli._serve import serve
 from flagport_cli.commands.backup import backup, restore
 from flagport_cli.commands.config import diff, export, import_
 from flagport_cli.commands.flags import create, delete, list_flags, show, target
 from flagport_cli.commands.insight import audit, explain, status
+from flagport_cli.commands.promote import promote
 from flagport_cli.commands.rollout import rollout
 from flagport_cli.commands.state import disable, enable
 from flagport_cli.commands.stats import stale, stats
@@ -64,15 +66,28 @@ class _Commands(click.Group):
     "--token",
     help="Admin token (else FLAGPORT_TOKEN, FLAGPORT_ADMIN_TOKEN, ./.flagport/admin-token).",
 )
+@click.option(
+    "--profile",
+    help="A named environment (its URL and token) from the profiles file "
+    "(env FLAGPORT_PROFILES, else ~/.config/flagport/profiles.toml).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print API response bodies as JSON.")
 @click.pass_context
-def cli(ctx: click.Context, url: str, token: str | None, json_output: bool) -> None:
+def cli(
+    ctx: click.Context, url: str, token: str | None, profile: str | None, json_output: bool
+) -> None:
     """Flagport feature flags: roll out, kill, inspect.
 
     \b
     Exit codes: 0 ok, 1 refused by the server, 2 bad usage or file,
     3 server unreachable, 4 not authorized, 5 not confirmed by every worker in time.
     """
+    if profile is not None:
+        chosen = load_profile(profile)
+        # --url on the command line wins; FLAGPORT_URL (a shell's default) does not.
+        if ctx.get_parameter_source("url") is not click.core.ParameterSource.COMMANDLINE:
+            url = chosen.url
+        token = token or chosen.token
     app = App(url=url, token_option=token, json=json_output)
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -96,6 +111,7 @@ for command in (
     stats,
     stale,
     rollout,
+    promote,
     backup,
     restore,
     serve,

@@ -529,9 +529,15 @@ class AdminService:
         prune: bool,
         actor: Actor,
         reason: str | None,
+        expect_versions: bool = False,
     ) -> tuple[SnapshotDiff, int]:
         """Make the store match ``incoming`` (all or nothing) and return the diff. With
         ``prune`` (the default) flags and segments missing from ``incoming`` are deleted.
+
+        ``expect_versions`` (a merging import only: ``flags promote``): each flag and segment
+        of ``incoming`` carries the version its sender last saw here (0: none), and the
+        import applies only while every one it changes is still at that version; otherwise
+        :class:`PreconditionFailed` names the first that moved, and nothing is applied.
 
         ``incoming`` must be valid on its own. With ``prune`` the result of the import *is*
         ``incoming`` (versions and timestamps aside), so compiling the result checks it and
@@ -544,6 +550,12 @@ class AdminService:
         # Compiled from the snapshot served at each step, never a name kept for it: the one
         # an import replaces is freed in chunks once nothing refers to it (Runtime.apply).
         runtime = self.runtime
+        if expect_versions and prune:
+            raise InvalidInput(
+                "expect_versions needs prune=false: only a merging import names every "
+                "record it changes",
+                path="expect_versions",
+            )
         with document_errors_as_input():
             await asyncio.to_thread(check_document_limits, incoming)
             if dry_run or not prune:
@@ -552,7 +564,7 @@ class AdminService:
             state = await self.state()
             document = state.document
             diff, mutations, entries, committed = await asyncio.to_thread(
-                _plan_import, state, incoming, prune, actor, reason
+                _plan_import, state, incoming, prune, actor, reason, expect_versions
             )
             if dry_run:
                 await release_in_chunks(entries)
@@ -583,7 +595,11 @@ class AdminService:
                 compiled = await self._validate(committed, state)
             try:
                 version = await self._commit(mutations, entries, committed, compiled)
-            except VersionConflict:
+            except VersionConflict as error:
+                if expect_versions:  # the sender's versions, not ours: retrying cannot help
+                    raise PreconditionFailed(
+                        error.kind, error.key, error.expected, error.actual
+                    ) from None
                 continue
             served = runtime.snapshot
             if served is not compiled:
@@ -713,12 +729,20 @@ class AdminService:
 
 
 def _plan_import(
-    state: StoreState, incoming: SnapshotDocument, prune: bool, actor: Actor, reason: str | None
+    state: StoreState,
+    incoming: SnapshotDocument,
+    prune: bool,
+    actor: Actor,
+    reason: str | None,
+    expect_versions: bool = False,
 ) -> tuple[SnapshotDiff, list[Mutation], list[AuditEntry], StoreState | None]:
     """What importing ``incoming`` over ``state`` changes: the diff, the guarded mutations
     and audit entries that make it, and the store's state once they are committed
-    (:func:`_committed`; ``None``: the import changes nothing). Run in a thread: for
-    15,000 flags, each step (the stamping, the sort of the result) is tens of ms."""
+    (:func:`_committed`; ``None``: the import changes nothing). Each mutation is guarded by
+    the stored version, or with ``expect_versions`` by the one ``incoming`` carries (0: the
+    record must not exist), checked here first so a moved record is named before anything
+    is compiled. Run in a thread: for 15,000 flags, each step (the stamping, the sort of
+    the result) is tens of ms."""
     document = state.document
     diff = diff_documents(state, incoming, prune=prune)
     now = utc_now()
@@ -731,6 +755,12 @@ def _plan_import(
 
     def record(kind: Literal["flag", "segment"], key: str, old: Any, new: Any) -> None:
         guard = _stored_version(state, key, kind)
+        if expect_versions:
+            sent = (incoming.flags if kind == "flag" else incoming.segments)[key].version
+            expected = sent or None
+            if expected != guard:
+                raise PreconditionFailed(kind, key, expected, guard)
+            guard = expected
         mutation, entry = _import_change(kind, key, guard, old, new, actor, reason, now)
         mutations.append(mutation)
         entries.append(entry)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import msgspec
 
 from flagport_cli._app import App, json_option, pass_app, reason_option
 from flagport_cli._errors import CliError, Refused, Unreachable, UsageProblem
@@ -76,6 +75,8 @@ def backup(app: App, file: Path, store_url: str) -> None:
             raise UsageProblem(f"cannot write {file}: {error.strerror or error}") from None
         raise _store_problem(error) from None
     if app.json:
+        import msgspec
+
         echo_json({"file": str(file), "bytes": size, **msgspec.structs.asdict(summary)})
         return
     click.echo(
@@ -108,6 +109,8 @@ def restore(app: App, file: Path, store_url: str, replace: bool, reason: str | N
     except ServerError as error:
         raise _store_problem(error) from None
     if app.json:
+        import msgspec
+
         echo_json(
             {"file": str(file), "snapshot_version": version, **msgspec.structs.asdict(summary)}
         )

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from flagport_cli._app import App, json_option, pass_app, reason_option
+from flagport_cli._diffs import diff_is_empty, field_changes, print_diff
 from flagport_cli._errors import UnexpectedAnswer, UsageProblem
 from flagport_cli._output import echo_json
 from flagport_cli._validate import read_document
@@ -66,59 +67,13 @@ def export(app: App, output: str | None, format_: str | None, volatile: bool) ->
         click.echo(data.decode().rstrip("\n"))
 
 
-def _print_diff(diff: dict[str, Any], details: dict[str, list[str]]) -> None:
-    for kind in ("flags", "segments"):
-        part = diff.get(kind) or {}
-        singular = kind[:-1]
-        for key in part.get("added", []):
-            click.echo(f"+ {singular} {key}")
-        for key in part.get("changed", []):
-            click.echo(f"~ {singular} {key}")
-            for line in details.get(f"{kind}/{key}", []):
-                click.echo(f"    {line}")
-        for key in part.get("removed", []):
-            click.echo(f"- {singular} {key}")
-
-
-def _empty(diff: dict[str, Any]) -> bool:
-    return not any(diff.get(kind, {}).get(part) for kind in diff for part in diff[kind])
-
-
 def _field_details(app: App, data: bytes, format_: str) -> dict[str, list[str]]:
     """For changed objects, which fields differ (server value -> file value)."""
-    import msgspec
-
     from flagport.document import dump_document, load_document
-    from flagport.engine import Flag, Segment
-
-    # Exports omit fields at their defaults: compare with the defaults filled in.
-    defaults = {
-        kind: {
-            field.encode_name: msgspec.to_builtins(
-                field.default if field.default is not msgspec.NODEFAULT else field.default_factory()
-            )
-            for field in msgspec.structs.fields(model)
-        }
-        for kind, model in (("flags", Flag), ("segments", Segment))
-    }
 
     local = json.loads(dump_document(load_document(data, format_, strict=False), "json"))  # type: ignore[arg-type]
     remote = json.loads(app.api().send("GET", "/admin/v1/snapshot").content)
-    details: dict[str, list[str]] = {}
-    for kind in ("flags", "segments"):
-        for key, file_value in local.get(kind, {}).items():
-            before = remote.get(kind, {}).get(key)
-            if before is None or before == file_value:
-                continue
-            before, after = {**defaults[kind], **before}, {**defaults[kind], **file_value}
-            lines = []
-            for name in sorted(set(before) | set(after)):
-                if before.get(name) != after.get(name):
-                    old = json.dumps(before.get(name), ensure_ascii=False)
-                    new = json.dumps(after.get(name), ensure_ascii=False)
-                    lines.append(f"{name}: {old} -> {new}")
-            details[f"{kind}/{key}"] = lines
-    return details
+    return field_changes(local, remote)
 
 
 def _post(
@@ -153,10 +108,10 @@ def import_(app: App, file: str, dry_run: bool, merge: bool, reason: str | None)
         echo_json(result)
         return
     diff = result["diff"]  # a stand-in's {} must not read as "no changes"
-    if _empty(diff):
+    if diff_is_empty(diff):
         click.echo("no changes")
         return
-    _print_diff(diff, _field_details(app, data, format_))
+    print_diff(diff, _field_details(app, data, format_))
     if dry_run:
         click.echo("dry run: nothing applied")
     else:
@@ -175,13 +130,13 @@ def diff(app: App, file: str, merge: bool) -> None:
     changes = result["diff"]  # a stand-in's {} must not read as "no drift"
     if app.json:
         echo_json(result)
-    elif _empty(changes):
+    elif diff_is_empty(changes):
         click.echo(f"no drift: the server matches {file}")
     else:
         click.echo(
             f"drift between the server and {file} "
             "(+ only in the file, - only on the server, ~ server value -> file value):"
         )
-        _print_diff(changes, _field_details(app, data, format_))
-    if not _empty(changes):
+        print_diff(changes, _field_details(app, data, format_))
+    if not diff_is_empty(changes):
         raise SystemExit(1)

@@ -25,6 +25,7 @@ from flagport.engine._limits import (
     check_new_condition_values,
     check_segment_limits,
     check_text,
+    segments_used,
 )
 from flagport.engine._snapshot import CompiledSegment, CompiledSnapshot
 from flagport.engine._tolerant import TolerantDecoder
@@ -80,6 +81,7 @@ __all__ = [
     "flag_from_builtins",
     "hash_unit",
     "point_of_hash",
+    "segments_used",
     "split_validation_message",
     "unit_text",
     "validate_key",

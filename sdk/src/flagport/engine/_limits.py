@@ -267,6 +267,18 @@ def check_segment_limits(key: str, segment: Segment) -> None:
     _check_conditions(segment.conditions, f"{path}.conditions")
 
 
+def segments_used(flag: Flag) -> set[str]:
+    """The keys of the segments ``flag``'s rules name (``in_segment`` values)."""
+    return {
+        name
+        for rule in flag.rules
+        for condition in rule.conditions
+        if condition.op is Operator.IN_SEGMENT
+        for name in condition.values
+        if type(name) is str
+    }
+
+
 def condition_values(flag: Flag, segments: Mapping[str, Segment]) -> int:
     """How many condition values an evaluation of ``flag`` may compare with the context:
     those of its rules, and for each ``in_segment`` value those of that segment's

@@ -389,6 +389,14 @@ async def import_snapshot(
     dry_run: Annotated[bool, QueryParameter(required=False)] = False,
     prune: Annotated[bool, QueryParameter(required=False)] = True,
     reason: ReasonQuery = None,
+    expect_versions: Annotated[
+        bool,
+        QueryParameter(
+            required=False,
+            description="With prune=false: each flag and segment carries the version last "
+            "seen here (0: none); 412 naming the first that moved since (flags promote)",
+        ),
+    ] = False,
 ) -> ImportResponse:
     media = require_media_type(request, JSON_MEDIA_TYPES | YAML_MEDIA_TYPES)
     body = await request.body()
@@ -399,7 +407,12 @@ async def import_snapshot(
             load_document, body, "json" if media in JSON_MEDIA_TYPES else "yaml", strict=False
         )
         diff, version = await admin.import_document(
-            document, dry_run=dry_run, prune=prune, actor=_actor(request), reason=reason
+            document,
+            dry_run=dry_run,
+            prune=prune,
+            actor=_actor(request),
+            reason=reason,
+            expect_versions=expect_versions,
         )
     return ImportResponse(
         dry_run=dry_run, applied=not dry_run and not diff.empty, diff=diff, snapshot_version=version

@@ -46,6 +46,7 @@ use Flagport\Store\Store;
  * | `breaker_window`     | seconds over which failures are counted            |
  * | `breaker_cooldown`   | seconds the circuit stays open before a probe      |
  * | `local_overrides`    | read `FLAGPORT_OVERRIDES` ({@see Overrides})       |
+ * | `overrides`          | that setting as configured (null: the environment) |
  * | `production`         | a production build: overrides ignored (also when   |
  * |                      | `FLAGPORT_ENV=production`)                         |
  *
@@ -86,6 +87,7 @@ final class Client
         'breaker_window' => 30,
         'breaker_cooldown' => 5.0,
         'local_overrides' => true,
+        'overrides' => null,
         'production' => false,
     ];
 
@@ -173,7 +175,12 @@ final class Client
         $this->contextResolver = $contextResolver;
         if ($this->options['local_overrides']) {
             // A developer's mistake in the file is shown at once, naming the file and line.
-            $this->overrides = Overrides::fromEnvironment((bool) $this->options['production'], $this->logger);
+            $setting = $this->options['overrides'];
+            $this->overrides = Overrides::fromEnvironment(
+                (bool) $this->options['production'],
+                $this->logger,
+                is_string($setting) ? $setting : null,
+            );
         }
     }
 

@@ -39,11 +39,13 @@ final class Overrides
      * warning.
      *
      * @param callable(string): void $logger
+     * @param string|null $setting the setting as the app's configuration holds it (Laravel:
+     *        `flagport.overrides`, which survives `config:cache`); null: the environment's
      * @throws InvalidOverrides when the setting cannot be read or parsed (naming it and where)
      */
-    public static function fromEnvironment(bool $production, callable $logger): ?FixedFlags
+    public static function fromEnvironment(bool $production, callable $logger, ?string $setting = null): ?FixedFlags
     {
-        $setting = getenv(self::VARIABLE);
+        $setting ??= getenv(self::VARIABLE);
         if (!is_string($setting) || trim($setting) === '') {
             return null;
         }

@@ -62,6 +62,7 @@ final class FlagportServiceProvider extends ServiceProvider
                     'breaker_window' => $config['breaker']['window'] ?? null,
                     'breaker_cooldown' => $config['breaker']['cooldown'] ?? null,
                     // FLAGPORT_OVERRIDES is a developer's: never read in production.
+                    'overrides' => $config['overrides'] ?? null,
                     'production' => $app->environment('production'),
                 ],
                 static fn (): array => self::context($app),

@@ -120,6 +120,10 @@ final class FlagportFakeTest extends LaravelTestCase
             $this->boot(self::NOBODY);
             $this->app->detectEnvironment(static fn (): string => 'production');
             self::assertFalse(feature('ui-improvements.dropdown-fixes'));
+            // As configured (`flagport.overrides`, which `config:cache` keeps).
+            putenv(Overrides::VARIABLE);
+            $this->boot(self::NOBODY, [], ['overrides' => '{"checkout": "from-config"}']);
+            self::assertSame('from-config', feature_value('checkout'));
         } finally {
             putenv(Overrides::VARIABLE);
             ini_set('error_log', (string) $previous);

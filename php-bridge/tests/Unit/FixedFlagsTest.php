@@ -22,6 +22,7 @@ final class FixedFlagsTest extends TestCase
 
     protected function tearDown(): void
     {
+        \Flagport\Flagport::setClient(null);
         putenv(Overrides::VARIABLE);
         putenv(Overrides::ENVIRONMENT_VARIABLE);
         MemoryStore::flush();
@@ -138,6 +139,26 @@ final class FixedFlagsTest extends TestCase
         }
         // Once per process, however many clients are made.
         self::assertSame(['flagport: FLAGPORT_OVERRIDES is set in production: the overrides are ignored'], array_values(array_filter($logged, static fn (string $m): bool => str_contains($m, 'production'))));
+    }
+
+    public function testFakeOutsideLaravelServesTheHelpersWithoutAServer(): void
+    {
+        // The developer's overrides are not the test's: a fake of its own does not read them.
+        putenv(Overrides::VARIABLE . '={"checkout": "from-the-developer"}');
+        $client = \Flagport\Flagport::fake(['ui-improvements' => true, 'checkout' => 'variant-b']);
+        putenv(Overrides::VARIABLE);
+        self::assertTrue(feature('ui-improvements'));
+        self::assertSame('variant-b', feature_value('checkout'));
+        self::assertFalse(feature('ui-improvements.dropdown-fixes'));
+        \Flagport\Flagport::override('ui-improvements', false);
+        self::assertFalse(feature('ui-improvements'));
+        \Flagport\Flagport::assertEvaluated('ui-improvements', 2);
+        \Flagport\Flagport::assertNotEvaluated('auth-improvements');
+        self::assertSame(0, $client->status()['calls']);
+        self::assertSame($client, \Flagport\Flagport::client());
+        \Flagport\Flagport::setClient(null);
+        $this->expectException(\LogicException::class);
+        \Flagport\Flagport::assertEvaluated('ui-improvements');
     }
 
     public function testABadSettingIsAnErrorAtTheStart(): void

@@ -185,10 +185,11 @@ final class Client
     }
 
     /**
-     * Fake the server (tests): answers come only from fixed values (these, those given
-     * before, {@see override()} and `FLAGPORT_OVERRIDES`), other flags take their defaults,
-     * and nothing is sent anywhere: no evaluation request, no outcome report. Keys read are
-     * counted for {@see evaluated()}. Calling it again adds values.
+     * Fake the server (tests): answers come only from fixed values (these, and those given
+     * to later calls and to {@see override()}), other flags take their defaults, and nothing
+     * is sent anywhere: no evaluation request, no outcome report. A developer's
+     * `FLAGPORT_OVERRIDES` do not apply to a fake: a test's flags are the test's. Keys read
+     * are counted for {@see evaluated()}. Calling it again adds values.
      *
      * @param array<string, mixed> $values flag key => value (false: off)
      * @throws InvalidOverrides for a key or value that cannot be served
@@ -204,6 +205,7 @@ final class Client
                 }
             };
             $this->reporter = null;
+            $this->overrides = null;
             $this->last = ['source' => self::SOURCE_FAKE, 'error' => null, 'context' => null];
         }
         return $this->override($values);

@@ -117,6 +117,10 @@ final class FlagportFakeTest extends LaravelTestCase
         try {
             $this->bootFaked();
             self::assertTrue(feature('ui-improvements.dropdown-fixes'));
+            // A test's flags are the test's: the fake drops the developer's overrides.
+            Flagport::fake(['checkout' => 'variant-b']);
+            self::assertFalse(feature('ui-improvements.dropdown-fixes'));
+            $this->bootFaked();
             $this->boot(self::NOBODY);
             $this->app->detectEnvironment(static fn (): string => 'production');
             self::assertFalse(feature('ui-improvements.dropdown-fixes'));

@@ -22,6 +22,10 @@ return [
     // Evaluation token (not needed on a loopback or Unix-socket bind, where evaluation is open).
     'eval_token' => env('FLAGPORT_EVAL_TOKEN'),
 
+    // A developer's local overrides (never applied in the production environment): inline JSON
+    // or the path of a JSON file of flag key => value; see the README, "Testing your app with flags".
+    'overrides' => env('FLAGPORT_OVERRIDES'),
+
     // Admin token: only the artisan commands (feature:enable, feature:disable, feature:stats) use it.
     'admin_token' => env('FLAGPORT_ADMIN_TOKEN'),
 

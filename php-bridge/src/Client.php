@@ -45,10 +45,19 @@ use Flagport\Store\Store;
  * | `breaker_threshold`  | failures within `breaker_window` s that open it    |
  * | `breaker_window`     | seconds over which failures are counted            |
  * | `breaker_cooldown`   | seconds the circuit stays open before a probe      |
+ * | `local_overrides`    | read `FLAGPORT_OVERRIDES` ({@see Overrides})       |
+ * | `overrides`          | that setting as configured (null: the environment) |
+ * | `production`         | a production build: overrides ignored (also when   |
+ * |                      | `FLAGPORT_ENV=production`)                         |
  *
  * A context is an array of attributes; `targetingKey` is the bucketing unit (a string; an int
  * is sent as its decimal string, absent means `""`: no unit). Other attributes keep their
  * JSON types: an int stays an int, a float stays a float.
+ *
+ * Fixed values (docs/spec.md, "Fixed flag values and local overrides") answer the keys they
+ * name ahead of the server: a developer's `FLAGPORT_OVERRIDES`, read at construction, and
+ * {@see override()}. {@see fake()} (what `Flagport::fake()` calls) turns the server off
+ * altogether: only fixed values and defaults, no network call.
  */
 final class Client
 {
@@ -57,6 +66,7 @@ final class Client
     public const SOURCE_NOT_MODIFIED = 'not-modified';
     public const SOURCE_LAST_GOOD = 'last-good';
     public const SOURCE_DEFAULTS = 'defaults';
+    public const SOURCE_FAKE = 'fake';
 
     /**
      * Every option and its default: the one list. The Laravel config (config/flagport.php),
@@ -76,6 +86,9 @@ final class Client
         'breaker_threshold' => 3,
         'breaker_window' => 30,
         'breaker_cooldown' => 5.0,
+        'local_overrides' => true,
+        'overrides' => null,
+        'production' => false,
     ];
 
     private const BULK_PATH = '/ofrep/v1/evaluate/flags';
@@ -112,6 +125,12 @@ final class Client
     private int $calls = 0;
     /** The outcome reporter (made by {@see outcomes()}; null: nothing to note). */
     private ?Reporter $reporter = null;
+    /** Fixed values answering the keys they name ahead of the server; null: none. */
+    private ?FixedFlags $overrides = null;
+    /** Faked ({@see fake()}): no server at all, only fixed values and defaults. */
+    private bool $faked = false;
+    /** @var array<string, int> while faked: flag key => times read (for the assertions) */
+    private array $evaluated = [];
 
     /**
      * @param array<string, mixed> $options see the class docblock
@@ -154,6 +173,73 @@ final class Client
             (int) $this->options['breaker_window'],
         );
         $this->contextResolver = $contextResolver;
+        if ($this->options['local_overrides']) {
+            // A developer's mistake in the file is shown at once, naming the file and line.
+            $setting = $this->options['overrides'];
+            $this->overrides = Overrides::fromEnvironment(
+                (bool) $this->options['production'],
+                $this->logger,
+                is_string($setting) ? $setting : null,
+            );
+        }
+    }
+
+    /**
+     * Fake the server (tests): answers come only from fixed values (these, and those given
+     * to later calls and to {@see override()}), other flags take their defaults, and nothing
+     * is sent anywhere: no evaluation request, no outcome report. A developer's
+     * `FLAGPORT_OVERRIDES` do not apply to a fake: a test's flags are the test's. Keys read
+     * are counted for {@see evaluated()}. Calling it again adds values.
+     *
+     * @param array<string, mixed> $values flag key => value (false: off)
+     * @throws InvalidOverrides for a key or value that cannot be served
+     */
+    public function fake(array $values = []): self
+    {
+        if (!$this->faked) {
+            $this->faked = true;
+            $this->transport = new class () implements Transport {
+                public function request(string $method, string $path, ?string $body = null, array $headers = []): HttpResponse
+                {
+                    throw new TransportException('Flagport is faked: no request is sent');
+                }
+            };
+            $this->reporter = null;
+            $this->overrides = null;
+            $this->last = ['source' => self::SOURCE_FAKE, 'error' => null, 'context' => null];
+        }
+        return $this->override($values);
+    }
+
+    /**
+     * Fix flags for this client (a test's overrides, faked or not): `override('x', false)`
+     * or `override(['x' => false, 'y' => 'variant-b'])`. Forgets this request's answers.
+     *
+     * @param string|array<string, mixed> $key
+     * @throws InvalidOverrides for a key or value that cannot be served
+     */
+    public function override(string|array $key, mixed $value = null): self
+    {
+        $values = is_array($key) ? $key : [$key => $value];
+        $this->overrides = ($this->overrides ?? new FixedFlags())->with($values);
+        $this->reset();
+        return $this;
+    }
+
+    public function isFaked(): bool
+    {
+        return $this->faked;
+    }
+
+    /**
+     * While faked: flag key => how many times it was read by isEnabled(), value() or
+     * details() (`feature()`, `@feature`, the middleware...); all() counts none.
+     *
+     * @return array<string, int>
+     */
+    public function evaluated(): array
+    {
+        return $this->evaluated;
     }
 
     /**
@@ -182,6 +268,9 @@ final class Client
      */
     public function isEnabled(string $key, ?array $context = null, bool $default = false): bool
     {
+        if ($this->faked) {
+            $this->evaluated[$key] = ($this->evaluated[$key] ?? 0) + 1;
+        }
         try {
             $flag = $this->answers($context)[$key] ?? null;
             if (isset($flag['metadata']['rolloutFlag']) && $this->reporter !== null) {
@@ -206,6 +295,9 @@ final class Client
      */
     public function value(string $key, mixed $default = null, ?array $context = null): mixed
     {
+        if ($this->faked) {
+            $this->evaluated[$key] = ($this->evaluated[$key] ?? 0) + 1;
+        }
         try {
             $flag = $this->answers($context)[$key] ?? null;
             if (isset($flag['metadata']['rolloutFlag']) && $this->reporter !== null) {
@@ -259,6 +351,9 @@ final class Client
      */
     public function details(string $key, ?array $context = null): ?array
     {
+        if ($this->faked) {
+            $this->evaluated[$key] = ($this->evaluated[$key] ?? 0) + 1;
+        }
         try {
             $flag = $this->answers($context)[$key] ?? null;
         } catch (\Throwable $error) {
@@ -384,7 +479,12 @@ final class Client
             throw new \InvalidArgumentException('the context cannot be encoded as JSON: ' . json_last_error_msg());
         }
         $hash = hash('xxh128', $body);
-        $flags = $this->memo[$hash] ??= $this->fetch('{"context":' . $body . '}', $hash);
+        if (!isset($this->memo[$hash])) {
+            $flags = $this->faked ? [] : $this->fetch('{"context":' . $body . '}', $hash);
+            // Fixed values answer the keys they name, whatever the server said.
+            $this->memo[$hash] = $this->overrides !== null ? $this->overrides->items() + $flags : $flags;
+        }
+        $flags = $this->memo[$hash];
         if ($asked !== null) {
             $this->lastAsked = ['context' => $asked, 'flags' => $flags];
         }

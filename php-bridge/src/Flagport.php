@@ -10,6 +10,18 @@ namespace Flagport;
  * In Laravel the service provider's singleton is used. Elsewhere call
  * `Flagport::setClient(new Client([...]))` once at bootstrap; without that, a client is built
  * from the environment (`FLAGPORT_URL`, `FLAGPORT_EVAL_TOKEN`) on first use.
+ *
+ * Testing, as Laravel's own fakes read:
+ *
+ *     Flagport::fake(['ui-improvements' => true, 'checkout' => 'variant-b']);
+ *     $this->get('/')->assertSee('new navigation');
+ *     Flagport::override('ui-improvements', false);   // or Flagport::fake()->override(...)
+ *     Flagport::assertEvaluated('ui-improvements');
+ *
+ * In Laravel the fake is the container's client, faked: every consumer (feature(), Blade's
+ * `@feature`, the `feature:` middleware, ReportOutcomes, `@flagportScript`) reads it, and as
+ * the application is built afresh for each test, nothing carries over to the next. Outside
+ * Laravel the fake is this class's client: call `Flagport::setClient(null)` in tearDown().
  */
 final class Flagport
 {
@@ -34,6 +46,67 @@ final class Flagport
             error_log('flagport: report(): ' . $error->getMessage());
             return 0;
         }
+    }
+
+    /**
+     * Fake Flagport (tests): the shared client answers only `$flags` (flag key => value, false:
+     * off) and other fixed values, other flags their defaults, with no server and no network
+     * call ({@see Client::fake()}). Again: adds values. Returns the faked client.
+     *
+     * @param array<string, mixed> $flags
+     */
+    public static function fake(array $flags = []): Client
+    {
+        if (self::$client === null && !self::inLaravel()) {
+            // Outside Laravel, with no client set: a fake of its own (not the environment's,
+            // which would read the developer's local overrides).
+            self::$client = new Client(['local_overrides' => false]);
+        }
+        return self::client()->fake($flags);
+    }
+
+    /**
+     * Fix one flag (`override('x', false)`) or several (`override(['x' => true])`) on the
+     * shared client, faked or not: this test's answer for those keys.
+     *
+     * @param string|array<string, mixed> $key
+     */
+    public static function override(string|array $key, mixed $value = null): Client
+    {
+        return self::client()->override($key, $value);
+    }
+
+    /** Assert that the faked client read `$key` (at least once; exactly `$times` if given). */
+    public static function assertEvaluated(string $key, ?int $times = null): void
+    {
+        $read = self::fakedClient()->evaluated()[$key] ?? 0;
+        if ($times === null) {
+            \PHPUnit\Framework\Assert::assertGreaterThan(0, $read, "The flag [$key] was not evaluated.");
+        } else {
+            \PHPUnit\Framework\Assert::assertSame($times, $read, "The flag [$key] was evaluated $read times instead of $times times.");
+        }
+    }
+
+    /** Assert that the faked client never read `$key`. */
+    public static function assertNotEvaluated(string $key): void
+    {
+        $read = self::fakedClient()->evaluated()[$key] ?? 0;
+        \PHPUnit\Framework\Assert::assertSame(0, $read, "The flag [$key] was evaluated $read times.");
+    }
+
+    private static function fakedClient(): Client
+    {
+        $client = self::client();
+        if (!$client->isFaked()) {
+            throw new \LogicException('Flagport is not faked: call Flagport::fake() first');
+        }
+        return $client;
+    }
+
+    private static function inLaravel(): bool
+    {
+        return class_exists(\Illuminate\Container\Container::class, false)
+            && \Illuminate\Container\Container::getInstance()->bound(Client::class);
     }
 
     public static function client(): Client

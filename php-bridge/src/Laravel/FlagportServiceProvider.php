@@ -26,7 +26,9 @@ use Illuminate\Support\ServiceProvider;
  *   Kernel's global `$middleware`) reporting requests' outcomes for guarded rollouts, and
  *   `Flagport::report('user_report', ['severity' => 'critical'])`;
  * - artisan `feature:enable {key} {--percentage=}`, `feature:disable {key}` and
- *   `feature:stats {key} {--since=}`.
+ *   `feature:stats {key} {--since=}`;
+ * - `Flagport::fake([...])` for tests (it fakes this singleton, so every piece above reads the
+ *   fake) and a developer's `FLAGPORT_OVERRIDES`, ignored in the `production` environment.
  */
 final class FlagportServiceProvider extends ServiceProvider
 {
@@ -59,6 +61,9 @@ final class FlagportServiceProvider extends ServiceProvider
                     'breaker_threshold' => $config['breaker']['threshold'] ?? null,
                     'breaker_window' => $config['breaker']['window'] ?? null,
                     'breaker_cooldown' => $config['breaker']['cooldown'] ?? null,
+                    // FLAGPORT_OVERRIDES is a developer's: never read in production.
+                    'overrides' => $config['overrides'] ?? null,
+                    'production' => $app->environment('production'),
                 ],
                 static fn (): array => self::context($app),
                 null,

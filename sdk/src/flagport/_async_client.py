@@ -20,6 +20,7 @@ from flagport._connection import (
 from flagport._exceptions import ClientError
 from flagport._remote import RemoteCore
 from flagport._types import ClientStatus, FlagDetails, served_on
+from flagport.overrides import overrides_from_environment
 from flagport.reporting import ReportsOutcomes
 
 __all__ = ["AsyncClient"]
@@ -36,6 +37,7 @@ class AsyncClient(ReportsOutcomes):
     Same behaviour as :class:`~flagport.Client` (never raises, last known values while the
     server is unreachable, circuit breaker), with ``await``. :meth:`report` is a plain call
     (no I/O); outcomes are posted from a thread over a small synchronous pool of their own.
+    ``local_overrides`` as for :class:`~flagport.Client`.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class AsyncClient(ReportsOutcomes):
         cooldown: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
+        local_overrides: bool = True,
     ) -> None:
         base_url, uds = split_url(url)
         if transport is None:
@@ -65,6 +68,8 @@ class AsyncClient(ReportsOutcomes):
         self._token = token
         self._background: httpx.Client | None = None
         self._core = RemoteCore(CircuitBreaker(failure_threshold, cooldown))
+        if local_overrides:
+            self._core.overrides = overrides_from_environment()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=auth_headers(token),
@@ -79,6 +84,9 @@ class AsyncClient(ReportsOutcomes):
     ) -> FlagDetails:
         """Evaluate ``key``: value (or ``default``), variant, reason, error code, staleness."""
         core = self._core
+        overridden = core.overridden(key, context, default)
+        if overridden is not None:
+            return overridden
         body = core.body(context)
         if body is None:
             return core.bad_context(key, default)
@@ -116,7 +124,11 @@ class AsyncClient(ReportsOutcomes):
         return default if details.is_error else served_on(details.value, details.metadata, default)
 
     async def all(self, context: Mapping[str, Any] | None = None) -> dict[str, FlagDetails]:
-        """Every flag for ``context`` in one request (OFREP bulk, revalidated by ETag)."""
+        """Every flag for ``context`` in one request (OFREP bulk, revalidated by ETag);
+        overridden keys as the overrides answer."""
+        return self._core.with_overrides(await self._all(context), context)
+
+    async def _all(self, context: Mapping[str, Any] | None) -> dict[str, FlagDetails]:
         core = self._core
         body = core.body(context)
         if body is None:

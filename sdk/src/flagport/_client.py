@@ -13,6 +13,7 @@ from flagport._connection import DEFAULT_TIMEOUT, KEEPALIVE_EXPIRY, auth_headers
 from flagport._exceptions import ClientError
 from flagport._remote import RemoteCore
 from flagport._types import ClientStatus, FlagDetails, served_on
+from flagport.overrides import overrides_from_environment
 from flagport.reporting import ReportsOutcomes
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ class Client(ReportsOutcomes):
     value known for that flag and context, marked ``stale``), and ``details`` says why. After
     ``failure_threshold`` consecutive failures the circuit opens for ``cooldown`` seconds:
     calls then return at once, without touching the network. Thread-safe.
+
+    ``local_overrides`` (default true) reads a developer's ``FLAGPORT_OVERRIDES``
+    (:mod:`flagport.overrides`; ignored under ``FLAGPORT_ENV=production``): the keys it names
+    are answered from it, without a request. A setting that cannot be parsed raises
+    :class:`~flagport.InvalidDocumentError` here.
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class Client(ReportsOutcomes):
         cooldown: float = 5.0,
         transport: httpx.BaseTransport | None = None,
         max_connections: int = 100,
+        local_overrides: bool = True,
     ) -> None:
         base_url, uds = split_url(url)
         #: What an AsyncClient twin needs to talk to the same server (see _async_twin).
@@ -69,6 +76,8 @@ class Client(ReportsOutcomes):
             }
         self.url = url
         self._core = RemoteCore(CircuitBreaker(failure_threshold, cooldown))
+        if local_overrides:
+            self._core.overrides = overrides_from_environment()
         self._http = httpx.Client(
             base_url=base_url,
             headers=auth_headers(token),
@@ -86,6 +95,9 @@ class Client(ReportsOutcomes):
     ) -> FlagDetails:
         """Evaluate ``key``: value (or ``default``), variant, reason, error code, staleness."""
         core = self._core
+        overridden = core.overridden(key, context, default)
+        if overridden is not None:
+            return overridden
         body = core.body(context)
         if body is None:
             return core.bad_context(key, default)
@@ -125,7 +137,10 @@ class Client(ReportsOutcomes):
     def all(self, context: Mapping[str, Any] | None = None) -> dict[str, FlagDetails]:
         """Every flag for ``context`` in one request (OFREP bulk, revalidated by ETag).
         Errors are per flag; when the server cannot be reached, the last answer for this
-        context marked stale, else an empty dict."""
+        context marked stale, else an empty dict. Overridden keys as the overrides answer."""
+        return self._core.with_overrides(self._all(context), context)
+
+    def _all(self, context: Mapping[str, Any] | None) -> dict[str, FlagDetails]:
         core = self._core
         body = core.body(context)
         if body is None:
@@ -172,7 +187,11 @@ class Client(ReportsOutcomes):
             uds=options["uds"], verify=options["verify"], limits=options["limits"]
         )
         twin = AsyncClient(
-            self.url, token=options["token"], timeout=options["timeout"], transport=transport
+            self.url,
+            token=options["token"],
+            timeout=options["timeout"],
+            transport=transport,
+            local_overrides=False,  # the shared core carries them
         )
         # Before any use: the twin's own fresh core is replaced by this client's.
         twin._core = self._core

@@ -12,6 +12,11 @@ Evaluations are counted in process by the SDK's evaluation tally (:mod:`flagport
 the server counts with it too) and a second background thread reports them to
 ``POST /v1/exposures`` every ``report_interval`` seconds and at :meth:`close`, so the
 server's adoption stats include in-process evaluations. An evaluation never waits for it.
+
+Without a server (:meth:`LocalClient.from_flags`, :meth:`LocalClient.from_file`: tests,
+scripts) there are no threads and no I/O: the client serves its document, which
+:meth:`LocalClient.set` changes. Local overrides (``FLAGPORT_OVERRIDES``,
+:mod:`flagport.overrides`) answer the keys they name, ahead of the snapshot.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from flagport.engine import (
     compile_snapshot,
 )
 from flagport.exposures import ExposureItem, encode_batch, exposure_batches, exposure_items
+from flagport.overrides import Overrides, check_values, fixed_document, overrides_from_environment
 from flagport.reporting import ReportsOutcomes, note_read
 from flagport.rollout.cohorts import cohort_metadata, cohort_of, plan_flag_of
 from flagport.tally import Counted, EvaluationTally
@@ -97,7 +103,7 @@ class _Loaded:
     ) -> None:
         self.snapshot = snapshot
         self.etag = etag
-        self.source = source  # "server" | "bootstrap"
+        self.source = source  # "server" | "bootstrap" | "fixed" (no server)
         self.timed = snapshot.clock_keys
         #: Flag key -> the plan flag its answers report for (docs/spec.md section 13,
         #: "Cohort metadata"): empty unless the server's snapshot names running plans.
@@ -156,7 +162,16 @@ class LocalClient(ReportsOutcomes):
     Evaluations are plain synchronous calls that never block, never raise and never do I/O:
     safe from threads and from async code. ``status`` and ``snapshot_age`` say how current
     the answers are.
+
+    ``local_overrides`` (default true) reads a developer's ``FLAGPORT_OVERRIDES``
+    (:mod:`flagport.overrides`; ignored under ``FLAGPORT_ENV=production``); a setting that
+    cannot be parsed raises :class:`~flagport.InvalidDocumentError` here. For a client
+    without a server see :meth:`from_flags` and :meth:`from_file`.
     """
+
+    _http: httpx.Client
+    _thread: threading.Thread | None
+    _reporter: threading.Thread | None
 
     def __init__(
         self,
@@ -175,15 +190,15 @@ class LocalClient(ReportsOutcomes):
         transport: httpx.BaseTransport | None = None,
         report_exposures: bool = True,
         report_interval: float = 5.0,
+        local_overrides: bool = True,
     ) -> None:
         base_url, uds = split_url(url)
-        self.url = url
-        self._bootstrap = bootstrap
+        self._init_state(url, bootstrap, log_interval, local_overrides)
+        self._serverless = False
         self._poll_interval = poll_interval
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._stream_timeout = httpx.Timeout(timeout, read=stream_read_timeout)
-        self._log_interval = log_interval
         self._use_stream = stream
         self._http = httpx.Client(
             base_url=base_url,
@@ -196,6 +211,36 @@ class LocalClient(ReportsOutcomes):
             ),
             verify=not base_url.startswith("http://"),
         )
+        self._tally = EvaluationTally(self._bucket_by)
+        #: The tally's dict (never replaced), read by the hot path without an attribute hop.
+        self._tallies = self._tally.by_result
+        self._report_interval = report_interval
+        self._thread = thread = threading.Thread(
+            target=self._run, name=f"flagport-local {url}", daemon=True
+        )
+        thread.start()
+        if report_exposures:
+            self._reporter = reporter = threading.Thread(
+                target=self._report_loop, name=f"flagport-exposures {url}", daemon=True
+            )
+            reporter.start()
+        if start_timeout > 0:
+            self._first_attempt.wait(start_timeout)
+
+    def _init_state(
+        self, url: str, bootstrap: Bootstrap | None, log_interval: float, local_overrides: bool
+    ) -> None:
+        """The state every client has, with or without a server."""
+        self.url = url
+        self._bootstrap = bootstrap
+        self._log_interval = log_interval
+        self._overrides: Overrides | None = (
+            overrides_from_environment() if local_overrides else None
+        )
+        #: True for a client without a server (no ``_http``, no threads).
+        self._serverless = True
+        self._thread = None
+        self._reporter = None
         #: key -> compiled flag for flags that do not read the clock: the hot path.
         self._flags: dict[str, CompiledFlag] = {}
         self._loaded: _Loaded | None = None
@@ -208,21 +253,68 @@ class LocalClient(ReportsOutcomes):
         self._response: httpx.Response | None = None
         self._last_log = -1e9
         self.last_error: str | None = None
-        self._tally = EvaluationTally(self._bucket_by)
-        #: The tally's dict (never replaced), read by the hot path without an attribute hop.
-        self._tallies = self._tally.by_result
-        self._report_interval = report_interval
         self._report_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"flagport-local {url}", daemon=True)
-        self._thread.start()
-        self._reporter: threading.Thread | None = None
-        if report_exposures:
-            self._reporter = threading.Thread(
-                target=self._report_loop, name=f"flagport-exposures {url}", daemon=True
+        self._fixed_lock = threading.Lock()
+
+    # -- without a server ---------------------------------------------------------------
+
+    @classmethod
+    def from_flags(cls, values: Mapping[str, Any] | None = None) -> LocalClient:
+        """A client without a server that serves fixed values to everyone, evaluated by the
+        engine (docs/spec.md, "Fixed flag values and local overrides")::
+
+            flags = LocalClient.from_flags({"ui-improvements": True, "checkout": "variant-b"})
+
+        ``false`` is a flag that is off; any other JSON value a flag that is on and serves
+        it. A bad key or value raises :class:`~flagport.InvalidDocumentError` naming it.
+        Change the flags with :meth:`set`. ``FLAGPORT_OVERRIDES`` is not read: a test's
+        flags are the test's."""
+        return cls._fixed(fixed_document(check_values(values or {})), None, "fixed:flags")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> LocalClient:
+        """A client without a server that serves a snapshot document file (``flags export``,
+        JSON or YAML), exactly as a server would serve it; :meth:`set` fixes flags on top.
+        A file that cannot be read or parsed raises :class:`~flagport.InvalidDocumentError`
+        naming it (and the line). ``FLAGPORT_OVERRIDES`` is not read."""
+        from flagport.document import read_bootstrap
+
+        document, mtime = read_bootstrap(path)
+        return cls._fixed(document, mtime, f"file:{os.fspath(path)}")
+
+    @classmethod
+    def _fixed(cls, document: SnapshotDocument, mtime: float | None, name: str) -> LocalClient:
+        client = cls.__new__(cls)
+        client._init_state(name, None, 30.0, local_overrides=False)
+        client._report_interval = 0.0
+        # Units are not collected (no bucket_by): without a server nothing drains them.
+        client._tally = EvaluationTally(lambda key: None)
+        client._tallies = client._tally.by_result
+        client._install(_Loaded(compile_snapshot(document), None, "fixed"))
+        client._confirmed_at = mtime if mtime is not None else time.time()
+        client._set_status(ClientStatus.READY)
+        client._first_attempt.set()
+        return client
+
+    def set(self, key: str, value: Any) -> None:
+        """Fix flag ``key`` to serve ``value`` (``false``: off), replacing its definition;
+        only on a client without a server (:meth:`from_flags`, :meth:`from_file`)."""
+        self.update({key: value})
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        """Fix several flags at once, as :meth:`set` does (one new snapshot)."""
+        loaded = self._loaded
+        if not self._serverless or loaded is None:
+            raise ClientError(
+                "set() and update() change the flags of a client without a server only "
+                "(LocalClient.from_flags or LocalClient.from_file)"
             )
-            self._reporter.start()
-        if start_timeout > 0:
-            self._first_attempt.wait(start_timeout)
+        checked = check_values(values)
+        with self._fixed_lock:
+            loaded = self._loaded or loaded
+            document = fixed_document(checked, loaded.snapshot.document)
+            document = msgspec.structs.replace(document, version=document.version + 1)
+            self._install(_Loaded(compile_snapshot(document), None, "fixed"))
 
     # -- evaluations (hot path: no locks, no I/O) -------------------------------------
 
@@ -270,7 +362,11 @@ class LocalClient(ReportsOutcomes):
         per flag, variant and reason of a snapshot, so a caller may cache what it derives
         from one by its identity. An error result says why nothing was served:
         ``PROVIDER_NOT_READY`` before the first snapshot, ``INVALID_CONTEXT`` for a context
-        the engine cannot read; the engine's own errors as it gives them."""
+        the engine cannot read; the engine's own errors as it gives them. A key the local
+        overrides name is answered from them (not counted: the server never served it)."""
+        overrides = self._overrides
+        if overrides is not None and key in overrides:
+            return overrides.result(key, _EMPTY if context is None else context)
         loaded = self._loaded
         if loaded is None:
             return _client_error(key, ErrorCode.PROVIDER_NOT_READY, self._not_ready_message())
@@ -296,8 +392,10 @@ class LocalClient(ReportsOutcomes):
     ) -> FlagDetails:
         """Evaluate ``key``: value (or ``default``), variant, reason, error code, staleness."""
         result = self.evaluate(key, context)
-        if result.error_code is ErrorCode.PROVIDER_NOT_READY:
-            return details_from_result(result, default)  # nothing served: nothing stale
+        if result.error_code is ErrorCode.PROVIDER_NOT_READY or (
+            self._overrides is not None and key in self._overrides
+        ):
+            return details_from_result(result, default)  # not from the snapshot: never stale
         return details_from_result(result, default, self._status is not ClientStatus.READY)
 
     def value(self, key: str, default: Any, context: Mapping[str, Any] | None = None) -> Any:
@@ -305,20 +403,31 @@ class LocalClient(ReportsOutcomes):
         return self.details(key, default, context).value
 
     def all(self, context: Mapping[str, Any] | None = None) -> dict[str, FlagDetails]:
-        """Every flag for ``context`` (values as served; errors per flag)."""
+        """Every flag for ``context`` (values as served; errors per flag), the local
+        overrides' keys answered from them."""
         loaded = self._loaded
-        if loaded is None:
-            return {}
-        stale = self._status is not ClientStatus.READY
+        overrides = self._overrides
         context = _EMPTY if context is None else context
-        try:
-            results = loaded.snapshot.evaluate_all(context, time.time())
-        except Exception:
-            return {}
-        count = self._tally.count
-        for result in results.values():
-            count(result, context)
-        return {key: details_from_result(r, None, stale) for key, r in results.items()}
+        answers: dict[str, FlagDetails] = {}
+        if loaded is not None:
+            stale = self._status is not ClientStatus.READY
+            try:
+                results = loaded.snapshot.evaluate_all(context, time.time())
+            except Exception:
+                results = {}
+            count = self._tally.count
+            for key, result in results.items():
+                if overrides is None or key not in overrides:
+                    count(result, context)
+                    answers[key] = details_from_result(result, None, stale)
+        if overrides is not None:
+            try:
+                fixed = overrides.results(context)
+            except Exception:
+                fixed = {}
+            for key, result in fixed.items():
+                answers[key] = details_from_result(result, None)
+        return answers
 
     # -- state ------------------------------------------------------------------------
 
@@ -370,15 +479,21 @@ class LocalClient(ReportsOutcomes):
         the connections."""
         self._stop.set()
         self._interrupt_stream()
-        self._thread.join(2.0)
+        if self._thread is not None:
+            self._thread.join(2.0)
         if self._reporter is not None:
             self._reporter.join(2.0)
             self.report_exposures()
         self._close_outcomes()
-        self._http.close()
+        if not self._serverless:
+            self._http.close()
 
     def _outcomes_http(self) -> httpx.Client:
-        return self._http
+        if not self._serverless:
+            return self._http
+        # Without a server no answer names a plan cohort, so nothing is ever counted to
+        # post; should anything be, it goes nowhere (no network).
+        return httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(204)))
 
     # -- exposures (counted on the evaluation path, reported from a background thread) ---
 
@@ -397,8 +512,12 @@ class LocalClient(ReportsOutcomes):
     def report_exposures(self) -> int:
         """Send the evaluations counted since the last report to ``POST /v1/exposures``
         now (the background thread does it every ``report_interval`` seconds). Returns the
-        number of evaluations the server counted; what could not be sent is kept."""
+        number of evaluations the server counted; what could not be sent is kept. Without a
+        server the counts are dropped."""
         with self._report_lock:
+            if self._serverless:
+                self._tally.take()
+                return 0
             return self._report()
 
     def _report(self) -> int:
@@ -489,9 +608,11 @@ class LocalClient(ReportsOutcomes):
         self._loaded = loaded
         snapshot = loaded.snapshot
         flags: dict[str, CompiledFlag] = {}
-        # Flags that read the clock, or report for a running plan, take the full path.
+        # Flags that read the clock, report for a running plan, or are overridden take the
+        # full path.
+        overridden = self._overrides.values if self._overrides is not None else _EMPTY
         for key in snapshot:
-            if key not in loaded.timed and key not in loaded.plan_of:
+            if key not in loaded.timed and key not in loaded.plan_of and key not in overridden:
                 compiled = snapshot.flag(key)
                 if compiled is not None:
                     flags[key] = compiled

@@ -15,7 +15,14 @@ from urllib.parse import quote
 import msgspec
 
 from flagport._breaker import CircuitBreaker
-from flagport._types import ClientStatus, FlagDetails, check_type, error_details, type_mismatch
+from flagport._types import (
+    ClientStatus,
+    FlagDetails,
+    check_type,
+    details_from_result,
+    error_details,
+    type_mismatch,
+)
 from flagport.engine import ErrorCode, Reason
 from flagport.ofrep import (
     BULK_PATH,
@@ -26,6 +33,7 @@ from flagport.ofrep import (
     encode,
     request_context,
 )
+from flagport.overrides import Overrides
 from flagport.reporting import note_read
 
 __all__ = ["RemoteCore"]
@@ -37,6 +45,7 @@ _ERROR = Reason.ERROR
 MAX_REMEMBERED = 10_000
 
 
+_EMPTY: Mapping[str, Any] = {}
 _REASONS = {reason.value: reason for reason in Reason}
 _CODES = {code.value: code for code in ErrorCode}
 
@@ -74,6 +83,31 @@ class RemoteCore:
         self.bulk_cache: dict[bytes, tuple[str, dict[str, FlagDetails]]] = {}
         self.status = ClientStatus.READY
         self.listeners: list[Callable[[ClientStatus], None]] = []
+        #: A developer's local overrides (``FLAGPORT_OVERRIDES``): answered here, not asked.
+        self.overrides: Overrides | None = None
+
+    # -- local overrides --------------------------------------------------------------
+
+    def overridden(
+        self, key: str, context: Mapping[str, Any] | None, default: Any
+    ) -> FlagDetails | None:
+        """The overridden answer for ``key``, None when no override names it."""
+        overrides = self.overrides
+        if overrides is None or key not in overrides:
+            return None
+        return details_from_result(overrides.result(key, context or _EMPTY), default)
+
+    def with_overrides(
+        self, answers: dict[str, FlagDetails], context: Mapping[str, Any] | None
+    ) -> dict[str, FlagDetails]:
+        """The bulk ``answers`` with the overridden keys answered by the overrides."""
+        overrides = self.overrides
+        if overrides is None:
+            return answers
+        merged = dict(answers)
+        for key, result in overrides.results(context or _EMPTY).items():
+            merged[key] = details_from_result(result, None)
+        return merged
 
     # -- requests ---------------------------------------------------------------------
 

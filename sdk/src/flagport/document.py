@@ -42,6 +42,7 @@ __all__ = [
     "parse_json",
     "read_bootstrap",
     "read_document_file",
+    "repeated_key_line",
     "strip_volatile",
 ]
 
@@ -354,6 +355,30 @@ def line_of(text: str, path: str) -> int | None:
         else:
             break
     return line
+
+
+def repeated_key_line(text: bytes | str) -> int | None:
+    """Best effort: the 1-based line of the first key given twice in one object of ``text``,
+    which :func:`parse_json` refuses without saying where (JSON is YAML: one composer)."""
+    import yaml
+
+    try:
+        root: Any = yaml.compose(text, Loader=_yaml_loader())
+    except Exception:
+        return None
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                if key_node.value in seen:
+                    return int(key_node.start_mark.line) + 1
+                seen.add(key_node.value)
+                pending.append(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+    return None
 
 
 class SnapshotFeed(SnapshotDocument):

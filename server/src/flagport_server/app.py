@@ -24,7 +24,7 @@ from flagport_server.openapi import correct_openapi, openapi_config
 from flagport_server.operations import Operations
 from flagport_server.outcomes import OutcomeBuffer, OutcomeService
 from flagport_server.routes.admin import admin_router
-from flagport_server.routes.evaluation import evaluation_routes
+from flagport_server.routes.evaluation import Answering, evaluation_routes
 from flagport_server.routes.feeds import OpenStreams, change_stream, snapshot_feed
 from flagport_server.routes.operations import operations_routes
 from flagport_server.routes.outcomes import outcomes
@@ -78,7 +78,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.pid = str(os.getpid())
-        app.state.pid_header = app.state.pid.encode()
+        answering.pid_header = app.state.pid.encode()
         runtime.pid = os.getpid()
         correct_openapi(app)
         streams.hook_stop_signals()
@@ -108,6 +108,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             await stats.pump.stop()
             await runtime.stop()
 
+    answering = Answering(runtime, stats.counter, streams, str(os.getpid()).encode())
     # Written here and in the lifespan only: the routes read it.
     state = State(
         {
@@ -118,7 +119,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             "open_streams": streams,
             "failed_logins": FailedLogins(),
             "pid": str(os.getpid()),
-            "pid_header": str(os.getpid()).encode(),
+            "answering": answering,
             "evaluation_open": settings.evaluation_open,
         }
     )

@@ -45,12 +45,14 @@ from litestar.types import (
 from flagport_server.auth import RouteScope, access, declared_scope, needs_token
 from flagport_server.cors import Cors, CorsHeaders, CorsPolicy
 from flagport_server.routes.evaluation import (
+    Answering,
     RawResponse,
     answer_bulk,
     answer_context,
     answer_single,
     gate,
     query_context,
+    served_after_gate,
 )
 from flagport_server.surface import (
     DISPATCHED,
@@ -92,8 +94,8 @@ class EvaluationDispatch:
         self.app: ASGIApp = app if cors is None else Cors(app, cors)
         self.cors = cors
         self.litestar = app
-        self.state = app.state
-        self.runtime = app.state.runtime
+        self.answering: Answering = app.state.answering
+        self.runtime = self.answering.runtime
         self.max_body = max_body
         #: Route name -> the scope its Litestar declaration needs (declared once, there).
         self.scopes: dict[str, RouteScope] = {}
@@ -166,22 +168,22 @@ class EvaluationDispatch:
             await self._hand_on(scope, receive, send, messages)
             return
         error, token = self._access(scope, route.name)
-        answer = gate(self.state, error)
+        answer = gate(self.answering, error)
         if answer is None:
-            served = self.runtime.served
+            served = served_after_gate(self.answering)
             if route is OFREP_BULK:
-                answer = answer_bulk(self.state, served, context, token, if_none_match)
+                answer = answer_bulk(self.answering, served, context, token, if_none_match)
             else:
-                answer = answer_single(self.state, served, key, context)
+                answer = answer_single(self.answering, served, key, context)
         await self._send(send, answer, cors)
 
     def _answer_get(self, scope: Scope, key: str) -> RawResponse:
         error, _ = self._access(scope, EVALUATE_GET.name)
-        answer = gate(self.state, error)
+        answer = gate(self.answering, error)
         if answer is not None:
             return answer
         context = query_context(scope["query_string"])
-        return answer_context(self.state, self.runtime.served, key, context)
+        return answer_context(self.answering, served_after_gate(self.answering), key, context)
 
     def _access(self, scope: Scope, route: str) -> tuple[Any, Any]:
         required = self.scopes[route]

@@ -38,9 +38,11 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from flagport.engine import ErrorCode, Reason
 from flagport_server.auth import EVALUATE, access, access_error, declared_scope, requires
 from flagport_server.errors import ServerError
-from flagport_server.routes.feeds import streams_available
+from flagport_server.routes.feeds import OpenStreams, streams_available
+from flagport_server.runtime import Runtime
 from flagport_server.served import Served
 from flagport_server.stats import UNKNOWN_RESULT
+from flagport_server.stats.counter import EvaluationCounter
 from flagport_server.stores.base import TokenRecord
 from flagport_server.surface import EVALUATE_GET, OFREP_BULK, OFREP_SINGLE
 from flagport_server.tickets import TicketOf, day_of
@@ -81,8 +83,25 @@ class RawResponse:
         await send({"type": "http.response.body", "body": self.body})
 
 
+class Answering:
+    """What the evaluation answers read on every request, as plain attributes: made once
+    by ``create_app`` (the worker's pid is set again in each forked worker's lifespan).
+    Litestar's ``State`` reads an attribute through ``__getattr__`` (~0.3 µs a read, several
+    a request), so the hot path holds this instead."""
+
+    __slots__ = ("counter", "pid_header", "runtime", "streams")
+
+    def __init__(
+        self, runtime: Runtime, counter: EvaluationCounter, streams: OpenStreams, pid_header: bytes
+    ) -> None:
+        self.runtime = runtime
+        self.counter = counter
+        self.streams = streams
+        self.pid_header = pid_header
+
+
 def _answer(
-    state: State,
+    answering: Answering,
     body: bytes,
     status: int = 200,
     version: bytes | None = None,
@@ -91,7 +110,7 @@ def _answer(
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-flagport-worker", state.pid_header),
+        (b"x-flagport-worker", answering.pid_header),
     ]
     if version is not None:
         headers.append((b"x-flagport-snapshot", version))
@@ -100,15 +119,15 @@ def _answer(
     return RawResponse(body, status, headers)
 
 
-def gate(state: State, error: ServerError | None) -> RawResponse | None:
+def gate(answering: Answering, error: ServerError | None) -> RawResponse | None:
     """The answer to send instead of evaluating, if any: the refusal of :func:`access`
     (``error``), or 503 while no snapshot is loaded."""
     if error is not None:
         body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=error.detail))
         headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-        return _answer(state, body, error.status_code, extra=headers)
-    if state.runtime.served is None:
-        return _answer(state, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
+        return _answer(answering, body, error.status_code, extra=headers)
+    if answering.runtime.served is None:
+        return _answer(answering, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
     return None
 
 
@@ -126,15 +145,23 @@ def context_problem(context: Any) -> tuple[str, str] | None:
     return None
 
 
-def answer_single(state: State, served: Served, key: str, context: Any) -> RawResponse:
+def served_after_gate(answering: Answering) -> Served:
+    """The snapshot served, once :func:`gate` let the request in (it refuses requests
+    before the first one)."""
+    served = answering.runtime.served
+    assert served is not None, "gate() lets no request in before the first snapshot"
+    return served
+
+
+def answer_single(answering: Answering, served: Served, key: str, context: Any) -> RawResponse:
     """OFREP single's answer for a decoded body's ``context`` (the request let in)."""
     problem = context_problem(context)
     if problem is not None:
         body = wire.encode(
             wire.EvaluationFailure(key=key, errorCode=problem[0], errorDetails=problem[1])
         )
-        return _answer(state, body, 400, served.version_header)
-    return answer_context(state, served, key, context)
+        return _answer(answering, body, 400, served.version_header)
+    return answer_context(answering, served, key, context)
 
 
 def query_context(query_string: bytes) -> dict[str, str]:
@@ -148,27 +175,29 @@ def query_context(query_string: bytes) -> dict[str, str]:
     return context
 
 
-def answer_context(state: State, served: Served, key: str, context: dict[str, Any]) -> RawResponse:
+def answer_context(
+    answering: Answering, served: Served, key: str, context: dict[str, Any]
+) -> RawResponse:
     """One flag's answer for a valid context (``GET /v1/evaluate``'s query is one)."""
     now = time.time()
     result = served.snapshot.evaluate(key, context, now)
     if result.reason is not _ERROR:
-        state.counter.count(result, context)
+        answering.counter.count(result, context)
         cohorts = served.cohorts
         if cohorts is not None and (plan_key := cohorts.plan_of.get(key)) is not None:
             plan_result = (
                 result if plan_key == key else served.snapshot.evaluate(plan_key, context, now)
             )
-            return _answer(state, cohorts.item(result, plan_result), 200, served.version_header)
-        return _answer(state, served.answers.item(result), 200, served.version_header)
+            return _answer(answering, cohorts.item(result, plan_result), 200, served.version_header)
+        return _answer(answering, served.answers.item(result), 200, served.version_header)
     if result.error_code is _NOT_FOUND:
         # Callers choose unknown keys: one label for all of them keeps the metric bounded.
-        state.counter.count(UNKNOWN_RESULT, context)
+        answering.counter.count(UNKNOWN_RESULT, context)
         status = 404
     else:
-        state.counter.count(result, context)
+        answering.counter.count(result, context)
         status = 500 if result.error_code is ErrorCode.GENERAL else 400
-    return _answer(state, served.answers.item(result), status, served.version_header)
+    return _answer(answering, served.answers.item(result), status, served.version_header)
 
 
 _SINGLE_RESPONSES = {
@@ -195,11 +224,13 @@ _SINGLE_RESPONSES = {
 async def ofrep_single(
     key: FromPath[str], data: JSONBody[wire.EvaluationRequest], request: Request[Any, Any, State]
 ) -> RawResponse:
-    state = request.app.state
-    refusal = gate(state, access_error(request, declared_scope(request.route_handler) or EVALUATE))
+    answering: Answering = request.app.state.answering
+    refusal = gate(
+        answering, access_error(request, declared_scope(request.route_handler) or EVALUATE)
+    )
     if refusal is not None:
         return refusal
-    return answer_single(state, state.runtime.served, key, data.context)
+    return answer_single(answering, served_after_gate(answering), key, data.context)
 
 
 @get(
@@ -211,12 +242,14 @@ async def ofrep_single(
     responses=_SINGLE_RESPONSES,
 )
 async def evaluate_get(key: FromPath[str], request: Request[Any, Any, State]) -> RawResponse:
-    state = request.app.state
-    refusal = gate(state, access_error(request, declared_scope(request.route_handler) or EVALUATE))
+    answering: Answering = request.app.state.answering
+    refusal = gate(
+        answering, access_error(request, declared_scope(request.route_handler) or EVALUATE)
+    )
     if refusal is not None:
         return refusal
     context = query_context(request.scope.get("query_string", b""))
-    return answer_context(state, state.runtime.served, key, context)
+    return answer_context(answering, served_after_gate(answering), key, context)
 
 
 def _check_last_modified(value: str | None) -> str | None:
@@ -263,14 +296,14 @@ async def ofrep_bulk(
         str | None, QueryParameter(name="flagConfigLastModified", required=False)
     ] = None,
 ) -> RawResponse:
-    state = request.app.state
+    answering: Answering = request.app.state.answering
     error, token = access(request, declared_scope(request.route_handler) or EVALUATE)
-    refusal = gate(state, error)
+    refusal = gate(answering, error)
     if refusal is not None:
         return refusal
     return answer_bulk(
-        state,
-        state.runtime.served,
+        answering,
+        served_after_gate(answering),
         data.context,
         token,
         if_none_match.encode() if if_none_match is not None else None,
@@ -279,7 +312,7 @@ async def ofrep_bulk(
 
 
 def answer_bulk(
-    state: State,
+    answering: Answering,
     served: Served,
     context: Any,
     token: TokenRecord | None,
@@ -295,7 +328,7 @@ def answer_bulk(
     )
     if problem is not None:
         body = wire.encode(wire.RequestFailure(errorCode=problem[0], errorDetails=problem[1]))
-        return _answer(state, body, 400, served.version_header)
+        return _answer(answering, body, 400, served.version_header)
     digest = hashlib.blake2b(msgspec.json.encode(context, order="sorted"), digest_size=8)
     now = time.time()
     # A request let in by a token gets a stream URL with a ticket (a browser's EventSource
@@ -312,13 +345,13 @@ def answer_bulk(
         headers = [
             (b"etag", etag),
             (b"x-flagport-snapshot", served.version_header),
-            (b"x-flagport-worker", state.pid_header),
+            (b"x-flagport-worker", answering.pid_header),
         ]
         return RawResponse(b"", 304, headers)
     results = snapshot.evaluate_all(context, now)
-    state.counter.count_many(results, context)
+    answering.counter.count_many(results, context)
     item = answers.item
-    if not streams_available(state):
+    if not streams_available(answering.streams):
         tail = answers.polling_tail
     elif ticket is not None:
         tail = answers.ticketed_tail(ticket)
@@ -335,7 +368,7 @@ def answer_bulk(
             for k, r in results.items()
         ]
     body = b'{"flags":[' + b",".join(items) + tail
-    return _answer(state, body, 200, served.version_header, [(b"etag", etag)])
+    return _answer(answering, body, 200, served.version_header, [(b"etag", etag)])
 
 
 evaluation_routes = [ofrep_single, ofrep_bulk, evaluate_get]

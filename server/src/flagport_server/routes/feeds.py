@@ -105,10 +105,9 @@ class OpenStreams:
             signal.signal(signum, on_stop)
 
 
-def streams_available(state: State) -> bool:
+def streams_available(streams: OpenStreams) -> bool:
     """Whether this worker takes another change stream (OFREP bulk answers advertise the
     stream only then, so clients over the cap poll instead)."""
-    streams: OpenStreams = state.open_streams
     return not streams.full
 
 

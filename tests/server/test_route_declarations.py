@@ -133,6 +133,10 @@ EXPECTED: dict[str, list[str | None]] = {
     "GET /admin/v1/stale": ["query:days default=30 min=1 max=3650 integer", None],
     "POST /admin/v1/tokens": ["application/json TokenCreate!"],
     "DELETE /admin/v1/tokens/{token_id}": ["path:token_id! string", None],
+    "POST /admin/v1/tokens/{token_id}/rotate": [
+        "path:token_id! string",
+        "application/json TokenRotate|null!",
+    ],
     "POST /ofrep/v1/evaluate/flags": [
         "header:If-None-Match string|null",
         "query:flagConfigEtag string|null",

@@ -21,6 +21,7 @@ from flagport_cli._errors import (
     Unreachable,
     UsageProblem,
 )
+from flagport_cli._output import printable, warn
 
 if TYPE_CHECKING:
     import httpx
@@ -31,6 +32,8 @@ __all__ = ["DEFAULT_URL", "TOKEN_FILE", "Api", "find_token"]
 DEFAULT_URL = "http://127.0.0.1:8787"
 TOKEN_FILE = Path(".flagport") / "admin-token"
 _UDS_BASE = "http://flagport"
+#: The server names the expiry of a token that expires within 7 days in this header.
+_TOKEN_EXPIRES_HEADER = "X-Flagport-Token-Expires"
 
 
 def find_token(explicit: str | None) -> str | None:
@@ -104,6 +107,7 @@ class Api:
         #: The last request the server answered (``GET /admin/v1/flags``): named when an
         #: answer turns out not to have the shape Flagport gives it.
         self.answered: str | None = None
+        self._expiry_warned = False
 
     def close(self) -> None:
         self._client.close()
@@ -166,6 +170,7 @@ class Api:
             raise UsageProblem(f"invalid --url {self.url!r}: {error}") from None
         status: int = response.status_code
         self.answered = f"{method} {path}"
+        self._warn_expiry(response)
         if 300 <= status < 400 and status not in ok:
             # The admin API never redirects: a proxy or a plain-HTTP-to-HTTPS hop does.
             location = response.headers.get("location") or "nowhere"
@@ -183,6 +188,17 @@ class Api:
         if status >= 500:
             raise CliError(f"server error ({status}) at {self.url}: {message}")
         raise Refused(message)
+
+    def _warn_expiry(self, response: httpx.Response) -> None:
+        """Once per command: the server says the token expires within 7 days (docs/spec.md
+        section 5, "Personal tokens"); a warning on stderr, so --json output stays clean."""
+        expires = response.headers.get(_TOKEN_EXPIRES_HEADER)
+        if expires and not self._expiry_warned:
+            self._expiry_warned = True
+            warn(
+                f"this token expires at {printable(expires)}: rotate it soon "
+                "(flags token rotate ID; flags token list shows the id)"
+            )
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Like :meth:`send`, returning the decoded JSON body (see :meth:`json_object`)."""

@@ -15,7 +15,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from flagport_server.auth import EVALUATE, SDK, FailedLogins, openapi_security
+from flagport_server.auth import EVALUATE, SDK, FailedLogins, expiry_warning, openapi_security
 from flagport_server.bodies import FlagportRequest
 from flagport_server.driver import Driver
 from flagport_server.http_errors import EXCEPTION_HANDLERS
@@ -153,6 +153,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         state=state,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        # A token near its expiry is named in the answer (the evaluation dispatch answers in
+        # front of the app: the hot path never runs it).
+        before_send=[expiry_warning],
         openapi_config=openapi_config(),
         template_config=ui_template_config() if settings.ui else None,
         request_max_body_size=settings.max_admin_body,

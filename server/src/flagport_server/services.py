@@ -19,6 +19,7 @@ import msgspec
 
 from flagport import InvalidDocumentError
 from flagport.document import load_document, read_document_file, strip_volatile
+from flagport.durations import token_lifetime
 from flagport.engine import (
     CompiledSnapshot,
     Flag,
@@ -63,6 +64,7 @@ from flagport_server.stores.base import (
     TokenRecord,
     TokenScope,
 )
+from flagport_server.token_expiry import expires_at_text
 from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, SnapshotDiff
 
 __all__ = ["AdminService", "flag_view", "utc_now"]
@@ -70,6 +72,8 @@ __all__ = ["AdminService", "flag_view", "utc_now"]
 log = logging.getLogger("flagport.server")
 
 _RETRIES = 20
+#: Retired secret hashes kept per token (a rotated-away secret's 401 says it was rotated).
+_RETIRED_KEPT = 5
 
 #: A secret's prefix tells a reader (a secret scanner, an operator) its scope at a glance.
 _SECRET_PREFIXES: dict[str, str] = {
@@ -635,17 +639,21 @@ class AdminService:
     # -- tokens -------------------------------------------------------------------------
 
     async def create_token(
-        self, name: str, scope: TokenScope, actor: Actor
+        self, name: str, scope: TokenScope, actor: Actor, expires: str | None = None
     ) -> tuple[TokenRecord, str]:
         """A new token and its secret. Its name must be free: the store refuses a name any
-        token (revoked ones too) has, so an audit entry's actor names one token only."""
+        token (revoked ones too) has, so an audit entry's actor names one token only.
+        ``expires`` (``90d``): a personal token's lifetime, read by
+        :func:`flagport.durations.token_lifetime`; ``None``: it never expires."""
         if name.lower() in RESERVED_ACTORS:
             raise InvalidInput(
                 f"token name {name!r} is reserved: audit entries by {name.lower()!r} are "
                 "the bootstrap token's (FLAGPORT_ADMIN_TOKEN) or --seed's; choose another",
                 "$.name",
             )
-        secret = _SECRET_PREFIXES[scope] + secrets.token_urlsafe(32)
+        lifetime = _lifetime(expires)
+        secret = _new_secret(scope)
+        now = time.time()
         record = TokenRecord(
             id=secrets.token_hex(8),
             name=name,
@@ -653,6 +661,8 @@ class AdminService:
             secret_hash=hash_secret(secret),
             created_at=utc_now(),
             scope_model=SCOPE_MODEL,
+            expires_at=None if lifetime is None else expires_at_text(now, lifetime),
+            lifetime_s=lifetime,
         )
         await self.store.add_token(record)
         # An empty commit bumps the snapshot version so every worker reloads its tokens.
@@ -662,10 +672,53 @@ class AdminService:
             record.id,
             record.created_at,
             kind="token",
-            after={"name": name, "scope": scope},
+            after=_token_body(record),
         )
         await self._commit([], [entry])
         return record, secret
+
+    async def rotate_token(
+        self, token_id: str, actor: Actor, expires: str | None, reason: str | None
+    ) -> tuple[TokenRecord, str, int]:
+        """A new secret for token ``token_id`` (same id, name and scope, so its audit trail
+        goes on): the old secret stops working once every worker has applied the snapshot
+        version returned (wait for it like for a revocation). ``expires``: the new lifetime;
+        ``None`` keeps the token's lifetime, counted from now (an expired personal token is
+        renewed by rotating it). A revoked token cannot be rotated."""
+        lifetime = _lifetime(expires)
+        for _ in range(_RETRIES):
+            current = next((t for t in await self.store.tokens() if t.id == token_id), None)
+            if current is None:
+                raise NotFound(f"token {token_id!r} not found")
+            if current.revoked_at is not None:
+                raise Conflict(
+                    f"token {current.name!r} was revoked at {current.revoked_at}: create a new one"
+                )
+            secret = _new_secret(current.scope)
+            now_text, now = utc_now(), time.time()
+            keep = lifetime if lifetime is not None else current.lifetime_s
+            rotated = msgspec.structs.replace(
+                current,
+                secret_hash=hash_secret(secret),
+                expires_at=None if keep is None else expires_at_text(now, keep),
+                lifetime_s=keep,
+                rotated_at=now_text,
+                retired_hashes=(current.secret_hash, *current.retired_hashes)[:_RETIRED_KEPT],
+            )
+            if not await self.store.rotate_token(rotated, current.secret_hash):
+                continue  # rotated or revoked meanwhile: read it again
+            entry = audit_entry(
+                actor,
+                "token.rotate",
+                token_id,
+                now_text,
+                kind="token",
+                reason=reason,
+                before=_token_body(current),
+                after=_token_body(rotated),
+            )
+            return rotated, secret, await self._commit([], [entry])
+        raise Conflict("too many concurrent changes; try again")
 
     async def revoke_token(self, token_id: str, actor: Actor) -> tuple[TokenRecord, int]:
         """Revoke; the snapshot version that carries it (wait for it like for a disable:
@@ -680,7 +733,7 @@ class AdminService:
             token_id,
             now,
             kind="token",
-            before={"name": record.name, "scope": record.scope},
+            before=_token_body(record),
         )
         return record, await self._commit([], [entry])
 
@@ -851,6 +904,28 @@ def diff_documents(
         )
 
     return SnapshotDiff(flags=keys(old_flags, new.flags), segments=keys(old_segments, new.segments))
+
+
+def _new_secret(scope: TokenScope) -> str:
+    return _SECRET_PREFIXES[scope] + secrets.token_urlsafe(32)
+
+
+def _lifetime(expires: str | None) -> int | None:
+    """Seconds of a token's ``expires`` (``None``: none given); 400 naming the field."""
+    if expires is None:
+        return None
+    try:
+        return token_lifetime(expires)
+    except ValueError as error:
+        raise InvalidInput(str(error), "$.expires") from None
+
+
+def _token_body(token: TokenRecord) -> dict[str, Any]:
+    """A token as its audit entries record it: never a secret or its hash."""
+    body: dict[str, Any] = {"name": token.name, "scope": token.scope}
+    if token.expires_at is not None:
+        body["expires_at"] = token.expires_at
+    return body
 
 
 def _disabled(flag: Flag) -> Flag:

@@ -134,6 +134,17 @@ class TokenRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     revoked_at: str | None = None
     #: The scope model the token was made under (1: before the four scopes).
     scope_model: int = 1
+    #: When the token stops working (ISO-8601 UTC); ``None``: never. A personal token has
+    #: one (docs/spec.md section 5, "Personal tokens"); older servers ignore it.
+    expires_at: str | None = None
+    #: The lifetime chosen when the token was made or last rotated, in seconds: a rotation
+    #: without a new ``--expires`` gives the new secret the same lifetime from then.
+    lifetime_s: int | None = None
+    #: When the secret was last replaced (``flags token rotate``), and the hashes of the
+    #: secrets it replaced (the newest few): a retired secret is refused with a 401 that
+    #: says it was rotated away, never matched.
+    rotated_at: str | None = None
+    retired_hashes: tuple[str, ...] = ()
 
 
 def migrated_token(token: TokenRecord) -> TokenRecord:
@@ -315,6 +326,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def revoke_token(self, token_id: str, at: str) -> TokenRecord | None:
         """Mark revoked; ``None`` if unknown."""
+
+    @abc.abstractmethod
+    async def rotate_token(self, rotated: TokenRecord, previous_hash: str) -> bool:
+        """Replace the stored token ``rotated.id`` with ``rotated`` (its new secret hash,
+        expiry and ``retired_hashes``) if it is still not revoked and its secret hash is still
+        ``previous_hash`` (compare-and-set: of two rotations at once, one wins); False (nothing
+        changed) otherwise. The old secret stops matching at once; its hash stays taken."""
 
     # -- the server secret ------------------------------------------------------------------
 

@@ -76,7 +76,8 @@ def test_expiry_is_listed_and_warned_within_seven_days(
     assert listed["alice"]["expires_at"] == far["expires_at"]
     assert "status" not in listed["alice"]
     assert listed["bob"]["status"] == "expiring"
-    assert "expires_at" not in listed["ci-bot"] and "status" not in listed["ci-bot"]
+    assert "expires_at" not in listed["ci-bot"]
+    assert "status" not in listed["ci-bot"]
     with _bearer(server, near_secret) as client:
         answer = client.get("/admin/v1/flags")
         assert answer.status_code == 200
@@ -84,7 +85,8 @@ def test_expiry_is_listed_and_warned_within_seven_days(
     for secret in (far_secret, never_secret):
         with _bearer(server, secret) as client:
             answer = client.get("/admin/v1/flags")
-            assert answer.status_code == 200 and TOKEN_EXPIRES_HEADER not in answer.headers
+            assert answer.status_code == 200
+            assert TOKEN_EXPIRES_HEADER not in answer.headers
     del never
 
 
@@ -98,7 +100,8 @@ def test_a_lifetime_out_of_bounds_is_refused_and_nothing_made(
     before = admin.get(TOKENS).json()["tokens"]
     answer = admin.post(TOKENS, json={"name": "too-long", "scope": "admin", "expires": expires})
     assert answer.status_code == 400, answer.text
-    assert problem in answer.json()["detail"] and answer.json()["field"] == "$.expires"
+    assert problem in answer.json()["detail"]
+    assert answer.json()["field"] == "$.expires"
     assert admin.get(TOKENS).json()["tokens"] == before
 
 
@@ -129,7 +132,8 @@ def test_an_expired_token_gets_a_401_naming_its_expiry(
     _create(admin, "bump-1")  # a token change: every worker reloads the tokens
     answer = _wait_refused(server, secret)
     detail = answer.json()["detail"]
-    assert "expired at 2026-02-01T00:00:00Z" in detail and "carol" in detail
+    assert "expired at 2026-02-01T00:00:00Z" in detail
+    assert "carol" in detail
     assert secret not in answer.text
     assert "flags token rotate 0000expired00000" in detail
     listed = {t["name"]: t for t in admin.get(TOKENS).json()["tokens"]}
@@ -155,16 +159,21 @@ def test_rotation_keeps_the_id_and_trail_and_the_old_secret_stops_at_once(
     assert answer.status_code == 200, answer.text
     assert answer.headers["cache-control"] == "no-store"
     rotated = answer.json()
-    assert rotated["token"]["id"] == made["id"] and rotated["token"]["name"] == "dave"
+    assert rotated["token"]["id"] == made["id"]
+    assert rotated["token"]["name"] == "dave"
     assert rotated["token"]["expires_at"] > str(made["expires_at"])
     new = rotated["secret"]
-    assert new != old and new.startswith("fpa_")
+    assert new != old
+    assert new.startswith("fpa_")
     # The commit that carries the rotation is applied by this worker before it answers; the
     # others follow like for a revocation.
     refused = _wait_refused(server, old)
     detail = refused.json()["detail"]
-    assert "dave" in detail and rotated["token"]["rotated_at"] in detail
-    assert "rotated" in detail and old not in refused.text and new not in refused.text
+    assert "dave" in detail
+    assert rotated["token"]["rotated_at"] in detail
+    assert "rotated" in detail
+    assert old not in refused.text
+    assert new not in refused.text
     with _bearer(server, new) as client:
         changed = client.post("/admin/v1/flags/made-by-dave/enable", json={})
         assert changed.status_code == 200, changed.text
@@ -172,15 +181,18 @@ def test_rotation_keeps_the_id_and_trail_and_the_old_secret_stops_at_once(
     assert {e["token_id"] for e in trail} == {made["id"]}
     assert [e["action"] for e in trail] == ["enable", "create"]
     rotation = admin.get("/admin/v1/audit", params={"flag": made["id"]}).json()["entries"][0]
-    assert rotation["action"] == "token.rotate" and rotation["kind"] == "token"
-    assert old not in str(rotation) and hash_secret(old) not in str(rotation)
+    assert rotation["action"] == "token.rotate"
+    assert rotation["kind"] == "token"
+    assert old not in str(rotation)
+    assert hash_secret(old) not in str(rotation)
 
 
 def test_a_revoked_or_unknown_token_cannot_be_rotated(admin: httpx.Client) -> None:
     made, _ = _create(admin, "erin")
     assert admin.delete(f"{TOKENS}/{made['id']}").status_code == 200
     answer = admin.post(f"{TOKENS}/{made['id']}/rotate")
-    assert answer.status_code == 409 and "revoked" in answer.json()["detail"]
+    assert answer.status_code == 409
+    assert "revoked" in answer.json()["detail"]
     assert admin.post(f"{TOKENS}/nope/rotate").status_code == 404
 
 

@@ -15,6 +15,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from flagport_server.approvals import ApprovalService
 from flagport_server.auth import EVALUATE, SDK, FailedLogins, expiry_warning, openapi_security
 from flagport_server.bodies import FlagportRequest
 from flagport_server.driver import Driver
@@ -24,6 +25,7 @@ from flagport_server.openapi import correct_openapi, openapi_config
 from flagport_server.operations import Operations
 from flagport_server.outcomes import OutcomeBuffer, OutcomeService
 from flagport_server.routes.admin import admin_router
+from flagport_server.routes.approvals import approvals_router
 from flagport_server.routes.evaluation import evaluation_routes
 from flagport_server.routes.feeds import OpenStreams, change_stream, snapshot_feed
 from flagport_server.routes.operations import operations_routes
@@ -139,6 +141,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             ),
             admin_router,
             rollouts_router,
+            approvals_router,
             stats_router,
             *operations_routes,
             *([ui_router] if settings.ui else []),
@@ -148,6 +151,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             "stats": _provide(StatsService(admin, metrics, stats.recorder)),
             "operations": _provide(operations),
             "plans": _provide(admin.plans),
+            "approvals": _provide(ApprovalService(admin)),
             "outcome_signals": _provide(OutcomeService(runtime, outcome_buffer, metrics)),
         },
         state=state,

@@ -26,7 +26,7 @@ def audit_entry(
     key: str,
     at: str,
     *,
-    kind: Literal["flag", "segment", "token", "snapshot"] = "flag",
+    kind: Literal["flag", "segment", "token", "snapshot", "request"] = "flag",
     reason: str | None = None,
     before: Flag | Segment | dict[str, Any] | None = None,
     after: Flag | Segment | dict[str, Any] | None = None,
@@ -43,6 +43,7 @@ def audit_entry(
         reason=reason,
         before=_body(before),
         after=_body(after),
+        request_id=actor.request_id,
     )
 
 

@@ -109,10 +109,13 @@ _TICKET_OPT: Final = "flagport_stream_ticket"
 
 
 class Actor(msgspec.Struct, frozen=True):
-    """Who makes a change, as its audit entry records it: the token's name and id."""
+    """Who makes a change, as its audit entry records it: the token's name and id.
+    ``request_id``: the approved change request being applied (set only by the approval
+    service: a change under an approval policy passes with it)."""
 
     name: str
     token_id: str | None = None
+    request_id: str | None = None
 
 
 log = logging.getLogger("flagport.server")

@@ -32,10 +32,12 @@ from flagport.engine import (
     explain,
     validate_key,
 )
+from flagport_server.approval_policy import blocked_changes, mark_break_glass
 from flagport_server.audit import audit_entry
 from flagport_server.auth import RESERVED_ACTORS, SEED_ACTOR, Actor
 from flagport_server.errors import (
     AlreadyExists,
+    ApprovalRequired,
     Conflict,
     InvalidInput,
     NotFound,
@@ -209,7 +211,11 @@ class AdminService:
         A person always wins over a rollout plan: a write that touches a plan's flag, an
         ancestor, a prerequisite or a segment it uses pauses the plan (deleting the flag
         aborts it) in this same commit (:func:`~flagport_server.plans.human_wins`); the
-        person is the author of the write's audit entries."""
+        person is the author of the write's audit entries.
+
+        An approval policy holds here, for every write of a person (the admin API, the
+        admin UI, imports, plan operations): :meth:`_approval_gate`."""
+        audit = await self._approval_gate(mutations, audit)
         if committed is not None and audit and committed.plans:
             author = Actor(audit[0].actor, audit[0].token_id)
             added, entries = human_wins(committed, mutations, author, time.time())
@@ -227,6 +233,34 @@ class AdminService:
             else:
                 await self.runtime.reload(at_least=version)
         return version
+
+    async def _approval_gate(
+        self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]
+    ) -> Sequence[AuditEntry]:
+        """Refuse (:class:`ApprovalRequired`, nothing written) a write that does not reduce
+        the exposure of a flag under an approval policy, unless it applies an approved change
+        request (its entries name the request); mark what reduces it as break-glass. Without
+        policies this costs one small read; with them, one load of the configuration."""
+        if not audit or audit[0].request_id is not None or not mutations:
+            return audit
+        policies = await self.store.approval_policies()
+        if not policies:
+            return audit
+        state = await self.store.load()
+        blocked = blocked_changes(state, mutations, policies)
+        if blocked:
+            raise ApprovalRequired(
+                f"{', '.join(blocked)}: under an approval policy, a change that does not reduce "
+                "exposure needs a change request approved by a second person: file it with "
+                "`flags request ... --reason ...` (POST /admin/v1/requests). Disabling, a "
+                "kill, a lower percentage, pausing or aborting a rollout never wait"
+            )
+        return mark_break_glass(state, audit, policies)
+
+    async def commit_audit(self, entry: AuditEntry) -> int:
+        """Commit an audit entry that changes no record (a token, a policy, a request): the
+        snapshot version it bumps makes every worker reload tokens and see the change."""
+        return await self._commit([], [entry])
 
     async def create_flag(
         self, key: str, flag: Flag, actor: Actor, reason: str | None
@@ -288,8 +322,11 @@ class AdminService:
         reason: str | None,
         *,
         kill_switch: bool = False,
+        expected: int | None = None,
     ) -> tuple[list[FlagView], int]:
         """Read-modify-write of several flags in one atomic commit, retried on conflicts.
+        ``expected``: the one flag's version the change was asked on (an approved change
+        request): another is :class:`PreconditionFailed`, never retried.
 
         A ``kill_switch`` change only turns flags off: it is neither validated against the
         rest of the configuration nor refused for limits, so it works whatever the store
@@ -307,6 +344,8 @@ class AdminService:
             flags = dict(document.flags)
             for key in selected:
                 current = document.flags[key]
+                if expected is not None and current.version != expected:
+                    raise PreconditionFailed("flag", key, expected, current.version)
                 changed = change(current)
                 new = msgspec.structs.replace(changed, version=current.version + 1, updated_at=now)
                 flags[key] = new
@@ -321,7 +360,9 @@ class AdminService:
             compiled = None if kill_switch else await self._validate(committed, state)
             try:
                 version = await self._commit(mutations, entries, committed, compiled)
-            except VersionConflict:
+            except VersionConflict as error:
+                if expected is not None:
+                    raise PreconditionFailed("flag", error.key, expected, error.actual) from None
                 continue
             return views, version
         raise Conflict("too many concurrent changes; try again")
@@ -333,13 +374,21 @@ class AdminService:
         action: str,
         actor: Actor,
         reason: str | None,
+        expected: int | None = None,
     ) -> tuple[FlagView, int]:
-        """:meth:`_update` of one existing flag."""
-        views, version = await self._update(self._existing([key]), change, action, actor, reason)
+        """:meth:`_update` of one existing flag (at version ``expected``, if given)."""
+        views, version = await self._update(
+            self._existing([key]), change, action, actor, reason, expected=expected
+        )
         return views[0], version
 
     async def enable(
-        self, key: str, percentage: float | None, actor: Actor, reason: str | None
+        self,
+        key: str,
+        percentage: float | None,
+        actor: Actor,
+        reason: str | None,
+        expected: int | None = None,
     ) -> tuple[FlagView, int]:
         if percentage is not None:
             with document_errors_as_input():
@@ -352,7 +401,7 @@ class AdminService:
                 percentage=flag.percentage if percentage is None else float(percentage),
             )
 
-        return await self._update_one(key, change, "enable", actor, reason)
+        return await self._update_one(key, change, "enable", actor, reason, expected)
 
     async def disable(
         self, keys: list[str], actor: Actor, reason: str | None
@@ -448,20 +497,30 @@ class AdminService:
     # -- targeting ----------------------------------------------------------------------
 
     async def set_targets(
-        self, key: str, targets: dict[str, list[str]], actor: Actor, reason: str | None
+        self,
+        key: str,
+        targets: dict[str, list[str]],
+        actor: Actor,
+        reason: str | None,
+        expected: int | None = None,
     ) -> tuple[FlagView, int]:
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(flag, targets=targets)
 
-        return await self._update_one(key, change, "targets", actor, reason)
+        return await self._update_one(key, change, "targets", actor, reason, expected)
 
     async def set_rules(
-        self, key: str, rules: list[Rule], actor: Actor, reason: str | None
+        self,
+        key: str,
+        rules: list[Rule],
+        actor: Actor,
+        reason: str | None,
+        expected: int | None = None,
     ) -> tuple[FlagView, int]:
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(flag, rules=rules)
 
-        return await self._update_one(key, change, "rules", actor, reason)
+        return await self._update_one(key, change, "rules", actor, reason, expected)
 
     # -- segments -----------------------------------------------------------------------
 

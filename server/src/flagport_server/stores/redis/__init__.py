@@ -69,6 +69,7 @@ from __future__ import annotations
 from flagport_server.stores.redis._audit import RedisAudit
 from flagport_server.stores.redis._configuration import RedisConfiguration
 from flagport_server.stores.redis._connection import SCHEMA_VERSION
+from flagport_server.stores.redis._requests import RedisRequests
 from flagport_server.stores.redis._rollout import RedisRollout
 from flagport_server.stores.redis._secrets import RedisSecrets
 from flagport_server.stores.redis._stats import RedisStats
@@ -83,6 +84,7 @@ class RedisStore(
     RedisConfiguration,
     RedisAudit,
     RedisTokens,
+    RedisRequests,
     RedisSecrets,
     RedisWorkers,
     RedisStats,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flagport_cli._errors import (
+    ApprovalNeeded,
     CliError,
     NotAuthorized,
     Refused,
@@ -32,6 +33,8 @@ __all__ = ["DEFAULT_URL", "TOKEN_FILE", "Api", "find_token"]
 DEFAULT_URL = "http://127.0.0.1:8787"
 TOKEN_FILE = Path(".flagport") / "admin-token"
 _UDS_BASE = "http://flagport"
+#: The problem title of a change refused for want of an approved change request.
+_APPROVAL_REQUIRED = "Approval required"
 #: The server names the expiry of a token that expires within 7 days in this header.
 _TOKEN_EXPIRES_HEADER = "X-Flagport-Token-Expires"
 
@@ -74,6 +77,14 @@ def _problem_text(response: httpx.Response) -> str:
             return text
     text = response.text.strip().splitlines()[0] if response.text.strip() else ""
     return text or response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _problem_title(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return str(body.get("title")) if isinstance(body, dict) else None
 
 
 class Api:
@@ -187,6 +198,8 @@ class Api:
             raise Unreachable(f"Flagport at {self.url} is unavailable ({status}): {message}")
         if status >= 500:
             raise CliError(f"server error ({status}) at {self.url}: {message}")
+        if status == 409 and _problem_title(response) == _APPROVAL_REQUIRED:
+            raise ApprovalNeeded(f"approval required: {message}")
         raise Refused(message)
 
     def _warn_expiry(self, response: httpx.Response) -> None:

@@ -16,6 +16,7 @@ import click
 from flagport_cli._app import App
 from flagport_cli._errors import CliError, UnexpectedAnswer
 from flagport_cli._serve import serve
+from flagport_cli.commands.approvals import approvals, approve, reject, request, requests
 from flagport_cli.commands.config import diff, export, import_
 from flagport_cli.commands.flags import create, delete, list_flags, show, target
 from flagport_cli.commands.insight import audit, explain, status
@@ -70,7 +71,8 @@ def cli(ctx: click.Context, url: str, token: str | None, json_output: bool) -> N
 
     \b
     Exit codes: 0 ok, 1 refused by the server, 2 bad usage or file,
-    3 server unreachable, 4 not authorized, 5 not confirmed by every worker in time.
+    3 server unreachable, 4 not authorized, 5 not confirmed by every worker in time,
+    6 needs an approved change request (flags request ...).
     """
     app = App(url=url, token_option=token, json=json_output)
     ctx.obj = app
@@ -95,6 +97,11 @@ for command in (
     stats,
     stale,
     rollout,
+    approvals,
+    request,
+    requests,
+    approve,
+    reject,
     serve,
 ):
     cli.add_command(command)

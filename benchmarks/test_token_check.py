@@ -9,7 +9,8 @@ number once per token snapshot (``Served.token_expiry``): a lookup and a compari
 
 Method (docs/spec.md section 11): ``timeit`` loops of 2,000 checks, interleaved rounds
 (never-expiring, expiring, never-expiring, ...), medians, difference of medians per check
-<= 150 ns under ``make bench``. ``make test`` (``--benchmark-disable``) runs one short round for correctness.
+<= 150 ns under ``make bench``. ``make test`` (``--benchmark-disable``) runs one short
+round for correctness.
 """
 
 from __future__ import annotations

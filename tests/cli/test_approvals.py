@@ -54,6 +54,9 @@ def test_request_approve_reject_and_break_glass(flags: Flags, tmp_path: Path) ->
     history = json.loads(flags.ok("audit", "cli-checkout", "--json").out)
     disable = next(e for e in history["entries"] if e["action"] == "disable")
     assert disable["break_glass"] is True
+    table = flags.ok("audit", "cli-checkout").out
+    assert "off, break-glass" in table
+    assert f"request {request_id}" in table
 
     # A rejected request; a request body file is read locally first.
     third = flags.ok("request", "delete", "cli-checkout", "--reason", "cleanup", token=alice)

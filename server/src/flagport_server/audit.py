@@ -48,7 +48,10 @@ def audit_entry(
 
 
 def change_summary(entry: AuditEntry) -> str | None:
-    """ "off -> on, 10 % -> 50 %" for an entry that changed what a flag serves, else None."""
+    """ "off -> on, 10 % -> 50 %" for an entry that changed what a flag serves, else None
+    (a change request's entries are keyed by the flag too, but change nothing)."""
+    if entry.kind != "flag":
+        return None
     before, after = entry.before, entry.after
     if after is not None and before is None:
         state = "on" if after.get("enabled") else "off"

@@ -83,7 +83,8 @@ def remove(app: App, key: str | None, tag: str | None) -> None:
     if app.json:
         echo_json(answer)
     else:
-        click.echo(f"approval policy {printable(policy)} removed")
+        # The answer names what was removed: anything else is not Flagport's answer.
+        click.echo(f"approval policy {printable(answer['id'])} removed")
 
 
 def _reason(function: Any) -> Any:

@@ -46,6 +46,18 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "rollout pause": ("rollout", "pause", "a"),
     "rollout resume": ("rollout", "resume", "a"),
     "rollout abort": ("rollout", "abort", "a"),
+    "token rotate": ("token", "rotate", "t1", "--timeout", "0.1"),
+    "approvals require": ("approvals", "require", "a"),
+    "approvals list": ("approvals", "list"),
+    "approvals remove": ("approvals", "remove", "--tag", "payments"),
+    "request enable": ("request", "enable", "a", "--percentage", "50", "--reason", "r"),
+    "request put": ("request", "put", "a", "--file", "{flag}", "--reason", "r"),
+    "request segment": ("request", "segment", "a", "--file", "{flag}", "--reason", "r"),
+    "request delete": ("request", "delete", "a", "--reason", "r"),
+    "request rollout-resume": ("request", "rollout-resume", "a", "--reason", "r"),
+    "requests": ("requests",),
+    "approve": ("approve", "r1"),
+    "reject": ("reject", "r1"),
 }
 
 #: Commands that report a change or a comparison: an answer that is not Flagport's must
@@ -62,6 +74,16 @@ CLAIMS = {
     "token create",
     "token revoke",
     "token rotate-secret",
+    "token rotate",
+    "approvals require",
+    "approvals remove",
+    "request enable",
+    "request put",
+    "request segment",
+    "request delete",
+    "request rollout-resume",
+    "approve",
+    "reject",
     "rollout start",
     "rollout pause",
     "rollout resume",
@@ -166,11 +188,13 @@ def test_every_command_turns_a_bad_answer_into_one_line_and_an_exit_code(
     document = tmp_path / "flags.yaml"
     document.write_text("flags:\n  a:\n    enabled: true\n")
     output = tmp_path / "export.yaml"
+    flag = tmp_path / "flag.json"
+    flag.write_text('{"enabled": true}')
     monkeypatch.setattr(_Misbehaving, "answer", ANSWERS[answer])
     monkeypatch.setenv("FLAGPORT_TOKEN", "fpa_stand_in")
     monkeypatch.chdir(tmp_path)
     for name, arguments in ARGUMENTS.items():
-        args = [a.format(document=document, output=output) for a in arguments]
+        args = [a.format(document=document, output=output, flag=flag) for a in arguments]
         monkeypatch.setattr(sys, "argv", ["flags", "--url", stand_in, *args])
         with pytest.raises(SystemExit) as exited:
             main()

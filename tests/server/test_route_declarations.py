@@ -133,6 +133,22 @@ EXPECTED: dict[str, list[str | None]] = {
     "GET /admin/v1/stale": ["query:days default=30 min=1 max=3650 integer", None],
     "POST /admin/v1/tokens": ["application/json TokenCreate!"],
     "DELETE /admin/v1/tokens/{token_id}": ["path:token_id! string", None],
+    "DELETE /admin/v1/approvals/{policy_id}": ["path:policy_id! string", None],
+    "GET /admin/v1/requests/{request_id}": ["path:request_id! string", None],
+    "POST /admin/v1/approvals": ["application/json PolicyCreate!"],
+    "POST /admin/v1/requests": ["application/json ChangeRequestCreate!"],
+    "POST /admin/v1/requests/{request_id}/approve": [
+        "path:request_id! string",
+        "application/json Decision|null!",
+    ],
+    "POST /admin/v1/requests/{request_id}/reject": [
+        "path:request_id! string",
+        "application/json Decision|null!",
+    ],
+    "POST /admin/v1/tokens/{token_id}/rotate": [
+        "path:token_id! string",
+        "application/json TokenRotate|null!",
+    ],
     "POST /ofrep/v1/evaluate/flags": [
         "header:If-None-Match string|null",
         "query:flagConfigEtag string|null",

@@ -3,6 +3,7 @@
 CliError              exit_code set per instance
 ├── UsageProblem      2  bad input or a local file, found before any request
 ├── Refused           1  the server said no (not found, conflict, validation)
+│   └── ApprovalNeeded 6  the flag is under an approval policy: file a change request
 ├── UnexpectedAnswer  1  an answer that is not Flagport's (a proxy's page, a redirect, garbage)
 ├── Unreachable       3  no answer from the server (the message names the URL)
 ├── NotAuthorized     4  401/403 or no token at all
@@ -12,6 +13,7 @@ CliError              exit_code set per instance
 from __future__ import annotations
 
 __all__ = [
+    "ApprovalNeeded",
     "CliError",
     "NotAuthorized",
     "NotConfirmed",
@@ -38,6 +40,14 @@ class UsageProblem(CliError):
 
 class Refused(CliError):
     exit_code = 1
+
+
+class ApprovalNeeded(Refused):
+    """A change that does not reduce a guarded flag's exposure, made without an approved
+    change request: its own exit code, so a script can tell it from a plain refusal and
+    file the request (``flags request ...``)."""
+
+    exit_code = 6
 
 
 class UnexpectedAnswer(CliError):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flagport_cli._errors import (
+    ApprovalNeeded,
     CliError,
     NotAuthorized,
     Refused,
@@ -21,6 +22,7 @@ from flagport_cli._errors import (
     Unreachable,
     UsageProblem,
 )
+from flagport_cli._output import printable, warn
 
 if TYPE_CHECKING:
     import httpx
@@ -31,6 +33,10 @@ __all__ = ["DEFAULT_URL", "TOKEN_FILE", "Api", "find_token"]
 DEFAULT_URL = "http://127.0.0.1:8787"
 TOKEN_FILE = Path(".flagport") / "admin-token"
 _UDS_BASE = "http://flagport"
+#: The problem title of a change refused for want of an approved change request.
+_APPROVAL_REQUIRED = "Approval required"
+#: The server names the expiry of a token that expires within 7 days in this header.
+_TOKEN_EXPIRES_HEADER = "X-Flagport-Token-Expires"
 
 
 def find_token(explicit: str | None) -> str | None:
@@ -73,6 +79,14 @@ def _problem_text(response: httpx.Response) -> str:
     return text or response.reason_phrase or f"HTTP {response.status_code}"
 
 
+def _problem_title(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return str(body.get("title")) if isinstance(body, dict) else None
+
+
 class Api:
     """A thin synchronous client for ``/admin/v1``; every failure becomes a :class:`CliError`."""
 
@@ -104,6 +118,7 @@ class Api:
         #: The last request the server answered (``GET /admin/v1/flags``): named when an
         #: answer turns out not to have the shape Flagport gives it.
         self.answered: str | None = None
+        self._expiry_warned = False
 
     def close(self) -> None:
         self._client.close()
@@ -166,6 +181,7 @@ class Api:
             raise UsageProblem(f"invalid --url {self.url!r}: {error}") from None
         status: int = response.status_code
         self.answered = f"{method} {path}"
+        self._warn_expiry(response)
         if 300 <= status < 400 and status not in ok:
             # The admin API never redirects: a proxy or a plain-HTTP-to-HTTPS hop does.
             location = response.headers.get("location") or "nowhere"
@@ -182,7 +198,20 @@ class Api:
             raise Unreachable(f"Flagport at {self.url} is unavailable ({status}): {message}")
         if status >= 500:
             raise CliError(f"server error ({status}) at {self.url}: {message}")
+        if status == 409 and _problem_title(response) == _APPROVAL_REQUIRED:
+            raise ApprovalNeeded(f"approval required: {message}")
         raise Refused(message)
+
+    def _warn_expiry(self, response: httpx.Response) -> None:
+        """Once per command: the server says the token expires within 7 days (docs/spec.md
+        section 5, "Personal tokens"); a warning on stderr, so --json output stays clean."""
+        expires = response.headers.get(_TOKEN_EXPIRES_HEADER)
+        if expires and not self._expiry_warned:
+            self._expiry_warned = True
+            warn(
+                f"this token expires at {printable(expires)}: rotate it soon "
+                "(flags token rotate ID; flags token list shows the id)"
+            )
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Like :meth:`send`, returning the decoded JSON body (see :meth:`json_object`)."""

@@ -18,6 +18,7 @@ from flagport_cli._errors import UsageProblem
 __all__ = [
     "check_key",
     "check_stats_since",
+    "check_token_lifetime",
     "parse_percentage",
     "read_document",
     "since_text",
@@ -67,6 +68,19 @@ def since_text(text: str, now: datetime | None = None) -> str:
     except ValueError as error:
         raise UsageProblem(str(error)) from None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_token_lifetime(text: str | None) -> None:
+    """A token's ``--expires`` (:func:`flagport.durations.token_lifetime`, the server's rule:
+    ``90d``, 1h to 730d), checked before any request; else :class:`UsageProblem`."""
+    if text is None:
+        return
+    from flagport.durations import token_lifetime
+
+    try:
+        token_lifetime(text, name="--expires")
+    except ValueError as error:
+        raise UsageProblem(str(error)) from None
 
 
 def check_stats_since(text: str, now: datetime | None = None) -> str:

@@ -17,6 +17,7 @@ from flagport_cli._app import App
 from flagport_cli._errors import CliError, UnexpectedAnswer
 from flagport_cli._profiles import load_profile
 from flagport_cli._serve import serve
+from flagport_cli.commands.approvals import approvals, approve, reject, request, requests
 from flagport_cli.commands.backup import backup, restore
 from flagport_cli.commands.config import diff, export, import_
 from flagport_cli.commands.flags import create, delete, list_flags, show, target
@@ -80,7 +81,8 @@ def cli(
 
     \b
     Exit codes: 0 ok, 1 refused by the server, 2 bad usage or file,
-    3 server unreachable, 4 not authorized, 5 not confirmed by every worker in time.
+    3 server unreachable, 4 not authorized, 5 not confirmed by every worker in time,
+    6 needs an approved change request (flags request ...).
     """
     if profile is not None:
         chosen = load_profile(profile)
@@ -114,6 +116,11 @@ for command in (
     promote,
     backup,
     restore,
+    approvals,
+    request,
+    requests,
+    approve,
+    reject,
     serve,
 ):
     cli.add_command(command)

@@ -17,6 +17,8 @@ from typing import Final
 __all__ = [
     "DEFAULT_STATS_SINCE",
     "MAX_DURATION",
+    "MAX_TOKEN_LIFETIME",
+    "MIN_TOKEN_LIFETIME",
     "STATS_DAYS_KEPT",
     "STATS_HOURS_KEPT",
     "duration_seconds",
@@ -24,6 +26,7 @@ __all__ = [
     "parse_duration",
     "since_moment",
     "stats_window_start",
+    "token_lifetime",
 ]
 
 #: One amount and its unit; a duration is one or more of them, nothing between.
@@ -31,6 +34,10 @@ _DURATION_PART = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 #: The longest duration (a century): the bound keeps every date computed from one in range.
 MAX_DURATION: Final = timedelta(days=36500)
+#: A token made to expire (``flags token create --expires``) lives at least an hour and at
+#: most two years: a personal token is renewed by rotating it, never kept for ever.
+MIN_TOKEN_LIFETIME: Final = timedelta(hours=1)
+MAX_TOKEN_LIFETIME: Final = timedelta(days=730)
 #: Digits read of one amount: more is beyond any limit (and ``int()`` refuses 4,300 digits).
 _MAX_AMOUNT_DIGITS: Final = 12
 #: Stats (hourly counts, unique-unit sketches) are kept this long: a window starts at most
@@ -71,6 +78,20 @@ def parse_duration(text: str) -> timedelta:
     if seconds > MAX_DURATION.total_seconds():
         raise ValueError(f"duration {text!r} is too long: at most {MAX_DURATION.days}d")
     return timedelta(seconds=seconds)
+
+
+def token_lifetime(text: str, *, name: str = "expires") -> int:
+    """The seconds a token's ``expires`` value (``90d``, ``12w``, ``36h``) spells, between
+    :data:`MIN_TOKEN_LIFETIME` and :data:`MAX_TOKEN_LIFETIME`; :class:`ValueError` naming
+    ``name`` otherwise. The server and the CLI both read ``expires`` with it."""
+    seconds = duration_seconds(text)
+    if seconds is None:
+        raise ValueError(f"invalid {name} {text!r}: use a number and a unit (h, d, w), e.g. 90d")
+    if seconds < MIN_TOKEN_LIFETIME.total_seconds():
+        raise ValueError(f"{name} {text!r} is too short: at least 1h")
+    if seconds > MAX_TOKEN_LIFETIME.total_seconds():
+        raise ValueError(f"{name} {text!r} is too long: at most {MAX_TOKEN_LIFETIME.days}d")
+    return seconds
 
 
 def since_moment(text: str, now: datetime | None = None, *, name: str = "since") -> datetime:

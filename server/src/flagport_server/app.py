@@ -15,7 +15,8 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from flagport_server.auth import EVALUATE, SDK, FailedLogins, openapi_security
+from flagport_server.approvals import ApprovalService
+from flagport_server.auth import EVALUATE, SDK, FailedLogins, expiry_warning, openapi_security
 from flagport_server.bodies import FlagportRequest
 from flagport_server.driver import Driver
 from flagport_server.http_errors import EXCEPTION_HANDLERS
@@ -24,6 +25,7 @@ from flagport_server.openapi import correct_openapi, openapi_config
 from flagport_server.operations import Operations
 from flagport_server.outcomes import OutcomeBuffer, OutcomeService
 from flagport_server.routes.admin import admin_router
+from flagport_server.routes.approvals import approvals_router
 from flagport_server.routes.evaluation import Answering, evaluation_routes
 from flagport_server.routes.feeds import OpenStreams, change_stream, snapshot_feed
 from flagport_server.routes.operations import operations_routes
@@ -140,6 +142,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             ),
             admin_router,
             rollouts_router,
+            approvals_router,
             stats_router,
             *operations_routes,
             *([ui_router] if settings.ui else []),
@@ -149,11 +152,15 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             "stats": _provide(StatsService(admin, metrics, stats.recorder)),
             "operations": _provide(operations),
             "plans": _provide(admin.plans),
+            "approvals": _provide(ApprovalService(admin)),
             "outcome_signals": _provide(OutcomeService(runtime, outcome_buffer, metrics)),
         },
         state=state,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        # A token near its expiry is named in the answer (the evaluation dispatch answers in
+        # front of the app: the hot path never runs it).
+        before_send=[expiry_warning],
         openapi_config=openapi_config(),
         template_config=ui_template_config() if settings.ui else None,
         request_max_body_size=settings.max_admin_body,

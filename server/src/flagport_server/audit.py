@@ -26,7 +26,7 @@ def audit_entry(
     key: str,
     at: str,
     *,
-    kind: Literal["flag", "segment", "token", "snapshot"] = "flag",
+    kind: Literal["flag", "segment", "token", "snapshot", "request"] = "flag",
     reason: str | None = None,
     before: Flag | Segment | dict[str, Any] | None = None,
     after: Flag | Segment | dict[str, Any] | None = None,
@@ -43,11 +43,15 @@ def audit_entry(
         reason=reason,
         before=_body(before),
         after=_body(after),
+        request_id=actor.request_id,
     )
 
 
 def change_summary(entry: AuditEntry) -> str | None:
-    """ "off -> on, 10 % -> 50 %" for an entry that changed what a flag serves, else None."""
+    """ "off -> on, 10 % -> 50 %" for an entry that changed what a flag serves, else None
+    (a change request's entries are keyed by the flag too, but change nothing)."""
+    if entry.kind != "flag":
+        return None
     before, after = entry.before, entry.after
     if after is not None and before is None:
         state = "on" if after.get("enabled") else "off"

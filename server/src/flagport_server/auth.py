@@ -30,12 +30,14 @@ import msgspec
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
+from litestar.types import Message, Scope
 
 from flagport.rollout.decision import DRIVER
 from flagport_server.errors import Forbidden, ServerError, TooManyRequests, Unauthorized
 from flagport_server.runtime import Runtime, hash_secret
 from flagport_server.stores.base import SCOPE_MODEL, TokenRecord, TokenScope
 from flagport_server.tickets import TicketError, day_of, ticket_token_id
+from flagport_server.token_expiry import TOKEN_EXPIRES_HEADER, token_status
 
 __all__ = [
     "ADMIN",
@@ -61,6 +63,7 @@ __all__ = [
     "access",
     "access_error",
     "declared_scope",
+    "expiry_warning",
     "grants",
     "needs_token",
     "openapi_security",
@@ -69,6 +72,7 @@ __all__ = [
     "requires",
     "scope_guard",
     "token_by_id",
+    "token_problem",
     "token_record",
 ]
 
@@ -108,10 +112,13 @@ _TICKET_OPT: Final = "flagport_stream_ticket"
 
 
 class Actor(msgspec.Struct, frozen=True):
-    """Who makes a change, as its audit entry records it: the token's name and id."""
+    """Who makes a change, as its audit entry records it: the token's name and id.
+    ``request_id``: the approved change request being applied (set only by the approval
+    service: a change under an approval policy passes with it)."""
 
     name: str
     token_id: str | None = None
+    request_id: str | None = None
 
 
 log = logging.getLogger("flagport.server")
@@ -195,6 +202,9 @@ def refused_login(connection: ASGIConnection[Any, Any, Any, Any], problem: str) 
     return Unauthorized(problem)
 
 
+#: A token in one of these states opens nothing.
+_INVALID: Final = frozenset({"revoked", "expired"})
+
 _BOOTSTRAP: Final = TokenRecord(
     id=BOOTSTRAP_TOKEN_ID,
     name=BOOTSTRAP_ACTOR,
@@ -216,15 +226,44 @@ def presented_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | Non
 
 
 def token_record(runtime: Runtime, secret: str) -> TokenRecord | None:
-    """The valid (known, not revoked) token ``secret`` is, else ``None``. The bootstrap
-    token is a record with the id :data:`BOOTSTRAP_TOKEN_ID`."""
+    """The valid (known, not revoked, not expired) token ``secret`` is, else ``None``. The
+    bootstrap token is a record with the id :data:`BOOTSTRAP_TOKEN_ID`. The expiry was made
+    a number once per snapshot (:attr:`Served.token_expiry`): a token that never expires
+    costs one attribute test more, one that does a lookup and a comparison."""
     bootstrap = runtime.settings.admin_token
     if bootstrap and hmac.compare_digest(secret.encode(), bootstrap.encode()):
         return _BOOTSTRAP
-    record = runtime.tokens.get(hash_secret(secret))
+    served = runtime.served
+    if served is None:
+        return None
+    digest = hash_secret(secret)
+    record = served.tokens.get(digest)
     if record is None or record.revoked_at is not None:
         return None
+    if record.expires_at is not None and time.time() >= served.token_expiry[digest]:
+        return None
     return record
+
+
+def token_problem(runtime: Runtime, secret: str) -> str:
+    """Why ``secret`` is refused (the 401's detail; only asked once it was): an expired
+    token's or a rotated-away secret's names the moment it stopped working and what to do,
+    never a secret."""
+    served = runtime.served
+    digest = hash_secret(secret)
+    record = served.tokens.get(digest) if served is not None else None
+    if record is not None and record.revoked_at is None and record.expires_at is not None:
+        return (
+            f"token {record.name!r} expired at {record.expires_at}: rotate it "
+            f"(flags token rotate {record.id}) or use another token"
+        )
+    retired = served.retired_tokens.get(digest) if served is not None else None
+    if retired is not None and retired.revoked_at is None:
+        return (
+            f"this secret of token {retired.name!r} stopped working at {retired.rotated_at}, "
+            "when the token was rotated: use its new secret"
+        )
+    return "unknown or revoked token"
 
 
 def access_error(
@@ -256,7 +295,7 @@ def access(
         ), None
     record = token_record(runtime, secret)
     if record is None:
-        return refused_login(connection, "unknown or revoked token"), None
+        return refused_login(connection, token_problem(runtime, secret)), None
     return _within_scope(record, required)
 
 
@@ -295,12 +334,13 @@ def accepts_stream_ticket() -> dict[str, bool]:
 
 
 def token_by_id(runtime: Runtime, token_id: str) -> TokenRecord | None:
-    """The valid (known, not revoked) token whose id is ``token_id``, else ``None``."""
+    """The valid (known, not revoked, not expired) token whose id is ``token_id``, else
+    ``None``."""
     if token_id == BOOTSTRAP_TOKEN_ID:
         return _BOOTSTRAP if runtime.settings.admin_token else None
     for record in runtime.tokens.values():
         if record.id == token_id:
-            return record if record.revoked_at is None else None
+            return record if token_status(record, time.time()) not in _INVALID else None
     return None
 
 
@@ -382,3 +422,19 @@ async def scope_guard(
         connection.state.actor = Actor(record.name, record.id)
         #: The token the request was let in with (the change stream ends when it is revoked).
         connection.state.token = record
+        if record.expires_at is not None and token_status(record, time.time()) == "expiring":
+            # Read by expiry_warning as the answer starts (a guard cannot add headers).
+            connection.state.token_expires = record.expires_at
+
+
+async def expiry_warning(message: Message, scope: Scope) -> None:
+    """The app's ``before_send`` hook: an answer to a request whose token expires within 7
+    days names the expiry in :data:`TOKEN_EXPIRES_HEADER` (the CLI warns on stderr). The
+    evaluation dispatch answers in front of the app, so the hot path never runs this."""
+    if message["type"] != "http.response.start":
+        return
+    expires = scope.get("state", {}).get("token_expires")
+    if expires:
+        headers = list(message.get("headers") or [])
+        headers.append((TOKEN_EXPIRES_HEADER.lower().encode(), str(expires).encode()))
+        message["headers"] = headers

@@ -46,6 +46,7 @@ from flagport.rollout.decision import (
     guard_checks,
 )
 from flagport.rollout.plan import Plan, PlanStatus, restart_hold
+from flagport_server.approval_policy import mark_break_glass
 from flagport_server.errors import StoreError, VersionConflict
 from flagport_server.plans import (
     DRIVER_ACTOR,
@@ -318,6 +319,10 @@ class Driver:
             reason=decision.reason if decision is not None else "a driver took over",
             evidence=decision.evidence if decision is not None else None,
         )
+        if exposure is Exposure.DISABLE:
+            # An automatic rollback never waits for approval; under a policy it is audited
+            # as break-glass like a person's disable.
+            entries = mark_break_glass(state, entries, await self.store.approval_policies())
         self._commits += 1
         self._maybe_kill("before")
         try:

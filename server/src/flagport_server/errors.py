@@ -10,7 +10,9 @@ turns them into answers (a problem document, or an OFREP error on the evaluation
     ├── NotFound                     404
     ├── AlreadyExists                409
     ├── Conflict                     409  e.g. deleting a parent or a segment in use
-    │   └── UnreadableRecord         409  the stored flag/segment cannot be decoded
+    │   ├── UnreadableRecord         409  the stored flag/segment cannot be decoded
+    │   └── ApprovalRequired         409  a change to a flag under an approval policy that
+    │                                     does not reduce its exposure: file a request
     ├── InvalidInput                 400  names the field (``path``); an engine
     │                                     InvalidDocumentError becomes one (from_document)
     ├── UnsupportedMediaType         415  a body that is not JSON (400 INVALID_CONTEXT on OFREP)
@@ -32,6 +34,7 @@ from flagport import InvalidDocumentError
 
 __all__ = [
     "AlreadyExists",
+    "ApprovalRequired",
     "Conflict",
     "Forbidden",
     "InvalidInput",
@@ -134,6 +137,13 @@ class UnreadableRecord(Conflict):
         )
         self.kind = kind
         self.key = key
+
+
+class ApprovalRequired(Conflict):
+    """A change that does not reduce the exposure of a flag under an approval policy, made
+    without an approved change request (docs/spec.md, "Approvals"): nothing changed."""
+
+    title = "Approval required"
 
 
 class StoreNotEmpty(Conflict):

@@ -23,6 +23,7 @@ from flagport.rollout.cohorts import cohort_metadata, cohort_of, plan_flag_of
 from flagport.rollout.plan import Plan, PlanStatus
 from flagport_server.stores.base import TokenRecord
 from flagport_server.tickets import TicketOf, mint_ticket
+from flagport_server.token_expiry import expiry_of
 from flagport_server.wire import ofrep_v1 as wire
 
 __all__ = ["CohortAnswers", "EncodedAnswers", "Served"]
@@ -160,10 +161,12 @@ class Served:
         "cohorts",
         "feed",
         "plans",
+        "retired_tokens",
         "running_plans",
         "snapshot",
         "store_id",
         "ticket_key",
+        "token_expiry",
         "tokens",
         "unreadable_flags",
         "unreadable_segments",
@@ -203,6 +206,16 @@ class Served:
         self.applied_at = applied_at
         #: Secret hash -> token record, as of this snapshot.
         self.tokens: Mapping[str, TokenRecord] = MappingProxyType(dict(tokens))
+        #: Secret hash -> when the token stops working, for the tokens that expire: made
+        #: once per snapshot, so checking an expiring token costs a lookup and a comparison.
+        self.token_expiry: Mapping[str, float] = MappingProxyType(
+            {h: e for h, t in tokens.items() if (e := expiry_of(t)) is not None}
+        )
+        #: Hash of a secret that a rotation replaced -> its token: refused with a 401 that
+        #: says so (the refusal path only reads it).
+        self.retired_tokens: Mapping[str, TokenRecord] = MappingProxyType(
+            {h: t for t in tokens.values() for h in t.retired_hashes}
+        )
         #: Stored flags and segments that cannot be read (key -> why).
         self.unreadable_flags: Mapping[str, str] = MappingProxyType(dict(unreadable_flags))
         self.unreadable_segments: Mapping[str, str] = MappingProxyType(dict(unreadable_segments))

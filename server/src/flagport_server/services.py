@@ -19,6 +19,7 @@ import msgspec
 
 from flagport import InvalidDocumentError
 from flagport.document import load_document, read_document_file, strip_volatile
+from flagport.durations import token_lifetime
 from flagport.engine import (
     CompiledSnapshot,
     Flag,
@@ -31,10 +32,12 @@ from flagport.engine import (
     explain,
     validate_key,
 )
+from flagport_server.approval_policy import blocked_changes, mark_break_glass
 from flagport_server.audit import audit_entry
 from flagport_server.auth import RESERVED_ACTORS, SEED_ACTOR, Actor
 from flagport_server.errors import (
     AlreadyExists,
+    ApprovalRequired,
     Conflict,
     InvalidInput,
     NotFound,
@@ -63,6 +66,7 @@ from flagport_server.stores.base import (
     TokenRecord,
     TokenScope,
 )
+from flagport_server.token_expiry import expires_at_text
 from flagport_server.wire.admin_v1 import FlagView, KeyDiff, PropagationView, SnapshotDiff
 
 __all__ = ["AdminService", "flag_view", "utc_now"]
@@ -70,6 +74,8 @@ __all__ = ["AdminService", "flag_view", "utc_now"]
 log = logging.getLogger("flagport.server")
 
 _RETRIES = 20
+#: Retired secret hashes kept per token (a rotated-away secret's 401 says it was rotated).
+_RETIRED_KEPT = 5
 
 #: A secret's prefix tells a reader (a secret scanner, an operator) its scope at a glance.
 _SECRET_PREFIXES: dict[str, str] = {
@@ -205,7 +211,11 @@ class AdminService:
         A person always wins over a rollout plan: a write that touches a plan's flag, an
         ancestor, a prerequisite or a segment it uses pauses the plan (deleting the flag
         aborts it) in this same commit (:func:`~flagport_server.plans.human_wins`); the
-        person is the author of the write's audit entries."""
+        person is the author of the write's audit entries.
+
+        An approval policy holds here, for every write of a person (the admin API, the
+        admin UI, imports, plan operations): :meth:`_approval_gate`."""
+        audit = await self._approval_gate(mutations, audit)
         if committed is not None and audit and committed.plans:
             author = Actor(audit[0].actor, audit[0].token_id)
             added, entries = human_wins(committed, mutations, author, time.time())
@@ -223,6 +233,34 @@ class AdminService:
             else:
                 await self.runtime.reload(at_least=version)
         return version
+
+    async def _approval_gate(
+        self, mutations: Sequence[Mutation], audit: Sequence[AuditEntry]
+    ) -> Sequence[AuditEntry]:
+        """Refuse (:class:`ApprovalRequired`, nothing written) a write that does not reduce
+        the exposure of a flag under an approval policy, unless it applies an approved change
+        request (its entries name the request); mark what reduces it as break-glass. Without
+        policies this costs one small read; with them, one load of the configuration."""
+        if not audit or audit[0].request_id is not None or not mutations:
+            return audit
+        policies = await self.store.approval_policies()
+        if not policies:
+            return audit
+        state = await self.store.load()
+        blocked = blocked_changes(state, mutations, policies)
+        if blocked:
+            raise ApprovalRequired(
+                f"{', '.join(blocked)}: under an approval policy, a change that does not reduce "
+                "exposure needs a change request approved by a second person: file it with "
+                "`flags request ... --reason ...` (POST /admin/v1/requests). Disabling, a "
+                "kill, a lower percentage, pausing or aborting a rollout never wait"
+            )
+        return mark_break_glass(state, audit, policies)
+
+    async def commit_audit(self, entry: AuditEntry) -> int:
+        """Commit an audit entry that changes no record (a token, a policy, a request): the
+        snapshot version it bumps makes every worker reload tokens and see the change."""
+        return await self._commit([], [entry])
 
     async def create_flag(
         self, key: str, flag: Flag, actor: Actor, reason: str | None
@@ -284,8 +322,11 @@ class AdminService:
         reason: str | None,
         *,
         kill_switch: bool = False,
+        expected: int | None = None,
     ) -> tuple[list[FlagView], int]:
         """Read-modify-write of several flags in one atomic commit, retried on conflicts.
+        ``expected``: the one flag's version the change was asked on (an approved change
+        request): another is :class:`PreconditionFailed`, never retried.
 
         A ``kill_switch`` change only turns flags off: it is neither validated against the
         rest of the configuration nor refused for limits, so it works whatever the store
@@ -303,6 +344,8 @@ class AdminService:
             flags = dict(document.flags)
             for key in selected:
                 current = document.flags[key]
+                if expected is not None and current.version != expected:
+                    raise PreconditionFailed("flag", key, expected, current.version)
                 changed = change(current)
                 new = msgspec.structs.replace(changed, version=current.version + 1, updated_at=now)
                 flags[key] = new
@@ -317,7 +360,9 @@ class AdminService:
             compiled = None if kill_switch else await self._validate(committed, state)
             try:
                 version = await self._commit(mutations, entries, committed, compiled)
-            except VersionConflict:
+            except VersionConflict as error:
+                if expected is not None:
+                    raise PreconditionFailed("flag", error.key, expected, error.actual) from None
                 continue
             return views, version
         raise Conflict("too many concurrent changes; try again")
@@ -329,13 +374,21 @@ class AdminService:
         action: str,
         actor: Actor,
         reason: str | None,
+        expected: int | None = None,
     ) -> tuple[FlagView, int]:
-        """:meth:`_update` of one existing flag."""
-        views, version = await self._update(self._existing([key]), change, action, actor, reason)
+        """:meth:`_update` of one existing flag (at version ``expected``, if given)."""
+        views, version = await self._update(
+            self._existing([key]), change, action, actor, reason, expected=expected
+        )
         return views[0], version
 
     async def enable(
-        self, key: str, percentage: float | None, actor: Actor, reason: str | None
+        self,
+        key: str,
+        percentage: float | None,
+        actor: Actor,
+        reason: str | None,
+        expected: int | None = None,
     ) -> tuple[FlagView, int]:
         if percentage is not None:
             with document_errors_as_input():
@@ -348,7 +401,7 @@ class AdminService:
                 percentage=flag.percentage if percentage is None else float(percentage),
             )
 
-        return await self._update_one(key, change, "enable", actor, reason)
+        return await self._update_one(key, change, "enable", actor, reason, expected)
 
     async def disable(
         self, keys: list[str], actor: Actor, reason: str | None
@@ -444,20 +497,30 @@ class AdminService:
     # -- targeting ----------------------------------------------------------------------
 
     async def set_targets(
-        self, key: str, targets: dict[str, list[str]], actor: Actor, reason: str | None
+        self,
+        key: str,
+        targets: dict[str, list[str]],
+        actor: Actor,
+        reason: str | None,
+        expected: int | None = None,
     ) -> tuple[FlagView, int]:
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(flag, targets=targets)
 
-        return await self._update_one(key, change, "targets", actor, reason)
+        return await self._update_one(key, change, "targets", actor, reason, expected)
 
     async def set_rules(
-        self, key: str, rules: list[Rule], actor: Actor, reason: str | None
+        self,
+        key: str,
+        rules: list[Rule],
+        actor: Actor,
+        reason: str | None,
+        expected: int | None = None,
     ) -> tuple[FlagView, int]:
         def change(flag: Flag) -> Flag:
             return msgspec.structs.replace(flag, rules=rules)
 
-        return await self._update_one(key, change, "rules", actor, reason)
+        return await self._update_one(key, change, "rules", actor, reason, expected)
 
     # -- segments -----------------------------------------------------------------------
 
@@ -651,17 +714,21 @@ class AdminService:
     # -- tokens -------------------------------------------------------------------------
 
     async def create_token(
-        self, name: str, scope: TokenScope, actor: Actor
+        self, name: str, scope: TokenScope, actor: Actor, expires: str | None = None
     ) -> tuple[TokenRecord, str]:
         """A new token and its secret. Its name must be free: the store refuses a name any
-        token (revoked ones too) has, so an audit entry's actor names one token only."""
+        token (revoked ones too) has, so an audit entry's actor names one token only.
+        ``expires`` (``90d``): a personal token's lifetime, read by
+        :func:`flagport.durations.token_lifetime`; ``None``: it never expires."""
         if name.lower() in RESERVED_ACTORS:
             raise InvalidInput(
                 f"token name {name!r} is reserved: audit entries by {name.lower()!r} are "
                 "the bootstrap token's (FLAGPORT_ADMIN_TOKEN) or --seed's; choose another",
                 "$.name",
             )
-        secret = _SECRET_PREFIXES[scope] + secrets.token_urlsafe(32)
+        lifetime = _lifetime(expires)
+        secret = _new_secret(scope)
+        now = time.time()
         record = TokenRecord(
             id=secrets.token_hex(8),
             name=name,
@@ -669,6 +736,8 @@ class AdminService:
             secret_hash=hash_secret(secret),
             created_at=utc_now(),
             scope_model=SCOPE_MODEL,
+            expires_at=None if lifetime is None else expires_at_text(now, lifetime),
+            lifetime_s=lifetime,
         )
         await self.store.add_token(record)
         # An empty commit bumps the snapshot version so every worker reloads its tokens.
@@ -678,10 +747,53 @@ class AdminService:
             record.id,
             record.created_at,
             kind="token",
-            after={"name": name, "scope": scope},
+            after=_token_body(record),
         )
         await self._commit([], [entry])
         return record, secret
+
+    async def rotate_token(
+        self, token_id: str, actor: Actor, expires: str | None, reason: str | None
+    ) -> tuple[TokenRecord, str, int]:
+        """A new secret for token ``token_id`` (same id, name and scope, so its audit trail
+        goes on): the old secret stops working once every worker has applied the snapshot
+        version returned (wait for it like for a revocation). ``expires``: the new lifetime;
+        ``None`` keeps the token's lifetime, counted from now (an expired personal token is
+        renewed by rotating it). A revoked token cannot be rotated."""
+        lifetime = _lifetime(expires)
+        for _ in range(_RETRIES):
+            current = next((t for t in await self.store.tokens() if t.id == token_id), None)
+            if current is None:
+                raise NotFound(f"token {token_id!r} not found")
+            if current.revoked_at is not None:
+                raise Conflict(
+                    f"token {current.name!r} was revoked at {current.revoked_at}: create a new one"
+                )
+            secret = _new_secret(current.scope)
+            now_text, now = utc_now(), time.time()
+            keep = lifetime if lifetime is not None else current.lifetime_s
+            rotated = msgspec.structs.replace(
+                current,
+                secret_hash=hash_secret(secret),
+                expires_at=None if keep is None else expires_at_text(now, keep),
+                lifetime_s=keep,
+                rotated_at=now_text,
+                retired_hashes=(current.secret_hash, *current.retired_hashes)[:_RETIRED_KEPT],
+            )
+            if not await self.store.rotate_token(rotated, current.secret_hash):
+                continue  # rotated or revoked meanwhile: read it again
+            entry = audit_entry(
+                actor,
+                "token.rotate",
+                token_id,
+                now_text,
+                kind="token",
+                reason=reason,
+                before=_token_body(current),
+                after=_token_body(rotated),
+            )
+            return rotated, secret, await self._commit([], [entry])
+        raise Conflict("too many concurrent changes; try again")
 
     async def revoke_token(self, token_id: str, actor: Actor) -> tuple[TokenRecord, int]:
         """Revoke; the snapshot version that carries it (wait for it like for a disable:
@@ -696,7 +808,7 @@ class AdminService:
             token_id,
             now,
             kind="token",
-            before={"name": record.name, "scope": record.scope},
+            before=_token_body(record),
         )
         return record, await self._commit([], [entry])
 
@@ -881,6 +993,28 @@ def diff_documents(
         )
 
     return SnapshotDiff(flags=keys(old_flags, new.flags), segments=keys(old_segments, new.segments))
+
+
+def _new_secret(scope: TokenScope) -> str:
+    return _SECRET_PREFIXES[scope] + secrets.token_urlsafe(32)
+
+
+def _lifetime(expires: str | None) -> int | None:
+    """Seconds of a token's ``expires`` (``None``: none given); 400 naming the field."""
+    if expires is None:
+        return None
+    try:
+        return token_lifetime(expires)
+    except ValueError as error:
+        raise InvalidInput(str(error), "$.expires") from None
+
+
+def _token_body(token: TokenRecord) -> dict[str, Any]:
+    """A token as its audit entries record it: never a secret or its hash."""
+    body: dict[str, Any] = {"name": token.name, "scope": token.scope}
+    if token.expires_at is not None:
+        body["expires_at"] = token.expires_at
+    return body
 
 
 def _disabled(flag: Flag) -> Flag:

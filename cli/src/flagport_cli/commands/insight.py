@@ -18,6 +18,17 @@ __all__ = ["audit", "explain", "status"]
 
 
 def _change_summary(entry: dict[str, Any]) -> str:
+    if entry.get("kind") == "request":
+        return f"request {entry.get('request_id') or ''}".strip()
+    marks = [
+        *(["break-glass"] if entry.get("break_glass") else []),
+        *([f"request {entry['request_id']}"] if entry.get("request_id") else []),
+    ]
+    summary = _state_change(entry)
+    return ", ".join([summary, *marks] if summary else marks)
+
+
+def _state_change(entry: dict[str, Any]) -> str:
     before, after = entry.get("before") or {}, entry.get("after") or {}
     if not before and not after:
         return ""

@@ -1,4 +1,5 @@
-"""``token create|list|revoke``: API tokens (secrets are shown once, stored hashed)."""
+"""``token create|list|rotate|revoke``: API tokens (secrets are shown once, stored hashed;
+personal tokens expire and are renewed by rotating them)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from flagport_cli._app import (
     wait_options,
 )
 from flagport_cli._errors import UsageProblem
-from flagport_cli._output import echo_json, printable, table
+from flagport_cli._output import echo_json, printable, table, warn
+from flagport_cli._validate import check_token_lifetime
 
 __all__ = ["SCOPES", "token"]
 
@@ -36,9 +38,15 @@ def token() -> None:
     help="evaluate: browser-safe evaluation; sdk: server SDKs and the PHP bridge (evaluation, "
     "/v1/snapshot, exposures); viewer: admin reads; admin: everything. Required.",
 )
+@click.option(
+    "--expires",
+    metavar="DURATION",
+    help="A personal token's lifetime, e.g. 90d, 12w or 36h (1h to 730d); it stops working "
+    "then (rotate it to renew it). Without it the token never expires.",
+)
 @json_option
 @pass_app
-def create_token(app: App, name: str, scope: str | None) -> None:
+def create_token(app: App, name: str, scope: str | None, expires: str | None) -> None:
     """Create a token; its secret is printed once."""
     if scope is None:
         # No default: a token's reach is chosen, never assumed (docs/spec.md section 5).
@@ -47,16 +55,70 @@ def create_token(app: App, name: str, scope: str | None) -> None:
             "stream), sdk (server SDKs and the PHP bridge: evaluate plus /v1/snapshot and "
             "exposures), viewer (admin reads, no change) or admin (everything)"
         )
-    body = app.api().call("POST", "/admin/v1/tokens", json={"name": name, "scope": scope})
+    check_token_lifetime(expires)
+    request: dict[str, str] = {"name": name, "scope": scope}
+    if expires is not None:
+        request["expires"] = expires
+    body = app.api().call("POST", "/admin/v1/tokens", json=request)
     if app.json:
         echo_json(body)
         return
     made = body["token"]
+    until = f", expires {printable(made['expires_at'])}" if made.get("expires_at") else ""
     click.echo(
-        f"created {made['scope']} token {printable(made['name'])} (id {made['id']})", err=True
+        f"created {made['scope']} token {printable(made['name'])} (id {made['id']}{until})",
+        err=True,
     )
     click.echo("the secret is shown only now:", err=True)
     click.echo(body["secret"])
+
+
+@token.command("rotate")
+@click.argument("token_id")
+@click.option(
+    "--expires",
+    metavar="DURATION",
+    help="The new secret's lifetime (e.g. 90d); default: the token's lifetime so far, from "
+    "now (a token that never expired still never does).",
+)
+@reason_option
+@wait_options
+@json_option
+@pass_app
+def rotate_token(
+    app: App,
+    token_id: str,
+    expires: str | None,
+    reason: str | None,
+    no_wait: bool,
+    timeout: float,
+) -> None:
+    """Give a token a new secret, printed once; the old secret stops working.
+
+    The token keeps its id, name and scope, so its audit trail goes on. Exits 0 once every
+    live worker refuses the old secret (like `flags token revoke`)."""
+    check_token_lifetime(expires)
+    request = {k: v for k, v in (("expires", expires), ("reason", reason)) if v is not None}
+    body = app.api().call(
+        "POST", f"/admin/v1/tokens/{quote(token_id, safe='')}/rotate", json=request or None
+    )
+    if app.json:
+        echo_json(body)
+    else:
+        made = body["token"]
+        until = f", expires {printable(made['expires_at'])}" if made.get("expires_at") else ""
+        click.echo(
+            f"rotated token {printable(made['name'])} (id {printable(made['id'])}{until})",
+            err=True,
+        )
+        click.echo("the new secret is shown only now:", err=True)
+        click.echo(body["secret"])
+    if no_wait:
+        return
+    confirmation = wait_for_version(app, int(body["snapshot_version"]), timeout)
+    if not app.json:
+        workers = confirmation.get("workers") or []
+        click.echo(f"old secret refused by all {len(workers)} live worker(s)", err=True)
 
 
 @token.command("list")
@@ -68,11 +130,25 @@ def list_tokens(app: App) -> None:
     if app.json:
         echo_json(body)
         return
+    tokens = body.get("tokens", [])
     rows = [
-        (t["id"], t["name"], t["scope"], t["created_at"], t.get("revoked_at") or "")
-        for t in body.get("tokens", [])
+        (
+            t["id"],
+            t["name"],
+            t["scope"],
+            t["created_at"],
+            t.get("expires_at") or "never",
+            t.get("status") or "valid",
+        )
+        for t in tokens
     ]
-    table(["ID", "NAME", "SCOPE", "CREATED", "REVOKED"], rows)
+    table(["ID", "NAME", "SCOPE", "CREATED", "EXPIRES", "STATUS"], rows)
+    for t in tokens:
+        if t.get("status") == "expiring":
+            warn(
+                f"token {printable(t['name'])} expires at {printable(t['expires_at'])}: "
+                f"flags token rotate {printable(t['id'])}"
+            )
 
 
 @token.command("revoke")

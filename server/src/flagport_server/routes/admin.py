@@ -7,6 +7,7 @@ Every write answers ``{"flag": {...}, "snapshot_version": N}`` (or the list it c
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -28,6 +29,7 @@ from flagport_server.errors import InvalidInput
 from flagport_server.recompile import collector_paused
 from flagport_server.services import AdminService, flag_view
 from flagport_server.stores.base import AuditQuery, TokenRecord
+from flagport_server.token_expiry import token_status
 from flagport_server.wire.admin_v1 import (
     AuditPage,
     DisableRequest,
@@ -53,6 +55,8 @@ from flagport_server.wire.admin_v1 import (
     TokenCreated,
     TokenList,
     TokenRevoked,
+    TokenRotate,
+    TokenRotated,
     TokenView,
 )
 from flagport_server.wire.fields import (
@@ -234,6 +238,9 @@ def _token_view(record: TokenRecord) -> TokenView:
         scope=record.scope,
         created_at=record.created_at,
         revoked_at=record.revoked_at,
+        expires_at=record.expires_at,
+        rotated_at=record.rotated_at,
+        status=token_status(record, time.time()),
     )
 
 
@@ -248,7 +255,7 @@ async def create_token(
     data: JSONBody[TokenCreate], request: AdminRequest, admin: Admin
 ) -> Response[TokenCreated]:
     data = await strict_body(request, TokenCreate)
-    record, secret = await admin.create_token(data.name, data.scope, _actor(request))
+    record, secret = await admin.create_token(data.name, data.scope, _actor(request), data.expires)
     # The secret is in this answer only: no cache (a proxy's, the browser's) may keep it.
     return Response(
         TokenCreated(token=_token_view(record), secret=secret),
@@ -267,6 +274,27 @@ async def revoke_token(
 ) -> TokenRevoked:
     record, version = await admin.revoke_token(token_id, _actor(request))
     return TokenRevoked(**msgspec.structs.asdict(_token_view(record)), snapshot_version=version)
+
+
+@post(
+    "/tokens/{token_id:str}/rotate",
+    status_code=200,
+    summary="Give a token a new secret (shown once); the old one stops working",
+)
+async def rotate_token(
+    token_id: FromPath[str],
+    request: AdminRequest,
+    admin: Admin,
+    data: JSONBody[TokenRotate | None] = None,
+) -> Response[TokenRotated]:
+    body = await strict_body(request, TokenRotate, TokenRotate())
+    record, secret, version = await admin.rotate_token(
+        token_id, _actor(request), body.expires, body.reason
+    )
+    return Response(
+        TokenRotated(token=_token_view(record), secret=secret, snapshot_version=version),
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @post(
@@ -439,6 +467,7 @@ admin_router = Router(
         list_tokens,
         create_token,
         revoke_token,
+        rotate_token,
         rotate_secret,
         propagation,
         put_targets,

@@ -5,7 +5,8 @@ contract: how guards compare, how audit timestamps and limits are read, how bodi
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, TypeVar
 
 import msgspec
@@ -25,8 +26,10 @@ from flagport.rollout.outcomes import Totals
 from flagport.rollout.plan import Plan, decode_plan
 from flagport_server.errors import InvalidInput, StoreError, VersionConflict
 from flagport_server.stores.base import (
+    ApprovalPolicy,
     AuditEntry,
     AuditQuery,
+    ChangeRequest,
     Mutation,
     StoreState,
     TokenRecord,
@@ -40,6 +43,9 @@ __all__ = [
     "check_mutation",
     "check_schema_version",
     "decode_audit",
+    "decode_each",
+    "decode_policy",
+    "decode_request",
     "decode_token",
     "decode_totals",
     "encode",
@@ -48,6 +54,8 @@ __all__ = [
     "read_state",
     "token_taken",
 ]
+
+log = logging.getLogger("flagport.server")
 
 #: Upper bound of one audit page, whatever the caller asks for: one query must stay cheap.
 MAX_AUDIT_LIMIT: Final = 1000
@@ -60,6 +68,8 @@ _flag_decoder = TolerantDecoder(Flag)
 _segment_decoder = TolerantDecoder(Segment)
 _audit_decoder = msgspec.json.Decoder(AuditEntry)
 _token_decoder = msgspec.json.Decoder(TokenRecord)
+_policy_decoder = msgspec.json.Decoder(ApprovalPolicy)
+_request_decoder = msgspec.json.Decoder(ChangeRequest)
 
 
 def encode(value: Any) -> str:
@@ -77,6 +87,30 @@ def decode_token(body: str | bytes, token_id: str) -> TokenRecord:
     """A stored token, in today's scope model (a token stored before the four scopes is
     migrated as it is read). :raises StoreError: naming the token when it cannot be read."""
     return migrated_token(_decode_record(_token_decoder, body, "token", token_id))
+
+
+def decode_policy(body: str | bytes, policy_id: str) -> ApprovalPolicy:
+    """A stored approval policy. :raises StoreError: naming it when it cannot be read."""
+    return _decode_record(_policy_decoder, body, "approval policy", policy_id)
+
+
+def decode_request(body: str | bytes, request_id: str) -> ChangeRequest:
+    """A stored change request. :raises StoreError: naming it when it cannot be read."""
+    return _decode_record(_request_decoder, body, "change request", request_id)
+
+
+def decode_each(
+    rows: Iterable[tuple[str, str | bytes]], decode: Callable[[str | bytes, str], _T]
+) -> list[_T]:
+    """The records of ``(id, body)`` rows that can be read, in order: a bad one is left out
+    (and logged) rather than hiding every other."""
+    found: list[_T] = []
+    for id_, body in rows:
+        try:
+            found.append(decode(body, str(id_)))
+        except StoreError as error:
+            log.warning("%s", error)
+    return found
 
 
 def _decode_record(decoder: msgspec.json.Decoder[_T], body: str | bytes, what: str, key: str) -> _T:

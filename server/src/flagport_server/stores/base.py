@@ -30,13 +30,16 @@ __all__ = [
     "SERVER_SECRET_BYTES",
     "STATS_HOURS_KEPT",
     "STATS_MINUTES_KEPT",
+    "ApprovalPolicy",
     "AuditEntry",
     "AuditQuery",
+    "ChangeRequest",
     "CommitResult",
     "FlagSeen",
     "Lease",
     "Mutation",
     "OutcomeRow",
+    "RequestStatus",
     "StatsBatch",
     "StatsView",
     "Store",
@@ -89,7 +92,8 @@ class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     reason: str | None = None
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
-    kind: Literal["flag", "segment", "token", "snapshot"] = "flag"
+    #: ``request``: a change request or an approval policy (docs/spec.md, "Approvals").
+    kind: Literal["flag", "segment", "token", "snapshot", "request"] = "flag"
     #: Assigned by the store: increasing, unique per store.
     id: int = 0
     snapshot_version: int = 0
@@ -101,6 +105,13 @@ class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     #: window, samples per cohort, the values, the test statistic).
     plan: dict[str, Any] | None = None
     evidence: dict[str, Any] | None = None
+    #: The change request this entry belongs to: the request's own entries (kind
+    #: ``request``), and the changes an approval applied.
+    request_id: str | None = None
+    #: A change to a flag under an approval policy that reduced its exposure (a disable, a
+    #: kill, a lower percentage, a pause, an abort, an automatic rollback) and so was applied
+    #: at once, without a request. Older servers ignore the field and read the entry.
+    break_glass: bool = False
 
 
 class AuditQuery(msgspec.Struct, frozen=True):
@@ -137,6 +148,17 @@ class TokenRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     revoked_at: str | None = None
     #: The scope model the token was made under (1: before the four scopes).
     scope_model: int = 1
+    #: When the token stops working (ISO-8601 UTC); ``None``: never. A personal token has
+    #: one (docs/spec.md section 5, "Personal tokens"); older servers ignore it.
+    expires_at: str | None = None
+    #: The lifetime chosen when the token was made or last rotated, in seconds: a rotation
+    #: without a new ``--expires`` gives the new secret the same lifetime from then.
+    lifetime_s: int | None = None
+    #: When the secret was last replaced (``flags token rotate``), and the hashes of the
+    #: secrets it replaced (the newest few): a retired secret is refused with a 401 that
+    #: says it was rotated away, never matched.
+    rotated_at: str | None = None
+    retired_hashes: tuple[str, ...] = ()
 
 
 def migrated_token(token: TokenRecord) -> TokenRecord:
@@ -146,6 +168,51 @@ def migrated_token(token: TokenRecord) -> TokenRecord:
         return token
     scope: TokenScope = "sdk" if token.scope == "evaluate" else token.scope
     return msgspec.structs.replace(token, scope=scope, scope_model=SCOPE_MODEL)
+
+
+#: What a change request may be in: ``pending`` until approved (``applied``), ``rejected``,
+#: ``expired`` (24 h without a decision) or ``failed`` (approved, but the flag had changed
+#: since it was filed, or the change was refused: it must be requested again).
+RequestStatus = Literal["pending", "applied", "rejected", "expired", "failed"]
+
+
+class ApprovalPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Changes that do not reduce exposure of the flag ``target`` (``kind`` ``flag``), or of
+    every flag tagged ``target`` (``kind`` ``tag``), need an approved change request. ``id``
+    is ``kind:target``."""
+
+    id: str
+    kind: Literal["flag", "tag"]
+    target: str
+    created_at: str
+    created_by: str
+    reason: str | None = None
+
+
+class ChangeRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A change someone asked for, waiting for a second person (docs/spec.md, "Approvals").
+
+    ``change`` is the change as the admin API took it (``{"kind": "enable", "percentage":
+    50}``...), ``key`` the flag (or segment) it changes and ``version`` that record's version
+    when the request was filed (``None``: it did not exist): an approval applies the change
+    only on that version (compare-and-set), else the request fails and must be filed again.
+    """
+
+    id: str
+    key: str
+    change: dict[str, Any]
+    reason: str
+    requested_by: str
+    requested_by_id: str
+    created_at: str
+    expires_at: str
+    status: RequestStatus
+    version: int | None = None
+    decided_by: str | None = None
+    decided_by_id: str | None = None
+    decided_at: str | None = None
+    #: Why it was rejected, or why the approval could not apply it.
+    decision: str | None = None
 
 
 class WorkerStatus(msgspec.Struct, frozen=True):
@@ -319,6 +386,13 @@ class Store(abc.ABC):
     async def revoke_token(self, token_id: str, at: str) -> TokenRecord | None:
         """Mark revoked; ``None`` if unknown."""
 
+    @abc.abstractmethod
+    async def rotate_token(self, rotated: TokenRecord, previous_hash: str) -> bool:
+        """Replace the stored token ``rotated.id`` with ``rotated`` (its new secret hash,
+        expiry and ``retired_hashes``) if it is still not revoked and its secret hash is still
+        ``previous_hash`` (compare-and-set: of two rotations at once, one wins); False (nothing
+        changed) otherwise. The old secret stops matching at once; its hash stays taken."""
+
     # -- the server secret ------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -424,3 +498,32 @@ class Store(abc.ABC):
         :raises StoreNotEmpty: the store holds flags, segments, plans, tokens or audit
             entries and ``replace`` is false (nothing written).
         """
+
+    # -- approvals: policies and change requests (new keys: older servers never read them) --
+
+    @abc.abstractmethod
+    async def approval_policies(self) -> list[ApprovalPolicy]:
+        """Every approval policy, by id."""
+
+    @abc.abstractmethod
+    async def add_approval_policy(self, policy: ApprovalPolicy) -> bool:
+        """Store ``policy``; False (nothing changed) if one with its id exists."""
+
+    @abc.abstractmethod
+    async def remove_approval_policy(self, policy_id: str) -> ApprovalPolicy | None:
+        """Remove the policy and return it; ``None`` if there is none with that id."""
+
+    @abc.abstractmethod
+    async def add_change_request(self, request: ChangeRequest, drop: Sequence[str]) -> None:
+        """Store ``request`` and remove the requests ``drop`` names (decided ones past the
+        time they are kept), atomically."""
+
+    @abc.abstractmethod
+    async def change_requests(self) -> list[ChangeRequest]:
+        """Every stored change request, oldest first (a record that cannot be read is left
+        out: one bad record must not hide the others)."""
+
+    @abc.abstractmethod
+    async def decide_change_request(self, decided: ChangeRequest, expected: RequestStatus) -> bool:
+        """Store ``decided`` over the request with its id if that one's status is still
+        ``expected`` (compare-and-set: of two approvals at once, one wins); False otherwise."""

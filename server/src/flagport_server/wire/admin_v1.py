@@ -12,7 +12,7 @@ from flagport.rollout.decision import Evidence
 from flagport.rollout.options import PlanOptions
 from flagport.rollout.plan import Plan
 from flagport_server.stores.base import AuditEntry, TokenScope, WorkerStatus
-from flagport_server.wire.fields import TOKEN_NAME_PATTERN, Reason
+from flagport_server.wire.fields import PRINTABLE_PATTERN, TOKEN_NAME_PATTERN, Reason
 
 __all__ = [
     "AuditPage",
@@ -36,6 +36,8 @@ __all__ = [
     "TokenCreate",
     "TokenCreated",
     "TokenRevoked",
+    "TokenRotate",
+    "TokenRotated",
     "TokenView",
 ]
 
@@ -115,6 +117,11 @@ class PropagationView(msgspec.Struct):
     stragglers: list[WorkerStatus]
 
 
+#: A token lifetime as ``flags token create --expires`` spells it (bounds checked by
+#: ``flagport.durations.token_lifetime``).
+ExpiresText = Annotated[str, msgspec.Meta(max_length=32, pattern=PRINTABLE_PATTERN)]
+
+
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[
         str,
@@ -126,6 +133,18 @@ class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
     ]
     #: Required: a token's reach is chosen, never assumed (docs/spec.md section 5).
     scope: TokenScope
+    #: How long the token lives (``90d``, ``12w``, ``36h``; 1h to 730d); left out: it never
+    #: expires.
+    expires: ExpiresText | None = None
+
+
+class TokenRotate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new secret for a token (same id and name); the body may be left out."""
+
+    #: The new secret's lifetime; left out: the token's lifetime so far, from now (a token
+    #: that never expired still never does).
+    expires: ExpiresText | None = None
+    reason: Reason | None = None
 
 
 class TokenView(msgspec.Struct, omit_defaults=True):
@@ -134,6 +153,11 @@ class TokenView(msgspec.Struct, omit_defaults=True):
     scope: str
     created_at: str
     revoked_at: str | None = None
+    #: When the token stops working (absent: never).
+    expires_at: str | None = None
+    rotated_at: str | None = None
+    #: ``expired``, ``expiring`` (within 7 days), ``revoked``; absent: valid.
+    status: str | None = None
 
 
 class TokenRevoked(TokenView, kw_only=True):
@@ -165,6 +189,15 @@ class TokenCreated(msgspec.Struct):
 
 class TokenList(msgspec.Struct):
     tokens: list[TokenView]
+
+
+class TokenRotated(msgspec.Struct):
+    """The token with its new secret (shown once) and the snapshot version from which every
+    worker refuses the old secret (``GET /admin/v1/propagation``)."""
+
+    token: TokenView
+    secret: str
+    snapshot_version: int
 
 
 class KeyDiff(msgspec.Struct):

@@ -71,6 +71,7 @@ from flagport_server.stores.redis._audit import RedisAudit
 from flagport_server.stores.redis._backup import RedisBackup
 from flagport_server.stores.redis._configuration import RedisConfiguration
 from flagport_server.stores.redis._connection import SCHEMA_VERSION
+from flagport_server.stores.redis._requests import RedisRequests
 from flagport_server.stores.redis._rollout import RedisRollout
 from flagport_server.stores.redis._secrets import RedisSecrets
 from flagport_server.stores.redis._stats import RedisStats
@@ -85,6 +86,7 @@ class RedisStore(
     RedisConfiguration,
     RedisAudit,
     RedisTokens,
+    RedisRequests,
     RedisSecrets,
     RedisWorkers,
     RedisStats,

@@ -51,12 +51,33 @@ return 0
 """
 )
 
+# KEYS: meta, tokens, token_hashes. ARGV: schema version, id, the secret hash it must still
+# have, the new body, the new secret hash. 1: rotated; 0: unknown, revoked or rotated meanwhile.
+_ROTATE_SCRIPT: Final = (
+    SCHEMA_CHECK_LUA
+    + """
+local body = redis.call('HGET', KEYS[2], ARGV[2])
+if not body then
+  return 0
+end
+local stored = cjson.decode(body)
+local revoked = stored['revoked_at']
+if stored['secret_hash'] ~= ARGV[3] or (revoked ~= nil and revoked ~= cjson.null) then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[2])
+return 1
+"""
+)
+
 _ADD_TOKEN = Script(_ADD_TOKEN_SCRIPT)
+_ROTATE = Script(_ROTATE_SCRIPT)
 _REVOKE = Script(_REVOKE_SCRIPT)
 
 
 class RedisTokens(RedisBase):
-    """Tokens: added, listed, revoked."""
+    """Tokens: added, listed, revoked, rotated."""
 
     async def add_token(self, token: TokenRecord) -> None:
         """Store ``token``; ``AlreadyExists`` if its id, its secret hash or its name (ASCII
@@ -88,3 +109,17 @@ class RedisTokens(RedisBase):
             args = [SCHEMA_VERSION, token_id, body, _common.encode(revoked)]
             if int(await self._script(_REVOKE, keys, args)):
                 return revoked
+
+    async def rotate_token(self, rotated: TokenRecord, previous_hash: str) -> bool:
+        """Store ``rotated`` over token ``rotated.id`` if it is not revoked and its secret
+        hash is still ``previous_hash`` (one script: atomic). The retired hash stays in the
+        hash index, so no later token can take it."""
+        keys = [self._meta, self._tokens, self._token_hashes]
+        args = [
+            SCHEMA_VERSION,
+            rotated.id,
+            previous_hash,
+            _common.encode(rotated),
+            rotated.secret_hash,
+        ]
+        return int(await self._script(_ROTATE, keys, args)) == 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 from flagport_server.stores.sqlite._audit import SQLiteAudit
 from flagport_server.stores.sqlite._backup import SQLiteBackup
 from flagport_server.stores.sqlite._configuration import SQLiteConfiguration
+from flagport_server.stores.sqlite._requests import SQLiteRequests
 from flagport_server.stores.sqlite._rollout import SQLiteRollout
 from flagport_server.stores.sqlite._schema import SCHEMA_VERSION
 from flagport_server.stores.sqlite._secrets import SQLiteSecrets
@@ -38,6 +39,7 @@ class SQLiteStore(
     SQLiteConfiguration,
     SQLiteAudit,
     SQLiteTokens,
+    SQLiteRequests,
     SQLiteSecrets,
     SQLiteWorkers,
     SQLiteStats,

@@ -60,6 +60,16 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at TEXT NOT NULL,
     body TEXT NOT NULL
 );
+-- Approvals (issue 19): policies and change requests, new tables an older server never reads.
+CREATE TABLE IF NOT EXISTS approval_policies (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS change_requests (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
     instance TEXT NOT NULL,
     pid INTEGER NOT NULL,

@@ -15,7 +15,7 @@ __all__ = ["SQLiteTokens"]
 
 
 class SQLiteTokens(SQLiteBase):
-    """Tokens: added, listed, revoked."""
+    """Tokens: added, listed, revoked, rotated."""
 
     async def add_token(self, token: TokenRecord) -> None:
         """Store ``token``; :class:`~flagport_server.errors.AlreadyExists` if its id, its
@@ -73,3 +73,18 @@ class SQLiteTokens(SQLiteBase):
             return token
 
         return await self._write(revoke)
+
+    async def rotate_token(self, rotated: TokenRecord, previous_hash: str) -> bool:
+        """Store ``rotated`` over token ``rotated.id`` if it is not revoked and its secret
+        hash is still ``previous_hash``."""
+
+        def rotate(conn: sqlite3.Connection) -> bool:
+            self._meta(conn)  # a file of a newer schema is not written to
+            changed = conn.execute(
+                "UPDATE tokens SET secret_hash = ?, body = ? WHERE id = ? AND secret_hash = ? "
+                "AND json_extract(body, '$.revoked_at') IS NULL",
+                (rotated.secret_hash, _common.encode(rotated), rotated.id, previous_hash),
+            )
+            return changed.rowcount == 1
+
+        return await self._write(rotate)

@@ -58,11 +58,13 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "requests": ("requests",),
     "approve": ("approve", "r1"),
     "reject": ("reject", "r1"),
+    "promote": ("promote", "a", "--from", "staging", "--to", "production"),
 }
 
 #: Commands that report a change or a comparison: an answer that is not Flagport's must
 #: never let them exit 0. The others may print what little a JSON object told them.
 CLAIMS = {
+    "promote",
     "create",
     "enable",
     "disable",
@@ -163,12 +165,17 @@ def stand_in() -> Iterator[str]:
         server.server_close()
 
 
+#: Commands that never ask a server: ``serve`` is one, ``backup`` and ``restore`` open the
+#: store itself.
+_NO_SERVER = {"serve", "backup", "restore"}
+
+
 def _every_command() -> set[str]:
     names = set()
     for name, command in cli.commands.items():
         if isinstance(command, click.Group):
             names.update(f"{name} {sub}" for sub in command.commands)
-        elif name != "serve":
+        elif name not in _NO_SERVER:
             names.add(name)
     return names
 
@@ -190,6 +197,12 @@ def test_every_command_turns_a_bad_answer_into_one_line_and_an_exit_code(
     output = tmp_path / "export.yaml"
     flag = tmp_path / "flag.json"
     flag.write_text('{"enabled": true}')
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(
+        "".join(f'[profiles.{name}]\nurl = "{stand_in}"\n' for name in ("staging", "production"))
+    )
+    profiles.chmod(0o600)
+    monkeypatch.setenv("FLAGPORT_PROFILES", str(profiles))
     monkeypatch.setattr(_Misbehaving, "answer", ANSWERS[answer])
     monkeypatch.setenv("FLAGPORT_TOKEN", "fpa_stand_in")
     monkeypatch.chdir(tmp_path)

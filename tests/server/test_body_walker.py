@@ -75,6 +75,19 @@ _SEGMENT_FIELDS = {
 
 
 @dataclass(frozen=True)
+class Step:
+    """A setup request; ``as_token``: sent with the walker's personal admin token of that
+    name (the bootstrap token may neither file nor approve change requests); ``capture``:
+    ``(path parameter, field)``: the parameter is set from the answer's ``field.id``."""
+
+    method: str
+    path: str
+    body: Any
+    as_token: str | None = None
+    capture: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Example:
     """A valid request of one operation."""
 
@@ -91,11 +104,11 @@ class Example:
     #: JSON paths judged item by item: 200 with the item in ``rejected``, nothing counted.
     per_item: tuple[str, ...] = ()
     #: Requests (method, path, body) that make the example valid, sent after the reset.
-    setup: tuple[tuple[str, str, Any], ...] = ()
-
-    @property
-    def path(self) -> str:
-        return self.template.format(**self.path_params)
+    setup: tuple[tuple[str, str, Any] | Step, ...] = ()
+    #: Sent with the walker's personal admin token of this name (see :class:`Step`).
+    as_token: str | None = None
+    #: Path parameters that are the id of the walker's personal token of that name.
+    token_ids: dict[str, str] = field(default_factory=dict)
 
 
 _PLAN = {
@@ -105,6 +118,13 @@ _PLAN = {
     "guards": ["error_rate > 5% over 5m"],
 }
 _START_PLAN = (("POST", "/admin/v1/rollouts", _PLAN),)
+_FILE_REQUEST = Step(
+    "POST",
+    "/admin/v1/requests",
+    {"key": "walker-flag", "change": {"kind": "enable", "percentage": 70}, "reason": "walker"},
+    as_token="alice",
+    capture=("request_id", "request"),
+)
 
 EXAMPLES: dict[str, Example] = {
     "AdminV1RolloutsStartPlan": Example(
@@ -132,6 +152,35 @@ EXAMPLES: dict[str, Example] = {
         {"reason": "walker", "rollback": True},
         path_params={"key": "walker-flag"},
         setup=_START_PLAN,
+    ),
+    "AdminV1ApprovalsAddPolicy": Example(
+        "POST", "/admin/v1/approvals", {"tag": "walker", "reason": "walker"}
+    ),
+    "AdminV1RequestsFileRequest": Example(
+        "POST",
+        "/admin/v1/requests",
+        {"key": "walker-flag", "change": {"kind": "enable", "percentage": 60}, "reason": "walker"},
+        as_token="alice",
+    ),
+    "AdminV1RequestsRequestIdApproveApproveRequest": Example(
+        "POST",
+        "/admin/v1/requests/{request_id}/approve",
+        {"reason": "walker"},
+        setup=(_FILE_REQUEST,),
+        as_token="bob",
+    ),
+    "AdminV1RequestsRequestIdRejectRejectRequest": Example(
+        "POST",
+        "/admin/v1/requests/{request_id}/reject",
+        {"reason": "walker"},
+        setup=(_FILE_REQUEST,),
+        as_token="bob",
+    ),
+    "AdminV1TokensTokenIdRotateRotateToken": Example(
+        "POST",
+        "/admin/v1/tokens/{token_id}/rotate",
+        {"expires": "30d", "reason": "walker"},
+        token_ids={"token_id": "carol"},
     ),
     "AdminV1FlagsCreateFlag": Example(
         "POST",
@@ -266,10 +315,17 @@ def _fresh(body: Any) -> Any:
 @dataclass
 class Walker:
     client: TestClient[Litestar]
+    #: Personal admin tokens by name: (id, secret), made once, kept for the module.
+    tokens: dict[str, tuple[str, str]]
+    #: Path parameters the last setup captured.
+    captured: dict[str, str] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Back to :data:`BASELINE` (a no-op, no commit, when nothing changed), with no
-        live rollout plan."""
+        live rollout plan and no approval policy."""
+        for policy in self.client.get("/admin/v1/approvals").json()["policies"]:
+            removed = self.client.delete(f"/admin/v1/approvals/{policy['id']}")
+            assert removed.status_code == 200, removed.text
         answer = self.client.post(
             "/admin/v1/snapshot", json=BASELINE, params={"reason": "walker reset"}
         )
@@ -279,10 +335,36 @@ class Walker:
                 aborted = self.client.post(f"/admin/v1/rollouts/{plan['key']}/abort", json={})
                 assert aborted.status_code == 200, aborted.text
 
+    def _token(self, name: str) -> tuple[str, str]:
+        if name not in self.tokens:
+            made = self.client.post(
+                "/admin/v1/tokens", json={"name": f"walker-{name}", "scope": "admin"}
+            )
+            assert made.status_code == 201, made.text
+            self.tokens[name] = (made.json()["token"]["id"], made.json()["secret"])
+        return self.tokens[name]
+
+    def _headers(self, as_token: str | None) -> dict[str, str]:
+        if as_token is None:
+            return {}
+        return {"Authorization": f"Bearer {self._token(as_token)[1]}"}
+
     def prepare(self, example: Example) -> None:
-        for method, path, body in example.setup:
-            answer = self.client.request(method, path, json=body)
+        # Tokens are made before the state is read.
+        self.captured = {param: self._token(name)[0] for param, name in example.token_ids.items()}
+        self._headers(example.as_token)
+        for given in example.setup:
+            step = given if isinstance(given, Step) else Step(*given)
+            answer = self.client.request(
+                step.method, step.path, json=step.body, headers=self._headers(step.as_token)
+            )
             assert 200 <= answer.status_code < 300, answer.text
+            if step.capture is not None:
+                parameter, field_name = step.capture
+                self.captured[parameter] = answer.json()[field_name]["id"]
+
+    def path(self, example: Example) -> str:
+        return example.template.format(**{**example.path_params, **self.captured})
 
     def state(self) -> dict[str, Any]:
         """What a refused request must leave as it was."""
@@ -307,13 +389,15 @@ class Walker:
         content_type: str | None = "application/json",
         params: dict[str, str] | None = None,
     ) -> Any:
-        headers = {} if content_type is None else {"Content-Type": content_type}
+        headers = self._headers(example.as_token)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         if example.if_match:
             flag = self.client.get(f"/admin/v1/flags/{example.path_params['key']}")
             headers["If-Match"] = flag.headers["etag"]
         return self.client.request(
             example.method,
-            example.path,
+            self.path(example),
             content=json.dumps(_fresh(example.body)).encode() if content is None else content,
             headers=headers,
             params=example.params if params is None else params,
@@ -338,9 +422,14 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient[Litesta
         yield client
 
 
+@pytest.fixture(scope="module")
+def personal_tokens() -> dict[str, tuple[str, str]]:
+    return {}
+
+
 @pytest.fixture
-def walker(app: TestClient[Litestar]) -> Walker:
-    walker = Walker(app)
+def walker(app: TestClient[Litestar], personal_tokens: dict[str, tuple[str, str]]) -> Walker:
+    walker = Walker(app, personal_tokens)
     walker.reset()
     return walker
 

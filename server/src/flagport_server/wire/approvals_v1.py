@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from flagport.engine import Flag, Rule, Segment
-from flagport.engine.models import MAX_KEY_LENGTH
+from flagport.engine.models import KEY_PATTERN, MAX_KEY_LENGTH
 from flagport.rollout.options import PlanOptions
-from flagport_server.wire.fields import Reason
+from flagport_server.wire.fields import PRINTABLE_PATTERN, Reason
 
 __all__ = [
     "ChangeRequestCreate",
@@ -38,14 +38,16 @@ __all__ = [
     "TargetsChange",
 ]
 
-_Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
+_Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH, pattern=KEY_PATTERN)]
 
 
 class PolicyCreate(msgspec.Struct, forbid_unknown_fields=True):
     """Guard one flag (``flag``) or every flag with a tag (``tag``): name exactly one."""
 
     flag: _Key | None = None
-    tag: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    tag: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=PRINTABLE_PATTERN)] | None
+    ) = None
     reason: Reason | None = None
 
 

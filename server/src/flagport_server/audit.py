@@ -26,7 +26,7 @@ def audit_entry(
     key: str,
     at: str,
     *,
-    kind: Literal["flag", "segment", "token", "snapshot"] = "flag",
+    kind: Literal["flag", "segment", "token", "snapshot", "notice"] = "flag",
     reason: str | None = None,
     before: Flag | Segment | dict[str, Any] | None = None,
     after: Flag | Segment | dict[str, Any] | None = None,

@@ -15,8 +15,8 @@ Durability and concurrency come from SQLite itself:
 :class:`SQLiteStore` is one class made of one part per concern, each in its own module over
 the shared connections (``_connection``) and table layout (``_schema``): the configuration
 (``_configuration``), the audit log (``_audit``), the tokens (``_tokens``), the propagation
-registry (``_workers``), the stats (``_stats``) and the rollout driver's lease and
-outcome signals (``_rollout``).
+registry (``_workers``), the stats (``_stats``), the rollout driver's lease and
+outcome signals (``_rollout``) and the webhooks (``_webhooks``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from flagport_server.stores.sqlite._schema import SCHEMA_VERSION
 from flagport_server.stores.sqlite._secrets import SQLiteSecrets
 from flagport_server.stores.sqlite._stats import SQLiteStats
 from flagport_server.stores.sqlite._tokens import SQLiteTokens
+from flagport_server.stores.sqlite._webhooks import SQLiteWebhooks
 from flagport_server.stores.sqlite._workers import SQLiteWorkers
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -41,6 +42,7 @@ class SQLiteStore(
     SQLiteWorkers,
     SQLiteStats,
     SQLiteRollout,
+    SQLiteWebhooks,
 ):
     """A :class:`~flagport_server.stores.base.Store` in one SQLite file.
 

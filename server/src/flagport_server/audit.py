@@ -47,7 +47,10 @@ def audit_entry(
 
 
 def change_summary(entry: AuditEntry) -> str | None:
-    """ "off -> on, 10 % -> 50 %" for an entry that changed what a flag serves, else None."""
+    """ "off -> on, 10 % -> 50 %" for an entry that changed what a flag serves, else None
+    (a notice, such as a flag found stale, changes nothing)."""
+    if entry.kind != "flag":
+        return None
     before, after = entry.before, entry.after
     if after is not None and before is None:
         state = "on" if after.get("enabled") else "off"

@@ -76,9 +76,7 @@ class SQLiteWebhooks(SQLiteBase):
 
     async def webhook_cursor(self, webhook_id: str) -> int | None:
         def read(conn: sqlite3.Connection) -> int | None:
-            row = conn.execute(
-                "SELECT cursor FROM webhooks WHERE id = ?", (webhook_id,)
-            ).fetchone()
+            row = conn.execute("SELECT cursor FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
             return None if row is None else int(row[0])
 
         return await self._read(read)
@@ -87,7 +85,10 @@ class SQLiteWebhooks(SQLiteBase):
         self, webhook_id: str, delivery: WebhookDelivery | None, cursor: int | None
     ) -> bool:
         def record(conn: sqlite3.Connection) -> bool:
-            if conn.execute("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)).fetchone() is None:
+            if (
+                conn.execute("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
+                is None
+            ):
                 return False
             if cursor is not None:
                 conn.execute(

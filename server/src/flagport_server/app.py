@@ -75,9 +75,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     stats_service = StatsService(admin, metrics, stats.recorder)
     # The daily check for newly stale flags runs where webhooks are delivered.
     deliverer.stale_check = lambda: stats_service.write_stale_notices(settings.stale_days)
-    # Every applied snapshot version is a commit, hence audit entries: the lease holder
-    # delivers them at once rather than at its next round.
-    runtime.subscribe(lambda _version: driver.wake())
+    # Every applied snapshot version is a commit, hence audit entries: with webhooks, the
+    # lease holder delivers them at once rather than at its next round.
+    runtime.subscribe(lambda _version: driver.wake() if deliverer.active else None)
     # Outcome signals go to the store at every drain (interval 0: each time the pump drains,
     # every DRAIN_INTERVAL, with or without --no-stats) and at a graceful stop; the driver
     # re-judges the guards right after each write.

@@ -169,6 +169,11 @@ class WebhookDeliverer:
             self._client = new_client(self.settings.webhook_timeout)
         return self._client
 
+    @property
+    def active(self) -> bool:
+        """Whether webhooks were configured when the list was last read."""
+        return bool(self._hooks)
+
     async def wanted(self, now: float) -> bool:
         """Whether any webhook is configured (the list is read again at each new snapshot
         version, and every :data:`_REFRESH_EVERY` seconds)."""

@@ -247,6 +247,11 @@ class WebhookDeliverer:
                 self._retry_at.pop(hook.id, None)
             else:
                 self._retry_at[hook.id] = retry
+                wait = retry - self.clock()
+                if wait < _LOOK_EVERY and self._holding():
+                    # A retry due soon is kept to its time, not to the driver's next round.
+                    await asyncio.sleep(max(0.0, wait))
+                    self._again.add(hook.id)
             if hook.id not in self._again or not self._holding():
                 return
 

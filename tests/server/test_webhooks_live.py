@@ -327,3 +327,26 @@ def test_the_cli_adds_lists_tests_and_removes_a_webhook(server: RunningServer) -
     unknown = flags(server, "webhook", "add", "https://x.example/", "--events", "flag.chnged")
     assert unknown.returncode == 1
     assert "unknown event" in unknown.stderr
+
+
+def test_a_silent_receiver_never_holds_up_a_slack_channel(tmp_path: Path) -> None:
+    extra = ["--public-url", "https://flags.portal.example"]
+    with (
+        running_server(tmp_path, extra=extra) as server,
+        Receiver(status=None) as silent,
+        Receiver() as slack,
+    ):
+        create_flags(server, "checkout")
+        add_webhook(server, silent.url)
+        add_webhook(server, slack.url, format="slack", events=["flag.changed"])
+        silent.wait_for(lambda r: len(r) >= 1)  # its task now waits for an answer
+        started = time.time()
+        change(server, "checkout", "enable", percentage=25, reason="canary <!here>")
+        (message,) = slack.wait_for(lambda r: len(r) >= 1, timeout=5)
+        assert message.at - started < 1.0
+        body = json.loads(message.body)
+        assert set(body) == {"text", "blocks"}
+        shown = json.dumps(body["blocks"], ensure_ascii=False)
+        assert "`checkout`: enable: on, 100 % -&gt; 25 %" in shown
+        assert "&lt;!here&gt;" in shown
+        assert "<https://flags.portal.example/ui/flags?q=checkout|open in Flagport>" in shown

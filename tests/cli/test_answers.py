@@ -46,6 +46,12 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "rollout pause": ("rollout", "pause", "a"),
     "rollout resume": ("rollout", "resume", "a"),
     "rollout abort": ("rollout", "abort", "a"),
+    "webhook add": ("webhook", "add", "https://hooks.example/x"),
+    "webhook list": ("webhook", "list"),
+    "webhook remove": ("webhook", "remove", "wh_1"),
+    "webhook test": ("webhook", "test", "wh_1"),
+    "webhook deliveries": ("webhook", "deliveries", "--failed"),
+    "webhook redeliver": ("webhook", "redeliver", "wh_1", "7"),
 }
 
 #: Commands that report a change or a comparison: an answer that is not Flagport's must
@@ -66,6 +72,10 @@ CLAIMS = {
     "rollout pause",
     "rollout resume",
     "rollout abort",
+    "webhook add",
+    "webhook remove",
+    "webhook test",
+    "webhook redeliver",
 }
 #: Answers that are JSON objects of another shape.
 OTHER_OBJECTS = {"empty object", "wrong types"}

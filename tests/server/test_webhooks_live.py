@@ -176,6 +176,9 @@ def test_a_failing_receiver_gets_retries_with_backoff_then_a_dead_letter(
         gaps = [b.at - a.at for a, b in itertools.pairwise(tries)]
         assert gaps[-1] > 2 * gaps[0]  # backing off
         assert letter["last_status"] == 503
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'flagport_webhook_attempts_total{result="dead"} 1.0' in metrics
+        assert 'flagport_webhook_attempts_total{result="failed"}' in metrics
         # The dead letter is kept; the next change goes on; redeliver sends the letter.
         receiver.status = 200
         change(server, "a", "disable")

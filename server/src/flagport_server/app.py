@@ -62,7 +62,11 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     runtime.on_apply.append(metrics.record_apply)
     stats = Stats(settings, runtime, metrics)
     deliverer = WebhookDeliverer(
-        store, settings, version=lambda: runtime.version, dashboard=dashboard_url(settings)
+        store,
+        settings,
+        version=lambda: runtime.version,
+        dashboard=dashboard_url(settings),
+        on_attempt=lambda result: metrics.webhook_attempts.labels(result).inc(),
     )
     driver = Driver(
         store,

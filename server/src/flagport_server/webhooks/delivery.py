@@ -139,8 +139,11 @@ class WebhookDeliverer:
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
         client: httpx.AsyncClient | None = None,
+        on_attempt: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
+        #: Told each attempt's result (``delivered``, ``failed``, ``dead``): the metrics.
+        self._on_attempt = on_attempt or (lambda _result: None)
         self.settings = settings
         self.dashboard = dashboard
         self.clock = clock
@@ -310,6 +313,7 @@ class WebhookDeliverer:
         attempts = (state.attempts if state is not None else 0) + 1
         first = state.first_try_at if state is not None else now
         if result.delivered:
+            self._on_attempt("delivered")
             done = WebhookDelivery(
                 webhook_id=hook.id,
                 audit_id=entry.id,
@@ -322,6 +326,7 @@ class WebhookDeliverer:
             )
             return None if await self.store.record_delivery(hook.id, done, entry.id) else 0.0
         if now - entry_time(entry) >= self.settings.webhook_retry_for:
+            self._on_attempt("dead")
             log.warning(
                 "webhook %s (%s): audit entry %s is a dead letter after %d attempts: %s",
                 hook.id,
@@ -342,6 +347,7 @@ class WebhookDeliverer:
                 last_error=result.error,
             )
             return None if await self.store.record_delivery(hook.id, dead, entry.id) else 0.0
+        self._on_attempt("failed")
         retry_at = now + backoff(attempts, self.settings, self._jitter())
         pending = WebhookDelivery(
             webhook_id=hook.id,

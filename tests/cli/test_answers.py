@@ -59,6 +59,12 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "approve": ("approve", "r1"),
     "reject": ("reject", "r1"),
     "promote": ("promote", "a", "--from", "staging", "--to", "production"),
+    "webhook add": ("webhook", "add", "https://hooks.example/x"),
+    "webhook list": ("webhook", "list"),
+    "webhook remove": ("webhook", "remove", "wh_1"),
+    "webhook test": ("webhook", "test", "wh_1"),
+    "webhook deliveries": ("webhook", "deliveries", "--failed"),
+    "webhook redeliver": ("webhook", "redeliver", "wh_1", "7"),
 }
 
 #: Commands that report a change or a comparison: an answer that is not Flagport's must
@@ -90,6 +96,10 @@ CLAIMS = {
     "rollout pause",
     "rollout resume",
     "rollout abort",
+    "webhook add",
+    "webhook remove",
+    "webhook test",
+    "webhook redeliver",
 }
 #: Answers that are JSON objects of another shape.
 OTHER_OBJECTS = {"empty object", "wrong types"}

@@ -308,6 +308,24 @@ def _no_key_password() -> str:
     help="Delete audit entries older than DAYS (default: keep them all).",
 )
 @click.option(
+    "--webhook-retry-for",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    metavar="SECONDS",
+    help="How long after a change its webhook deliveries are retried before they become "
+    "dead letters.",
+)
+@click.option(
+    "--webhook-backoff",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.01),
+    metavar="SECONDS",
+    help="Delay before a failed webhook delivery's first retry (doubled at each failure up to "
+    "an hour, with jitter).",
+)
+@click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -337,6 +355,8 @@ def serve(
     compile_chunk: int,
     no_ui: bool,
     audit_retention_days: int | None,
+    webhook_retry_for: float,
+    webhook_backoff: float,
     log_level: str,
 ) -> None:
     """Run the evaluation and admin server."""
@@ -415,6 +435,9 @@ def serve(
         trusted_proxies=proxies,
         compile_chunk=compile_chunk,
         ui=not no_ui,
+        webhook_retry_for=webhook_retry_for,
+        webhook_backoff=webhook_backoff,
+        webhook_backoff_max=max(webhook_backoff, min(3600.0, webhook_retry_for / 4)),
     )
     scheme = "https" if tls_cert else "http"
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address

@@ -27,6 +27,7 @@ from flagport_cli.commands.rollout import rollout
 from flagport_cli.commands.state import disable, enable
 from flagport_cli.commands.stats import stale, stats
 from flagport_cli.commands.tokens import token
+from flagport_cli.commands.webhooks import webhook
 
 __all__ = ["cli", "main"]
 
@@ -121,6 +122,7 @@ for command in (
     requests,
     approve,
     reject,
+    webhook,
     serve,
 ):
     cli.add_command(command)

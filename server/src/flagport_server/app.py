@@ -32,6 +32,7 @@ from flagport_server.routes.operations import operations_routes
 from flagport_server.routes.outcomes import outcomes
 from flagport_server.routes.rollouts import rollouts_router
 from flagport_server.routes.stats import exposures, stats_router
+from flagport_server.routes.webhooks import webhooks_router
 from flagport_server.runtime import Runtime
 from flagport_server.services import AdminService
 from flagport_server.settings import Settings
@@ -40,6 +41,8 @@ from flagport_server.stats.reports import StatsService
 from flagport_server.stores import open_store
 from flagport_server.stores.base import Store
 from flagport_server.ui.routes import ui_router, ui_template_config
+from flagport_server.webhooks.delivery import WebhookDeliverer
+from flagport_server.webhooks.service import WebhookService, dashboard_url
 
 __all__ = ["create_app", "stats_pump"]
 
@@ -60,12 +63,27 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     metrics = Metrics()
     runtime.on_apply.append(metrics.record_apply)
     stats = Stats(settings, runtime, metrics)
+    deliverer = WebhookDeliverer(
+        store,
+        settings,
+        version=lambda: runtime.version,
+        dashboard=dashboard_url(settings),
+        on_attempt=lambda result: metrics.webhook_attempts.labels(result).inc(),
+    )
     driver = Driver(
         store,
         enabled=settings.driver,
         after_commit=lambda version: runtime.reload(at_least=version),
         served_plans=lambda: runtime.served.plans if runtime.served is not None else {},
+        webhooks=deliverer,
     )
+    admin = AdminService(runtime, health=driver.health.failures_of, promql=driver.promql.reading_of)
+    stats_service = StatsService(admin, metrics, stats.recorder)
+    # The daily check for newly stale flags runs where webhooks are delivered.
+    deliverer.stale_check = lambda: stats_service.write_stale_notices(settings.stale_days)
+    # Every applied snapshot version is a commit, hence audit entries: with webhooks, the
+    # lease holder delivers them at once rather than at its next round.
+    runtime.subscribe(lambda _version: driver.wake() if deliverer.active else None)
     # Outcome signals go to the store at every drain (interval 0: each time the pump drains,
     # every DRAIN_INTERVAL, with or without --no-stats) and at a graceful stop; the driver
     # re-judges the guards right after each write.
@@ -73,7 +91,6 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     stats.pump.add_periodic_sink(
         "outcome signals to the store", 0.0, outcome_buffer.drain, at_stop=True
     )
-    admin = AdminService(runtime, health=driver.health.failures_of, promql=driver.promql.reading_of)
     operations = Operations(runtime, metrics, stats.pump, driver)
     streams = OpenStreams(settings.max_streams)
 
@@ -143,13 +160,15 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             admin_router,
             rollouts_router,
             approvals_router,
+            webhooks_router,
             stats_router,
             *operations_routes,
             *([ui_router] if settings.ui else []),
         ],
         dependencies={
             "admin": _provide(admin),
-            "stats": _provide(StatsService(admin, metrics, stats.recorder)),
+            "stats": _provide(stats_service),
+            "webhooks": _provide(WebhookService(admin)),
             "operations": _provide(operations),
             "plans": _provide(admin.plans),
             "approvals": _provide(ApprovalService(admin)),

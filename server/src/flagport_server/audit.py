@@ -26,7 +26,7 @@ def audit_entry(
     key: str,
     at: str,
     *,
-    kind: Literal["flag", "segment", "token", "snapshot", "request"] = "flag",
+    kind: Literal["flag", "segment", "token", "snapshot", "request", "notice"] = "flag",
     reason: str | None = None,
     before: Flag | Segment | dict[str, Any] | None = None,
     after: Flag | Segment | dict[str, Any] | None = None,
@@ -49,7 +49,8 @@ def audit_entry(
 
 def change_summary(entry: AuditEntry) -> str | None:
     """ "off -> on, 10 % -> 50 %" for an entry that changed what a flag serves, else None
-    (a change request's entries are keyed by the flag too, but change nothing)."""
+    (a change request's entries are keyed by the flag too, but change nothing; nor does
+    a notice, such as a flag found stale)."""
     if entry.kind != "flag":
         return None
     before, after = entry.before, entry.after

@@ -63,6 +63,8 @@ from flagport_server.stores.base import Store, StoreState
 if TYPE_CHECKING:  # httpx takes a while to import: only a worker that polls a URL loads it
     import httpx
 
+    from flagport_server.webhooks.delivery import WebhookDeliverer
+
 __all__ = [
     "KILL_HOOK_ENV",
     "LEASE_NAME",
@@ -167,8 +169,12 @@ class Driver:
         health: HealthPolls | None = None,
         promql: PromqlQueries | None = None,
         served_plans: Callable[[], Mapping[str, Plan]] | None = None,
+        webhooks: WebhookDeliverer | None = None,
     ) -> None:
         self.store = store
+        #: The webhook deliveries the lease holder makes (docs/adr/0028): with webhooks
+        #: configured, the lease is kept even without a live plan.
+        self.webhooks = webhooks
         #: The plans the worker serves (its snapshot's): with none live, a round does no
         #: store I/O at all (and gives the lease up).
         self.served_plans = served_plans
@@ -243,11 +249,18 @@ class Driver:
         """One round: keep the lease and, holding it, decide for every plan. Without live
         plans in the served snapshot (when the worker knows it), nothing is read or kept."""
         now = self.clock()
-        if self.served_plans is not None and not self.live_plans():
+        idle = self.served_plans is not None and not self.live_plans()
+        delivering = self.enabled and self.webhooks is not None and await self.webhooks.wanted(now)
+        if idle and not delivering:
             await self.release()
             self.decisions.clear()
             return []
         if not await self.keep_lease(now):
+            return []
+        if delivering and self.webhooks is not None:
+            self.webhooks.dispatch(now, lambda: self.holding)
+        if idle:
+            self.decisions.clear()
             return []
         return await self.drive(now)
 
@@ -378,6 +391,8 @@ class Driver:
             await self.release()
             await self.health.close()
             await self.promql.close()
+            if self.webhooks is not None:
+                await self.webhooks.close()
 
     def guard_values(self) -> Mapping[str, list[float | None]]:
         """Per plan flag, each guard's last treatment value (site-wide ones: their value)."""

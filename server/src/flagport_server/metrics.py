@@ -146,6 +146,13 @@ class Metrics:
             multiprocess_mode="all",
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "flagport_webhook_attempts",
+            "Webhook delivery attempts by result: delivered (2xx), failed (retried later), "
+            "dead (failed past the retry window: a dead letter).",
+            ["result"],
+            registry=registry,
+        )
         self._breaches_seen: dict[str, int] = {}
         self.apply_lag = Gauge(
             "flagport_snapshot_apply_lag_seconds",

@@ -827,6 +827,11 @@ class AdminService:
         )
         return now, await self._commit([], [entry])
 
+    async def record_entries(self, entries: Sequence[AuditEntry]) -> int:
+        """Commit audit entries that change no flag (a webhook added, a notice): the
+        snapshot version that carries them (each commit makes one)."""
+        return await self._commit([], entries)
+
     # -- history and propagation --------------------------------------------------------
 
     async def audit(self, query: AuditQuery) -> list[AuditEntry]:

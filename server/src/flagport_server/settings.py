@@ -143,6 +143,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     compile_chunk: int = msgspec.field(default=100)
     #: Serve the admin UI under ``/ui/`` (``flags serve --no-ui``: off; docs/adr/0026).
     ui: bool = True
+    #: Webhooks (docs/spec.md, "Webhooks"): seconds a receiver has to answer; the first
+    #: retry's delay (doubled at each failure up to ``webhook_backoff_max``, with jitter);
+    #: how long after the change an entry is retried before it becomes a dead letter
+    #: (``flags serve --webhook-retry-for``, ``--webhook-backoff``).
+    webhook_timeout: float = 5.0
+    webhook_backoff: float = 10.0
+    webhook_backoff_max: float = 3600.0
+    webhook_retry_for: float = 86400.0
+    #: Seconds between two checks for newly stale flags (each writes a ``flag.stale`` notice
+    #: per flag newly stale for ``stale_days``), made while webhooks are configured.
+    stale_check_interval: float = 86400.0
+    stale_days: int = 30
 
     @property
     def compile_chunk_size(self) -> int | None:

@@ -9,12 +9,13 @@ import time
 from flagport.durations import DEFAULT_STATS_SINCE, stats_window_start
 from flagport.engine import CompiledFlag, Reason
 from flagport.tally import counted_unit
-from flagport_server.audit import change_summary, percentage_text
+from flagport_server.audit import audit_entry, change_summary, percentage_text
 from flagport_server.errors import InvalidInput, StoreUnavailable
 from flagport_server.metrics import Metrics
-from flagport_server.services import AdminService
+from flagport_server.plans import DRIVER_ACTOR
+from flagport_server.services import AdminService, utc_now
 from flagport_server.stats.recorder import StatsRecorder, hour_of
-from flagport_server.stores.base import AuditQuery
+from flagport_server.stores.base import AuditEntry, AuditQuery
 from flagport_server.wire.stats_v1 import (
     ExposureBatch,
     ExposureRejection,
@@ -29,9 +30,13 @@ from flagport_server.wire.stats_v1 import (
     exposure_item_problem,
 )
 
-__all__ = ["DEFAULT_SINCE", "StatsService", "iso", "parse_since"]
+__all__ = ["DEFAULT_SINCE", "STALE_NOTICE", "StatsService", "iso", "parse_since"]
 
 DEFAULT_SINCE = DEFAULT_STATS_SINCE
+#: The action of the notice the daily check writes for a newly stale flag (its event).
+STALE_NOTICE = "flag.stale"
+#: Notices committed together at most.
+_NOTICES_PER_COMMIT = 500
 
 
 def iso(at: float) -> str:
@@ -203,3 +208,45 @@ class StatsService:
                     )
                 )
         return StaleReport(days=days, since=iso(cutoff), not_evaluated=not_evaluated, static=static)
+
+    async def write_stale_notices(self, days: int) -> int:
+        """The daily check: a ``notice`` audit entry (action ``flag.stale``, the flag's body
+        as ``after``, why as the reason) for each flag of :meth:`stale_report` that has
+        none for the time it has been stale: once per flag while it stays stale, again
+        once it was changed or evaluated since its last notice and is stale anew. How many
+        were written."""
+        report = await self.stale_report(days)
+        stale: dict[str, str] = {}
+        for item in (*report.not_evaluated, *report.static):
+            stale.setdefault(item.key, item.why)
+        if not stale:
+            return 0
+        document = await self.admin.document()
+        seen = await self.store.last_seen()
+        now = utc_now()
+        notices: list[AuditEntry] = []
+        for key, why in stale.items():
+            flag = document.flags.get(key)
+            if flag is None or await self._noticed(key, seen.get(key)):
+                continue
+            notices.append(
+                audit_entry(
+                    DRIVER_ACTOR, STALE_NOTICE, key, now, kind="notice", reason=why, after=flag
+                )
+            )
+        for start in range(0, len(notices), _NOTICES_PER_COMMIT):
+            await self.admin.record_entries(notices[start : start + _NOTICES_PER_COMMIT])
+        return len(notices)
+
+    async def _noticed(self, key: str, seen: object) -> bool:
+        """Whether flag ``key`` has a stale notice with no change of the flag and no
+        evaluation after it."""
+        entries = await self.store.audit(AuditQuery(key=key, limit=50))
+        for entry in entries:  # newest first
+            if entry.kind == "flag":
+                return False  # changed since any notice
+            if entry.kind == "notice" and entry.action == STALE_NOTICE:
+                noticed = dt.datetime.fromisoformat(entry.at).timestamp()
+                last_seen = getattr(seen, "last_seen", None)
+                return last_seen is None or last_seen <= noticed
+        return False

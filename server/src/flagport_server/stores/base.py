@@ -20,6 +20,7 @@ from flagport.durations import STATS_HOURS_KEPT
 from flagport.engine import Flag, Segment, SnapshotDocument
 from flagport.rollout.outcomes import Cohort, Totals
 from flagport.rollout.plan import Plan
+from flagport_server.stores.webhook_records import WebhookDelivery, WebhookRecord
 
 if TYPE_CHECKING:
     from flagport_server.stores.backup import StoreBackup
@@ -93,7 +94,7 @@ class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
     #: ``request``: a change request or an approval policy (docs/spec.md, "Approvals").
-    kind: Literal["flag", "segment", "token", "snapshot", "request"] = "flag"
+    kind: Literal["flag", "segment", "token", "snapshot", "request", "notice"] = "flag"
     #: Assigned by the store: increasing, unique per store.
     id: int = 0
     snapshot_version: int = 0
@@ -527,3 +528,47 @@ class Store(abc.ABC):
     async def decide_change_request(self, decided: ChangeRequest, expected: RequestStatus) -> bool:
         """Store ``decided`` over the request with its id if that one's status is still
         ``expected`` (compare-and-set: of two approvals at once, one wins); False otherwise."""
+
+    # -- webhooks (docs/adr/0028-webhooks-over-the-audit-log.md) ------------------------
+
+    @abc.abstractmethod
+    async def audit_after(self, after_id: int, limit: int) -> list[AuditEntry]:
+        """Entries with ids above ``after_id``, oldest (lowest id) first, at most ``limit``
+        (itself capped at 1000): what a webhook's cursor has not passed yet."""
+
+    @abc.abstractmethod
+    async def add_webhook(self, record: WebhookRecord, cursor: int, limit: int) -> bool:
+        """Store ``record`` with its cursor at ``cursor`` (the newest audit id when it was
+        added: no backlog); False, nothing added, when ``limit`` webhooks exist already."""
+
+    @abc.abstractmethod
+    async def webhooks(self) -> list[WebhookRecord]:
+        """Every webhook, oldest first."""
+
+    @abc.abstractmethod
+    async def remove_webhook(self, webhook_id: str) -> WebhookRecord | None:
+        """Remove the webhook with its cursor and deliveries; ``None`` if unknown."""
+
+    @abc.abstractmethod
+    async def webhook_cursor(self, webhook_id: str) -> int | None:
+        """The webhook's cursor (``None``: no such webhook)."""
+
+    @abc.abstractmethod
+    async def record_delivery(
+        self, webhook_id: str, delivery: WebhookDelivery | None, cursor: int | None
+    ) -> bool:
+        """Keep ``delivery`` (replacing the state of the same entry) and move the webhook's
+        cursor up to ``cursor`` (never down), atomically; keep only the newest
+        :data:`~flagport_server.stores.webhook_records.DELIVERED_KEPT` delivered entries.
+        False, nothing written, if the webhook was removed meanwhile."""
+
+    @abc.abstractmethod
+    async def delivery(self, webhook_id: str, audit_id: int) -> WebhookDelivery | None:
+        """The delivery state of one entry to one webhook (``None``: never tried)."""
+
+    @abc.abstractmethod
+    async def deliveries(
+        self, webhook_id: str | None, *, failed: bool, limit: int
+    ) -> list[WebhookDelivery]:
+        """Deliveries (of one webhook, or all), newest audit id first, at most ``limit``;
+        ``failed``: only pending and dead ones."""

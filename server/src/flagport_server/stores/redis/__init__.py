@@ -44,6 +44,8 @@ lost its script cache)::
                                       (written by the commit script, like flags)
     {p}:lease:<name>, {p}:leases, {p}:oc:...   the rollout driver's lease and the outcome
                                       totals per minute (``_rollout``)
+    {p}:webhooks, {p}:webhook_cursors, {p}:wd:<id>, {p}:wd:<id>:ids   the webhooks, their
+                                      cursors and deliveries (``_webhooks``)
 
 A commit publishes the new snapshot version on the channel ``{p}:changes`` from inside its
 script, so a notification can never be lost between the commit and the publish; the
@@ -77,6 +79,7 @@ from flagport_server.stores.redis._secrets import RedisSecrets
 from flagport_server.stores.redis._stats import RedisStats
 from flagport_server.stores.redis._tokens import RedisTokens
 from flagport_server.stores.redis._url import RedisOptions, parse_redis_url
+from flagport_server.stores.redis._webhooks import RedisWebhooks
 from flagport_server.stores.redis._workers import RedisWorkers
 
 __all__ = ["SCHEMA_VERSION", "RedisOptions", "RedisStore", "parse_redis_url", "store_from_url"]
@@ -92,6 +95,7 @@ class RedisStore(
     RedisStats,
     RedisRollout,
     RedisBackup,
+    RedisWebhooks,
 ):
     """A :class:`~flagport_server.stores.base.Store` in Redis, shared by every instance.
 

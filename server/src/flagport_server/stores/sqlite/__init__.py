@@ -16,7 +16,8 @@ Durability and concurrency come from SQLite itself:
 the shared connections (``_connection``) and table layout (``_schema``): the configuration
 (``_configuration``), the audit log (``_audit``), the tokens (``_tokens``), the propagation
 registry (``_workers``), the stats (``_stats``), the rollout driver's lease and
-outcome signals (``_rollout``) and whole-store backups (``_backup``).
+outcome signals (``_rollout``), the webhooks (``_webhooks``) and whole-store backups
+(``_backup``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from flagport_server.stores.sqlite._schema import SCHEMA_VERSION
 from flagport_server.stores.sqlite._secrets import SQLiteSecrets
 from flagport_server.stores.sqlite._stats import SQLiteStats
 from flagport_server.stores.sqlite._tokens import SQLiteTokens
+from flagport_server.stores.sqlite._webhooks import SQLiteWebhooks
 from flagport_server.stores.sqlite._workers import SQLiteWorkers
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -45,6 +47,7 @@ class SQLiteStore(
     SQLiteStats,
     SQLiteRollout,
     SQLiteBackup,
+    SQLiteWebhooks,
 ):
     """A :class:`~flagport_server.stores.base.Store` in one SQLite file.
 

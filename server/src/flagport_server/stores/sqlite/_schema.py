@@ -141,6 +141,21 @@ CREATE TABLE IF NOT EXISTS outcome_minutes (
     PRIMARY KEY (flag, minute, cohort)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outcome_minutes_by_minute ON outcome_minutes (minute);
+-- Webhooks (issue 19), tables of their own: older servers ignore them. A webhook's cursor
+-- over audit ids, and the delivery state per webhook and audit entry.
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    cursor INTEGER NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    webhook_id TEXT NOT NULL,
+    audit_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (webhook_id, audit_id)
+) WITHOUT ROWID;
 """
 
 

@@ -146,6 +146,7 @@ EXPECTED: dict[str, list[str | None]] = {
         "query:dry_run default=False boolean",
         "query:prune default=True boolean",
         "query:reason string|null",
+        "query:expect_versions default=False boolean",
         "application/json object, application/yaml object!",
     ],
     "GET /admin/v1/stale": ["query:days default=30 min=1 max=3650 integer", None],

@@ -20,7 +20,16 @@ from flagport_server.stores.backup import (
     read_backup,
     write_backup,
 )
-from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, Store, TokenRecord
+from flagport_server.stores.base import (
+    ApprovalPolicy,
+    AuditEntry,
+    AuditQuery,
+    ChangeRequest,
+    Mutation,
+    Store,
+    TokenRecord,
+)
+from flagport_server.stores.webhook_records import WebhookDelivery, WebhookRecord
 from tests.support.stores import Backend
 
 pytestmark = pytest.mark.anyio
@@ -60,6 +69,39 @@ async def _populate(store: Store) -> bytes:
     )
     await store.add_token(_token("t-alice", "alice"))
     await store.add_token(_token("t-bob", "bob"))
+    await store.add_approval_policy(
+        ApprovalPolicy(
+            id="tag:payments", kind="tag", target="payments", created_at=AT, created_by="alice"
+        )
+    )
+    await store.add_change_request(
+        ChangeRequest(
+            id="r-1",
+            key="checkout",
+            change={"kind": "enable", "percentage": 50},
+            reason="ready",
+            requested_by="alice",
+            requested_by_id="t-alice",
+            created_at=AT,
+            expires_at="2026-11-21T10:00:00+00:00",
+            status="pending",
+            version=2,
+        ),
+        [],
+    )
+    hook = WebhookRecord(id="wh_1", url="https://hooks.example/x", secret="s" * 32, created_at=AT)
+    assert await store.add_webhook(hook, 2, 20)
+    for audit_id, status in ((3, "delivered"), (4, "dead")):
+        delivery = WebhookDelivery(
+            webhook_id="wh_1",
+            audit_id=audit_id,
+            event="flag.changed",
+            status=status,  # type: ignore[arg-type]
+            attempts=1,
+            first_try_at=1.0,
+            last_try_at=2.0,
+        )
+        assert await store.record_delivery("wh_1", delivery, audit_id)
     return await store.server_secret()
 
 
@@ -116,9 +158,19 @@ async def test_a_backup_restored_into_an_empty_store_holds_everything(
         assert len(await other.audit(AuditQuery(key="checkout"))) == 3
         committed = await other.commit([], [_entry("checkout", "note")])
         assert committed.audit_ids == [backup.audit_next_id + 1]
+        assert [p.id for p in await other.approval_policies()] == ["tag:payments"]
+        assert [r.id for r in await other.change_requests()] == ["r-1"]
+        assert [w.id for w in await other.webhooks()] == ["wh_1"]
+        assert await other.webhook_cursor("wh_1") == 4
+        dead = await other.deliveries("wh_1", failed=True, limit=10)
+        assert [(d.audit_id, d.status) for d in dead] == [(4, "dead")]
+        assert (await other.delivery("wh_1", 3)).status == "delivered"  # type: ignore[union-attr]
         # A backup of the restored store is the same backup.
         again = await other.backup()
         assert again.flags == backup.flags
+        assert again.webhooks == backup.webhooks
+        assert again.webhook_deliveries == backup.webhook_deliveries
+        assert again.approval_policies == backup.approval_policies
         assert again.audit[:-2] == backup.audit  # then the restore and the note
     finally:
         await other.close()
@@ -146,11 +198,21 @@ async def test_a_restore_into_a_store_that_holds_anything_is_refused_unless_repl
         with pytest.raises(StoreNotEmpty, match=r"1 flags.*1 audit.*--replace"):
             await other.restore(backup, _restore_entry(), replace=False)
         assert await other.load() == before  # nothing changed
+        # Replacing removes what the target had of every kind, webhooks included.
+        hook = WebhookRecord(
+            id="wh_old", url="https://old.example/x", secret="o" * 32, created_at=AT
+        )
+        assert await other.add_webhook(hook, 1, 20)
+        before = await other.load()
+        with pytest.raises(StoreNotEmpty, match=r"1 webhooks"):
+            await other.restore(backup, _restore_entry(), replace=False)
+        assert await other.load() == before  # nothing changed
 
         version = await other.restore(backup, _restore_entry(), replace=True)
         after = await other.load()
         assert sorted(after.document.flags) == ["checkout", "checkout.v2"]
         assert version > before.document.version
+        assert [w.id for w in await other.webhooks()] == ["wh_1"]
         # The replaced log is gone, filters included.
         assert await other.audit(AuditQuery(actor="carol")) == []
         assert await other.audit(AuditQuery(key="legacy")) == []
@@ -220,6 +282,20 @@ def test_a_backup_file_is_written_for_its_owner_only_and_read_back(tmp_path: Pat
         (_valid(tokens=['{"id": "t"}']), "not a token record"),
         (_valid(server_secret="zz"), "not hex"),
         (_valid(extra=1), "unknown field"),
+        (_valid(approval_policies=['{"id": "tag:x"}']), "not a ApprovalPolicy record"),
+        (
+            _valid(
+                webhook_deliveries=[
+                    '{"webhook_id": "wh_9", "audit_id": 1, "event": "e", "status": "dead",'
+                    ' "attempts": 1, "first_try_at": 1, "last_try_at": 1}'
+                ]
+            ),
+            "webhook 'wh_9' is not in the backup",
+        ),
+        (
+            _valid(webhooks=[{"body": '{"id": "wh_1"}', "cursor": 0}]),
+            "not a WebhookRecord record",
+        ),
         (_valid(flags=[{"key": "a", "version": "1", "body": "{}"}]), "Expected `int`"),
     ],
 )

@@ -34,6 +34,9 @@ class BackupSummary(msgspec.Struct, frozen=True):
     tokens: int
     server_secret: bool
     created_at: str
+    approval_policies: int = 0
+    change_requests: int = 0
+    webhooks: int = 0
 
 
 def summary_of(backup: StoreBackup) -> BackupSummary:
@@ -48,6 +51,9 @@ def summary_of(backup: StoreBackup) -> BackupSummary:
         tokens=len(backup.tokens),
         server_secret=backup.server_secret is not None,
         created_at=backup.created_at,
+        approval_policies=len(backup.approval_policies),
+        change_requests=len(backup.change_requests),
+        webhooks=len(backup.webhooks),
     )
 
 

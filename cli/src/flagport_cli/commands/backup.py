@@ -51,6 +51,9 @@ def _described(summary: Any) -> str:
         f"{summary.plans} plans",
         f"{summary.audit} audit entries",
         f"{summary.tokens} tokens",
+        f"{summary.approval_policies} approval policies",
+        f"{summary.change_requests} change requests",
+        f"{summary.webhooks} webhooks",
     ]
     if summary.server_secret:
         parts.append("the server secret")

@@ -19,12 +19,13 @@ import datetime
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
 from flagport_server.errors import InvalidInput
-from flagport_server.stores.base import TokenRecord
+from flagport_server.stores.base import ApprovalPolicy, ChangeRequest, TokenRecord
+from flagport_server.stores.webhook_records import WebhookDelivery, WebhookRecord
 
 __all__ = [
     "BACKUP_FORMAT",
@@ -32,6 +33,7 @@ __all__ = [
     "BackupAuditEntry",
     "BackupRecord",
     "BackupSource",
+    "BackupWebhook",
     "StoreBackup",
     "held_records",
     "read_backup",
@@ -40,8 +42,9 @@ __all__ = [
 ]
 
 BACKUP_FORMAT: Final = "flagport-backup"
-#: 1: flags, segments, plans, audit, tokens, the server secret.
-BACKUP_FORMAT_VERSION: Final = 1
+#: 1: flags, segments, plans, audit, tokens, the server secret. 2: approval policies, change
+#: requests, webhooks with their cursors and delivery states.
+BACKUP_FORMAT_VERSION: Final = 2
 #: A backup file larger than this is refused before it is read (a store at the limits holds
 #: 15,000 flags of at most 256 KiB each: far less than this in practice).
 MAX_BACKUP_BYTES: Final = 2 * 1024 * 1024 * 1024
@@ -66,6 +69,14 @@ class BackupAuditEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     actor: str
     at: str
     body: str
+
+
+class BackupWebhook(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A webhook as stored (its body holds its signing secret) and its cursor over audit
+    ids."""
+
+    body: str
+    cursor: int
 
 
 class BackupSource(msgspec.Struct, frozen=True):
@@ -93,10 +104,12 @@ class StoreBackup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     tokens: list[str] = []
     #: The server secret, hex (dashboard sessions and stream tickets stay valid).
     server_secret: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.flags or self.segments or self.plans or self.audit or self.tokens)
+    #: Approval policies and change requests as stored (JSON; format 2).
+    approval_policies: list[str] = []
+    change_requests: list[str] = []
+    #: Webhooks with their cursors, and the delivery state of each entry tried (format 2).
+    webhooks: list[BackupWebhook] = []
+    webhook_deliveries: list[str] = []
 
 
 class _Header(msgspec.Struct):
@@ -217,6 +230,42 @@ def check_backup(backup: StoreBackup, where: str) -> None:
             bytes.fromhex(backup.server_secret)
         except ValueError:
             raise InvalidInput(f"{where}: server_secret is not hex") from None
+    _check_records(backup.approval_policies, ApprovalPolicy, f"{where}: approval_policies")
+    _check_records(backup.change_requests, ChangeRequest, f"{where}: change_requests")
+    webhooks = _check_records(
+        [w.body for w in backup.webhooks], WebhookRecord, f"{where}: webhooks"
+    )
+    for index, webhook in enumerate(backup.webhooks):
+        if webhook.cursor < 0:
+            raise InvalidInput(f"{where}: webhooks[{index}]: the cursor is negative")
+    _check_records(backup.webhook_deliveries, WebhookDelivery, f"{where}: webhook_deliveries")
+    deliveries = [
+        msgspec.json.decode(body, type=WebhookDelivery) for body in backup.webhook_deliveries
+    ]
+    seen_deliveries: set[tuple[str, int]] = set()
+    for index, delivery in enumerate(deliveries):
+        at = f"{where}: webhook_deliveries[{index}]"
+        if delivery.webhook_id not in webhooks:
+            raise InvalidInput(f"{at}: webhook {delivery.webhook_id!r} is not in the backup")
+        if (delivery.webhook_id, delivery.audit_id) in seen_deliveries:
+            raise InvalidInput(f"{at}: appears twice")
+        seen_deliveries.add((delivery.webhook_id, delivery.audit_id))
+
+
+def _check_records(bodies: list[str], kind: type[Any], at: str) -> set[str]:
+    """Each body decodes as ``kind``, ids unique; the ids (for records that have one)."""
+    ids: set[str] = set()
+    for index, body in enumerate(bodies):
+        try:
+            record = msgspec.json.decode(body, type=kind)
+        except msgspec.DecodeError as error:
+            raise InvalidInput(f"{at}[{index}]: not a {kind.__name__} record ({error})") from None
+        record_id = getattr(record, "id", None)
+        if record_id is not None:
+            if record_id in ids:
+                raise InvalidInput(f"{at}[{index}]: {record_id!r} appears twice")
+            ids.add(record_id)
+    return ids
 
 
 def _check_json(body: str, at: str) -> None:

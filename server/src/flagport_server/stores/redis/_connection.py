@@ -150,6 +150,10 @@ class RedisBase(Store):
         self._plans = f"{tag}:plans"
         self._plan_versions = f"{tag}:plan_versions"
         self._leases = f"{tag}:leases"
+        self._approval_policies = f"{tag}:approval_policies"
+        self._change_requests = f"{tag}:change_requests"
+        self._webhooks = f"{tag}:webhooks"
+        self._webhook_cursors = f"{tag}:webhook_cursors"
         self.channel = f"{tag}:changes"
         self._client: Redis | RedisCluster | None = None
         self._sentinel: Sentinel | None = None
@@ -299,6 +303,11 @@ class RedisBase(Store):
         self._closed = True
         await self._drop_client()
         self._sentinel = None
+
+    def _webhook_deliveries(self, webhook_id: str) -> str:
+        """A webhook's delivery states (hash: audit id -> JSON); ``:delivered`` after it, the
+        sorted set of its delivered audit ids."""
+        return f"{self._tag}:wd:{webhook_id}"
 
     def _audit_key_index(self, key: str) -> str:
         return f"{self._tag}:audit:key:{key}"

@@ -64,39 +64,31 @@ return 1
 class RedisRequests(RedisBase):
     """Approval policies and change requests, a JSON body per hash field."""
 
-    @property
-    def _policies(self) -> str:
-        return f"{self._tag}:approval_policies"
-
-    @property
-    def _requests(self) -> str:
-        return f"{self._tag}:change_requests"
-
     async def approval_policies(self) -> list[ApprovalPolicy]:
-        rows = as_dict(await self._command("HGETALL", self._policies))
+        rows = as_dict(await self._command("HGETALL", self._approval_policies))
         return _common.decode_each(sorted(rows.items()), _common.decode_policy)
 
     async def add_approval_policy(self, policy: ApprovalPolicy) -> bool:
-        keys = [self._meta, self._policies]
+        keys = [self._meta, self._approval_policies]
         args = [SCHEMA_VERSION, policy.id, _common.encode(policy)]
         return int(await self._script(_ADD_POLICY, keys, args)) == 1
 
     async def remove_approval_policy(self, policy_id: str) -> ApprovalPolicy | None:
-        keys = [self._meta, self._policies]
+        keys = [self._meta, self._approval_policies]
         body = await self._script(_REMOVE_POLICY, keys, [SCHEMA_VERSION, policy_id])
         return None if body is None else _common.decode_policy(body, policy_id)
 
     async def add_change_request(self, request: ChangeRequest, drop: Sequence[str]) -> None:
-        keys = [self._meta, self._requests]
+        keys = [self._meta, self._change_requests]
         args = [SCHEMA_VERSION, request.id, _common.encode(request), *drop]
         await self._script(_ADD_REQUEST, keys, args)
 
     async def change_requests(self) -> list[ChangeRequest]:
-        rows = as_dict(await self._command("HGETALL", self._requests))
+        rows = as_dict(await self._command("HGETALL", self._change_requests))
         found = _common.decode_each(rows.items(), _common.decode_request)
         return sorted(found, key=lambda r: (r.created_at, r.id))
 
     async def decide_change_request(self, decided: ChangeRequest, expected: RequestStatus) -> bool:
-        keys = [self._meta, self._requests]
+        keys = [self._meta, self._change_requests]
         args = [SCHEMA_VERSION, decided.id, expected, _common.encode(decided)]
         return int(await self._script(_DECIDE_REQUEST, keys, args)) == 1

@@ -16,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from flagport_server.stores import _common
 from flagport_server.stores.base import AuditEntry
+from flagport_server.stores.redis._audit import split_stored_entry
 from flagport_server.stores.redis._connection import (
     SCHEMA_CHECK_LUA,
     SCHEMA_VERSION,
@@ -84,14 +85,11 @@ return 1
 class RedisWebhooks(RedisBase):
     """Webhooks, their cursors and deliveries; each write one script."""
 
-    def _deliveries_key(self, webhook_id: str) -> str:
-        return f"{self._tag}:wd:{webhook_id}"
-
     def _record_keys(self, webhook_id: str) -> list[str]:
-        deliveries = self._deliveries_key(webhook_id)
+        deliveries = self._webhook_deliveries(webhook_id)
         return [
-            f"{self._tag}:webhooks",
-            f"{self._tag}:webhook_cursors",
+            self._webhooks,
+            self._webhook_cursors,
             deliveries,
             f"{deliveries}:delivered",
         ]
@@ -110,10 +108,10 @@ class RedisWebhooks(RedisBase):
             for id_, value in zip(ids, values, strict=True):
                 if value is None:
                     continue
-                version, _, body = str(value).split(" ", 2)
+                version, _, body = split_stored_entry(str(value))
                 entry = _common.decode_audit(body, str(id_))
                 entries.append(
-                    msgspec.structs.replace(entry, id=int(id_), snapshot_version=int(version))
+                    msgspec.structs.replace(entry, id=int(id_), snapshot_version=version)
                 )
             return entries
 
@@ -125,7 +123,7 @@ class RedisWebhooks(RedisBase):
         return bool(int(await self._script(_ADD, keys, args)))
 
     async def webhooks(self) -> list[WebhookRecord]:
-        rows = as_dict(await self._command("HGETALL", f"{self._tag}:webhooks"))
+        rows = as_dict(await self._command("HGETALL", self._webhooks))
         records = [_record_decoder.decode(body) for body in rows.values()]
         return sorted(records, key=lambda r: (r.created_at, r.id))
 
@@ -134,7 +132,7 @@ class RedisWebhooks(RedisBase):
         return None if body is None else _record_decoder.decode(body)
 
     async def webhook_cursor(self, webhook_id: str) -> int | None:
-        value = await self._command("HGET", f"{self._tag}:webhook_cursors", webhook_id)
+        value = await self._command("HGET", self._webhook_cursors, webhook_id)
         return None if value is None else int(value)
 
     async def record_delivery(
@@ -148,7 +146,7 @@ class RedisWebhooks(RedisBase):
         return bool(int(await self._script(_RECORD, self._record_keys(webhook_id), args)))
 
     async def delivery(self, webhook_id: str, audit_id: int) -> WebhookDelivery | None:
-        body = await self._command("HGET", self._deliveries_key(webhook_id), audit_id)
+        body = await self._command("HGET", self._webhook_deliveries(webhook_id), audit_id)
         return None if body is None else _delivery_decoder.decode(body)
 
     async def deliveries(
@@ -157,7 +155,7 @@ class RedisWebhooks(RedisBase):
         ids = [webhook_id] if webhook_id is not None else [w.id for w in await self.webhooks()]
         found: list[WebhookDelivery] = []
         for each in ids:
-            rows = as_dict(await self._command("HGETALL", self._deliveries_key(each)))
+            rows = as_dict(await self._command("HGETALL", self._webhook_deliveries(each)))
             found += [_delivery_decoder.decode(body) for body in rows.values()]
         if failed:
             found = [d for d in found if d.status != "delivered"]

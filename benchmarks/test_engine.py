@@ -20,6 +20,7 @@ from typing import Any
 import mmh3
 import pytest
 
+from benchmarks._documents import area_flags
 from flagport.engine import (
     CompiledSnapshot,
     check_document_limits,
@@ -262,29 +263,7 @@ def test_evaluate_all_portal(benchmark: Any, portal: CompiledSnapshot, timed: bo
 
 
 def test_compile_10000_flags(benchmark: Any, timed: bool) -> None:
-    flags: dict[str, Any] = {}
-    for i in range(2_000):
-        flags[f"area-{i}"] = {"enabled": True, "percentage": 50}
-        flags[f"area-{i}.child"] = {"enabled": True}
-        flags[f"area-{i}.split"] = {"enabled": True, "percentage": 10, "salt": f"area-{i}"}
-        flags[f"rules-{i}"] = {
-            "enabled": True,
-            "percentage": 0,
-            "rules": [
-                {
-                    "conditions": [{"attribute": "plan", "op": "in", "values": ["pro"]}],
-                    "variant": "on",
-                }
-            ],
-        }
-        flags[f"exp-{i}"] = {
-            "enabled": True,
-            "variants": {"a": 1, "b": 2, "off": 0},
-            "on_variant": "a",
-            "weights": {"a": 1, "b": 1},
-            "prerequisites": [{"key": f"area-{i}"}],
-        }
-    document = document_from_builtins({"bucketing": 1, "flags": flags})
+    document = document_from_builtins(area_flags(2_000))
     snapshot = compile_snapshot(document, strict=True)
     assert len(snapshot) == 10_000
     assert not snapshot.problems

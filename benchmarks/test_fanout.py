@@ -41,6 +41,7 @@ import pytest
 import redis
 import yaml
 
+from benchmarks._documents import area_flags
 from benchmarks._fanout import Arrival, listen
 from benchmarks._load import quantile
 from flagport_server.auth import Actor
@@ -279,26 +280,6 @@ def test_commit_to_message_at_every_listener(
         assert p99 <= COMMIT_TO_MESSAGE_P99_BUDGET_MS
 
 
-def _thousand_flags() -> dict[str, Any]:
-    """1,000 flags of the shapes a large portal has: splits, children, rules."""
-    flags: dict[str, Any] = {}
-    for i in range(250):
-        flags[f"area-{i}"] = {"enabled": True, "percentage": 50}
-        flags[f"area-{i}.child"] = {"enabled": True}
-        flags[f"area-{i}.split"] = {"enabled": True, "percentage": 10, "salt": f"area-{i}"}
-        flags[f"rules-{i}"] = {
-            "enabled": True,
-            "percentage": 0,
-            "rules": [
-                {
-                    "conditions": [{"attribute": "plan", "op": "in", "values": ["pro"]}],
-                    "variant": "on",
-                }
-            ],
-        }
-    return {"bucketing": 1, "flags": flags}
-
-
 async def _apply_costs(
     writer: Runtime, reader: Runtime, key: str, applies: int
 ) -> tuple[float, float]:
@@ -320,7 +301,7 @@ def _seed(size: str, directory: Path) -> Path:
     if size == "portal":
         return PORTAL_FLAGS
     path = directory / "thousand.yaml"
-    path.write_text(yaml.safe_dump(_thousand_flags()))
+    path.write_text(yaml.safe_dump(area_flags(250, experiments=False)))
     return path
 
 

@@ -30,6 +30,7 @@ from flagport_server.stores.webhook_records import WebhookDelivery, WebhookRecor
 __all__ = [
     "BACKUP_FORMAT",
     "BACKUP_FORMAT_VERSION",
+    "HELD_KINDS",
     "BackupAuditEntry",
     "BackupRecord",
     "BackupSource",
@@ -118,6 +119,20 @@ class _Header(msgspec.Struct):
 
     format: str = ""
     format_version: int = 0
+
+
+#: What makes a store "not empty" for a restore without ``--replace``, in the order each
+#: backend counts it (a SQLite table, a Redis hash of that name).
+HELD_KINDS: Final = (
+    "flags",
+    "segments",
+    "plans",
+    "tokens",
+    "audit",
+    "approval_policies",
+    "change_requests",
+    "webhooks",
+)
 
 
 def held_records(counts: Mapping[str, int]) -> str:

@@ -13,6 +13,7 @@ import msgspec
 from flagport_server.errors import StoreError, StoreNotEmpty
 from flagport_server.stores import _common
 from flagport_server.stores.backup import (
+    HELD_KINDS,
     BackupAuditEntry,
     BackupRecord,
     BackupSource,
@@ -166,17 +167,6 @@ return {'ok', restored}
 """
 )
 
-#: What the script's 'held' reply counts, in order.
-_HELD: Final = (
-    "flags",
-    "segments",
-    "plans",
-    "tokens",
-    "audit",
-    "approval_policies",
-    "change_requests",
-    "webhooks",
-)
 
 #: A commit landing between the read of the log to replace and the restore script makes the
 #: script refuse ('retry'); tried this many times.
@@ -307,7 +297,7 @@ class RedisBackup(RedisBase):
             ]
             reply: list[Any] = await self._script(_RESTORE, keys, args)
             if reply[0] == "held":
-                counts = dict(zip(_HELD, reply[1:], strict=True))
+                counts = dict(zip(HELD_KINDS, reply[1:], strict=True))
                 raise StoreNotEmpty(held_records({k: int(v) for k, v in counts.items()}))
             if reply[0] == "ok":
                 return int(reply[1])

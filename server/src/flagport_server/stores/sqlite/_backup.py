@@ -12,6 +12,7 @@ import msgspec
 from flagport_server.errors import StoreNotEmpty
 from flagport_server.stores import _common
 from flagport_server.stores.backup import (
+    HELD_KINDS,
     BackupAuditEntry,
     BackupRecord,
     BackupSource,
@@ -32,17 +33,6 @@ __all__ = ["SQLiteBackup"]
 _RECORD_TABLES: Final = {"flags": "flags", "segments": "segments", "plans": "plans"}
 
 
-#: What makes a store "not empty" for a restore without ``--replace``.
-_HELD: Final = (
-    "flags",
-    "segments",
-    "plans",
-    "tokens",
-    "audit",
-    "approval_policies",
-    "change_requests",
-    "webhooks",
-)
 #: The format-2 sections' tables, replaced by a restore.
 _SECTION_TABLES: Final = ("approval_policies", "change_requests", "webhooks", "webhook_deliveries")
 
@@ -169,7 +159,7 @@ class SQLiteBackup(SQLiteBase):
                 held = held_records(
                     {
                         what: int(conn.execute(f"SELECT count(*) FROM {what}").fetchone()[0])
-                        for what in _HELD
+                        for what in HELD_KINDS
                     }
                 )
                 if held:

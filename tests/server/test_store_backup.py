@@ -327,3 +327,12 @@ async def test_pruning_the_audit_log_deletes_the_oldest_entries_and_their_filter
     assert len(await store.audit(AuditQuery(key="k"))) == 2
     committed = await store.commit([], [_entry("k", "note")])
     assert committed.audit_ids == [5]  # ids are never reused
+
+
+async def test_an_entry_of_a_kind_a_later_release_adds_is_read(store: Store) -> None:
+    """Upgrades: an older server sharing the store must still read the audit log."""
+    await store.commit(
+        [], [AuditEntry(actor="x", action="future.thing", key="k", at=AT, kind="future")]
+    )
+    (entry,) = await store.audit(AuditQuery(limit=10))
+    assert (entry.kind, entry.action) == ("future", "future.thing")

@@ -3,13 +3,13 @@ recorded change of a flag reads in a report (:func:`change_summary`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from flagport.engine import Flag, Segment
 from flagport_server.auth import Actor
-from flagport_server.stores.base import AuditEntry
+from flagport_server.stores.base import AuditEntry, AuditKind
 
 __all__ = ["audit_entry", "change_summary", "percentage_text"]
 
@@ -26,7 +26,7 @@ def audit_entry(
     key: str,
     at: str,
     *,
-    kind: Literal["flag", "segment", "token", "snapshot", "request", "notice"] = "flag",
+    kind: AuditKind = "flag",
     reason: str | None = None,
     before: Flag | Segment | dict[str, Any] | None = None,
     after: Flag | Segment | dict[str, Any] | None = None,

@@ -33,6 +33,7 @@ __all__ = [
     "STATS_MINUTES_KEPT",
     "ApprovalPolicy",
     "AuditEntry",
+    "AuditKind",
     "AuditQuery",
     "ChangeRequest",
     "CommitResult",
@@ -83,6 +84,10 @@ class Mutation(msgspec.Struct, frozen=True):
     kill_switch: bool = False
 
 
+#: The kinds of audit entry this release writes.
+AuditKind = Literal["flag", "segment", "token", "snapshot", "request", "notice"]
+
+
 class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     """Who changed what, when and why. ``before``/``after`` are the exported flag bodies."""
 
@@ -93,8 +98,10 @@ class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     reason: str | None = None
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
-    #: ``request``: a change request or an approval policy (docs/spec.md, "Approvals").
-    kind: Literal["flag", "segment", "token", "snapshot", "request", "notice"] = "flag"
+    #: One of :data:`AuditKind` (``request``: a change request or an approval policy,
+    #: docs/spec.md "Approvals"; ``notice``: a flag found stale). Read as any text: an entry
+    #: of a kind a later release adds must not make this one's audit pages unreadable.
+    kind: str = "flag"
     #: Assigned by the store: increasing, unique per store.
     id: int = 0
     snapshot_version: int = 0

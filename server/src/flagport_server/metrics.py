@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from time import perf_counter
 
 from litestar.enums import ScopeType
@@ -57,6 +57,25 @@ def _last_change(document: SnapshotDocument) -> float:
         return datetime.datetime.fromisoformat(max(stamps)).timestamp()
     except ValueError:
         return 0.0
+
+
+_HTTP: str = ScopeType.HTTP
+
+
+class _StatusNote:
+    """``send``, noting the answer's status on the way. A plain call that hands back the
+    inner ``send``'s awaitable: no coroutine of its own per message (two per request)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        return self.send(message)
 
 
 def _route_label(path: str) -> str:
@@ -247,22 +266,16 @@ class Metrics:
         latencies = self  # the list is swapped on flush: always read it through self
 
         async def timed(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != ScopeType.HTTP or scope["path"] == "/v1/stream":
+            if scope["type"] != _HTTP or scope["path"] == "/v1/stream":
                 await app(scope, receive, send)
                 return
             started = perf_counter()
-            status = 500
-
-            async def send_and_note(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
+            noted = _StatusNote(send)
             try:
-                await app(scope, receive, send_and_note)
+                await app(scope, receive, noted)
             finally:
                 seconds = perf_counter() - started
+                status = noted.status
                 label = (_route_label(scope["path"]), _STATUS_CLASS.get(status // 100, "5xx"))
                 tally = latencies._latencies.get(label)
                 if tally is None:

@@ -12,9 +12,9 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from litestar import Request, Response, get
@@ -34,7 +34,7 @@ from flagport_server.runtime import Runtime
 from flagport_server.stores.base import TokenRecord
 from flagport_server.wire.fields import MAX_REQUEST_INT
 
-__all__ = ["OpenStreams", "change_stream", "snapshot_feed", "streams_available"]
+__all__ = ["OpenStreams", "StreamSlot", "change_stream", "snapshot_feed", "streams_available"]
 
 #: Seconds between keep-alive comments on an idle stream (proxies drop silent connections).
 KEEPALIVE_SECONDS = 15.0
@@ -45,6 +45,13 @@ _CLOSE = -1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds between two collections a full worker runs to reclaim abandoned stream slots.
 _RECLAIM_INTERVAL = 1.0
+
+
+class StreamSlot(NamedTuple):
+    """One open stream's place among the worker's: the versions applied, and its release."""
+
+    queue: asyncio.Queue[int]
+    release: Callable[[], None]
 
 
 class OpenStreams:
@@ -83,6 +90,25 @@ class OpenStreams:
             self._reclaimed_at = now
             gc.collect(1)
         return self.full
+
+    def open(self, runtime: Runtime) -> StreamSlot | None:
+        """A slot for a new stream, following ``runtime``'s applied versions: its queue, and
+        the release that frees it (to call once the stream ends); ``None`` when the worker's
+        streams are at the cap (the caller answers 503 with ``Retry-After``)."""
+        if self.full_after_reclaiming():
+            return None
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        unsubscribe = runtime.subscribe(queue.put_nowait)
+        self.queues.add(queue)
+        if self.stopping:
+            queue.put_nowait(_CLOSE)
+
+        def release() -> None:
+            self.queues.discard(queue)
+            with contextlib.suppress(ValueError):
+                unsubscribe()
+
+        return StreamSlot(queue, release)
 
     def close_all(self) -> None:
         self.stopping = True
@@ -175,24 +201,16 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | 
     # with it is refused.
     token: TokenRecord | None = getattr(request.state, "token", None)
     last_seen = _last_event_id(request.headers.get("last-event-id", ""))
-    queue: asyncio.Queue[int] = asyncio.Queue()
     streams: OpenStreams = request.app.state.open_streams
-    if streams.full_after_reclaiming():
+    slot = streams.open(runtime)
+    if slot is None:
         return Response(
             b'{"detail":"too many change streams open on this worker; poll, and retry later"}',
             status_code=503,
             media_type="application/json",
             headers={"Retry-After": STREAM_RETRY_AFTER},
         )
-    unsubscribe = runtime.subscribe(queue.put_nowait)
-    streams.queues.add(queue)
-    if streams.stopping:
-        queue.put_nowait(_CLOSE)
-
-    def release() -> None:
-        streams.queues.discard(queue)
-        with contextlib.suppress(ValueError):
-            unsubscribe()
+    queue, release = slot
 
     # Each stream its own period: streams opened together (a restart, a flood) do not all
     # send their keep-alives in the same instant.

@@ -413,24 +413,18 @@ async def monitor_events(
     revoked token ends the stream."""
     runtime: Runtime = request.app.state.runtime
     streams: OpenStreams = request.app.state.open_streams
-    if streams.full_after_reclaiming():
+    slot = streams.open(runtime)
+    if slot is None:
         return Response(
             b"too many streams open on this worker; the page retries",
             status_code=503,
             media_type="text/plain",
             headers={"Retry-After": STREAM_RETRY_AFTER},
         )
+    queue, release = slot
     engine = request.app.template_engine
     assert engine is not None
     template = engine.get_template("_monitor_body.html")
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    unsubscribe = runtime.subscribe(queue.put_nowait)
-    streams.queues.add(queue)
-
-    def release() -> None:
-        streams.queues.discard(queue)
-        with contextlib.suppress(ValueError):
-            unsubscribe()
 
     async def fragments() -> AsyncIterator[str]:
         try:

@@ -38,35 +38,35 @@ from flagport_server.stores.webhook_records import WebhookDelivery, WebhookRecor
 
 __all__ = ["RedisBackup"]
 
-# KEYS: meta, flags, flag_versions, segments, segment_versions, plans, plan_versions, audit,
-#       audit:seq, tokens, secrets, approval policies, change requests, webhooks, webhook
-#       cursors, then each webhook's delivery hash. ARGV: schema version, new store id, secret
-#       field, then the webhook ids read before (another set now: 'retry').
+# KEYS: the store's keys (RedisBackup._store_keys), then each webhook's delivery hash.
+# ARGV: schema version, new store id, secret field, then the webhook ids read before (another
+#       set now: 'retry').
 _BACKUP: Final = Script(
     INIT_LUA
     + SCHEMA_CHECK_LUA
     + """
-if redis.call('HLEN', KEYS[14]) ~= #ARGV - 3 then return {'retry'} end
+if redis.call('HLEN', KEYS[17]) ~= #ARGV - 3 then return {'retry'} end
 for i = 4, #ARGV do
-  if redis.call('HEXISTS', KEYS[14], ARGV[i]) == 0 then return {'retry'} end
+  if redis.call('HEXISTS', KEYS[17], ARGV[i]) == 0 then return {'retry'} end
 end
 local meta = redis.call('HMGET', KEYS[1], 'store_id', 'version')
 local deliveries = {}
-for i = 16, #KEYS do deliveries[#deliveries + 1] = redis.call('HGETALL', KEYS[i]) end
+for i = 19, #KEYS do deliveries[#deliveries + 1] = redis.call('HGETALL', KEYS[i]) end
 return {meta[1], meta[2],
         redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]),
         redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]),
         redis.call('HGETALL', KEYS[6]), redis.call('HGETALL', KEYS[7]),
-        redis.call('HGETALL', KEYS[8]), redis.call('GET', KEYS[9]) or '0',
-        redis.call('HGETALL', KEYS[10]), redis.call('HGET', KEYS[11], ARGV[3]) or '',
-        redis.call('HGETALL', KEYS[12]), redis.call('HGETALL', KEYS[13]),
-        redis.call('HGETALL', KEYS[14]), redis.call('HGETALL', KEYS[15]), deliveries}
+        redis.call('HGETALL', KEYS[8]), redis.call('GET', KEYS[10]) or '0',
+        redis.call('HGETALL', KEYS[12]), redis.call('HGET', KEYS[14], ARGV[3]) or '',
+        redis.call('HGETALL', KEYS[15]), redis.call('HGETALL', KEYS[16]),
+        redis.call('HGETALL', KEYS[17]), redis.call('HGETALL', KEYS[18]), deliveries}
 """
 )
 
-# KEYS: meta, flags, flag_versions, segments, segment_versions, plans, plan_versions, audit,
-#       audit:ids, audit:seq, audit:time, tokens, token_hashes, secrets, approval policies,
-#       change requests, webhooks, webhook cursors (18); then the keys of what is replaced
+# KEYS: the store's keys (RedisBackup._store_keys: meta, flags, flag_versions, segments,
+#       segment_versions, plans, plan_versions, audit, audit:ids, audit:seq, audit:time,
+#       tokens, token_hashes, secrets, approval policies, change requests, webhooks, webhook
+#       cursors: 18); then the keys of what is replaced
 #       (the old log's filter indexes, the old webhooks' delivery keys), to delete; two filter
 #       indexes per restored entry and two for the restore's own; two delivery keys (the
 #       hash, the delivered set) per restored webhook.
@@ -204,24 +204,7 @@ class RedisBackup(RedisBase):
             # The webhooks' delivery hashes are keys of their own, named by their ids: read
             # the ids first; the script refuses ('retry') if they changed meanwhile.
             ids = sorted(str(i) for i in await self._command("HKEYS", self._webhooks))
-            keys = [
-                self._meta,
-                self._flags,
-                self._flag_versions,
-                self._segments,
-                self._segment_versions,
-                self._plans,
-                self._plan_versions,
-                self._audit,
-                self._audit_seq,
-                self._tokens,
-                self._secrets,
-                self._approval_policies,
-                self._change_requests,
-                self._webhooks,
-                self._webhook_cursors,
-                *(self._webhook_deliveries(i) for i in ids),
-            ]
+            keys = [*self._store_keys(), *(self._webhook_deliveries(i) for i in ids)]
             reply: list[Any] = await self._script(
                 _BACKUP, keys, [SCHEMA_VERSION, uuid.uuid4().hex, SERVER_SECRET_FIELD, *ids]
             )
@@ -247,29 +230,7 @@ class RedisBackup(RedisBase):
                 | {self._webhook_deliveries(i) for i in old_hooks}
                 | {f"{self._webhook_deliveries(i)}:delivered" for i in old_hooks}
             )
-            keys = [
-                self._meta,
-                self._flags,
-                self._flag_versions,
-                self._segments,
-                self._segment_versions,
-                self._plans,
-                self._plan_versions,
-                self._audit,
-                self._audit_ids,
-                self._audit_seq,
-                self._audit_time,
-                self._tokens,
-                self._token_hashes,
-                self._secrets,
-                self._approval_policies,
-                self._change_requests,
-                self._webhooks,
-                self._webhook_cursors,
-                *replaced,
-                *new_keys,
-                *webhook_keys,
-            ]
+            keys = [*self._store_keys(), *replaced, *new_keys, *webhook_keys]
             args: list[Any] = [
                 SCHEMA_VERSION,
                 uuid.uuid4().hex,
@@ -302,6 +263,29 @@ class RedisBackup(RedisBase):
             if reply[0] == "ok":
                 return int(reply[1])
         raise StoreError("the store kept changing during the restore; try again")
+
+    def _store_keys(self) -> list[str]:
+        """The store's keys as both scripts name them (KEYS[1] to KEYS[18])."""
+        return [
+            self._meta,
+            self._flags,
+            self._flag_versions,
+            self._segments,
+            self._segment_versions,
+            self._plans,
+            self._plan_versions,
+            self._audit,
+            self._audit_ids,
+            self._audit_seq,
+            self._audit_time,
+            self._tokens,
+            self._token_hashes,
+            self._secrets,
+            self._approval_policies,
+            self._change_requests,
+            self._webhooks,
+            self._webhook_cursors,
+        ]
 
     def _restore_arguments(
         self, backup: StoreBackup, entry: AuditEntry

@@ -232,3 +232,31 @@ async def test_recorder_keeps_reported_counts_apart_until_the_store_takes_them(
     view = await store.stats("f", BASE, BASE + 2 * H)
     assert view.evaluations == {"on": 8, "off": 2}
     assert view.reported == {"on": 5, "off": 2}
+
+
+async def test_hourly_counts_of_every_flag_in_one_read(store: Store) -> None:
+    """The admin UI's flag list: every flag's evaluations per hour since a time, all
+    variants together, in one read."""
+    await store.record_stats(
+        StatsBatch(
+            counts=[
+                ("a", "on", BASE + 60, 3),
+                ("a", "off", BASE + 120, 2),
+                ("a", "on", BASE + H + 60, 4),
+                ("b.c", "on", BASE + 2 * H + 60, 1),
+                ("old", "on", BASE - 2 * H, 9),
+            ],
+            seen=[
+                ("a", BASE + 60.0, BASE + H + 60.0),
+                ("b.c", BASE + 2 * H + 60.0, BASE + 2 * H + 60.0),
+                ("old", BASE - 2 * H, BASE - 2 * H + 1.0),
+            ],
+        ),
+        BASE + 2 * H + 100,
+    )
+    assert await store.hourly_counts(BASE, BASE + 3 * H) == {
+        "a": {BASE: 5, BASE + H: 4},
+        "b.c": {BASE + 2 * H: 1},
+    }
+    assert await store.hourly_counts(BASE + H, BASE + 2 * H) == {"a": {BASE + H: 4}}
+    assert await store.hourly_counts(BASE + 3 * H, BASE + 4 * H) == {}

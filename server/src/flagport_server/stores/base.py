@@ -447,6 +447,12 @@ class Store(abc.ABC):
     async def last_seen(self) -> dict[str, FlagSeen]:
         """First and last evaluation of every flag ever counted."""
 
+    @abc.abstractmethod
+    async def hourly_counts(self, since: int, until: int) -> dict[str, dict[int, int]]:
+        """Evaluations of every flag per hour (all variants) over the hours ``[since,
+        until)`` (multiples of 3600), in one read: flag -> hour -> count, hours without
+        evaluations left out (the admin UI's flag list)."""
+
     # -- rollout: the driver's lease and the outcome signals ----------------------------
 
     @abc.abstractmethod

@@ -142,6 +142,25 @@ class RedisStats(RedisBase):
             reported=reported,
         )
 
+    async def hourly_counts(self, since: int, until: int) -> dict[str, dict[int, int]]:
+        """The flags last seen since ``since`` (the last-seen index), then each one's hour
+        hashes in one pipeline: two round trips whatever the number of flags."""
+        (last,) = await self._pipelined([("ZRANGEBYSCORE", f"{self._tag}:st:last", since, "+inf")])
+        flags = [str(flag) for flag in last]
+        hours = range(since - since % 3600, until, 3600)
+        slots = [(flag, hour) for flag in flags for hour in hours if hour >= since]
+        if not slots:
+            return {}
+        replies = await self._pipelined(
+            [("HGETALL", self._stats_key("h", flag, hour)) for flag, hour in slots]
+        )
+        counts: dict[str, dict[int, int]] = {}
+        for (flag, hour), reply in zip(slots, replies, strict=True):
+            total = sum(int(n) for n in as_dict(reply).values())
+            if total:
+                counts.setdefault(flag, {})[hour] = total
+        return counts
+
     async def last_seen(self) -> dict[str, FlagSeen]:
         first, last = await self._pipelined(
             [

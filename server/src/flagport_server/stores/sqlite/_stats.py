@@ -131,6 +131,21 @@ class SQLiteStats(SQLiteBase):
 
         return await self._read(read)
 
+    async def hourly_counts(self, since: int, until: int) -> dict[str, dict[int, int]]:
+        def read(conn: sqlite3.Connection) -> dict[str, dict[int, int]]:
+            counts: dict[str, dict[int, int]] = {}
+            rows = conn.execute(
+                "SELECT flag, hour, SUM(evaluations) FROM stats_hours "
+                "WHERE hour >= ? AND hour < ? GROUP BY flag, hour",
+                (since, until),
+            )
+            for flag, hour, evaluations in rows:
+                if evaluations:
+                    counts.setdefault(str(flag), {})[int(hour)] = int(evaluations)
+            return counts
+
+        return await self._read(read)
+
     async def last_seen(self) -> dict[str, FlagSeen]:
         def read(conn: sqlite3.Connection) -> dict[str, FlagSeen]:
             rows = conn.execute("SELECT flag, first_seen, last_seen FROM stats_seen")

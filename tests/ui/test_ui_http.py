@@ -89,6 +89,8 @@ def test_sign_in_sets_a_strict_session_cookie_and_pages_carry_the_csp(
         flags = client.get("/ui/flags")
         assert flags.status_code == 200
         assert KEY in flags.text
+        # Every flag has its evaluations-per-minute sparkline, drawn in the page.
+        assert flags.text.count('<svg class="spark"') == flags.text.count('class="flag ')
         # Nothing on the page is fetched from another origin.
         assert not re.search(r'(src|href)="(https?:)?//', flags.text)
         # The admin API never takes the cookie.

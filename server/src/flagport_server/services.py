@@ -120,6 +120,16 @@ class AdminService:
         """The stored configuration, with what cannot be read named apart."""
         return await self.store.load()
 
+    async def hourly_evaluations(
+        self, hours: int, now: float
+    ) -> tuple[int, dict[str, dict[int, int]]]:
+        """Every flag's evaluations per hour over the last ``hours`` hours up to ``now``
+        (the current one included), in one store read: the first hour, and flag -> hour ->
+        count."""
+        current = int(now) - int(now) % 3600
+        since = current - (hours - 1) * 3600
+        return since, await self.store.hourly_counts(since, current + 3600)
+
     async def document(self) -> SnapshotDocument:
         return (await self.store.load()).document
 

@@ -65,9 +65,11 @@ from flagport_server.ui.session import (
 from flagport_server.ui.views import (
     MAX_FILTER_TAG,
     MAX_FILTER_TEXT,
+    SPARK_HOURS,
     flag_tree,
     matching_flags,
     monitor_view,
+    sparkline,
 )
 from flagport_server.wire.fields import Reason, validation_problem
 
@@ -346,10 +348,12 @@ async def flags_page(
     description or owner; ``tag``) with their ancestors."""
     state = await admin.state()
     shown = matching_flags(state.document.flags, q, tag)
+    since, hourly = await admin.hourly_evaluations(SPARK_HOURS, time.time())
     return _page(
         "flags.html",
         request,
         tree=flag_tree(shown),
+        sparks={key: sparkline(hourly.get(key, {}), since) for key in shown},
         count=len(state.document.flags),
         shown=len(shown),
         q=q[:MAX_FILTER_TEXT],

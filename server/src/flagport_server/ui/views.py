@@ -55,6 +55,34 @@ MAX_FILTER_TEXT: Final = 100
 MAX_FILTER_TAG: Final = 64
 
 
+#: Hours the flag list's sparklines show, and their size in SVG user units.
+SPARK_HOURS: Final = 24
+_SPARK_WIDTH: Final = 96
+_SPARK_HEIGHT: Final = 16
+
+
+@dataclass(frozen=True)
+class Sparkline:
+    """A flag's evaluations per minute over the last :data:`SPARK_HOURS` hours, one point
+    per hour, as an SVG polyline's points (drawn server-side: no script, no library)."""
+
+    points: str
+    peak_per_minute: float
+    total: int
+
+
+def sparkline(counts: dict[int, int], since: int) -> Sparkline:
+    """The sparkline of ``counts`` (hour -> evaluations) for the hours from ``since``."""
+    per_minute = [counts.get(since + h * 3600, 0) / 60 for h in range(SPARK_HOURS)]
+    peak = max(per_minute)
+    step = _SPARK_WIDTH / (SPARK_HOURS - 1)
+    points = " ".join(
+        f"{i * step:.1f},{_SPARK_HEIGHT - (v / peak * (_SPARK_HEIGHT - 2) if peak else 0) - 1:.1f}"
+        for i, v in enumerate(per_minute)
+    )
+    return Sparkline(points=points, peak_per_minute=peak, total=sum(counts.values()))
+
+
 def matching_flags(flags: dict[str, Flag], text: str = "", tag: str = "") -> dict[str, Flag]:
     """The flags whose key, description or owner holds ``text`` (any case) and that carry
     ``tag``, with their ancestors (so each match stays in its place in the tree)."""

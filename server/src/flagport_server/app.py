@@ -40,7 +40,7 @@ from flagport_server.stats import Stats, StatsPump
 from flagport_server.stats.reports import StatsService
 from flagport_server.stores import open_store
 from flagport_server.stores.base import Store
-from flagport_server.ui.routes import ui_router, ui_template_config
+from flagport_server.ui.routes import ui_compression_config, ui_router, ui_template_config
 from flagport_server.webhooks.delivery import WebhookDeliverer
 from flagport_server.webhooks.service import WebhookService, dashboard_url
 
@@ -182,6 +182,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
         before_send=[expiry_warning],
         openapi_config=openapi_config(),
         template_config=ui_template_config() if settings.ui else None,
+        compression_config=ui_compression_config() if settings.ui else None,
         request_max_body_size=settings.max_admin_body,
         request_class=FlagportRequest,
         debug=False,

@@ -31,6 +31,8 @@ from tests.ui._plans import send_breach, start_guarded_plan
 KEY = "night-release"
 LONG_KEY = "checkout." + "very-long-segment-" * 6 + "end"
 PHONE = {"width": 390, "height": 844}
+#: axe-core, vendored for the tests (tests/ui/vendor/README.md).
+AXE_SOURCE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
 
 
 @pytest.fixture
@@ -74,13 +76,28 @@ class Page:
     def sign_in(self, token: str, then: str) -> None:
         self.page.goto(f"{self.origin}{then}")
         assert urlsplit(self.page.url).path == "/ui/sign-in"  # sent to sign in first...
+        self.accessible()
         self.page.fill("#token", token)
         self.page.click("button[type=submit]")
         self.page.wait_for_url(f"{self.origin}{then}")  # ...and back to the page asked for
 
     def no_horizontal_scroll(self) -> None:
+        """No horizontal scroll at 390x844, and no serious or critical accessibility issue
+        that axe-core finds (evaluated through the browser's protocol: the page's CSP, which
+        forbids inline scripts, is not relaxed for it)."""
         width = self.page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{self.page.url} is {width} px wide"
+        self.accessible()
+
+    def accessible(self) -> None:
+        self.page.evaluate(AXE_SOURCE)
+        found = self.page.evaluate(
+            """async () => (await axe.run(document, {resultTypes: ['violations']}))
+                .violations.filter(v => ['serious', 'critical'].includes(v.impact))
+                .map(v => `${v.id} (${v.impact}): ${v.help} at `
+                     + v.nodes.map(n => n.target.join(' ')).join('; '))"""
+        )
+        assert not found, f"{self.page.url}: {found}"
 
     def close(self, artifacts: Path) -> None:
         """Close the page; while a failure propagates, keep a screenshot of it first (in

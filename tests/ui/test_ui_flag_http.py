@@ -326,3 +326,30 @@ def test_forms_are_decoded_strictly_and_need_their_csrf_token(server: RunningSer
         )
         assert big.status_code in (400, 413)
     assert _flag(server, key)["version"] == 1
+
+
+def test_the_audit_trail_pages_back_and_a_large_target_list_fits(server: RunningServer) -> None:
+    key = "page.history"
+    _create(server, key, percentage=0)
+    with server.admin() as admin:
+        for step in range(1, 21):
+            answer = admin.post(f"/admin/v1/flags/{key}/enable", json={"percentage": step})
+            assert answer.status_code == 200, answer.text
+    with signed_in(server, server.admin_token) as client:
+        newest = client.get(f"/ui/flags/{key}").text
+        entries = re.findall(r'<li><span class="at">', newest)
+        assert len(entries) == 20
+        assert "19 % -&gt; 20 %" in newest
+        older = re.search(r'href="\?before_id=(\d+)#audit-title" rel="next"', newest)
+        assert older is not None, newest
+        last = client.get(f"/ui/flags/{key}", params={"before_id": older.group(1)}).text
+        assert re.search(r"<strong>admin</strong> create: created \(on, 0", last)
+        assert 'rel="next"' not in last
+        # Targets larger than the other forms' 8 KiB bound: their own, larger one.
+        units = [f"user-{n:06d}" for n in range(2000)]
+        form = _form(newest, "targets-form")
+        answer = client.post(
+            f"/ui/flags/{key}/targets", data={**form, "value": json.dumps({"on": units})}
+        )
+        assert answer.status_code == 303, answer.text
+    assert _flag(server, key)["targets"] == {"on": units}

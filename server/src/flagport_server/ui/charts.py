@@ -16,7 +16,7 @@ __all__ = ["Chart", "ChartLine", "ChartMark", "Tick", "dense_buckets", "time_cha
 #: The SVG's own coordinates (it scales to the width of its box: a phone shows it whole).
 WIDTH: Final = 640
 HEIGHT: Final = 220
-_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 12, 12, 28
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 12, 12, 30
 #: Line colours (``ui.css``: ``.tone-0`` ...); variants past them reuse them in turn.
 TONES: Final = 6
 

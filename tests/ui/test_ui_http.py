@@ -89,6 +89,12 @@ def test_sign_in_sets_a_strict_session_cookie_and_pages_carry_the_csp(
         flags = client.get("/ui/flags")
         assert flags.status_code == 200
         assert KEY in flags.text
+        # UI pages are sent compressed to a client that asks; the admin API and the
+        # evaluation surface never are.
+        assert flags.headers.get("content-encoding") == "gzip"
+        for path in ("/admin/v1/flags", "/metrics"):
+            plain = client.get(path, headers={**server.admin_headers, "Accept-Encoding": "gzip"})
+            assert "content-encoding" not in plain.headers, path
         # Every flag has its evaluations-per-minute sparkline, drawn in the page.
         assert flags.text.count('<svg class="spark"') == flags.text.count('class="flag ')
         # Nothing on the page is fetched from another origin.

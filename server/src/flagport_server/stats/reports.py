@@ -156,6 +156,19 @@ class StatsService:
             total_reported_evaluations=sum(view.reported.values()),
         )
 
+    async def unique_units_series(
+        self, key: str, start: int, until: int, step: int, off_variant: str | None = None
+    ) -> list[tuple[int, dict[str, int]]]:
+        """Unique units per variant in each ``step``-second bucket of ``[start, until)``
+        (hours: ``start`` and ``step`` multiples of 3600): each bucket the union of its hourly
+        sketches, so a unit seen in two hours of one bucket counts once. One store read per
+        bucket: callers keep the buckets few (the admin UI's chart reads 28)."""
+        buckets = []
+        for bucket in range(start, until, step):
+            view = await self.store.stats(key, bucket, min(bucket + step, until), off_variant)
+            buckets.append((bucket, dict(view.unique_units)))
+        return buckets
+
     async def stale_report(self, days: int) -> StaleReport:
         """Flags not evaluated, or serving everyone alike, for ``days`` days or more."""
         now = time.time()

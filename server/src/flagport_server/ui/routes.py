@@ -20,48 +20,46 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from litestar import Request, Response, Router, get, post
+from litestar import Response, Router, get, post
 from litestar.config.compression import CompressionConfig
-from litestar.connection import ASGIConnection
-from litestar.datastructures import Cookie, State
+from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.template import TemplateConfig
 from markupsafe import escape
 
-from flagport_server.auth import (
-    ADMIN,
-    PUBLIC,
-    VIEWER,
-    Actor,
-    refused_login,
-    requires,
-    token_by_id,
-    token_record,
-)
-from flagport_server.errors import Forbidden, InvalidInput, NotFound, ServerError, SignInNeeded
+from flagport_server.auth import ADMIN, VIEWER, refused_login, token_record
+from flagport_server.errors import Forbidden, NotFound, ServerError, SignInNeeded
 from flagport_server.http_errors import UI_EXCEPTION_HANDLERS
 from flagport_server.operations import Operations
 from flagport_server.rate_limit import TrustedProxies
 from flagport_server.routes.feeds import STREAM_RETRY_AFTER, OpenStreams
 from flagport_server.runtime import Runtime
-from flagport_server.services import AdminService
 from flagport_server.settings import Settings, is_loopback
-from flagport_server.stores.base import TokenRecord
+from flagport_server.ui.common import (
+    Admin,
+    Csrf,
+    UiRequest,
+    check_csrf,
+    current_user,
+    page,
+    read_form,
+    server_secret,
+    signed_in,
+    ui_guard,
+    ui_opts,
+)
+from flagport_server.ui.flag_routes import FLAG_ROUTES, flag_path
 from flagport_server.ui.policy import SECURITY_HEADERS
 from flagport_server.ui.session import (
     PRESESSION_COOKIE,
     SESSION_COOKIE,
     SESSION_SECONDS,
-    SessionError,
-    csrf_matches,
     csrf_token,
     mint_session,
     new_nonce,
-    session_token_id,
 )
 from flagport_server.ui.views import (
     MAX_FILTER_TAG,
@@ -72,7 +70,7 @@ from flagport_server.ui.views import (
     monitor_view,
     sparkline,
 )
-from flagport_server.wire.fields import Reason, validation_problem
+from flagport_server.wire.fields import Reason
 
 __all__ = ["UI_BODY_LIMIT", "ui_compression_config", "ui_router", "ui_template_config"]
 
@@ -84,16 +82,12 @@ UI_BODY_LIMIT: Final = 8 * 1024
 #: Seconds between two monitor fragments when nothing changed (the page's heartbeat: a page
 #: that hears nothing for three of them says it lost the server).
 MONITOR_HEARTBEAT_S: Final = 5.0
-#: The UI's role opt (``viewer``: any signed-in token, ``admin``: admin tokens only).
-_UI_ROLE_OPT: Final = "flagport_ui_role"
 _STATIC: Final = {
     "ui.css": ((HERE / "static" / "ui.css").read_bytes(), "text/css; charset=utf-8"),
     "monitor.js": ((HERE / "static" / "monitor.js").read_bytes(), "text/javascript"),
 }
 
-Admin = NamedDependency[AdminService]
 Operation = NamedDependency[Operations]
-UiRequest = Request[Any, Any, State]
 
 
 def ui_template_config() -> TemplateConfig[JinjaTemplateEngine]:
@@ -105,79 +99,6 @@ def ui_template_config() -> TemplateConfig[JinjaTemplateEngine]:
         undefined=StrictUndefined,
     )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
-
-
-class UiUser(msgspec.Struct, frozen=True):
-    """Who is signed in: the live token, the session and its forms' CSRF token."""
-
-    token: TokenRecord
-    session: str
-    csrf: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.token.scope == ADMIN
-
-    @property
-    def actor(self) -> Actor:
-        return Actor(self.token.name, self.token.id)
-
-
-def _secret(connection: ASGIConnection[Any, Any, Any, Any]) -> bytes:
-    runtime: Runtime = connection.app.state.runtime
-    served = runtime.served
-    if served is None or served.ticket_key is None:
-        raise ServerError(
-            "the admin UI needs the store's server secret, which this worker could not read: "
-            "see /readyz"
-        )
-    return served.ticket_key
-
-
-def _signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> UiUser:
-    """The signed-in user, re-checked against the live tokens; :class:`SignInNeeded`."""
-    path = connection.scope["path"]
-    value = connection.cookies.get(SESSION_COOKIE)
-    if not value:
-        raise SignInNeeded("sign in to continue", path)
-    secret = _secret(connection)
-    try:
-        token_id = session_token_id(secret, value, time.time())
-    except SessionError as bad:
-        raise SignInNeeded(f"{bad}: sign in again", path) from None
-    runtime: Runtime = connection.app.state.runtime
-    record = token_by_id(runtime, token_id)
-    if record is None or record.scope not in (ADMIN, VIEWER):
-        raise SignInNeeded("the token of this session was revoked: sign in again", path)
-    return UiUser(record, value, csrf_token(secret, value))
-
-
-async def ui_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    """The UI pages' guard: a valid session, and an admin token for the routes that change
-    something (a viewer's POST is refused with 403, nothing changed)."""
-    role = handler.opt.get(_UI_ROLE_OPT)
-    if role is None:
-        return
-    user = _signed_in(connection)
-    if role == ADMIN and not user.is_admin:
-        raise Forbidden(
-            f"token {user.token.name!r} has the {user.token.scope} scope: only an admin "
-            "token may change flags"
-        )
-    connection.state.ui_user = user
-
-
-def _ui(role: Literal["viewer", "admin"] | None) -> dict[str, Any]:
-    """A UI route's opts: the admin API's scope model sees it as public (it takes no token
-    header: :func:`ui_guard` reads the session), the UI's own role says who may use it."""
-    return {**requires(PUBLIC), _UI_ROLE_OPT: role}
-
-
-def _user(request: UiRequest) -> UiUser:
-    user: UiUser = request.state.ui_user
-    return user
 
 
 def _over_https(request: UiRequest) -> bool:
@@ -210,20 +131,6 @@ def _safe_next(value: str | None) -> str:
     return "/ui/flags"
 
 
-async def _form(request: UiRequest, kind: type[Any]) -> Any:
-    """The form's fields converted strictly to ``kind`` (unknown fields refused, each field
-    bounded), :class:`InvalidInput` naming the field."""
-    form = await request.form()
-    fields = {name: form.get(name) for name in form}
-    try:
-        return msgspec.convert(fields, type=kind, strict=True)
-    except msgspec.ValidationError as error:
-        raise InvalidInput(*validation_problem(str(error))) from None
-
-
-Csrf = Annotated[str, msgspec.Meta(max_length=64)]
-
-
 class SignInForm(msgspec.Struct, forbid_unknown_fields=True):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     csrf: Csrf
@@ -237,32 +144,16 @@ class PostForm(msgspec.Struct, forbid_unknown_fields=True):
 class KillForm(msgspec.Struct, forbid_unknown_fields=True):
     csrf: Csrf
     reason: Reason | None = None
-    back: Literal["flags", "deployment-monitor"] = "flags"
+    #: Where to go after: the list, the monitor, or the flag's own page.
+    back: Literal["flags", "deployment-monitor", "flag"] = "flags"
 
 
-def _check_csrf(request: UiRequest, binding: str | None, presented: str) -> None:
-    if not csrf_matches(_secret(request), binding, presented):
-        raise Forbidden(
-            "the form's CSRF token is missing or wrong (the page is stale, or another site "
-            "sent it): nothing was changed; reload the page and try again"
-        )
-
-
-def _page(name: str, request: UiRequest, status: int = 200, **context: Any) -> Template:
-    user = getattr(request.state, "ui_user", None)
-    return Template(
-        template_name=name,
-        context={"user": user, "path": request.url.path, **context},
-        status_code=status,
-    )
-
-
-@get("/", opt=_ui(None), include_in_schema=False)
+@get("/", opt=ui_opts(None), include_in_schema=False)
 async def ui_home() -> Redirect:
     return Redirect("/ui/deployment-monitor", status_code=303)
 
 
-@get("/static/{name:str}", opt=_ui(None), include_in_schema=False)
+@get("/static/{name:str}", opt=ui_opts(None), include_in_schema=False)
 async def ui_static(name: FromPath[str]) -> Response[bytes]:
     found = _STATIC.get(name)
     if found is None:
@@ -270,7 +161,7 @@ async def ui_static(name: FromPath[str]) -> Response[bytes]:
     return Response(found[0], media_type=found[1], headers={"Cache-Control": "max-age=300"})
 
 
-@get("/sign-in", opt=_ui(None), include_in_schema=False)
+@get("/sign-in", opt=ui_opts(None), include_in_schema=False)
 async def sign_in_page(
     request: UiRequest,
     next_path: Annotated[
@@ -279,10 +170,10 @@ async def sign_in_page(
 ) -> Template:
     nonce = request.cookies.get(PRESESSION_COOKIE) or new_nonce()
     runtime: Runtime = request.app.state.runtime
-    template = _page(
+    template = page(
         "sign_in.html",
         request,
-        csrf=csrf_token(_secret(request), nonce),
+        csrf=csrf_token(server_secret(request), nonce),
         next=_safe_next(next_path),
         problem=_plain_http_refusal(runtime.settings, _over_https(request)),
     )
@@ -303,14 +194,14 @@ def _cookie(request: UiRequest, name: str, value: str, max_age: int) -> Cookie:
     )
 
 
-@post("/sign-in", opt=_ui(None), include_in_schema=False)
+@post("/sign-in", opt=ui_opts(None), include_in_schema=False)
 async def sign_in(request: UiRequest) -> Response[Any]:
     runtime: Runtime = request.app.state.runtime
     refusal = _plain_http_refusal(runtime.settings, _over_https(request))
     if refusal is not None:
         raise Forbidden(refusal)
-    form: SignInForm = await _form(request, SignInForm)
-    _check_csrf(request, request.cookies.get(PRESESSION_COOKIE), form.csrf)
+    form: SignInForm = await read_form(request, SignInForm)
+    check_csrf(request, request.cookies.get(PRESESSION_COOKIE), form.csrf)
     record = token_record(runtime, form.token)
     if record is None:
         raise refused_login(request, "unknown or revoked token (admin UI sign-in)")
@@ -320,7 +211,7 @@ async def sign_in(request: UiRequest) -> Response[Any]:
             "or a viewer token"
         )
     expires = int(time.time()) + SESSION_SECONDS
-    session = mint_session(_secret(request), record.id, expires)
+    session = mint_session(server_secret(request), record.id, expires)
     log.info("admin UI: %s signed in (token %s)", record.name, record.id)
     response: Response[Any] = Redirect(_safe_next(form.next), status_code=303)
     response.cookies.append(_cookie(request, SESSION_COOKIE, session, SESSION_SECONDS))
@@ -328,17 +219,17 @@ async def sign_in(request: UiRequest) -> Response[Any]:
     return response
 
 
-@post("/sign-out", opt=_ui(VIEWER), include_in_schema=False)
+@post("/sign-out", opt=ui_opts(VIEWER), include_in_schema=False)
 async def sign_out(request: UiRequest) -> Response[Any]:
-    form: PostForm = await _form(request, PostForm)
-    user = _user(request)
-    _check_csrf(request, user.session, form.csrf)
+    form: PostForm = await read_form(request, PostForm)
+    user = current_user(request)
+    check_csrf(request, user.session, form.csrf)
     response: Response[Any] = Redirect("/ui/sign-in", status_code=303)
     response.cookies.append(_cookie(request, SESSION_COOKIE, "", 0))
     return response
 
 
-@get("/flags", opt=_ui(VIEWER), include_in_schema=False)
+@get("/flags", opt=ui_opts(VIEWER), include_in_schema=False)
 async def flags_page(
     request: UiRequest,
     admin: Admin,
@@ -350,7 +241,7 @@ async def flags_page(
     state = await admin.state()
     shown = matching_flags(state.document.flags, q, tag)
     since, hourly = await admin.hourly_evaluations(SPARK_HOURS, time.time())
-    return _page(
+    return page(
         "flags.html",
         request,
         tree=flag_tree(shown),
@@ -364,14 +255,14 @@ async def flags_page(
     )
 
 
-@post("/flags/{key:str}/disable", opt=_ui(ADMIN), include_in_schema=False)
+@post("/flags/{key:str}/disable", opt=ui_opts(ADMIN), include_in_schema=False)
 async def kill_switch(key: FromPath[str], request: UiRequest, admin: Admin) -> Redirect:
     """The kill switch: the admin service's disable (validated, audited, propagated)."""
-    user = _user(request)
-    form: KillForm = await _form(request, KillForm)
-    _check_csrf(request, user.session, form.csrf)
-    await admin.disable([key], user.actor, form.reason)
-    return Redirect(f"/ui/{form.back}", status_code=303)
+    user = current_user(request)
+    form: KillForm = await read_form(request, KillForm)
+    check_csrf(request, user.session, form.csrf)
+    await admin.disable([key], user.actor, form.reason or None)
+    return Redirect(flag_path(key) if form.back == "flag" else f"/ui/{form.back}", status_code=303)
 
 
 class PlanForm(msgspec.Struct, forbid_unknown_fields=True):
@@ -379,16 +270,16 @@ class PlanForm(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason | None = None
 
 
-@post("/rollouts/{key:str}/{action:str}", opt=_ui(ADMIN), include_in_schema=False)
+@post("/rollouts/{key:str}/{action:str}", opt=ui_opts(ADMIN), include_in_schema=False)
 async def plan_action(
     key: FromPath[str], action: FromPath[str], request: UiRequest, admin: Admin
 ) -> Redirect:
     """Pause, resume or abort a plan from the monitor: the admin API's plan service
     (validated, audited under the token's name, one commit). Abort leaves the flag as it is
     (the kill switch beside it rolls back)."""
-    user = _user(request)
-    form: PlanForm = await _form(request, PlanForm)
-    _check_csrf(request, user.session, form.csrf)
+    user = current_user(request)
+    form: PlanForm = await read_form(request, PlanForm)
+    check_csrf(request, user.session, form.csrf)
     if action == "pause":
         await admin.plans.pause(key, user.actor, form.reason)
     elif action == "resume":
@@ -400,13 +291,13 @@ async def plan_action(
     return Redirect("/ui/deployment-monitor", status_code=303)
 
 
-@get("/deployment-monitor", opt=_ui(VIEWER), include_in_schema=False)
+@get("/deployment-monitor", opt=ui_opts(VIEWER), include_in_schema=False)
 async def monitor_page(request: UiRequest, admin: Admin, operations: Operation) -> Template:
     view = await monitor_view(admin, operations)
-    return _page("monitor.html", request, view=view, heartbeat=MONITOR_HEARTBEAT_S)
+    return page("monitor.html", request, view=view, heartbeat=MONITOR_HEARTBEAT_S)
 
 
-@get("/deployment-monitor/events", opt=_ui(VIEWER), include_in_schema=False)
+@get("/deployment-monitor/events", opt=ui_opts(VIEWER), include_in_schema=False)
 async def monitor_events(
     request: UiRequest, admin: Admin, operations: Operation
 ) -> ServerSentEvent | Response[bytes]:
@@ -435,7 +326,7 @@ async def monitor_events(
         try:
             while not streams.stopping:
                 try:
-                    user = _signed_in(request)
+                    user = signed_in(request)
                 except SignInNeeded:
                     return  # the page's next load signs in again
                 try:
@@ -478,6 +369,7 @@ ui_router = Router(
         sign_in,
         sign_out,
         flags_page,
+        *FLAG_ROUTES,
         kill_switch,
         plan_action,
         monitor_page,
@@ -493,5 +385,10 @@ def ui_compression_config() -> CompressionConfig:
     return CompressionConfig(
         backend="gzip",
         gzip_compress_level=6,
-        exclude=[r"^/(?!ui/)", r"^/ui/deployment-monitor/events"],
+        # Named, not "everything but /ui/": Litestar reads a pattern matching "/" as one that
+        # disables the middleware (and warns at every start).
+        exclude=[
+            r"^/(ofrep|v1|admin|metrics|healthz|readyz|schema)\b",
+            r"^/ui/deployment-monitor/events",
+        ],
     )

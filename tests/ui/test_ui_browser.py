@@ -1,7 +1,8 @@
 """The admin UI in Debian's Chromium (Playwright, pinned; never ``playwright install``):
 one server and one browser, one test (docs/adr/0026-admin-ui.md).
 
-- An admin signs in on a phone-sized screen (390x844), pulls the kill switch on the
+- An admin signs in on a phone-sized screen (390x844), watches a guarded plan roll back
+  on the monitor and finds its evidence on the rollouts page, pulls the kill switch on the
   deployment monitor and OFREP evaluations of the flag turn off; the monitor's stream shows it.
 - A viewer sees no buttons, and the server refuses the POST it makes anyway (403); revoking
   its token sends the open monitor back to sign-in.
@@ -166,6 +167,14 @@ def _the_monitor_shows_a_guarded_plan_roll_back_live(server: RunningServer, brow
         send_breach(server, key)
         page.wait_for_selector(f"#monitor-{key} :text('plan-rollback')", timeout=15_000)
         assert page.locator(f"#monitor-{key} details.evidence").count() >= 1
+        tab.no_horizontal_scroll()
+        # The rollouts page: the plan, its steps and the driver's evidence, opened by a tap.
+        page.click("nav a[href='/ui/rollouts']")
+        page.wait_for_url(f"{server.url}/ui/rollouts")
+        card = page.locator(f"#rollout-{key}")
+        assert card.locator("ol.steps li").count() == 2
+        card.locator("details.evidence summary").first.click()
+        assert card.locator("details.evidence[open] dt").count() >= 1
         tab.no_horizontal_scroll()
     finally:
         tab.close(server.workdir)

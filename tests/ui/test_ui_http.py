@@ -508,6 +508,90 @@ def test_an_automatic_rollback_shows_its_evidence(server: RunningServer) -> None
         assert "treatment" in evidence
 
 
+def test_the_rollouts_page_shows_every_plan_its_next_step_and_the_driver_evidence(
+    server: RunningServer,
+) -> None:
+    """Every plan, live first: its steps with the current one marked, the time to its next
+    move, each guard against its threshold, pause / resume / abort coming back to this page,
+    and for a plan the driver rolled back its evidence; a finished plan under "Finished"."""
+    live, rolled_back = "rollouts-live", "rollouts-rolled-back"
+    with server.admin() as admin:
+        created = admin.post("/admin/v1/flags", json={"key": live})
+        assert created.status_code == 201, created.text
+        started = admin.post(
+            "/admin/v1/rollouts",
+            json={"key": live, "steps": "10,25,50,100", "hold": "1h", "guards": [GUARD]},
+        )
+        assert started.status_code == 201, started.text
+    start_guarded_plan(server, rolled_back)
+    assert wait_until(lambda: _plan_status(server, live) == "running", 10.0)
+    assert wait_until(lambda: _plan_status(server, rolled_back) == "running", 10.0)
+    send_breach(server, rolled_back)
+    # The driver rolls back (the flag off) and pauses the plan for a person to look.
+    assert wait_until(lambda: _plan_status(server, rolled_back) == "paused", 10.0)
+
+    def card(page: str, key: str) -> str:
+        return page.split(f'id="rollout-{key}"', 1)[1].split("</section>", maxsplit=1)[0]
+
+    with _signed_in(server, server.admin_token) as client:
+        page = client.get("/ui/rollouts")
+        assert page.status_code == 200, page.text
+        assert '<a href="/ui/rollouts" aria-current="page">' in page.text
+        order = re.findall(r'id="rollout-([^"]+)"', page.text)
+        assert order.index(live) < order.index(rolled_back), order  # running before paused
+        running = card(page.text, live)
+        steps = re.findall(r"<li( [^>]*)?>(\d+)&#8239;%</li>", running)
+        assert [pct for _, pct in steps] == ["10", "25", "50", "100"]
+        assert 'aria-current="step"' in steps[0][0]
+        # The hold is an hour: the next step, to 25 %, is that far away.
+        found = re.search(r"Next: step to 25\u202f% in <strong>(\w+)</strong>", running)
+        assert found is not None, running
+        assert found.group(1) == "1h" or found.group(1).startswith("59m"), found.group(1)
+        assert html.escape(GUARD) in running
+        assert "not enough data" in running
+        # The driver's rollback, with the evidence it acted on.
+        rolled = card(page.text, rolled_back)
+        assert "driver: plan-rollback" in rolled
+        assert "Automatic actions" in rolled
+        evidence = rolled.split('<details class="evidence">', 1)[1].split("</details>")[0]
+        assert html.escape(GUARD) in evidence
+        assert "treatment" in evidence
+        # Pause, and abort, come back to this page.
+        paused = client.post(
+            f"/ui/rollouts/{live}/pause", data={"csrf": _csrf(running), "back": "rollouts"}
+        )
+        assert paused.status_code == 303
+        assert paused.headers["location"] == "/ui/rollouts"
+        assert _plan_status(server, live) == "paused"
+        page = client.get("/ui/rollouts")
+        assert f'action="/ui/rollouts/{live}/resume"' in card(page.text, live)
+        assert "Next:" not in card(page.text, live)  # a paused plan waits for a person
+        wrong_back = client.post(
+            f"/ui/rollouts/{live}/resume", data={"csrf": _csrf(page.text), "back": "//evil"}
+        )
+        assert wrong_back.status_code == 400
+        assert _plan_status(server, live) == "paused"  # the refused form changed nothing
+        aborted = client.post(
+            f"/ui/rollouts/{rolled_back}/abort", data={"csrf": _csrf(page.text), "back": "rollouts"}
+        )
+        assert aborted.status_code == 303
+        assert aborted.headers["location"] == "/ui/rollouts"
+        finished = client.get("/ui/rollouts").text.split("<h2>Finished</h2>", 1)[1]
+        assert f'id="rollout-{rolled_back}"' in finished
+        ended = card(finished, rolled_back)
+        assert "aborted" in ended
+        assert "driver: plan-rollback" in ended
+        assert f"/ui/rollouts/{rolled_back}/" not in ended  # nothing to pause when finished
+    viewer, _ = _token(server, "rollouts-viewer", "viewer")
+    with _signed_in(server, viewer) as client:
+        page = client.get("/ui/rollouts").text
+        assert f'id="rollout-{live}"' in page
+        assert "<button" not in page.split("<main>", 1)[1]  # no buttons for a viewer
+        refused = client.post(f"/ui/rollouts/{live}/resume", data={"csrf": _csrf(page)})
+        assert refused.status_code == 403
+        assert _plan_status(server, live) == "paused"
+
+
 def test_children_are_collapsed_under_their_parent_unless_a_filter_narrows(
     server: RunningServer,
 ) -> None:

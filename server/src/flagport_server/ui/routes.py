@@ -68,6 +68,7 @@ from flagport_server.ui.views import (
     flag_tree,
     matching_flags,
     monitor_view,
+    rollouts_view,
     sparkline,
 )
 from flagport_server.wire.fields import Reason
@@ -145,7 +146,7 @@ class KillForm(msgspec.Struct, forbid_unknown_fields=True):
     csrf: Csrf
     reason: Reason | None = None
     #: Where to go after: the list, the monitor, or the flag's own page.
-    back: Literal["flags", "deployment-monitor", "flag"] = "flags"
+    back: Literal["flags", "deployment-monitor", "rollouts", "flag"] = "flags"
 
 
 @get("/", opt=ui_opts(None), include_in_schema=False)
@@ -268,13 +269,23 @@ async def kill_switch(key: FromPath[str], request: UiRequest, admin: Admin) -> R
 class PlanForm(msgspec.Struct, forbid_unknown_fields=True):
     csrf: Csrf
     reason: Reason | None = None
+    #: The page the action was taken on, to go back to.
+    back: Literal["deployment-monitor", "rollouts"] = "deployment-monitor"
+
+
+@get("/rollouts", opt=ui_opts(VIEWER), include_in_schema=False)
+async def rollouts_page(request: UiRequest, admin: Admin) -> Template:
+    """Every plan: its step, the time to its next, each guard's reading against its
+    threshold, pause / resume / abort, and the evidence of each of the driver's actions."""
+    return page("rollouts.html", request, view=await rollouts_view(admin))
 
 
 @post("/rollouts/{key:str}/{action:str}", opt=ui_opts(ADMIN), include_in_schema=False)
 async def plan_action(
     key: FromPath[str], action: FromPath[str], request: UiRequest, admin: Admin
 ) -> Redirect:
-    """Pause, resume or abort a plan from the monitor: the admin API's plan service
+    """Pause, resume or abort a plan from the monitor or the rollouts page: the admin API's
+    plan service
     (validated, audited under the token's name, one commit). Abort leaves the flag as it is
     (the kill switch beside it rolls back)."""
     user = current_user(request)
@@ -288,7 +299,7 @@ async def plan_action(
         await admin.plans.abort(key, user.actor, form.reason, rollback=False)
     else:
         raise NotFound(f"no plan action {action[:40]!r}: pause, resume or abort")
-    return Redirect("/ui/deployment-monitor", status_code=303)
+    return Redirect(f"/ui/{form.back}", status_code=303)
 
 
 @get("/deployment-monitor", opt=ui_opts(VIEWER), include_in_schema=False)
@@ -371,6 +382,7 @@ ui_router = Router(
         flags_page,
         *FLAG_ROUTES,
         kill_switch,
+        rollouts_page,
         plan_action,
         monitor_page,
         monitor_events,

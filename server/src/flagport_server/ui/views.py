@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from flagport.engine import Flag
+from flagport.rollout.decision import DRIVER
+from flagport.rollout.durations import format_duration
 from flagport.rollout.outcomes import WindowReading
 from flagport_server.operations import Operations
 from flagport_server.services import AdminService
@@ -23,9 +25,13 @@ __all__ = [
     "MAX_FILTER_TEXT",
     "FlagNode",
     "MonitorView",
+    "NextMove",
+    "RolloutsView",
     "flag_tree",
     "matching_flags",
     "monitor_view",
+    "next_move",
+    "rollouts_view",
 ]
 
 #: The monitor shows the flags changed this long ago at most (besides those under a plan).
@@ -33,6 +39,10 @@ RECENT_S: Final = 24 * 3600
 #: Audit entries the monitor reads (the last day's, newest first) and shows per flag.
 _AUDIT_READ: Final = 500
 _ACTIONS_SHOWN: Final = 5
+#: The driver's actions the rollouts page shows per plan, newest first.
+_AUTOMATIC_SHOWN: Final = 10
+#: Finished plans the rollouts page shows, most recently finished first.
+FINISHED_SHOWN: Final = 50
 #: The window of the monitor's cohort table (the guards' usual window).
 COHORT_WINDOW_S: Final = 300
 #: Plans shown whenever their flag changed: those not finished.
@@ -194,4 +204,97 @@ async def monitor_view(admin: AdminService, operations: Operations) -> MonitorVi
         driver_holding=bool(driver is not None and driver.holding),
         workers=list(propagation.workers),
         at=_iso(now),
+    )
+
+
+@dataclass(frozen=True)
+class NextMove:
+    """What a plan not finished does next and when: ``what`` (start, a step, completion),
+    ``due_in`` (a duration, or ``now`` when it is due and waits for the driver's next
+    tick or for its guards), ``at`` (ISO-8601 UTC)."""
+
+    what: str
+    due_in: str
+    at: str
+
+
+def _percent(value: float) -> str:
+    return f"{value:g}\u202f%"
+
+
+def next_move(plan: PlanView) -> NextMove | None:
+    """``plan``'s next move, or None when it has none to wait for (finished, paused, or a
+    time not yet known)."""
+    if plan.next_at is None or plan.status not in ("scheduled", "running"):
+        return None
+    if plan.status == "scheduled":
+        what = f"start at {_percent(plan.steps[0])}"
+    elif plan.step >= len(plan.steps):
+        what = "complete"
+    else:
+        what = f"step to {_percent(plan.steps[plan.step])}"
+    left = plan.next_at - plan.now
+    due_in = format_duration(int(left)) if left >= 1 else "now"
+    return NextMove(what=what, due_in=due_in, at=_iso(plan.next_at))
+
+
+@dataclass
+class RolloutItem:
+    plan: PlanView
+    #: None when the plan's flag was deleted (a plan outlives it, aborted).
+    flag: Flag | None
+    next: NextMove | None
+    #: The driver's actions on this plan, newest first, each with its evidence.
+    automatic: list[AuditEntry]
+
+
+@dataclass
+class RolloutsView:
+    live: list[RolloutItem]
+    finished: list[RolloutItem]
+    #: Finished plans older than those shown.
+    finished_hidden: int
+    unreadable: dict[str, str]
+    at: str
+
+
+def _timestamp(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+#: The live plans' order on the page: those moving first.
+_LIVE_ORDER: Final = {"running": 0, "paused": 1, "scheduled": 2}
+
+
+async def rollouts_view(admin: AdminService) -> RolloutsView:
+    """Every plan: those not finished first (running, paused, scheduled), then the most
+    recently finished; each with its next move, guard readings and the driver's actions
+    (read in one audit query: the driver's last :data:`_AUDIT_READ`)."""
+    listed = await admin.plans.list()
+    state = await admin.state()
+    entries = await admin.audit(AuditQuery(actor=DRIVER, limit=_AUDIT_READ))
+    by_key: dict[str, list[AuditEntry]] = {}
+    for entry in entries:
+        by_key.setdefault(entry.key, []).append(entry)
+    live: list[RolloutItem] = []
+    finished: list[RolloutItem] = []
+    for view in listed.plans:
+        # Only this plan's actions: an earlier plan on the same flag had its own.
+        started = view.plan.created_at - 1
+        automatic = [e for e in by_key.get(view.key, []) if _timestamp(e.at) >= started]
+        item = RolloutItem(
+            plan=view,
+            flag=state.document.flags.get(view.key),
+            next=next_move(view),
+            automatic=automatic[:_AUTOMATIC_SHOWN],
+        )
+        (live if view.status in _LIVE_PLANS else finished).append(item)
+    live.sort(key=lambda item: (_LIVE_ORDER.get(item.plan.status, 3), item.plan.key))
+    finished.sort(key=lambda item: item.plan.plan.updated_at, reverse=True)
+    return RolloutsView(
+        live=live,
+        finished=finished[:FINISHED_SHOWN],
+        finished_hidden=max(0, len(finished) - FINISHED_SHOWN),
+        unreadable=dict(listed.unreadable),
+        at=_iso(time.time()),
     )

@@ -23,7 +23,7 @@ from flagport_server.app import create_app
 from flagport_server.asgi import serving_app
 from flagport_server.auth import declared_scope
 from flagport_server.cors import Cors, CorsPolicy
-from flagport_server.dispatch import EvaluationDispatch
+from flagport_server.dispatch import EvaluationDispatch, Front
 from flagport_server.settings import Settings
 from flagport_server.surface import DISPATCHED, dispatched_route
 from tests.support.server import PORTAL_FLAGS
@@ -162,7 +162,6 @@ def test_the_dispatch_serves_its_routes_without_the_framework(tmp_path: Path) ->
     """The happy path and every refusal the dispatch computes never reach Litestar; what it
     cannot read does, with its body replayed."""
     app = create_app(_settings(tmp_path, None))
-    dispatch = EvaluationDispatch(app, MAX_BODY)
     reached: list[str] = []
 
     async def framework(scope: Any, receive: Any, send: Any) -> None:
@@ -170,7 +169,7 @@ def test_the_dispatch_serves_its_routes_without_the_framework(tmp_path: Path) ->
             reached.append(f"{scope['method']} {scope['path']}")
         await app(scope, receive, send)
 
-    dispatch.app = framework
+    dispatch = EvaluationDispatch(app, MAX_BODY, front=Front(framework, framework))
     token = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with _client(dispatch) as client:
         context = {"context": {"targetingKey": "u1"}}

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.server._fixtures import fresh_request, live_server
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, wait_until
 
 server = live_server(
     workers=2,
@@ -25,6 +25,7 @@ server = live_server(
 
 BODY = {"context": {"targetingKey": "user-1"}}
 SINGLE = "/ofrep/v1/evaluate/flags/"
+_JSON = {"Content-Type": "application/json"}
 
 
 def _worker_pids(server: RunningServer) -> set[str]:
@@ -167,12 +168,41 @@ def test_unknown_keys_share_one_metric_label(server: RunningServer) -> None:
     assert "no-such-flag" not in text
 
 
+def _count_of(text: str, route: str, status: str) -> float:
+    """The request latency histogram's count for ``route`` and ``status`` (0: none yet)."""
+    line = f'flagport_request_duration_seconds_count{{route="{route}",status="{status}"}}'
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
 def test_request_latency_histogram(server: RunningServer) -> None:
+    """Every request is timed: those the evaluation dispatch serves (which times its own)
+    under their route and status class, as those of the framework."""
+    shapes = (
+        ("ofrep_single", "2xx", lambda c: c.post(SINGLE + "counted", json=BODY)),
+        ("ofrep_single", "4xx", lambda c: c.post(SINGLE + "no-such-flag", json=BODY)),
+        ("ofrep_bulk", "2xx", lambda c: c.post("/ofrep/v1/evaluate/flags", json=BODY)),
+        ("evaluate_get", "2xx", lambda c: c.get("/v1/evaluate/counted?targetingKey=u")),
+        # A body the dispatch hands to the framework: still timed once.
+        ("ofrep_single", "4xx", lambda c: c.post(SINGLE + "x", content=b"[", headers=_JSON)),
+        ("operations", "2xx", lambda c: c.get("/healthz")),
+    )
     with server.client(timeout=10.0) as client:
-        client.post(SINGLE + "counted", json=BODY)
-        time.sleep(1.2)
-        text = client.get("/metrics").text
-    assert "flagport_request_duration_seconds_bucket" in text
+        before = client.get("/metrics").text
+        sent: dict[tuple[str, str], int] = {}
+        for route, status, request in shapes:
+            for _ in range(10):  # on each of the two workers, whichever takes it
+                assert request(client).status_code < 500
+            sent[route, status] = sent.get((route, status), 0) + 10
+
+        def counted() -> bool:
+            text = client.get("/metrics").text
+            return all(
+                _count_of(text, route, status) - _count_of(before, route, status) >= n
+                for (route, status), n in sent.items()
+            )
+
+        assert wait_until(counted, 10.0), client.get("/metrics").text[-3000:]
 
 
 def test_fresh_connections_reach_both_workers(server: RunningServer, pids: set[str]) -> None:

@@ -14,9 +14,10 @@ from litestar.types import ASGIApp
 
 from flagport_server.app import create_app
 from flagport_server.body_deadline import BodyDeadline
-from flagport_server.cors import CorsPolicy
-from flagport_server.dispatch import EvaluationDispatch
+from flagport_server.cors import Cors, CorsPolicy
+from flagport_server.dispatch import EvaluationDispatch, Front
 from flagport_server.host_check import HostCheck
+from flagport_server.metrics import Metrics
 from flagport_server.rate_limit import RateLimit
 from flagport_server.settings import Settings
 from flagport_server.stores.base import Store
@@ -37,21 +38,29 @@ def serving_app(settings: Settings, store: Store | None = None) -> ASGIApp:
     wrappers every request passes (``store``: as for :func:`create_app`)."""
     app = create_app(settings, store)
     cors = CorsPolicy(settings.cors_origins) if settings.cors_origins else None
-    # The evaluation routes are served by the dispatch, not by Litestar's pipeline
-    # (docs/adr/0021-evaluation-dispatch.md); it is innermost so that every wrapper below
-    # applies to it as to the app. The CORS layer (preflights, Litestar's answers) sits
-    # behind it, in front of Litestar; the dispatch adds the CORS headers to its own answers
-    # (docs/adr/0024-cors-where-the-answer-is-made.md).
-    served: ASGIApp = EvaluationDispatch(app, settings.max_eval_body, cors)
-    # Request timing and the body deadline wrap the whole app rather than being Litestar
+    # The CORS layer (preflights, Litestar's answers) sits in front of Litestar; the dispatch
+    # adds the CORS headers to its own answers (docs/adr/0024-cors-where-the-answer-is-made.md).
+    framework: ASGIApp = app if cors is None else Cors(app, cors)
+    # Request timing and the body deadline wrap the app rather than being Litestar
     # middlewares: Litestar then runs its exception middleware twice per request (measured:
     # +2 us per request).
-    served = BodyDeadline(served, settings.body_timeout)
+    deadline = BodyDeadline(framework, settings.body_timeout)
+    chain: ASGIApp = deadline
+    rate = None
     if settings.rate_limit is not None:
         burst = settings.rate_burst or max(1, math.ceil(2 * settings.rate_limit))
         # A 429 carries the CORS headers, so a page can read its Retry-After (docs/spec.md
         # section 12).
-        served = RateLimit(served, settings.rate_limit, burst, settings.trusted_proxies, cors=cors)
+        chain = rate = RateLimit(
+            chain, settings.rate_limit, burst, settings.trusted_proxies, cors=cors
+        )
+    host = None
     if settings.checks_host:
-        served = HostCheck(served, app.state.runtime, settings.allowed_hosts, cors)
-    return app.state.metrics.latency_middleware(served)  # type: ignore[no-any-return]
+        chain = host = HostCheck(chain, app.state.runtime, settings.allowed_hosts, cors)
+    metrics: Metrics = app.state.metrics
+    chain = metrics.latency_middleware(chain)
+    # The evaluation routes are served by the dispatch, not by Litestar's pipeline
+    # (docs/adr/0021-evaluation-dispatch.md). It is outermost and applies the layers above
+    # to its own requests itself, one call each; every other request passes them.
+    front = Front(framework, chain, deadline=deadline, timing=metrics, host=host, rate=rate)
+    return EvaluationDispatch(app, settings.max_eval_body, cors, front)

@@ -53,6 +53,11 @@ class BodyDeadline:
         if scope["type"] != _HTTP or scope["method"] in _BODILESS:  # type: ignore[typeddict-item]
             await self.app(scope, receive, send)
             return
+        await self.app(scope, self.bounded(receive), send)
+
+    def bounded(self, receive: Receive) -> Receive:
+        """``receive`` under the deadline, which starts at its first call (the evaluation
+        dispatch reads its bodies through it, then hands the same one on)."""
         waiting = self._waiting
         deadline = 0.0
         complete = False
@@ -85,7 +90,7 @@ class BodyDeadline:
                 complete = True
             return message
 
-        await self.app(scope, receive_by_deadline, send)
+        return receive_by_deadline
 
     async def _sweep(self) -> None:
         waiting = self._waiting

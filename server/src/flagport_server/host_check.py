@@ -101,19 +101,27 @@ class HostCheck:
             if name == b"host":
                 raw = value
                 break
-        if raw is None or raw in self._allowed_values:
+        if raw is None or raw in self._allowed_values or self.allows(scope, raw):
             await self.app(scope, receive, send)
             return
-        host = raw.decode("latin-1")
-        if host_name(host) in self.allowed:
+        await self.refuse(scope, send, raw)
+
+    def allows(self, scope: Scope, raw: bytes | None) -> bool:
+        """Whether a request with ``Host`` value ``raw`` (None: absent) may be served: an
+        allowed name, or a valid token (the evaluation dispatch asks this for its own
+        requests, having read the header in its own scan)."""
+        if raw is None or raw in self._allowed_values:
+            return True
+        if host_name(raw.decode("latin-1")) in self.allowed:
             if len(self._allowed_values) < _REMEMBERED_VALUES:
                 self._allowed_values.add(raw)
-            await self.app(scope, receive, send)
-            return
+            return True
         secret = presented_token(ASGIConnection(scope))
-        if secret is not None and token_record(self.runtime, secret) is not None:
-            await self.app(scope, receive, send)
-            return
+        return secret is not None and token_record(self.runtime, secret) is not None
+
+    async def refuse(self, scope: Scope, send: Send, raw: bytes) -> None:
+        """Answer 421: ``Host`` value ``raw`` is not a name of this server."""
+        host = raw.decode("latin-1")
         error = MisdirectedRequest(
             f"Host {host[:200]!r} is not a name of this server: a request without a token to "
             "a loopback bind must name localhost, 127.0.0.1 or [::1] (or a name given with "

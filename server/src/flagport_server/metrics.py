@@ -32,7 +32,7 @@ from flagport.engine import CompiledSnapshot, SnapshotDocument
 from flagport.rollout.plan import Plan
 from flagport_server.stats.counter import Drained
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "StatusNote", "route_label"]
 
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
@@ -62,7 +62,7 @@ def _last_change(document: SnapshotDocument) -> float:
 _HTTP: str = ScopeType.HTTP
 
 
-class _StatusNote:
+class StatusNote:
     """``send``, noting the answer's status on the way. A plain call that hands back the
     inner ``send``'s awaitable: no coroutine of its own per message (two per request)."""
 
@@ -78,7 +78,7 @@ class _StatusNote:
         return self.send(message)
 
 
-def _route_label(path: str) -> str:
+def route_label(path: str) -> str:
     """A bounded route label (never the flag key: callers choose those)."""
     if path.startswith("/ofrep/v1/evaluate/flags/"):
         return "ofrep_single"
@@ -263,27 +263,32 @@ class Metrics:
         :meth:`flush_latencies` adds the tallies to the histogram, a few increments per second (one
         ``observe`` per request there blocked the event loop for tens of milliseconds at
         14k requests per second, which showed as p99 latency)."""
-        latencies = self  # the list is swapped on flush: always read it through self
+        note_latency = self.note_latency
 
         async def timed(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != _HTTP or scope["path"] == "/v1/stream":
                 await app(scope, receive, send)
                 return
             started = perf_counter()
-            noted = _StatusNote(send)
+            noted = StatusNote(send)
             try:
                 await app(scope, receive, noted)
             finally:
-                seconds = perf_counter() - started
-                status = noted.status
-                label = (_route_label(scope["path"]), _STATUS_CLASS.get(status // 100, "5xx"))
-                tally = latencies._latencies.get(label)
-                if tally is None:
-                    tally = latencies._latencies[label] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
-                tally[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-                tally[-1] += seconds
+                note_latency(route_label(scope["path"]), noted.status, perf_counter() - started)
 
         return timed
+
+    def note_latency(self, route: str, status: int, seconds: float) -> None:
+        """Count one request of ``route`` (a :func:`route_label`) answered with ``status``
+        after ``seconds`` in the local tally (the evaluation dispatch times its own requests
+        with it, :meth:`latency_middleware` every other)."""
+        label = (route, _STATUS_CLASS.get(status // 100, "5xx"))
+        # The dict is swapped on flush: always read it through self.
+        tally = self._latencies.get(label)
+        if tally is None:
+            tally = self._latencies[label] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
+        tally[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        tally[-1] += seconds
 
     def observe_worker(
         self, version: int, age: float, store_up: bool, regressed: bool = False

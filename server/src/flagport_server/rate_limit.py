@@ -171,10 +171,19 @@ class RateLimit:
         if scope["method"] == "OPTIONS":  # type: ignore[typeddict-item]
             await self.app(scope, receive, send)  # a preflight is not an evaluation
             return
-        wait = self.buckets.take(self._client_key(scope), self._clock())
+        wait = self.admit(scope)
         if wait is None:
             await self.app(scope, receive, send)
             return
+        await self.refuse(scope, send, wait)
+
+    def admit(self, scope: Scope) -> int | None:
+        """Take one request of the client of ``scope``: None if it may be served, else whole
+        seconds to wait (the evaluation dispatch asks this for its own requests)."""
+        return self.buckets.take(self._client_key(scope), self._clock())
+
+    async def refuse(self, scope: Scope, send: Send, wait: int) -> None:
+        """Answer 429: retry in ``wait`` seconds."""
         body = (
             b'{"errorCode":"GENERAL","errorDetails":"too many requests from this client: at most '
             + f"{self.rate:g} a second; retry in {wait} s".encode()

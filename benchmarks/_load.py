@@ -164,14 +164,21 @@ def _milliseconds(text: str) -> float:
 
 
 def wrk(
-    url: str, seconds: float, script: Path | None = None, connections: int = 64, cpu: int = 1
+    url: str,
+    seconds: float,
+    script: Path | None = None,
+    connections: int = 64,
+    cpu: int = 1,
+    timeout: float = 2.0,
 ) -> WrkResult:
-    """One ``wrk --latency`` run pinned to ``cpu``; raises on socket errors."""
+    """One ``wrk --latency`` run pinned to ``cpu``; raises on socket errors (a request
+    unanswered after ``timeout`` seconds is one: wrk's default, 2 s)."""
     command = [
         require_tool("wrk"),
         "-t1",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
+        f"--timeout={timeout:g}s",
         "--latency",
     ]
     if script is not None:

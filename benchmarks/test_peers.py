@@ -321,6 +321,10 @@ def test_the_peers_serve_the_same_configuration(servers: dict[str, Any]) -> None
         assert 0.35 <= share <= 0.65, f"{name}: {share:.0%} of the users have {ROLLOUT}"
 
 
+#: Seconds a peer may take to answer before wrk counts a socket error.
+PEER_TIMEOUT_S = 10.0
+
+
 @dataclass(frozen=True)
 class Target:
     url: str
@@ -408,7 +412,9 @@ def test_flagport_against_the_peers(servers: dict[str, Any], timed: bool, benchm
             for name in names if round_ % 2 == 0 else names[::-1]:
                 target = targets[name]
                 before = group_cpu_seconds(target.group)
-                result = wrk(target.url, seconds, target.script)
+                # The Unleash Proxy's tail passes wrk's 2 s at 64 connections on one core
+                # (p99 1.3 s, max 1.95 s seen): its latency is measured, not an error.
+                result = wrk(target.url, seconds, target.script, timeout=PEER_TIMEOUT_S)
                 cpu = group_cpu_seconds(target.group) - before
                 assert result.non_2xx == 0, f"{name}: {result.non_2xx} non-2xx answers"
                 results[name].append(result)

@@ -401,8 +401,9 @@ final class Client
      */
     public function outcomes(): Reporter
     {
+        // The aggregate is made at the first count, after the answer was sent.
         return $this->reporter ??= new Reporter(
-            new Aggregate((string) $this->options['cache_prefix'], $this->store->isShared() && ApcuStore::available()),
+            fn (): Aggregate => new Aggregate((string) $this->options['cache_prefix'], $this->store->isShared() && ApcuStore::available()),
             $this->transport,
             $this->logger,
         );

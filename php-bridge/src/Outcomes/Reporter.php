@@ -51,22 +51,41 @@ final class Reporter
     public int $delivered = 0;
     public int $lost = 0;
 
+    private ?Aggregate $aggregate = null;
+    /** @var (\Closure(): Aggregate)|null */
+    private ?\Closure $makeAggregate = null;
+
     /**
+     * `$aggregate` may be given as a function that makes it: it is made at the first count,
+     * in terminate(), after the answer was sent (loading its class before would add to
+     * every page's wait).
+     *
+     * @param Aggregate|(\Closure(): Aggregate) $aggregate
      * @param (callable(string): void) $logger
      * @param (callable(): float)|null $clock seconds since the epoch (tests)
      */
     public function __construct(
-        private Aggregate $aggregate,
+        Aggregate|\Closure $aggregate,
         private Transport $transport,
         callable $logger,
         ?callable $clock = null,
     ) {
+        if ($aggregate instanceof Aggregate) {
+            $this->aggregate = $aggregate;
+        } else {
+            $this->makeAggregate = $aggregate;
+        }
         $this->logger = $logger;
         $this->clock = $clock ?? static fn (): float => microtime(true);
     }
 
     public function aggregate(): Aggregate
     {
+        if ($this->aggregate === null) {
+            /** @var \Closure(): Aggregate $make */
+            $make = $this->makeAggregate;
+            $this->aggregate = $make();
+        }
         return $this->aggregate;
     }
 
@@ -200,7 +219,7 @@ final class Reporter
             }
             /** @var array<string, string> $labels */
             ksort($labels, SORT_STRING);
-            return $this->aggregate->addEvent(array_values($this->reads), $name, $labels, ($this->clock)());
+            return $this->aggregate()->addEvent(array_values($this->reads), $name, $labels, ($this->clock)());
         } catch (\Throwable $error) {
             $this->log('flagport: report() not counted: ' . $error->getMessage());
             return 0;
@@ -257,10 +276,10 @@ final class Reporter
         $now = ($this->clock)();
         if ($this->reads !== []) {
             $micros = (int) round(($now - $this->started) * 1e6);
-            $this->aggregate->addRequest(array_values($this->reads), $failed, $micros, $now);
+            $this->aggregate()->addRequest(array_values($this->reads), $failed, $micros, $now);
             $this->reads = [];
         }
-        if ($this->aggregate->due($now)) {
+        if ($this->aggregate()->due($now)) {
             $this->post($now, false);
         }
     }
@@ -268,12 +287,12 @@ final class Reporter
     /** Take and post; the requests delivered. */
     private function post(float $now, bool $force): int
     {
-        $taken = $this->aggregate->take($now);
+        $taken = $this->aggregate()->take($now);
         if ($taken === null || $taken['counters'] === []) {
             return 0;
         }
         // Without APCu the counts are this request's: its period starts with it.
-        $since = $taken['since'] ?? ($this->aggregate->isShared() ? null : $this->started);
+        $since = $taken['since'] ?? ($this->aggregate()->isShared() ? null : $this->started);
         $delivered = 0;
         $undelivered = [];
         $away = false;
@@ -305,8 +324,8 @@ final class Reporter
             $delivered += $batch['requests'];
         }
         if ($undelivered !== []) {
-            if ($this->aggregate->isShared()) {
-                $this->aggregate->putBack($undelivered);
+            if ($this->aggregate()->isShared()) {
+                $this->aggregate()->putBack($undelivered);
             } else {
                 $this->lost += Batches::requests($undelivered);
             }
@@ -345,8 +364,8 @@ final class Reporter
     private function log(string $message): void
     {
         try {
-            if ($this->aggregate->isShared()) {
-                if (!apcu_add($this->aggregate->key('logged'), 1, self::LOG_INTERVAL)) {
+            if ($this->aggregate()->isShared()) {
+                if (!apcu_add($this->aggregate()->key('logged'), 1, self::LOG_INTERVAL)) {
                     return;
                 }
             } elseif (self::$loggedHere) {

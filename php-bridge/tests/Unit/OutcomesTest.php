@@ -88,6 +88,28 @@ final class OutcomesTest extends TestCase
         return new HttpResponse(200, '{"counted":1,"requests":1,"events":0,"rejected":[]}');
     }
 
+    /**
+     * What runs before the answer is sent (begin, note) never makes the pool's aggregate:
+     * its class loads in terminate(), not on every page's wait.
+     */
+    public function testTheAggregateIsMadeAtTheFirstCountNotBeforeTheAnswer(): void
+    {
+        $made = 0;
+        $make = function () use (&$made): Aggregate {
+            $made++;
+            return new Aggregate($this->prefix, false);
+        };
+        $reporter = new Reporter($make, new FakeTransport(), static function (string $message): void {
+        }, fn (): float => $this->now);
+        $reporter->begin($this->now - 0.01);
+        $reporter->note(['rolloutFlag' => 'checkout', 'rolloutVariant' => 'on', 'rolloutCohort' => 'treatment']);
+        self::assertSame(0, $made);
+        $reporter->end(200);
+        self::assertSame(1, $made);
+        $reporter->aggregate();
+        self::assertSame(1, $made); // made once
+    }
+
     public function testDurationsFallInTheFirstBucketWhoseBoundIsAtLeastThem(): void
     {
         $cases = [0 => 0, 1 => 0, 5000 => 0, 5001 => 1, 10000 => 1, 10001 => 2, 250000 => 5, 250001 => 6,

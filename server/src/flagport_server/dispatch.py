@@ -180,7 +180,7 @@ class EvaluationDispatch:
                 host = value
         # The layers' checks, in the chain's order: Host, then the rate limit.
         if self.host is not None and not self.host.allows(scope, host):
-            await self.host.refuse(scope, send, host or b"")
+            await self.host.refuse(scope, send, host)
             return 421
         if self.rate is not None and (wait := self.rate.admit(scope)) is not None:
             await self.rate.refuse(scope, send, wait)

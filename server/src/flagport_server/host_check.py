@@ -101,7 +101,7 @@ class HostCheck:
             if name == b"host":
                 raw = value
                 break
-        if raw is None or raw in self._allowed_values or self.allows(scope, raw):
+        if self.allows(scope, raw):
             await self.app(scope, receive, send)
             return
         await self.refuse(scope, send, raw)
@@ -119,9 +119,10 @@ class HostCheck:
         secret = presented_token(ASGIConnection(scope))
         return secret is not None and token_record(self.runtime, secret) is not None
 
-    async def refuse(self, scope: Scope, send: Send, raw: bytes) -> None:
-        """Answer 421: ``Host`` value ``raw`` is not a name of this server."""
-        host = raw.decode("latin-1")
+    async def refuse(self, scope: Scope, send: Send, raw: bytes | None) -> None:
+        """Answer 421: ``Host`` value ``raw`` is not a name of this server (one
+        :meth:`allows` refused: never an absent one)."""
+        host = (raw or b"").decode("latin-1")
         error = MisdirectedRequest(
             f"Host {host[:200]!r} is not a name of this server: a request without a token to "
             "a loopback bind must name localhost, 127.0.0.1 or [::1] (or a name given with "

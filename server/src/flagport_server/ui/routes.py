@@ -285,9 +285,8 @@ async def plan_action(
     key: FromPath[str], action: FromPath[str], request: UiRequest, admin: Admin
 ) -> Redirect:
     """Pause, resume or abort a plan from the monitor or the rollouts page: the admin API's
-    plan service
-    (validated, audited under the token's name, one commit). Abort leaves the flag as it is
-    (the kill switch beside it rolls back)."""
+    plan service (validated, audited under the token's name, one commit). Abort leaves the
+    flag as it is (the kill switch beside it rolls back)."""
     user = current_user(request)
     form: PlanForm = await read_form(request, PlanForm)
     check_csrf(request, user.session, form.csrf)

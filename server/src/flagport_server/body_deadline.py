@@ -7,7 +7,9 @@ the worker's connection budget, for ever. Past the deadline the app's ``receive`
 408 and ``Connection: close``.
 
 Cheap on the evaluation path: requests of bodiless methods pass through untouched, and a
-body read costs an extra coroutine and two dict operations. A single sweeper task per app
+body read costs two dict operations (the evaluation dispatch calls :meth:`BodyDeadline.watch`
+and :meth:`BodyDeadline.settle` around its reads; other requests read through
+:meth:`BodyDeadline.bounded`, one coroutine more). A single sweeper task per app
 (running only while some body is being read) cancels the reads that passed their deadline,
 instead of one timer per request; under a flood of slow bodies it spreads the 408s over a
 few seconds past the deadline.
@@ -55,42 +57,74 @@ class BodyDeadline:
             return
         await self.app(scope, self.bounded(receive), send)
 
-    def bounded(self, receive: Receive) -> Receive:
-        """``receive`` under the deadline, which starts at its first call (the evaluation
-        dispatch reads its bodies through it, then hands the same one on)."""
-        waiting = self._waiting
-        deadline = 0.0
-        complete = False
+    def bounded(
+        self, receive: Receive, deadline: float | None = None, *, complete: bool = False
+    ) -> Receive:
+        """``receive`` under the deadline, which starts at its first call, or is ``deadline``
+        (a :meth:`due` already started: the evaluation dispatch hands on the body it began
+        to read under it). ``complete``: the body was read whole, later reads are not bounded
+        (they wait for a disconnect)."""
+        due = deadline or 0.0
+        done = complete
 
         async def receive_by_deadline() -> ReceiveMessage:
-            nonlocal deadline, complete
-            if complete:
+            nonlocal due, done
+            if done:
                 return await receive()
-            if not deadline:
-                deadline = monotonic() + self.seconds
-                if self._sweeper is None:
-                    self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-            # The read itself is what the sweeper cancels (granian's ``receive`` returns a
-            # cancellable future; a coroutine is made a task): cheaper than looking up the
-            # current task, and nothing but the read is interrupted.
-            read: Any = receive()
-            if not hasattr(read, "cancel"):
-                read = asyncio.ensure_future(read)
-            waiting[read] = deadline
+            if not due:
+                due = self.due()
+            read = self.watch(receive(), due)
             try:
                 message: ReceiveMessage = await read
             except asyncio.CancelledError:
-                if waiting.pop(read, None) != _EXPIRED:
+                if not self.expired(read):
                     raise
+                # Made here, never held in a local: an exception in its own frame is a cycle,
+                # and the cycle would keep the read (and with it the connection) until the
+                # garbage collector's next pass.
                 raise RequestTimeout(
                     f"the request body was not received within {self.seconds:g} seconds"
                 ) from None
-            del waiting[read]
+            finally:
+                self.settle(read)
             if not message.get("more_body", False):
-                complete = True
+                done = True
             return message
 
         return receive_by_deadline
+
+    @property
+    def watching(self) -> int:
+        """Body reads under the deadline now."""
+        return len(self._waiting)
+
+    def due(self) -> float:
+        """The deadline of a body whose first read starts now."""
+        return monotonic() + self.seconds
+
+    def watch(self, read: Any, deadline: float) -> Any:
+        """Put one body read (what ``receive()`` returned) under ``deadline``; await what this
+        returns, ask :meth:`expired` if it was cancelled, and :meth:`settle` it in any case.
+        The read itself is what the sweeper cancels (granian's ``receive`` returns a
+        cancellable future; a coroutine is made a task): cheaper than looking up the current
+        task, and nothing but the read is interrupted. The evaluation dispatch calls these
+        three inline rather than through :meth:`bounded` (no closure and no coroutine per
+        request)."""
+        if not hasattr(read, "cancel"):
+            read = asyncio.ensure_future(read)
+        self._waiting[read] = deadline
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        return read
+
+    def settle(self, read: Any) -> None:
+        """A watched read is over (answered, failed or cancelled): forget it."""
+        self._waiting.pop(read, None)
+
+    def expired(self, read: Any) -> bool:
+        """For a watched read that was cancelled: whether the sweeper cancelled it, past its
+        deadline (else the cancellation came from elsewhere: re-raise it)."""
+        return self._waiting.pop(read, None) == _EXPIRED
 
     async def _sweep(self) -> None:
         waiting = self._waiting

@@ -25,6 +25,7 @@ replayed, so their errors keep the one shape :mod:`flagport_server.http_errors` 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Final
@@ -141,6 +142,10 @@ class EvaluationDispatch:
             if scope is None:
                 raise RuntimeError(f"route {route.name!r} declares no scope")
             self.scopes[route.name] = scope
+        #: Route name -> whether it needs a token on this bind (the settings fix it).
+        self.token_needed = {
+            name: needs_token(self.runtime, required) for name, required in self.scopes.items()
+        }
         #: Route name -> its latency label (as the timing layer labels its path).
         self.labels = {route.name: route_label(route.path) for route in DISPATCHED}
 
@@ -190,35 +195,52 @@ class EvaluationDispatch:
             cors = self.cors.answer_headers(origin)
         if route is EVALUATE_GET:
             return await self._send(send, self._answer_get(scope, key), cors)
-        if self.deadline is not None:
-            receive = self.deadline.bounded(receive)
+        deadline = self.deadline
         if content_type != _JSON or scope["query_string"]:
-            return await self._hand_on(scope, receive, send, [])
+            return await self._hand_on(scope, self._rest(receive, 0.0, False), send, [])
+        # The body deadline is applied inline (no wrapper per request): it starts now; what
+        # the dispatch hands on reads on under the same one.
+        due = 0.0 if deadline is None else deadline.due()
         messages: list[ReceiveMessage] = []
         chunks: list[bytes] = []
         size = 0
         more = True
-        try:
-            while more:
-                message = await receive()
-                messages.append(message)
-                if message["type"] != "http.request":
-                    return await self._hand_on(scope, receive, send, messages)
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    return await self._hand_on(scope, receive, send, messages)
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-        except Exception:  # the body deadline: the framework answers it
-            # Litestar reads on from where the dispatch stopped and meets the same (past)
-            # deadline at once, in its own read.
-            return await self._hand_on(scope, receive, send, messages)
+        while more:
+            read: Any = receive()
+            failed = False
+            try:
+                if deadline is None:
+                    message = await read
+                else:
+                    read = deadline.watch(read, due)
+                    try:
+                        message = await read
+                    except asyncio.CancelledError:
+                        if not deadline.expired(read):
+                            raise
+                        failed = True
+                    finally:
+                        deadline.settle(read)
+            except Exception:  # a failed read
+                failed = True
+            if failed:
+                # Litestar reads on from where the dispatch stopped and meets the same failure
+                # (the same past deadline, at once): the framework answers it.
+                return await self._hand_on(scope, self._rest(receive, due, False), send, messages)
+            messages.append(message)
+            if message["type"] != "http.request":
+                return await self._hand_on(scope, self._rest(receive, due, False), send, messages)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return await self._hand_on(scope, self._rest(receive, due, False), send, messages)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             context = _decode_request(body).context
         except (msgspec.DecodeError, RecursionError):
-            return await self._hand_on(scope, receive, send, messages)
+            return await self._hand_on(scope, self._rest(receive, due, True), send, messages)
         error, token = self._access(scope, route.name)
         answer = gate(self.answering, error)
         if answer is None:
@@ -238,12 +260,11 @@ class EvaluationDispatch:
         return answer_context(self.answering, served_after_gate(self.answering), key, context)
 
     def _access(self, scope: Scope, route: str) -> tuple[Any, Any]:
-        required = self.scopes[route]
-        if not needs_token(self.runtime, required):
+        if not self.token_needed[route]:
             return None, None
         # What Litestar sets on entry: the connection reads the app's state from it.
         scope["litestar_app"] = self.litestar
-        return access(ASGIConnection(scope), required)
+        return access(ASGIConnection(scope), self.scopes[route])
 
     async def _send(self, send: Send, answer: RawResponse, cors: CorsHeaders | None) -> int:
         start: HTTPResponseStartEvent = {
@@ -259,6 +280,14 @@ class EvaluationDispatch:
         }
         await send(end)
         return answer.status
+
+    def _rest(self, receive: Receive, due: float, complete: bool) -> Receive:
+        """``receive`` for what the framework reads after the dispatch: under the deadline the
+        dispatch started (``due``; 0: from the framework's first read), unbounded once the
+        body was read whole (``complete``)."""
+        if self.deadline is None:
+            return receive
+        return self.deadline.bounded(receive, due, complete=complete)
 
     async def _hand_on(
         self, scope: Scope, receive: Receive, send: Send, messages: list[ReceiveMessage]

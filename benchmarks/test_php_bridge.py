@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -276,3 +280,100 @@ def test_transports_paired_on_one_socket(
     append_to_results(HEADING, "", line)
     # The persistent connection must not be slower than a new one (loose: noisy machines).
     assert figures["saved_p50"] > -50, figures
+
+
+def _answers(path: Path) -> bool:
+    """Whether an HTTP server answers on the Unix socket ``path``."""
+    try:
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.settimeout(1)
+            connection.connect(str(path))
+            connection.sendall(b"GET /bare HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            return connection.recv(16).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def echo_socket() -> Iterator[str]:
+    """The framework-free ASGI echo (``benchmarks/bare_app.py:raw_app``, frozen) served by
+    granian on a Unix socket, as ``flags serve --uds`` serves Flagport: one worker."""
+    directory = Path(tempfile.mkdtemp(prefix="fp-echo-", dir="/tmp"))
+    path = directory / "echo.sock"
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "asgi",
+            "--uds",
+            str(path),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "benchmarks.bare_app:raw_app",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _answers(path):
+            assert process.poll() is None, "the echo did not start"
+            assert time.monotonic() < deadline, "the echo did not start"
+            time.sleep(0.05)
+        yield str(path)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_bridge_wait_against_the_runner_floor(
+    setup: dict[str, Any], echo_socket: str, request: Any, benchmark: Any
+) -> None:
+    """What part of the bridge's wait is Flagport's: the same persistent transport sends each
+    request to Flagport's bulk and to the framework-free echo on the same runner, paired
+    (``benchmarks/php_floor.php``). The echo's round trip is the floor any app served by
+    granian puts under the bridge; the paired difference is Flagport's answer."""
+    smoke = bool(request.config.getoption("benchmark_disable"))
+    pairs = 10 if smoke else 3000
+    script = REPO_ROOT / "benchmarks" / "php_floor.php"
+    autoload = REPO_ROOT / "php-bridge" / "autoload.php"
+    flagport_socket = setup["urls"]["uds"].removeprefix("unix://")
+    command = [
+        require_tool("php"),
+        str(script),
+        str(autoload),
+        flagport_socket,
+        echo_socket,
+        str(pairs),
+    ]
+
+    def run() -> dict[str, Any]:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    figures = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert figures["pairs"] == pairs
+    assert figures["flags"] == 50
+    if smoke:
+        return
+    line = (
+        f"\n### The runner's floor under the bridge, run of "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        "- Command: `uv run --frozen pytest benchmarks/test_php_bridge.py --benchmark-only "
+        "-p no:randomly` (`benchmarks/php_floor.php`, PHP CLI, `SocketTransport`)\n"
+        f"- {pairs} pairs, a new user each: Flagport's bulk of 50 flags p50 "
+        f"{figures['flagport_p50']:.0f} µs (p90 {figures['flagport_p90']:.0f}); the "
+        f"framework-free ASGI echo on the same runner p50 {figures['echo_p50']:.0f} µs (p90 "
+        f"{figures['echo_p90']:.0f}); paired difference p50 {figures['added_p50']:.0f} µs "
+        f"(Flagport's answer); decoding the {figures['answer_bytes']} byte answer in PHP p50 "
+        f"{figures['decode_p50']:.0f} µs.\n"
+    )
+    print(line)
+    append_to_results(HEADING, "", line)

@@ -26,7 +26,7 @@ from flagport_server.operations import Operations
 from flagport_server.outcomes import OutcomeBuffer, OutcomeService
 from flagport_server.routes.admin import admin_router
 from flagport_server.routes.approvals import approvals_router
-from flagport_server.routes.evaluation import Answering, evaluation_routes
+from flagport_server.routes.evaluation import Answering, evaluation_routes, worker_header
 from flagport_server.routes.feeds import OpenStreams, change_stream, snapshot_feed
 from flagport_server.routes.operations import operations_routes
 from flagport_server.routes.outcomes import outcomes
@@ -97,7 +97,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.pid = str(os.getpid())
-        answering.pid_header = app.state.pid.encode()
+        answering.worker_header = worker_header(os.getpid())
         runtime.pid = os.getpid()
         correct_openapi(app)
         streams.hook_stop_signals()
@@ -127,7 +127,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Litestar:
             await stats.pump.stop()
             await runtime.stop()
 
-    answering = Answering(runtime, stats.counter, streams, str(os.getpid()).encode())
+    answering = Answering(runtime, stats.counter, streams, os.getpid())
     # Written here and in the lifespan only: the routes read it.
     state = State(
         {

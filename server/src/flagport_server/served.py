@@ -162,6 +162,7 @@ class Served:
         "retired_tokens",
         "running_plans",
         "snapshot",
+        "snapshot_header",
         "store_id",
         "ticket_key",
         "token_expiry",
@@ -169,7 +170,6 @@ class Served:
         "unreadable_flags",
         "unreadable_segments",
         "version",
-        "version_header",
         "warnings",
     )
 
@@ -191,8 +191,8 @@ class Served:
     ) -> None:
         self.snapshot = snapshot
         self.version = snapshot.version
-        #: ``X-Flagport-Snapshot``'s value.
-        self.version_header = str(snapshot.version).encode()
+        #: The ``X-Flagport-Snapshot`` header of every evaluation answer (docs/spec.md).
+        self.snapshot_header = (b"x-flagport-snapshot", str(snapshot.version).encode())
         self.answers = EncodedAnswers(snapshot.version, event_stream, ticketed_stream)
         #: The server secret stream tickets are made and checked with (``None``: the store
         #: could make none; streams then need a token header).

@@ -73,7 +73,7 @@ class RawResponse:
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, body: bytes, status: int, headers: tuple[tuple[bytes, bytes], ...]) -> None:
         self.body = body
         self.status = status
         self.headers = headers
@@ -89,34 +89,39 @@ class Answering:
     Litestar's ``State`` reads an attribute through ``__getattr__`` (~0.3 µs a read, several
     a request), so the hot path holds this instead."""
 
-    __slots__ = ("counter", "pid_header", "runtime", "streams")
+    __slots__ = ("counter", "runtime", "streams", "worker_header")
 
     def __init__(
-        self, runtime: Runtime, counter: EvaluationCounter, streams: OpenStreams, pid_header: bytes
+        self, runtime: Runtime, counter: EvaluationCounter, streams: OpenStreams, pid: int
     ) -> None:
         self.runtime = runtime
         self.counter = counter
         self.streams = streams
-        self.pid_header = pid_header
+        self.worker_header = worker_header(pid)
+
+
+def worker_header(pid: int) -> tuple[bytes, bytes]:
+    """The ``X-Flagport-Worker`` header of every evaluation answer (docs/spec.md)."""
+    return (b"x-flagport-worker", str(pid).encode())
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
 
 
 def _answer(
     answering: Answering,
     body: bytes,
     status: int = 200,
-    version: bytes | None = None,
-    extra: list[tuple[bytes, bytes]] | None = None,
+    snapshot_header: tuple[bytes, bytes] | None = None,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
 ) -> RawResponse:
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-flagport-worker", answering.pid_header),
-    ]
-    if version is not None:
-        headers.append((b"x-flagport-snapshot", version))
-    if extra:
-        headers.extend(extra)
-    return RawResponse(body, status, headers)
+    # A tuple of header pairs made once each (the worker's, the snapshot's): an answer's
+    # headers are never changed after it is made, so nothing downstream can change them for
+    # every later answer. No Content-Length: granian sets it for a body sent whole (one
+    # header less to convert per request).
+    if snapshot_header is None:
+        return RawResponse(body, status, (_JSON_TYPE, answering.worker_header, *extra))
+    return RawResponse(body, status, (_JSON_TYPE, answering.worker_header, snapshot_header, *extra))
 
 
 def gate(answering: Answering, error: ServerError | None) -> RawResponse | None:
@@ -124,10 +129,10 @@ def gate(answering: Answering, error: ServerError | None) -> RawResponse | None:
     (``error``), or 503 while no snapshot is loaded."""
     if error is not None:
         body = wire.encode(wire.RequestFailure(errorCode="GENERAL", errorDetails=error.detail))
-        headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        headers = tuple((k.lower().encode(), v.encode()) for k, v in error.headers.items())
         return _answer(answering, body, error.status_code, extra=headers)
     if answering.runtime.served is None:
-        return _answer(answering, _NOT_READY, 503, extra=[(b"retry-after", b"1")])
+        return _answer(answering, _NOT_READY, 503, extra=((b"retry-after", b"1"),))
     return None
 
 
@@ -160,7 +165,7 @@ def answer_single(answering: Answering, served: Served, key: str, context: Any) 
         body = wire.encode(
             wire.EvaluationFailure(key=key, errorCode=problem[0], errorDetails=problem[1])
         )
-        return _answer(answering, body, 400, served.version_header)
+        return _answer(answering, body, 400, served.snapshot_header)
     return answer_context(answering, served, key, context)
 
 
@@ -188,8 +193,10 @@ def answer_context(
             plan_result = (
                 result if plan_key == key else served.snapshot.evaluate(plan_key, context, now)
             )
-            return _answer(answering, cohorts.item(result, plan_result), 200, served.version_header)
-        return _answer(answering, served.answers.item(result), 200, served.version_header)
+            return _answer(
+                answering, cohorts.item(result, plan_result), 200, served.snapshot_header
+            )
+        return _answer(answering, served.answers.item(result), 200, served.snapshot_header)
     if result.error_code is _NOT_FOUND:
         # Callers choose unknown keys: one label for all of them keeps the metric bounded.
         answering.counter.count(UNKNOWN_RESULT, context)
@@ -197,7 +204,7 @@ def answer_context(
     else:
         answering.counter.count(result, context)
         status = 500 if result.error_code is ErrorCode.GENERAL else 400
-    return _answer(answering, served.answers.item(result), status, served.version_header)
+    return _answer(answering, served.answers.item(result), status, served.snapshot_header)
 
 
 _SINGLE_RESPONSES = {
@@ -328,7 +335,7 @@ def answer_bulk(
     )
     if problem is not None:
         body = wire.encode(wire.RequestFailure(errorCode=problem[0], errorDetails=problem[1]))
-        return _answer(answering, body, 400, served.version_header)
+        return _answer(answering, body, 400, served.snapshot_header)
     digest = hashlib.blake2b(msgspec.json.encode(context, order="sorted"), digest_size=8)
     now = time.time()
     # A request let in by a token gets a stream URL with a ticket (a browser's EventSource
@@ -342,11 +349,7 @@ def answer_bulk(
     else:
         etag = f'"{snapshot.version}-{digest.hexdigest()}"'.encode()
     if if_none_match is not None and if_none_match.strip() == etag:
-        headers = [
-            (b"etag", etag),
-            (b"x-flagport-snapshot", served.version_header),
-            (b"x-flagport-worker", answering.pid_header),
-        ]
+        headers = ((b"etag", etag), served.snapshot_header, answering.worker_header)
         return RawResponse(b"", 304, headers)
     results = snapshot.evaluate_all(context, now)
     answering.counter.count_many(results, context)
@@ -368,7 +371,7 @@ def answer_bulk(
             for k, r in results.items()
         ]
     body = b'{"flags":[' + b",".join(items) + tail
-    return _answer(answering, body, 200, served.version_header, [(b"etag", etag)])
+    return _answer(answering, body, 200, served.snapshot_header, ((b"etag", etag),))
 
 
 evaluation_routes = [ofrep_single, ofrep_bulk, evaluate_get]

@@ -51,10 +51,12 @@ def _observe(server: RunningServer, pids: set[str], version: int, started: float
     first_seen: dict[str, float] = {}
     while len(first_seen) < len(pids) and time.perf_counter() - started < 5:
         status, headers, _ = fresh_request(server, "POST", SINGLE + "rollout", BODY)
-        assert status == 200
         pid = headers["x-flagport-worker"]
         assert pid in pids, (pid, pids)
+        # A worker still on an older snapshot may not know the flag yet (404 before the
+        # fixture's creation reached it, on a loaded machine): only the new one is checked.
         if int(headers["x-flagport-snapshot"]) >= version:
+            assert status == 200
             first_seen.setdefault(pid, time.perf_counter() - started)
     assert set(first_seen) == pids, f"not every worker seen on version {version}: {first_seen}"
     return max(first_seen.values())

@@ -119,6 +119,24 @@ class Runner:
         return elapsed, answer.get("elapsed_us", 0) / 1000, answer
 
 
+def run_php_script(benchmark: Any, script: str, *args: str) -> dict[str, Any]:
+    """Run ``benchmarks/<script>`` in the PHP CLI with the bridge's autoloader and ``args``,
+    once, under the benchmark fixture; the JSON it prints."""
+    command = [
+        require_tool("php"),
+        str(REPO_ROOT / "benchmarks" / script),
+        str(REPO_ROOT / "php-bridge" / "autoload.php"),
+        *args,
+    ]
+
+    def run() -> dict[str, Any]:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    return benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-any-return]
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -252,17 +270,8 @@ def test_transports_paired_on_one_socket(
     paired difference survives a noisy machine better than two medians do."""
     smoke = bool(request.config.getoption("benchmark_disable"))
     pairs = 10 if smoke else 3000
-    script = REPO_ROOT / "benchmarks" / "php_transport_ab.php"
-    autoload = REPO_ROOT / "php-bridge" / "autoload.php"
     socket_path = setup["urls"]["uds"].removeprefix("unix://")
-    command = [require_tool("php"), str(script), str(autoload), socket_path, str(pairs)]
-
-    def run() -> dict[str, Any]:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-    figures = benchmark.pedantic(run, rounds=1, iterations=1)
+    figures = run_php_script(benchmark, "php_transport_ab.php", socket_path, str(pairs))
     assert figures["pairs"] == pairs
     if smoke:
         return
@@ -341,24 +350,8 @@ def test_the_bridge_wait_against_the_runner_floor(
     granian puts under the bridge; the paired difference is Flagport's answer."""
     smoke = bool(request.config.getoption("benchmark_disable"))
     pairs = 10 if smoke else 3000
-    script = REPO_ROOT / "benchmarks" / "php_floor.php"
-    autoload = REPO_ROOT / "php-bridge" / "autoload.php"
     flagport_socket = setup["urls"]["uds"].removeprefix("unix://")
-    command = [
-        require_tool("php"),
-        str(script),
-        str(autoload),
-        flagport_socket,
-        echo_socket,
-        str(pairs),
-    ]
-
-    def run() -> dict[str, Any]:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-    figures = benchmark.pedantic(run, rounds=1, iterations=1)
+    figures = run_php_script(benchmark, "php_floor.php", flagport_socket, echo_socket, str(pairs))
     assert figures["pairs"] == pairs
     assert figures["flags"] == 50
     if smoke:

@@ -98,7 +98,7 @@ def create_token(admin: httpx.Client, name: str, scope: str) -> tuple[dict[str, 
     answer = admin.post(TOKENS, json={"name": name, "scope": scope})
     assert answer.status_code == 201, answer.text
     body = answer.json()
-    assert set(body) == {"token", "secret"}
+    assert set(body) == {"token", "secret", "snapshot_version"}
     assert "secret" not in body["token"]
     assert "secret_hash" not in body["token"]
     return body["token"], body["secret"]

@@ -725,10 +725,11 @@ class AdminService:
 
     async def create_token(
         self, name: str, scope: TokenScope, actor: Actor, expires: str | None = None
-    ) -> tuple[TokenRecord, str]:
-        """A new token and its secret. Its name must be free: the store refuses a name any
-        token (revoked ones too) has, so an audit entry's actor names one token only.
-        ``expires`` (``90d``): a personal token's lifetime, read by
+    ) -> tuple[TokenRecord, str, int]:
+        """A new token, its secret, and the snapshot version from which every worker accepts
+        it (wait on the propagation registry for it). Its name must be free: the store
+        refuses a name any token (revoked ones too) has, so an audit entry's actor names one
+        token only. ``expires`` (``90d``): a personal token's lifetime, read by
         :func:`flagport.durations.token_lifetime`; ``None``: it never expires."""
         if name.lower() in RESERVED_ACTORS:
             raise InvalidInput(
@@ -759,8 +760,8 @@ class AdminService:
             kind="token",
             after=_token_body(record),
         )
-        await self._commit([], [entry])
-        return record, secret
+        version = await self._commit([], [entry])
+        return record, secret, version
 
     async def rotate_token(
         self, token_id: str, actor: Actor, expires: str | None, reason: str | None

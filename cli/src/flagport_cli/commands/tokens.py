@@ -44,10 +44,15 @@ def token() -> None:
     help="A personal token's lifetime, e.g. 90d, 12w or 36h (1h to 730d); it stops working "
     "then (rotate it to renew it). Without it the token never expires.",
 )
+@wait_options
 @json_option
 @pass_app
-def create_token(app: App, name: str, scope: str | None, expires: str | None) -> None:
-    """Create a token; its secret is printed once."""
+def create_token(
+    app: App, name: str, scope: str | None, expires: str | None, no_wait: bool, timeout: float
+) -> None:
+    """Create a token; its secret is printed once.
+
+    Exits 0 once every live worker accepts it, so a script can use it at once."""
     if scope is None:
         # No default: a token's reach is chosen, never assumed (docs/spec.md section 5).
         raise UsageProblem(
@@ -62,15 +67,23 @@ def create_token(app: App, name: str, scope: str | None, expires: str | None) ->
     body = app.api().call("POST", "/admin/v1/tokens", json=request)
     if app.json:
         echo_json(body)
+    else:
+        made = body["token"]
+        until = f", expires {printable(made['expires_at'])}" if made.get("expires_at") else ""
+        click.echo(
+            f"created {made['scope']} token {printable(made['name'])} (id {made['id']}{until})",
+            err=True,
+        )
+        click.echo("the secret is shown only now:", err=True)
+        click.echo(body["secret"])
+    # A server too old to say from which version its workers accept the token: nothing to
+    # wait for.
+    if no_wait or "snapshot_version" not in body:
         return
-    made = body["token"]
-    until = f", expires {printable(made['expires_at'])}" if made.get("expires_at") else ""
-    click.echo(
-        f"created {made['scope']} token {printable(made['name'])} (id {made['id']}{until})",
-        err=True,
-    )
-    click.echo("the secret is shown only now:", err=True)
-    click.echo(body["secret"])
+    confirmation = wait_for_version(app, int(body["snapshot_version"]), timeout)
+    if not app.json:
+        workers = confirmation.get("workers") or []
+        click.echo(f"accepted by all {len(workers)} live worker(s)", err=True)
 
 
 @token.command("rotate")

@@ -250,15 +250,22 @@ async def list_tokens(admin: Admin) -> TokenList:
     return TokenList(tokens=[_token_view(r) for r in records])
 
 
-@post("/tokens", status_code=201, summary="Create a token; the secret is shown once")
+@post(
+    "/tokens",
+    status_code=201,
+    summary="Create a token; the secret is shown once (every worker accepts it from "
+    "snapshot_version: wait on /admin/v1/propagation)",
+)
 async def create_token(
     data: JSONBody[TokenCreate], request: AdminRequest, admin: Admin
 ) -> Response[TokenCreated]:
     data = await strict_body(request, TokenCreate)
-    record, secret = await admin.create_token(data.name, data.scope, _actor(request), data.expires)
+    record, secret, version = await admin.create_token(
+        data.name, data.scope, _actor(request), data.expires
+    )
     # The secret is in this answer only: no cache (a proxy's, the browser's) may keep it.
     return Response(
-        TokenCreated(token=_token_view(record), secret=secret),
+        TokenCreated(token=_token_view(record), secret=secret, snapshot_version=version),
         status_code=201,
         headers={"Cache-Control": "no-store"},
     )

@@ -185,6 +185,9 @@ class TokenCreated(msgspec.Struct):
     token: TokenView
     #: The secret, shown once: only its hash is stored.
     secret: str
+    #: Every worker that has applied this version accepts the token (other workers learn
+    #: of it within milliseconds: wait on ``/admin/v1/propagation`` to be sure).
+    snapshot_version: int
 
 
 class TokenList(msgspec.Struct):

@@ -3,6 +3,7 @@ personal tokens expire and are renewed by rotating them)."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import click
@@ -65,25 +66,32 @@ def create_token(
     if expires is not None:
         request["expires"] = expires
     body = app.api().call("POST", "/admin/v1/tokens", json=request)
+    _show_secret(app, body, f"created {printable(body['token']['scope'])} token", "the secret")
+    # A server too old to say from which version its workers accept the token: no wait.
+    version = body.get("snapshot_version")
+    if not no_wait and version is not None:
+        _confirm(app, int(version), timeout, "accepted by all {} live worker(s)", err=True)
+
+
+def _show_secret(app: App, body: dict[str, Any], done: str, secret: str) -> None:
+    """Print a created or rotated token's answer: what was done (stderr) and its secret, the
+    only thing on stdout (or the whole answer with --json)."""
     if app.json:
         echo_json(body)
-    else:
-        made = body["token"]
-        until = f", expires {printable(made['expires_at'])}" if made.get("expires_at") else ""
-        click.echo(
-            f"created {made['scope']} token {printable(made['name'])} (id {made['id']}{until})",
-            err=True,
-        )
-        click.echo("the secret is shown only now:", err=True)
-        click.echo(body["secret"])
-    # A server too old to say from which version its workers accept the token: nothing to
-    # wait for.
-    if no_wait or "snapshot_version" not in body:
         return
-    confirmation = wait_for_version(app, int(body["snapshot_version"]), timeout)
+    made = body["token"]
+    until = f", expires {printable(made['expires_at'])}" if made.get("expires_at") else ""
+    click.echo(f"{done} {printable(made['name'])} (id {printable(made['id'])}{until})", err=True)
+    click.echo(f"{secret} is shown only now:", err=True)
+    click.echo(body["secret"])
+
+
+def _confirm(app: App, version: int, timeout: float, said: str, *, err: bool = False) -> None:
+    """Wait until every live worker has applied ``version``; then ``said`` with their
+    number in its ``{}`` (not with --json)."""
+    confirmation = wait_for_version(app, version, timeout)
     if not app.json:
-        workers = confirmation.get("workers") or []
-        click.echo(f"accepted by all {len(workers)} live worker(s)", err=True)
+        click.echo(said.format(len(confirmation.get("workers") or [])), err=err)
 
 
 @token.command("rotate")
@@ -115,23 +123,15 @@ def rotate_token(
     body = app.api().call(
         "POST", f"/admin/v1/tokens/{quote(token_id, safe='')}/rotate", json=request or None
     )
-    if app.json:
-        echo_json(body)
-    else:
-        made = body["token"]
-        until = f", expires {printable(made['expires_at'])}" if made.get("expires_at") else ""
-        click.echo(
-            f"rotated token {printable(made['name'])} (id {printable(made['id'])}{until})",
+    _show_secret(app, body, "rotated token", "the new secret")
+    if not no_wait:
+        _confirm(
+            app,
+            int(body["snapshot_version"]),
+            timeout,
+            "old secret refused by all {} live worker(s)",
             err=True,
         )
-        click.echo("the new secret is shown only now:", err=True)
-        click.echo(body["secret"])
-    if no_wait:
-        return
-    confirmation = wait_for_version(app, int(body["snapshot_version"]), timeout)
-    if not app.json:
-        workers = confirmation.get("workers") or []
-        click.echo(f"old secret refused by all {len(workers)} live worker(s)", err=True)
 
 
 @token.command("list")
@@ -183,12 +183,10 @@ def revoke_token(app: App, token_id: str, no_wait: bool, timeout: float) -> None
             f"at {body.get('revoked_at')}"
         )
     version = body.get("snapshot_version")
-    if no_wait or version is None:  # an older server does not say which version carries it
-        return
-    confirmation = wait_for_version(app, int(version), timeout)
-    if not app.json:
-        workers = confirmation.get("workers") or []
-        click.echo(f"refused by all {len(workers)} live worker(s) from snapshot version {version}")
+    # An older server does not say which version carries it: no wait.
+    if not no_wait and version is not None:
+        said = f"refused by all {{}} live worker(s) from snapshot version {int(version)}"
+        _confirm(app, int(version), timeout, said)
 
 
 @token.command("rotate-secret")
@@ -210,9 +208,10 @@ def rotate_secret(app: App, reason: str | None, no_wait: bool, timeout: float) -
         echo_json(body)
     else:
         click.echo(f"server secret rotated at {printable(rotated_at)}")
-    if no_wait:
-        return
-    confirmation = wait_for_version(app, version, timeout)
-    if not app.json:
-        workers = confirmation.get("workers") or []
-        click.echo(f"used by all {len(workers)} live worker(s) from snapshot version {version}")
+    if not no_wait:
+        _confirm(
+            app,
+            version,
+            timeout,
+            f"used by all {{}} live worker(s) from snapshot version {version}",
+        )

@@ -3,13 +3,17 @@
 flag the limits allow, against the costliest context, evaluates within a bound.
 
 The figures (the budgets: 5 ms for one flag, 50 ms for a bulk) are benchmarks/test_engine.py's;
-the bound asserted here is ten times that, so that a loaded machine cannot make it flake.
+the bound asserted here is ten times that, on this thread's CPU time and the least of a few
+tries: a loaded machine only adds time, by taking the core away or by a collection, and a CI
+run once took 52 ms of wall-clock time for an evaluation that costs 2.3 ms.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from hypothesis import given
@@ -128,6 +132,19 @@ def _worst() -> CompiledSnapshot:
     return compile_snapshot(document, strict=True)
 
 
+TRIES = 3
+
+
+def _least_cpu_time(work: Callable[[], object]) -> float:
+    """The least CPU time of this thread that ``work`` took in a few tries, in seconds."""
+    spent = []
+    for _ in range(TRIES):
+        started = time.thread_time()
+        work()
+        spent.append(time.thread_time() - started)
+    return min(spent)
+
+
 def test_the_costliest_flags_the_limits_allow_evaluate_within_a_bound() -> None:
     snapshot = _worst()
     contexts = hostile_contexts(4)
@@ -135,12 +152,9 @@ def test_the_costliest_flags_the_limits_allow_evaluate_within_a_bound() -> None:
         assert len(json.dumps({"context": context})) <= 64 * 1024  # an evaluation body
     for context in contexts:
         for key in WORST_FLAGS:
-            started = time.perf_counter()
             result = snapshot.evaluate(key, context)
-            elapsed = time.perf_counter() - started
             assert result.variant == "off", key  # no value matched: every one was compared
+            elapsed = _least_cpu_time(partial(snapshot.evaluate, key, context))
             assert elapsed < 0.05, f"{key}: {elapsed * 1000:.1f} ms"
-        started = time.perf_counter()
-        snapshot.evaluate_all(context)
-        elapsed = time.perf_counter() - started
+        elapsed = _least_cpu_time(partial(snapshot.evaluate_all, context))
         assert elapsed < 0.5, f"bulk: {elapsed * 1000:.1f} ms"

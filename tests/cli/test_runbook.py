@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from flagport import bucket
-from tests.cli.conftest import Flags
-from tests.support.server import RunningServer
+from tests.cli.conftest import Flags, plan_view
+from tests.support.server import RunningServer, wait_until
 
 UNITS = [str(n) for n in range(400)]
 CHILDREN = (
@@ -170,3 +170,59 @@ def test_enable_no_wait(flags: Flags, server: RunningServer) -> None:
     ).json()
     assert body["enabled"] is True
     assert body["percentage"] == 30.0
+
+
+def _not_found_everywhere(server: RunningServer, key: str, units: list[str]) -> bool:
+    with server.client(timeout=10) as client:
+        codes = {
+            client.post(
+                f"/ofrep/v1/evaluate/flags/{key}", json={"context": {"targetingKey": unit}}
+            ).status_code
+            for unit in units
+        }
+    return codes == {404}
+
+
+def test_every_serving_change_is_served_by_both_workers_when_the_command_exits(
+    flags: Flags, server: RunningServer, tmp_path: Path
+) -> None:
+    """Like ``enable``, every command that changes what is served waits until both workers
+    apply it: the evaluations right after it exits, whichever worker answers, agree."""
+    key = "search.facets"
+    applied = "applied by 2 worker(s) on 1 instance(s)"
+    created = flags.ok("create", key, "--enabled", "--percentage", "10", "--reason", "new")
+    assert applied in created.out
+    assert served_on(server, key) == expected(key, 10)
+
+    outside = sorted(set(UNITS) - expected(key, 10))[:3]
+    targeted = flags.ok("target", key, "--on", ",".join(outside))
+    assert applied in targeted.out
+    assert served_on(server, key) == expected(key, 10) | set(outside)
+
+    started = flags.ok("rollout", "start", key, "--steps", "25,100", "--hold", "1h")
+    assert applied in started.out
+    # The server's driver takes the first step, after the plan's commit.
+    assert wait_until(lambda: plan_view(flags, key)["percentage"] == 25, timeout=15.0)
+    paused = flags.ok("rollout", "pause", key)
+    assert applied in paused.out
+    rolled_back = flags.ok("rollout", "abort", key, "--rollback", "--reason", "errors up")
+    assert applied in rolled_back.out
+    assert served_on(server, key) == set()
+
+    document = json.loads(flags.ok("export", "--format", "json").out)
+    document["flags"][key]["enabled"] = True
+    document["flags"][key]["targets"] = {}
+    changed = tmp_path / "flags.json"
+    changed.write_text(json.dumps(document))
+    imported = flags.ok("import", str(changed), "--reason", "back on")
+    assert applied in imported.out
+    assert served_on(server, key) == expected(key, 25)
+    quiet = flags.ok("import", str(changed), "--json")  # nothing changed: nothing to wait for
+    assert json.loads(quiet.out)["applied"] is False
+
+    deleted = flags.ok("delete", key, "--yes")
+    assert applied in deleted.out
+    assert _not_found_everywhere(server, key, UNITS[:40])
+    as_json = flags.ok("create", key, "--json")  # with --json: the answer only, still waited for
+    assert json.loads(as_json.out)["flag"]["key"] == key
+    assert "applied by" not in as_json.out

@@ -11,7 +11,16 @@ import click
 
 from flagport_cli._errors import NotConfirmed
 
-__all__ = ["App", "json_option", "pass_app", "reason_option", "wait_for_version", "wait_options"]
+__all__ = [
+    "APPLIED",
+    "App",
+    "confirm_applied",
+    "json_option",
+    "pass_app",
+    "reason_option",
+    "wait_for_version",
+    "wait_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,10 +87,13 @@ def wait_options(function: F) -> F:
     )(function)
 
 
-def wait_for_version(app: App, version: int, timeout: float) -> dict[str, Any]:
-    """Poll the propagation registry until every live worker of every instance has applied
-    ``version``. Raises :class:`NotConfirmed` naming the stragglers after ``timeout``."""
-    api = app.api()
+#: What :func:`confirm_applied` says by default once every live worker applied a change.
+APPLIED = "snapshot version {version} applied by {workers} worker(s) on {instances} instance(s)"
+
+
+def wait_for_version(api: Any, version: int, timeout: float) -> dict[str, Any]:
+    """Poll ``api``'s propagation registry until every live worker of every instance has
+    applied ``version``. Raises :class:`NotConfirmed` naming the stragglers after ``timeout``."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
@@ -99,3 +111,30 @@ def wait_for_version(app: App, version: int, timeout: float) -> dict[str, Any]:
             )
         time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
         delay = min(delay * 1.5, 0.01)
+
+
+def confirm_applied(
+    app: App,
+    version: Any,
+    *,
+    no_wait: bool,
+    timeout: float,
+    said: str = APPLIED,
+    err: bool = False,
+    api: Any = None,
+) -> None:
+    """The end of every command that changes what workers serve or accept (``--no-wait``,
+    ``--timeout``): wait until every live worker has applied the answer's ``version``, then
+    print ``said`` (its ``{version}``, ``{workers}`` and ``{instances}`` filled; nothing with
+    --json). Exit 5 (:class:`NotConfirmed`) when not confirmed in time. A ``version`` of None
+    (nothing was committed, or a server too old to say) is not waited for. ``api``: the
+    server to ask when it is not the one of the global options (``promote --to``)."""
+    if no_wait or version is None:
+        return
+    confirmation = wait_for_version(api or app.api(), int(version), timeout)
+    if not app.json:
+        workers = confirmation.get("workers") or []
+        instances = {worker.get("instance") for worker in workers}
+        click.echo(
+            said.format(version=version, workers=len(workers), instances=len(instances)), err=err
+        )

@@ -12,7 +12,14 @@ from urllib.parse import quote
 
 import click
 
-from flagport_cli._app import App, json_option, pass_app, reason_option
+from flagport_cli._app import (
+    App,
+    confirm_applied,
+    json_option,
+    pass_app,
+    reason_option,
+    wait_options,
+)
 from flagport_cli._errors import UsageProblem
 from flagport_cli._output import echo_json, fmt_percentage, printable, table
 from flagport_cli._validate import check_key, parse_percentage
@@ -245,11 +252,13 @@ def _decide(app: App, request_id: str, verb: str, reason: str | None) -> dict[st
 @click.command()
 @click.argument("request_id")
 @reason_option
+@wait_options
 @json_option
 @pass_app
-def approve(app: App, request_id: str, reason: str | None) -> None:
+def approve(app: App, request_id: str, reason: str | None, no_wait: bool, timeout: float) -> None:
     """Approve change request ID (filed by someone else): its change is applied now, on the
-    flag version it was filed on (else exit 1: file it again)."""
+    flag version it was filed on (else exit 1: file it again), and served by every live
+    worker when this exits 0."""
     answer = _decide(app, request_id, "approve", reason)
     if not app.json:
         done = answer["request"]
@@ -257,6 +266,7 @@ def approve(app: App, request_id: str, reason: str | None) -> None:
             f"request {printable(done['id'])} approved: {_change_text(done['change'])} "
             f"{printable(done['key'])} applied (snapshot version {answer.get('snapshot_version')})"
         )
+    confirm_applied(app, answer.get("snapshot_version"), no_wait=no_wait, timeout=timeout)
 
 
 @click.command()

@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from flagport_cli._app import App, json_option, pass_app, reason_option
+from flagport_cli._app import (
+    App,
+    confirm_applied,
+    json_option,
+    pass_app,
+    reason_option,
+    wait_options,
+)
 from flagport_cli._diffs import diff_is_empty, field_changes, print_diff
 from flagport_cli._errors import UnexpectedAnswer, UsageProblem
 from flagport_cli._output import echo_json
@@ -98,24 +105,34 @@ def _post(
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option("--merge", is_flag=True, help="Keep flags and segments the file does not mention.")
 @reason_option
+@wait_options
 @json_option
 @pass_app
-def import_(app: App, file: str, dry_run: bool, merge: bool, reason: str | None) -> None:
+def import_(
+    app: App,
+    file: str,
+    dry_run: bool,
+    merge: bool,
+    reason: str | None,
+    no_wait: bool,
+    timeout: float,
+) -> None:
     """Import a document (atomically): the file becomes the configuration."""
     data, format_ = read_document(file)
     result = _post(app, data, format_, dry_run=dry_run, prune=not merge, reason=reason)
+    applied = result.get("applied") is True
     if app.json:
         echo_json(result)
-        return
-    diff = result["diff"]  # a stand-in's {} must not read as "no changes"
-    if diff_is_empty(diff):
+    elif diff_is_empty(result["diff"]):  # a stand-in's {} must not read as "no changes"
         click.echo("no changes")
-        return
-    print_diff(diff, _field_details(app, data, format_))
-    if dry_run:
-        click.echo("dry run: nothing applied")
     else:
-        click.echo(f"applied (snapshot version {result.get('snapshot_version')})")
+        print_diff(result["diff"], _field_details(app, data, format_))
+        if dry_run:
+            click.echo("dry run: nothing applied")
+        else:
+            click.echo(f"applied (snapshot version {result.get('snapshot_version')})")
+    if applied:
+        confirm_applied(app, result.get("snapshot_version"), no_wait=no_wait, timeout=timeout)
 
 
 @click.command()

@@ -8,7 +8,14 @@ from urllib.parse import quote
 
 import click
 
-from flagport_cli._app import App, json_option, pass_app, reason_option
+from flagport_cli._app import (
+    App,
+    confirm_applied,
+    json_option,
+    pass_app,
+    reason_option,
+    wait_options,
+)
 from flagport_cli._errors import UsageProblem
 from flagport_cli._output import echo_json, fmt_percentage, fmt_value, printable, table
 from flagport_cli._validate import check_key, parse_percentage
@@ -127,6 +134,7 @@ def show(app: App, key: str) -> None:
 @click.option("--owner", help="Team or person responsible.")
 @click.option("--enabled", is_flag=True, help="Create it enabled (a new flag is off).")
 @reason_option
+@wait_options
 @json_option
 @pass_app
 def create(
@@ -140,6 +148,8 @@ def create(
     owner: str | None,
     enabled: bool,
     reason: str | None,
+    no_wait: bool,
+    timeout: float,
 ) -> None:
     """Create a flag (off, at 100 % unless --percentage)."""
     check_key(key)
@@ -161,9 +171,10 @@ def create(
     result = app.api().call("POST", "/admin/v1/flags", json=body)
     if app.json:
         echo_json(result)
-        return
-    click.echo("created ", nl=False)
-    print_flag_line(result["flag"])
+    else:
+        click.echo("created ", nl=False)
+        print_flag_line(result["flag"])
+    confirm_applied(app, result["snapshot_version"], no_wait=no_wait, timeout=timeout)
 
 
 @click.command()
@@ -171,9 +182,18 @@ def create(
 @click.option("--recursive", is_flag=True, help="Delete its children too.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @reason_option
+@wait_options
 @json_option
 @pass_app
-def delete(app: App, key: str, recursive: bool, yes: bool, reason: str | None) -> None:
+def delete(
+    app: App,
+    key: str,
+    recursive: bool,
+    yes: bool,
+    reason: str | None,
+    no_wait: bool,
+    timeout: float,
+) -> None:
     """Delete a flag (a parent only with --recursive)."""
     check_key(key)
     if not yes:
@@ -186,10 +206,10 @@ def delete(app: App, key: str, recursive: bool, yes: bool, reason: str | None) -
     result = app.api().call("DELETE", flag_path(key), params=params)
     if app.json:
         echo_json(result)
-        return
-    click.echo(
-        f"deleted {', '.join(result['deleted'])} (snapshot version {result['snapshot_version']})"
-    )
+    else:
+        deleted = ", ".join(result["deleted"])
+        click.echo(f"deleted {deleted} (snapshot version {result['snapshot_version']})")
+    confirm_applied(app, result["snapshot_version"], no_wait=no_wait, timeout=timeout)
 
 
 def _units(values: tuple[str, ...]) -> list[str]:
@@ -204,6 +224,7 @@ def _units(values: tuple[str, ...]) -> list[str]:
 @click.option("--remove", "removed", multiple=True, help="Units to drop from every target list.")
 @click.option("--clear", is_flag=True, help="Drop every existing target first.")
 @reason_option
+@wait_options
 @json_option
 @pass_app
 def target(
@@ -214,6 +235,8 @@ def target(
     removed: tuple[str, ...],
     clear: bool,
     reason: str | None,
+    no_wait: bool,
+    timeout: float,
 ) -> None:
     """Target individual units: they get the on (or off) variant whatever the percentage.
 
@@ -239,7 +262,8 @@ def target(
     result = api.call("PUT", flag_path(key, "/targets"), json=body)
     if app.json:
         echo_json(result)
-        return
-    print_flag_line(result["flag"])
-    for variant, units in (result["flag"].get("targets") or {}).items():
-        click.echo(f"  {variant}: {', '.join(units)}")
+    else:
+        print_flag_line(result["flag"])
+        for variant, units in (result["flag"].get("targets") or {}).items():
+            click.echo(f"  {variant}: {', '.join(units)}")
+    confirm_applied(app, result["snapshot_version"], no_wait=no_wait, timeout=timeout)

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from flagport_cli._app import App, json_option, pass_app, reason_option
+from flagport_cli._app import (
+    App,
+    confirm_applied,
+    json_option,
+    pass_app,
+    reason_option,
+    wait_options,
+)
 from flagport_cli._diffs import diff_is_empty, field_changes, print_diff
 from flagport_cli._errors import Refused, UsageProblem
 from flagport_cli._output import echo_json
@@ -60,6 +67,7 @@ def _import(api: Any, body: bytes, *, dry_run: bool, reason: str | None) -> Any:
     "disabled at 0 %).",
 )
 @reason_option
+@wait_options
 @json_option
 @pass_app
 def promote(
@@ -71,6 +79,8 @@ def promote(
     dry_run: bool,
     with_state: bool,
     reason: str | None,
+    no_wait: bool,
+    timeout: float,
 ) -> None:
     """Copy flag definitions (variants, targets, rules, the segments they use) from one
     environment to another, as one merging import that fails if anything promoted changed
@@ -103,21 +113,29 @@ def promote(
         if not dry_run and not diff_is_empty(changes):
             # The same body: the versions it carries are the ones the diff was made against.
             applied = _import(target_api, body, dry_run=False, reason=reason)
+        if app.json:
+            echo_json({"flags": chosen, "dry_run": dry_run, "diff": changes, "applied": applied})
+        else:
+            what = (
+                "definitions and state"
+                if with_state
+                else "definitions (the target keeps its state)"
+            )
+            click.echo(f"promote {len(chosen)} flag(s) from {source} to {target}: {what}")
+            if diff_is_empty(changes):
+                click.echo(f"no changes: {target} already has them")
+            else:
+                local = json.loads(dump_document(promoted, "json"))
+                remote = json.loads(dump_document(target_document, "json"))
+                print_diff(changes, field_changes(local, remote))
+                if applied is None:
+                    click.echo("dry run: nothing applied")
+                else:
+                    version = applied.get("snapshot_version")
+                    click.echo(f"applied to {target} (snapshot version {version})")
+        if applied is not None:
+            version = applied.get("snapshot_version")
+            confirm_applied(app, version, no_wait=no_wait, timeout=timeout, api=target_api)
     finally:
         source_api.close()
         target_api.close()
-    if app.json:
-        echo_json({"flags": chosen, "dry_run": dry_run, "diff": changes, "applied": applied})
-        return
-    what = "definitions and state" if with_state else "definitions (the target keeps its state)"
-    click.echo(f"promote {len(chosen)} flag(s) from {source} to {target}: {what}")
-    if diff_is_empty(changes):
-        click.echo(f"no changes: {target} already has them")
-        return
-    local = json.loads(dump_document(promoted, "json"))
-    remote = json.loads(dump_document(target_document, "json"))
-    print_diff(changes, field_changes(local, remote))
-    if applied is None:
-        click.echo("dry run: nothing applied")
-    else:
-        click.echo(f"applied to {target} (snapshot version {applied.get('snapshot_version')})")

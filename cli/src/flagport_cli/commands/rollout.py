@@ -13,7 +13,14 @@ from urllib.parse import quote
 
 import click
 
-from flagport_cli._app import App, json_option, pass_app, reason_option
+from flagport_cli._app import (
+    App,
+    confirm_applied,
+    json_option,
+    pass_app,
+    reason_option,
+    wait_options,
+)
 from flagport_cli._errors import UsageProblem
 from flagport_cli._output import echo_json, fmt_percentage, printable, table
 from flagport_cli._validate import check_key
@@ -69,6 +76,7 @@ def rollout() -> None:
     help="Prometheus HTTP API base URL (http/https) that promql(...) guards query.",
 )
 @reason_option
+@wait_options
 @json_option
 @pass_app
 def start(
@@ -88,6 +96,8 @@ def start(
     health_interval: str | None,
     prometheus: str | None,
     reason: str | None,
+    no_wait: bool,
+    timeout: float,
 ) -> None:
     """Start a plan on flag KEY: the server's driver enables it at the first step (at
     --start-at, inside --window) and advances while every guard passes."""
@@ -140,14 +150,14 @@ def start(
     result = app.api().call("POST", _ROOT, json=body)
     if app.json:
         echo_json(result)
-        return
-    plan = result["plan"]
-    spec = plan["spec"]
-    steps_text = ", ".join(fmt_percentage(s) for s in spec["steps"])
-    when = _moment(spec.get("start_at")) if spec.get("start_at") else "at once"
-    click.echo(f"plan on {printable(key)}: steps {steps_text}, starting {when}")
-    for rule in spec["guards"]:
-        click.echo(f"  guard {printable(rule)}")
+    else:
+        spec = result["plan"]["spec"]
+        steps_text = ", ".join(fmt_percentage(s) for s in spec["steps"])
+        when = _moment(spec.get("start_at")) if spec.get("start_at") else "at once"
+        click.echo(f"plan on {printable(key)}: steps {steps_text}, starting {when}")
+        for rule in spec["guards"]:
+            click.echo(f"  guard {printable(rule)}")
+    confirm_applied(app, result["snapshot_version"], no_wait=no_wait, timeout=timeout)
 
 
 @rollout.command("status")
@@ -196,49 +206,58 @@ def list_plans(app: App) -> None:
         click.echo(f"unreadable plan of {printable(flag)}: {printable(why)}", err=True)
 
 
-def _change(app: App, key: str, action: str, body: dict[str, Any]) -> None:
+def _change(
+    app: App, key: str, action: str, body: dict[str, Any], no_wait: bool, timeout: float
+) -> None:
     check_key(key)
     result = app.api().call("POST", _path(key, f"/{action}"), json=body)
     if app.json:
         echo_json(result)
-        return
-    plan = result["plan"]
-    shown = fmt_percentage(plan["percentage"]) if plan.get("percentage") is not None else "off"
-    click.echo(f"plan on {printable(key)}: {plan['status']} (step {plan['step'] + 1}, {shown})")
+    else:
+        plan = result["plan"]
+        shown = fmt_percentage(plan["percentage"]) if plan.get("percentage") is not None else "off"
+        click.echo(f"plan on {printable(key)}: {plan['status']} (step {plan['step'] + 1}, {shown})")
+    confirm_applied(app, result["snapshot_version"], no_wait=no_wait, timeout=timeout)
 
 
 @rollout.command("pause")
 @click.argument("key")
 @reason_option
+@wait_options
 @json_option
 @pass_app
-def pause(app: App, key: str, reason: str | None) -> None:
+def pause(app: App, key: str, reason: str | None, no_wait: bool, timeout: float) -> None:
     """Pause KEY's plan (exposure unchanged)."""
-    _change(app, key, "pause", {"reason": reason} if reason else {})
+    _change(app, key, "pause", {"reason": reason} if reason else {}, no_wait, timeout)
 
 
 @rollout.command("resume")
 @click.argument("key")
 @reason_option
+@wait_options
 @json_option
 @pass_app
-def resume(app: App, key: str, reason: str | None) -> None:
+def resume(app: App, key: str, reason: str | None, no_wait: bool, timeout: float) -> None:
     """Resume KEY's plan: its hold restarts; exposure is never lowered."""
-    _change(app, key, "resume", {"reason": reason} if reason else {})
+    _change(app, key, "resume", {"reason": reason} if reason else {}, no_wait, timeout)
 
 
 @rollout.command("abort")
 @click.argument("key")
 @click.option("--rollback", is_flag=True, help="Also disable the flag (the kill switch).")
 @reason_option
+@wait_options
 @json_option
 @pass_app
-def abort(app: App, key: str, rollback: bool, reason: str | None) -> None:
-    """Abort KEY's plan (with --rollback the flag is disabled in the same change)."""
+def abort(
+    app: App, key: str, rollback: bool, reason: str | None, no_wait: bool, timeout: float
+) -> None:
+    """Abort KEY's plan (with --rollback the flag is disabled in the same change, off on
+    every live worker when this exits 0, as with `flags disable`)."""
     body: dict[str, Any] = {"rollback": rollback}
     if reason:
         body["reason"] = reason
-    _change(app, key, "abort", body)
+    _change(app, key, "abort", body, no_wait, timeout)
 
 
 def _moment(at: float | None) -> str:

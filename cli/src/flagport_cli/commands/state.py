@@ -14,10 +14,10 @@ import click
 
 from flagport_cli._app import (
     App,
+    confirm_applied,
     json_option,
     pass_app,
     reason_option,
-    wait_for_version,
     wait_options,
 )
 from flagport_cli._errors import Refused, UsageProblem
@@ -34,8 +34,7 @@ def _finish(app: App, result: dict[str, Any], no_wait: bool, timeout: float) -> 
     else:
         for flag in result["flags"] if "flags" in result else [result["flag"]]:
             print_flag_line(flag)
-    if not no_wait:
-        _confirm(app, int(result["snapshot_version"]), timeout)
+    confirm_applied(app, result["snapshot_version"], no_wait=no_wait, timeout=timeout)
     unreadable = result.get("unreadable") or []
     if unreadable:
         # The rest is off everywhere; these serve PARSE_ERROR (every client's code default)
@@ -43,17 +42,6 @@ def _finish(app: App, result: dict[str, Any], no_wait: bool, timeout: float) -> 
         raise Refused(
             f"not disabled, the store cannot read them: {', '.join(unreadable)} "
             "(they serve PARSE_ERROR; repair with `flags delete KEY` or `flags import`)"
-        )
-
-
-def _confirm(app: App, version: int, timeout: float) -> None:
-    confirmation = wait_for_version(app, version, timeout)
-    if not app.json:
-        workers = confirmation.get("workers") or []
-        instances = {w.get("instance") for w in workers}
-        click.echo(
-            f"snapshot version {version} applied by {len(workers)} worker(s) "
-            f"on {len(instances)} instance(s)"
         )
 
 

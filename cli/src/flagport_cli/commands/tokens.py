@@ -10,10 +10,10 @@ import click
 
 from flagport_cli._app import (
     App,
+    confirm_applied,
     json_option,
     pass_app,
     reason_option,
-    wait_for_version,
     wait_options,
 )
 from flagport_cli._errors import UsageProblem
@@ -69,8 +69,14 @@ def create_token(
     _show_secret(app, body, f"created {printable(body['token']['scope'])} token", "the secret")
     # A server too old to say from which version its workers accept the token: no wait.
     version = body.get("snapshot_version")
-    if not no_wait and version is not None:
-        _confirm(app, int(version), timeout, "accepted by all {} live worker(s)", err=True)
+    confirm_applied(
+        app,
+        version,
+        no_wait=no_wait,
+        timeout=timeout,
+        said="accepted by all {workers} live worker(s)",
+        err=True,
+    )
 
 
 def _show_secret(app: App, body: dict[str, Any], done: str, secret: str) -> None:
@@ -84,14 +90,6 @@ def _show_secret(app: App, body: dict[str, Any], done: str, secret: str) -> None
     click.echo(f"{done} {printable(made['name'])} (id {printable(made['id'])}{until})", err=True)
     click.echo(f"{secret} is shown only now:", err=True)
     click.echo(body["secret"])
-
-
-def _confirm(app: App, version: int, timeout: float, said: str, *, err: bool = False) -> None:
-    """Wait until every live worker has applied ``version``; then ``said`` with their
-    number in its ``{}`` (not with --json)."""
-    confirmation = wait_for_version(app, version, timeout)
-    if not app.json:
-        click.echo(said.format(len(confirmation.get("workers") or [])), err=err)
 
 
 @token.command("rotate")
@@ -124,14 +122,14 @@ def rotate_token(
         "POST", f"/admin/v1/tokens/{quote(token_id, safe='')}/rotate", json=request or None
     )
     _show_secret(app, body, "rotated token", "the new secret")
-    if not no_wait:
-        _confirm(
-            app,
-            int(body["snapshot_version"]),
-            timeout,
-            "old secret refused by all {} live worker(s)",
-            err=True,
-        )
+    confirm_applied(
+        app,
+        int(body["snapshot_version"]),
+        no_wait=no_wait,
+        timeout=timeout,
+        said="old secret refused by all {workers} live worker(s)",
+        err=True,
+    )
 
 
 @token.command("list")
@@ -184,9 +182,13 @@ def revoke_token(app: App, token_id: str, no_wait: bool, timeout: float) -> None
         )
     version = body.get("snapshot_version")
     # An older server does not say which version carries it: no wait.
-    if not no_wait and version is not None:
-        said = f"refused by all {{}} live worker(s) from snapshot version {int(version)}"
-        _confirm(app, int(version), timeout, said)
+    confirm_applied(
+        app,
+        version,
+        no_wait=no_wait,
+        timeout=timeout,
+        said="refused by all {workers} live worker(s) from snapshot version {version}",
+    )
 
 
 @token.command("rotate-secret")
@@ -208,10 +210,10 @@ def rotate_secret(app: App, reason: str | None, no_wait: bool, timeout: float) -
         echo_json(body)
     else:
         click.echo(f"server secret rotated at {printable(rotated_at)}")
-    if not no_wait:
-        _confirm(
-            app,
-            version,
-            timeout,
-            f"used by all {{}} live worker(s) from snapshot version {version}",
-        )
+    confirm_applied(
+        app,
+        version,
+        no_wait=no_wait,
+        timeout=timeout,
+        said="used by all {workers} live worker(s) from snapshot version {version}",
+    )

@@ -12,7 +12,7 @@ state and the problem at its field; nothing is changed."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from litestar import get, post
@@ -255,16 +255,56 @@ async def set_percentage(
     )
 
 
-def _targeting(form: TargetingForm, kind: type[Any]) -> Any:
-    """The textarea's JSON under ``kind``'s one field, converted by the API's model."""
-    field = "targets" if kind is TargetsRequest else "rules"
+#: The API's model of each targeting textarea: its JSON is read under the model's one field.
+_TARGETING_MODELS: Final[dict[str, type[Any]]] = {"targets": TargetsRequest, "rules": RulesRequest}
+
+
+def _targeting(form: TargetingForm, field: str) -> Any:
+    """The textarea's JSON as ``field`` (``targets`` or ``rules``), converted by the API's
+    model."""
     try:
         value = msgspec.json.decode(form.value)
-        return msgspec.convert({field: value}, type=kind, strict=True)
+        return msgspec.convert({field: value}, type=_TARGETING_MODELS[field], strict=True)
     except msgspec.ValidationError as error:  # a DecodeError too: first
         raise InvalidInput(*validation_problem(str(error))) from None
     except msgspec.DecodeError as error:
         raise InvalidInput(f"{field} must be JSON: {error}", field) from None
+
+
+async def _replace_targeting(
+    key: str,
+    request: UiRequest,
+    admin: Admin,
+    stats: Stats,
+    approvals: Approvals,
+    field: Literal["targets", "rules"],
+) -> Template | Redirect:
+    """One form posts each targeting textarea: read, check, then replace that field
+    (a bad value renders the page again with what was typed and the problem)."""
+    user = current_user(request)
+    form: TargetingForm = await read_form(request, TargetingForm)
+    check_csrf(request, user.session, form.csrf)
+    typed = {field: form.value, "reason": form.reason or ""}
+    try:
+        parsed = _targeting(form, field)
+    except InvalidInput as error:
+        return await _render(
+            request,
+            admin,
+            stats,
+            approvals,
+            key,
+            status=400,
+            field=field,
+            problem=error.detail,
+            typed=typed,
+        )
+    reason, version = form.reason or None, int(form.version)
+    if field == "targets":
+        write = admin.set_targets(key, parsed.targets, user.actor, reason, version)
+    else:
+        write = admin.set_rules(key, parsed.rules, user.actor, reason, version)
+    return await _apply(request, admin, stats, approvals, key, field, typed, write)
 
 
 @post(
@@ -277,34 +317,7 @@ async def set_targets(
     key: FromPath[str], request: UiRequest, admin: Admin, stats: Stats, approvals: Approvals
 ) -> Template | Redirect:
     """Replace the flag's individual targets (``{variant: [unit, ...]}``)."""
-    user = current_user(request)
-    form: TargetingForm = await read_form(request, TargetingForm)
-    check_csrf(request, user.session, form.csrf)
-    typed = {"targets": form.value, "reason": form.reason or ""}
-    try:
-        targets: TargetsRequest = _targeting(form, TargetsRequest)
-    except InvalidInput as error:
-        return await _render(
-            request,
-            admin,
-            stats,
-            approvals,
-            key,
-            status=400,
-            field="targets",
-            problem=error.detail,
-            typed=typed,
-        )
-    return await _apply(
-        request,
-        admin,
-        stats,
-        approvals,
-        key,
-        "targets",
-        typed,
-        admin.set_targets(key, targets.targets, user.actor, form.reason or None, int(form.version)),
-    )
+    return await _replace_targeting(key, request, admin, stats, approvals, "targets")
 
 
 @post(
@@ -317,34 +330,7 @@ async def set_rules(
     key: FromPath[str], request: UiRequest, admin: Admin, stats: Stats, approvals: Approvals
 ) -> Template | Redirect:
     """Replace the flag's ordered rules (the API's rule objects)."""
-    user = current_user(request)
-    form: TargetingForm = await read_form(request, TargetingForm)
-    check_csrf(request, user.session, form.csrf)
-    typed = {"rules": form.value, "reason": form.reason or ""}
-    try:
-        rules: RulesRequest = _targeting(form, RulesRequest)
-    except InvalidInput as error:
-        return await _render(
-            request,
-            admin,
-            stats,
-            approvals,
-            key,
-            status=400,
-            field="rules",
-            problem=error.detail,
-            typed=typed,
-        )
-    return await _apply(
-        request,
-        admin,
-        stats,
-        approvals,
-        key,
-        "rules",
-        typed,
-        admin.set_rules(key, rules.rules, user.actor, form.reason or None, int(form.version)),
-    )
+    return await _replace_targeting(key, request, admin, stats, approvals, "rules")
 
 
 FLAG_ROUTES: Final = [flag_page, set_percentage, set_targets, set_rules]

@@ -396,9 +396,11 @@ class PlanService:
         latency (:func:`outcome_window`)."""
         return await outcome_window(self._store, key, seconds, self._clock())
 
-    async def list(self) -> PlanList:
-        """Every plan (finished ones too), with its readings now."""
-        state: StoreState = await self._load()
+    async def list(self, state: StoreState | None = None) -> PlanList:
+        """Every plan (finished ones too), with its readings now; of ``state`` when the
+        caller has read the store already (one read, so plans and flags agree)."""
+        if state is None:
+            state = await self._load()
         now = self._clock()
         views = [await self._view(plan, now) for plan in state.plans.values()]
         return PlanList(plans=views, unreadable=dict(state.unreadable_plans))

@@ -167,7 +167,7 @@ async def monitor_view(admin: AdminService, operations: Operations) -> MonitorVi
     now = time.time()
     since = _iso(now - RECENT_S)
     state = await admin.state()
-    plans = {view.key: view for view in (await admin.plans.list()).plans}
+    plans = {view.key: view for view in (await admin.plans.list(state)).plans}
     entries = await admin.audit(AuditQuery(since=since, limit=_AUDIT_READ))
     actions: dict[str, list[AuditEntry]] = {}
     for entry in entries:
@@ -270,8 +270,8 @@ async def rollouts_view(admin: AdminService) -> RolloutsView:
     """Every plan: those not finished first (running, paused, scheduled), then the most
     recently finished; each with its next move, guard readings and the driver's actions
     (read in one audit query: the driver's last :data:`_AUDIT_READ`)."""
-    listed = await admin.plans.list()
     state = await admin.state()
+    listed = await admin.plans.list(state)
     entries = await admin.audit(AuditQuery(actor=DRIVER, limit=_AUDIT_READ))
     by_key: dict[str, list[AuditEntry]] = {}
     for entry in entries:

@@ -83,7 +83,7 @@ def test_the_page_shows_state_charts_audit_and_explain_escaped(server: RunningSe
         assert "content-security-policy" in answer.headers
         assert HOSTILE not in page
         assert "&lt;script&gt;alert(" in page
-        assert 'id="state">on · 100.0' in page
+        assert 'id="state">on · 100\u202f%' in page
         assert page.count("<svg") == 2  # evaluations and unique units
         assert re.search(r'<polyline class="tone-0" points="[\d., ]+">', page)
         assert '<g class="mark"><title>' in page  # the creation, on the time axis
@@ -183,7 +183,7 @@ def test_an_edit_made_on_an_older_version_is_a_conflict_that_overwrites_nothing(
             assert refused.status_code == 409, refused.text
             assert "changed by someone else" in refused.text
             assert "nothing was overwritten" in refused.text
-            assert 'id="state">on · 30.0' in refused.text  # the newer state
+            assert 'id="state">on · 30\u202f%' in refused.text  # the newer state
             assert _form(refused.text, "percentage-form")["version"] == "2"
         targets = _form(first.get(f"/ui/flags/{key}").text, "targets-form")
         assert (

@@ -540,7 +540,7 @@ def test_the_rollouts_page_shows_every_plan_its_next_step_and_the_driver_evidenc
         order = re.findall(r'id="rollout-([^"]+)"', page.text)
         assert order.index(live) < order.index(rolled_back), order  # running before paused
         running = card(page.text, live)
-        steps = re.findall(r"<li( [^>]*)?>(\d+)&#8239;%</li>", running)
+        steps = re.findall(r"<li( [^>]*)?>(\d+)\u202f%</li>", running)
         assert [pct for _, pct in steps] == ["10", "25", "50", "100"]
         assert 'aria-current="step"' in steps[0][0]
         # The hold is an hour: the next step, to 25 %, is that far away.

@@ -16,6 +16,7 @@ from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Template
 
+from flagport_server.audit import percentage_text
 from flagport_server.auth import ADMIN, PUBLIC, VIEWER, Actor, requires, token_by_id
 from flagport_server.errors import Forbidden, InvalidInput, ServerError, SignInNeeded
 from flagport_server.runtime import Runtime
@@ -38,6 +39,7 @@ __all__ = [
     "check_csrf",
     "current_user",
     "page",
+    "percent",
     "read_form",
     "server_secret",
     "signed_in",
@@ -115,6 +117,12 @@ async def ui_guard(
             "token may change flags"
         )
     connection.state.ui_user = user
+
+
+def percent(value: Any) -> str:
+    """A percentage as every page shows it (``12.5 %``, ``100 %``): the audit's text of the
+    number, then U+202F (a narrow no-break space); the templates' ``percent`` filter."""
+    return f"{percentage_text(value)}\u202f%"
 
 
 def ui_opts(role: Literal["viewer", "admin"] | None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from flagport_server.ui.common import (
     check_csrf,
     current_user,
     page,
+    percent,
     read_form,
     server_secret,
     signed_in,
@@ -99,6 +100,7 @@ def ui_template_config() -> TemplateConfig[JinjaTemplateEngine]:
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
     )
+    environment.filters["percent"] = percent
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
 

@@ -17,6 +17,7 @@ from flagport.rollout.outcomes import WindowReading
 from flagport_server.operations import Operations
 from flagport_server.services import AdminService
 from flagport_server.stores.base import AuditEntry, AuditQuery
+from flagport_server.ui.common import percent
 from flagport_server.wire.admin_v1 import PlanView
 
 __all__ = [
@@ -218,21 +219,17 @@ class NextMove:
     at: str
 
 
-def _percent(value: float) -> str:
-    return f"{value:g}\u202f%"
-
-
 def next_move(plan: PlanView) -> NextMove | None:
     """``plan``'s next move, or None when it has none to wait for (finished, paused, or a
     time not yet known)."""
     if plan.next_at is None or plan.status not in ("scheduled", "running"):
         return None
     if plan.status == "scheduled":
-        what = f"start at {_percent(plan.steps[0])}"
+        what = f"start at {percent(plan.steps[0])}"
     elif plan.step >= len(plan.steps):
         what = "complete"
     else:
-        what = f"step to {_percent(plan.steps[plan.step])}"
+        what = f"step to {percent(plan.steps[plan.step])}"
     left = plan.next_at - plan.now
     due_in = format_duration(int(left)) if left >= 1 else "now"
     return NextMove(what=what, due_in=due_in, at=_iso(plan.next_at))

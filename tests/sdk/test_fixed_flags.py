@@ -121,13 +121,33 @@ def test_from_file_names_a_missing_or_bad_file(tmp_path: Path) -> None:
         LocalClient.from_file(bad)
 
 
-def test_set_is_refused_on_a_client_with_a_server() -> None:
+def test_set_and_evaluated_are_refused_on_a_client_with_a_server() -> None:
     client = LocalClient("http://127.0.0.1:9", start_timeout=0, report_exposures=False)
     try:
         with pytest.raises(ClientError, match="without a server"):
             client.set("ui-improvements", True)
+        with pytest.raises(ClientError, match="without a server"):
+            client.evaluated()
     finally:
         client.close()
+
+
+def test_evaluated_counts_every_read_of_each_flag_as_the_php_fake_does() -> None:
+    with LocalClient.from_flags({"ui-improvements": True, "checkout": "variant-b"}) as flags:
+        assert flags.evaluated() == {}
+        for unit in ("1", "2", "3"):
+            flags.is_enabled("ui-improvements", {"targetingKey": unit})
+        flags.value("checkout", "control")
+        flags.details("checkout", "control")
+        flags.is_enabled("not-a-flag")  # a key the code reads but nobody defined
+        flags.evaluate("not-a-flag")
+        assert flags.evaluated() == {"ui-improvements": 3, "checkout": 2, "not-a-flag": 2}
+        # A set() serves a new snapshot: the reads before it still count.
+        flags.set("ui-improvements", False)
+        flags.is_enabled("ui-improvements")
+        flags.all()  # once per flag
+        flags.report_exposures()  # nothing is sent, nothing is taken
+        assert flags.evaluated() == {"ui-improvements": 5, "checkout": 3, "not-a-flag": 2}
 
 
 def test_a_client_without_a_server_ignores_the_developers_overrides(
@@ -147,7 +167,9 @@ def test_the_fixture_starts_empty(flagport_flags: LocalClient) -> None:
 def test_the_fixture_does_not_carry_a_set_over_to_the_next_test(
     flagport_flags: LocalClient,
 ) -> None:
+    assert flagport_flags.evaluated() == {}  # nor the reads of the test before
     assert not flagport_flags.is_enabled("ui-improvements")
+    assert flagport_flags.evaluated() == {"ui-improvements": 1}
 
 
 @pytest.mark.flagport({"checkout": "variant-b", "ui-improvements": True})

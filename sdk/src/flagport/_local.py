@@ -27,6 +27,7 @@ import random
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -255,6 +256,9 @@ class LocalClient(ReportsOutcomes):
         self.last_error: str | None = None
         self._report_lock = threading.Lock()
         self._fixed_lock = threading.Lock()
+        #: Reads of keys the snapshot lacks, by key: counted without a server only (for
+        #: :meth:`evaluated`), where the keys are a test's code's own.
+        self._unknown_reads: Counter[str] = Counter()
 
     # -- without a server ---------------------------------------------------------------
 
@@ -267,8 +271,8 @@ class LocalClient(ReportsOutcomes):
 
         ``false`` is a flag that is off; any other JSON value a flag that is on and serves
         it. A bad key or value raises :class:`~flagport.InvalidDocumentError` naming it.
-        Change the flags with :meth:`set`. ``FLAGPORT_OVERRIDES`` is not read: a test's
-        flags are the test's."""
+        Change the flags with :meth:`set`; :meth:`evaluated` says which flags the code read.
+        ``FLAGPORT_OVERRIDES`` is not read: a test's flags are the test's."""
         return cls._fixed(fixed_document(check_values(values or {})), None, "fixed:flags")
 
     @classmethod
@@ -315,6 +319,28 @@ class LocalClient(ReportsOutcomes):
             document = fixed_document(checked, loaded.snapshot.document)
             document = msgspec.structs.replace(document, version=document.version + 1)
             self._install(_Loaded(compile_snapshot(document), None, "fixed"))
+
+    def evaluated(self) -> dict[str, int]:
+        """How many times each flag was read (``is_enabled``, ``evaluate``, ``details``,
+        ``value``, and once per flag by ``all``) since the client was made, keys it does not
+        know included; only on a client without a server, whose counts no report takes::
+
+            assert flagport_flags.evaluated().get("ui-improvements") == 1
+            assert "legacy-checkout" not in flagport_flags.evaluated()
+
+        What a test asserts with the PHP bridge's ``Flagport::assertEvaluated``."""
+        if not self._serverless:
+            raise ClientError(
+                "evaluated() counts the reads of a client without a server only "
+                "(LocalClient.from_flags or LocalClient.from_file); a client with one "
+                "reports its evaluations to the server"
+            )
+        reads: Counter[str] = Counter(self._unknown_reads)
+        for tally in list(self._tally.by_result.values()):
+            total = tally.total()
+            if total:
+                reads[tally.result.key] += total
+        return dict(reads)
 
     # -- evaluations (hot path: no locks, no I/O) -------------------------------------
 
@@ -385,6 +411,8 @@ class LocalClient(ReportsOutcomes):
             self._tally.count(result, context)
             if result.metadata is not None:
                 note_read(result.metadata)
+        elif self._serverless:
+            self._unknown_reads[key] += 1
         return result
 
     def details(
@@ -513,11 +541,10 @@ class LocalClient(ReportsOutcomes):
         """Send the evaluations counted since the last report to ``POST /v1/exposures``
         now (the background thread does it every ``report_interval`` seconds). Returns the
         number of evaluations the server counted; what could not be sent is kept. Without a
-        server the counts are dropped."""
+        server nothing is sent: the counts stay for :meth:`evaluated`."""
+        if self._serverless:
+            return 0
         with self._report_lock:
-            if self._serverless:
-                self._tally.take()
-                return 0
             return self._report()
 
     def _report(self) -> int:

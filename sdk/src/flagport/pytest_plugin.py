@@ -9,7 +9,9 @@ project that installs ``flagport`` has it (``-p no:flagport`` turns it off).
         assert "new-nav" in app.render("/")
 
     @pytest.mark.flagport({"checkout": "variant-b"})
-    def test_checkout(flagport_flags): ...
+    def test_checkout(flagport_flags, app):
+        app.render("/checkout")
+        assert flagport_flags.evaluated().get("checkout") == 1   # read once
 
 The fixture is a :class:`~flagport.LocalClient` without a server, made afresh for each test
 (nothing leaks from one test to the next): empty, or the snapshot document named by the ini

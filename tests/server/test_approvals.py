@@ -10,6 +10,7 @@ an audit entry of kind ``request``. The store's requests and policies follow one
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,15 @@ import httpx
 import msgspec
 import pytest
 
+from flagport.engine import Flag
 from flagport_server.stores import open_store
-from flagport_server.stores.base import ApprovalPolicy, ChangeRequest, Store
+from flagport_server.stores.base import (
+    ApprovalPolicy,
+    AuditEntry,
+    ChangeRequest,
+    Mutation,
+    Store,
+)
 from tests.support.server import RunningServer, running_server
 from tests.support.stores import BACKENDS
 
@@ -301,3 +309,69 @@ async def test_store_policies_and_requests(store: Store, tmp_path: Path) -> None
     await store.add_change_request(third, ["r1"])  # a decided one dropped with the add
     assert await store.change_requests() == [second, third]
     assert not await store.decide_change_request(msgspec.structs.replace(first), "pending")
+
+
+def _cut_short(people: People, request: ChangeRequest, committed: list[Any]) -> None:
+    """What a server that stopped in the middle of an approval leaves in the store: the
+    request claimed (``applied``, ``applying``) two minutes ago, and ``committed``, the
+    change's commit if it was made before the stop."""
+
+    async def write() -> None:
+        store = open_store(people.server.store_url)  # type: ignore[attr-defined]
+        await store.open()
+        try:
+            await store.add_change_request(request, [])
+            if committed:
+                await store.commit(*committed)
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+
+
+def test_an_approval_cut_short_is_settled_from_the_audit(people: People) -> None:
+    """A server stopped between claiming an approved request and committing its change: a
+    minute later a read says what happened, from the audit (the change's entries name the
+    request, in the change's own commit)."""
+    admin = people.admin
+    claimed_at = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 120))
+    for key in ("invoices", "receipts"):
+        assert admin.post("/admin/v1/flags", json={"key": key}).status_code == 201
+    claimed = ChangeRequest(
+        id="00000000cut0",
+        key="invoices",
+        change={"kind": "enable", "percentage": 100},
+        reason="go",
+        requested_by="alice",
+        requested_by_id="someone",
+        created_at=claimed_at,
+        expires_at="2099-01-01T00:00:00.000Z",
+        status="applied",
+        version=1,
+        decided_by="bob",
+        decided_by_id="someone-else",
+        decided_at=claimed_at,
+        applying=True,
+    )
+    _cut_short(people, claimed, [])
+    failed = admin.get(f"{REQUESTS}/{claimed.id}").json()
+    assert (failed["status"], failed.get("applying")) == ("failed", None), failed
+    assert failed["decision"].startswith("interrupted: the server stopped"), failed
+    assert _flag(people, "invoices")["enabled"] is False
+    assert _audit(people, "invoices")[0]["action"] == "request.failed"
+    assert admin.get(f"{REQUESTS}/{claimed.id}").json() == failed  # settled once
+
+    made = msgspec.structs.replace(claimed, id="00000000cut1", key="receipts")
+    flag = Flag(version=2, enabled=True)
+    entry = AuditEntry(
+        actor="bob",
+        action="enable",
+        key="receipts",
+        at=claimed_at,
+        request_id=made.id,
+        after={"enabled": True},
+    )
+    _cut_short(people, made, [[Mutation("flag", "receipts", "put", flag, 1)], [entry]])
+    applied = admin.get(f"{REQUESTS}/{made.id}").json()
+    assert (applied["status"], applied.get("applying")) == ("applied", None), applied
+    assert _audit(people, "receipts")[0]["action"] == "request.approved"

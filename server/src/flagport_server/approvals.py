@@ -33,7 +33,7 @@ from flagport_server.errors import (
     ServerError,
 )
 from flagport_server.services import AdminService, utc_now
-from flagport_server.stores.base import ApprovalPolicy, ChangeRequest, RequestStatus
+from flagport_server.stores.base import ApprovalPolicy, AuditQuery, ChangeRequest, RequestStatus
 from flagport_server.wire.admin_v1 import PlanCreate
 from flagport_server.wire.approvals_v1 import (
     DeleteChange,
@@ -55,6 +55,16 @@ REQUEST_TTL_S: Final = 24 * 3600
 DECIDED_KEPT_S: Final = 30 * 86400
 #: Pending requests a store holds at most: a flood of requests cannot fill it.
 MAX_PENDING_REQUESTS: Final = 500
+#: An approval claimed this long ago and still applying was cut short (a commit takes
+#: milliseconds, a store's own timeouts seconds): it is settled from the audit when read.
+APPLY_GRACE_S: Final = 60.0
+#: Audit entries of the request's key read to settle it (newest first, since the claim).
+_SETTLE_AUDIT_READ: Final = 1000
+#: Why a request cut short with nothing committed failed.
+INTERRUPTED: Final = (
+    "interrupted: the server stopped while applying the approved change, and nothing was "
+    "changed; file the request again"
+)
 
 
 def _epoch(text: str) -> float:
@@ -136,12 +146,12 @@ class ApprovalService:
         """Every kept request, oldest first; a pending one past its expiry is marked
         expired (and audited) as it is read."""
         found = await self.store.change_requests()
-        return [await self._expire_if_due(r) for r in found]
+        return [await self._settled(r) for r in found]
 
     async def request(self, request_id: str) -> ChangeRequest:
         for found in await self.store.change_requests():
             if found.id == request_id:
-                return await self._expire_if_due(found)
+                return await self._settled(found)
         raise NotFound(f"change request {request_id!r} not found")
 
     async def file(
@@ -207,9 +217,12 @@ class ApprovalService:
                 f"change request {request_id} was filed by this token ({pending.requested_by}): "
                 "a second person must approve it"
             )
-        applied = self._decided(pending, "applied", actor, reason)
-        if not await self.store.decide_change_request(applied, "pending"):
+        claimed = msgspec.structs.replace(
+            self._decided(pending, "applied", actor, reason), applying=True
+        )
+        if not await self.store.decide_change_request(claimed, "pending"):
             raise Conflict(f"change request {request_id} was decided meanwhile: see flags requests")
+        applied = msgspec.structs.replace(claimed, applying=False)
         try:
             version = await self._apply(pending, actor)
         except Exception as refused:
@@ -224,6 +237,7 @@ class ApprovalService:
             await self.store.decide_change_request(failed, "applied")
             await self._audit(failed, "request.failed", actor, why)
             raise
+        await self.store.decide_change_request(applied, "applied")
         await self._audit(applied, "request.approved", actor, reason)
         return applied, version
 
@@ -266,6 +280,42 @@ class ApprovalService:
             decided_at=utc_now(),
             decision=reason,
         )
+
+    async def _settled(self, request: ChangeRequest) -> ChangeRequest:
+        """``request`` as it is now: expired if due, settled if its approval was cut short."""
+        request = await self._expire_if_due(request)
+        return await self._settle_if_interrupted(request)
+
+    async def _settle_if_interrupted(self, request: ChangeRequest) -> ChangeRequest:
+        """A request claimed by an approval more than :data:`APPLY_GRACE_S` ago and still
+        applying: its change and the change's audit entries commit together, so an entry
+        naming the request says the change was made (the request is applied); none says
+        nothing was (it failed, :data:`INTERRUPTED`)."""
+        decided_at = request.decided_at
+        if (
+            not request.applying
+            or decided_at is None
+            or time.time() - _epoch(decided_at) < APPLY_GRACE_S
+        ):
+            return request
+        entries = await self.admin.audit(
+            AuditQuery(key=request.key, since=decided_at, limit=_SETTLE_AUDIT_READ)
+        )
+        made = any(e.request_id == request.id and e.kind != "request" for e in entries)
+        settled = msgspec.structs.replace(
+            request,
+            applying=False,
+            status="applied" if made else "failed",
+            decision=request.decision if made else INTERRUPTED,
+        )
+        if not await self.store.decide_change_request(settled, "applied"):
+            return request  # settled meanwhile by another reader
+        approver = Actor(request.decided_by or "", request.decided_by_id)
+        if made:
+            await self._audit(settled, "request.approved", approver, request.decision)
+        else:
+            await self._audit(settled, "request.failed", approver, INTERRUPTED)
+        return settled
 
     async def _expire_if_due(self, request: ChangeRequest) -> ChangeRequest:
         if request.status != "pending" or time.time() < _epoch(request.expires_at):

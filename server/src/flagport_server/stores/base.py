@@ -221,6 +221,11 @@ class ChangeRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     decided_at: str | None = None
     #: Why it was rejected, or why the approval could not apply it.
     decision: str | None = None
+    #: Claimed by an approval (``status`` ``applied``) whose change is not yet committed:
+    #: a request left so by a server that stopped in between is settled when read, from the
+    #: audit (the change's entries name the request; docs/adr/0029). Omitted once settled,
+    #: so a release that does not know the field reads the request as before.
+    applying: bool = False
 
 
 class WorkerStatus(msgspec.Struct, frozen=True):

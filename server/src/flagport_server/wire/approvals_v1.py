@@ -148,6 +148,9 @@ class ChangeRequestView(msgspec.Struct, omit_defaults=True):
     decided_by_id: str | None = None
     decided_at: str | None = None
     decision: str | None = None
+    #: True (status ``applied``) while the approval's change is being committed; a request
+    #: cut short by a stopped server is settled, applied or failed, a minute after.
+    applying: bool = False
 
 
 class ChangeRequestList(msgspec.Struct):

@@ -56,6 +56,53 @@ final class AdminClient
     }
 
     /**
+     * Wait until every live worker of every instance has applied snapshot `$version` (an
+     * answer's `snapshot_version`), as `flags enable/disable` do: the change is then what
+     * every worker serves. Polls `GET /admin/v1/propagation`.
+     *
+     * @return array<string, mixed> the registry's answer: `complete`, `workers`, `stragglers`
+     * @throws AdminException NOT_CONFIRMED, naming the stragglers, after `$timeoutS` seconds
+     */
+    public function waitForVersion(int $version, float $timeoutS = 5.0): array
+    {
+        $deadline = microtime(true) + $timeoutS;
+        $delay = 0.005;
+        while (true) {
+            $body = $this->call('GET', '/admin/v1/propagation?version=' . $version, null);
+            if (($body['complete'] ?? false) === true) {
+                return $body;
+            }
+            $left = $deadline - microtime(true);
+            if ($left <= 0) {
+                $stragglers = [];
+                foreach ((array) ($body['stragglers'] ?? []) as $worker) {
+                    $stragglers[] = sprintf(
+                        '%s pid %s (at %s)',
+                        self::printable($worker['instance'] ?? '?'),
+                        self::printable($worker['pid'] ?? '?'),
+                        self::printable($worker['applied_version'] ?? '?'),
+                    );
+                }
+                throw new AdminException(sprintf(
+                    'snapshot version %d is committed but not confirmed within %s s by: %s',
+                    $version,
+                    rtrim(rtrim(number_format($timeoutS, 3, '.', ''), '0'), '.'),
+                    $stragglers === [] ? 'unknown workers' : implode(', ', $stragglers),
+                ), AdminException::NOT_CONFIRMED);
+            }
+            usleep((int) (min($delay, $left) * 1e6));
+            $delay = min($delay * 1.5, 0.01);
+        }
+    }
+
+    /** A value from an answer as one line of text (control characters escaped). */
+    private static function printable(mixed $value): string
+    {
+        $text = is_scalar($value) ? (string) $value : (string) json_encode($value);
+        return addcslashes(substr($text, 0, 200), "\0..\37\177");
+    }
+
+    /**
      * A flag's adoption: evaluations and unique units per variant, `enabled` (units served
      * on), `adoption`, the per-minute series and the changes in the window (`flags stats`).
      *

@@ -78,7 +78,8 @@ def test_laravel_suite(php: str, tmp_path: Path) -> None:
     """Laravel from Debian's php-laravel-framework against its own server (the artisan
     commands change flags) on a Unix socket, as the runbook's sidecar would run."""
     require_path(Path("/usr/share/php/Illuminate/autoload.php"), "php-laravel-framework")
-    with running_server(tmp_path / "laravel", seed=PORTAL_FLAGS, uds=True) as server:
+    # Two workers: the artisan commands wait until both serve a change.
+    with running_server(tmp_path / "laravel", seed=PORTAL_FLAGS, uds=True, workers=2) as server:
         env = {
             "FLAGPORT_TEST_LARAVEL_URL": f"unix://{server.uds}",
             "FLAGPORT_TEST_ADMIN_TOKEN": server.admin_token,

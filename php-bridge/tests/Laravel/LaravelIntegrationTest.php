@@ -59,6 +59,8 @@ final class LaravelIntegrationTest extends LaravelTestCase
         [$code, $output] = $this->artisan('feature:enable', ['key' => 'ui-improvements', '--percentage' => '10']);
         self::assertSame(0, $code, $output);
         self::assertStringContainsString('ui-improvements enabled at 10 %', $output);
+        // Waited for both workers of the server: whichever answers next serves the 10 %.
+        self::assertMatchesRegularExpression('/snapshot version \d+ applied by 2 worker\(s\) on 1 instance\(s\)/', $output);
 
         $this->actingAs(['id' => $in, 'company_id' => 7, 'role' => 'admin']);
         self::assertSame(['targetingKey' => (string) $in, 'company_id' => 7, 'role' => 'admin'], \Flagport\Laravel\FlagportServiceProvider::context($this->app));
@@ -78,6 +80,7 @@ final class LaravelIntegrationTest extends LaravelTestCase
         [$code, $output] = $this->artisan('feature:disable', ['key' => 'ui-improvements']);
         self::assertSame(0, $code, $output);
         self::assertStringContainsString('ui-improvements disabled', $output);
+        self::assertStringContainsString('applied by 2 worker(s)', $output);
         $this->actingAs(['id' => $in]);
         self::assertFalse(feature('ui-improvements.mobile-navigation-fix'));
     }
@@ -90,6 +93,15 @@ final class LaravelIntegrationTest extends LaravelTestCase
         self::assertStringContainsString('404', $output);
         [$code] = $this->artisan('feature:enable', ['key' => 'ui-improvements', '--percentage' => '120']);
         self::assertSame(2, $code);
+        // A bad --timeout is refused before any request: the flag is not changed.
+        [$code, $output] = $this->artisan('feature:enable', ['key' => 'ui-improvements', '--percentage' => '40', '--timeout' => 'soon']);
+        self::assertSame(2, $code, $output);
+        self::assertStringContainsString("--timeout must be a number of seconds from 0 to 3600, got 'soon'", $output);
+        [$code, $output] = $this->artisan('feature:disable', ['key' => 'ui-improvements', '--no-wait' => true]);
+        self::assertSame(0, $code, $output);
+        self::assertStringNotContainsString('applied by', $output);
+        $flag = $this->app->make(\Flagport\AdminClient::class)->disable('ui-improvements')['flag'];
+        self::assertNotEquals(40, $flag['percentage'], 'the enable refused for its --timeout changed nothing');
         $this->boot(self::env('FLAGPORT_TEST_LARAVEL_URL'), [], ['admin_token' => 'wrong']);
         [$code] = $this->artisan('feature:disable', ['key' => 'ui-improvements']);
         self::assertSame(4, $code);

@@ -11,9 +11,11 @@ use Illuminate\Console\Command;
 /** `php artisan feature:disable ui-improvements` (mirrors `flags disable`: the kill switch). */
 final class FeatureDisableCommand extends Command
 {
+    use WaitsForWorkers;
+
     /** @var string */
     protected $signature = 'feature:disable {key : The flag key, e.g. ui-improvements}
-        {--reason= : Why, recorded in the audit log}';
+        {--reason= : Why, recorded in the audit log}' . self::WAIT_OPTIONS;
 
     /** @var string */
     protected $description = 'Disable a Flagport feature flag (its children follow it)';
@@ -21,6 +23,10 @@ final class FeatureDisableCommand extends Command
     public function handle(AdminClient $admin): int
     {
         $key = (string) $this->argument('key');
+        $timeout = $this->waitTimeout();
+        if ($timeout === null) {
+            return 2;
+        }
         try {
             $answer = $admin->disable($key, $this->option('reason') ?: null);
         } catch (AdminException $error) {
@@ -33,6 +39,6 @@ final class FeatureDisableCommand extends Command
             $answer['flag']['version'] ?? '?',
             $answer['snapshot_version'] ?? '?',
         ));
-        return 0;
+        return $this->waitForWorkers($admin, $answer, $timeout);
     }
 }

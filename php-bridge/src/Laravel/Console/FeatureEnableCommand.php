@@ -11,10 +11,12 @@ use Illuminate\Console\Command;
 /** `php artisan feature:enable ui-improvements --percentage=10` (mirrors `flags enable`). */
 final class FeatureEnableCommand extends Command
 {
+    use WaitsForWorkers;
+
     /** @var string */
     protected $signature = 'feature:enable {key : The flag key, e.g. ui-improvements}
         {--percentage= : Roll out to this percentage of users (0-100, up to 3 decimals)}
-        {--reason= : Why, recorded in the audit log}';
+        {--reason= : Why, recorded in the audit log}' . self::WAIT_OPTIONS;
 
     /** @var string */
     protected $description = 'Enable a Flagport feature flag, optionally at a percentage';
@@ -30,6 +32,10 @@ final class FeatureEnableCommand extends Command
                 return 2;
             }
             $percentage = str_contains((string) $raw, '.') ? (float) $raw : (int) $raw;
+        }
+        $timeout = $this->waitTimeout();
+        if ($timeout === null) {
+            return 2;
         }
         try {
             $answer = $admin->enable($key, $percentage, $this->option('reason') ?: null);
@@ -49,6 +55,6 @@ final class FeatureEnableCommand extends Command
         if ((float) $stored === 0.0) {
             $this->warn("$key is enabled at 0 %: nobody gets it until you raise --percentage");
         }
-        return 0;
+        return $this->waitForWorkers($admin, $answer, $timeout);
     }
 }

@@ -235,6 +235,24 @@ def test_every_way_to_widen_a_guarded_flag_is_held(people: People) -> None:
     assert _flag(people, "refunds")["version"] == version
 
 
+def _write_directly(people: People, request: ChangeRequest, committed: list[Any]) -> None:
+    """Write ``request`` into the server's store, then ``committed`` (a commit's mutations
+    and entries) if any, as no API would: a request left by an older day, or by a server that
+    stopped in the middle of an approval."""
+
+    async def write() -> None:
+        store = open_store(people.server.store_url)  # type: ignore[attr-defined]
+        await store.open()
+        try:
+            await store.add_change_request(request, [])
+            if committed:
+                await store.commit(*committed)
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+
+
 def test_a_request_expires_after_a_day(people: People) -> None:
     admin, bob = people.admin, people.bob
     admin.post("/admin/v1/flags", json={"key": "payouts", "tags": ["payments"]})
@@ -250,16 +268,7 @@ def test_a_request_expires_after_a_day(people: People) -> None:
         status="pending",
         version=1,
     )
-
-    async def write() -> None:
-        store = open_store(people.server.store_url)  # type: ignore[attr-defined]
-        await store.open()
-        try:
-            await store.add_change_request(old, [])
-        finally:
-            await store.close()
-
-    asyncio.run(write())
+    _write_directly(people, old, [])
     late = bob.post(f"{REQUESTS}/{old.id}/approve")
     assert late.status_code == 409, late.text
     assert "expired at 2026-01-02T00:00:00.000Z" in late.json()["detail"]
@@ -311,24 +320,6 @@ async def test_store_policies_and_requests(store: Store, tmp_path: Path) -> None
     assert not await store.decide_change_request(msgspec.structs.replace(first), "pending")
 
 
-def _cut_short(people: People, request: ChangeRequest, committed: list[Any]) -> None:
-    """What a server that stopped in the middle of an approval leaves in the store: the
-    request claimed (``applied``, ``applying``) two minutes ago, and ``committed``, the
-    change's commit if it was made before the stop."""
-
-    async def write() -> None:
-        store = open_store(people.server.store_url)  # type: ignore[attr-defined]
-        await store.open()
-        try:
-            await store.add_change_request(request, [])
-            if committed:
-                await store.commit(*committed)
-        finally:
-            await store.close()
-
-    asyncio.run(write())
-
-
 def test_an_approval_cut_short_is_settled_from_the_audit(people: People) -> None:
     """A server stopped between claiming an approved request and committing its change: a
     minute later a read says what happened, from the audit (the change's entries name the
@@ -353,7 +344,7 @@ def test_an_approval_cut_short_is_settled_from_the_audit(people: People) -> None
         decided_at=claimed_at,
         applying=True,
     )
-    _cut_short(people, claimed, [])
+    _write_directly(people, claimed, [])
     failed = admin.get(f"{REQUESTS}/{claimed.id}").json()
     assert (failed["status"], failed.get("applying")) == ("failed", None), failed
     assert failed["decision"].startswith("interrupted: the server stopped"), failed
@@ -371,7 +362,7 @@ def test_an_approval_cut_short_is_settled_from_the_audit(people: People) -> None
         request_id=made.id,
         after={"enabled": True},
     )
-    _cut_short(people, made, [[Mutation("flag", "receipts", "put", flag, 1)], [entry]])
+    _write_directly(people, made, [[Mutation("flag", "receipts", "put", flag, 1)], [entry]])
     applied = admin.get(f"{REQUESTS}/{made.id}").json()
     assert (applied["status"], applied.get("applying")) == ("applied", None), applied
     assert _audit(people, "receipts")[0]["action"] == "request.approved"

@@ -19,8 +19,9 @@ its single GET is ``GET /proxy`` (every enabled toggle), its single POST ``POST 
 one toggle, its bulk ``POST /proxy/all``.
 
 Each server: one process pinned to core 0, ``wrk -t1 -c64`` on core 1; rounds interleave every
-(server, shape) pair, after a one-second warm-up of each; per round the ratio Flagport / peer of requests/s, and of server CPU
-microseconds per request (peer / Flagport: > 1 is cheaper); medians of the rounds. Budgets:
+(server, shape) pair, after a one-second warm-up of each; per round the ratio Flagport / peer
+of requests/s, and of server CPU microseconds per request (peer / Flagport: > 1 is cheaper);
+medians of the rounds. Budgets:
 OFREP single >= 0.6x the GrowthBook floor, bulk >= 0.8x; >= 4x the Unleash Proxy on every shape.
 The peers are frozen: :data:`PEERS_SHA256` names the files they are built from.
 

@@ -319,6 +319,16 @@ async def test_store_policies_and_requests(store: Store, tmp_path: Path) -> None
     assert await store.change_requests() == [second, third]
     assert not await store.decide_change_request(msgspec.structs.replace(first), "pending")
 
+    # A claim (applied, applying) is settled once: the compare is on both fields, so of two
+    # readers settling it, or a reader and the approval finishing late, one wins.
+    claimed = msgspec.structs.replace(second, status="applied", decided_by="bob", applying=True)
+    assert await store.decide_change_request(claimed, "pending")
+    settled = msgspec.structs.replace(claimed, applying=False)
+    assert not await store.decide_change_request(settled, "applied")  # not as unclaimed
+    assert await store.decide_change_request(settled, "applied", applying=True)
+    assert not await store.decide_change_request(settled, "applied", applying=True)
+    assert await store.change_requests() == [settled, third]
+
 
 def test_an_approval_cut_short_is_settled_from_the_audit(people: People) -> None:
     """A server stopped between claiming an approved request and committing its change: a

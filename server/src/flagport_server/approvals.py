@@ -234,11 +234,13 @@ class ApprovalService:
                     f"{why}: it changed since the request was filed; file the request again"
                 )
             failed = msgspec.structs.replace(applied, status="failed", decision=why)
-            await self.store.decide_change_request(failed, "applied")
-            await self._audit(failed, "request.failed", actor, why)
+            # Lost only to a reader that settled the claim after APPLY_GRACE_S: it wrote
+            # the request's outcome and its audit entry.
+            if await self.store.decide_change_request(failed, "applied", applying=True):
+                await self._audit(failed, "request.failed", actor, why)
             raise
-        await self.store.decide_change_request(applied, "applied")
-        await self._audit(applied, "request.approved", actor, reason)
+        if await self.store.decide_change_request(applied, "applied", applying=True):
+            await self._audit(applied, "request.approved", actor, reason)
         return applied, version
 
     async def reject(
@@ -308,8 +310,10 @@ class ApprovalService:
             status="applied" if made else "failed",
             decision=request.decision if made else INTERRUPTED,
         )
-        if not await self.store.decide_change_request(settled, "applied"):
-            return request  # settled meanwhile by another reader
+        if not await self.store.decide_change_request(settled, "applied", applying=True):
+            # Settled meanwhile, by another reader or by the approval itself: what it is now.
+            now = {r.id: r for r in await self.store.change_requests()}
+            return now.get(request.id, settled)
         approver = Actor(request.decided_by or "", request.decided_by_id)
         if made:
             await self._audit(settled, "request.approved", approver, request.decision)

@@ -543,9 +543,12 @@ class Store(abc.ABC):
         out: one bad record must not hide the others)."""
 
     @abc.abstractmethod
-    async def decide_change_request(self, decided: ChangeRequest, expected: RequestStatus) -> bool:
+    async def decide_change_request(
+        self, decided: ChangeRequest, expected: RequestStatus, *, applying: bool = False
+    ) -> bool:
         """Store ``decided`` over the request with its id if that one's status is still
-        ``expected`` (compare-and-set: of two approvals at once, one wins); False otherwise."""
+        ``expected`` and its ``applying`` still ``applying`` (compare-and-set: of two
+        approvals at once, or of two readers settling one claim, one wins); False otherwise."""
 
     # -- webhooks (docs/adr/0028-webhooks-over-the-audit-log.md) ------------------------
 

@@ -47,12 +47,17 @@ return 1
 """
 )
 
-# KEYS: meta, requests. ARGV: schema version, id, the status it must have, the new body.
+# KEYS: meta, requests. ARGV: schema version, id, the status it must have, the new body,
+# "1" if it must be applying ("0": not; the field is omitted when false).
 _DECIDE_REQUEST: Final = Script(
     SCHEMA_CHECK_LUA
     + """
 local body = redis.call('HGET', KEYS[2], ARGV[2])
-if not body or cjson.decode(body)['status'] ~= ARGV[3] then
+if not body then
+  return 0
+end
+local request = cjson.decode(body)
+if request['status'] ~= ARGV[3] or (request['applying'] == true) ~= (ARGV[5] == '1') then
   return 0
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
@@ -88,7 +93,9 @@ class RedisRequests(RedisBase):
         found = _common.decode_each(rows.items(), _common.decode_request)
         return sorted(found, key=lambda r: (r.created_at, r.id))
 
-    async def decide_change_request(self, decided: ChangeRequest, expected: RequestStatus) -> bool:
+    async def decide_change_request(
+        self, decided: ChangeRequest, expected: RequestStatus, *, applying: bool = False
+    ) -> bool:
         keys = [self._meta, self._change_requests]
-        args = [SCHEMA_VERSION, decided.id, expected, _common.encode(decided)]
+        args = [SCHEMA_VERSION, decided.id, expected, _common.encode(decided), str(int(applying))]
         return int(await self._script(_DECIDE_REQUEST, keys, args)) == 1

@@ -64,13 +64,17 @@ class SQLiteRequests(SQLiteBase):
 
         return await self._read(read)
 
-    async def decide_change_request(self, decided: ChangeRequest, expected: RequestStatus) -> bool:
+    async def decide_change_request(
+        self, decided: ChangeRequest, expected: RequestStatus, *, applying: bool = False
+    ) -> bool:
         def decide(conn: sqlite3.Connection) -> bool:
             self._meta(conn)
+            # JSON true reads as 1; the field is omitted when false.
             changed = conn.execute(
                 "UPDATE change_requests SET body = ? WHERE id = ? "
-                "AND json_extract(body, '$.status') = ?",
-                (_common.encode(decided), decided.id, expected),
+                "AND json_extract(body, '$.status') = ? "
+                "AND coalesce(json_extract(body, '$.applying'), 0) = ?",
+                (_common.encode(decided), decided.id, expected, int(applying)),
             )
             return changed.rowcount == 1
 

@@ -15,7 +15,7 @@ final class FeatureDisableCommand extends Command
 
     /** @var string */
     protected $signature = 'feature:disable {key : The flag key, e.g. ui-improvements}
-        {--reason= : Why, recorded in the audit log}' . self::WAIT_OPTIONS;
+        {--reason= : Why, recorded in the audit log}' . WaitOptions::SIGNATURE;
 
     /** @var string */
     protected $description = 'Disable a Flagport feature flag (its children follow it)';

@@ -16,7 +16,7 @@ final class FeatureEnableCommand extends Command
     /** @var string */
     protected $signature = 'feature:enable {key : The flag key, e.g. ui-improvements}
         {--percentage= : Roll out to this percentage of users (0-100, up to 3 decimals)}
-        {--reason= : Why, recorded in the audit log}' . self::WAIT_OPTIONS;
+        {--reason= : Why, recorded in the audit log}' . WaitOptions::SIGNATURE;
 
     /** @var string */
     protected $description = 'Enable a Flagport feature flag, optionally at a percentage';

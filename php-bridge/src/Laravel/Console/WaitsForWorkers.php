@@ -11,15 +11,11 @@ use Flagport\AdminException;
  * The end of the artisan commands that change what is served, as of `flags enable/disable`:
  * wait until every live worker has applied the change (`--timeout`, default 5 s; exit 5
  * naming the stragglers), unless `--no-wait`. When `feature:disable` exits 0, the kill switch
- * is live everywhere.
+ * is live everywhere. The options it reads are declared by WaitOptions::SIGNATURE (a trait
+ * holds no constant before PHP 8.2, and the bridge supports 8.1).
  */
 trait WaitsForWorkers
 {
-    /** The options every such command declares, appended to its signature. */
-    private const WAIT_OPTIONS = '
-        {--no-wait : Do not wait for every worker to apply the change}
-        {--timeout=5 : Seconds to wait for every live worker (else exit 5)}';
-
     /** The --timeout given, checked before any request; null (said why) when it is bad. */
     private function waitTimeout(): ?float
     {

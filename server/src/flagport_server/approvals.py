@@ -20,6 +20,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from flagport import InvalidDocumentError
+from flagport.rollout import RolloutError
 from flagport_server.approval_policy import policy_id
 from flagport_server.audit import audit_entry
 from flagport_server.auth import BOOTSTRAP_TOKEN_ID, Actor
@@ -31,6 +33,7 @@ from flagport_server.errors import (
     NotFound,
     PreconditionFailed,
     ServerError,
+    StoreError,
 )
 from flagport_server.services import AdminService, utc_now
 from flagport_server.stores.base import ApprovalPolicy, AuditQuery, ChangeRequest, RequestStatus
@@ -58,8 +61,11 @@ MAX_PENDING_REQUESTS: Final = 500
 #: An approval claimed this long ago and still applying was cut short (a commit takes
 #: milliseconds, a store's own timeouts seconds): it is settled from the audit when read.
 APPLY_GRACE_S: Final = 60.0
-#: Audit entries of the request's key read to settle it (newest first, since the claim).
-_SETTLE_AUDIT_READ: Final = 1000
+#: Audit entries read per page to settle a claim (the approver's on the key, since the claim).
+_SETTLE_AUDIT_PAGE: Final = 1000
+#: What refuses an approved change before anything is committed (the request fails, saying
+#: why); a store's error leaves the outcome unknown, so it is not one of them.
+_REFUSALS: Final = (ServerError, InvalidDocumentError, RolloutError, msgspec.ValidationError)
 #: Why a request cut short with nothing committed failed.
 INTERRUPTED: Final = (
     "interrupted: the server stopped while applying the approved change, and nothing was "
@@ -226,6 +232,11 @@ class ApprovalService:
         try:
             version = await self._apply(pending, actor)
         except Exception as refused:
+            if not isinstance(refused, _REFUSALS) or isinstance(refused, StoreError):
+                # Not a refusal: the commit may have landed (a timeout after Redis ran it),
+                # so the claim stays applying and is settled from the audit, which commits
+                # with the change (APPLY_GRACE_S).
+                raise
             # Whatever refused the change (a changed flag, the configuration's own checks,
             # a plan's options), the request is over: it says why, and must be filed again.
             why = refused.detail if isinstance(refused, ServerError) else str(refused)
@@ -234,13 +245,15 @@ class ApprovalService:
                     f"{why}: it changed since the request was filed; file the request again"
                 )
             failed = msgspec.structs.replace(applied, status="failed", decision=why)
-            # Lost only to a reader that settled the claim after APPLY_GRACE_S: it wrote
-            # the request's outcome and its audit entry.
+            # Lost only to a reader that settled the claim after APPLY_GRACE_S, from the
+            # audit (nothing committed: failed as interrupted): that outcome stands.
             if await self.store.decide_change_request(failed, "applied", applying=True):
                 await self._audit(failed, "request.failed", actor, why)
             raise
         if await self.store.decide_change_request(applied, "applied", applying=True):
             await self._audit(applied, "request.approved", actor, reason)
+        else:
+            await self._correct_early_settle(applied, actor, reason)
         return applied, version
 
     async def reject(
@@ -300,10 +313,7 @@ class ApprovalService:
             or time.time() - _epoch(decided_at) < APPLY_GRACE_S
         ):
             return request
-        entries = await self.admin.audit(
-            AuditQuery(key=request.key, since=decided_at, limit=_SETTLE_AUDIT_READ)
-        )
-        made = any(e.request_id == request.id and e.kind != "request" for e in entries)
+        made = await self._change_committed(request, decided_at)
         settled = msgspec.structs.replace(
             request,
             applying=False,
@@ -320,6 +330,35 @@ class ApprovalService:
         else:
             await self._audit(settled, "request.failed", approver, INTERRUPTED)
         return settled
+
+    async def _change_committed(self, request: ChangeRequest, claimed_at: str) -> bool:
+        """Whether the audit holds an entry of the request's change: the approver's, on its
+        key, since the claim, naming the request (paged back to the claim: a busy key may
+        have many entries since)."""
+        query = AuditQuery(
+            key=request.key, actor=request.decided_by, since=claimed_at, limit=_SETTLE_AUDIT_PAGE
+        )
+        while True:
+            page = await self.admin.audit(query)
+            if any(e.request_id == request.id and e.kind != "request" for e in page):
+                return True
+            if len(page) < _SETTLE_AUDIT_PAGE:
+                return False
+            query = msgspec.structs.replace(query, before_id=page[-1].id)
+
+    async def _correct_early_settle(
+        self, applied: ChangeRequest, approver: Actor, reason: str | None
+    ) -> None:
+        """The approval committed its change after a reader, past :data:`APPLY_GRACE_S`
+        (a store that slow, or clocks that far apart), settled the claim: a reader that found
+        the change wrote ``applied`` (nothing to do); one that found none wrote ``failed`` as
+        interrupted, which the commit has made untrue, so the request is ``applied`` after
+        all, and audited so."""
+        now = {r.id: r for r in await self.store.change_requests()}.get(applied.id)
+        if now is None or now.status != "failed" or now.decision != INTERRUPTED:
+            return
+        if await self.store.decide_change_request(applied, "failed"):
+            await self._audit(applied, "request.approved", approver, reason)
 
     async def _expire_if_due(self, request: ChangeRequest) -> ChangeRequest:
         if request.status != "pending" or time.time() < _epoch(request.expires_at):

@@ -150,6 +150,23 @@ def test_evaluated_counts_every_read_of_each_flag_as_the_php_fake_does() -> None
         assert flags.evaluated() == {"ui-improvements": 5, "checkout": 3, "not-a-flag": 2}
 
 
+def test_evaluated_counts_a_bounded_number_of_unknown_keys() -> None:
+    """Past :attr:`LocalClient.MAX_UNKNOWN_KEYS` distinct unknown keys (a long-lived client
+    asked for keys from its input), new ones are not counted; those counted and the defined
+    flags still are."""
+    with LocalClient.from_flags({"checkout": True}) as flags:
+        flags.is_enabled("not-a-flag")
+        for n in range(LocalClient.MAX_UNKNOWN_KEYS + 5):
+            flags.is_enabled(f"unknown-{n}")
+        flags.is_enabled("not-a-flag")
+        flags.is_enabled("checkout")
+        counted = flags.evaluated()
+        assert len(counted) == LocalClient.MAX_UNKNOWN_KEYS + 1  # the cap, and the flag
+        assert (counted["not-a-flag"], counted["checkout"]) == (2, 1)
+        assert f"unknown-{LocalClient.MAX_UNKNOWN_KEYS - 2}" in counted
+        assert f"unknown-{LocalClient.MAX_UNKNOWN_KEYS - 1}" not in counted
+
+
 def test_a_client_without_a_server_ignores_the_developers_overrides(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import httpx
 import msgspec
@@ -170,6 +170,10 @@ class LocalClient(ReportsOutcomes):
     without a server see :meth:`from_flags` and :meth:`from_file`.
     """
 
+    #: Distinct unknown keys a client without a server counts for :meth:`evaluated` (a
+    #: long-lived ``from_file`` client asked for keys taken from its input must not grow).
+    MAX_UNKNOWN_KEYS: ClassVar[int] = 1000
+
     _http: httpx.Client
     _thread: threading.Thread | None
     _reporter: threading.Thread | None
@@ -259,6 +263,7 @@ class LocalClient(ReportsOutcomes):
         #: Reads of keys the snapshot lacks, by key: counted without a server only (for
         #: :meth:`evaluated`), where the keys are a test's code's own.
         self._unknown_reads: Counter[str] = Counter()
+        self._unknown_lock = threading.Lock()
 
     # -- without a server ---------------------------------------------------------------
 
@@ -323,12 +328,15 @@ class LocalClient(ReportsOutcomes):
     def evaluated(self) -> dict[str, int]:
         """How many times each flag was read (``is_enabled``, ``evaluate``, ``details``,
         ``value``, and once per flag by ``all``) since the client was made, keys it does not
-        know included; only on a client without a server, whose counts no report takes::
+        know included (the first :attr:`MAX_UNKNOWN_KEYS` of them); only on a client without
+        a server, whose counts no report takes::
 
             assert flagport_flags.evaluated().get("ui-improvements") == 1
             assert "legacy-checkout" not in flagport_flags.evaluated()
 
-        What a test asserts with the PHP bridge's ``Flagport::assertEvaluated``."""
+        What a test asserts with the PHP bridge's ``Flagport::assertEvaluated``, but for
+        ``all``: it counts a read of every flag here (as a server counts a bulk evaluation),
+        none on the PHP fake."""
         if not self._serverless:
             raise ClientError(
                 "evaluated() counts the reads of a client without a server only "
@@ -412,8 +420,14 @@ class LocalClient(ReportsOutcomes):
             if result.metadata is not None:
                 note_read(result.metadata)
         elif self._serverless:
-            self._unknown_reads[key] += 1
+            self._note_unknown_read(key)
         return result
+
+    def _note_unknown_read(self, key: str) -> None:
+        with self._unknown_lock:  # ``+=`` is a read then a write: atomic only by the GIL's grace
+            reads = self._unknown_reads
+            if key in reads or len(reads) < self.MAX_UNKNOWN_KEYS:
+                reads[key] += 1
 
     def details(
         self, key: str, default: Any, context: Mapping[str, Any] | None = None

@@ -8,8 +8,10 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cli.conftest import Flags, run_flags
@@ -294,6 +296,73 @@ def stopped_instance(server: RunningServer, tmp_path: Path) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(10)
+
+
+@contextlib.contextmanager
+def silent_propagation(server: RunningServer) -> Iterator[str]:
+    """The server behind a proxy that passes every request but the propagation registry's,
+    which it never answers (a server hung in that one read); yields the proxy's URL."""
+    release = threading.Event()
+
+    class Relay(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _relay(self) -> None:
+            if self.path.startswith("/admin/v1/propagation"):
+                release.wait(30)
+                self.close_connection = True
+                return
+            size = int(self.headers.get("Content-Length") or 0)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            answer = httpx.request(
+                self.command,
+                server.url + self.path,
+                headers=headers,
+                content=self.rfile.read(size),
+                timeout=10,
+            )
+            self.send_response(answer.status_code)
+            for name, value in answer.headers.items():
+                if name.lower() not in ("content-length", "connection", "content-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    relay = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    relay.daemon_threads = True
+    thread = threading.Thread(target=relay.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{relay.server_address[1]}"
+    finally:
+        release.set()
+        relay.shutdown()
+        relay.server_close()
+
+
+def test_the_wait_ends_at_its_timeout_when_the_server_stops_answering(
+    flags: Flags, server: RunningServer
+) -> None:
+    """``--timeout`` bounds the whole wait, its polls included: a registry that never
+    answers gives exit 5 (committed, not confirmed) at the timeout, not after the client's
+    10-second request timeout."""
+    with silent_propagation(server) as url:
+        started = time.monotonic()
+        result = run_flags(
+            "disable", "auth-improvements", "--timeout", "0.5", "--reason", "x", url=url
+        )
+        took = time.monotonic() - started
+    assert result.code == 5, str(result)
+    assert "auth-improvements: off" in result.out  # committed and shown
+    assert "not confirmed within 0.5 s" in result.err, result.err
+    assert took < 5.0, took
+    flags.ok("enable", "auth-improvements")
 
 
 def test_not_confirmed_exits_5_naming_stragglers(

@@ -172,15 +172,15 @@ def test_enable_no_wait(flags: Flags, server: RunningServer) -> None:
     assert body["percentage"] == 30.0
 
 
-def _not_found_everywhere(server: RunningServer, key: str, units: list[str]) -> bool:
+def _statuses(server: RunningServer, key: str, units: list[str]) -> set[int]:
+    """The OFREP statuses of ``key`` for ``units``, from whichever worker answers each."""
     with server.client(timeout=10) as client:
-        codes = {
+        return {
             client.post(
                 f"/ofrep/v1/evaluate/flags/{key}", json={"context": {"targetingKey": unit}}
             ).status_code
             for unit in units
         }
-    return codes == {404}
 
 
 def test_every_serving_change_is_served_by_both_workers_when_the_command_exits(
@@ -217,12 +217,13 @@ def test_every_serving_change_is_served_by_both_workers_when_the_command_exits(
     imported = flags.ok("import", str(changed), "--reason", "back on")
     assert applied in imported.out
     assert served_on(server, key) == expected(key, 25)
-    quiet = flags.ok("import", str(changed), "--json")  # nothing changed: nothing to wait for
+    quiet = flags.ok("import", str(changed), "--json")  # nothing changed, nothing committed
     assert json.loads(quiet.out)["applied"] is False
 
     deleted = flags.ok("delete", key, "--yes")
     assert applied in deleted.out
-    assert _not_found_everywhere(server, key, UNITS[:40])
+    assert _statuses(server, key, UNITS[:40]) == {404}
     as_json = flags.ok("create", key, "--json")  # with --json: the answer only, still waited for
     assert json.loads(as_json.out)["flag"]["key"] == key
     assert "applied by" not in as_json.out
+    assert _statuses(server, key, UNITS[:40]) == {200}  # known to both workers

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 
-from flagport_cli._errors import NotConfirmed
+from flagport_cli._errors import NotConfirmed, Unreachable
 
 __all__ = [
     "APPLIED",
@@ -89,15 +89,30 @@ def wait_options(function: F) -> F:
 
 #: What :func:`confirm_applied` says by default once every live worker applied a change.
 APPLIED = "snapshot version {version} applied by {workers} worker(s) on {instances} instance(s)"
+#: The least time a propagation poll gets: ``--timeout 0`` still asks once.
+_LAST_POLL_S: Final = 0.1
 
 
 def wait_for_version(api: Any, version: int, timeout: float) -> dict[str, Any]:
     """Poll ``api``'s propagation registry until every live worker of every instance has
-    applied ``version``. Raises :class:`NotConfirmed` naming the stragglers after ``timeout``."""
+    applied ``version``. Raises :class:`NotConfirmed` naming the stragglers after ``timeout``
+    (each poll may take only the time left, so a server that stops answering cannot hold
+    the command past it)."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
-        body: dict[str, Any] = api.call("GET", "/admin/v1/propagation", params={"version": version})
+        left = max(deadline - time.monotonic(), _LAST_POLL_S)
+        try:
+            body: dict[str, Any] = api.call(
+                "GET", "/admin/v1/propagation", params={"version": version}, timeout=left
+            )
+        except Unreachable as silent:
+            if time.monotonic() < deadline:
+                raise
+            raise NotConfirmed(
+                f"snapshot version {version} is committed but not confirmed within "
+                f"{timeout:g} s: {silent.message}"
+            ) from None
         if body.get("complete"):
             return body
         if time.monotonic() >= deadline:

@@ -154,18 +154,27 @@ class Api:
         headers: dict[str, str] | None = None,
         auth: bool = True,
         ok: tuple[int, ...] = (),
+        timeout: float | None = None,
     ) -> httpx.Response:
         """Send one request; raise the :class:`CliError` matching a failure. Statuses in
-        ``ok`` are returned to the caller even when they are errors."""
+        ``ok`` are returned to the caller even when they are errors. ``timeout``: seconds for
+        this request, when shorter than the client's (a wait's time left)."""
         httpx = _import_httpx()
         all_headers = dict(headers or {})
         if auth:
             all_headers["Authorization"] = f"Bearer {self.require_token()}"
         if params:
             params = {k: v for k, v in params.items() if v is not None}
+        limit: Any = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
         try:
             response = self._client.request(
-                method, path, json=json, params=params, content=content, headers=all_headers
+                method,
+                path,
+                json=json,
+                params=params,
+                content=content,
+                headers=all_headers,
+                timeout=limit,
             )
         except httpx.TimeoutException:
             raise Unreachable(f"Flagport at {self.url} did not answer in time") from None

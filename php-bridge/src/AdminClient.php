@@ -58,7 +58,9 @@ final class AdminClient
     /**
      * Wait until every live worker of every instance has applied snapshot `$version` (an
      * answer's `snapshot_version`), as `flags enable/disable` do: the change is then what
-     * every worker serves. Polls `GET /admin/v1/propagation`.
+     * every worker serves. Polls `GET /admin/v1/propagation`; a poll the server does not
+     * answer can hold the wait one admin call's timeout past `$timeoutS`, and ends it as not
+     * confirmed when that is past (the change is committed, its confirmation is missing).
      *
      * @return array<string, mixed> the registry's answer: `complete`, `workers`, `stragglers`
      * @throws AdminException NOT_CONFIRMED, naming the stragglers, after `$timeoutS` seconds
@@ -68,7 +70,19 @@ final class AdminClient
         $deadline = microtime(true) + $timeoutS;
         $delay = 0.005;
         while (true) {
-            $body = $this->call('GET', '/admin/v1/propagation?version=' . $version, null);
+            try {
+                $body = $this->call('GET', '/admin/v1/propagation?version=' . $version, null);
+            } catch (AdminException $silent) {
+                if ($silent->exitCode() !== AdminException::UNREACHABLE || microtime(true) < $deadline) {
+                    throw $silent;
+                }
+                throw new AdminException(sprintf(
+                    'snapshot version %d is committed but not confirmed within %s s: %s',
+                    $version,
+                    self::seconds($timeoutS),
+                    $silent->getMessage(),
+                ), AdminException::NOT_CONFIRMED);
+            }
             if (($body['complete'] ?? false) === true) {
                 return $body;
             }
@@ -86,13 +100,19 @@ final class AdminClient
                 throw new AdminException(sprintf(
                     'snapshot version %d is committed but not confirmed within %s s by: %s',
                     $version,
-                    rtrim(rtrim(number_format($timeoutS, 3, '.', ''), '0'), '.'),
+                    self::seconds($timeoutS),
                     $stragglers === [] ? 'unknown workers' : implode(', ', $stragglers),
                 ), AdminException::NOT_CONFIRMED);
             }
             usleep((int) (min($delay, $left) * 1e6));
             $delay = min($delay * 1.5, 0.01);
         }
+    }
+
+    /** Seconds as `flags` prints them: 0.5, 5, 1.25. */
+    private static function seconds(float $seconds): string
+    {
+        return rtrim(rtrim(number_format($seconds, 3, '.', ''), '0'), '.');
     }
 
     /** A value from an answer as one line of text (control characters escaped). */

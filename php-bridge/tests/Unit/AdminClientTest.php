@@ -7,6 +7,7 @@ namespace Flagport\Tests\Unit;
 use Flagport\AdminClient;
 use Flagport\AdminException;
 use Flagport\HttpResponse;
+use Flagport\TransportException;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -55,6 +56,32 @@ final class AdminClientTest extends TestCase
             );
         }
         self::assertLessThan(2.0, microtime(true) - $started);
+    }
+
+    public function testAPollUnansweredAtTheDeadlineIsNotConfirmedAndEarlierUnreachable(): void
+    {
+        // The poll that fails ends at (or after) a deadline of 0 s: the change is committed,
+        // only its confirmation is missing (exit 5, as `flags` says).
+        $late = new AdminClient('http://flagport.test', 'fpa_x', 1000, new FakeTransport([
+            new TransportException('operation timed out'),
+        ]));
+        try {
+            $late->waitForVersion(7, 0.0);
+            self::fail('not confirmed, yet no exception');
+        } catch (AdminException $error) {
+            self::assertSame(AdminException::NOT_CONFIRMED, $error->exitCode());
+            self::assertStringStartsWith('snapshot version 7 is committed but not confirmed within 0 s: cannot reach', $error->getMessage());
+        }
+        // A server gone well before the deadline is unreachable (exit 3).
+        $gone = new AdminClient('http://flagport.test', 'fpa_x', 1000, new FakeTransport([
+            new TransportException('connection refused'),
+        ]));
+        try {
+            $gone->waitForVersion(7, 30.0);
+            self::fail('unreachable, yet no exception');
+        } catch (AdminException $error) {
+            self::assertSame(AdminException::UNREACHABLE, $error->exitCode());
+        }
     }
 
     public function testARefusalOfTheRegistryIsTheAdminCallsError(): void

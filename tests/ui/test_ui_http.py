@@ -225,6 +225,39 @@ def test_revoking_the_token_ends_its_session_and_sign_in_returns_to_the_page(
         )
 
 
+def test_rotating_the_token_ends_the_sessions_of_its_old_secret(server: RunningServer) -> None:
+    """A leaked secret's holder signed in; the owner rotates the token (the documented
+    answer to a leak): the old secret's session is over, the new secret signs in."""
+    secret, token_id = _token(server, "leaked", "admin")
+    with _signed_in(server, secret) as client:
+        assert client.get("/ui/flags").status_code == 200
+        with server.admin() as admin:
+            rotated = admin.post(f"/admin/v1/tokens/{token_id}/rotate", json={})
+            assert rotated.status_code == 200, rotated.text
+
+        def gone() -> bool:
+            return client.get("/ui/flags").status_code == 303
+
+        assert wait_until(gone, 5.0)
+    with _signed_in(server, rotated.json()["secret"]) as client:
+        assert client.get("/ui/flags").status_code == 200
+
+
+def test_changing_the_admin_token_ends_the_bootstrap_sessions(tmp_path: Path) -> None:
+    """A session of the bootstrap token outlives a restart with the same admin token, not
+    one with another (what an operator does when that token leaked)."""
+    with running_server(tmp_path) as first, _signed_in(first, first.admin_token) as client:
+        cookie = client.cookies["fp_session"]
+
+    def flags_page(env: dict[str, str]) -> int:
+        with running_server(tmp_path, env=env) as again, again.client() as browser:
+            browser.cookies.set("fp_session", cookie, path="/ui")
+            return browser.get("/ui/flags").status_code
+
+    assert flags_page({}) == 200
+    assert flags_page({"FLAGPORT_ADMIN_TOKEN": "fpa_" + "changed-after-a-leak" * 2}) == 303
+
+
 def test_a_forged_or_expired_session_goes_back_to_sign_in(server: RunningServer) -> None:
     with _signed_in(server, server.admin_token) as client:
         value = client.cookies["fp_session"]

@@ -20,6 +20,7 @@ lock an operator out of the kill switch (docs/adr/0009-auth-hardening.md).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import math
@@ -62,6 +63,7 @@ __all__ = [
     "accepts_stream_ticket",
     "access",
     "access_error",
+    "credential_of",
     "declared_scope",
     "expiry_warning",
     "grants",
@@ -331,6 +333,20 @@ def accepts_stream_ticket() -> dict[str, bool]:
     stands in for a token header: the change stream, which a browser's ``EventSource`` opens
     without headers."""
     return {_TICKET_OPT: True}
+
+
+def credential_of(runtime: Runtime, record: TokenRecord) -> str:
+    """What a session or ticket made for ``record`` is bound to: the hash of its secret of
+    now (the bootstrap token's: of the configured admin token), so one made before the
+    secret was rotated or the admin token changed no longer checks."""
+    if record.id == BOOTSTRAP_TOKEN_ID:
+        return _bootstrap_credential(runtime.settings.admin_token or "")
+    return record.secret_hash
+
+
+@functools.lru_cache(maxsize=4)
+def _bootstrap_credential(admin_token: str) -> str:
+    return hash_secret(admin_token)
 
 
 def token_by_id(runtime: Runtime, token_id: str) -> TokenRecord | None:

@@ -17,7 +17,15 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Template
 
 from flagport_server.audit import percentage_text
-from flagport_server.auth import ADMIN, PUBLIC, VIEWER, Actor, requires, token_by_id
+from flagport_server.auth import (
+    ADMIN,
+    PUBLIC,
+    VIEWER,
+    Actor,
+    credential_of,
+    requires,
+    token_by_id,
+)
 from flagport_server.errors import Forbidden, InvalidInput, ServerError, SignInNeeded
 from flagport_server.runtime import Runtime
 from flagport_server.services import AdminService
@@ -25,9 +33,10 @@ from flagport_server.stores.base import TokenRecord
 from flagport_server.ui.session import (
     SESSION_COOKIE,
     SessionError,
+    check_session,
     csrf_matches,
     csrf_token,
-    session_token_id,
+    read_session,
 )
 from flagport_server.wire.fields import validation_problem
 
@@ -91,14 +100,15 @@ def signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> UiUser:
     if not value:
         raise SignInNeeded("sign in to continue", path)
     secret = server_secret(connection)
+    runtime: Runtime = connection.app.state.runtime
     try:
-        token_id = session_token_id(secret, value, time.time())
+        session = read_session(value)
+        record = token_by_id(runtime, session.token_id)
+        if record is None or record.scope not in (ADMIN, VIEWER):
+            raise SessionError("the token of this session was revoked")
+        check_session(secret, session, credential_of(runtime, record), time.time())
     except SessionError as bad:
         raise SignInNeeded(f"{bad}: sign in again", path) from None
-    runtime: Runtime = connection.app.state.runtime
-    record = token_by_id(runtime, token_id)
-    if record is None or record.scope not in (ADMIN, VIEWER):
-        raise SignInNeeded("the token of this session was revoked: sign in again", path)
     return UiUser(record, value, csrf_token(secret, value))
 
 

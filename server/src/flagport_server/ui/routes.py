@@ -30,7 +30,7 @@ from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.template import TemplateConfig
 from markupsafe import escape
 
-from flagport_server.auth import ADMIN, VIEWER, refused_login, token_record
+from flagport_server.auth import ADMIN, VIEWER, credential_of, refused_login, token_record
 from flagport_server.errors import Forbidden, NotFound, ServerError, SignInNeeded
 from flagport_server.http_errors import UI_EXCEPTION_HANDLERS
 from flagport_server.operations import Operations
@@ -214,7 +214,8 @@ async def sign_in(request: UiRequest) -> Response[Any]:
             "or a viewer token"
         )
     expires = int(time.time()) + SESSION_SECONDS
-    session = mint_session(server_secret(request), record.id, expires)
+    credential = credential_of(runtime, record)
+    session = mint_session(server_secret(request), record.id, expires, credential)
     log.info("admin UI: %s signed in (token %s)", record.name, record.id)
     response: Response[Any] = Redirect(_safe_next(form.next), status_code=303)
     response.cookies.append(_cookie(request, SESSION_COOKIE, session, SESSION_SECONDS))

@@ -2,10 +2,12 @@
 
 A session is ``<token id>.<expiry>.<mac>``: the expiry in seconds since the epoch and the mac
 an HMAC-SHA256, keyed by the store's server secret (the key of the stream tickets,
-:mod:`flagport_server.tickets`), of both. The cookie proves only that a holder of the token
-signed in before the expiry; whether the token is still valid (not revoked) and which scope
-it has is read from the live tokens on every request, so revoking a token ends its sessions
-and rotating the server secret ends every session.
+:mod:`flagport_server.tickets`), of both and of the token's credential (the hash of the
+secret it signed in with). The cookie proves only that a holder of that secret signed in
+before the expiry; whether the token is still valid (not revoked) and which scope it has is
+read from the live tokens on every request, and the mac is checked against the token's
+credential of now: revoking a token or rotating its secret (or the bootstrap token) ends its
+sessions, and rotating the server secret ends every session.
 
 A CSRF token is the HMAC of what the form is bound to: the session cookie's value once signed
 in, and before that a random pre-session nonce kept in its own cookie (a double submit), so a
@@ -19,19 +21,21 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "MAX_COOKIE_LENGTH",
     "PRESESSION_COOKIE",
     "SESSION_COOKIE",
     "SESSION_SECONDS",
+    "Session",
     "SessionError",
+    "check_session",
     "csrf_matches",
     "csrf_token",
     "mint_session",
     "new_nonce",
-    "session_token_id",
+    "read_session",
 ]
 
 #: The session cookie, and the sign-in form's pre-session nonce cookie.
@@ -50,32 +54,48 @@ class SessionError(ValueError):
     """A session cookie that does not sign anyone in; the message says why."""
 
 
+class Session(NamedTuple):
+    """A session cookie's parts, read but not yet checked (:func:`check_session`)."""
+
+    token_id: str
+    expires: int
+    mac: str
+
+
 def _mac(secret: bytes, purpose: str, *parts: object) -> str:
     text = "|".join([purpose, *(str(part) for part in parts)])
     digest = hmac.new(secret, text.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:_MAC_BYTES]).decode()
 
 
-def mint_session(secret: bytes, token_id: str, expires: int) -> str:
-    """The session cookie value of token ``token_id``, valid until ``expires``."""
-    return f"{token_id}.{expires}.{_mac(secret, 'ui-session', token_id, expires)}"
+def mint_session(secret: bytes, token_id: str, expires: int, credential: str) -> str:
+    """The session cookie value of token ``token_id`` signed in with the secret whose
+    credential is ``credential``, valid until ``expires``."""
+    return f"{token_id}.{expires}.{_mac(secret, 'ui-session', token_id, expires, credential)}"
 
 
-def session_token_id(secret: bytes, value: str, now: float) -> str:
-    """The id of the token the session ``value`` was made for, if it is genuine and not
-    expired; :class:`SessionError` saying why not."""
+def read_session(value: str) -> Session:
+    """The parts of the session cookie ``value`` (which token to look up before
+    :func:`check_session`); :class:`SessionError` if it is not shaped as one."""
     if len(value) > MAX_COOKIE_LENGTH:
         raise SessionError("the session is not one this server makes")
     match = _SESSION.fullmatch(value)
     if match is None:
         raise SessionError("the session is not one this server makes")
     token_id, expires_text, mac = match.groups()
-    expires = int(expires_text)
-    if not hmac.compare_digest(mac, _mac(secret, "ui-session", token_id, expires)):
-        raise SessionError("the session was not made by this server (or its secret was rotated)")
-    if now >= expires:
+    return Session(token_id, int(expires_text), mac)
+
+
+def check_session(secret: bytes, session: Session, credential: str, now: float) -> None:
+    """Whether ``session`` was made by this server for its token's ``credential`` of now
+    and has not expired; :class:`SessionError` saying why not."""
+    expected = _mac(secret, "ui-session", session.token_id, session.expires, credential)
+    if not hmac.compare_digest(session.mac, expected):
+        raise SessionError(
+            "the session was not made by this server, or its token's secret was rotated since"
+        )
+    if now >= session.expires:
         raise SessionError("the session has expired")
-    return token_id
 
 
 def new_nonce() -> str:

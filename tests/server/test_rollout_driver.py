@@ -11,6 +11,7 @@ import http.server
 import os
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,13 +20,22 @@ from typing import Any
 import msgspec
 import pytest
 
+import flagport.engine._limits
 from flagport.engine import Flag
 from flagport.rollout.outcomes import Cohort, Totals, bucket_of, minute_of, series_key
 from flagport.rollout.plan import PlanSpec, PlanStatus
 from flagport.rollout.schedule import parse_window
 from flagport_server.auth import Actor
-from flagport_server.driver import KILL_HOOK_ENV, LEASE_NAME, Driver, HealthPolls, health_failed
-from flagport_server.errors import NotFound
+from flagport_server.driver import (
+    KILL_HOOK_ENV,
+    LEASE_NAME,
+    RENEW_EVERY,
+    TICK,
+    Driver,
+    HealthPolls,
+    health_failed,
+)
+from flagport_server.errors import NotFound, StoreUnavailable
 from flagport_server.plans import PlanService
 from flagport_server.stores import SQLiteStore
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, Store
@@ -495,6 +505,91 @@ async def test_a_driver_killed_just_before_or_after_each_commit_leaves_one_entry
                 os.waitpid(pid, 0)
         for store in stores:
             await store.close()
+
+
+async def test_a_plan_that_cannot_be_committed_keeps_no_other_from_its_rollback(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flag stored before a limit it now exceeds (docs/adr/0008: stored records are
+    served as they are) cannot take its plan's first step: that plan fails its rounds, and
+    the plan after it in key order still starts, breaches and rolls back."""
+    legacy = "a-legacy"
+    with monkeypatch.context() as older:
+        older.setattr(flagport.engine._limits, "MAX_TAGS", 100)  # the release before the limit
+        tags = tuple(f"team-{n}" for n in range(60))
+        await store.commit(
+            [Mutation("flag", legacy, "put", Flag(version=1, enabled=False, tags=tags), None)],
+            [AuditEntry(actor="alice", action="create", key=legacy, at="2027-01-15T08:00:00Z")],
+        )
+    clock = Clock(T0)
+    spec = PlanSpec(key=legacy, steps=(10.0, 100.0), hold=60)
+    await service(store, clock).create(spec, ALICE, "an old flag")
+    await new_plan(store, clock, guards=("error_rate > 5% over 5m",), min_sample=100, hold=3600)
+    driver = Driver(store, clock=clock)
+    await driver.step()
+    assert "limit" in driver.failed_plans[legacy] or "tags" in driver.failed_plans[legacy]
+    assert (await plan_status(store)) == (PlanStatus.RUNNING, 0, 10.0)
+    clock.now += 30
+    await report(store, clock.now, totals(300, 60))
+    await driver.step()
+    assert (await plan_status(store)) == (PlanStatus.PAUSED, -1, None)
+    assert not (await flag(store)).enabled
+    assert legacy in driver.failed_plans  # tried again each round, still failing
+
+
+async def test_a_store_error_between_rounds_restarts_no_hold(store: Store) -> None:
+    """A round that fails on the store makes the driver stop counting on its lease; taking
+    it again before it lapsed is no takeover, so no plan's hold starts over (were it, store
+    errors more frequent than the hold would keep a plan from ever advancing)."""
+    flaky = FlakyStore(store)
+    await new_plan(store, Clock(time.time()), guards=(), hold=3600)
+    driver = Driver(flaky, holder="only")  # type: ignore[arg-type]
+    running = asyncio.create_task(driver.run())
+    try:
+        assert await _eventually(lambda: _has_action(store, "plan-start"))
+        flaky.failures = 1
+        assert await _eventually(lambda: _is_zero(lambda: flaky.failures))
+        await asyncio.sleep(2 * RENEW_EVERY + TICK)  # the lease taken again, rounds go on
+        assert driver.holding
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert "plan-hold-restart" not in await actions(store)
+
+
+class FlakyStore:
+    """A real store whose next ``failures`` plan reads fail as an unreachable store's do."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.failures = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def load_plans(self) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("the store did not answer")
+        return await self.store.load_plans()
+
+
+async def _has_action(store: Store, action: str) -> bool:
+    return action in await actions(store)
+
+
+async def _is_zero(value: Any) -> bool:
+    return bool(value() == 0)
+
+
+async def _eventually(check: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def test_vs_control_rides_out_a_site_wide_incident_and_catches_a_real_one(

@@ -6,7 +6,10 @@ docs/adr/0023-rollout-plans-driver-lease.md).
   holds the store's lease (:data:`LEASE_NAME`, :data:`LEASE_TTL` seconds, renewed every
   :data:`RENEW_EVERY`) drives, the others try to take it every :data:`RENEW_EVERY`: when
   the holder dies another takes over within ``LEASE_TTL + RENEW_EVERY`` (< 5 s). A driver
-  taking over restarts the hold of every running plan (no catch-up).
+  taking over restarts the hold of every running plan (no catch-up); one that takes back
+  its own lease before it lapsed (after a store error) took nothing over.
+- **Isolation.** Each plan is decided and committed on its own: one that fails (other
+  than on the store) is logged and retried next round, and the others go on.
 - **Fencing.** The lease only keeps the work in one place; correctness comes from the
   commits: each transition is a ``plan`` mutation guarded by the record's version
   (:func:`~flagport_server.plans.transition_commit`), so a driver that lost its lease
@@ -86,6 +89,8 @@ TICK: Final = 0.5
 #: ``/readyz`` and ``/metrics`` warn when a running plan has had no driver this long.
 NO_DRIVER_AFTER: Final = 10.0
 HEALTH_TIMEOUT: Final = 5.0
+#: A plan whose round keeps failing is logged (with the traceback) this often.
+_FAILURE_LOG_EVERY: Final = 60.0
 #: A test-only hook: ``before:N`` / ``after:N`` SIGKILLs this process just before / after
 #: the driver's N-th commit (the fencing test). Never set in production.
 KILL_HOOK_ENV: Final = "FLAGPORT_TEST_DRIVER_KILL"
@@ -191,7 +196,12 @@ class Driver:
         self.decisions: dict[str, Decision] = {}
         #: Automatic actions on a breach, per plan flag.
         self.breaches: dict[str, int] = {}
+        #: Why the last round of a plan failed, per plan flag (cleared by a good round).
+        self.failed_plans: dict[str, str] = {}
+        self._failure_logged: dict[str, float] = {}
         self._renewed_at = -math.inf
+        #: When this driver's last renewed lease lapses.
+        self._held_until = -math.inf
         self._commits = 0
         self._kill = _kill_hook()
         #: Set by :meth:`wake`: the next round starts at once.
@@ -209,10 +219,15 @@ class Driver:
             return self.holding
         self._renewed_at = now
         held = await self.store.acquire_lease(LEASE_NAME, self.holder, LEASE_TTL, now)
-        took_over = held and not self.holding
+        # Holding again a lease of this driver's that never lapsed (a round failed on a
+        # store error in between, so it stopped counting on it) is no takeover: nobody else
+        # could have driven, and restarting every hold on each passing store error would
+        # keep plans from ever advancing.
+        took_over = held and not self.holding and now >= self._held_until
         self.holding = held
         if held:
             self.lease_seen = now
+            self._held_until = now + LEASE_TTL
         else:
             self.lease_seen = await self.store.lease_seen(LEASE_NAME)
         if took_over:
@@ -223,6 +238,7 @@ class Driver:
     async def release(self) -> None:
         if self.holding:
             self.holding = False
+            self._held_until = -math.inf
             with contextlib.suppress(StoreError):
                 await self.store.release_lease(LEASE_NAME, self.holder)
 
@@ -279,39 +295,71 @@ class Driver:
             if plan.status not in _DRIVEN:
                 self.decisions.pop(key, None)
                 continue
-            failures = None
-            url = plan.spec.health_url
-            if url is not None and needs_health(plan):
-                urls.add(url)
-                self.health.due(url, plan.spec.health_interval, now)
-                failures = self.health.failures_of(url)
-            prometheus = plan.spec.prometheus_url
-            if prometheus is not None and plan.status is PlanStatus.RUNNING:
-                for _, sent in promql_queries(plan):
-                    queried.add((prometheus, sent))
-                    self.promql.due(prometheus, sent, now)
-            readings = await plan_readings(self.store, plan, now, failures, self.promql.reading_of)
-            decision = decide(plan, readings, now, guard_checks(plan))
-            self.decisions[key] = decision
-            after = apply_decision(plan, decision, now)
-            if after is None:
-                continue
-            exposure = _EXPOSURES.get(decision.kind, Exposure.KEEP)
-            if decision.kind is DecisionKind.STEP_BACK:
-                exposure = Exposure.EXPOSE if after.percentage is not None else Exposure.DISABLE
-            if state is None:
-                state = await self.store.load()
-            if await self._commit(state, plan, after, exposure, decision):
-                taken.append(decision)
-                if decision.evidence is not None and decision.kind in (
-                    DecisionKind.ROLLBACK,
-                    DecisionKind.STEP_BACK,
-                    DecisionKind.BREACH_PAUSE,
-                ):
-                    self.breaches[key] = self.breaches.get(key, 0) + 1
+            try:
+                state = await self._drive_plan(key, plan, now, state, urls, queried, taken)
+                self.failed_plans.pop(key, None)
+            except StoreError:
+                raise  # the store's trouble is every plan's: the round fails
+            except Exception as error:
+                # One plan that cannot be decided or committed (a flag stored before a limit
+                # it now exceeds, a bug) must not keep the plans after it from their
+                # rollbacks: it is logged, and the next round tries it again.
+                self._plan_failed(key, error, now)
         self.health.forget(urls)
         self.promql.forget(queried)
         return taken
+
+    async def _drive_plan(
+        self,
+        key: str,
+        plan: Plan,
+        now: float,
+        state: StoreState | None,
+        urls: set[str],
+        queried: set[tuple[str, str]],
+        taken: list[Decision],
+    ) -> StoreState | None:
+        """One plan's decision at ``now`` and its commit, if it changes a record (``taken``
+        gets it); the configuration as read for the commit, for the next plan's."""
+        failures = None
+        url = plan.spec.health_url
+        if url is not None and needs_health(plan):
+            urls.add(url)
+            self.health.due(url, plan.spec.health_interval, now)
+            failures = self.health.failures_of(url)
+        prometheus = plan.spec.prometheus_url
+        if prometheus is not None and plan.status is PlanStatus.RUNNING:
+            for _, sent in promql_queries(plan):
+                queried.add((prometheus, sent))
+                self.promql.due(prometheus, sent, now)
+        readings = await plan_readings(self.store, plan, now, failures, self.promql.reading_of)
+        decision = decide(plan, readings, now, guard_checks(plan))
+        self.decisions[key] = decision
+        after = apply_decision(plan, decision, now)
+        if after is None:
+            return state
+        exposure = _EXPOSURES.get(decision.kind, Exposure.KEEP)
+        if decision.kind is DecisionKind.STEP_BACK:
+            exposure = Exposure.EXPOSE if after.percentage is not None else Exposure.DISABLE
+        if state is None:
+            state = await self.store.load()
+        if await self._commit(state, plan, after, exposure, decision):
+            taken.append(decision)
+            if decision.evidence is not None and decision.kind in (
+                DecisionKind.ROLLBACK,
+                DecisionKind.STEP_BACK,
+                DecisionKind.BREACH_PAUSE,
+            ):
+                self.breaches[key] = self.breaches.get(key, 0) + 1
+        return state
+
+    def _plan_failed(self, key: str, error: Exception, now: float) -> None:
+        """Log a plan's failed round: with its traceback once a minute per plan, not every
+        half second."""
+        self.failed_plans[key] = f"{type(error).__name__}: {error}"
+        if now - self._failure_logged.get(key, -math.inf) >= _FAILURE_LOG_EVERY:
+            self._failure_logged[key] = now
+            log.error("rollout %s: the driver could not take its decision", key, exc_info=error)
 
     async def _commit(
         self,

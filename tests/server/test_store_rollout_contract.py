@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from flagport.engine import Flag
-from flagport.rollout.outcomes import MAX_EVENT_SERIES, Cohort, Totals, series_key
+from flagport.rollout.outcomes import MAX_COUNT, MAX_EVENT_SERIES, Cohort, Totals, series_key
 from flagport.rollout.plan import PlanSpec, new_plan, pause, start
 from flagport_server.errors import InvalidInput, VersionConflict
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, Store
@@ -224,3 +224,29 @@ async def test_event_series_beyond_the_cap_are_left_out(store: Store) -> None:
     assert "new" not in row[3].events
     assert len(row[3].events) == MAX_EVENT_SERIES
     assert row[3].requests == 2
+
+
+async def test_totals_saturate_and_a_write_never_fails_half_way(store: Store) -> None:
+    """Totals past 64 bits (many accepted items summed, each within its own bounds) saturate
+    at MAX_COUNT instead of failing the write: a failed write is retried whole, and on Redis
+    the rows before the failing one would have been counted twice."""
+    minute = int(NOW // 60 * 60)
+    huge = Totals(
+        requests=2**62,
+        failures=2**62,
+        latency_us_sum=2**62,
+        latency_buckets=[2**62] + [0] * 12,
+        events={CRITICAL: 2**62},
+    )
+    for _ in range(5):
+        rows = [
+            ("before", minute, Cohort.TREATMENT, totals(10, 1)),
+            ("huge", minute, Cohort.TREATMENT, huge),
+        ]
+        await store.record_outcomes(rows, NOW)
+    ((*_, before),) = await store.outcomes("before", minute, minute)
+    assert (before.requests, before.failures) == (50, 5)
+    ((*_, saturated),) = await store.outcomes("huge", minute, minute)
+    assert saturated.requests == saturated.failures == saturated.latency_us_sum == MAX_COUNT
+    assert saturated.latency_buckets[0] == MAX_COUNT
+    assert saturated.events == {CRITICAL: MAX_COUNT}

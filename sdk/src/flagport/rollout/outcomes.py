@@ -46,6 +46,7 @@ __all__ = [
     "BUCKETS",
     "EMPTY_READING",
     "MAX_CLOCK_SKEW_SECONDS",
+    "MAX_COUNT",
     "MAX_EVENT_SERIES",
     "Cohort",
     "CohortReading",
@@ -78,6 +79,15 @@ MAX_CLOCK_SKEW_SECONDS: Final = 5
 MAX_EVENT_SERIES: Final = 1000
 #: A request's duration is at most a day: bounds ``latency_ms_sum`` per request.
 _MAX_REQUEST_MS: Final = 86_400_000.0
+#: Every total saturates here (2^53: exact as a double, in JSON and in Redis's Lua), so no
+#: sum of accepted items, however many, overflows a store's 64-bit integers: a write that
+#: failed half-way would be retried and count its first rows twice.
+MAX_COUNT: Final = 2**53
+
+
+def _plus(total: int, added: int) -> int:
+    return min(total + added, MAX_COUNT)
+
 
 _LABEL_NAME: Final = re.compile(LABEL_NAME_PATTERN)
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
@@ -257,30 +267,30 @@ class Totals(msgspec.Struct):
     events: dict[str, int] = msgspec.field(default_factory=dict)
 
     def add_item(self, item: OutcomeItem) -> None:
-        self.requests += item.requests
-        self.failures += item.failures
-        self.latency_us_sum += round(item.latency_ms_sum * 1000)
+        self.requests = _plus(self.requests, item.requests)
+        self.failures = _plus(self.failures, item.failures)
+        self.latency_us_sum = _plus(self.latency_us_sum, round(item.latency_ms_sum * 1000))
         buckets = self.latency_buckets
         for index, count in enumerate(item.latency_buckets):
-            buckets[index] += count
+            buckets[index] = _plus(buckets[index], count)
 
     def add_event(self, series: str, count: int) -> bool:
         """Count ``count`` events of ``series``; False (nothing counted) if it would be a
         series beyond :data:`MAX_EVENT_SERIES`."""
         if series not in self.events and len(self.events) >= MAX_EVENT_SERIES:
             return False
-        self.events[series] = self.events.get(series, 0) + count
+        self.events[series] = _plus(self.events.get(series, 0), count)
         return True
 
     def merge(self, other: Totals) -> None:
-        """Add ``other`` into these totals (exact: integers only)."""
-        self.requests += other.requests
-        self.failures += other.failures
-        self.latency_us_sum += other.latency_us_sum
+        """Add ``other`` into these totals (exact: integers only, up to :data:`MAX_COUNT`)."""
+        self.requests = _plus(self.requests, other.requests)
+        self.failures = _plus(self.failures, other.failures)
+        self.latency_us_sum = _plus(self.latency_us_sum, other.latency_us_sum)
         for index, count in enumerate(other.latency_buckets):
-            self.latency_buckets[index] += count
+            self.latency_buckets[index] = _plus(self.latency_buckets[index], count)
         for series, count in other.events.items():
-            self.events[series] = self.events.get(series, 0) + count
+            self.events[series] = _plus(self.events.get(series, 0), count)
 
 
 def quantile_ms(buckets: Iterable[int], q: float) -> float | None:

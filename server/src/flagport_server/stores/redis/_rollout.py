@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from flagport.rollout.limits import LATENCY_BOUNDS_MS
-from flagport.rollout.outcomes import MAX_EVENT_SERIES, Cohort, Totals
+from flagport.rollout.outcomes import MAX_COUNT, MAX_EVENT_SERIES, Cohort, Totals
 from flagport_server.stores.base import OUTCOME_MINUTES_KEPT, Lease, OutcomeRow
 from flagport_server.stores.redis._connection import RedisBase, Script, pairs
 
@@ -37,7 +37,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """)
 
-# KEYS: one hash per row. ARGV: ttl in seconds, the series cap, then per row
+# KEYS: one hash per row. ARGV: ttl in seconds, the series cap, MAX_COUNT, then per row
 # 3 + 13 counts, the number of events and two per event (series, count).
 _RECORD: Final = Script(
     """
@@ -45,13 +45,21 @@ local fixed = {'r', 'f', 'us'}
 for b = 0, """
     + str(_BUCKETS - 1)
     + """ do fixed[#fixed + 1] = 'b' .. b end
-local ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ttl, cap, most = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+-- Stored and added are each at most MAX_COUNT, so HINCRBY cannot overflow (an error would
+-- leave the script's earlier writes in place, and the retried batch would count them
+-- twice); the sum saturates at MAX_COUNT.
+local function add(key, field, by)
+  if redis.call('HINCRBY', key, field, by) > tonumber(most) then
+    redis.call('HSET', key, field, most)
+  end
+end
 local left_out = 0
-local i = 3
+local i = 4
 for k = 1, #KEYS do
   local key = KEYS[k]
   for f = 1, #fixed do
-    redis.call('HINCRBY', key, fixed[f], ARGV[i])
+    add(key, fixed[f], ARGV[i])
     i = i + 1
   end
   local events = tonumber(ARGV[i])
@@ -60,7 +68,7 @@ for k = 1, #KEYS do
     local field = 'e:' .. ARGV[i]
     if redis.call('HEXISTS', key, field) == 1
         or redis.call('HLEN', key) - #fixed < cap then
-      redis.call('HINCRBY', key, field, ARGV[i + 1])
+      add(key, field, ARGV[i + 1])
     else
       left_out = left_out + 1
     end
@@ -117,16 +125,16 @@ class RedisRollout(RedisBase):
     async def record_outcomes(self, rows: Sequence[OutcomeRow], now: float) -> int:
         oldest = int(now // 60 * 60) - OUTCOME_MINUTES_KEPT * 60
         keys: list[str] = []
-        args: list[Any] = [OUTCOME_MINUTES_KEPT * 60 + 120, MAX_EVENT_SERIES]
+        args: list[Any] = [OUTCOME_MINUTES_KEPT * 60 + 120, MAX_EVENT_SERIES, MAX_COUNT]
         for key, minute, cohort, totals in rows:
             if minute < oldest:
                 continue
             keys.append(self._outcome_key(key, minute, cohort.value))
-            args += [totals.requests, totals.failures, totals.latency_us_sum]
-            args += list(totals.latency_buckets)
+            counts = (totals.requests, totals.failures, totals.latency_us_sum)
+            args += [min(count, MAX_COUNT) for count in (*counts, *totals.latency_buckets)]
             args.append(len(totals.events))
             for series, count in totals.events.items():
-                args += [series, count]
+                args += [series, min(count, MAX_COUNT)]
         if not keys:
             return 0
         return int(await self._script(_RECORD, keys, args))

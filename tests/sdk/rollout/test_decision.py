@@ -9,6 +9,7 @@ import statistics
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -309,6 +310,26 @@ def test_vs_control_a_treatment_incident_rolls_back_with_the_statistic() -> None
     assert evidence.difference == pytest.approx(0.1 - 0.02)
     assert evidence.z is not None
     assert evidence.z > 5
+
+
+def test_vs_control_at_100_percent_judges_on_the_threshold_alone() -> None:
+    """At the last step of 100 % nobody is in the control: a bad treatment rolls back and a
+    good one completes, instead of waiting for a control sample until max_hold pauses it
+    at 100 %."""
+    plan = msgspec.structs.replace(
+        make_plan("error_rate > 5% over 5m", vs_control=True, min_sample=100),
+        step=2,
+        percentage=100.0,
+    )
+    bad = OutcomeAggregate()
+    report(bad, T0 + 60, Cohort.TREATMENT, 400, 40)
+    assert judged(plan, bad, T0 + 60) is DecisionKind.ROLLBACK
+    good = OutcomeAggregate()
+    for minute in range(1, 12):
+        report(good, T0 + 60 * minute, Cohort.TREATMENT, 400, 4)
+    assert judged(plan, good, T0 + 660) is DecisionKind.COMPLETE
+    below = msgspec.structs.replace(plan, step=1, percentage=50.0)  # a control exists: tested
+    assert judged(below, bad, T0 + 60) is DecisionKind.HOLD  # no control sample yet
 
 
 def test_the_mixture_ratio_matches_its_integral() -> None:

@@ -22,7 +22,8 @@ With ``vs_control`` a per-cohort guard breaches only when the treatment is beyon
 threshold in the window **and** the one-sided always-valid test
 (:mod:`flagport.rollout.sequential`) rejects "treatment <= control" on the data since the
 step's hold started (a sliding window would look at ever new data, which the test's
-guarantee does not cover; the hold's data is one growing sample at one allocation).
+guarantee does not cover; the hold's data is one growing sample at one allocation). At a
+step of 100 % the control is empty: the guards judge on their thresholds alone.
 """
 
 from __future__ import annotations
@@ -420,10 +421,13 @@ def decide(
         return Decision(kind=DecisionKind.NONE, reason=plan.status.value)
 
     prepared = checks if checks is not None else guard_checks(plan)
+    # At 100 % nobody is left in the control: there the guards judge the treatment on
+    # their thresholds alone (else the last step could neither breach nor complete).
+    vs_control = spec.vs_control and plan.percentage is not None and plan.percentage < 100
     judgements = []
     for index, check in enumerate(prepared):
         verdict, evidence = judge(
-            check, readings, min_sample=spec.min_sample, vs_control=spec.vs_control
+            check, readings, min_sample=spec.min_sample, vs_control=vs_control
         )
         judgements.append(Judgement(index, verdict, evidence))
     judged = tuple(judgements)

@@ -59,7 +59,7 @@ from flagport_server.plans import (
     promql_queries,
     transition_commit,
 )
-from flagport_server.probes import Probes
+from flagport_server.probes import AnswerTooLarge, Probes, fetch
 from flagport_server.prometheus import PromqlQueries
 from flagport_server.stores.base import Store, StoreState
 
@@ -143,9 +143,9 @@ class HealthPolls(Probes[str, int]):
         import httpx
 
         try:
-            response = await self.client.get(url)
-            failed = health_failed(response.status_code, response.content)
-        except (httpx.HTTPError, OSError):
+            status, body = await fetch(self.client, url, HEALTH_TIMEOUT)
+            failed = health_failed(status, body)
+        except (httpx.HTTPError, OSError, TimeoutError, AnswerTooLarge):
             failed = True
         self.results[url] = self.results.get(url, 0) + 1 if failed else 0
         return failed

@@ -3,7 +3,8 @@ a task of its own so that a slow or silent endpoint never holds a decision up: t
 reads the last result and never waits for one.
 
 :class:`Probes` is the one home of that bookkeeping (when a probe is due, the task under way,
-forgetting what no plan uses any more, closing the HTTP client); the driver's
+forgetting what no plan uses any more, closing the HTTP client), and :func:`fetch` of how
+one answer is read (bounded in time and size); the driver's
 :class:`~flagport_server.driver.HealthPolls` and
 :class:`~flagport_server.prometheus.PromqlQueries` say what a probe does and what it keeps.
 """
@@ -13,12 +14,41 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Collection, Coroutine, Hashable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["Probes"]
+__all__ = ["MAX_ANSWER_BYTES", "AnswerTooLarge", "Probes", "fetch"]
+
+#: A probe's answer is read up to this size: a health answer or an instant query's is small,
+#: and a larger one (a query matching thousands of series) would be decoded every second.
+MAX_ANSWER_BYTES: Final = 1 << 20
+
+
+class AnswerTooLarge(Exception):
+    """An answer longer than :data:`MAX_ANSWER_BYTES` (the rest is not read)."""
+
+
+async def fetch(
+    client: httpx.AsyncClient,
+    url: str,
+    deadline_s: float,
+    params: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """``GET url``: its status and body, all of it within ``deadline_s`` (the client's
+    timeouts bound each read, so a server trickling its answer a byte at a time would hold
+    the probe, and the last result, for ever). :class:`TimeoutError` past the deadline,
+    :class:`AnswerTooLarge` past :data:`MAX_ANSWER_BYTES`, httpx's errors otherwise."""
+    async with asyncio.timeout(deadline_s):
+        async with client.stream("GET", url, params=params) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():  # decoded: the cap holds a zip bomb
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise AnswerTooLarge(f"an answer over {MAX_ANSWER_BYTES:,} bytes")
+            return response.status_code, bytes(body)
+
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 from flagport.rollout.errors import PrometheusError
 from flagport.rollout.promql import PromqlReading, query_url, read_answer
-from flagport_server.probes import Probes
+from flagport_server.probes import AnswerTooLarge, Probes, fetch
 
 if TYPE_CHECKING:  # httpx takes a while to import: only a worker that queries loads it
     import httpx
@@ -39,14 +39,18 @@ async def ask(client: httpx.AsyncClient, base: str, query: str) -> PromqlReading
     import httpx
 
     try:
-        response = await client.get(query_url(base), params={"query": query})
-    except httpx.TimeoutException:
+        status, body = await fetch(client, query_url(base), QUERY_TIMEOUT, {"query": query})
+    except (httpx.TimeoutException, TimeoutError):
         raise PrometheusError(
             f"Prometheus at {base} did not answer within {QUERY_TIMEOUT:g} s"
         ) from None
+    except AnswerTooLarge as error:
+        raise PrometheusError(
+            f"Prometheus at {base} sent {error}: make the query aggregate to one series"
+        ) from None
     except (httpx.HTTPError, OSError) as error:
         raise PrometheusError(f"Prometheus at {base} is unreachable: {error}") from None
-    return read_answer(response.status_code, response.content)
+    return read_answer(status, body)
 
 
 async def check_queries(base: str, queries: Iterable[str]) -> None:

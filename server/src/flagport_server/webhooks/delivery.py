@@ -79,17 +79,23 @@ async def send(
     entry: AuditEntry,
     event: str,
     dashboard: str | None,
+    deadline_s: float,
 ) -> SendResult:
-    """POST ``entry`` to ``record`` once. The answer's body is never read (a receiver cannot
-    make the server hold a large one); redirects are not followed."""
+    """POST ``entry`` to ``record`` once, within ``deadline_s`` in all (the client's
+    timeouts bound each read: a receiver trickling its answer's head would hold the
+    webhook's deliveries). The answer's body is never read (a receiver cannot make the
+    server hold a large one); redirects are not followed."""
     import httpx
 
     body = body_of(record, entry, event, dashboard)
     sent_headers = headers(record, event, entry.id, int(time.time()), body)
     try:
-        async with client.stream("POST", record.url, content=body, headers=sent_headers) as answer:
+        async with (
+            asyncio.timeout(deadline_s),
+            client.stream("POST", record.url, content=body, headers=sent_headers) as answer,
+        ):
             status = answer.status_code
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         return SendResult(None, "no answer in time")
     except (httpx.HTTPError, OSError) as error:
         return SendResult(None, _error_text(error))
@@ -308,7 +314,9 @@ class WebhookDeliverer:
             if skipped is not None:
                 await self.store.record_delivery(hook.id, None, skipped)
             return state.next_try_at
-        result = await send(self.client, hook, entry, event, self.dashboard)
+        result = await send(
+            self.client, hook, entry, event, self.dashboard, self.settings.webhook_timeout
+        )
         now = self.clock()
         attempts = (state.attempts if state is not None else 0) + 1
         first = state.first_try_at if state is not None else now

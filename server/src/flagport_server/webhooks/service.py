@@ -154,7 +154,8 @@ class WebhookService:
     ) -> tuple[SendResult, float]:
         started = time.perf_counter()
         async with new_client(self.settings.webhook_timeout) as client:
-            result = await send(client, record, entry, event, dashboard_url(self.settings))
+            timeout = self.settings.webhook_timeout
+            result = await send(client, record, entry, event, dashboard_url(self.settings), timeout)
         return result, (time.perf_counter() - started) * 1000
 
     async def deliveries(

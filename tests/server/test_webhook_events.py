@@ -174,9 +174,14 @@ def test_urls_are_checked_and_shown_without_their_secrets() -> None:
         "http://[::1]:8787/",
         "http://0.0.0.0:8787/",
         "https://flags.example/hook",
+        "http://[::ffff:127.0.0.1]:8787/",  # IPv4-mapped
+        "http://[0:0:0:0:0:0:0:1]:8787/",  # not canonical
     ):
         with pytest.raises(InvalidInput, match="itself"):
             check_url(own, settings)
+    for legacy in ("http://127.1:8787/", "http://2130706433:8787/", "http://0x7f.1:8787/"):
+        with pytest.raises(InvalidInput, match="dotted-quad form"):
+            check_url(legacy, settings)
     assert check_url("http://10.0.0.5:8787/", Settings(host="127.0.0.1", port=8787))
     assert (
         url_hint("https://user:pw@hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX?a=1")

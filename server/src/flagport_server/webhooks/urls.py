@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -41,7 +42,7 @@ def check_url(url: str, settings: Settings, path: str = "$.url") -> str:
             f"the URL must start with http:// or https://, not {parts.scheme[:20] or 'nothing'}",
             path,
         )
-    host = (parts.hostname or "").lower()
+    host = _address_text((parts.hostname or "").lower(), path)
     if not host:
         raise InvalidInput("the URL has no host", path)
     port = port or (443 if parts.scheme == "https" else 80)
@@ -52,6 +53,28 @@ def check_url(url: str, settings: Settings, path: str = "$.url") -> str:
             path,
         )
     return url
+
+
+def _address_text(host: str, path: str) -> str:
+    """``host`` as the check compares it: an address in its canonical form (an IPv4 address
+    mapped into IPv6 as the IPv4 one), a name as it is. The legacy IPv4 forms the system's
+    resolver still connects to (``127.1``, ``2130706433``, ``0x7f.1``) are refused: they
+    would reach this server past the check."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            packed = socket.inet_aton(host)
+        except OSError:
+            return host  # a name
+        raise InvalidInput(
+            f"write the IPv4 address {host!r} in dotted-quad form "
+            f"({ipaddress.IPv4Address(packed)})",
+            path,
+        ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _is_self(host: str, port: int, settings: Settings) -> bool:

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from flagport.engine import Flag
-from flagport.rollout.outcomes import MAX_COUNT, MAX_EVENT_SERIES, Cohort, Totals, series_key
+from flagport.rollout.outcomes import MAX_EVENT_SERIES, MAX_TOTAL, Cohort, Totals, series_key
 from flagport.rollout.plan import PlanSpec, new_plan, pause, start
 from flagport_server.errors import InvalidInput, VersionConflict
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, Store
@@ -228,7 +228,7 @@ async def test_event_series_beyond_the_cap_are_left_out(store: Store) -> None:
 
 async def test_totals_saturate_and_a_write_never_fails_half_way(store: Store) -> None:
     """Totals past 64 bits (many accepted items summed, each within its own bounds) saturate
-    at MAX_COUNT instead of failing the write: a failed write is retried whole, and on Redis
+    at MAX_TOTAL instead of failing the write: a failed write is retried whole, and on Redis
     the rows before the failing one would have been counted twice."""
     minute = int(NOW // 60 * 60)
     huge = Totals(
@@ -247,6 +247,6 @@ async def test_totals_saturate_and_a_write_never_fails_half_way(store: Store) ->
     ((*_, before),) = await store.outcomes("before", minute, minute)
     assert (before.requests, before.failures) == (50, 5)
     ((*_, saturated),) = await store.outcomes("huge", minute, minute)
-    assert saturated.requests == saturated.failures == saturated.latency_us_sum == MAX_COUNT
-    assert saturated.latency_buckets[0] == MAX_COUNT
-    assert saturated.events == {CRITICAL: MAX_COUNT}
+    assert saturated.requests == saturated.failures == saturated.latency_us_sum == MAX_TOTAL
+    assert saturated.latency_buckets[0] == MAX_TOTAL
+    assert saturated.events == {CRITICAL: MAX_TOTAL}

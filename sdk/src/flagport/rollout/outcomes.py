@@ -46,8 +46,8 @@ __all__ = [
     "BUCKETS",
     "EMPTY_READING",
     "MAX_CLOCK_SKEW_SECONDS",
-    "MAX_COUNT",
     "MAX_EVENT_SERIES",
+    "MAX_TOTAL",
     "Cohort",
     "CohortReading",
     "OutcomeAggregate",
@@ -82,11 +82,11 @@ _MAX_REQUEST_MS: Final = 86_400_000.0
 #: Every total saturates here (2^53: exact as a double, in JSON and in Redis's Lua), so no
 #: sum of accepted items, however many, overflows a store's 64-bit integers: a write that
 #: failed half-way would be retried and count its first rows twice.
-MAX_COUNT: Final = 2**53
+MAX_TOTAL: Final = 2**53
 
 
 def _plus(total: int, added: int) -> int:
-    return min(total + added, MAX_COUNT)
+    return min(total + added, MAX_TOTAL)
 
 
 _LABEL_NAME: Final = re.compile(LABEL_NAME_PATTERN)
@@ -283,7 +283,7 @@ class Totals(msgspec.Struct):
         return True
 
     def merge(self, other: Totals) -> None:
-        """Add ``other`` into these totals (exact: integers only, up to :data:`MAX_COUNT`)."""
+        """Add ``other`` into these totals (exact: integers only, up to :data:`MAX_TOTAL`)."""
         self.requests = _plus(self.requests, other.requests)
         self.failures = _plus(self.failures, other.failures)
         self.latency_us_sum = _plus(self.latency_us_sum, other.latency_us_sum)

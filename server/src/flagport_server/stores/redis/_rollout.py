@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from flagport.rollout.limits import LATENCY_BOUNDS_MS
-from flagport.rollout.outcomes import MAX_COUNT, MAX_EVENT_SERIES, Cohort, Totals
+from flagport.rollout.outcomes import MAX_EVENT_SERIES, MAX_TOTAL, Cohort, Totals
 from flagport_server.stores.base import OUTCOME_MINUTES_KEPT, Lease, OutcomeRow
 from flagport_server.stores.redis._connection import RedisBase, Script, pairs
 
@@ -37,7 +37,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """)
 
-# KEYS: one hash per row. ARGV: ttl in seconds, the series cap, MAX_COUNT, then per row
+# KEYS: one hash per row. ARGV: ttl in seconds, the series cap, MAX_TOTAL, then per row
 # 3 + 13 counts, the number of events and two per event (series, count).
 _RECORD: Final = Script(
     """
@@ -46,9 +46,9 @@ for b = 0, """
     + str(_BUCKETS - 1)
     + """ do fixed[#fixed + 1] = 'b' .. b end
 local ttl, cap, most = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
--- Stored and added are each at most MAX_COUNT, so HINCRBY cannot overflow (an error would
+-- Stored and added are each at most MAX_TOTAL, so HINCRBY cannot overflow (an error would
 -- leave the script's earlier writes in place, and the retried batch would count them
--- twice); the sum saturates at MAX_COUNT.
+-- twice); the sum saturates at MAX_TOTAL.
 local function add(key, field, by)
   if redis.call('HINCRBY', key, field, by) > tonumber(most) then
     redis.call('HSET', key, field, most)
@@ -125,16 +125,16 @@ class RedisRollout(RedisBase):
     async def record_outcomes(self, rows: Sequence[OutcomeRow], now: float) -> int:
         oldest = int(now // 60 * 60) - OUTCOME_MINUTES_KEPT * 60
         keys: list[str] = []
-        args: list[Any] = [OUTCOME_MINUTES_KEPT * 60 + 120, MAX_EVENT_SERIES, MAX_COUNT]
+        args: list[Any] = [OUTCOME_MINUTES_KEPT * 60 + 120, MAX_EVENT_SERIES, MAX_TOTAL]
         for key, minute, cohort, totals in rows:
             if minute < oldest:
                 continue
             keys.append(self._outcome_key(key, minute, cohort.value))
             counts = (totals.requests, totals.failures, totals.latency_us_sum)
-            args += [min(count, MAX_COUNT) for count in (*counts, *totals.latency_buckets)]
+            args += [min(count, MAX_TOTAL) for count in (*counts, *totals.latency_buckets)]
             args.append(len(totals.events))
             for series, count in totals.events.items():
-                args += [series, min(count, MAX_COUNT)]
+                args += [series, min(count, MAX_TOTAL)]
         if not keys:
             return 0
         return int(await self._script(_RECORD, keys, args))

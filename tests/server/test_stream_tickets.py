@@ -7,6 +7,7 @@ revoked or the server secret rotates, and work on every worker."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,13 +19,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flagport_server.runtime import hash_secret
 from flagport_server.stores import open_store
 from flagport_server.tickets import (
     MAX_TICKET_LENGTH,
     TicketError,
+    check_ticket,
     day_of,
     mint_ticket,
-    ticket_token_id,
+    read_ticket,
 )
 from tests.cli.conftest import run_flags
 from tests.support.server import (
@@ -36,6 +39,16 @@ from tests.support.server import (
 )
 
 KEY = bytes(range(32))
+CREDENTIAL = hash_secret("fpe_the-token's-secret")
+
+
+def ticket_token_id(key: bytes, ticket: str, today: int, credential: str = CREDENTIAL) -> str:
+    """The token ``ticket`` names, checked as the stream's guard checks it."""
+    parts = read_ticket(ticket)
+    check_ticket(key, parts, credential, today)
+    return parts.token_id
+
+
 BODY = b'{"context":{"targetingKey":"user-1"}}'
 JSON = {"Content-Type": "application/json"}
 
@@ -45,7 +58,7 @@ JSON = {"Content-Type": "application/json"}
 
 @given(st.text("0123456789abcdef", min_size=1, max_size=32), st.integers(20_000, 30_000))
 def test_a_ticket_names_its_token_on_its_day_and_the_next(token_id: str, day: int) -> None:
-    ticket = mint_ticket(KEY, token_id, day)
+    ticket = mint_ticket(KEY, token_id, day, CREDENTIAL)
     assert len(ticket) <= MAX_TICKET_LENGTH
     assert ticket_token_id(KEY, ticket, day) == token_id
     assert ticket_token_id(KEY, ticket, day + 1) == token_id  # valid >= 24 h whenever made
@@ -56,17 +69,20 @@ def test_a_ticket_names_its_token_on_its_day_and_the_next(token_id: str, day: in
 
 
 def test_forged_tickets_are_refused() -> None:
-    ticket = mint_ticket(KEY, "abc123", 20_000)
+    ticket = mint_ticket(KEY, "abc123", 20_000, CREDENTIAL)
     token, day, mac = ticket.split(".")
     other_key = bytes(32)
     for forged in (
         f"{token}.{day}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}",  # a changed mac
         f"abc124.{day}.{mac}",  # another token's id with this mac
         f"{token}.{int(day) + 1}.{mac}",  # a later day with this mac
-        mint_ticket(other_key, token, int(day)),  # made with another secret
+        mint_ticket(other_key, token, int(day), CREDENTIAL),  # made with another secret
     ):
         with pytest.raises(TicketError, match="not made by this server"):
             ticket_token_id(KEY, forged, int(day))
+    # Made for the token's secret before it was rotated.
+    with pytest.raises(TicketError, match="token's secret was rotated"):
+        ticket_token_id(KEY, ticket, int(day), hash_secret("fpe_the-rotated-secret"))
     for garbage in (
         "",
         "x",
@@ -208,7 +224,7 @@ def test_bad_tickets_get_401_naming_why_and_change_nothing(server: RunningServer
     key = secret_of(server)
     today = day_of(time.time())
     cases = {
-        "has expired": mint_ticket(key, token_id, today - 2),
+        "has expired": mint_ticket(key, token_id, today - 2, hash_secret(secret)),
         "not made by this server": ticket[:-2] + ("AA" if not ticket.endswith("AA") else "BB"),
         "not one this server makes": "x" * 500,
     }
@@ -235,14 +251,37 @@ def test_bad_tickets_get_401_naming_why_and_change_nothing(server: RunningServer
     assert answer.status_code == 401
     assert "revoked" in answer.text
     # A token of a scope that may not stream (viewer) cannot either.
-    viewer_id, _ = make_token(server, "dash", "viewer")
-    answer = httpx.get(
-        server.url + "/v1/stream", params={"ticket": mint_ticket(key, viewer_id, today)}, timeout=5
-    )
+    viewer_id, viewer_secret = make_token(server, "dash", "viewer")
+    viewer_ticket = mint_ticket(key, viewer_id, today, hash_secret(viewer_secret))
+    answer = httpx.get(server.url + "/v1/stream", params={"ticket": viewer_ticket}, timeout=5)
     assert answer.status_code == 403
     assert other_id  # the other token still streams with its own header
     ok = Stream(server.url + "/v1/stream", {"Authorization": f"Bearer {other_secret}"})
     assert ok.status == 200
+
+
+def test_rotating_a_token_ends_its_streams_and_retires_its_tickets(server: RunningServer) -> None:
+    """The documented answer to a leaked secret: the old secret's ticket no longer opens a
+    stream, its open streams (by ticket or header) end, the new secret gets a working one."""
+    token_id, secret = make_token(server, "leaked-page")
+    old_path, _ = stream_path(server, secret)
+    by_ticket = Stream(server.url + old_path)
+    by_header = Stream(server.url + "/v1/stream", {"Authorization": f"Bearer {secret}"})
+    assert by_ticket.status == by_header.status == 200
+    rotated = run_flags(
+        "token", "rotate", token_id, "--json", url=server.url, token=server.admin_token
+    )
+    assert rotated.code == 0, str(rotated)
+    assert by_ticket.closed.wait(10)
+    assert by_header.closed.wait(10)
+    for _ in range(4):  # every worker
+        answer = httpx.get(server.url + old_path, timeout=5)
+        assert answer.status_code == 401
+        assert "token's secret was rotated" in answer.text
+    new_secret = json.loads(rotated.out)["secret"]
+    new_path, _ = stream_path(server, new_secret)
+    assert new_path != old_path
+    assert Stream(server.url + new_path).status == 200
 
 
 def test_rotating_the_server_secret_retires_every_ticket(server: RunningServer) -> None:

@@ -37,7 +37,7 @@ from flagport.rollout.decision import DRIVER
 from flagport_server.errors import Forbidden, ServerError, TooManyRequests, Unauthorized
 from flagport_server.runtime import Runtime, hash_secret
 from flagport_server.stores.base import SCOPE_MODEL, TokenRecord, TokenScope
-from flagport_server.tickets import TicketError, day_of, ticket_token_id
+from flagport_server.tickets import TicketError, check_ticket, day_of, read_ticket
 from flagport_server.token_expiry import TOKEN_EXPIRES_HEADER, token_status
 
 __all__ = [
@@ -207,14 +207,19 @@ def refused_login(connection: ASGIConnection[Any, Any, Any, Any], problem: str) 
 #: A token in one of these states opens nothing.
 _INVALID: Final = frozenset({"revoked", "expired"})
 
-_BOOTSTRAP: Final = TokenRecord(
-    id=BOOTSTRAP_TOKEN_ID,
-    name=BOOTSTRAP_ACTOR,
-    scope="admin",
-    secret_hash="",
-    created_at="",
-    scope_model=SCOPE_MODEL,
-)
+
+@functools.lru_cache(maxsize=4)
+def _bootstrap(admin_token: str) -> TokenRecord:
+    """The bootstrap token as a record: its ``secret_hash`` is the admin token's, so what is
+    bound to a token's credential (:func:`credential_of`) ends when the admin token changes."""
+    return TokenRecord(
+        id=BOOTSTRAP_TOKEN_ID,
+        name=BOOTSTRAP_ACTOR,
+        scope="admin",
+        secret_hash=hash_secret(admin_token),
+        created_at="",
+        scope_model=SCOPE_MODEL,
+    )
 
 
 def presented_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -234,7 +239,7 @@ def token_record(runtime: Runtime, secret: str) -> TokenRecord | None:
     costs one attribute test more, one that does a lookup and a comparison."""
     bootstrap = runtime.settings.admin_token
     if bootstrap and hmac.compare_digest(secret.encode(), bootstrap.encode()):
-        return _BOOTSTRAP
+        return _bootstrap(bootstrap)
     served = runtime.served
     if served is None:
         return None
@@ -335,25 +340,20 @@ def accepts_stream_ticket() -> dict[str, bool]:
     return {_TICKET_OPT: True}
 
 
-def credential_of(runtime: Runtime, record: TokenRecord) -> str:
-    """What a session or ticket made for ``record`` is bound to: the hash of its secret of
-    now (the bootstrap token's: of the configured admin token), so one made before the
-    secret was rotated or the admin token changed no longer checks."""
-    if record.id == BOOTSTRAP_TOKEN_ID:
-        return _bootstrap_credential(runtime.settings.admin_token or "")
+def credential_of(record: TokenRecord) -> str:
+    """What a UI session or a stream ticket made for ``record`` is bound to, and what an
+    open stream is checked against: the hash of its secret of now (the bootstrap token's:
+    of the configured admin token), so one made before the secret was rotated or the admin
+    token changed no longer checks."""
     return record.secret_hash
-
-
-@functools.lru_cache(maxsize=4)
-def _bootstrap_credential(admin_token: str) -> str:
-    return hash_secret(admin_token)
 
 
 def token_by_id(runtime: Runtime, token_id: str) -> TokenRecord | None:
     """The valid (known, not revoked, not expired) token whose id is ``token_id``, else
     ``None``."""
     if token_id == BOOTSTRAP_TOKEN_ID:
-        return _BOOTSTRAP if runtime.settings.admin_token else None
+        admin_token = runtime.settings.admin_token
+        return _bootstrap(admin_token) if admin_token else None
     for record in runtime.tokens.values():
         if record.id == token_id:
             return record if token_status(record, time.time()) not in _INVALID else None
@@ -384,12 +384,13 @@ def _ticket_access(
     if key is None:
         return Unauthorized("stream tickets are off on this server: send a token header"), None
     try:
-        token_id = ticket_token_id(key, ticket, day_of(time.time()))
+        parsed = read_ticket(ticket)
+        record = token_by_id(runtime, parsed.token_id)
+        if record is None:
+            raise TicketError("the token this stream ticket was made for is unknown or revoked")
+        check_ticket(key, parsed, credential_of(record), day_of(time.time()))
     except TicketError as bad:
         return Unauthorized(str(bad)), None
-    record = token_by_id(runtime, token_id)
-    if record is None:
-        return Unauthorized("the token this stream ticket was made for is unknown or revoked"), None
     return _within_scope(record, required)
 
 

@@ -76,7 +76,8 @@ class EncodedAnswers:
         if tail is None:
             if self._ticketed_stream is None:
                 return self.bulk_tail
-            stream = self._ticketed_stream(mint_ticket(ticket.key, ticket.token_id, ticket.day))
+            minted = mint_ticket(ticket.key, ticket.token_id, ticket.day, ticket.credential)
+            stream = self._ticketed_stream(minted)
             tail = _bulk_tail(stream, self.version)
             if len(self._ticketed) >= _MAX_TICKETED_TAILS:
                 self._ticketed.clear()

@@ -36,7 +36,14 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from flagport.engine import ErrorCode, Reason
-from flagport_server.auth import EVALUATE, access, access_error, declared_scope, requires
+from flagport_server.auth import (
+    EVALUATE,
+    access,
+    access_error,
+    credential_of,
+    declared_scope,
+    requires,
+)
 from flagport_server.errors import ServerError
 from flagport_server.routes.feeds import OpenStreams, streams_available
 from flagport_server.runtime import Runtime
@@ -342,7 +349,11 @@ def answer_bulk(
     # cannot send the token): the ETag then names the token and the day, so a 304 never
     # keeps another token's URL or an expired one (docs/spec.md section 12).
     key = served.ticket_key
-    ticket = TicketOf(key, token.id, day_of(now)) if token is not None and key is not None else None
+    ticket = (
+        TicketOf(key, token.id, day_of(now), credential_of(token))
+        if token is not None and key is not None
+        else None
+    )
     if ticket is not None:
         digest.update(ticket.token_id.encode())
         etag = f'"{snapshot.version}-{ticket.day}-{digest.hexdigest()}"'.encode()

@@ -26,6 +26,7 @@ from flagport_server.auth import (
     EVALUATE,
     SDK,
     accepts_stream_ticket,
+    credential_of,
     requires,
     scope_guard,
     token_by_id,
@@ -171,6 +172,13 @@ def _event(runtime: Runtime, version: int) -> ServerSentEventMessage:
     return ServerSentEventMessage(data=data, id=version)
 
 
+def _still_valid(runtime: Runtime, token: TokenRecord) -> bool:
+    """Whether the token a stream was opened with still opens one: not revoked or expired,
+    and its secret not rotated since."""
+    now = token_by_id(runtime, token.id)
+    return now is not None and credential_of(now) == credential_of(token)
+
+
 def _last_event_id(header: str) -> int | None:
     """The snapshot version a reconnecting client saw last, or ``None`` when the header is
     absent or no version of ours (treated alike). ``str.isdigit`` alone also accepts "²",
@@ -196,9 +204,9 @@ def _last_event_id(header: str) -> int | None:
 )
 async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | Response[bytes]:
     runtime: Runtime = request.app.state.runtime
-    # The token the guard let in (by its header or a stream ticket): once it is revoked, the
-    # stream ends (with the snapshot that carries the revocation), as every later request
-    # with it is refused.
+    # The token the guard let in (by its header or a stream ticket): once it is revoked or
+    # rotated, the stream ends (with the snapshot that carries the change), as every later
+    # request with its secret is refused.
     token: TokenRecord | None = getattr(request.state, "token", None)
     last_seen = _last_event_id(request.headers.get("last-event-id", ""))
     streams: OpenStreams = request.app.state.open_streams
@@ -237,7 +245,7 @@ async def change_stream(request: Request[Any, Any, State]) -> ServerSentEvent | 
                 while not queue.empty():  # coalesce a burst of changes into one event
                     version = queue.get_nowait()
                     closing = closing or version == _CLOSE
-                if closing or (token is not None and token_by_id(runtime, token.id) is None):
+                if closing or (token is not None and not _still_valid(runtime, token)):
                     return
                 yield _event(runtime, version)
         finally:

@@ -106,7 +106,7 @@ def signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> UiUser:
         record = token_by_id(runtime, session.token_id)
         if record is None or record.scope not in (ADMIN, VIEWER):
             raise SessionError("the token of this session was revoked")
-        check_session(secret, session, credential_of(runtime, record), time.time())
+        check_session(secret, session, credential_of(record), time.time())
     except SessionError as bad:
         raise SignInNeeded(f"{bad}: sign in again", path) from None
     return UiUser(record, value, csrf_token(secret, value))

@@ -214,8 +214,7 @@ async def sign_in(request: UiRequest) -> Response[Any]:
             "or a viewer token"
         )
     expires = int(time.time()) + SESSION_SECONDS
-    credential = credential_of(runtime, record)
-    session = mint_session(server_secret(request), record.id, expires, credential)
+    session = mint_session(server_secret(request), record.id, expires, credential_of(record))
     log.info("admin UI: %s signed in (token %s)", record.name, record.id)
     response: Response[Any] = Redirect(_safe_next(form.next), status_code=303)
     response.cookies.append(_cookie(request, SESSION_COOKIE, session, SESSION_SECONDS))

@@ -126,14 +126,15 @@ async def test_a_replaced_snapshot_is_dismantled_only_once_nothing_evaluates_fro
 
 def test_a_served_change_is_never_half_built(tmp_path: Path) -> None:
     """A real worker under bulk evaluations while an import changes every flag: every answer
-    is all old or all new, and the answers go on while the change is compiled."""
+    is all old or all new, each client sees the versions in order, and the answers go on
+    while the change is compiled."""
     seed = tmp_path / "seed.yaml"
     seed.write_text(yaml.safe_dump(_document("v1")))
     with running_server(tmp_path / "server", workers=1, seed=seed) as server:
-        answers: list[set[Any]] = []
+        seen: list[list[set[Any]]] = [[], []]
         stop = threading.Event()
 
-        def bulk() -> None:
+        def bulk(answers: list[set[Any]]) -> None:
             with server.client(timeout=30) as client:
                 while not stop.is_set():
                     answer = client.post(
@@ -142,7 +143,7 @@ def test_a_served_change_is_never_half_built(tmp_path: Path) -> None:
                     assert answer.status_code == 200, answer.text
                     answers.append({flag["value"] for flag in answer.json()["flags"]})
 
-        threads = [threading.Thread(target=bulk) for _ in range(2)]
+        threads = [threading.Thread(target=bulk, args=(answers,)) for answers in seen]
         for thread in threads:
             thread.start()
         try:
@@ -154,7 +155,18 @@ def test_a_served_change_is_never_half_built(tmp_path: Path) -> None:
             stop.set()
             for thread in threads:
                 thread.join(30)
+        with server.client(timeout=30) as client:
+            after = client.post(
+                "/ofrep/v1/evaluate/flags", json={"context": {"targetingKey": "user-2"}}
+            )
+        assert {flag["value"] for flag in after.json()["flags"]} == {"v3"}
+    answers = [values for answers in seen for values in answers]
     assert answers
     assert all(len(values) == 1 for values in answers), [v for v in answers if len(v) != 1][:3]
     assert {"v1"} in answers
-    assert answers[-1] == {"v3"}
+    # A thread's answers never go back to an older version. (Across the two threads the last
+    # answer recorded may be older: a request sent before the change can finish after one
+    # sent later.)
+    for answers in seen:
+        versions = [next(iter(values)) for values in answers]
+        assert versions == sorted(versions), versions

@@ -18,7 +18,6 @@ from __future__ import annotations
 import http.server
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,11 +29,11 @@ import pytest
 
 import flagport
 from tests.support.browser import launched_chromium
+from tests.support.http_server import serving
 from tests.support.server import (
     PORTAL_FLAGS,
     RunningServer,
     flags_executable,
-    free_port,
     running_server,
 )
 
@@ -83,15 +82,9 @@ def page_origin() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as url:
         # "localhost" for the page, 127.0.0.1 for Flagport: two origins on one machine.
-        yield f"http://localhost:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+        yield url.replace("127.0.0.1", "localhost")
 
 
 @pytest.fixture(scope="module")

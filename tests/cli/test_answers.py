@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +16,7 @@ import click
 import pytest
 
 from flagport_cli.main import cli, main
+from tests.support.http_server import serving
 
 #: Arguments that get each command past its own checks to its first request.
 ARGUMENTS: dict[str, tuple[str, ...]] = {
@@ -165,14 +165,8 @@ class _Quiet(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def stand_in() -> Iterator[str]:
-    server = _Quiet(("127.0.0.1", 0), _Misbehaving)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Misbehaving, server_class=_Quiet) as url:
+        yield url
 
 
 #: Commands that never ask a server: ``serve`` is one, ``backup`` and ``restore`` open the

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -16,6 +16,7 @@ import pytest
 
 from tests.cli.conftest import Flags, run_flags
 from tests.support.documents import alias_bomb
+from tests.support.http_server import serving
 from tests.support.server import ADMIN_TOKEN, RunningServer, free_port
 
 
@@ -334,16 +335,11 @@ def silent_propagation(server: RunningServer) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    relay = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
-    relay.daemon_threads = True
-    thread = threading.Thread(target=relay.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{relay.server_address[1]}"
-    finally:
-        release.set()
-        relay.shutdown()
-        relay.server_close()
+    with serving(Relay) as url:
+        try:
+            yield url
+        finally:
+            release.set()
 
 
 def test_the_wait_ends_at_its_timeout_when_the_server_stops_answering(

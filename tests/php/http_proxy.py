@@ -5,12 +5,12 @@ benchmarks: every GET becomes a FastCGI request to one PHP script in a PHP-FPM p
 from __future__ import annotations
 
 import contextlib
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from tests.php.fcgi import FastCGIClient
+from tests.support.http_server import serving
 
 __all__ = ["fastcgi_gateway"]
 
@@ -41,12 +41,5 @@ def fastcgi_gateway(fpm_socket: str, script: str, params: dict[str, str]) -> Ite
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler) as url:
+        yield url

@@ -7,7 +7,6 @@ read, for as long as it liked."""
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 from collections.abc import Iterator
 
@@ -18,6 +17,7 @@ from flagport.rollout.errors import PrometheusError
 from flagport_server.driver import HealthPolls
 from flagport_server.probes import MAX_ANSWER_BYTES, AnswerTooLarge, fetch
 from flagport_server.prometheus import ask
+from tests.support.http_server import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -52,14 +52,8 @@ class Ends(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def ends() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ends)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Ends) as url:
+        yield url
 
 
 async def test_a_trickled_answer_ends_at_the_deadline(ends: str) -> None:

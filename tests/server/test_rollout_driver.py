@@ -39,6 +39,7 @@ from flagport_server.errors import NotFound, StoreUnavailable
 from flagport_server.plans import PlanService
 from flagport_server.stores import SQLiteStore
 from flagport_server.stores.base import AuditEntry, AuditQuery, Mutation, Store
+from tests.support.http_server import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -250,14 +251,8 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def health_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Health) as url:
+        yield f"{url}/health"
 
 
 async def test_three_failed_health_polls_in_a_row_roll_back(store: Store, health_url: str) -> None:

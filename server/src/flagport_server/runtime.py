@@ -224,6 +224,15 @@ class Runtime:
                     self.version,
                     self.settings.snapshot_cache,
                 )
+        else:
+            # In the registry before the first request: a change committed from now on is
+            # waited for on this worker too (``flags`` waits on the registry). Registered
+            # only by the loop's first beat, a worker starting beside a ``flags token
+            # create`` could serve a 401 to the token the command had just confirmed.
+            try:
+                await self.heartbeat()
+            except Exception as error:
+                self._mark_writes_failing(error)
         self._tasks = [
             asyncio.create_task(self._watch_changes(), name="flagport-watch"),
             asyncio.create_task(self._poll(), name="flagport-poll"),

@@ -128,3 +128,9 @@ def test_a_server_answers_429_past_the_rate_and_only_on_the_evaluation_surface(
                     ).status_code
                     == 200
                 )
+            # A made-up token names nobody: the request counts against its address, which
+            # is out of requests (a fresh token per request was a fresh bucket each time).
+            for n in range(5):
+                junk = {**headers, "X-API-Key": f"fpe_made-up-{n}"}
+                answer = client.post("/ofrep/v1/evaluate/flags", content=body, headers=junk)
+                assert answer.status_code == 429, answer.text

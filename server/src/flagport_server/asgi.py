@@ -13,6 +13,7 @@ import msgspec
 from litestar.types import ASGIApp
 
 from flagport_server.app import create_app
+from flagport_server.auth import token_record
 from flagport_server.body_deadline import BodyDeadline
 from flagport_server.cors import Cors, CorsPolicy
 from flagport_server.dispatch import EvaluationDispatch, Front
@@ -47,12 +48,18 @@ def serving_app(settings: Settings, store: Store | None = None) -> ASGIApp:
     deadline = BodyDeadline(framework, settings.body_timeout)
     chain: ASGIApp = deadline
     rate = None
+    runtime = app.state.runtime
     if settings.rate_limit is not None:
         burst = settings.rate_burst or max(1, math.ceil(2 * settings.rate_limit))
         # A 429 carries the CORS headers, so a page can read its Retry-After (docs/spec.md
         # section 12).
         chain = rate = RateLimit(
-            chain, settings.rate_limit, burst, settings.trusted_proxies, cors=cors
+            chain,
+            settings.rate_limit,
+            burst,
+            settings.trusted_proxies,
+            cors=cors,
+            known_token=lambda secret: token_record(runtime, secret) is not None,
         )
     host = None
     if settings.checks_host:

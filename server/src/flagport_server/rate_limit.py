@@ -3,7 +3,9 @@
 ``flags serve --rate-limit N`` gives every client N requests a second on the evaluation
 surface (OFREP single and bulk, ``GET /v1/evaluate``, the change stream), with bursts of
 ``--rate-burst`` (default 2N), counted by each worker on its own. A client is its token when
-it sends one (``Authorization: Bearer`` or ``X-API-Key``), else its address. The address is
+it sends a valid one (``Authorization: Bearer`` or ``X-API-Key``), else its address: a
+made-up token per request would otherwise be a fresh bucket each time, and on a bind whose
+open scope lets evaluation through without a token nothing else would refuse it. The address is
 the connection's peer, or, when the peer is a ``--trusted-proxy``, the nearest address in
 ``X-Forwarded-For`` that is not one: a client cannot pick its own address by sending the
 header. Over the limit: 429 with ``Retry-After`` in integer seconds, the form every published
@@ -140,8 +142,11 @@ class RateLimit:
         trusted_proxies: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
         cors: CorsPolicy | None = None,
+        known_token: Callable[[str], bool] = lambda _secret: True,
     ) -> None:
         self.app = app
+        #: Whether a presented secret is a valid token's (only then does it name the client).
+        self.known_token = known_token
         #: Whose headers a 429 carries, so that a page can read its Retry-After.
         self.cors = cors
         self.buckets = ClientBuckets(rate, burst)
@@ -153,9 +158,12 @@ class RateLimit:
         forwarded = None
         for name, value in scope["headers"]:
             if name in _TOKEN_HEADERS:
-                # The token (``Bearer`` dropped), hashed to a fixed size whatever the header's:
-                # a client's own bucket whatever address it comes from.
-                return hash(value.rpartition(b" ")[2].strip())
+                # A valid token (``Bearer`` dropped), hashed to a fixed size: a client's own
+                # bucket whatever address it comes from.
+                secret = value.rpartition(b" ")[2].strip()
+                if self.known_token(secret.decode("latin-1")):
+                    return hash(secret)
+                continue
             if name == b"x-forwarded-for":
                 forwarded = value
         client = scope.get("client")

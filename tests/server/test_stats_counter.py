@@ -55,8 +55,9 @@ class Harness:
         if snapshot is not None:
             self.others.append(snapshot)
         for context in contexts:
-            results = (snapshot or self.snapshot).evaluate_all(context, self.now)
-            self.counter.count_many(results, context)
+            served = snapshot or self.snapshot
+            results = served.evaluate_all(context, self.now)
+            self.counter.count_many(results, context, served.bucket_attributes)
 
     def drain(self, seconds: float = 1.0) -> dict[tuple[str, str], set[str]]:
         self.now += seconds
@@ -153,6 +154,23 @@ def test_odd_units_are_counted_not_remembered(tmp_path: Path) -> None:
     assert set().union(*units.values()) == {"7"}
     harness.serve([{"targetingKey": ["not", "hashable"]}])
     assert harness.drain() == {}
+
+
+def test_a_bulk_count_keeps_only_the_units_of_its_context(tmp_path: Path) -> None:
+    """What waits for the drain is the values the flags bucket by, not the caller's
+    context: 21,000 nested lists in one (a 64 KiB body) were held, and scanned by the
+    garbage collector, until the drain, per request."""
+    harness = Harness(tmp_path)
+    context: dict[str, Any] = {
+        "targetingKey": "u1",
+        "company_id": 7,
+        "role": "admin",
+        "x": [[] for _ in range(21_000)],
+    }
+    harness.serve([context, {"targetingKey": ["a list"], "company_id": 8}])
+    drained = harness.counter.drain()
+    assert drained.contexts == [{"targetingKey": "u1", "company_id": 7}, {"company_id": 8}]
+    assert harness.snapshot.bucket_attributes == {"targetingKey", "company_id"}
 
 
 def test_rows_from_two_snapshots_in_one_period(tmp_path: Path) -> None:

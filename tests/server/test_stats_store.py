@@ -136,7 +136,7 @@ async def test_recorder_series_across_minute_and_hour_boundaries(store: Store) -
         for unit in units:
             context = {"targetingKey": str(unit)}
             results = snapshot.evaluate_all(context, now[0])
-            counter.count_many(results, context)
+            counter.count_many(results, context, snapshot.bucket_attributes)
             for result in results.values():
                 name = f"{result.key}:{result.variant}"
                 served[name] = served.get(name, 0) + 1

@@ -144,6 +144,7 @@ class CompiledSnapshot:
         "_order",
         "_plan",
         "_template",
+        "bucket_attributes",
         "clock_keys",
         "document",
         "problems",
@@ -187,6 +188,8 @@ class CompiledSnapshot:
         self.clock_keys = plan.clock_keys
         self._template = plan.template
         self._plan = plan.steps
+        #: The attributes the flags bucket by (the units a count keeps of a context).
+        self.bucket_attributes = frozenset(f.bucket_by for f in order if f.bucket_by)
 
     def dismantle(self, chunk_size: int = 1000) -> Iterator[None]:
         """Drop this snapshot's flags, the gated ones first, pausing (yielding) after each

@@ -363,7 +363,7 @@ def answer_bulk(
         headers = ((b"etag", etag), served.snapshot_header, answering.worker_header)
         return RawResponse(b"", 304, headers)
     results = snapshot.evaluate_all(context, now)
-    answering.counter.count_many(results, context)
+    answering.counter.count_many(results, context, snapshot.bucket_attributes)
     item = answers.item
     if not streams_available(answering.streams):
         tail = answers.polling_tail

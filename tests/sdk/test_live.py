@@ -265,10 +265,19 @@ def test_down_at_start_bootstrap_then_catch_up(tmp_path: Path) -> None:
             # The seed has the parent off: the server's truth replaces the bootstrap.
             assert booted.is_enabled(KEY, context) is False
             assert bare.is_enabled(KEY, context) is False
-            enable(server, KEY, 50)
-            first = {"targetingKey": "user-0"}
-            assert wait_until(lambda: booted.is_enabled(KEY, first) is in_cohort("user-0"), 5)
-            assert wait_until(lambda: remote.is_enabled(KEY, first) is in_cohort("user-0"), 5)
+            version = enable(server, KEY, 50)
+            # Waited for by version: a unit's answer may already be the one wanted (a unit
+            # outside the 50 % reads off before and after the change).
+            for local in (booted, bare):
+                assert wait_until(lambda c=local: (c.version or 0) >= version, 5)
+
+            def remote_agrees() -> bool:
+                return all(
+                    remote.is_enabled(KEY, {"targetingKey": u}) is (bool(u) and in_cohort(u))
+                    for u in UNITS[:50]
+                )
+
+            assert wait_until(remote_agrees, 5)
             for unit in UNITS[:50]:
                 ctx = {"targetingKey": unit}
                 want = bool(unit) and in_cohort(unit)

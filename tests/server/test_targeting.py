@@ -8,6 +8,7 @@ then serves. Bad input (unknown variant or segment, wrong value types, oversized
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,6 +114,39 @@ def test_rule_operator_changes_evaluation(
     # Clearing the rules turns it back.
     assert put_rules(admin, key, []).status_code == 200
     assert evaluate(client, key, context) == OFF
+
+
+def test_a_scheduled_change_is_not_hidden_by_a_304(
+    admin: httpx.Client, client: httpx.Client
+) -> None:
+    """A `$now` rule changes a flag's answer without a new version: a bulk answer's ETag
+    covers it, so a client revalidating after the moment gets the new answer, not a 304."""
+    at = time.time() + 1.5
+    moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+    make_flag(admin, "launch-at", enabled=True, percentage=0)
+    rules = [
+        {
+            "conditions": [{"op": "after", "attribute": "$now", "values": [moment]}],
+            "variant": "on",
+            "name": "launched",
+        }
+    ]
+    assert put_rules(admin, "launch-at", rules).status_code == 200
+    body = {"context": {"targetingKey": "u"}}
+
+    def launch_at(answer: httpx.Response) -> Any:
+        return next(f["value"] for f in answer.json()["flags"] if f["key"] == "launch-at")
+
+    before = client.post("/ofrep/v1/evaluate/flags", json=body)
+    assert launch_at(before) is False
+    etag = before.headers["etag"]
+    again = client.post("/ofrep/v1/evaluate/flags", json=body, headers={"If-None-Match": etag})
+    assert again.status_code == 304  # nothing moved yet
+    time.sleep(max(0.0, at - time.time()) + 0.3)
+    after = client.post("/ofrep/v1/evaluate/flags", json=body, headers={"If-None-Match": etag})
+    assert after.status_code == 200
+    assert launch_at(after) is True
+    assert after.headers["etag"] != etag
 
 
 def test_now_schedules_use_the_server_clock(admin: httpx.Client, client: httpx.Client) -> None:

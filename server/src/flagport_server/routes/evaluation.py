@@ -356,13 +356,23 @@ def answer_bulk(
     )
     if ticket is not None:
         digest.update(ticket.token_id.encode())
+    results = None
+    if snapshot.clock_keys:
+        # A flag reading the clock (a `$now` rule) changes its answer without a new
+        # version: its answer is part of the tag, or a 304 would keep the old one.
+        results = snapshot.evaluate_all(context, now)
+        for clocked in sorted(snapshot.clock_keys):
+            if (result := results.get(clocked)) is not None:
+                digest.update(f"{clocked}\0{result.variant}\0{result.reason}\0".encode())
+    if ticket is not None:
         etag = f'"{snapshot.version}-{ticket.day}-{digest.hexdigest()}"'.encode()
     else:
         etag = f'"{snapshot.version}-{digest.hexdigest()}"'.encode()
     if if_none_match is not None and if_none_match.strip() == etag:
         headers = ((b"etag", etag), served.snapshot_header, answering.worker_header)
         return RawResponse(b"", 304, headers)
-    results = snapshot.evaluate_all(context, now)
+    if results is None:
+        results = snapshot.evaluate_all(context, now)
     answering.counter.count_many(results, context, snapshot.bucket_attributes)
     item = answers.item
     if not streams_available(answering.streams):

@@ -22,7 +22,14 @@ from flagport_server.runtime import Runtime
 from flagport_server.services import AdminService
 from flagport_server.settings import Settings
 from flagport_server.stores import open_store
-from flagport_server.stores.base import AuditEntry, AuditQuery, CommitResult, Mutation, Store
+from flagport_server.stores.base import (
+    AuditEntry,
+    AuditQuery,
+    ChangeRequest,
+    CommitResult,
+    Mutation,
+    Store,
+)
 from flagport_server.wire.approvals_v1 import EnableChange
 
 pytestmark = pytest.mark.anyio
@@ -140,6 +147,17 @@ async def test_a_reader_and_the_approval_settle_one_claim_once(
     assert (await _actions(service)).count("request.approved") == 1
 
 
+async def _approved_unanswered(held: HeldStore, service: ApprovalService) -> ChangeRequest:
+    """A request filed and approved, whose change the store committed without answering
+    (the approval raised 503)."""
+    filed, _ = await service.file("invoices", EnableChange(percentage=100), "go", ALICE)
+    held.fail_after_commit = True
+    with pytest.raises(StoreUnavailable):
+        await service.approve(filed.id, BOB, "ok")
+    held.fail_after_commit = False
+    return filed
+
+
 async def test_a_store_error_after_the_commit_leaves_the_claim_to_the_audit(
     setting: tuple[HeldStore, ApprovalService], later: Later
 ) -> None:
@@ -147,11 +165,7 @@ async def test_a_store_error_after_the_commit_leaves_the_claim_to_the_audit(
     request is not marked failed (its change is served), and once the grace is over a
     reader settles it applied from the audit."""
     held, service = setting
-    filed, _ = await service.file("invoices", EnableChange(percentage=100), "go", ALICE)
-    held.fail_after_commit = True
-    with pytest.raises(StoreUnavailable):
-        await service.approve(filed.id, BOB, "ok")
-    held.fail_after_commit = False
+    filed = await _approved_unanswered(held, service)
     claimed = await service.request(filed.id)
     assert (claimed.status, claimed.applying) == ("applied", True)
     later.ahead = APPLY_GRACE_S + 1
@@ -166,11 +180,7 @@ async def test_the_change_is_found_behind_many_later_entries(
     """A busy key: more entries since the claim than one audit page holds, the change's the
     oldest. The settle pages back to it (read from the newest page only, it said failed)."""
     held, service = setting
-    filed, _ = await service.file("invoices", EnableChange(percentage=100), "go", ALICE)
-    held.fail_after_commit = True
-    with pytest.raises(StoreUnavailable):
-        await service.approve(filed.id, BOB, "ok")
-    held.fail_after_commit = False
+    filed = await _approved_unanswered(held, service)
     at = (await service.admin.audit(AuditQuery(key="invoices", limit=1)))[0].at
     busy = [
         AuditEntry(actor="bob", action="note", key="invoices", at=at, after={"n": n})

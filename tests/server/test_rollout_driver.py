@@ -553,6 +553,47 @@ async def test_a_store_error_between_rounds_restarts_no_hold(store: Store) -> No
     assert "plan-hold-restart" not in await actions(store)
 
 
+async def test_a_slow_round_keeps_its_lease(store: Store) -> None:
+    """Three plans whose outcome reads take 2 s each: a 6 s round, longer than the 3 s
+    lease. The driver renews it between plans, so it still holds it when the round ends
+    and nobody else could have taken it midway."""
+    clock = Clock(T0)
+    for key in ("a-flag", "b-flag", "c-flag"):
+        await store.commit(
+            [Mutation("flag", key, "put", Flag(version=1, enabled=False), None)],
+            [AuditEntry(actor="alice", action="create", key=key, at="2027-01-15T08:00:00Z")],
+        )
+        spec = PlanSpec(
+            key=key, steps=(10.0, 100.0), hold=3600, guards=("error_rate > 5% over 5m",)
+        )
+        await service(store, clock).create(spec, ALICE, "slow reads")
+    slow = SlowReads(store, clock, seconds=2.0)
+    driver = Driver(slow, clock=clock, holder="slow")  # type: ignore[arg-type]
+    await driver.step()  # takes the lease, starts the plans
+    began = clock.now
+    await driver.step()  # judges them: reads outcomes, 2 s each
+    assert clock.now - began >= 6.0
+    lease = await store.lease(LEASE_NAME, clock.now)
+    assert lease is not None
+    assert lease.holder == "slow"
+
+
+class SlowReads:
+    """A real store whose outcome reads take ``seconds`` on the test's clock."""
+
+    def __init__(self, store: Store, clock: Clock, seconds: float) -> None:
+        self.store = store
+        self.clock = clock
+        self.seconds = seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def outcomes(self, *args: Any) -> Any:
+        self.clock.now += self.seconds
+        return await self.store.outcomes(*args)
+
+
 class FlakyStore:
     """A real store whose next ``failures`` plan reads fail as an unreachable store's do."""
 

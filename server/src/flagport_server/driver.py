@@ -295,6 +295,11 @@ class Driver:
             if plan.status not in _DRIVEN:
                 self.decisions.pop(key, None)
                 continue
+            # Renewed between plans when due: a round slower than the lease (many plans,
+            # slow reads) would otherwise let another driver take it midway, each then
+            # deciding half the plans and restarting the other's holds.
+            if not await self.keep_lease(self.clock()):
+                break
             try:
                 state = await self._drive_plan(key, plan, now, state, urls, queried, taken)
                 self.failed_plans.pop(key, None)

@@ -244,7 +244,7 @@ def _valid(**changes: object) -> dict[str, object]:
         "format_version": BACKUP_FORMAT_VERSION,
         "created_at": AT,
         "source": {"kind": "sqlite", "store_id": "s1", "schema_version": 1, "snapshot_version": 3},
-        "flags": [{"key": "a", "version": 1, "body": "{}"}],
+        "flags": [{"key": "a", "version": 1, "body": '{"version": 1}'}],
         "audit": [
             {"id": 1, "snapshot_version": 1, "key": "a", "actor": "x", "at": AT, "body": "{}"}
         ],
@@ -275,8 +275,29 @@ def test_a_backup_file_is_written_for_its_owner_only_and_read_back(tmp_path: Pat
         ("not json", "not a Flagport backup"),
         ({"format": "something-else"}, "not a Flagport backup"),
         (_valid(format_version=BACKUP_FORMAT_VERSION + 1), "written by a newer Flagport"),
-        (_valid(flags=[{"key": "a", "version": 1, "body": "{}"}] * 2), "appears twice"),
-        (_valid(flags=[{"key": "a", "version": 0, "body": "{}"}]), "version must be at least 1"),
+        (_valid(flags=[{"key": "a", "version": 1, "body": '{"version": 1}'}] * 2), "appears twice"),
+        (_valid(flags=[{"key": "a", "version": 0, "body": "{}"}]), "version must be from 1"),
+        # What a later commit, the kill switch's included, could not get past:
+        (
+            _valid(flags=[{"key": "a", "version": 2, "body": "{}"}]),
+            "the body's version \\(None\\) is not the record's \\(2\\)",
+        ),
+        (
+            _valid(flags=[{"key": "Bad Key\n", "version": 1, "body": '{"version": 1}'}]),
+            "invalid key",
+        ),
+        (
+            _valid(
+                source={
+                    "kind": "redis",
+                    "store_id": "s",
+                    "schema_version": 1,
+                    "snapshot_version": 10**17,
+                }
+            ),
+            "snapshot_version must be from 0 to 2\\^53",
+        ),
+        (_valid(audit_next_id=2**62), "audit_next_id must be from 1 to 2\\^53"),
         (_valid(flags=[{"key": "a", "version": 1, "body": "{nope"}]), "the body is not JSON"),
         (_valid(audit_next_id=1), "not below audit_next_id"),
         (_valid(tokens=['{"id": "t"}']), "not a token record"),

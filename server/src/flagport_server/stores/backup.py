@@ -23,6 +23,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from flagport import InvalidDocumentError
+from flagport.engine import validate_key
 from flagport_server.errors import InvalidInput
 from flagport_server.stores.base import ApprovalPolicy, ChangeRequest, TokenRecord
 from flagport_server.stores.webhook_records import WebhookDelivery, WebhookRecord
@@ -50,6 +52,9 @@ BACKUP_FORMAT_VERSION: Final = 2
 #: 15,000 flags of at most 256 KiB each: far less than this in practice).
 MAX_BACKUP_BYTES: Final = 2 * 1024 * 1024 * 1024
 _KEY_BYTES: Final = 1024
+#: Versions, ids and cursors a backup may carry: exact as doubles (Redis's scripts read
+#: them so, and write a larger one as 1e+17) and far from SQLite's 64-bit integers.
+MAX_NUMBER: Final = 2**53
 
 
 class BackupRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -198,7 +203,12 @@ def read_backup(path: Path) -> StoreBackup:
 
 
 def check_backup(backup: StoreBackup, where: str) -> None:
-    """What the decoder cannot check: unique keys and ids, sane numbers, JSON bodies."""
+    """What the decoder cannot check: unique keys and ids, sane numbers, JSON bodies, and
+    what every later commit counts on: keys of the key grammar, each record's body at the
+    version the store keeps it under, numbers no commit can overflow. A restored record
+    short of these could not be changed afterwards, not even by the kill switch."""
+    _check_number(backup.source.snapshot_version, "source.snapshot_version", where, 0)
+    _check_number(backup.audit_next_id, "audit_next_id", where, 1)
     for kind, records in (
         ("flag", backup.flags),
         ("segment", backup.segments),
@@ -209,12 +219,20 @@ def check_backup(backup: StoreBackup, where: str) -> None:
             at = f"{where}: {kind}s[{index}]"
             if not record.key or len(record.key.encode()) > _KEY_BYTES:
                 raise InvalidInput(f"{at}: a key of 1 to {_KEY_BYTES} bytes is required")
+            try:
+                validate_key(record.key, "key")
+            except InvalidDocumentError as error:
+                raise InvalidInput(f"{at}: {error}") from None
             if record.key in seen:
                 raise InvalidInput(f"{at}: {kind} {record.key!r} appears twice")
             seen.add(record.key)
-            if record.version < 1:
-                raise InvalidInput(f"{at}: version must be at least 1")
-            _check_json(record.body, at)
+            _check_number(record.version, "version", at, 1)
+            body = _check_json(record.body, at)
+            stated = body.get("version") if isinstance(body, dict) else None
+            if stated != record.version:
+                raise InvalidInput(
+                    f"{at}: the body's version ({stated!r}) is not the record's ({record.version})"
+                )
     ids: set[int] = set()
     for index, entry in enumerate(backup.audit):
         at = f"{where}: audit[{index}]"
@@ -223,6 +241,7 @@ def check_backup(backup: StoreBackup, where: str) -> None:
         ids.add(entry.id)
         if entry.id >= backup.audit_next_id:
             raise InvalidInput(f"{at}: id {entry.id} is not below audit_next_id")
+        _check_number(entry.snapshot_version, "snapshot_version", at, 0)
         try:
             datetime.datetime.fromisoformat(entry.at)
         except ValueError:
@@ -251,8 +270,7 @@ def check_backup(backup: StoreBackup, where: str) -> None:
         [w.body for w in backup.webhooks], WebhookRecord, f"{where}: webhooks"
     )
     for index, webhook in enumerate(backup.webhooks):
-        if webhook.cursor < 0:
-            raise InvalidInput(f"{where}: webhooks[{index}]: the cursor is negative")
+        _check_number(webhook.cursor, "the cursor", f"{where}: webhooks[{index}]", 0)
     _check_records(backup.webhook_deliveries, WebhookDelivery, f"{where}: webhook_deliveries")
     deliveries = [
         msgspec.json.decode(body, type=WebhookDelivery) for body in backup.webhook_deliveries
@@ -283,8 +301,13 @@ def _check_records(bodies: list[str], kind: type[Any], at: str) -> set[str]:
     return ids
 
 
-def _check_json(body: str, at: str) -> None:
+def _check_json(body: str, at: str) -> Any:
     try:
-        msgspec.json.decode(body)
+        return msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise InvalidInput(f"{at}: the body is not JSON ({error})") from None
+
+
+def _check_number(value: int, name: str, at: str, least: int) -> None:
+    if not least <= value <= MAX_NUMBER:
+        raise InvalidInput(f"{at}: {name} must be from {least} to 2^53, got {value}")

@@ -3,7 +3,8 @@
 Limits apply when something is committed: the store's own ``commit`` refuses a flag or a
 segment over a limit, whoever calls it. Reading stays lenient: a flag stored under older,
 looser limits still loads (and ``/readyz`` warns), fields a newer release wrote are ignored,
-and only a record that cannot be decoded (not JSON, wrong types) is unreadable. An
+and only a record that cannot be decoded (not JSON, wrong types, not UTF-8) or whose key is
+outside the grammar is unreadable. An
 unreadable flag is served as ``PARSE_ERROR``, left out of the SDK feed and exports, named in
 ``/readyz``; every other flag is served, the kill switch turns every other flag off and says
 which it could not reach; ``flags delete`` and ``flags import`` repair it.
@@ -148,9 +149,14 @@ async def test_load_names_what_cannot_be_decoded_and_reads_the_rest(
     store_backend.write_raw("flag", "not-json", "{this is not json")
     store_backend.write_raw("flag", "wrong-type", '{"rules": 7, "surprise": 1}')
     store_backend.write_raw("segment", "bad-segment", "[1, 2]")
+    # A key no commit takes (a restore from a hand-edited file, redis-cli), and a byte that
+    # is not UTF-8: each its own unreadable record (on Redis the second failed the load).
+    store_backend.write_raw("flag", "Bad Key", '{"enabled": true, "version": 1}')
+    store_backend.write_raw("flag", "not-utf8", b'{"enabled": true, "owner": "\xff"}')
     state = await store.load()
     assert list(state.document.flags) == ["good"]
-    assert sorted(state.unreadable_flags) == ["not-json", "wrong-type"]
+    assert sorted(state.unreadable_flags) == ["Bad Key", "not-json", "not-utf8", "wrong-type"]
+    assert "invalid key" in state.unreadable_flags["Bad Key"]
     assert "rules" in state.unreadable_flags["wrong-type"]
     assert list(state.unreadable_segments) == ["bad-segment"]
     assert state.document.segments == {}

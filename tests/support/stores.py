@@ -53,7 +53,7 @@ class Backend(Protocol):
         message contains ``text`` (the location an operator has to fix)."""
         ...
 
-    def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
+    def write_raw(self, kind: str, key: str, body: str | bytes, version: int = 1) -> None:
         """Write ``body`` as the stored ``kind`` (``flag``/``segment``/``plan``) ``key`` behind the
         store's back, as a bug, an old release or a hand edit could, and bump the snapshot
         version so that servers reload. The store must be initialised (opened once)."""
@@ -73,7 +73,7 @@ class Backend(Protocol):
 class SQLiteBackend:
     """A fresh SQLite file in a temporary directory."""
 
-    def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
+    def write_raw(self, kind: str, key: str, body: str | bytes, version: int = 1) -> None:
         table = {"flag": "flags", "segment": "segments", "plan": "plans"}[kind]
         with contextlib.closing(sqlite3.connect(self.path)) as conn, conn:
             conn.execute(
@@ -167,7 +167,7 @@ class RedisBackend:
         # The key layout of ``flagport_server.stores.redis`` (its package docstring).
         return "{" + parse_qs(urlsplit(self.url).query)["prefix"][0] + "}"
 
-    def write_raw(self, kind: str, key: str, body: str, version: int = 1) -> None:
+    def write_raw(self, kind: str, key: str, body: str | bytes, version: int = 1) -> None:
         tag = self._tag
         client = self._client()
         try:

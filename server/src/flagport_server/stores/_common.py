@@ -175,7 +175,7 @@ def _decode_plans(
     for key, body in sorted(rows):
         try:
             good[key] = decode_plan(body if isinstance(body, bytes) else body.encode())
-        except (msgspec.DecodeError, RolloutError) as error:
+        except (msgspec.DecodeError, RolloutError, UnicodeError) as error:
             bad[key] = str(error)
     return good, bad
 
@@ -188,8 +188,12 @@ def _decode_each(
     bad: dict[str, str] = {}
     for key, body in sorted(rows):
         try:
+            validate_key(key, "key")
             good[key] = decoder.decode(body)
-        except msgspec.DecodeError as error:
+        except (msgspec.DecodeError, InvalidDocumentError, UnicodeError) as error:
+            # A key outside the grammar could be neither changed nor killed (every commit
+            # checks it): named, as an undecodable body is. UnicodeError: a byte that is not
+            # UTF-8 in a Redis value (see the connection's ``encoding_errors``).
             bad[key] = str(error)
     return good, bad
 

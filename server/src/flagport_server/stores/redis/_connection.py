@@ -178,6 +178,10 @@ class RedisBase(Store):
             # backoff: an outage must answer 503 at once, not after seconds of retries.
             "retry": Retry(NoBackoff(), 1),
             "decode_responses": True,
+            # A byte that is not UTF-8 (a body written with redis-cli) reads as a lone
+            # surrogate, which the record's decoder refuses: that record is unreadable,
+            # instead of the whole load failing and every flag, the kill switch's too, with it.
+            "encoding_errors": "surrogateescape",
         }
         if o.scheme == "rediss" or (o.service is not None and o.ssl_ca_certs):
             kwargs.update(

@@ -435,10 +435,10 @@ class Driver:
                     self.holding = False
                 except Exception:
                     log.exception("rollout driver round failed")
+                # asyncio.timeout: Python 3.11's wait_for can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._woken.wait(), TICK if self.enabled else RENEW_EVERY * 2
-                    )
+                    async with asyncio.timeout(TICK if self.enabled else RENEW_EVERY * 2):
+                        await self._woken.wait()
                 self._woken.clear()
         finally:
             await self.release()

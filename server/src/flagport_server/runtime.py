@@ -618,8 +618,11 @@ class Runtime:
                 self._mark_writes_failing(error)
             else:
                 self._mark_writes_ok()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the event is set, and stop() would wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._applied.wait(), self.settings.heartbeat_interval)
+                async with asyncio.timeout(self.settings.heartbeat_interval):
+                    await self._applied.wait()
 
     async def _audit_retention(self) -> None:
         """Delete the audit entries older than the retention, at start and then every

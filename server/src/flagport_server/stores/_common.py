@@ -5,6 +5,7 @@ contract: how guards compare, how audit timestamps and limits are read, how bodi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, TypeVar
@@ -187,15 +188,31 @@ def _decode_each(
     good: dict[str, _T] = {}
     bad: dict[str, str] = {}
     for key, body in sorted(rows):
+        # A key outside the grammar could be neither changed nor killed (every commit checks
+        # it): named, as an undecodable body is.
+        problem = _key_problem(key)
+        if problem is not None:
+            bad[key] = problem
+            continue
         try:
-            validate_key(key, "key")
             good[key] = decoder.decode(body)
-        except (msgspec.DecodeError, InvalidDocumentError, UnicodeError) as error:
-            # A key outside the grammar could be neither changed nor killed (every commit
-            # checks it): named, as an undecodable body is. UnicodeError: a byte that is not
-            # UTF-8 in a Redis value (see the connection's ``encoding_errors``).
+        except (msgspec.DecodeError, UnicodeError) as error:
+            # UnicodeError: a byte that is not UTF-8 in a Redis value (see the connection's
+            # ``encoding_errors``).
             bad[key] = str(error)
     return good, bad
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _key_problem(key: str) -> str | None:
+    """Why ``key`` is outside the key grammar, or None. Remembered: the keys of a store
+    change rarely and every reload reads them all (the check costs ~0.6 us a key, ~9 ms a
+    load of 15,000 flags; a remembered answer ~0.1 us)."""
+    try:
+        validate_key(key, "key")
+    except InvalidDocumentError as error:
+        return str(error)
+    return None
 
 
 def check_schema_version(store: str, stored: int, known: int) -> None:

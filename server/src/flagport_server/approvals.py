@@ -155,10 +155,10 @@ class ApprovalService:
         return [await self._settled(r) for r in found]
 
     async def request(self, request_id: str) -> ChangeRequest:
-        for found in await self.store.change_requests():
-            if found.id == request_id:
-                return await self._settled(found)
-        raise NotFound(f"change request {request_id!r} not found")
+        found = await self._stored(request_id)
+        if found is None:
+            raise NotFound(f"change request {request_id!r} not found")
+        return await self._settled(found)
 
     async def file(
         self, key: str, change: RequestChange, reason: str, actor: Actor
@@ -322,8 +322,7 @@ class ApprovalService:
         )
         if not await self.store.decide_change_request(settled, "applied", applying=True):
             # Settled meanwhile, by another reader or by the approval itself: what it is now.
-            now = {r.id: r for r in await self.store.change_requests()}
-            return now.get(request.id, settled)
+            return await self._stored(request.id) or settled
         approver = Actor(request.decided_by or "", request.decided_by_id)
         if made:
             await self._audit(settled, "request.approved", approver, request.decision)
@@ -354,11 +353,15 @@ class ApprovalService:
         the change wrote ``applied`` (nothing to do); one that found none wrote ``failed`` as
         interrupted, which the commit has made untrue, so the request is ``applied`` after
         all, and audited so."""
-        now = {r.id: r for r in await self.store.change_requests()}.get(applied.id)
+        now = await self._stored(applied.id)
         if now is None or now.status != "failed" or now.decision != INTERRUPTED:
             return
         if await self.store.decide_change_request(applied, "failed"):
             await self._audit(applied, "request.approved", approver, reason)
+
+    async def _stored(self, request_id: str) -> ChangeRequest | None:
+        """The request as the store holds it (neither expired nor settled here)."""
+        return next((r for r in await self.store.change_requests() if r.id == request_id), None)
 
     async def _expire_if_due(self, request: ChangeRequest) -> ChangeRequest:
         if request.status != "pending" or time.time() < _epoch(request.expires_at):
